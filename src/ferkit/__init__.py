@@ -1,0 +1,3 @@
+"""ferkit: facial expression recognition in PyTorch."""
+
+__version__ = "0.1.0"

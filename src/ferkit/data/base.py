@@ -1,0 +1,112 @@
+"""The in-memory form every dataset format loads into.
+
+A :class:`Split` holds decoded images as one uint8 array ``(N, H, W, C)`` (usually a read-only
+memory map of the cache, see :mod:`ferkit.data.cache`), integer labels and, for AffectNet-style
+data, valence/arousal. A :class:`FaceDataset` groups the splits with the class names and the list
+of problems met while loading (skipped files with reasons).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ferkit.errors import DataError
+
+SPLITS = ("train", "val", "test")
+
+
+@dataclass
+class Problem:
+    """A file or row that was skipped while loading, and why."""
+
+    path: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.reason}"
+
+
+@dataclass
+class Split:
+    images: np.ndarray  # uint8 (N, H, W, C)
+    labels: np.ndarray  # int64 (N,)
+    ids: list[str]  # a path or "file:row" per sample, for reports
+    valence: np.ndarray | None = None  # float32 (N,) in [-1, 1]
+    arousal: np.ndarray | None = None
+    landmarks: np.ndarray | None = None  # float32 (N, 68, 2) where the format has them
+    identities: np.ndarray | None = None  # int64 (N,) where the format has them
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    def subset(self, idx: np.ndarray) -> "Split":
+        idx = np.asarray(idx)
+        take = lambda a: None if a is None else a[idx]  # noqa: E731
+        return Split(
+            images=self.images[idx],
+            labels=self.labels[idx],
+            ids=[self.ids[i] for i in idx.tolist()],
+            valence=take(self.valence),
+            arousal=take(self.arousal),
+            landmarks=take(self.landmarks),
+            identities=take(self.identities),
+        )
+
+    @property
+    def has_va(self) -> bool:
+        return self.valence is not None and self.arousal is not None
+
+
+@dataclass
+class FaceDataset:
+    name: str  # a short label for reports (file or folder name)
+    format: str  # fer2013 | folder | affectnet | idx | synth
+    root: str
+    classes: list[str]
+    splits: dict[str, Split]
+    problems: list[Problem] = field(default_factory=list)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        s = next(iter(self.splits.values()))
+        return int(s.images.shape[1]), int(s.images.shape[2])
+
+    @property
+    def channels(self) -> int:
+        return int(next(iter(self.splits.values())).images.shape[3])
+
+    @property
+    def has_va(self) -> bool:
+        return all(s.has_va for s in self.splits.values()) and bool(self.splits)
+
+    def split(self, name: str) -> Split:
+        if name not in self.splits or len(self.splits[name]) == 0:
+            have = ", ".join(f"{k} ({len(v)})" for k, v in self.splits.items()) or "none"
+            raise DataError(f"{self.root}: dataset has no '{name}' split (it has: {have})")
+        return self.splits[name]
+
+    def histogram(self, split: str) -> np.ndarray:
+        return np.bincount(self.splits[split].labels, minlength=self.num_classes)
+
+    def class_weights(self, split: str = "train") -> np.ndarray:
+        """Inverse-frequency weights ``N / (k * count_c)`` (sklearn's "balanced"); absent classes get 0."""
+        counts = self.histogram(split).astype(np.float64)
+        n, k = counts.sum(), (counts > 0).sum()
+        w = np.zeros_like(counts)
+        w[counts > 0] = n / (k * counts[counts > 0])
+        return w.astype(np.float32)
+
+    def channel_stats(self, split: str = "train", max_samples: int = 20000) -> tuple[list[float], list[float]]:
+        """Per-channel mean and std in [0, 1] units over (up to ``max_samples`` of) a split."""
+        imgs = self.split(split).images
+        step = max(1, len(imgs) // max_samples)
+        x = np.asarray(imgs[::step], dtype=np.float32) / 255.0
+        mean = x.mean(axis=(0, 1, 2))
+        std = x.std(axis=(0, 1, 2)) + 1e-6
+        return [float(v) for v in mean], [float(v) for v in std]

@@ -1,0 +1,32 @@
+"""Errors a user can act on.
+
+Every error that bad input can cause is a :class:`FerkitError` whose message is one line naming the
+offending file/row/argument and what to do about it. The CLI prints that line and exits with code 2;
+anything else escaping is a bug.
+"""
+
+
+class FerkitError(Exception):
+    """Base class: a one-line, actionable message. The CLI exits 2 on it."""
+
+    exit_code = 2
+
+
+class DataError(FerkitError):
+    """A dataset, image or annotation file cannot be used as given."""
+
+
+class ModelError(FerkitError):
+    """Unknown model name, bad constructor arguments, unavailable pretrained weights."""
+
+
+class CheckpointError(FerkitError):
+    """A checkpoint file is missing, corrupt, or does not fit the requested model."""
+
+
+class ConfigError(FerkitError):
+    """Bad option value or recipe."""
+
+
+class TrainingError(FerkitError):
+    """Training cannot go on (e.g. the loss became NaN); the last good checkpoint is kept."""

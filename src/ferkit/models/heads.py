@@ -1,0 +1,46 @@
+"""Heads shared by every family: linear / MLP classifiers and the multitask (expression + V/A) head."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+from ferkit.errors import ModelError
+
+HEADS = ("linear", "mlp")
+
+
+def classifier(in_features: int, num_classes: int, head: str = "linear", hidden: int = 256, dropout: float = 0.25) -> nn.Module:
+    """``linear``: one Linear. ``mlp``: Linear(-> hidden), ReLU, Dropout, Linear(-> k) (source 001's head)."""
+    if head == "linear":
+        return nn.Linear(in_features, num_classes)
+    if head == "mlp":
+        return nn.Sequential(
+            nn.Linear(in_features, hidden), nn.ReLU(inplace=True), nn.Dropout(dropout), nn.Linear(hidden, num_classes)
+        )
+    raise ModelError(f"unknown head {head!r}: use one of {', '.join(HEADS)}")
+
+
+class MultiTaskHead(nn.Module):
+    """Expression logits from ``classifier`` plus valence and arousal, each tanh-bounded to [-1, 1]."""
+
+    def __init__(self, in_features: int, classifier_module: nn.Module, hidden: int = 0):
+        super().__init__()
+        self.classifier = classifier_module
+        if hidden:
+            self.regressor = nn.Sequential(nn.Linear(in_features, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, 2))
+        else:
+            self.regressor = nn.Linear(in_features, 2)
+
+    def forward(self, features: torch.Tensor) -> dict[str, torch.Tensor]:
+        va = torch.tanh(self.regressor(features))
+        return {"logits": self.classifier(features), "valence": va[:, 0], "arousal": va[:, 1]}
+
+
+def make_head(task: str, in_features: int, classifier_module: nn.Module) -> nn.Module:
+    """Wrap a family's classifier for ``task``: itself for ``classify``, a :class:`MultiTaskHead` for ``multitask``."""
+    if task == "classify":
+        return classifier_module
+    if task == "multitask":
+        return MultiTaskHead(in_features, classifier_module)
+    raise ModelError(f"unknown task {task!r}: use classify or multitask")
