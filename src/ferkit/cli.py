@@ -1,2 +1,312 @@
-def main(argv=None):
-    raise SystemExit("ferkit CLI: not built yet")
+"""`ferkit` command line: parses arguments, calls :mod:`ferkit.api`, maps errors to exit codes.
+
+Exit codes: 0 success, 2 bad input (a one-line message on stderr), 1 an internal bug, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+from ferkit.errors import ConfigError, FerkitError
+
+EXAMPLES = """examples:
+  ferkit data synth --out data/synth --n 3000 --seed 1      # a synthetic dataset (tests, demos)
+  ferkit data inspect data/fer2013.csv                      # format, splits, histogram, problems
+  ferkit models                                             # every registered architecture
+  ferkit train --data data/synth --model seed1_cnn --epochs 5 --out runs/cnn
+  ferkit train --recipe fer2013_vgg11_irb --data data/fer2013.csv
+  ferkit predict --checkpoint runs/cnn/best.pt faces/       # class + probabilities per face crop
+  ferkit demo                                               # all of the above on synthetic data
+"""
+
+# (flag, TrainConfig field, type, help). Every default is None: unset flags leave recipe/defaults alone.
+TRAIN_FLAGS = [
+    ("--model", "model", str, "registered model name or alias (see `ferkit models`); default seed1_cnn"),
+    ("--task", "task", str, "classify (default) or multitask (expression + valence/arousal)"),
+    ("--head", "head", str, "classifier head for torchvision families: linear or mlp"),
+    ("--init", "init", str, "start from this ferkit checkpoint's weights (fine-tuning)"),
+    ("--format", "format", str, "dataset format if auto-detection is not wanted: fer2013, folder, affectnet, idx"),
+    ("--mapping", "mapping", str, "relabel classes: preset (fer3, fashion3), 'a=x,b=y' or a YAML/JSON file"),
+    ("--image-size", "image_size", int, "model input size in pixels (square); default: the dataset's"),
+    ("--in-channels", "in_channels", int, "1 (grey) or 3 (colour); default: 3 if --pretrained else the dataset's"),
+    ("--val-fraction", "val_fraction", float, "validation share when the data has no validation split"),
+    ("--test-fraction", "test_fraction", float, "test share when the data has no test split"),
+    ("--augment", "augment", str, "none, basic, autoaugment or v2"),
+    ("--normalize", "normalize", str, "auto, dataset (train statistics), pretrained (the weights') or none"),
+    ("--permute-seed", "permute_seed", int, "apply a fixed pixel permutation made from this seed (source 002)"),
+    ("--epochs", "epochs", int, "number of epochs (default 10)"),
+    ("--batch-size", "batch_size", int, "images per batch and process (default 64)"),
+    ("--accumulate", "accumulate", int, "micro-batches per optimiser step (gradient accumulation)"),
+    ("--optimizer", "optimizer", str, "adam (default), adamw or sgd"),
+    ("--lr", "lr", float, "learning rate (default 1e-3)"),
+    ("--weight-decay", "weight_decay", float, "weight decay"),
+    ("--momentum", "momentum", float, "SGD momentum"),
+    ("--scheduler", "scheduler", str, "none, cosine, step or plateau"),
+    ("--step-size", "step_size", int, "epochs between StepLR decays"),
+    ("--gamma", "gamma", float, "decay factor for step / plateau"),
+    ("--label-smoothing", "label_smoothing", float, "label smoothing for cross-entropy"),
+    ("--va-weight", "va_weight", float, "weight of the valence/arousal MSE in the multitask loss"),
+    ("--amp", "amp", str, "mixed precision: none, fp16 (CUDA) or bf16"),
+    ("--grad-clip", "grad_clip", float, "clip the gradient norm to this value"),
+    ("--freeze-upto", "freeze_upto", str, "freeze every stage up to and including this one"),
+    ("--monitor", "monitor", str, "metric that picks best.pt and drives early stopping: val_acc, val_loss, "
+                                  "val_balanced_acc"),
+    ("--patience", "patience", int, "early stopping: validations without improvement before stopping"),
+    ("--validate-every", "validate_every", int, "validate every N epochs"),
+    ("--out", "out", str, "run directory (default runs/<model>)"),
+    ("--seed", "seed", int, "random seed: same seed, same data order, same weights"),
+    ("--device", "device", str, "auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps"),
+    ("--resume", "resume", str, "continue a run from its last.pt (model, optimiser, scheduler, epoch, RNG)"),
+    ("--wandb-project", "wandb_project", str, "Weights & Biases project name"),
+]
+TRAIN_SWITCHES = [
+    ("--pretrained", "pretrained", "start from ImageNet weights (torchvision's weights API)"),
+    ("--class-weights", "class_weights", "weight cross-entropy by inverse class frequency of the train split"),
+    ("--fast", "fast", "sanity mode: one epoch of a few batches"),
+    ("--tensorboard", "tensorboard", "log to TensorBoard under RUN/tensorboard"),
+    ("--wandb", "wandb", "log to Weights & Biases (WANDB_MODE=offline works)"),
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="ferkit", description="Facial expression recognition: data, models, training, "
+                                "prediction.", epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    from ferkit import __version__
+
+    p.add_argument("--version", action="version", version=f"ferkit {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    t = sub.add_parser("train", help="train a model", formatter_class=argparse.RawDescriptionHelpFormatter,
+                       epilog="examples:\n  ferkit train --data data/synth --model seed1_cnn --epochs 5 --out runs/cnn\n"
+                              "  ferkit train --recipe fer2013_vgg11_irb --data fer2013.csv --epochs 3\n"
+                              "  ferkit train --resume runs/cnn/last.pt --data data/synth --epochs 8\n"
+                              "  ferkit train --data fer.csv --model resnet18 --pretrained --freeze-sweep\n"
+                              "  torchrun --nproc_per_node 2 -m ferkit train --data data/synth --epochs 3")
+    t.add_argument("--data", help="dataset path: FER2013 CSV, class-folder tree, AffectNet-style folder, IDX folder")
+    t.add_argument("--recipe", help="start from a recipe (see `ferkit recipes`); flags override it")
+    for flag, dest, typ, hlp in TRAIN_FLAGS:
+        t.add_argument(flag, dest=dest, type=typ, default=None, help=hlp)
+    for flag, dest, hlp in TRAIN_SWITCHES:
+        t.add_argument(flag, dest=dest, action=argparse.BooleanOptionalAction, default=None, help=hlp)
+    t.add_argument("--freeze", dest="freeze", default=None, help="comma-separated stage names to freeze")
+    t.add_argument("--unfreeze", dest="unfreeze", action="append", default=None,
+                   help="unfreeze schedule EPOCH:STAGE or EPOCH:all (repeatable)")
+    t.add_argument("--model-arg", dest="model_args", action="append", default=None, metavar="KEY=VALUE",
+                   help="extra model constructor argument, e.g. dropout=0.3 or weights_path=vgg_face.pth")
+    t.add_argument("--freeze-sweep", action="store_true", help="one run per frozen depth, then a table (source 002)")
+    t.add_argument("--quiet", action="store_true", default=None, help="no progress bars or per-epoch lines")
+
+    sub.add_parser("recipes", help="list the recipes that reproduce the source projects' runs")
+    m = sub.add_parser("models", help="list registered models (name, parameters, input size, source)")
+    m.add_argument("--json", action="store_true", help="machine-readable output")
+
+    d = sub.add_parser("data", help="dataset tools: inspect, synth")
+    dsub = d.add_subparsers(dest="data_command", metavar="ACTION")
+    di = dsub.add_parser("inspect", help="format, splits, class histogram, image size, problems",
+                         epilog="example: ferkit data inspect data/fer2013.csv")
+    di.add_argument("path")
+    di.add_argument("--format", default=None)
+    di.add_argument("--image-size", type=int, default=None)
+    di.add_argument("--json", action="store_true")
+    ds = dsub.add_parser("synth", help="write a synthetic face dataset (for tests and demos, never real accuracy)",
+                         epilog="example: ferkit data synth --out data/synth --n 3000 --seed 1 --layout affectnet")
+    ds.add_argument("--out", required=True)
+    ds.add_argument("--n", type=int, default=3000)
+    ds.add_argument("--seed", type=int, default=0)
+    ds.add_argument("--layout", default="affectnet", help="affectnet (default), folder, fer2013 or me_vs_not")
+    ds.add_argument("--size", type=int, default=48)
+    ds.add_argument("--channels", type=int, default=1)
+
+    pr = sub.add_parser("predict", help="classify face-crop images with a checkpoint",
+                        epilog="example: ferkit predict --checkpoint runs/cnn/best.pt faces/ --format csv")
+    pr.add_argument("inputs", nargs="+", help="image files or folders")
+    pr.add_argument("--checkpoint", required=True)
+    pr.add_argument("--format", choices=("jsonl", "csv"), default="jsonl")
+    pr.add_argument("--output", help="write here instead of standard output")
+    pr.add_argument("--batch-size", type=int, default=64)
+    pr.add_argument("--device", default="cpu")
+
+    inf = sub.add_parser("info", help="describe a checkpoint", epilog="example: ferkit info runs/cnn/best.pt")
+    inf.add_argument("checkpoint")
+    inf.add_argument("--json", action="store_true")
+
+    dm = sub.add_parser("demo", help="synthesise data, train, evaluate and predict in a few minutes on CPU")
+    dm.add_argument("--out", default="demo_out")
+    dm.add_argument("--quiet", action="store_true")
+    return p
+
+
+def _train_settings(a: argparse.Namespace) -> dict:
+    s = {dest: getattr(a, dest) for _, dest, _, _ in TRAIN_FLAGS}
+    s.update({dest: getattr(a, dest) for _, dest, _ in TRAIN_SWITCHES})
+    s["data"] = a.data
+    s["quiet"] = a.quiet
+    if a.freeze:
+        s["freeze"] = [x for x in a.freeze.split(",") if x]
+    if a.unfreeze:
+        s["unfreeze"] = a.unfreeze
+    if a.model_args:
+        kw = {}
+        for item in a.model_args:
+            k, eq, v = item.partition("=")
+            if not eq or not k:
+                raise ConfigError(f"--model-arg {item!r}: write KEY=VALUE, e.g. dropout=0.3")
+            kw[k] = _parse_scalar(v)
+        s["model_kwargs"] = kw
+    return s
+
+
+def _parse_scalar(v: str):
+    for conv in (int, float):
+        try:
+            return conv(v)
+        except ValueError:
+            pass
+    return {"true": True, "false": False, "none": None}.get(v.lower(), v)
+
+
+def cmd_train(a) -> int:
+    from ferkit import api
+
+    s = _train_settings(a)
+    cfg = api.make_config(a.recipe, **s)
+    if s.get("out") is None:
+        cfg.out = os.path.join("runs", cfg.recipe or cfg.model)
+    if a.freeze_sweep:
+        from ferkit.train.sweep import format_sweep, freeze_sweep
+
+        rows = freeze_sweep(cfg)
+        print(format_sweep(rows))
+        print(f"sweep table: {cfg.out}/sweep.csv, {cfg.out}/sweep.md")
+        return 0
+    from ferkit.train.trainer import Trainer
+
+    res = Trainer(cfg).fit()
+    if res.metrics and not cfg.quiet and int(os.environ.get("RANK", "0")) == 0:
+        print(f"best checkpoint: {res.best_checkpoint} (epoch {res.best_epoch})")
+    return 0
+
+
+def cmd_recipes(a) -> int:
+    from ferkit.train.config import list_recipes
+
+    for name, r in list_recipes().items():
+        print(f"{name:<28} {r.get('model', ''):<16} {r.get('source', ''):<12} {r.get('description', '')}")
+    return 0
+
+
+def cmd_models(a) -> int:
+    from ferkit.models import count_parameters, create_model, list_models
+
+    rows = []
+    for card in list_models():
+        try:
+            n = count_parameters(create_model(card.name, num_classes=7, in_channels=card.in_channels))
+        except FerkitError:
+            n = None
+        rows.append({"name": card.name, "params": n, "input": f"{card.input_size[0]}x{card.input_size[1]}x"
+                     f"{card.in_channels}", "source": card.source, "aliases": list(card.aliases),
+                     "pretrained": card.pretrained, "description": card.description})
+    if a.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    print(f"{'name':<18} {'params(7 cls)':>13}  {'input':<11} {'source':<12} description")
+    for r in rows:
+        n = f"{r['params'] / 1e6:.2f}M" if r["params"] else "?"
+        alias = f" (alias {', '.join(r['aliases'])})" if r["aliases"] else ""
+        print(f"{r['name']:<18} {n:>13}  {r['input']:<11} {r['source']:<12} {r['description']}{alias}")
+    return 0
+
+
+def cmd_data(a) -> int:
+    if a.data_command == "inspect":
+        from ferkit.data import format_inspection, inspect_dataset
+
+        rep = inspect_dataset(a.path, format=a.format, image_size=a.image_size)
+        print(json.dumps(rep, indent=2, default=str) if a.json else format_inspection(rep))
+        return 0
+    if a.data_command == "synth":
+        from ferkit.data.synth import write
+
+        out = write(a.out, n=a.n, seed=a.seed, layout=a.layout, size=a.size, channels=a.channels)
+        print(f"wrote {a.n} synthetic faces ({a.layout} layout) to {out}")
+        return 0
+    raise ConfigError("ferkit data: say what to do: inspect PATH or synth --out DIR (see ferkit data --help)")
+
+
+def cmd_predict(a) -> int:
+    from ferkit import api
+
+    results = api.predict(a.checkpoint, a.inputs, batch_size=a.batch_size, device=a.device)
+    if not results:
+        raise ConfigError(f"no image files found in {' '.join(a.inputs)}")
+    lines = []
+    if a.format == "jsonl":
+        lines = [json.dumps(r.to_dict()) for r in results]
+    else:
+        classes = next((list(r.probabilities) for r in results if r.probabilities), [])
+        lines.append(",".join(["path", "status", "label", "score"] + [f"p_{c}" for c in classes] + ["error"]))
+        for r in results:
+            probs = [f"{r.probabilities[c]:.6f}" if r.probabilities else "" for c in classes]
+            score = f"{r.score:.6f}" if r.score is not None else ""
+            lines.append(",".join([_csv(r.path), r.status, r.label or "", score] + probs + [_csv(r.error or "")]))
+    text = "\n".join(lines) + "\n"
+    if a.output:
+        from ferkit.utils import atomic_write_text
+
+        atomic_write_text(a.output, text)
+    else:
+        sys.stdout.write(text)
+    failed = [r for r in results if r.status != "ok"]
+    print(f"predicted {len(results) - len(failed)} of {len(results)} images"
+          + (f"; {len(failed)} failed (see status/error)" if failed else ""), file=sys.stderr)
+    return 2 if failed else 0
+
+
+def _csv(s: str) -> str:
+    return '"' + s.replace('"', '""') + '"' if ("," in s or '"' in s or "\n" in s) else s
+
+
+def cmd_info(a) -> int:
+    from ferkit.checkpoint import describe, load_checkpoint
+
+    ck = load_checkpoint(a.checkpoint)
+    if a.json:
+        print(json.dumps({k: v for k, v in ck.items() if k not in ("state_dict", "train_state")}, indent=2, default=str))
+    else:
+        print(describe(ck))
+    return 0
+
+
+def cmd_demo(a) -> int:
+    from ferkit.demo import run_demo
+
+    run_demo(a.out, quiet=a.quiet)
+    return 0
+
+
+COMMANDS = {"train": cmd_train, "recipes": cmd_recipes, "models": cmd_models, "data": cmd_data,
+            "predict": cmd_predict, "info": cmd_info, "demo": cmd_demo}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    a = parser.parse_args(argv)
+    if not a.command:
+        parser.print_help()
+        return 2
+    try:
+        return COMMANDS[a.command](a)
+    except FerkitError as e:
+        print(f"ferkit: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("ferkit: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -110,3 +110,49 @@ class FaceDataset:
         mean = x.mean(axis=(0, 1, 2))
         std = x.std(axis=(0, 1, 2)) + 1e-6
         return [float(v) for v in mean], [float(v) for v in std]
+
+
+SPLIT_ALIASES = {
+    "train": "train", "training": "train",
+    "val": "val", "valid": "val", "validation": "val", "publictest": "val", "dev": "val",
+    "test": "test", "testing": "test", "privatetest": "test",
+}
+"""Spellings of split names met in dataset folders and files, mapped to ferkit's train/val/test."""
+
+SPLIT_CODES = {"train": 0, "val": 1, "test": 2}
+
+
+def check_fractions(val_fraction: float, test_fraction: float) -> None:
+    from ferkit.errors import ConfigError
+
+    for name, v in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
+        if not (0.0 <= float(v) < 1.0):
+            raise ConfigError(f"{name}={v} must be in [0, 1)")
+    if float(val_fraction) + float(test_fraction) >= 1.0:
+        raise ConfigError(f"val_fraction + test_fraction = {val_fraction + test_fraction:g} leaves nothing to train on: "
+                          "keep their sum below 1")
+
+
+def stratified_split(labels: np.ndarray, val_fraction: float, test_fraction: float, seed: int) -> np.ndarray:
+    """Seeded per-class split: a code per sample, 0 = train, 1 = val, 2 = test (see ``SPLIT_CODES``).
+
+    Each class gives ``round(n_c * fraction)`` samples to val and to test, but never its last training
+    sample. The same labels, fractions and seed always give the same split.
+    """
+    check_fractions(val_fraction, test_fraction)
+    labels = np.asarray(labels)
+    codes = np.zeros(len(labels), dtype=np.int8)
+    rng = np.random.default_rng(seed)
+    for c in np.unique(labels):
+        idx = rng.permutation(np.flatnonzero(labels == c))
+        n = len(idx)
+        n_test = int(round(n * test_fraction))
+        n_val = int(round(n * val_fraction))
+        while n_test + n_val > n - 1 and (n_test or n_val):
+            if n_test >= n_val and n_test:
+                n_test -= 1
+            else:
+                n_val -= 1
+        codes[idx[:n_val]] = 1
+        codes[idx[n_val:n_val + n_test]] = 2
+    return codes

@@ -37,6 +37,32 @@ class MultiTaskHead(nn.Module):
         return {"logits": self.classifier(features), "valence": va[:, 0], "arousal": va[:, 1]}
 
 
+class FerNet(nn.Module):
+    """Base of every registered model.
+
+    Subclasses register their top-level children in forward order, ``head`` last, implement
+    :meth:`forward_features` (input -> ``(B, feature_dim)``) and call :meth:`_finish` at the end of
+    ``__init__``; ``forward`` is then ``head(forward_features(x))``. After ``_finish`` the model has
+    ``stages`` (the child names), ``task``, ``num_classes``, ``in_channels`` and ``feature_dim``.
+    """
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor):
+        return self.head(self.forward_features(x))
+
+    def _finish(self, *, task: str, num_classes: int, in_channels: int, feature_dim: int) -> None:
+        names = [n for n, _ in self.named_children()]
+        if not names or names[-1] != "head":
+            raise RuntimeError(f"{type(self).__name__}: the head must be the last child registered, got {names}")
+        self.stages = names
+        self.task = task
+        self.num_classes = num_classes
+        self.in_channels = in_channels
+        self.feature_dim = feature_dim
+
+
 def make_head(task: str, in_features: int, classifier_module: nn.Module) -> nn.Module:
     """Wrap a family's classifier for ``task``: itself for ``classify``, a :class:`MultiTaskHead` for ``multitask``."""
     if task == "classify":

@@ -39,6 +39,22 @@ class ModelCard:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    def normalization(self, in_channels: int | None = None) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
+        """``(mean, std)`` the pretrained weights expect, sized for ``in_channels``; ``None`` if the card has none.
+
+        For one channel the RGB values are averaged: the grey first conv is the RGB one summed over
+        channels, which sees a grey image the way the RGB conv sees it replicated on all three.
+        """
+        if self.mean is None or self.std is None:
+            return None
+        c = self.in_channels if in_channels is None else int(in_channels)
+        mean, std = tuple(self.mean), tuple(self.std)
+        if c == len(mean):
+            return mean, std
+        if c == 1:
+            return (sum(mean) / len(mean),), (sum(std) / len(std),)
+        return (mean * c)[:c], (std * c)[:c]
+
 
 _BUILDERS: dict[str, Callable[..., nn.Module]] = {}
 _CARDS: dict[str, ModelCard] = {}

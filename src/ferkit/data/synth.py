@@ -1,0 +1,717 @@
+"""Synthetic, procedurally drawn faces with expressions: a stand-in dataset for tests and demos.
+
+:func:`generate` returns a :class:`~ferkit.data.base.FaceDataset` (format ``"synth"``, FER2013 class
+order) in memory; :func:`write` writes one to disk in a real on-disk layout (AffectNet-style ``.npy``
+annotations, class folders, a FER2013 CSV, or a "me / not me" identity folder tree) so that the
+readers can be tested on real files.
+
+How a face is drawn
+-------------------
+Every image is rendered analytically, in numpy, a chunk of images at a time: each pixel is mapped
+back through the sample's pose (in-plane rotation, scale, translation and a fake yaw that squashes
+and shifts the features) into face coordinates, and each part (face oval, neck, hair, eyes with
+sclera / iris / pupil / lids, brows, nose, lips, mouth cavity, teeth, wrinkles, beard, glasses) is a
+soft-edged implicit shape composited over a cluttered background. Then a lighting gradient,
+brightness / contrast, blur and gaussian noise are applied and the result is quantised to uint8.
+
+Identities are fixed bundles of face geometry, skin, hair, eye and mouth parameters. By default
+they come from ``identity_seed=0`` and not from ``seed``, so two datasets drawn with different seeds
+show the same people (as photos of the same people taken another day would).
+
+Expressions move a handful of action-unit-like parameters away from the identity's neutral face,
+loosely after FACS (happy: AU6+12, sad: AU1+4+15, surprise: AU1+2+5+26, fear: AU1+2+4+5+20+25,
+angry: AU4+7+23, disgust: AU9+10 with an asymmetric mouth), scaled by a per-sample intensity so
+some samples are subtle. Valence / arousal come from a circumplex position per class scaled by the
+same intensity, plus noise.
+
+The data are synthetic: accuracy measured on them says nothing about accuracy on real faces.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from ferkit.data.base import SPLITS, FaceDataset, Split
+from ferkit.errors import ConfigError
+
+CLASSES = ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"]  # FER2013 order
+# AffectNet's own index order, used by the ``affectnet`` layout so the files look like the real thing.
+AFFECTNET_CLASSES = ["neutral", "happy", "sad", "surprise", "fear", "disgust", "angry"]
+LAYOUTS = ("affectnet", "folder", "fer2013", "me_vs_not")
+
+# Circumplex (valence, arousal) at full intensity, per class in CLASSES order (after Russell 1980).
+VA_CENTRES = np.array(
+    [
+        [-0.60, 0.65],  # angry
+        [-0.65, 0.30],  # disgust
+        [-0.55, 0.75],  # fear
+        [0.80, 0.40],  # happy
+        [-0.70, -0.40],  # sad
+        [0.25, 0.85],  # surprise
+        [0.00, 0.00],  # neutral
+    ],
+    dtype=np.float32,
+)
+
+# Expression parameters (action-unit-like), and their displacement at intensity 1 per class.
+#  brow_in_up  inner brow end up (+) / down (-)          AU1 / AU4
+#  brow_out_up outer brow end up                          AU2
+#  brow_draw   both brows pulled towards the midline      AU4
+#  eye_open    upper-lid opening, relative                AU5 (+) / AU7 (-)
+#  cheek       lower lid pushed up (narrowed from below)   AU6
+#  curve       lip-corner height (+ smile, - frown)        AU12 / AU15
+#  width       mouth half-width change                     AU20 (+) / AU18-23 (-)
+#  open        jaw drop / lips apart                        AU25-27
+#  lip_raise   upper lip raised                             AU10
+#  asym        one mouth corner higher than the other
+#  press       lips pressed thin                            AU23/24
+#  wrinkle     nose wrinkle                                 AU9
+#  forehead    horizontal forehead lines                    AU1+2
+#  teeth       teeth visible inside an open mouth
+PARAMS = (
+    "brow_in_up", "brow_out_up", "brow_draw", "eye_open", "cheek", "curve", "width",
+    "open", "lip_raise", "asym", "press", "wrinkle", "forehead", "teeth",
+)  # fmt: skip
+_P = {k: i for i, k in enumerate(PARAMS)}
+# fmt: off
+_DELTAS = np.array([
+    # in_up out_up draw  eye   cheek curve  width  open  lipr  asym  press wrink fore  teeth
+    [-0.10, 0.02, 0.06, 0.20, 0.00, -0.02, -0.05, 0.00, 0.00, 0.00, 1.00, 0.20, 0.00, 0.0],  # angry
+    [-0.06, -0.03, 0.03, -0.30, 0.35, -0.05, 0.00, 0.00, 0.08, 0.07, 0.00, 1.00, 0.00, 0.5],  # disgust
+    [0.08, 0.05, 0.05, 0.60, 0.00, -0.03, 0.09, 0.06, 0.00, 0.00, 0.00, 0.00, 0.50, 0.5],  # fear
+    [0.01, 0.01, 0.00, -0.25, 0.55, 0.13, 0.06, 0.04, 0.00, 0.00, 0.00, 0.00, 0.00, 1.0],  # happy
+    [0.09, -0.03, 0.03, -0.20, 0.00, -0.10, -0.02, 0.00, 0.00, 0.00, 0.00, 0.00, 0.20, 0.0],  # sad
+    [0.11, 0.12, 0.00, 0.70, 0.00, 0.00, -0.09, 0.20, 0.00, 0.00, 0.00, 0.00, 1.00, 0.3],  # surprise
+    [0.00, 0.00, 0.00, 0.00, 0.00, 0.00, 0.00, 0.00, 0.00, 0.00, 0.00, 0.00, 0.00, 0.0],  # neutral
+], dtype=np.float32)
+# fmt: on
+# Per-sample jitter of every expression parameter (standard deviation), identity-independent.
+_JITTER = np.array([0.012, 0.012, 0.008, 0.06, 0.05, 0.012, 0.012, 0.008, 0.006, 0.008, 0.08, 0.06, 0.06, 0.0], np.float32)
+
+_CHUNK = 256  # images rendered at once; fixed so results do not depend on memory
+_LUMA = np.array([0.299, 0.587, 0.114], np.float32)
+
+
+@dataclass
+class Nuisance:
+    """How much the nuisance factors vary; the defaults are the tuned difficulty (see module docs)."""
+
+    rotation_deg: float = 10.0  # std of in-plane rotation (clipped at 2.2 std)
+    yaw: float = 0.35  # max |fake yaw| (feature shift / squash)
+    scale: tuple[float, float] = (0.85, 1.12)
+    translate: float = 0.10  # max |shift| as a fraction of half the image
+    light: float = 0.35  # max lighting gradient strength
+    brightness: float = 0.12  # max |brightness offset|
+    contrast: tuple[float, float] = (0.7, 1.2)
+    noise: float = 0.04  # max gaussian noise std (in [0, 1] units)
+    blur: float = 0.9  # max blur sigma in pixels at 48x48 (scaled with size)
+    clutter: float = 1.0  # background clutter amount (0 = plain background)
+    intensity: tuple[float, float] = (0.3, 1.0)  # expression intensity range (Beta(2,1)-skewed up)
+
+
+# --------------------------------------------------------------------------------------------
+# identities and per-sample parameters
+
+
+def _identities(num: int, seed: int) -> dict[str, np.ndarray]:
+    """Fixed per-identity geometry and colours (face coordinates: face half-height about 0.8)."""
+    rng = np.random.default_rng(np.random.SeedSequence([seed, 0x1D]))
+    u = lambda lo, hi: rng.uniform(lo, hi, num).astype(np.float32)  # noqa: E731
+    skin_dark = u(0, 1)
+    light_skin, dark_skin = np.array([0.96, 0.80, 0.68]), np.array([0.42, 0.28, 0.20])
+    skin = light_skin[None] * (1 - skin_dark[:, None]) + dark_skin[None] * skin_dark[:, None]
+    skin = np.clip(skin + rng.normal(0, 0.03, (num, 3)), 0, 1).astype(np.float32)
+    hair_pal = np.array([[0.08, 0.06, 0.05], [0.30, 0.18, 0.10], [0.75, 0.60, 0.35], [0.55, 0.52, 0.50], [0.45, 0.15, 0.06]])
+    hair = hair_pal[rng.integers(0, len(hair_pal), num)] * rng.uniform(0.8, 1.15, (num, 1))
+    iris_pal = np.array([[0.25, 0.14, 0.07], [0.20, 0.35, 0.55], [0.25, 0.40, 0.25], [0.10, 0.07, 0.05]])
+    iris = iris_pal[rng.integers(0, len(iris_pal), num)]
+    return {
+        "face_rx": u(0.55, 0.68),
+        "face_ry": u(0.76, 0.88),
+        "chin": u(0.15, 0.40),  # how much the jaw narrows towards the chin
+        "skin": skin,
+        "hair": np.clip(hair, 0, 1).astype(np.float32),
+        "hair_style": rng.integers(0, 3, num),  # 0 short, 1 long (sides), 2 receding / bald
+        "hairline": u(-0.62, -0.48),
+        "eye_x": u(0.24, 0.31),
+        "eye_y": u(-0.15, -0.08),
+        "eye_w": u(0.105, 0.135),
+        "eye_h": u(0.045, 0.060),
+        "iris": iris.astype(np.float32),
+        "brow_gap": u(0.13, 0.18),  # brow height above eye
+        "brow_t": u(0.022, 0.040),
+        "brow_len": u(0.24, 0.32),
+        "brow_arch": u(0.00, 0.04),
+        "nose_y": u(0.16, 0.24),
+        "nose_w": u(0.05, 0.075),
+        "mouth_y": u(0.40, 0.48),
+        "mouth_w": u(0.17, 0.22),
+        "lip_t": u(0.022, 0.035),
+        "curve0": u(-0.015, 0.015),  # resting mouth curvature
+        "beard": (rng.uniform(0, 1, num) < 0.15).astype(np.float32),
+        "glasses": (rng.uniform(0, 1, num) < 0.12).astype(np.float32),
+        "mole_x": u(-0.35, 0.35),
+        "mole_y": u(-0.1, 0.35),
+        "mole": (rng.uniform(0, 1, num) < 0.3).astype(np.float32),
+    }
+
+
+def _sample_params(rng: np.random.Generator, labels: np.ndarray, nz: Nuisance) -> dict[str, np.ndarray]:
+    n = len(labels)
+    lo, hi = nz.intensity
+    intensity = (lo + (hi - lo) * rng.beta(2.0, 1.0, n)).astype(np.float32)
+    expr = _DELTAS[labels] * intensity[:, None] + rng.normal(0, 1, (n, len(PARAMS))).astype(np.float32) * _JITTER
+    teeth = (rng.uniform(0, 1, n) < _DELTAS[labels, _P["teeth"]]).astype(np.float32)
+    # Happy faces smile with lips closed or open; an open smile shows teeth.
+    happy_open = rng.uniform(0, 1, n) < 0.5
+    expr[:, _P["open"]] *= np.where((labels == CLASSES.index("happy")) & ~happy_open, 0.0, 1.0)
+    expr[:, _P["open"]] = np.maximum(expr[:, _P["open"]], 0)
+    expr[:, _P["asym"]] *= rng.choice([-1.0, 1.0], n).astype(np.float32)
+    rot = np.clip(rng.normal(0, nz.rotation_deg, n), -2.2 * nz.rotation_deg, 2.2 * nz.rotation_deg)
+    va = VA_CENTRES[labels] * intensity[:, None] + rng.normal(0, 0.08, (n, 2))
+    return {
+        "intensity": intensity,
+        "expr": expr,
+        "teeth": teeth,
+        "rot": np.deg2rad(rot).astype(np.float32),
+        "yaw": rng.uniform(-nz.yaw, nz.yaw, n).astype(np.float32),
+        "scale": rng.uniform(*nz.scale, n).astype(np.float32),
+        "tx": rng.uniform(-nz.translate, nz.translate, n).astype(np.float32),
+        "ty": rng.uniform(-nz.translate, nz.translate, n).astype(np.float32),
+        "gaze": rng.uniform(-0.3, 0.3, (n, 2)).astype(np.float32),
+        "light_dir": rng.uniform(0, 2 * np.pi, n).astype(np.float32),
+        "light": rng.uniform(0, nz.light, n).astype(np.float32),
+        "bright": rng.uniform(-nz.brightness, nz.brightness, n).astype(np.float32),
+        "contrast": rng.uniform(*nz.contrast, n).astype(np.float32),
+        "noise": rng.uniform(0, nz.noise, n).astype(np.float32),
+        "blur": rng.uniform(0, nz.blur, n).astype(np.float32),
+        "bg": rng.uniform(0.05, 0.95, (n, 3)).astype(np.float32),
+        "bg_seed": rng.integers(0, 2**31 - 1, n),
+        "va": np.clip(va, -1, 1).astype(np.float32),
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# drawing helpers (all arrays broadcast as (n, H, W); per-sample scalars are (n, 1, 1))
+
+
+def _cov(d: np.ndarray, aa: np.ndarray) -> np.ndarray:
+    """Coverage of a shape from its signed distance (negative inside), anti-aliased over ``aa``."""
+    return np.clip(0.5 - d / aa, 0.0, 1.0)
+
+
+def _paint(img: np.ndarray, alpha: np.ndarray, colour: np.ndarray) -> None:
+    """Composite ``colour`` (n, C) with coverage ``alpha`` (n, H, W) onto ``img`` (n, H, W, C) in place."""
+    img += alpha[..., None] * (colour[:, None, None, :] - img)
+
+
+def _segment_dist(x, y, ax, ay, bx, by):
+    """Distance from each pixel to the segment a-b."""
+    px, py = x - ax, y - ay
+    dx, dy = bx - ax, by - ay
+    h = np.clip((px * dx + py * dy) / (dx * dx + dy * dy + 1e-9), 0.0, 1.0)
+    return np.hypot(px - h * dx, py - h * dy)
+
+
+def _c(v):
+    return np.asarray(v, np.float32)[:, None, None]
+
+
+def _colour(rgb: np.ndarray, channels: int) -> np.ndarray:
+    rgb = np.asarray(rgb, np.float32)
+    return rgb if channels == 3 else (rgb @ _LUMA)[:, None]
+
+
+def _mouth_geometry(idn, expr, n_pts=None):
+    """Mouth centre / half-width / curvature / openings in face coordinates, per sample."""
+    e = lambda k: expr[:, _P[k]]  # noqa: E731
+    w = idn["mouth_w"] + e("width")
+    curve = idn["curve0"] + e("curve")
+    lip = idn["lip_t"] * np.clip(1 - 0.75 * e("press"), 0.2, 1.2)
+    return {
+        "y": idn["mouth_y"] + 0.25 * e("open") - 0.2 * e("lip_raise"),
+        "w": np.maximum(w, 0.08),
+        "curve": curve,
+        "open": e("open"),
+        "raise": e("lip_raise"),
+        "asym": e("asym"),
+        "lip": lip,
+    }
+
+
+def _landmarks(idn, p, size: int) -> np.ndarray:
+    """68 points in the iBUG-300W order, in pixel coordinates (x, y) of the rendered image."""
+    n = len(p["rot"])
+    e = lambda k: p["expr"][:, _P[k]]  # noqa: E731
+    pts = np.zeros((n, 68, 2), np.float32)
+    # jaw 0..16: along the face outline from the right-of-image ear (subject's right) to the other
+    a = np.linspace(np.pi * 1.02, np.pi * -0.02, 17)[None]
+    ry, rx = idn["face_ry"][:, None], idn["face_rx"][:, None]
+    jy = -np.sin(a) * ry * -1.0  # lower half: sin(a) in [0, 1] maps to y >= 0
+    jy = np.abs(np.sin(a)) * ry * 0.98 - 0.05 * ry
+    jx = np.cos(a) * rx * (1 - idn["chin"][:, None] * np.clip(jy / ry, 0, 1) ** 2)
+    pts[:, 0:17, 0], pts[:, 0:17, 1] = jx, jy
+    # brows 17..21 (image-left), 22..26 (image-right); inner ends are 21 and 22
+    for side, sl in ((-1, slice(17, 22)), (1, slice(22, 27))):
+        (ix, iy), (ox, oy), (mx, my) = _brow_points(idn, p["expr"], side)
+        t = np.linspace(0, 1, 5)[None]
+        if side < 0:  # from outer to inner
+            t = t[:, ::-1]
+        bx = (1 - t) ** 2 * ix[:, None] + 2 * t * (1 - t) * mx[:, None] + t**2 * ox[:, None]
+        by = (1 - t) ** 2 * iy[:, None] + 2 * t * (1 - t) * my[:, None] + t**2 * oy[:, None]
+        pts[:, sl, 0], pts[:, sl, 1] = bx, by
+    # nose 27..30 bridge, 31..35 base
+    ny = idn["nose_y"][:, None]
+    ey = idn["eye_y"][:, None]
+    pts[:, 27:31, 0] = 0
+    pts[:, 27:31, 1] = ey + (ny - ey) * np.linspace(0, 1, 4)[None]
+    nw = idn["nose_w"][:, None]
+    pts[:, 31:36, 0] = nw * np.linspace(-1, 1, 5)[None]
+    pts[:, 31:36, 1] = ny + 0.03 * (1 - np.abs(np.linspace(-1, 1, 5)[None]))
+    # eyes 36..41 (image-left), 42..47 (image-right): corners and lids
+    for side, start in ((-1, 36), (1, 42)):
+        cx = side * idn["eye_x"]
+        w = idn["eye_w"]
+        up = idn["eye_h"] * np.clip(1 + e("eye_open"), 0.15, 2.2)
+        lo = idn["eye_h"] * np.clip(0.9 - e("cheek"), 0.1, 1.2)
+        ts = np.array([-1, -0.35, 0.35, 1, 0.35, -0.35])
+        if side > 0:
+            ts = ts  # same ordering (outer->inner differs by side; fine for our purpose)
+        g = np.sqrt(np.clip(1 - ts**2, 0, 1))
+        sgn = np.array([0, -1, -1, 0, 1, 1])
+        pts[:, start : start + 6, 0] = cx[:, None] + ts[None] * w[:, None]
+        hh = np.where(sgn[None] < 0, up[:, None], lo[:, None])
+        pts[:, start : start + 6, 1] = idn["eye_y"][:, None] + sgn[None] * g[None] * hh
+    # mouth 48..59 outer, 60..67 inner
+    m = _mouth_geometry(idn, p["expr"])
+    t_out = np.array([-1, -0.66, -0.33, 0, 0.33, 0.66, 1, 0.66, 0.33, 0, -0.33, -0.66])
+    s_out = np.array([0, -1, -1, -1, -1, -1, 0, 1, 1, 1, 1, 1])
+    t_in = np.array([-0.9, -0.33, 0, 0.33, 0.9, 0.33, 0, -0.33])
+    s_in = np.array([0, -1, -1, -1, 0, 1, 1, 1])
+    for tt, ss, sl, lipk in ((t_out, s_out, slice(48, 60), 1.0), (t_in, s_in, slice(60, 68), 0.0)):
+        w = m["w"][:, None]
+        yc = m["y"][:, None] - m["curve"][:, None] * tt[None] ** 2 - m["asym"][:, None] * tt[None]
+        g = np.sqrt(np.clip(1 - tt[None] ** 2, 0, 1))
+        top = yc - 0.01 - (m["open"][:, None] * 0.5 + m["raise"][:, None]) * g - lipk * m["lip"][:, None] * g
+        bot = yc + 0.01 + m["open"][:, None] * g + lipk * 1.2 * m["lip"][:, None] * g
+        pts[:, sl, 0] = tt[None] * w
+        pts[:, sl, 1] = np.where(ss[None] < 0, top, np.where(ss[None] > 0, bot, yc))
+    return _face_to_pixels(pts, p, size)
+
+
+def _brow_points(idn, expr, side):
+    e = lambda k: expr[:, _P[k]]  # noqa: E731
+    by = idn["eye_y"] - idn["brow_gap"]
+    ix = side * np.maximum(idn["eye_x"] - idn["eye_w"] * 0.9 - e("brow_draw"), 0.04)
+    ox = side * (np.abs(ix) + idn["brow_len"])
+    iy = by - e("brow_in_up")
+    oy = by + 0.01 - e("brow_out_up")
+    mx = (ix + ox) / 2
+    my = (iy + oy) / 2 - idn["brow_arch"] - 0.5 * np.maximum(e("brow_out_up"), 0)
+    return (ix, iy), (ox, oy), (mx, my)
+
+
+def _yaw_params(p):
+    yaw = p["yaw"]
+    return 1.0 - 0.25 * np.abs(yaw), 0.13 * yaw  # feature squash, feature shift
+
+
+def _face_to_pixels(pts: np.ndarray, p, size: int) -> np.ndarray:
+    k, sh = _yaw_params(p)
+    x = pts[..., 0] * k[:, None] + sh[:, None]
+    y = pts[..., 1]
+    c, s = np.cos(p["rot"])[:, None], np.sin(p["rot"])[:, None]
+    sc = p["scale"][:, None]
+    X = sc * (c * x - s * y) + p["tx"][:, None]
+    Y = sc * (s * x + c * y) + p["ty"][:, None]
+    out = np.stack([(X + 1) * size / 2 - 0.5, (Y + 1) * size / 2 - 0.5], axis=-1)
+    return out.astype(np.float32)
+
+
+# --------------------------------------------------------------------------------------------
+# rendering
+
+
+def _render(idn: dict, p: dict, size: int, channels: int, clutter: float, chunk_seed: int) -> np.ndarray:
+    """Render one chunk: ``idn`` holds per-sample identity params, ``p`` per-sample params."""
+    n = len(p["rot"])
+    C = channels
+    rng = np.random.default_rng(chunk_seed)
+    g = ((np.arange(size, dtype=np.float32) + 0.5) * 2.0 / size - 1.0)
+    Xc, Yc = g[None, None, :], g[None, :, None]
+    # canvas -> face coordinates
+    c, s = _c(np.cos(p["rot"])), _c(np.sin(p["rot"]))
+    sc = _c(p["scale"])
+    dx, dy = Xc - _c(p["tx"]), Yc - _c(p["ty"])
+    X = (c * dx + s * dy) / sc
+    Y = (-s * dx + c * dy) / sc
+    k, sh = _yaw_params(p)
+    U = (X - _c(sh)) / _c(k)  # feature coordinates (yaw-shifted)
+    aa = _c(2.0 / size / p["scale"]) * 1.2
+    ones = np.ones((n, 3), np.float32)
+
+    # background: base colour, two blobs, a stripe texture and a few line segments
+    img = np.broadcast_to(_colour(p["bg"], C)[:, None, None, :], (n, size, size, C)).copy()
+    if clutter > 0:
+        for _ in range(2):
+            bx, by = _c(rng.uniform(-1, 1, n)), _c(rng.uniform(-1, 1, n))
+            r = _c(rng.uniform(0.2, 0.7, n))
+            a = np.exp(-((Xc - bx) ** 2 + (Yc - by) ** 2) / (2 * r * r)) * _c(rng.uniform(0, 0.8 * clutter, n))
+            _paint(img, a, _colour(rng.uniform(0, 1, (n, 3)), C))
+        th = _c(rng.uniform(0, np.pi, n))
+        fr = _c(rng.uniform(2, 9, n))
+        ph = _c(rng.uniform(0, 2 * np.pi, n))
+        stripes = 0.5 + 0.5 * np.sin(fr * (np.cos(th) * Xc + np.sin(th) * Yc) * np.pi + ph)
+        _paint(img, stripes * _c(rng.uniform(0, 0.35 * clutter, n)), _colour(rng.uniform(0, 1, (n, 3)), C))
+        for _ in range(3):
+            ax, ay, bx, by = (_c(rng.uniform(-1.1, 1.1, n)) for _ in range(4))
+            d = _segment_dist(Xc, Yc, ax, ay, bx, by) - _c(rng.uniform(0.01, 0.05, n))
+            on = _c((rng.uniform(0, 1, n) < 0.6 * clutter).astype(np.float32))
+            _paint(img, _cov(d, _c(np.full(n, 2.0 / size))) * on, _colour(rng.uniform(0, 1, (n, 3)), C))
+
+    skin = idn["skin"]
+    skinc = _colour(skin, C)
+    hairc = _colour(idn["hair"], C)
+    rx, ry = _c(idn["face_rx"] * (1 - 0.12 * np.abs(p["yaw"]))), _c(idn["face_ry"])
+    # shoulders / neck
+    neck = np.maximum(np.abs(X) - rx * 0.55, -(Y - 0.3))
+    shoulders = np.maximum(-(Y - ry - 0.05), -(Y - ry - 0.05) * 0.5 - (1.5 - np.abs(X)))
+    _paint(img, _cov(np.minimum(neck, shoulders), aa), _colour(skin * 0.82, C))
+    # long hair behind the head
+    style = idn["hair_style"]
+    long_hair = np.sqrt((X / (rx + 0.13)) ** 2 + ((Y - 0.05) / (ry + 0.12)) ** 2) - 1
+    long_hair = np.maximum(long_hair, Y - _c(np.where(style == 1, 0.55, -0.35)))
+    _paint(img, _cov(long_hair * 0.8, aa) * _c(style != 2), hairc)
+    # face oval, narrowing towards the chin
+    yn = np.clip(Y / ry, 0, 1)
+    rxx = rx * (1 - _c(idn["chin"]) * yn * yn)
+    face = np.sqrt((X / rxx) ** 2 + (Y / ry) ** 2) - 1
+    face_cov = _cov(face * ry, aa)
+    _paint(img, face_cov, skinc)
+    # soft shading on the sides of the face (a bit of 3D)
+    side_shade = np.clip((np.abs(X) / rxx) ** 4, 0, 1) * face_cov * 0.35
+    _paint(img, side_shade, _colour(skin * 0.6, C))
+    # beard: lower face darkened
+    beard = np.maximum(face * ry, -(Y - _c(idn["mouth_y"] - 0.05)))
+    _paint(img, _cov(beard, aa * 3) * _c(idn["beard"]) * 0.75, hairc)
+    # hair on top: everything of the head above the hairline curve
+    hl = _c(idn["hairline"]) + 0.10 * (X / rx) ** 2
+    top = np.maximum(np.sqrt((X / (rx + 0.05)) ** 2 + ((Y + 0.02) / (ry + 0.08)) ** 2) - 1, Y - hl)
+    _paint(img, _cov(top * ry, aa) * _c(np.where(style == 2, 0.35, 1.0)), hairc)
+
+    e = lambda key: _c(p["expr"][:, _P[key]])  # noqa: E731
+    line = _colour(skin * 0.45, C)
+    # forehead lines (surprise / fear / sad)
+    fh = np.clip(e("forehead"), 0, 1)
+    for yy in (-0.42, -0.35):
+        yline = _c(idn["eye_y"]) - 0.30 + (yy + 0.385) - 0.5 * e("brow_out_up") + 0.03 * (U / rx) ** 2
+        d = np.maximum(np.abs(Y - yline) - 0.006, np.abs(U) - 0.28)
+        _paint(img, _cov(d, aa) * fh * 0.7, line)
+    # nose wrinkle (disgust) and nasolabial folds (happy / disgust)
+    wr = np.clip(e("wrinkle"), 0, 1)
+    ny = _c(idn["nose_y"])
+    for side in (-1, 1):
+        d = _segment_dist(U, Y, side * 0.03, _c(idn["eye_y"]) + 0.04, side * 0.07, _c(idn["eye_y"]) + 0.10) - 0.008
+        _paint(img, _cov(d, aa) * wr * 0.8, line)
+    m = _mouth_geometry({k2: v for k2, v in idn.items()}, p["expr"])
+    mw, my = _c(m["w"]), _c(m["y"])
+    fold = np.clip(e("cheek") * 1.6 + np.maximum(e("curve"), 0) * 4, 0, 1)
+    for side in (-1, 1):
+        cy = my - _c(m["curve"]) - side * _c(m["asym"])
+        d = _segment_dist(U, Y, side * (_c(idn["nose_w"]) + 0.04), ny - 0.01, side * (mw + 0.05), cy + 0.02) - 0.007
+        _paint(img, _cov(d, aa) * fold * 0.6, line)
+    # nose: a faint bridge, a shaded tip and two nostrils
+    d = np.maximum(np.abs(U - 0.015) - 0.012, np.maximum(_c(idn["eye_y"]) + 0.05 - Y, Y - ny))
+    _paint(img, _cov(d, aa) * 0.25, line)
+    for side in (-1, 1):
+        d = np.sqrt(((U - side * _c(idn["nose_w"]) * 0.6) / 0.028) ** 2 + ((Y - ny - 0.015) / 0.016) ** 2) - 1
+        _paint(img, _cov(d * 0.02, aa) * 0.85, _colour(skin * 0.3, C))
+    # mole
+    d = np.hypot(U - _c(idn["mole_x"]), Y - _c(idn["mole_y"])) - 0.018
+    _paint(img, _cov(d, aa) * _c(idn["mole"]) * 0.8, _colour(skin * 0.35, C))
+
+    # eyes
+    up = _c(idn["eye_h"]) * np.clip(1 + e("eye_open"), 0.15, 2.2)
+    lo = _c(idn["eye_h"]) * np.clip(0.9 - e("cheek"), 0.1, 1.2)
+    ew, ey = _c(idn["eye_w"]), _c(idn["eye_y"])
+    for side in (-1, 1):
+        ex = side * _c(idn["eye_x"])
+        t = (U - ex) / ew
+        gt = np.sqrt(np.clip(1 - t * t, 0, 1))
+        d_eye = np.maximum(np.maximum(ey - up * gt - Y, Y - (ey + lo * gt)), (np.abs(t) - 1) * ew)
+        eye_cov = _cov(d_eye, aa)
+        _paint(img, eye_cov, _colour(ones * 0.92, C))
+        ir = ew * 0.42
+        ix, iy = ex + _c(p["gaze"][:, 0]) * ew * 0.5, ey + _c(p["gaze"][:, 1]) * ew * 0.15
+        iris = np.hypot(U - ix, Y - iy) - ir
+        _paint(img, _cov(iris, aa) * eye_cov, _colour(idn["iris"], C))
+        _paint(img, _cov(iris + ir * 0.5, aa) * eye_cov, _colour(ones * 0.03, C))
+        # upper lid line / lashes
+        d_lid = np.maximum(np.abs(Y - (ey - up * gt)) - 0.012, (np.abs(t) - 1.05) * ew)
+        _paint(img, _cov(d_lid, aa) * 0.9, _colour(ones * 0.08, C))
+        # glasses
+        d_gl = np.abs(np.hypot((U - ex) / 1.35, (Y - ey) / 1.2) - ew * 1.05) - 0.012
+        _paint(img, _cov(d_gl, aa) * _c(idn["glasses"]), _colour(ones * 0.1, C))
+    # brows: a thick quadratic-ish curve as two capsules
+    browc = _colour(idn["hair"] * 0.7, C)
+    for side in (-1, 1):
+        (ix, iy), (ox, oy), (mx, my2) = _brow_points(idn, p["expr"], side)
+        ix, iy, ox, oy, mx, my2 = map(_c, (ix, iy, ox, oy, mx, my2))
+        bt = _c(idn["brow_t"])
+        d = np.minimum(_segment_dist(U, Y, ix, iy, mx, my2), _segment_dist(U, Y, mx, my2, ox, oy)) - bt * 0.5
+        _paint(img, _cov(d, aa) * 0.95, browc)
+    # mouth: lips around a cavity between an upper and a lower curve
+    t = U / mw
+    gt = np.sqrt(np.clip(1 - t * t, 0, 1))
+    yc = my - _c(m["curve"]) * t * t - _c(m["asym"]) * t
+    op, ra, lip = _c(m["open"]), _c(m["raise"]), _c(m["lip"])
+    top = yc - 0.008 - (op * 0.5 + ra) * gt
+    bot = yc + 0.008 + op * gt
+    side_d = (np.abs(t) - 1) * mw
+    d_lips = np.maximum(np.maximum(top - lip * gt - Y, Y - (bot + 1.2 * lip * gt)), side_d)
+    _paint(img, _cov(d_lips, aa), _colour(skin * np.array([0.78, 0.52, 0.52], np.float32), C))
+    d_cav = np.maximum(np.maximum(top - Y, Y - bot), side_d + 0.01)
+    _paint(img, _cov(d_cav, aa), _colour(ones * np.array([0.22, 0.06, 0.06], np.float32), C))
+    teeth_on = _c(p["teeth"]) * np.clip(op * 12, 0, 1)
+    d_teeth = np.maximum(np.maximum(top - Y, Y - (top + (bot - top) * 0.45)), side_d + 0.02)
+    _paint(img, _cov(d_teeth, aa) * teeth_on, _colour(ones * 0.93, C))
+
+    # lighting gradient, brightness / contrast
+    ld = p["light_dir"]
+    grad = 1 + _c(p["light"]) * (_c(np.cos(ld)) * Xc + _c(np.sin(ld)) * Yc)
+    img *= grad[..., None]
+    img = (img - 0.5) * _c(p["contrast"])[..., None] + 0.5 + _c(p["bright"])[..., None]
+    # blur (per image; sigma in pixels scales with the image size) and noise
+    for i in range(n):
+        sg = float(p["blur"][i]) * size / 48.0
+        if sg > 0.25:
+            img[i] = cv2.GaussianBlur(img[i], (0, 0), sg, borderType=cv2.BORDER_REFLECT).reshape(size, size, C)
+    img += rng.standard_normal(img.shape, dtype=np.float32) * _c(p["noise"])[..., None]
+    return np.clip(np.rint(img * 255.0), 0, 255).astype(np.uint8)
+
+
+# --------------------------------------------------------------------------------------------
+# public API
+
+
+def _split_sizes(n: int, val_fraction: float, test_fraction: float) -> dict[str, int]:
+    if n < 1:
+        raise ConfigError(f"synthetic dataset size n={n}: use a positive number of images")
+    if not (0 <= val_fraction < 1 and 0 <= test_fraction < 1 and val_fraction + test_fraction < 1):
+        raise ConfigError(
+            f"val_fraction={val_fraction}, test_fraction={test_fraction}: each must be in [0, 1) and their sum < 1"
+        )
+    n_val, n_test = int(round(n * val_fraction)), int(round(n * test_fraction))
+    return {"train": n - n_val - n_test, "val": n_val, "test": n_test}
+
+
+def generate(
+    n: int,
+    seed: int = 0,
+    size: int = 48,
+    channels: int = 1,
+    num_identities: int = 20,
+    val_fraction: float = 0.1,
+    test_fraction: float = 0.1,
+    *,
+    identity_seed: int = 0,
+    me_identity: int | None = None,
+    nuisance: Nuisance | None = None,
+) -> FaceDataset:
+    """Draw ``n`` synthetic faces split into train / val / test, classes in FER2013 order.
+
+    Each split is exactly class-balanced (labels cycle through the 7 classes, then are shuffled).
+    Every split has valence / arousal (float32 in [-1, 1]), 68 landmarks (float32 ``(N, 68, 2)``, pixel
+    x, y) and identities (int64). Same arguments give byte-identical arrays. ``me_identity``: half of
+    every split shows that identity and half the others (for the "is it me?" task).
+    ``identity_seed`` picks the people; it is independent of ``seed`` on purpose.
+    """
+    if channels not in (1, 3):
+        raise ConfigError(f"channels={channels}: synthetic faces are grey (1) or colour (3)")
+    if not (16 <= int(size) <= 512):
+        raise ConfigError(f"size={size}: use an image size between 16 and 512 pixels")
+    if num_identities < 1 or (me_identity is not None and num_identities < 2):
+        raise ConfigError(f"num_identities={num_identities}: need at least 1 (2 with me_identity)")
+    if me_identity is not None and not 0 <= me_identity < num_identities:
+        raise ConfigError(f"me_identity={me_identity}: must be in 0..{num_identities - 1}")
+    size = int(size)
+    nz = nuisance or Nuisance()
+    sizes = _split_sizes(int(n), val_fraction, test_fraction)
+    ids_all = _identities(num_identities, identity_seed)
+    root_seq = np.random.SeedSequence([int(seed) & 0xFFFFFFFF, int(seed) >> 32 & 0xFFFFFFFF, 0x5E])
+    split_seqs = root_seq.spawn(len(SPLITS))
+    splits: dict[str, Split] = {}
+    offset = 0
+    for name, seq in zip(SPLITS, split_seqs):
+        m = sizes[name]
+        param_seq, render_seq = seq.spawn(2)
+        rng = np.random.default_rng(param_seq)
+        labels = rng.permutation(np.arange(m) % len(CLASSES)).astype(np.int64)
+        if me_identity is None:
+            identities = rng.integers(0, num_identities, m).astype(np.int64)
+        else:
+            others = np.array([i for i in range(num_identities) if i != me_identity])
+            is_me = rng.permutation(np.arange(m) % 2 == 0)
+            identities = np.where(is_me, me_identity, others[rng.integers(0, len(others), m)]).astype(np.int64)
+        p = _sample_params(rng, labels, nz)
+        idn = {k: v[identities] for k, v in ids_all.items()}
+        images = np.empty((m, size, size, channels), np.uint8)
+        chunk_seeds = render_seq.generate_state(max(1, -(-m // _CHUNK)), dtype=np.uint64)
+        for ci, a in enumerate(range(0, m, _CHUNK)):
+            sl = slice(a, min(a + _CHUNK, m))
+            images[sl] = _render(
+                {k: v[sl] for k, v in idn.items()}, {k: v[sl] for k, v in p.items()}, size, channels, nz.clutter,
+                int(chunk_seeds[ci]),
+            )
+        splits[name] = Split(
+            images=images,
+            labels=labels,
+            ids=[f"synth-{seed}-{offset + i:06d}" for i in range(m)],
+            valence=p["va"][:, 0].copy(),
+            arousal=p["va"][:, 1].copy(),
+            landmarks=_landmarks(idn, p, size),
+            identities=identities,
+        )
+        offset += m
+    return FaceDataset(
+        name=f"synth-{seed}",
+        format="synth",
+        root=f"synth:n={n},seed={seed},size={size},channels={channels}",
+        classes=list(CLASSES),
+        splits=splits,
+    )
+
+
+_README = """\
+SYNTHETIC DATA - generated by ferkit.data.synth (procedurally drawn cartoon faces).
+
+These images are not photographs of people. They exist to test ferkit's readers, training,
+evaluation and inference end to end. An accuracy measured on them is never a real accuracy
+and says nothing about how a model does on real faces.
+
+generator arguments: {args}
+layout: {layout}
+{layout_note}
+"""
+
+_LAYOUT_NOTES = {
+    "affectnet": (
+        "images/<id>.png; annotations/<id>_exp.npy (int64 scalar, AffectNet order: "
+        + ", ".join(f"{i}={c}" for i, c in enumerate(AFFECTNET_CLASSES))
+        + "), <id>_val.npy / <id>_aro.npy (float32 scalars in [-1, 1]), <id>_lnd.npy (float32 (136,):"
+        " x1, y1, ..., x68, y68 in pixels); splits.csv (id,split); identities.csv (id,identity)."
+    ),
+    "folder": "<split>/<class>/<id>.png with split in train, val, test.",
+    "fer2013": "fer2013.csv with columns emotion,pixels,Usage (FER2013 class order 0..6: "
+    + ", ".join(f"{i}={c}" for i, c in enumerate(CLASSES))
+    + "; Usage Training / PublicTest / PrivateTest for train / val / test).",
+    "me_vs_not": "<split>/{me,not_me}/<id>.png, balanced; 'me' is identity {me}.",
+}
+
+
+def _png(img: np.ndarray) -> bytes:
+    if img.shape[2] == 3:
+        img = img[:, :, ::-1]
+    ok, buf = cv2.imencode(".png", np.ascontiguousarray(img))
+    if not ok:  # pragma: no cover - cv2 failing to encode a uint8 array is a bug
+        raise RuntimeError("PNG encoding failed")
+    return buf.tobytes()
+
+
+def write(
+    out_dir: str | os.PathLike,
+    n: int,
+    seed: int = 0,
+    layout: str = "affectnet",
+    size: int = 48,
+    channels: int = 1,
+    *,
+    me_identity: int = 0,
+    overwrite: bool = False,
+    **kwargs,
+) -> Path:
+    """Generate ``n`` faces and write them under ``out_dir`` in ``layout``; returns ``out_dir``.
+
+    Layouts: ``affectnet`` (images + ``.npy`` annotations + ``splits.csv`` + ``identities.csv``),
+    ``folder`` (``<split>/<class>/``), ``fer2013`` (one CSV, grey only), ``me_vs_not``
+    (``<split>/{me,not_me}/``, balanced, ``me_identity`` is "me"). Other keyword arguments go to
+    :func:`generate`. Everything is written into a temporary sibling folder that is renamed to
+    ``out_dir`` at the end, so ``out_dir`` either appears complete or not at all. ``out_dir`` must not
+    exist or be empty unless ``overwrite`` (then it is replaced).
+    """
+    if layout not in LAYOUTS:
+        raise ConfigError(f"unknown synthetic layout {layout!r}: use one of {', '.join(LAYOUTS)}")
+    if layout == "fer2013" and channels != 1:
+        raise ConfigError("layout fer2013 holds grey pixels only: use channels=1")
+    out = Path(out_dir)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
+        raise ConfigError(f"{out}: already exists and is not empty; pick a new folder or pass overwrite=True")
+    ds = generate(n, seed=seed, size=size, channels=channels, me_identity=me_identity if layout == "me_vs_not" else None, **kwargs)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        _write_layout(tmp, ds, layout, me_identity)
+        args = dict(n=n, seed=seed, size=size, channels=channels, **kwargs)
+        if layout == "me_vs_not":
+            args["me_identity"] = me_identity
+        note = _LAYOUT_NOTES[layout].replace("{me}", str(me_identity))
+        (tmp / "README.txt").write_text(_README.format(args=args, layout=layout, layout_note=note))
+        os.chmod(tmp, 0o755)
+        if out.exists():
+            if out.is_dir():
+                shutil.rmtree(out)
+            else:
+                out.unlink()
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def _write_layout(root: Path, ds: FaceDataset, layout: str, me_identity: int) -> None:
+    if layout == "fer2013":
+        usage = {"train": "Training", "val": "PublicTest", "test": "PrivateTest"}
+        buf = io.StringIO()
+        w = csv.writer(buf, lineterminator="\n")
+        w.writerow(["emotion", "pixels", "Usage"])
+        for name, sp in ds.splits.items():
+            for img, lab in zip(sp.images, sp.labels):
+                w.writerow([int(lab), " ".join(map(str, img.reshape(-1).tolist())), usage[name]])
+        (root / "fer2013.csv").write_text(buf.getvalue())
+        return
+    if layout == "affectnet":
+        (root / "images").mkdir()
+        (root / "annotations").mkdir()
+        to_aff = {i: AFFECTNET_CLASSES.index(c) for i, c in enumerate(ds.classes)}
+        split_rows, id_rows = [], []
+        for name, sp in ds.splits.items():
+            for i, sid in enumerate(sp.ids):
+                (root / "images" / f"{sid}.png").write_bytes(_png(sp.images[i]))
+                a = root / "annotations"
+                np.save(a / f"{sid}_exp.npy", np.int64(to_aff[int(sp.labels[i])]))
+                np.save(a / f"{sid}_val.npy", np.float32(sp.valence[i]))
+                np.save(a / f"{sid}_aro.npy", np.float32(sp.arousal[i]))
+                np.save(a / f"{sid}_lnd.npy", sp.landmarks[i].reshape(-1).astype(np.float32))
+                split_rows.append(f"{sid},{name}")
+                id_rows.append(f"{sid},{int(sp.identities[i])}")
+        (root / "splits.csv").write_text("id,split\n" + "\n".join(split_rows) + "\n")
+        (root / "identities.csv").write_text("id,identity\n" + "\n".join(id_rows) + "\n")
+        return
+    for name, sp in ds.splits.items():
+        for i, sid in enumerate(sp.ids):
+            if layout == "folder":
+                d = root / name / ds.classes[int(sp.labels[i])]
+            else:
+                d = root / name / ("me" if int(sp.identities[i]) == me_identity else "not_me")
+            d.mkdir(parents=True, exist_ok=True)
+            (d / f"{sid}.png").write_bytes(_png(sp.images[i]))

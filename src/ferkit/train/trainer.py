@@ -1,0 +1,721 @@
+"""The trainer: whole dataset as a uint8 tensor, batches by indexing, transforms on the device.
+
+Why it is fast at 48x48: a textbook loop decodes a PIL image per item, converts it with ToTensor and
+collates in worker processes; here the images are decoded once (see :mod:`ferkit.data.cache`), kept
+as one uint8 tensor, and every batch is a single index + one batched augmentation on the device.
+
+Reproducibility: shuffling, augmentation and dropout RNGs are re-seeded from ``(seed, epoch, rank)``
+at each epoch start, so a run resumed from ``last.pt`` continues bit for bit like one never stopped.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from ferkit.checkpoint import load_checkpoint, load_state, make_checkpoint, save_checkpoint, unwrap
+from ferkit.errors import CheckpointError, ConfigError, FerkitError, TrainingError
+from ferkit.evaluate import metrics as M
+from ferkit.train.config import TrainConfig
+from ferkit.train.losses import TaskLoss
+from ferkit.utils import atomic_write_json, atomic_write_text, progress, resolve_device
+
+MONITORS = {"val_acc": "max", "val_loss": "min", "val_balanced_acc": "max"}
+FAST_BATCHES = 4
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    best_checkpoint: Path
+    last_checkpoint: Path
+    best_epoch: int
+    metrics: dict  # best-epoch validation metrics + test metrics
+    history: list[dict] = field(default_factory=list)
+
+
+class _Dist:
+    """Process-group facts; a single process is world 1, rank 0."""
+
+    def __init__(self):
+        self.world = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = int(os.environ.get("RANK", "0"))
+        self.local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        self.enabled = self.world > 1
+        self._owns_group = False
+
+    def init(self, device: torch.device) -> None:
+        if not self.enabled:
+            return
+        import torch.distributed as dist
+
+        if not dist.is_initialized():
+            dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+            self._owns_group = True
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def all_sum(self, values: list[float], device) -> list[float]:
+        if not self.enabled:
+            return values
+        import torch.distributed as dist
+
+        t = torch.tensor(values, dtype=torch.float64, device=device if device.type == "cuda" else "cpu")
+        dist.all_reduce(t)
+        return t.tolist()
+
+    def barrier(self) -> None:
+        if self.enabled:
+            import torch.distributed as dist
+
+            dist.barrier()
+
+    def close(self) -> None:
+        if self._owns_group:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
+
+
+class Trainer:
+    """Train one model on one dataset as described by a :class:`TrainConfig`.
+
+    ``callbacks`` are called as ``cb(trainer, epoch, row)`` after each epoch's checkpoints are written.
+    """
+
+    def __init__(self, config: TrainConfig, dataset=None, callbacks: list[Callable] | None = None):
+        config.validate()
+        self.cfg = config
+        self.dataset = dataset
+        self.callbacks = list(callbacks or [])
+        self.dist = _Dist()
+        self.device = resolve_device(config.device if not self.dist.enabled or config.device != "auto"
+                                     else ("cuda:%d" % self.dist.local_rank if torch.cuda.is_available() else "cpu"))
+        self.run_dir = Path(config.out)
+        self.history: list[dict] = []
+        self.loggers: list = []
+
+    # ------------------------------------------------------------------ set-up
+    def _load_data(self):
+        from ferkit.data import load_dataset
+
+        cfg = self.cfg
+        if self.dataset is None:
+            if not cfg.data:
+                raise ConfigError("no data: pass --data PATH (a FER2013 CSV, a class-folder tree, an AffectNet-style "
+                                  "folder or IDX files), or make one with `ferkit data synth`")
+            self.dataset = load_dataset(cfg.data, format=cfg.format, mapping=cfg.mapping, image_size=cfg.image_size,
+                                        seed=cfg.seed, val_fraction=cfg.val_fraction, test_fraction=cfg.test_fraction,
+                                        quiet=cfg.quiet or not self.dist.main)
+        elif cfg.mapping:
+            from ferkit.data.relabel import relabel
+
+            self.dataset = relabel(self.dataset, cfg.mapping)
+        ds = self.dataset
+        if "train" not in ds.splits or len(ds.splits["train"]) == 0:
+            raise ConfigError(f"{ds.root}: the dataset has no training samples")
+        if cfg.task == "multitask" and not ds.has_va:
+            raise ConfigError(f"{ds.root}: --task multitask needs valence/arousal annotations (AffectNet-style data); "
+                              "this dataset has none: use --task classify")
+        if not ds.splits.get("val") or len(ds.splits["val"]) == 0:
+            raise ConfigError(f"{ds.root}: the dataset has no validation split; give it one or set --val-fraction")
+
+    def _build_model(self):
+        from ferkit.data.transforms import InputSpec
+        from ferkit.models import create_model, get_card
+
+        cfg, ds = self.cfg, self.dataset
+        card = get_card(cfg.model)
+        self.model_name = card.name
+        in_ch = cfg.in_channels or (3 if cfg.pretrained else ds.channels)
+        kwargs = dict(cfg.model_kwargs)
+        if cfg.pretrained:
+            kwargs["pretrained"] = True
+        if cfg.head:
+            kwargs["head"] = cfg.head
+        self.model_kwargs = kwargs
+        model = create_model(card.name, num_classes=ds.num_classes, in_channels=in_ch, task=cfg.task, **kwargs)
+        self.in_channels = in_ch
+        size = int(cfg.image_size) if cfg.image_size else None
+        hw = (size, size) if size else tuple(ds.image_size)
+
+        # normalisation: pretrained weights want their own statistics; otherwise the training set's
+        mode = cfg.normalize
+        if mode == "auto":
+            mode = "pretrained" if (cfg.pretrained and card.mean) else "dataset"
+        if mode == "pretrained":
+            if not card.mean:
+                raise ConfigError(f"--normalize pretrained: model {card.name} has no pretrained statistics; "
+                                  "use --normalize dataset")
+            mean, std = list(card.mean), list(card.std)
+        elif mode == "dataset":
+            mean, std = ds.channel_stats("train")
+        else:
+            mean, std = [0.0], [1.0]
+        mean, std = _fit_channels(mean, in_ch), _fit_channels(std, in_ch)
+        self.spec = InputSpec(size=hw, channels=in_ch, mean=mean, std=std, permute_seed=cfg.permute_seed)
+
+        if cfg.init:
+            self._init_from(model, cfg.init)
+        from ferkit.models.freeze import freeze
+
+        if cfg.freeze or cfg.freeze_upto:
+            freeze(model, names=list(cfg.freeze) or None, upto=cfg.freeze_upto)
+        self.model = model.to(self.device)
+        if self.device.type == "cuda":
+            self.model = self.model.to(memory_format=torch.channels_last)
+
+    def _init_from(self, model: nn.Module, path: str) -> None:
+        ckpt = load_checkpoint(path)
+        own = model.state_dict()
+        take = {k: v for k, v in ckpt["state_dict"].items() if k in own and own[k].shape == v.shape}
+        if not take:
+            raise CheckpointError(f"{path}: no weight fits model {self.model_name} (it holds a "
+                                  f"{ckpt['model']['name']}); use --model {ckpt['model']['name']}")
+        skipped = [k for k in own if k not in take]
+        own.update(take)
+        model.load_state_dict(own)
+        self._log(f"init from {path}: {len(take)} tensors loaded, {len(skipped)} left as initialised"
+                  + (f" (e.g. {skipped[0]})" if skipped else ""))
+
+    def _build_optim(self):
+        cfg = self.cfg
+        params = [p for p in self.model.parameters()]
+        if cfg.optimizer == "adam":
+            opt = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        elif cfg.optimizer == "adamw":
+            opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay or 1e-2)
+        else:
+            opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, nesterov=True)
+        if cfg.scheduler == "cosine":
+            sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, self.epochs))
+        elif cfg.scheduler == "step":
+            sched = torch.optim.lr_scheduler.StepLR(opt, step_size=cfg.step_size, gamma=cfg.gamma)
+        elif cfg.scheduler == "plateau":
+            sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
+                opt, mode=MONITORS.get(cfg.monitor, "max"), factor=cfg.gamma if cfg.gamma < 1 else 0.1,
+                patience=max(1, (cfg.patience or 6) // 3))
+        else:
+            sched = None
+        self.optimizer, self.scheduler = opt, sched
+        amp = cfg.amp
+        if amp == "auto":
+            amp = "fp16" if self.device.type == "cuda" else "none"
+        amp_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(amp)
+        if amp_dtype is torch.float16 and self.device.type != "cuda":
+            raise ConfigError("--amp fp16 needs a CUDA GPU; on CPU use --amp bf16 or none")
+        self.amp_dtype = amp_dtype
+        self.scaler = torch.amp.GradScaler("cuda", enabled=(amp_dtype is torch.float16))
+
+    def _tensors(self):
+        """Each split's images/labels/VA as tensors on the training device (uint8 images: 48x48x35k = 80 MB)."""
+        out = {}
+        for name, s in self.dataset.splits.items():
+            if len(s) == 0:
+                continue
+            imgs = torch.from_numpy(np.ascontiguousarray(s.images))
+            t = {"images": imgs, "labels": torch.from_numpy(np.asarray(s.labels, dtype=np.int64))}
+            if self.cfg.task == "multitask":
+                t["valence"] = torch.from_numpy(np.asarray(s.valence, dtype=np.float32))
+                t["arousal"] = torch.from_numpy(np.asarray(s.arousal, dtype=np.float32))
+            if self.device.type == "cuda":
+                t = {k: v.to(self.device, non_blocking=True) for k, v in t.items()}
+            out[name] = t
+        return out
+
+    # ------------------------------------------------------------------ logging
+    def _log(self, msg: str) -> None:
+        if self.dist.main and not self.cfg.quiet:
+            print(msg, flush=True)
+
+    def _open_loggers(self):
+        if not self.dist.main:
+            return
+        from ferkit.train.loggers import TensorBoardLogger, WandbLogger
+
+        if self.cfg.tensorboard:
+            self.loggers.append(TensorBoardLogger(self.run_dir / "tensorboard"))
+        if self.cfg.wandb:
+            self.loggers.append(WandbLogger(self.cfg, self.run_dir))
+
+    # ------------------------------------------------------------------ the loop
+    def fit(self) -> TrainResult:
+        try:
+            return self._fit()
+        finally:
+            for lg in self.loggers:
+                lg.close()
+            self.dist.close()
+
+    def _fit(self) -> TrainResult:
+        cfg = self.cfg
+        self.dist.init(self.device)
+        self.epochs = 1 if cfg.fast else cfg.epochs
+        self._load_data()
+        self._build_model()
+        self._build_optim()
+        criterion = TaskLoss(cfg.task, self._class_weights(), cfg.label_smoothing, cfg.va_weight).to(self.device)
+        self.criterion = criterion
+        data = self._tensors()
+        self.micro_bs = cfg.batch_size
+        self.accumulate = cfg.accumulate
+        from ferkit.data.transforms import make_augment
+
+        self.augment = make_augment(cfg.augment)
+        start_epoch, best, bad_epochs, best_epoch = 1, None, 0, 0
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        if cfg.resume:
+            start_epoch, best, bad_epochs, best_epoch = self._restore(cfg.resume)
+        if self.dist.enabled:
+            from torch.nn.parallel import DistributedDataParallel as DDP
+
+            self.model = DDP(self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        self._open_loggers()
+        n_params = sum(p.numel() for p in self.model.parameters())
+        self._log(f"ferkit train: {self.model_name} ({n_params / 1e6:.2f}M params, {cfg.task}) on {self.dataset.name} "
+                  f"[{self.dataset.format}; train {len(self.dataset.splits['train'])}, val {len(self.dataset.splits['val'])}"
+                  f"; {self.dataset.num_classes} classes; input {self.spec.size[0]}x{self.spec.size[1]}x{self.in_channels}]"
+                  f" device {self.device}{' x%d processes' % self.dist.world if self.dist.enabled else ''} -> {self.run_dir}")
+        mode = MONITORS.get(cfg.monitor)
+        if mode is None:
+            raise ConfigError(f"--monitor {cfg.monitor!r}: use one of {', '.join(MONITORS)}")
+        t_start = time.time()
+        stopped_early = False
+        for epoch in range(start_epoch, self.epochs + 1):
+            self._apply_unfreeze(epoch)
+            row = {"epoch": epoch, "lr": self.optimizer.param_groups[0]["lr"]}
+            row.update(self._train_epoch(epoch, data["train"]))
+            validated = epoch % cfg.validate_every == 0 or epoch == self.epochs
+            if validated:
+                row.update(self._evaluate(data["val"], "val", epoch))
+            if self.scheduler is not None:
+                if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+                    if validated:
+                        self.scheduler.step(row[cfg.monitor])
+                else:
+                    self.scheduler.step()
+            improved = False
+            if validated:
+                value = row[cfg.monitor]
+                improved = best is None or (value > best if mode == "max" else value < best)
+                if improved:
+                    best, best_epoch, bad_epochs = value, epoch, 0
+                else:
+                    bad_epochs += 1
+            row["time_s"] = round(time.time() - t_start, 2)
+            self.history.append(row)
+            if self.dist.main:
+                self._save_epoch(epoch, row, improved, (best, bad_epochs, best_epoch))
+            self.dist.barrier()
+            self._report(row, improved)
+            for cb in self.callbacks:
+                cb(self, epoch, row)
+            if validated and cfg.patience is not None and bad_epochs >= cfg.patience:
+                self._log(f"early stop: {cfg.monitor} did not improve for {bad_epochs} validations "
+                          f"(best {best:.4f} at epoch {best_epoch})")
+                stopped_early = True
+                break
+        train_time = time.time() - t_start
+        return self._finish(data, best_epoch, train_time, stopped_early)
+
+    def _class_weights(self):
+        if not self.cfg.class_weights:
+            return None
+        return torch.tensor(self.dataset.class_weights("train"), dtype=torch.float32)
+
+    def _epoch_rng(self, epoch: int) -> torch.Generator:
+        """Seed every RNG from (seed, epoch, rank): resuming at an epoch boundary reproduces the rest exactly."""
+        s = self.cfg.seed * 1_000_003 + epoch * 7919 + self.dist.rank
+        torch.manual_seed(s)
+        np.random.seed(s % (2**32))
+        random.seed(s)
+        g = torch.Generator(device="cpu")
+        g.manual_seed(s + 1)
+        return g
+
+    def _order(self, n: int, epoch: int) -> torch.Tensor:
+        if self.dist.enabled:
+            from torch.utils.data import DistributedSampler
+
+            sampler = DistributedSampler(range(n), num_replicas=self.dist.world, rank=self.dist.rank,
+                                         shuffle=True, seed=self.cfg.seed)
+            sampler.set_epoch(epoch)
+            return torch.tensor(list(iter(sampler)), dtype=torch.long)
+        g = torch.Generator().manual_seed(self.cfg.seed + epoch)
+        return torch.randperm(n, generator=g)
+
+    def _inputs(self, t: dict, idx: torch.Tensor, gen: torch.Generator | None):
+        from ferkit.data.transforms import to_input
+
+        if t["images"].device != idx.device:
+            idx = idx.to(t["images"].device)
+        x = t["images"].index_select(0, idx)
+        aug = (lambda im: self.augment(im, gen)) if gen is not None else None
+        x = to_input(x.to(self.device, non_blocking=True), self.spec, augment=aug)
+        if self.device.type == "cuda":
+            x = x.contiguous(memory_format=torch.channels_last)
+        y = t["labels"].index_select(0, idx).to(self.device)
+        va = (t["valence"].index_select(0, idx).to(self.device), t["arousal"].index_select(0, idx).to(self.device)) \
+            if "valence" in t else (None, None)
+        return x, y, va
+
+    def _train_epoch(self, epoch: int, t: dict) -> dict:
+        from ferkit.models.freeze import apply_frozen_bn_eval
+
+        cfg = self.cfg
+        gen = self._epoch_rng(epoch)
+        order = self._order(len(t["labels"]), epoch)
+        step_size = self.micro_bs * self.accumulate
+        steps = [order[i:i + step_size] for i in range(0, len(order), step_size)]
+        if len(steps) > 1 and len(steps[-1]) < 2:  # BatchNorm cannot train on one sample
+            steps = steps[:-1]
+        if cfg.fast:
+            steps = steps[:FAST_BATCHES]
+        self.model.train()
+        apply_frozen_bn_eval(unwrap(self.model))
+        loss_sum = correct = seen = 0.0
+        t0 = time.time()
+        bar = progress(total=sum(len(s) for s in steps), desc=f"epoch {epoch}/{self.epochs}", unit="img",
+                       quiet=cfg.quiet or not self.dist.main, leave=False)
+        for step_idx in steps:
+            loss_v, corr = self._step(t, step_idx, gen, epoch)
+            loss_sum += loss_v * len(step_idx)
+            correct += corr
+            seen += len(step_idx)
+            bar.update(len(step_idx))
+            bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.3f}",
+                            img_s=f"{seen / max(time.time() - t0, 1e-9):.0f}", refresh=False)
+        bar.close()
+        elapsed = time.time() - t0
+        loss_sum, correct, seen = self.dist.all_sum([loss_sum, correct, seen], self.device)
+        return {"train_loss": loss_sum / max(seen, 1), "train_acc": correct / max(seen, 1),
+                "train_img_s": round(seen / max(elapsed, 1e-9), 1)}
+
+    def _step(self, t: dict, idx: torch.Tensor, gen, epoch: int) -> tuple[float, float]:
+        """One optimiser step over ``idx`` in micro-batches; a CUDA OOM halves the micro-batch and retries."""
+        while True:
+            try:
+                return self._step_once(t, idx, gen, epoch)
+            except torch.OutOfMemoryError:
+                self.optimizer.zero_grad(set_to_none=True)
+                if self.device.type == "cuda":
+                    torch.cuda.empty_cache()
+                if self.micro_bs <= 1:
+                    raise TrainingError("out of memory even with a batch of 1: use a smaller --image-size or model")
+                self.micro_bs //= 2
+                self.accumulate *= 2
+                self._log(f"out of memory: batch halved to {self.micro_bs}, accumulating {self.accumulate} "
+                          f"micro-batches to keep the effective batch {self.micro_bs * self.accumulate}")
+
+    def _step_once(self, t: dict, idx: torch.Tensor, gen, epoch: int) -> tuple[float, float]:
+        cfg = self.cfg
+        self.optimizer.zero_grad(set_to_none=True)
+        chunks = list(idx.split(self.micro_bs))
+        n = len(idx)
+        total_loss = correct = 0.0
+        for i, chunk in enumerate(chunks):
+            x, y, (v, a) = self._inputs(t, chunk, gen)
+            sync = (i == len(chunks) - 1) or not self.dist.enabled
+            ctx = self.model.no_sync() if (not sync and hasattr(self.model, "no_sync")) else _null()
+            with ctx:
+                with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,
+                                    enabled=self.amp_dtype is not None):
+                    out = self.model(x)
+                    loss, _ = self.criterion(out, y, v, a)
+                if not torch.isfinite(loss):
+                    raise TrainingError(
+                        f"loss became {loss.item()} at epoch {epoch}: training stopped; the last good checkpoint "
+                        f"{self.run_dir / 'last.pt'} is intact (lower --lr, or add --grad-clip 1.0)")
+                self.scaler.scale(loss * (len(chunk) / n)).backward()
+            logits = out["logits"] if isinstance(out, dict) else out
+            total_loss += loss.item() * len(chunk)
+            correct += (logits.argmax(1) == y).sum().item()
+        if cfg.grad_clip:
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        return total_loss / n, correct
+
+    @torch.no_grad()
+    def _evaluate(self, t: dict, prefix: str, epoch: int = 0, model=None, collect: bool = False) -> dict:
+        """Loss/accuracy (+ V/A RMSE and CCC) over a split; sharded across processes and summed."""
+        model = model or self.model
+        model.eval()
+        n_total = len(t["labels"])
+        idx = torch.arange(n_total)
+        if self.dist.enabled and not collect:
+            idx = idx[self.dist.rank::self.dist.world]
+        bs = max(self.micro_bs, 1) * 2
+        batches = list(idx.split(bs))
+        if self.cfg.fast:
+            batches = batches[:FAST_BATCHES]
+        k = self.dataset.num_classes
+        loss_sum = 0.0
+        cm = np.zeros((k, k), dtype=np.int64)
+        sums_v = np.zeros(7)
+        sums_a = np.zeros(7)
+        probs_all, preds_all, va_all = [], [], []
+        for b in batches:
+            x, y, (v, a) = self._inputs(t, b, None)
+            with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None):
+                out = model(x)
+                loss, _ = self.criterion(out, y, v, a)
+            logits = (out["logits"] if isinstance(out, dict) else out).float()
+            pred = logits.argmax(1)
+            loss_sum += loss.item() * len(b)
+            cm += M.confusion_matrix(y.cpu().numpy(), pred.cpu().numpy(), k)
+            if isinstance(out, dict):
+                sums_v += np.array(M.regression_sums(v.cpu().numpy(), out["valence"].float().cpu().numpy()))
+                sums_a += np.array(M.regression_sums(a.cpu().numpy(), out["arousal"].float().cpu().numpy()))
+            if collect:
+                probs_all.append(torch.softmax(logits, 1).cpu())
+                preds_all.append(pred.cpu())
+                if isinstance(out, dict):
+                    va_all.append(torch.stack([out["valence"], out["arousal"]], 1).float().cpu())
+        flat = [loss_sum] + cm.ravel().tolist() + sums_v.tolist() + sums_a.tolist()
+        if not collect:
+            flat = self.dist.all_sum(flat, self.device)
+        loss_sum = flat[0]
+        cm = np.array(flat[1:1 + k * k], dtype=np.int64).reshape(k, k)
+        sums_v = flat[1 + k * k:8 + k * k]
+        sums_a = flat[8 + k * k:]
+        n = max(int(cm.sum()), 1)
+        recall = M.per_class_accuracy(cm)
+        res = {f"{prefix}_loss": loss_sum / n, f"{prefix}_acc": float(np.trace(cm) / n),
+               f"{prefix}_balanced_acc": float(np.nanmean(recall)) if np.isfinite(recall).any() else 0.0}
+        if self.cfg.task == "multitask":
+            res[f"{prefix}_valence_rmse"] = M.rmse_from_sums(sums_v[0], sums_v[6])
+            res[f"{prefix}_arousal_rmse"] = M.rmse_from_sums(sums_a[0], sums_a[6])
+            res[f"{prefix}_valence_ccc"] = M.ccc_from_sums(*sums_v[:6])
+            res[f"{prefix}_arousal_ccc"] = M.ccc_from_sums(*sums_a[:6])
+        if collect:
+            res["_cm"] = cm
+            res["_probs"] = torch.cat(probs_all).numpy() if probs_all else np.zeros((0, k))
+            res["_preds"] = torch.cat(preds_all).numpy() if preds_all else np.zeros(0, dtype=np.int64)
+            res["_n"] = sum(len(b) for b in batches)
+            res["_va"] = torch.cat(va_all).numpy() if va_all else None
+        return res
+
+    # ------------------------------------------------------------------ freezing schedule
+    def _apply_unfreeze(self, epoch: int) -> None:
+        from ferkit.models.freeze import unfreeze
+
+        for item in self.cfg.unfreeze:
+            ep, _, what = str(item).partition(":")
+            if int(ep) == epoch:
+                names = None if what == "all" else [w for w in what.split("+") if w]
+                unfreeze(unwrap(self.model), names)
+                self._log(f"epoch {epoch}: unfroze {what}")
+
+    # ------------------------------------------------------------------ checkpoints
+    def _meta(self, row: dict) -> dict:
+        return dict(
+            model_name=self.model_name, model_kwargs=self.model_kwargs, num_classes=self.dataset.num_classes,
+            in_channels=self.in_channels, task=self.cfg.task, classes=list(self.dataset.classes),
+            input_spec=self.spec.to_dict(), config=self.cfg.to_dict(),
+            metrics={k: v for k, v in row.items()} | {"dataset": self.dataset.name, "dataset_format": self.dataset.format},
+        )
+
+    def _train_state(self, epoch: int, stop_state) -> dict:
+        from ferkit.models.freeze import frozen_stages
+
+        best, bad_epochs, best_epoch = stop_state
+        return {
+            "epoch": epoch,
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
+            "scaler": self.scaler.state_dict(),
+            "best": best, "bad_epochs": bad_epochs, "best_epoch": best_epoch,
+            "micro_bs": self.micro_bs, "accumulate": self.accumulate,
+            "frozen": frozen_stages(unwrap(self.model)),
+            "history": self.history,
+            "rng": {"torch": torch.get_rng_state(), "python": list(random.getstate()[1]),
+                    "numpy": torch.from_numpy(np.random.get_state()[1].astype(np.int64)),
+                    "numpy_pos": int(np.random.get_state()[2])},
+        }
+
+    def _save_epoch(self, epoch: int, row: dict, improved: bool, stop_state) -> None:
+        ckpt = make_checkpoint(self.model, **self._meta(row), train_state=self._train_state(epoch, stop_state))
+        save_checkpoint(ckpt, self.run_dir / "last.pt")
+        if improved:
+            ckpt.pop("train_state")
+            save_checkpoint(ckpt, self.run_dir / "best.pt")
+        self._write_history()
+        for lg in self.loggers:
+            lg.log(row, epoch)
+
+    def _restore(self, path: str):
+        ckpt = load_checkpoint(path)
+        if "train_state" not in ckpt:
+            raise CheckpointError(f"{path}: has no training state to resume from (only last.pt has it); "
+                                  "use --init to fine-tune from it instead")
+        m = ckpt["model"]
+        if m["name"] != self.model_name or m["num_classes"] != self.dataset.num_classes \
+                or m["in_channels"] != self.in_channels or m["task"] != self.cfg.task:
+            raise CheckpointError(
+                f"{path}: was trained as {m['name']}/{m['task']}/{m['num_classes']} classes/{m['in_channels']} ch, "
+                f"but this run is {self.model_name}/{self.cfg.task}/{self.dataset.num_classes} classes/"
+                f"{self.in_channels} ch; resume with the same settings")
+        if list(ckpt["classes"]) != list(self.dataset.classes):
+            raise CheckpointError(f"{path}: classes {ckpt['classes']} differ from the dataset's {self.dataset.classes}")
+        from ferkit.models.freeze import freeze, unfreeze
+
+        st = ckpt["train_state"]
+        unfreeze(unwrap(self.model))
+        if st.get("frozen"):
+            freeze(unwrap(self.model), names=list(st["frozen"]))
+        load_state(self.model, ckpt["state_dict"], path, self.model_name)
+        self.optimizer.load_state_dict(st["optimizer"])
+        if self.scheduler is not None and st.get("scheduler"):
+            self.scheduler.load_state_dict(st["scheduler"])
+        self.scaler.load_state_dict(st["scaler"])
+        self.micro_bs, self.accumulate = st.get("micro_bs", self.micro_bs), st.get("accumulate", self.accumulate)
+        self.history = list(st.get("history", []))
+        rng = st.get("rng") or {}
+        if "torch" in rng:
+            torch.set_rng_state(rng["torch"])
+        if "python" in rng:
+            random.setstate((3, tuple(rng["python"]), None))
+        if "numpy" in rng:
+            np.random.set_state(("MT19937", rng["numpy"].numpy().astype(np.uint32), int(rng.get("numpy_pos", 624)), 0, 0.0))
+        self._log(f"resumed from {path} after epoch {st['epoch']}")
+        return st["epoch"] + 1, st["best"], st["bad_epochs"], st["best_epoch"]
+
+    def _write_history(self) -> None:
+        keys: list[str] = []
+        for r in self.history:
+            keys += [k for k in r if k not in keys]
+        lines = [",".join(keys)]
+        for r in self.history:
+            lines.append(",".join(_fmt(r.get(k)) for k in keys))
+        atomic_write_text(self.run_dir / "metrics.csv", "\n".join(lines) + "\n")
+
+    def _report(self, row: dict, improved: bool) -> None:
+        if self.cfg.quiet or not self.dist.main:
+            return
+        parts = [f"epoch {row['epoch']:>3}/{self.epochs}", f"loss {row['train_loss']:.4f}", f"acc {row['train_acc']:.4f}"]
+        if "val_loss" in row:
+            parts += [f"val_loss {row['val_loss']:.4f}", f"val_acc {row['val_acc']:.4f}"]
+        for k in ("val_valence_ccc", "val_arousal_ccc"):
+            if k in row:
+                parts.append(f"{k[4:]} {row[k]:.3f}")
+        parts.append(f"{row['train_img_s']:.0f} img/s")
+        print("  ".join(parts) + ("  *best" if improved else ""), flush=True)
+
+    # ------------------------------------------------------------------ the end
+    def _finish(self, data: dict, best_epoch: int, train_time: float, stopped_early: bool) -> TrainResult:
+        from ferkit.checkpoint import build_model
+
+        best_path, last_path = self.run_dir / "best.pt", self.run_dir / "last.pt"
+        result_metrics: dict = {}
+        if self.dist.main:
+            best_ckpt = load_checkpoint(best_path)
+            result_metrics = {k: v for k, v in best_ckpt["metrics"].items()}
+            if "test" in data:
+                model = build_model(best_ckpt, best_path).to(self.device)
+                res = self._evaluate(data["test"], "test", model=model, collect=True)
+                cm, probs, preds, va = res.pop("_cm"), res.pop("_probs"), res.pop("_preds"), res.pop("_va")
+                n = res.pop("_n")
+                result_metrics.update(res)
+                result_metrics["test_confusion_matrix"] = cm.tolist()
+                self._write_test_outputs(self.dataset.splits["test"], cm, probs, preds, va, n)
+                best_ckpt["metrics"] = result_metrics
+                save_checkpoint(best_ckpt, best_path)
+            from ferkit.evaluate.plots import plot_training_curves
+
+            plot_training_curves(self.history, self.run_dir / "training_curves.png")
+            n_params = sum(p.numel() for p in self.model.parameters())
+            results = {
+                "model": self.model_name, "task": self.cfg.task, "params": n_params,
+                "dataset": {"path": str(self.dataset.root), "format": self.dataset.format,
+                            "classes": self.dataset.classes,
+                            "sizes": {k: len(v) for k, v in self.dataset.splits.items()}},
+                "best_epoch": best_epoch, "monitor": self.cfg.monitor, "stopped_early": stopped_early,
+                "train_time_s": round(train_time, 2), "metrics": result_metrics, "history": self.history,
+                "config": self.cfg.to_dict(), "checkpoints": {"best": str(best_path), "last": str(last_path)},
+                "input": self.spec.to_dict(),
+            }
+            atomic_write_json(self.run_dir / "results.json", results)
+            for lg in self.loggers:
+                lg.summary(result_metrics, self.run_dir)
+            if "test_acc" in result_metrics:
+                self._log(f"test: acc {result_metrics['test_acc']:.4f}  loss {result_metrics['test_loss']:.4f} "
+                          f"(best epoch {best_epoch})")
+            self._log(f"outputs: {self.run_dir}/ (best.pt, last.pt, metrics.csv, training_curves.png, results.json"
+                      + (", confusion_matrix.png, predictions.csv" if "test" in data else "") + ")")
+        self.dist.barrier()
+        return TrainResult(self.run_dir, best_path, last_path, best_epoch, result_metrics, self.history)
+
+    def _write_test_outputs(self, split, cm, probs, preds, va, n) -> None:
+        from ferkit.evaluate.plots import plot_confusion_matrix
+
+        plot_confusion_matrix(cm, self.dataset.classes, self.run_dir / "confusion_matrix.png",
+                              title=f"{self.model_name} — test ({int(cm.sum())} images)")
+        classes = self.dataset.classes
+        header = ["id", "true", "pred"] + [f"p_{c}" for c in classes]
+        if va is not None:
+            header += ["valence_true", "valence_pred", "arousal_true", "arousal_pred"]
+        lines = [",".join(header)]
+        for i in range(n):
+            cells = [_csv_cell(split.ids[i]), classes[int(split.labels[i])], classes[int(preds[i])]]
+            cells += [f"{p:.5f}" for p in probs[i]]
+            if va is not None:
+                cells += [f"{split.valence[i]:.4f}", f"{va[i, 0]:.4f}", f"{split.arousal[i]:.4f}", f"{va[i, 1]:.4f}"]
+            lines.append(",".join(cells))
+        atomic_write_text(self.run_dir / "predictions.csv", "\n".join(lines) + "\n")
+
+
+class _null:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *a):
+        return False
+
+
+def _fit_channels(values: list[float], channels: int) -> list[float]:
+    if len(values) == channels:
+        return [float(v) for v in values]
+    if channels == 1:
+        return [float(np.mean(values))]
+    return [float(values[0])] * channels
+
+
+def _fmt(v) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, float):
+        return f"{v:.6g}" if math.isfinite(v) else str(v)
+    return str(v)
+
+
+def _csv_cell(s: str) -> str:
+    s = str(s)
+    return '"' + s.replace('"', '""') + '"' if ("," in s or '"' in s) else s
+
+
+def read_metrics_csv(path) -> list[dict]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def train(config: TrainConfig | None = None, dataset=None, callbacks=None, **overrides) -> TrainResult:
+    """Train with ``config`` (or :class:`TrainConfig` defaults) updated by ``overrides``."""
+    cfg = (config or TrainConfig()).merged(overrides) if overrides else (config or TrainConfig())
+    try:
+        return Trainer(cfg, dataset=dataset, callbacks=callbacks).fit()
+    except FerkitError:
+        raise
