@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from ferkit.errors import ConfigError
 
@@ -44,6 +43,8 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
 
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
+    import torch
+
     buf = io.BytesIO()
     torch.save(obj, buf)
     atomic_write_bytes(path, buf.getvalue())
@@ -56,15 +57,17 @@ def _json_default(o: Any) -> Any:
         return float(o)
     if isinstance(o, np.ndarray):
         return o.tolist()
-    if isinstance(o, torch.Tensor):
+    if type(o).__module__.startswith("torch") and hasattr(o, "tolist"):
         return o.tolist()
     if isinstance(o, Path):
         return str(o)
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
-def resolve_device(name: str | None = "auto") -> torch.device:
+def resolve_device(name: str | None = "auto"):
     """``auto`` picks CUDA, then Apple MPS, then CPU; anything else is passed to ``torch.device``."""
+    import torch
+
     if name in (None, "", "auto"):
         if torch.cuda.is_available():
             return torch.device("cuda")
@@ -84,6 +87,8 @@ def resolve_device(name: str | None = "auto") -> torch.device:
 
 
 def seed_everything(seed: int) -> None:
+    import torch
+
     random.seed(seed)
     np.random.seed(seed % (2**32))
     torch.manual_seed(seed)

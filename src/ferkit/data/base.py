@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ferkit.errors import DataError
+from ferkit.errors import ConfigError, DataError
 
 SPLITS = ("train", "val", "test")
 
@@ -123,20 +123,18 @@ SPLIT_CODES = {"train": 0, "val": 1, "test": 2}
 
 
 def check_fractions(val_fraction: float, test_fraction: float) -> None:
-    from ferkit.errors import ConfigError
-
     for name, v in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
         if not (0.0 <= float(v) < 1.0):
             raise ConfigError(f"{name}={v} must be in [0, 1)")
     if float(val_fraction) + float(test_fraction) >= 1.0:
-        raise ConfigError(f"val_fraction + test_fraction = {val_fraction + test_fraction:g} leaves nothing to train on: "
-                          "keep their sum below 1")
+        raise ConfigError(f"val_fraction + test_fraction = {val_fraction + test_fraction:g} leaves nothing to "
+                          "train on: keep their sum below 1")
 
 
 def stratified_split(labels: np.ndarray, val_fraction: float, test_fraction: float, seed: int) -> np.ndarray:
     """Seeded per-class split: a code per sample, 0 = train, 1 = val, 2 = test (see ``SPLIT_CODES``).
 
-    Each class gives ``round(n_c * fraction)`` samples to val and to test, but never its last training
+    Each class gives ``n_c * fraction`` (rounded half up) samples to val and to test, but never its last training
     sample. The same labels, fractions and seed always give the same split.
     """
     check_fractions(val_fraction, test_fraction)
@@ -146,8 +144,8 @@ def stratified_split(labels: np.ndarray, val_fraction: float, test_fraction: flo
     for c in np.unique(labels):
         idx = rng.permutation(np.flatnonzero(labels == c))
         n = len(idx)
-        n_test = int(round(n * test_fraction))
-        n_val = int(round(n * val_fraction))
+        n_test = int(n * test_fraction + 0.5)  # round half up (Python's round() would give 0.5 -> 0)
+        n_val = int(n * val_fraction + 0.5)
         while n_test + n_val > n - 1 and (n_test or n_val):
             if n_test >= n_val and n_test:
                 n_test -= 1
@@ -156,3 +154,27 @@ def stratified_split(labels: np.ndarray, val_fraction: float, test_fraction: flo
         codes[idx[:n_val]] = 1
         codes[idx[n_val:n_val + n_test]] = 2
     return codes
+
+
+def normalize_size(image_size) -> tuple[int, int] | None:
+    """``None``, an int or an (H, W) pair -> ``None`` or ``(H, W)``; anything else is a ConfigError."""
+    if image_size is None:
+        return None
+    if isinstance(image_size, (int, np.integer)) and not isinstance(image_size, bool):
+        h = w = int(image_size)
+    elif isinstance(image_size, (tuple, list)) and len(image_size) == 2:
+        h, w = (int(v) for v in image_size)
+    else:
+        raise ConfigError(f"image_size={image_size!r}: give one integer (square) or (height, width)")
+    if not (1 <= h <= 4096 and 1 <= w <= 4096):
+        raise ConfigError(f"image_size={image_size!r} is out of range 1-4096")
+    return h, w
+
+
+def check_channels(channels) -> int | None:
+    """``None`` (keep the data's), 1 or 3; anything else is a ConfigError."""
+    if channels is None:
+        return None
+    if channels not in (1, 3):
+        raise ConfigError(f"channels={channels!r}: use 1 (grey) or 3 (RGB), or leave unset to keep the data's")
+    return int(channels)

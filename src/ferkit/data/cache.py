@@ -30,6 +30,7 @@ import os
 import shutil
 import tempfile
 import time
+import warnings
 from pathlib import Path
 from typing import Callable
 
@@ -75,15 +76,12 @@ class Scratch:
             return np.empty(shape, dtype=dtype)
         return np.lib.format.open_memmap(self.directory / f"{name}.npy", mode="w+", dtype=dtype, shape=tuple(shape))
 
-    def release(self, name: str, arr: np.ndarray | None = None) -> None:
-        """Forget a scratch array (its file, if any, is deleted)."""
-        if isinstance(arr, np.memmap):
-            arr.flush()
-        del arr
+    def release(self, name: str) -> None:
+        """Delete a scratch array's file (drop every reference to the array first)."""
         if self.directory is not None:
             try:
                 os.unlink(self.directory / f"{name}.npy")
-            except FileNotFoundError:
+            except OSError:  # e.g. still mapped on Windows: it is only wasted space in the entry
                 pass
 
 
@@ -154,8 +152,14 @@ def load_or_build(fmt: str, root: str | os.PathLike, *, listing, params: dict, l
     if final.exists():  # unreadable (an older cache version, a damaged disk): move it aside and rebuild
         _remove_tree(final)
 
-    base.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{key}.", suffix=".tmp", dir=base))
+    try:
+        base.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{key}.", suffix=".tmp", dir=base))
+    except OSError as e:  # a read-only home, a full disk: still load, just without the cache
+        warnings.warn(f"dataset cache {base} is not writable ({e.strerror or e}); decoding into memory this time "
+                      "(set FERKIT_CACHE_DIR to a writable folder to cache)", RuntimeWarning, stacklevel=2)
+        arrays, meta = build(Scratch(None))
+        return assemble(fmt, root, arrays, meta)
     try:
         arrays, meta = build(Scratch(tmp))
         _write_entry(tmp, arrays, meta, fmt=fmt, root=root, params=params, loader_version=loader_version)
@@ -205,6 +209,23 @@ def _write_entry(tmp: Path, arrays: dict, meta: dict, *, fmt: str, root: str, pa
         "loader_version": loader_version,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
     })
+    # mkdtemp/mkstemp make private files; a cache entry is as readable as anything else the user writes
+    umask = _umask()
+    os.chmod(tmp, 0o777 & ~umask)
+    for f in tmp.iterdir():
+        os.chmod(f, 0o666 & ~umask)
+
+
+def _umask() -> int:
+    """The process umask, read without changing it (``os.umask`` would, racing other threads)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0o022
 
 
 def _remove_tree(path: Path) -> None:

@@ -34,6 +34,7 @@ import io
 import os
 import shutil
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -85,9 +86,9 @@ _P = {k: i for i, k in enumerate(PARAMS)}
 # fmt: off
 _DELTAS = np.array([
     # in_up out_up draw  eye   cheek curve  width  open  lipr  asym  press wrink fore  teeth
-    [-0.10, 0.02, 0.06, 0.20, 0.00, -0.02, -0.05, 0.00, 0.00, 0.00, 1.00, 0.20, 0.00, 0.0],  # angry
+    [-0.13, 0.02, 0.08, 0.20, 0.00, -0.03, -0.05, 0.00, 0.00, 0.00, 1.00, 0.30, 0.00, 0.0],  # angry
     [-0.06, -0.03, 0.03, -0.30, 0.35, -0.05, 0.00, 0.00, 0.08, 0.07, 0.00, 1.00, 0.00, 0.5],  # disgust
-    [0.08, 0.05, 0.05, 0.60, 0.00, -0.03, 0.09, 0.06, 0.00, 0.00, 0.00, 0.00, 0.50, 0.5],  # fear
+    [0.09, 0.05, 0.06, 0.60, 0.00, -0.03, 0.10, 0.06, 0.00, 0.00, 0.00, 0.00, 0.50, 0.5],  # fear
     [0.01, 0.01, 0.00, -0.25, 0.55, 0.13, 0.06, 0.04, 0.00, 0.00, 0.00, 0.00, 0.00, 1.0],  # happy
     [0.09, -0.03, 0.03, -0.20, 0.00, -0.10, -0.02, 0.00, 0.00, 0.00, 0.00, 0.00, 0.20, 0.0],  # sad
     [0.11, 0.12, 0.00, 0.70, 0.00, 0.00, -0.09, 0.20, 0.00, 0.00, 0.00, 0.00, 1.00, 0.3],  # surprise
@@ -95,7 +96,7 @@ _DELTAS = np.array([
 ], dtype=np.float32)
 # fmt: on
 # Per-sample jitter of every expression parameter (standard deviation), identity-independent.
-_JITTER = np.array([0.012, 0.012, 0.008, 0.06, 0.05, 0.012, 0.012, 0.008, 0.006, 0.008, 0.08, 0.06, 0.06, 0.0], np.float32)
+_JITTER = np.array([0.010, 0.010, 0.008, 0.04, 0.04, 0.010, 0.012, 0.008, 0.006, 0.008, 0.08, 0.06, 0.06, 0.0], np.float32)
 
 _CHUNK = 256  # images rendered at once; fixed so results do not depend on memory
 _LUMA = np.array([0.299, 0.587, 0.114], np.float32)
@@ -113,9 +114,9 @@ class Nuisance:
     brightness: float = 0.12  # max |brightness offset|
     contrast: tuple[float, float] = (0.7, 1.2)
     noise: float = 0.04  # max gaussian noise std (in [0, 1] units)
-    blur: float = 0.9  # max blur sigma in pixels at 48x48 (scaled with size)
+    blur: float = 0.8  # max blur sigma in pixels at 48x48 (scaled with size)
     clutter: float = 1.0  # background clutter amount (0 = plain background)
-    intensity: tuple[float, float] = (0.3, 1.0)  # expression intensity range (Beta(2,1)-skewed up)
+    intensity: tuple[float, float] = (0.5, 1.0)  # expression intensity range (Beta(2,1)-skewed up)
 
 
 # --------------------------------------------------------------------------------------------
@@ -145,10 +146,10 @@ def _identities(num: int, seed: int) -> dict[str, np.ndarray]:
         "eye_x": u(0.24, 0.31),
         "eye_y": u(-0.15, -0.08),
         "eye_w": u(0.105, 0.135),
-        "eye_h": u(0.045, 0.060),
+        "eye_h": u(0.050, 0.065),
         "iris": iris.astype(np.float32),
-        "brow_gap": u(0.13, 0.18),  # brow height above eye
-        "brow_t": u(0.022, 0.040),
+        "brow_gap": u(0.18, 0.21),  # brow height above eye
+        "brow_t": u(0.035, 0.055),
         "brow_len": u(0.24, 0.32),
         "brow_arch": u(0.00, 0.04),
         "nose_y": u(0.16, 0.24),
@@ -201,7 +202,7 @@ def _sample_params(rng: np.random.Generator, labels: np.ndarray, nz: Nuisance) -
 
 
 # --------------------------------------------------------------------------------------------
-# drawing helpers (all arrays broadcast as (n, H, W); per-sample scalars are (n, 1, 1))
+# drawing helpers (arrays broadcast as (n, h, w); per-sample scalars are (n, 1, 1))
 
 
 def _cov(d: np.ndarray, aa: np.ndarray) -> np.ndarray:
@@ -210,7 +211,7 @@ def _cov(d: np.ndarray, aa: np.ndarray) -> np.ndarray:
 
 
 def _paint(img: np.ndarray, alpha: np.ndarray, colour: np.ndarray) -> None:
-    """Composite ``colour`` (n, C) with coverage ``alpha`` (n, H, W) onto ``img`` (n, H, W, C) in place."""
+    """Composite ``colour`` (n, C) with coverage ``alpha`` (n, h, w) onto ``img`` (n, h, w, C) in place."""
     img += alpha[..., None] * (colour[:, None, None, :] - img)
 
 
@@ -231,84 +232,28 @@ def _colour(rgb: np.ndarray, channels: int) -> np.ndarray:
     return rgb if channels == 3 else (rgb @ _LUMA)[:, None]
 
 
-def _mouth_geometry(idn, expr, n_pts=None):
+def _mouth_geometry(idn, expr):
     """Mouth centre / half-width / curvature / openings in face coordinates, per sample."""
     e = lambda k: expr[:, _P[k]]  # noqa: E731
-    w = idn["mouth_w"] + e("width")
-    curve = idn["curve0"] + e("curve")
-    lip = idn["lip_t"] * np.clip(1 - 0.75 * e("press"), 0.2, 1.2)
     return {
         "y": idn["mouth_y"] + 0.25 * e("open") - 0.2 * e("lip_raise"),
-        "w": np.maximum(w, 0.08),
-        "curve": curve,
+        "w": np.maximum(idn["mouth_w"] + e("width"), 0.08),
+        "curve": idn["curve0"] + e("curve"),
         "open": e("open"),
         "raise": e("lip_raise"),
         "asym": e("asym"),
-        "lip": lip,
+        "lip": idn["lip_t"] * np.clip(1 - 0.75 * e("press"), 0.2, 1.2),
     }
 
 
-def _landmarks(idn, p, size: int) -> np.ndarray:
-    """68 points in the iBUG-300W order, in pixel coordinates (x, y) of the rendered image."""
-    n = len(p["rot"])
-    e = lambda k: p["expr"][:, _P[k]]  # noqa: E731
-    pts = np.zeros((n, 68, 2), np.float32)
-    # jaw 0..16: along the face outline from the right-of-image ear (subject's right) to the other
-    a = np.linspace(np.pi * 1.02, np.pi * -0.02, 17)[None]
-    ry, rx = idn["face_ry"][:, None], idn["face_rx"][:, None]
-    jy = -np.sin(a) * ry * -1.0  # lower half: sin(a) in [0, 1] maps to y >= 0
-    jy = np.abs(np.sin(a)) * ry * 0.98 - 0.05 * ry
-    jx = np.cos(a) * rx * (1 - idn["chin"][:, None] * np.clip(jy / ry, 0, 1) ** 2)
-    pts[:, 0:17, 0], pts[:, 0:17, 1] = jx, jy
-    # brows 17..21 (image-left), 22..26 (image-right); inner ends are 21 and 22
-    for side, sl in ((-1, slice(17, 22)), (1, slice(22, 27))):
-        (ix, iy), (ox, oy), (mx, my) = _brow_points(idn, p["expr"], side)
-        t = np.linspace(0, 1, 5)[None]
-        if side < 0:  # from outer to inner
-            t = t[:, ::-1]
-        bx = (1 - t) ** 2 * ix[:, None] + 2 * t * (1 - t) * mx[:, None] + t**2 * ox[:, None]
-        by = (1 - t) ** 2 * iy[:, None] + 2 * t * (1 - t) * my[:, None] + t**2 * oy[:, None]
-        pts[:, sl, 0], pts[:, sl, 1] = bx, by
-    # nose 27..30 bridge, 31..35 base
-    ny = idn["nose_y"][:, None]
-    ey = idn["eye_y"][:, None]
-    pts[:, 27:31, 0] = 0
-    pts[:, 27:31, 1] = ey + (ny - ey) * np.linspace(0, 1, 4)[None]
-    nw = idn["nose_w"][:, None]
-    pts[:, 31:36, 0] = nw * np.linspace(-1, 1, 5)[None]
-    pts[:, 31:36, 1] = ny + 0.03 * (1 - np.abs(np.linspace(-1, 1, 5)[None]))
-    # eyes 36..41 (image-left), 42..47 (image-right): corners and lids
-    for side, start in ((-1, 36), (1, 42)):
-        cx = side * idn["eye_x"]
-        w = idn["eye_w"]
-        up = idn["eye_h"] * np.clip(1 + e("eye_open"), 0.15, 2.2)
-        lo = idn["eye_h"] * np.clip(0.9 - e("cheek"), 0.1, 1.2)
-        ts = np.array([-1, -0.35, 0.35, 1, 0.35, -0.35])
-        if side > 0:
-            ts = ts  # same ordering (outer->inner differs by side; fine for our purpose)
-        g = np.sqrt(np.clip(1 - ts**2, 0, 1))
-        sgn = np.array([0, -1, -1, 0, 1, 1])
-        pts[:, start : start + 6, 0] = cx[:, None] + ts[None] * w[:, None]
-        hh = np.where(sgn[None] < 0, up[:, None], lo[:, None])
-        pts[:, start : start + 6, 1] = idn["eye_y"][:, None] + sgn[None] * g[None] * hh
-    # mouth 48..59 outer, 60..67 inner
-    m = _mouth_geometry(idn, p["expr"])
-    t_out = np.array([-1, -0.66, -0.33, 0, 0.33, 0.66, 1, 0.66, 0.33, 0, -0.33, -0.66])
-    s_out = np.array([0, -1, -1, -1, -1, -1, 0, 1, 1, 1, 1, 1])
-    t_in = np.array([-0.9, -0.33, 0, 0.33, 0.9, 0.33, 0, -0.33])
-    s_in = np.array([0, -1, -1, -1, 0, 1, 1, 1])
-    for tt, ss, sl, lipk in ((t_out, s_out, slice(48, 60), 1.0), (t_in, s_in, slice(60, 68), 0.0)):
-        w = m["w"][:, None]
-        yc = m["y"][:, None] - m["curve"][:, None] * tt[None] ** 2 - m["asym"][:, None] * tt[None]
-        g = np.sqrt(np.clip(1 - tt[None] ** 2, 0, 1))
-        top = yc - 0.01 - (m["open"][:, None] * 0.5 + m["raise"][:, None]) * g - lipk * m["lip"][:, None] * g
-        bot = yc + 0.01 + m["open"][:, None] * g + lipk * 1.2 * m["lip"][:, None] * g
-        pts[:, sl, 0] = tt[None] * w
-        pts[:, sl, 1] = np.where(ss[None] < 0, top, np.where(ss[None] > 0, bot, yc))
-    return _face_to_pixels(pts, p, size)
+def _eye_heights(idn, expr):
+    up = idn["eye_h"] * np.clip(1 + expr[:, _P["eye_open"]], 0.15, 2.2)
+    lo = idn["eye_h"] * np.clip(0.9 - expr[:, _P["cheek"]], 0.1, 1.2)
+    return up, lo
 
 
 def _brow_points(idn, expr, side):
+    """Inner end, outer end and the control point of one brow, face coordinates."""
     e = lambda k: expr[:, _P[k]]  # noqa: E731
     by = idn["eye_y"] - idn["brow_gap"]
     ix = side * np.maximum(idn["eye_x"] - idn["eye_w"] * 0.9 - e("brow_draw"), 0.04)
@@ -320,12 +265,64 @@ def _brow_points(idn, expr, side):
     return (ix, iy), (ox, oy), (mx, my)
 
 
+def _landmarks_face(idn, p) -> np.ndarray:
+    """68 points in the iBUG-300W order, face coordinates (before pose)."""
+    n = len(p["rot"])
+    pts = np.zeros((n, 68, 2), np.float32)
+    # jaw 0..16: along the face outline, image-left to image-right through the chin
+    phi = np.linspace(np.pi + 0.12, -0.12, 17)[None]
+    ry, rx = idn["face_ry"][:, None], idn["face_rx"][:, None]
+    jy = ry * np.sin(phi)
+    pts[:, 0:17, 0] = rx * np.cos(phi) * (1 - idn["chin"][:, None] * np.clip(jy / ry, 0, 1) ** 2)
+    pts[:, 0:17, 1] = jy
+    # brows 17..21 (image-left, outer to inner), 22..26 (image-right, inner to outer)
+    for side, sl in ((-1, slice(17, 22)), (1, slice(22, 27))):
+        (ix, iy), (ox, oy), (mx, my) = _brow_points(idn, p["expr"], side)
+        t = np.linspace(0, 1, 5)[None]
+        if side < 0:
+            t = t[:, ::-1]
+        pts[:, sl, 0] = (1 - t) ** 2 * ix[:, None] + 2 * t * (1 - t) * mx[:, None] + t**2 * ox[:, None]
+        pts[:, sl, 1] = (1 - t) ** 2 * iy[:, None] + 2 * t * (1 - t) * my[:, None] + t**2 * oy[:, None]
+    # nose 27..30 bridge (top to tip), 31..35 base (image-left to image-right)
+    ny, ey = idn["nose_y"][:, None], idn["eye_y"][:, None]
+    pts[:, 27:31, 1] = ey + (ny - 0.01 - ey) * np.linspace(0, 1, 4)[None]
+    tb = np.linspace(-1, 1, 5)[None]
+    pts[:, 31:36, 0] = idn["nose_w"][:, None] * tb
+    pts[:, 31:36, 1] = ny + 0.02 * (1 - np.abs(tb))
+    # eyes 36..41 (image-left) and 42..47 (image-right): corner, upper lid x2, corner, lower lid x2
+    up, lo = _eye_heights(idn, p["expr"])
+    ts = np.array([-1, -0.35, 0.35, 1, 0.35, -0.35])
+    g = np.sqrt(1 - np.minimum(ts**2, 1))
+    sgn = np.array([0, -1, -1, 0, 1, 1])
+    for side, a in ((-1, 36), (1, 42)):
+        pts[:, a : a + 6, 0] = side * idn["eye_x"][:, None] + ts[None] * idn["eye_w"][:, None]
+        hh = np.where(sgn[None] < 0, up[:, None], lo[:, None])
+        pts[:, a : a + 6, 1] = idn["eye_y"][:, None] + sgn[None] * g[None] * hh
+    # mouth 48..59 outer lip, 60..67 inner lip
+    m = _mouth_geometry(idn, p["expr"])
+    t_out = np.array([-1, -0.66, -0.33, 0, 0.33, 0.66, 1, 0.66, 0.33, 0, -0.33, -0.66])
+    s_out = np.array([0, -1, -1, -1, -1, -1, 0, 1, 1, 1, 1, 1])
+    t_in = np.array([-0.9, -0.33, 0, 0.33, 0.9, 0.33, 0, -0.33])
+    s_in = np.array([0, -1, -1, -1, 0, 1, 1, 1])
+    col = lambda k: m[k][:, None]  # noqa: E731
+    for tt, ss, sl, lipk in ((t_out, s_out, slice(48, 60), 1.0), (t_in, s_in, slice(60, 68), 0.0)):
+        tt = tt[None]
+        yc = col("y") - col("curve") * tt**2 - col("asym") * tt
+        g = np.sqrt(1 - np.minimum(tt**2, 1))
+        top = yc - 0.008 - (col("open") * 0.5 + col("raise")) * g - lipk * col("lip") * g
+        bot = yc + 0.008 + col("open") * g + lipk * 1.2 * col("lip") * g
+        pts[:, sl, 0] = tt * col("w")
+        pts[:, sl, 1] = np.where(ss[None] < 0, top, np.where(ss[None] > 0, bot, yc))
+    return pts
+
+
 def _yaw_params(p):
     yaw = p["yaw"]
     return 1.0 - 0.25 * np.abs(yaw), 0.13 * yaw  # feature squash, feature shift
 
 
 def _face_to_pixels(pts: np.ndarray, p, size: int) -> np.ndarray:
+    """Face coordinates (n, k, 2) -> pixel coordinates of the rendered image (x right, y down)."""
     k, sh = _yaw_params(p)
     x = pts[..., 0] * k[:, None] + sh[:, None]
     y = pts[..., 1]
@@ -333,12 +330,47 @@ def _face_to_pixels(pts: np.ndarray, p, size: int) -> np.ndarray:
     sc = p["scale"][:, None]
     X = sc * (c * x - s * y) + p["tx"][:, None]
     Y = sc * (s * x + c * y) + p["ty"][:, None]
-    out = np.stack([(X + 1) * size / 2 - 0.5, (Y + 1) * size / 2 - 0.5], axis=-1)
-    return out.astype(np.float32)
+    return np.stack([(X + 1) * size / 2 - 0.5, (Y + 1) * size / 2 - 0.5], axis=-1).astype(np.float32)
 
 
-# --------------------------------------------------------------------------------------------
-# rendering
+class _Region:
+    """A window of the image, the same size for every sample of the chunk but placed per sample.
+
+    Facial features cover a small part of the image, so they are drawn only inside a window that
+    covers them (derived from points in face coordinates plus a margin); this keeps the vectorised
+    renderer fast. ``X, Y`` are face coordinates, ``U`` the yaw-shifted feature coordinates.
+    """
+
+    def __init__(self, img, p, size, pts_face=None, margin_px=2.0):
+        n = img.shape[0]
+        if pts_face is None:
+            w = h = size
+            ox = oy = np.zeros(n, np.int64)
+        else:
+            px = _face_to_pixels(pts_face, p, size)
+            lo, hi = px.min(axis=1) - margin_px, px.max(axis=1) + margin_px
+            w, h = (int(np.ceil((hi - lo)[:, i].max())) + 2 for i in (0, 1))
+            w, h = min(w, size), min(h, size)
+            ox = np.clip(np.floor(lo[:, 0]).astype(np.int64), 0, size - w)
+            oy = np.clip(np.floor(lo[:, 1]).astype(np.int64), 0, size - h)
+        self.full = w == size and h == size
+        self.img = img
+        self.idx = (np.arange(n)[:, None, None], (oy[:, None] + np.arange(h)[None])[:, :, None],
+                    (ox[:, None] + np.arange(w)[None])[:, None, :])  # fmt: skip
+        self.patch = img if self.full else img[self.idx]
+        self.Xc = ((ox[:, None] + np.arange(w)[None] + 0.5) * 2.0 / size - 1.0).astype(np.float32)[:, None, :]
+        self.Yc = ((oy[:, None] + np.arange(h)[None] + 0.5) * 2.0 / size - 1.0).astype(np.float32)[:, :, None]
+        c, s, sc = _c(np.cos(p["rot"])), _c(np.sin(p["rot"])), _c(p["scale"])
+        dx, dy = self.Xc - _c(p["tx"]), self.Yc - _c(p["ty"])
+        self.X = (c * dx + s * dy) / sc
+        self.Y = (-s * dx + c * dy) / sc
+        k, sh = _yaw_params(p)
+        self.U = (self.X - _c(sh)) / _c(k)
+        self.aa = _c(2.0 / size / p["scale"]) * 1.2
+
+    def commit(self):
+        if not self.full:
+            self.img[self.idx] = self.patch
 
 
 def _render(idn: dict, p: dict, size: int, channels: int, clutter: float, chunk_seed: int) -> np.ndarray:
@@ -346,43 +378,41 @@ def _render(idn: dict, p: dict, size: int, channels: int, clutter: float, chunk_
     n = len(p["rot"])
     C = channels
     rng = np.random.default_rng(chunk_seed)
-    g = ((np.arange(size, dtype=np.float32) + 0.5) * 2.0 / size - 1.0)
-    Xc, Yc = g[None, None, :], g[None, :, None]
-    # canvas -> face coordinates
-    c, s = _c(np.cos(p["rot"])), _c(np.sin(p["rot"]))
-    sc = _c(p["scale"])
-    dx, dy = Xc - _c(p["tx"]), Yc - _c(p["ty"])
-    X = (c * dx + s * dy) / sc
-    Y = (-s * dx + c * dy) / sc
-    k, sh = _yaw_params(p)
-    U = (X - _c(sh)) / _c(k)  # feature coordinates (yaw-shifted)
-    aa = _c(2.0 / size / p["scale"]) * 1.2
     ones = np.ones((n, 3), np.float32)
+    e = lambda key: _c(p["expr"][:, _P[key]])  # noqa: E731
+    f = lambda key: _c(idn[key])  # noqa: E731
 
-    # background: base colour, two blobs, a stripe texture and a few line segments
+    # background: base colour, two blobs, a stripe texture and a few straight lines
     img = np.broadcast_to(_colour(p["bg"], C)[:, None, None, :], (n, size, size, C)).copy()
+    R = _Region(img, p, size)
+    Xc, Yc, X, Y, aa = R.Xc, R.Yc, R.X, R.Y, R.aa
     if clutter > 0:
-        for _ in range(2):
+        for _ in range(2):  # gaussian blobs, separable in x and y
             bx, by = _c(rng.uniform(-1, 1, n)), _c(rng.uniform(-1, 1, n))
-            r = _c(rng.uniform(0.2, 0.7, n))
-            a = np.exp(-((Xc - bx) ** 2 + (Yc - by) ** 2) / (2 * r * r)) * _c(rng.uniform(0, 0.8 * clutter, n))
+            k2 = -0.5 / _c(rng.uniform(0.2, 0.7, n)) ** 2
+            a = (np.exp(k2 * (Xc - bx) ** 2) * _c(rng.uniform(0, 0.8 * clutter, n))) * np.exp(k2 * (Yc - by) ** 2)
             _paint(img, a, _colour(rng.uniform(0, 1, (n, 3)), C))
-        th = _c(rng.uniform(0, np.pi, n))
-        fr = _c(rng.uniform(2, 9, n))
-        ph = _c(rng.uniform(0, 2 * np.pi, n))
-        stripes = 0.5 + 0.5 * np.sin(fr * (np.cos(th) * Xc + np.sin(th) * Yc) * np.pi + ph)
-        _paint(img, stripes * _c(rng.uniform(0, 0.35 * clutter, n)), _colour(rng.uniform(0, 1, (n, 3)), C))
-        for _ in range(3):
-            ax, ay, bx, by = (_c(rng.uniform(-1.1, 1.1, n)) for _ in range(4))
-            d = _segment_dist(Xc, Yc, ax, ay, bx, by) - _c(rng.uniform(0.01, 0.05, n))
-            on = _c((rng.uniform(0, 1, n) < 0.6 * clutter).astype(np.float32))
-            _paint(img, _cov(d, _c(np.full(n, 2.0 / size))) * on, _colour(rng.uniform(0, 1, (n, 3)), C))
+        # stripes: 0.5 + 0.5 sin(a x + b y + phase), expanded so that only products are full-size
+        th, fr, ph = _c(rng.uniform(0, np.pi, n)), _c(rng.uniform(2, 9, n)), _c(rng.uniform(0, 2 * np.pi, n))
+        amp = _c(rng.uniform(0, 0.35 * clutter, n)) * 0.5
+        ax_, by_ = fr * np.pi * np.cos(th) * Xc + ph, fr * np.pi * np.sin(th) * Yc
+        stripes = (np.sin(ax_) * amp) * np.cos(by_) + (np.cos(ax_) * amp) * np.sin(by_)
+        stripes += amp
+        _paint(img, stripes, _colour(rng.uniform(0, 1, (n, 3)), C))
+        ends = rng.uniform(-0.1, 1.1, (n, 3, 4)) * size
+        thick = rng.integers(1, max(2, size // 16), (n, 3))
+        on = rng.uniform(0, 1, (n, 3)) < 0.6 * clutter
+        cols = _colour(rng.uniform(0, 1, (n * 3, 3)), C).reshape(n, 3, C)
+        for i in range(n):
+            for j in np.flatnonzero(on[i]):
+                a0, b0, a1, b1 = (int(v) for v in ends[i, j])
+                cv2.line(img[i], (a0, b0), (a1, b1), tuple(float(v) for v in cols[i, j]), int(thick[i, j]))
 
     skin = idn["skin"]
     skinc = _colour(skin, C)
     hairc = _colour(idn["hair"], C)
-    rx, ry = _c(idn["face_rx"] * (1 - 0.12 * np.abs(p["yaw"]))), _c(idn["face_ry"])
-    # shoulders / neck
+    rx, ry = _c(idn["face_rx"] * (1 - 0.12 * np.abs(p["yaw"]))), f("face_ry")
+    # neck and shoulders
     neck = np.maximum(np.abs(X) - rx * 0.55, -(Y - 0.3))
     shoulders = np.maximum(-(Y - ry - 0.05), -(Y - ry - 0.05) * 0.5 - (1.5 - np.abs(X)))
     _paint(img, _cov(np.minimum(neck, shoulders), aa), _colour(skin * 0.82, C))
@@ -391,85 +421,97 @@ def _render(idn: dict, p: dict, size: int, channels: int, clutter: float, chunk_
     long_hair = np.sqrt((X / (rx + 0.13)) ** 2 + ((Y - 0.05) / (ry + 0.12)) ** 2) - 1
     long_hair = np.maximum(long_hair, Y - _c(np.where(style == 1, 0.55, -0.35)))
     _paint(img, _cov(long_hair * 0.8, aa) * _c(style != 2), hairc)
-    # face oval, narrowing towards the chin
+    # face oval, narrowing towards the chin, darker towards the sides
     yn = np.clip(Y / ry, 0, 1)
-    rxx = rx * (1 - _c(idn["chin"]) * yn * yn)
-    face = np.sqrt((X / rxx) ** 2 + (Y / ry) ** 2) - 1
-    face_cov = _cov(face * ry, aa)
+    rxx = rx * (1 - f("chin") * yn * yn)
+    face = (np.sqrt((X / rxx) ** 2 + (Y / ry) ** 2) - 1) * ry
+    face_cov = _cov(face, aa)
     _paint(img, face_cov, skinc)
-    # soft shading on the sides of the face (a bit of 3D)
-    side_shade = np.clip((np.abs(X) / rxx) ** 4, 0, 1) * face_cov * 0.35
-    _paint(img, side_shade, _colour(skin * 0.6, C))
-    # beard: lower face darkened
-    beard = np.maximum(face * ry, -(Y - _c(idn["mouth_y"] - 0.05)))
-    _paint(img, _cov(beard, aa * 3) * _c(idn["beard"]) * 0.75, hairc)
-    # hair on top: everything of the head above the hairline curve
-    hl = _c(idn["hairline"]) + 0.10 * (X / rx) ** 2
-    top = np.maximum(np.sqrt((X / (rx + 0.05)) ** 2 + ((Y + 0.02) / (ry + 0.08)) ** 2) - 1, Y - hl)
-    _paint(img, _cov(top * ry, aa) * _c(np.where(style == 2, 0.35, 1.0)), hairc)
+    _paint(img, np.minimum((X / rxx) ** 4, 1) * face_cov * 0.35, _colour(skin * 0.6, C))
+    # beard: the lower face
+    beard = np.maximum(face, -(Y - _c(idn["mouth_y"] - 0.03)))
+    _paint(img, _cov(beard, aa * 3) * f("beard") * 0.7, hairc)
+    # hair on top: the head above the hairline curve
+    hl = f("hairline") + 0.10 * (X / rx) ** 2
+    top = np.maximum((np.sqrt((X / (rx + 0.05)) ** 2 + ((Y + 0.02) / (ry + 0.08)) ** 2) - 1) * ry, Y - hl)
+    _paint(img, _cov(top, aa) * _c(np.where(style == 2, 0.35, 1.0)), hairc)
+    # a mole
+    d = np.hypot(R.U - f("mole_x"), Y - f("mole_y")) - 0.018
+    _paint(img, _cov(d, aa) * f("mole") * 0.8, _colour(skin * 0.35, C))
 
-    e = lambda key: _c(p["expr"][:, _P[key]])  # noqa: E731
+    lm = _landmarks_face(idn, p)
     line = _colour(skin * 0.45, C)
-    # forehead lines (surprise / fear / sad)
+    # forehead lines (surprise / fear / sad), just above the brows
+    brow_top = np.minimum(lm[:, 17:27, 1].min(axis=1), (idn["eye_y"] - idn["brow_gap"] - e("brow_in_up")[:, 0, 0]))
+    fy = brow_top - 0.10
+    box = np.stack([np.stack([np.full(n, -0.3), fy - 0.08], -1), np.stack([np.full(n, 0.3), fy + 0.08], -1)], 1)
+    R = _Region(img, p, size, box, 1.5)
     fh = np.clip(e("forehead"), 0, 1)
-    for yy in (-0.42, -0.35):
-        yline = _c(idn["eye_y"]) - 0.30 + (yy + 0.385) - 0.5 * e("brow_out_up") + 0.03 * (U / rx) ** 2
-        d = np.maximum(np.abs(Y - yline) - 0.006, np.abs(U) - 0.28)
-        _paint(img, _cov(d, aa) * fh * 0.7, line)
-    # nose wrinkle (disgust) and nasolabial folds (happy / disgust)
-    wr = np.clip(e("wrinkle"), 0, 1)
-    ny = _c(idn["nose_y"])
-    for side in (-1, 1):
-        d = _segment_dist(U, Y, side * 0.03, _c(idn["eye_y"]) + 0.04, side * 0.07, _c(idn["eye_y"]) + 0.10) - 0.008
-        _paint(img, _cov(d, aa) * wr * 0.8, line)
-    m = _mouth_geometry({k2: v for k2, v in idn.items()}, p["expr"])
+    for dy in (-0.035, 0.035):
+        yline = _c(fy) + dy + 0.04 * (R.U / 0.3) ** 2
+        d = np.maximum(np.abs(R.Y - yline) - 0.006, np.abs(R.U) - 0.26)
+        _paint(R.patch, _cov(d, R.aa) * fh * 0.7, line)
+    R.commit()
+
+    # nose, nose wrinkle (disgust) and nasolabial folds (happy / disgust)
+    m = _mouth_geometry(idn, p["expr"])
     mw, my = _c(m["w"]), _c(m["y"])
+    R = _Region(img, p, size, np.concatenate([lm[:, 27:36], lm[:, [39, 42, 48, 54]]], 1), 2.5)
+    U, Yr, aar = R.U, R.Y, R.aa
+    wr = np.clip(e("wrinkle"), 0, 1)
+    ny, ey = f("nose_y"), f("eye_y")
+    for side in (-1, 1):
+        d = _segment_dist(U, Yr, side * 0.03, ey + 0.04, side * 0.07, ey + 0.10) - 0.008
+        _paint(R.patch, _cov(d, aar) * wr * 0.8, line)
     fold = np.clip(e("cheek") * 1.6 + np.maximum(e("curve"), 0) * 4, 0, 1)
     for side in (-1, 1):
         cy = my - _c(m["curve"]) - side * _c(m["asym"])
-        d = _segment_dist(U, Y, side * (_c(idn["nose_w"]) + 0.04), ny - 0.01, side * (mw + 0.05), cy + 0.02) - 0.007
-        _paint(img, _cov(d, aa) * fold * 0.6, line)
-    # nose: a faint bridge, a shaded tip and two nostrils
-    d = np.maximum(np.abs(U - 0.015) - 0.012, np.maximum(_c(idn["eye_y"]) + 0.05 - Y, Y - ny))
-    _paint(img, _cov(d, aa) * 0.25, line)
+        d = _segment_dist(U, Yr, side * (f("nose_w") + 0.04), ny - 0.01, side * (mw + 0.05), cy + 0.02) - 0.007
+        _paint(R.patch, _cov(d, aar) * fold * 0.6, line)
+    d = np.maximum(np.abs(U - 0.015) - 0.012, np.maximum(ey + 0.05 - Yr, Yr - ny))
+    _paint(R.patch, _cov(d, aar) * 0.25, line)
     for side in (-1, 1):
-        d = np.sqrt(((U - side * _c(idn["nose_w"]) * 0.6) / 0.028) ** 2 + ((Y - ny - 0.015) / 0.016) ** 2) - 1
-        _paint(img, _cov(d * 0.02, aa) * 0.85, _colour(skin * 0.3, C))
-    # mole
-    d = np.hypot(U - _c(idn["mole_x"]), Y - _c(idn["mole_y"])) - 0.018
-    _paint(img, _cov(d, aa) * _c(idn["mole"]) * 0.8, _colour(skin * 0.35, C))
+        d = np.sqrt(((U - side * f("nose_w") * 0.6) / 0.028) ** 2 + ((Yr - ny - 0.015) / 0.016) ** 2) - 1
+        _paint(R.patch, _cov(d * 0.02, aar) * 0.85, _colour(skin * 0.3, C))
+    R.commit()
 
-    # eyes
-    up = _c(idn["eye_h"]) * np.clip(1 + e("eye_open"), 0.15, 2.2)
-    lo = _c(idn["eye_h"]) * np.clip(0.9 - e("cheek"), 0.1, 1.2)
-    ew, ey = _c(idn["eye_w"]), _c(idn["eye_y"])
-    for side in (-1, 1):
-        ex = side * _c(idn["eye_x"])
+    # eyes (sclera, iris, pupil, upper lid), glasses and brows, one window per side
+    up, lo = (_c(v) for v in _eye_heights(idn, p["expr"]))
+    ew, ey = f("eye_w"), f("eye_y")
+    browc = _colour(idn["hair"] * 0.7, C)
+    for side, eye_pts, brow_pts in ((-1, slice(36, 42), slice(17, 22)), (1, slice(42, 48), slice(22, 27))):
+        (ix, iy), (ox, oy), (mx, my2) = _brow_points(idn, p["expr"], side)
+        ex0 = side * idn["eye_x"]
+        ring = np.stack([np.stack([ex0 - 1.5 * idn["eye_w"], idn["eye_y"] - 1.3 * idn["eye_w"]], -1),
+                         np.stack([ex0 + 1.5 * idn["eye_w"], idn["eye_y"] + 1.3 * idn["eye_w"]], -1)], 1)  # fmt: skip
+        ring = np.where(idn["glasses"][:, None, None] > 0, ring, lm[:, eye_pts][:, :2])
+        ctrl = np.stack([np.stack([ix, iy], -1), np.stack([mx, my2], -1), np.stack([ox, oy], -1)], 1)
+        pts = np.concatenate([lm[:, eye_pts], ctrl, ring], 1)
+        R = _Region(img, p, size, pts, 2.0 + float(idn["brow_t"].max()) * size / 2 * float(p["scale"].max()))
+        U, Yr, aar = R.U, R.Y, R.aa
+        ex = side * f("eye_x")
         t = (U - ex) / ew
         gt = np.sqrt(np.clip(1 - t * t, 0, 1))
-        d_eye = np.maximum(np.maximum(ey - up * gt - Y, Y - (ey + lo * gt)), (np.abs(t) - 1) * ew)
-        eye_cov = _cov(d_eye, aa)
-        _paint(img, eye_cov, _colour(ones * 0.92, C))
+        d_eye = np.maximum(np.maximum(ey - up * gt - Yr, Yr - (ey + lo * gt)), (np.abs(t) - 1) * ew)
+        eye_cov = _cov(d_eye, aar)
+        _paint(R.patch, eye_cov, _colour(ones * 0.92, C))
         ir = ew * 0.42
-        ix, iy = ex + _c(p["gaze"][:, 0]) * ew * 0.5, ey + _c(p["gaze"][:, 1]) * ew * 0.15
-        iris = np.hypot(U - ix, Y - iy) - ir
-        _paint(img, _cov(iris, aa) * eye_cov, _colour(idn["iris"], C))
-        _paint(img, _cov(iris + ir * 0.5, aa) * eye_cov, _colour(ones * 0.03, C))
-        # upper lid line / lashes
-        d_lid = np.maximum(np.abs(Y - (ey - up * gt)) - 0.012, (np.abs(t) - 1.05) * ew)
-        _paint(img, _cov(d_lid, aa) * 0.9, _colour(ones * 0.08, C))
-        # glasses
-        d_gl = np.abs(np.hypot((U - ex) / 1.35, (Y - ey) / 1.2) - ew * 1.05) - 0.012
-        _paint(img, _cov(d_gl, aa) * _c(idn["glasses"]), _colour(ones * 0.1, C))
-    # brows: a thick quadratic-ish curve as two capsules
-    browc = _colour(idn["hair"] * 0.7, C)
-    for side in (-1, 1):
-        (ix, iy), (ox, oy), (mx, my2) = _brow_points(idn, p["expr"], side)
+        gx, gy = ex + _c(p["gaze"][:, 0]) * ew * 0.5, ey + _c(p["gaze"][:, 1]) * ew * 0.15
+        iris = np.hypot(U - gx, Yr - gy) - ir
+        _paint(R.patch, _cov(iris, aar) * eye_cov, _colour(idn["iris"], C))
+        _paint(R.patch, _cov(iris + ir * 0.5, aar) * eye_cov, _colour(ones * 0.03, C))
+        d_lid = np.maximum(np.abs(Yr - (ey - up * gt)) - 0.012, (np.abs(t) - 1.05) * ew)
+        _paint(R.patch, _cov(d_lid, aar) * 0.9, _colour(ones * 0.08, C))
+        d_gl = np.abs(np.hypot((U - ex) / 1.35, (Yr - ey) / 1.2) - ew * 1.05) - 0.012
+        _paint(R.patch, _cov(d_gl, aar) * f("glasses"), _colour(ones * 0.1, C))
         ix, iy, ox, oy, mx, my2 = map(_c, (ix, iy, ox, oy, mx, my2))
-        bt = _c(idn["brow_t"])
-        d = np.minimum(_segment_dist(U, Y, ix, iy, mx, my2), _segment_dist(U, Y, mx, my2, ox, oy)) - bt * 0.5
-        _paint(img, _cov(d, aa) * 0.95, browc)
-    # mouth: lips around a cavity between an upper and a lower curve
+        d = np.minimum(_segment_dist(U, Yr, ix, iy, mx, my2), _segment_dist(U, Yr, mx, my2, ox, oy)) - f("brow_t") * 0.5
+        _paint(R.patch, _cov(d, aar) * 0.95, browc)
+        R.commit()
+
+    # mouth: lips around a cavity between an upper and a lower curve, teeth in the cavity
+    R = _Region(img, p, size, lm[:, 48:60], 2.0)
+    U, Yr, aar = R.U, R.Y, R.aa
     t = U / mw
     gt = np.sqrt(np.clip(1 - t * t, 0, 1))
     yc = my - _c(m["curve"]) * t * t - _c(m["asym"]) * t
@@ -477,20 +519,20 @@ def _render(idn: dict, p: dict, size: int, channels: int, clutter: float, chunk_
     top = yc - 0.008 - (op * 0.5 + ra) * gt
     bot = yc + 0.008 + op * gt
     side_d = (np.abs(t) - 1) * mw
-    d_lips = np.maximum(np.maximum(top - lip * gt - Y, Y - (bot + 1.2 * lip * gt)), side_d)
-    _paint(img, _cov(d_lips, aa), _colour(skin * np.array([0.78, 0.52, 0.52], np.float32), C))
-    d_cav = np.maximum(np.maximum(top - Y, Y - bot), side_d + 0.01)
-    _paint(img, _cov(d_cav, aa), _colour(ones * np.array([0.22, 0.06, 0.06], np.float32), C))
+    d_lips = np.maximum(np.maximum(top - lip * gt - Yr, Yr - (bot + 1.2 * lip * gt)), side_d)
+    _paint(R.patch, _cov(d_lips, aar), _colour(skin * np.array([0.78, 0.52, 0.52], np.float32), C))
+    d_cav = np.maximum(np.maximum(top - Yr, Yr - bot), side_d + 0.01)
+    _paint(R.patch, _cov(d_cav, aar), _colour(ones * np.array([0.22, 0.06, 0.06], np.float32), C))
     teeth_on = _c(p["teeth"]) * np.clip(op * 12, 0, 1)
-    d_teeth = np.maximum(np.maximum(top - Y, Y - (top + (bot - top) * 0.45)), side_d + 0.02)
-    _paint(img, _cov(d_teeth, aa) * teeth_on, _colour(ones * 0.93, C))
+    d_teeth = np.maximum(np.maximum(top - Yr, Yr - (top + (bot - top) * 0.45)), side_d + 0.02)
+    _paint(R.patch, _cov(d_teeth, aar) * teeth_on, _colour(ones * 0.93, C))
+    R.commit()
 
-    # lighting gradient, brightness / contrast
+    # lighting gradient, brightness / contrast, blur, noise
     ld = p["light_dir"]
-    grad = 1 + _c(p["light"]) * (_c(np.cos(ld)) * Xc + _c(np.sin(ld)) * Yc)
-    img *= grad[..., None]
-    img = (img - 0.5) * _c(p["contrast"])[..., None] + 0.5 + _c(p["bright"])[..., None]
-    # blur (per image; sigma in pixels scales with the image size) and noise
+    gain = (1 + _c(p["light"]) * (_c(np.cos(ld)) * Xc + _c(np.sin(ld)) * Yc)) * _c(p["contrast"])
+    img *= gain[..., None]
+    img += (0.5 - 0.5 * _c(p["contrast"]) + _c(p["bright"]))[..., None]
     for i in range(n):
         sg = float(p["blur"][i]) * size / 48.0
         if sg > 0.25:
@@ -526,6 +568,7 @@ def generate(
     identity_seed: int = 0,
     me_identity: int | None = None,
     nuisance: Nuisance | None = None,
+    workers: int | None = None,
 ) -> FaceDataset:
     """Draw ``n`` synthetic faces split into train / val / test, classes in FER2013 order.
 
@@ -545,6 +588,8 @@ def generate(
         raise ConfigError(f"me_identity={me_identity}: must be in 0..{num_identities - 1}")
     size = int(size)
     nz = nuisance or Nuisance()
+    if workers is None:
+        workers = 1
     sizes = _split_sizes(int(n), val_fraction, test_fraction)
     ids_all = _identities(num_identities, identity_seed)
     root_seq = np.random.SeedSequence([int(seed) & 0xFFFFFFFF, int(seed) >> 32 & 0xFFFFFFFF, 0x5E])
@@ -566,19 +611,30 @@ def generate(
         idn = {k: v[identities] for k, v in ids_all.items()}
         images = np.empty((m, size, size, channels), np.uint8)
         chunk_seeds = render_seq.generate_state(max(1, -(-m // _CHUNK)), dtype=np.uint64)
-        for ci, a in enumerate(range(0, m, _CHUNK)):
-            sl = slice(a, min(a + _CHUNK, m))
+
+        def render_chunk(ci: int) -> None:
+            sl = slice(ci * _CHUNK, min((ci + 1) * _CHUNK, m))
             images[sl] = _render(
                 {k: v[sl] for k, v in idn.items()}, {k: v[sl] for k, v in p.items()}, size, channels, nz.clutter,
                 int(chunk_seeds[ci]),
             )
+
+        # numpy releases the GIL inside its loops, so two threads nearly halve the time; every chunk
+        # has its own seed and output rows, so the result does not depend on the scheduling.
+        n_chunks = len(chunk_seeds) if m else 0
+        if workers > 1 and n_chunks > 1:
+            with ThreadPoolExecutor(max_workers=workers) as ex:
+                list(ex.map(render_chunk, range(n_chunks)))
+        else:
+            for ci in range(n_chunks):
+                render_chunk(ci)
         splits[name] = Split(
             images=images,
             labels=labels,
             ids=[f"synth-{seed}-{offset + i:06d}" for i in range(m)],
             valence=p["va"][:, 0].copy(),
             arousal=p["va"][:, 1].copy(),
-            landmarks=_landmarks(idn, p, size),
+            landmarks=_face_to_pixels(_landmarks_face(idn, p), p, size),
             identities=identities,
         )
         offset += m

@@ -44,7 +44,10 @@ class FerNet(nn.Module):
     :meth:`forward_features` (input -> ``(B, feature_dim)``) and call :meth:`_finish` at the end of
     ``__init__``; ``forward`` is then ``head(forward_features(x))``. After ``_finish`` the model has
     ``stages`` (the child names), ``task``, ``num_classes``, ``in_channels`` and ``feature_dim``.
+    ``first_conv`` is the dotted path of the layer that sees the input channels (None: the head does).
     """
+
+    first_conv: str | None = None
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError

@@ -11,6 +11,7 @@ head last; freezing "up to a stage" and the freeze sweep walk that list.
 
 from __future__ import annotations
 
+import difflib
 import inspect
 from dataclasses import asdict, dataclass, field
 from typing import Callable
@@ -85,7 +86,9 @@ def canonical_name(name: str) -> str:
     _ensure_loaded()
     key = _ALIASES.get(name, name)
     if key not in _BUILDERS:
-        close = sorted(n for n in list(_BUILDERS) + list(_ALIASES) if name.split("_")[0] in n)
+        names = list(_BUILDERS) + list(_ALIASES)
+        close = difflib.get_close_matches(name, names, n=4, cutoff=0.6)
+        close += sorted(n for n in names if name.split("_")[0] in n and n not in close)
         hint = f" (did you mean {', '.join(close[:4])}?)" if close else ""
         raise ModelError(f"unknown model {name!r}{hint}: `ferkit models` lists the names")
     return key
@@ -132,3 +135,8 @@ def create_model(
 
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+def builder_accepts(name: str, arg: str) -> bool:
+    """Whether model ``name``'s builder takes keyword ``arg`` (e.g. ``input_size`` for size-bound models)."""
+    return arg in inspect.signature(_BUILDERS[canonical_name(name)]).parameters

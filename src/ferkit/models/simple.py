@@ -40,14 +40,18 @@ def check_head(card: ModelCard, head: str) -> str:
 
 
 def _size2(v, what: str) -> tuple[int, int]:
-    if isinstance(v, int):
-        v = (v, v)
+    """``48``, ``"48"``, ``"48x40"``, ``"48,40"`` or ``(48, 40)`` -> ``(48, 40)``."""
+    given = v
+    if isinstance(v, str):
+        v = [p for p in v.lower().replace("x", ",").split(",") if p.strip()]
+    if isinstance(v, int) or (isinstance(v, (list, tuple)) and len(v) == 1):
+        v = (v, v) if isinstance(v, int) else (v[0], v[0])
     try:
         h, w = (int(x) for x in v)
     except (TypeError, ValueError):
-        raise ModelError(f"{what} must be an int or (height, width), got {v!r}") from None
+        raise ModelError(f"{what} must be an int or (height, width), got {given!r}") from None
     if h < 1 or w < 1:
-        raise ModelError(f"{what} must be positive, got {v!r}")
+        raise ModelError(f"{what} must be positive, got {given!r}")
     return h, w
 
 
@@ -67,6 +71,8 @@ SEED1_CARD = ModelCard(
 class Seed1CNN(FerNet):
     """Source 001's custom CNN, layer for layer. At 48x48 the last block gives 64x6x6 = 2304 features;
     other input sizes are average-pooled to 6x6 first (never at 48x48, so there it is exactly the source)."""
+
+    first_conv = "block1.0"
 
     def __init__(self, num_classes: int, in_channels: int, task: str, dropout: float = 0.25):
         super().__init__()
@@ -117,6 +123,8 @@ class FashionCNN(FerNet):
     """Source 002's CNN. At 28x28 the last block gives 64x7x7 = 3136 features; other input sizes are
     average-pooled to 7x7 first (never at 28x28)."""
 
+    first_conv = "block1.0"
+
     def __init__(self, num_classes: int, in_channels: int, task: str, dropout: float = 0.5, conv_dropout: float = 0.25):
         super().__init__()
         self.block1 = nn.Sequential(
@@ -148,7 +156,12 @@ class FashionCNN(FerNet):
 
 @register_model(FASHION_CARD)
 def fashion_cnn(
-    num_classes: int, in_channels: int, task: str, dropout: float = 0.5, conv_dropout: float = 0.25, head: str = "linear"
+    num_classes: int,
+    in_channels: int,
+    task: str,
+    dropout: float = 0.5,
+    conv_dropout: float = 0.25,
+    head: str = "linear",
 ) -> nn.Module:
     check_head(FASHION_CARD, head)
     return FashionCNN(

@@ -28,7 +28,7 @@ from ferkit.errors import CheckpointError, ConfigError, FerkitError, TrainingErr
 from ferkit.evaluate import metrics as M
 from ferkit.train.config import TrainConfig
 from ferkit.train.losses import TaskLoss
-from ferkit.utils import atomic_write_json, atomic_write_text, progress, resolve_device
+from ferkit.utils import atomic_write_json, atomic_write_text, progress, resolve_device, seed_everything
 
 MONITORS = {"val_acc": "max", "val_loss": "min", "val_balanced_acc": "max"}
 FAST_BATCHES = 4
@@ -145,11 +145,15 @@ class Trainer:
             kwargs["pretrained"] = True
         if cfg.head:
             kwargs["head"] = cfg.head
+        size = int(cfg.image_size) if cfg.image_size else None
+        hw = (size, size) if size else tuple(ds.image_size)
+        from ferkit.models.registry import builder_accepts
+
+        if builder_accepts(card.name, "input_size") and "input_size" not in kwargs:
+            kwargs["input_size"] = list(hw)  # size-bound models (linear) are built for this run's input
         self.model_kwargs = kwargs
         model = create_model(card.name, num_classes=ds.num_classes, in_channels=in_ch, task=cfg.task, **kwargs)
         self.in_channels = in_ch
-        size = int(cfg.image_size) if cfg.image_size else None
-        hw = (size, size) if size else tuple(ds.image_size)
 
         # normalisation: pretrained weights want their own statistics; otherwise the training set's
         mode = cfg.normalize
@@ -264,6 +268,7 @@ class Trainer:
         self.dist.init(self.device)
         self.epochs = 1 if cfg.fast else cfg.epochs
         self._load_data()
+        seed_everything(cfg.seed)  # same seed -> same initial weights
         self._build_model()
         self._build_optim()
         criterion = TaskLoss(cfg.task, self._class_weights(), cfg.label_smoothing, cfg.va_weight).to(self.device)
@@ -401,7 +406,7 @@ class Trainer:
         elapsed = time.time() - t0
         loss_sum, correct, seen = self.dist.all_sum([loss_sum, correct, seen], self.device)
         return {"train_loss": loss_sum / max(seen, 1), "train_acc": correct / max(seen, 1),
-                "train_img_s": round(seen / max(elapsed, 1e-9), 1)}
+                "train_samples": int(seen), "train_img_s": round(seen / max(elapsed, 1e-9), 1)}
 
     def _step(self, t: dict, idx: torch.Tensor, gen, epoch: int) -> tuple[float, float]:
         """One optimiser step over ``idx`` in micro-batches; a CUDA OOM halves the micro-batch and retries."""
@@ -644,7 +649,7 @@ class Trainer:
                             "classes": self.dataset.classes,
                             "sizes": {k: len(v) for k, v in self.dataset.splits.items()}},
                 "best_epoch": best_epoch, "monitor": self.cfg.monitor, "stopped_early": stopped_early,
-                "train_time_s": round(train_time, 2), "metrics": result_metrics, "history": self.history,
+                "train_time_s": round(train_time, 2), "world_size": self.dist.world, "metrics": result_metrics, "history": self.history,
                 "config": self.cfg.to_dict(), "checkpoints": {"best": str(best_path), "last": str(last_path)},
                 "input": self.spec.to_dict(),
             }
