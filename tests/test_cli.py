@@ -26,7 +26,7 @@ def test_help_shows_working_examples():
     r = run_cli("--help")
     assert r.returncode == 0 and "ferkit train --data" in r.stdout and "ferkit demo" in r.stdout
     r = run_cli("train", "--help")
-    assert r.returncode == 0 and "--resume" in r.stdout and "torchrun --nproc_per_node 2" in r.stdout
+    assert r.returncode == 0 and "--resume" in r.stdout and "torchrun --standalone --nproc_per_node 2" in r.stdout
 
 
 def test_models_lists_every_source_architecture():
@@ -90,7 +90,7 @@ def test_predict_matches_trainer_predictions(tmp_path, synth_dir):
 def test_ddp_two_cpu_processes(tmp_path, synth_dir):
     out = tmp_path / "ddp"
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "0",
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
                         "-m", "ferkit", "train", "--data", str(synth_dir), "--model", "seed1_cnn", "--epochs", "2",
                         "--batch-size", "32", "--out", str(out), "--quiet"],
                        capture_output=True, text=True, env=env, timeout=600)

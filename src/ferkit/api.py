@@ -67,12 +67,47 @@ def predict(checkpoint, inputs, batch_size: int = 64, device: str = "cpu") -> li
     return predict_images(checkpoint, [str(i) for i in inputs], batch_size=batch_size, device=device)
 
 
+def evaluate(checkpoint, data=None, split: str = "test", out=None, tta: str = "none", class_map: bool = False,
+             dataset=None, **kwargs):
+    """Evaluate a checkpoint on a dataset split: metrics.json, predictions.csv, plots and report.html in ``out``
+    (default ``<checkpoint folder>/eval_<split>``); returns an :class:`~ferkit.evaluate.evaluator.EvalResult`.
+
+    ``tta``: none, flip or tencrop. ``class_map``: evaluate on the classes shared with the dataset when the class
+    sets differ. Other keyword arguments: ``format``, ``mapping``, ``batch_size``, ``device``, ``tensorboard``,
+    ``wandb``, ``wandb_project``, ``quiet``.
+    """
+    from ferkit.evaluate.evaluator import evaluate_checkpoint
+
+    return evaluate_checkpoint(checkpoint, data, split=split, out=out, tta=tta, class_map=class_map, dataset=dataset,
+                               **kwargs)
+
+
+def compare(paths, out="compare", quiet: bool = False) -> dict:
+    """Key metrics of run folders (results.json) and/or evaluation folders (metrics.json) side by side; writes
+    compare.csv/.md/.json/.png/.html into ``out`` and flags metrics that are not comparable across class sets."""
+    from ferkit.evaluate.compare import compare_runs
+
+    if isinstance(paths, (str, Path)):
+        paths = [paths]
+    return compare_runs(list(paths), out=out, quiet=quiet)
+
+
+def experiment_permute(data=None, dataset=None, model: str = "fashion_cnn", epochs: int | None = None, mapping=None,
+                       out="runs/permute", **settings) -> dict:
+    """Source 002's pixel-permutation experiment: train with and without a fixed pixel permutation, report both
+    test accuracies and the difference (see :mod:`ferkit.experiments`)."""
+    from ferkit.experiments import permute_experiment
+
+    return permute_experiment(data=data, dataset=dataset, model=model, epochs=epochs, mapping=mapping, out=out,
+                              **settings)
+
+
 def list_models():
     from ferkit.models import list_models as _list
 
     return _list()
 
 
-__all__ = ["TrainConfig", "TrainResult", "describe", "freeze_sweep", "inspect_dataset", "list_models",
-           "list_recipes", "load_checkpoint", "load_dataset", "load_model", "make_config", "predict",
-           "synthesize", "train"]
+__all__ = ["TrainConfig", "TrainResult", "compare", "describe", "evaluate", "experiment_permute", "freeze_sweep",
+           "inspect_dataset", "list_models", "list_recipes", "load_checkpoint", "load_dataset", "load_model",
+           "make_config", "predict", "synthesize", "train"]

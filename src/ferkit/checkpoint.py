@@ -92,10 +92,20 @@ def save_checkpoint(ckpt: dict, path: str | os.PathLike) -> Path:
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
-    """Read a ferkit checkpoint; any problem is a one-line :class:`CheckpointError`."""
+    """Read a ferkit checkpoint; any problem is a one-line :class:`CheckpointError`.
+
+    A zoo model's name (``zoo:fer_minixception``, or ``fer_minixception`` where no such file exists)
+    gives that model's checkpoint (:func:`ferkit.zoo.load_zoo_checkpoint`).
+    """
+    zoo = _zoo_name(path)
+    if zoo:
+        from ferkit.zoo import load_zoo_checkpoint
+
+        return load_zoo_checkpoint(zoo)
     path = Path(path)
     if not path.exists():
-        raise CheckpointError(f"{path}: no such checkpoint file (train one with `ferkit train`, or check the path)")
+        raise CheckpointError(f"{path}: no such checkpoint file (train one with `ferkit train`, name a zoo model "
+                              "from `ferkit zoo list`, or check the path)")
     if path.is_dir():
         for name in ("best.pt", "last.pt"):
             if (path / name).exists():
@@ -119,6 +129,15 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
             f"(v{FORMAT_VERSION}); upgrade ferkit"
         )
     return ckpt
+
+
+def _zoo_name(path) -> str | None:
+    s = os.fspath(path)
+    if not s.startswith("zoo:") and Path(s).exists():
+        return None  # a real file wins over a zoo name
+    from ferkit.zoo import zoo_name
+
+    return zoo_name(s)
 
 
 def build_model(ckpt: dict, path: str | os.PathLike = "<checkpoint>") -> nn.Module:

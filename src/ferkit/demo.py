@@ -43,6 +43,10 @@ def run_demo(out: str | Path = "demo_out", quiet: bool = False) -> dict:
     for p in preds:
         say(f"  {Path(p.path).name}: {p.label} ({p.score:.2f})")
 
+    say("[+] evaluating the classifier on the test split (every metric, plots, error analysis, report.html)")
+    ev = api.evaluate(cls.best_checkpoint, str(data), quiet=True)
+    say(ev.summary())
+
     summary = {
         "seconds": round(time.time() - t0, 1),
         "classify": {"run": str(cls.run_dir), "val_acc": cls.metrics.get("val_acc"), "test_acc": cls.metrics.get("test_acc")},
@@ -51,6 +55,7 @@ def run_demo(out: str | Path = "demo_out", quiet: bool = False) -> dict:
                       "test_arousal_ccc": mt.metrics.get("test_arousal_ccc")},
         "predictions": str(pred_file),
     }
+    summary["report"] = str(ev.report)
     (out / "demo_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     say("")
     say(f"demo finished in {summary['seconds']:.0f} s (synthetic data: these numbers show the pipeline works, "
@@ -61,5 +66,6 @@ def run_demo(out: str | Path = "demo_out", quiet: bool = False) -> dict:
         f"{mt.metrics.get('test_valence_ccc', float('nan')):.3f}, arousal CCC "
         f"{mt.metrics.get('test_arousal_ccc', float('nan')):.3f}")
     say(f"  predictions {pred_file}")
+    say(f"  report      {ev.report}")
     say(f"  summary     {out / 'demo_summary.json'}")
     return summary

@@ -22,7 +22,13 @@ Expressions move a handful of action-unit-like parameters away from the identity
 loosely after FACS (happy: AU6+12, sad: AU1+4+15, surprise: AU1+2+5+26, fear: AU1+2+4+5+20+25,
 angry: AU4+7+23, disgust: AU9+10 with an asymmetric mouth), scaled by a per-sample intensity so
 some samples are subtle. Valence / arousal come from a circumplex position per class scaled by the
-same intensity, plus noise.
+same intensity, plus noise. Landmarks are the 68 iBUG-300W points in pixel coordinates (x, y; pixel
+centres at integers), computed from the same geometry as the drawing.
+
+Difficulty (the :class:`Nuisance` defaults, tuned and measured): source 001's "Model 0" CNN trained
+with Adam (lr 1e-3, batch 64) on 6,000 seed-1 grey 48x48 images reaches about 0.6-0.7 validation
+accuracy after one epoch, above 0.9 from epoch 4-5 and 0.93-0.96 by epoch 7-12 (about 4 s an epoch
+on 2 CPU cores), while a logistic regression on the raw pixels stays near 0.5.
 
 The data are synthetic: accuracy measured on them says nothing about accuracy on real faces.
 """
@@ -96,7 +102,9 @@ _DELTAS = np.array([
 ], dtype=np.float32)
 # fmt: on
 # Per-sample jitter of every expression parameter (standard deviation), identity-independent.
-_JITTER = np.array([0.010, 0.010, 0.008, 0.04, 0.04, 0.010, 0.012, 0.008, 0.006, 0.008, 0.08, 0.06, 0.06, 0.0], np.float32)
+_JITTER = np.array(
+    [0.010, 0.010, 0.008, 0.04, 0.04, 0.010, 0.012, 0.008, 0.006, 0.008, 0.08, 0.06, 0.06, 0.0], np.float32
+)
 
 _CHUNK = 256  # images rendered at once; fixed so results do not depend on memory
 _LUMA = np.array([0.299, 0.587, 0.114], np.float32)
@@ -106,17 +114,17 @@ _LUMA = np.array([0.299, 0.587, 0.114], np.float32)
 class Nuisance:
     """How much the nuisance factors vary; the defaults are the tuned difficulty (see module docs)."""
 
-    rotation_deg: float = 10.0  # std of in-plane rotation (clipped at 2.2 std)
+    rotation_deg: float = 8.0  # std of in-plane rotation (clipped at 2.2 std)
     yaw: float = 0.35  # max |fake yaw| (feature shift / squash)
     scale: tuple[float, float] = (0.85, 1.12)
-    translate: float = 0.10  # max |shift| as a fraction of half the image
+    translate: float = 0.08  # max |shift| as a fraction of half the image
     light: float = 0.35  # max lighting gradient strength
     brightness: float = 0.12  # max |brightness offset|
     contrast: tuple[float, float] = (0.7, 1.2)
-    noise: float = 0.04  # max gaussian noise std (in [0, 1] units)
-    blur: float = 0.8  # max blur sigma in pixels at 48x48 (scaled with size)
+    noise: float = 0.03  # max gaussian noise std (in [0, 1] units)
+    blur: float = 0.6  # max blur sigma in pixels at 48x48 (scaled with size)
     clutter: float = 1.0  # background clutter amount (0 = plain background)
-    intensity: tuple[float, float] = (0.5, 1.0)  # expression intensity range (Beta(2,1)-skewed up)
+    intensity: tuple[float, float] = (0.6, 1.0)  # expression intensity range (Beta(2,1)-skewed up)
 
 
 # --------------------------------------------------------------------------------------------
@@ -131,7 +139,9 @@ def _identities(num: int, seed: int) -> dict[str, np.ndarray]:
     light_skin, dark_skin = np.array([0.96, 0.80, 0.68]), np.array([0.42, 0.28, 0.20])
     skin = light_skin[None] * (1 - skin_dark[:, None]) + dark_skin[None] * skin_dark[:, None]
     skin = np.clip(skin + rng.normal(0, 0.03, (num, 3)), 0, 1).astype(np.float32)
-    hair_pal = np.array([[0.08, 0.06, 0.05], [0.30, 0.18, 0.10], [0.75, 0.60, 0.35], [0.55, 0.52, 0.50], [0.45, 0.15, 0.06]])
+    # black, brown, blond, grey, red
+    hair_pal = np.array([[0.08, 0.06, 0.05], [0.30, 0.18, 0.10], [0.75, 0.60, 0.35], [0.55, 0.52, 0.50],
+                         [0.45, 0.15, 0.06]])  # fmt: skip
     hair = hair_pal[rng.integers(0, len(hair_pal), num)] * rng.uniform(0.8, 1.15, (num, 1))
     iris_pal = np.array([[0.25, 0.14, 0.07], [0.20, 0.35, 0.55], [0.25, 0.40, 0.25], [0.10, 0.07, 0.05]])
     iris = iris_pal[rng.integers(0, len(iris_pal), num)]
@@ -196,7 +206,6 @@ def _sample_params(rng: np.random.Generator, labels: np.ndarray, nz: Nuisance) -
         "noise": rng.uniform(0, nz.noise, n).astype(np.float32),
         "blur": rng.uniform(0, nz.blur, n).astype(np.float32),
         "bg": rng.uniform(0.05, 0.95, (n, 3)).astype(np.float32),
-        "bg_seed": rng.integers(0, 2**31 - 1, n),
         "va": np.clip(va, -1, 1).astype(np.float32),
     }
 
@@ -568,7 +577,7 @@ def generate(
     identity_seed: int = 0,
     me_identity: int | None = None,
     nuisance: Nuisance | None = None,
-    workers: int | None = None,
+    workers: int = 1,
 ) -> FaceDataset:
     """Draw ``n`` synthetic faces split into train / val / test, classes in FER2013 order.
 
@@ -576,7 +585,9 @@ def generate(
     Every split has valence / arousal (float32 in [-1, 1]), 68 landmarks (float32 ``(N, 68, 2)``, pixel
     x, y) and identities (int64). Same arguments give byte-identical arrays. ``me_identity``: half of
     every split shows that identity and half the others (for the "is it me?" task).
-    ``identity_seed`` picks the people; it is independent of ``seed`` on purpose.
+    ``identity_seed`` picks the people; it is independent of ``seed`` on purpose. ``nuisance``
+    changes the difficulty (the defaults are tuned, see the module docs). ``workers`` > 1 renders
+    chunks in threads (numpy releases the GIL; helps only on idle cores); the result is the same.
     """
     if channels not in (1, 3):
         raise ConfigError(f"channels={channels}: synthetic faces are grey (1) or colour (3)")
@@ -588,8 +599,6 @@ def generate(
         raise ConfigError(f"me_identity={me_identity}: must be in 0..{num_identities - 1}")
     size = int(size)
     nz = nuisance or Nuisance()
-    if workers is None:
-        workers = 1
     sizes = _split_sizes(int(n), val_fraction, test_fraction)
     ids_all = _identities(num_identities, identity_seed)
     root_seq = np.random.SeedSequence([int(seed) & 0xFFFFFFFF, int(seed) >> 32 & 0xFFFFFFFF, 0x5E])
@@ -619,8 +628,7 @@ def generate(
                 int(chunk_seeds[ci]),
             )
 
-        # numpy releases the GIL inside its loops, so two threads nearly halve the time; every chunk
-        # has its own seed and output rows, so the result does not depend on the scheduling.
+        # Every chunk has its own seed and output rows, so threads cannot change the result.
         n_chunks = len(chunk_seeds) if m else 0
         if workers > 1 and n_chunks > 1:
             with ThreadPoolExecutor(max_workers=workers) as ex:
@@ -711,7 +719,8 @@ def write(
     out = Path(out_dir)
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
         raise ConfigError(f"{out}: already exists and is not empty; pick a new folder or pass overwrite=True")
-    ds = generate(n, seed=seed, size=size, channels=channels, me_identity=me_identity if layout == "me_vs_not" else None, **kwargs)
+    me = me_identity if layout == "me_vs_not" else None
+    ds = generate(n, seed=seed, size=size, channels=channels, me_identity=me, **kwargs)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:

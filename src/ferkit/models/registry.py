@@ -80,6 +80,7 @@ def register_model(card: ModelCard):
 def _ensure_loaded() -> None:
     # Importing the family modules runs their @register_model decorators.
     from ferkit.models import simple, torchvision_models, vgg11_heads  # noqa: F401
+    from ferkit.models import zoo_models  # noqa: F401
 
 
 def canonical_name(name: str) -> str:

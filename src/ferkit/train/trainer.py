@@ -177,9 +177,8 @@ class Trainer:
 
         if cfg.freeze or cfg.freeze_upto:
             freeze(model, names=list(cfg.freeze) or None, upto=cfg.freeze_upto)
-        self.model = model.to(self.device)
-        if self.device.type == "cuda":
-            self.model = self.model.to(memory_format=torch.channels_last)
+        # channels-last: oneDNN (CPU) and cuDNN both run these convolutions faster in NHWC
+        self.model = model.to(self.device).to(memory_format=torch.channels_last)
 
     def _init_from(self, model: nn.Module, path: str) -> None:
         ckpt = load_checkpoint(path)
@@ -229,13 +228,16 @@ class Trainer:
         for name, s in self.dataset.splits.items():
             if len(s) == 0:
                 continue
-            imgs = torch.from_numpy(np.ascontiguousarray(s.images))
+            # In RAM up to 2 GB (FER2013 at 48x48 is 80 MB); larger caches stay memory-mapped and are
+            # read batch by batch.
+            imgs = torch.from_numpy(np.array(s.images)) if s.images.nbytes <= 2 * 1024**3 else s.images
             t = {"images": imgs, "labels": torch.from_numpy(np.asarray(s.labels, dtype=np.int64))}
             if self.cfg.task == "multitask":
                 t["valence"] = torch.from_numpy(np.asarray(s.valence, dtype=np.float32))
                 t["arousal"] = torch.from_numpy(np.asarray(s.arousal, dtype=np.float32))
             if self.device.type == "cuda":
-                t = {k: v.to(self.device, non_blocking=True) for k, v in t.items()}
+                t = {k: (v.to(self.device, non_blocking=True) if isinstance(v, torch.Tensor) else v)
+                     for k, v in t.items()}
             out[name] = t
         return out
 
@@ -364,13 +366,16 @@ class Trainer:
     def _inputs(self, t: dict, idx: torch.Tensor, gen: torch.Generator | None):
         from ferkit.data.transforms import to_input
 
-        if t["images"].device != idx.device:
-            idx = idx.to(t["images"].device)
-        x = t["images"].index_select(0, idx)
-        aug = (lambda im: self.augment(im, gen)) if gen is not None else None
-        x = to_input(x.to(self.device, non_blocking=True), self.spec, augment=aug)
-        if self.device.type == "cuda":
-            x = x.contiguous(memory_format=torch.channels_last)
+        if isinstance(t["images"], np.ndarray):  # memory-mapped cache
+            x = torch.from_numpy(t["images"][idx.numpy()])
+        else:
+            if t["images"].device != idx.device:
+                idx = idx.to(t["images"].device)
+            x = t["images"].index_select(0, idx)
+        idx = idx.to(t["labels"].device)
+        aug = self.augment if (gen is not None and self.cfg.augment != "none") else None
+        x = to_input(x.to(self.device, non_blocking=True), self.spec, augment=aug, generator=gen,
+                     channels_last=True)
         y = t["labels"].index_select(0, idx).to(self.device)
         va = (t["valence"].index_select(0, idx).to(self.device), t["arousal"].index_select(0, idx).to(self.device)) \
             if "valence" in t else (None, None)
@@ -443,7 +448,8 @@ class Trainer:
                     raise TrainingError(
                         f"loss became {loss.item()} at epoch {epoch}: training stopped; the last good checkpoint "
                         f"{self.run_dir / 'last.pt'} is intact (lower --lr, or add --grad-clip 1.0)")
-                self.scaler.scale(loss * (len(chunk) / n)).backward()
+                if loss.requires_grad:  # every parameter may be frozen (e.g. before an unfreeze epoch)
+                    self.scaler.scale(loss * (len(chunk) / n)).backward()
             logits = out["logits"] if isinstance(out, dict) else out
             total_loss += loss.item() * len(chunk)
             correct += (logits.argmax(1) == y).sum().item()

