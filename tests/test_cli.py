@@ -62,15 +62,15 @@ def test_train_inspect_info_predict_end_to_end(tmp_path, synth_dir):
     Image.fromarray(np.full((60, 80, 3), 128, np.uint8)).save(imgs / "colour_big.jpg")
     (imgs / "broken.png").write_bytes(src[0].read_bytes()[:40])
     (imgs / "notes.jpg").write_text("not an image")
-    r = run_cli("predict", "--checkpoint", out / "best.pt", imgs)
+    r = run_cli("predict", "--checkpoint", out / "best.pt", imgs, "--no-detect")
     assert r.returncode == 2
     rows = [json.loads(line) for line in r.stdout.splitlines()]
     assert len(rows) == 6
     ok = [x for x in rows if x["status"] == "ok"]
-    bad = {os.path.basename(x["path"]): x["error"] for x in rows if x["status"] == "error"}
+    bad = {os.path.basename(x["path"]): x["reason"] for x in rows if x["status"] == "error"}
     assert len(ok) == 4 and set(bad) == {"broken.png", "notes.jpg"}
-    assert all(abs(sum(x["probabilities"].values()) - 1) < 1e-4 for x in ok)
-    assert "4 of 6" in r.stderr
+    assert all(len(x["faces"]) == 1 and abs(sum(x["faces"][0]["probabilities"].values()) - 1) < 1e-4 for x in ok)
+    assert "4 ok" in r.stderr and "2 failed" in r.stderr
 
 
 def test_predict_matches_trainer_predictions(tmp_path, synth_dir):

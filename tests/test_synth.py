@@ -253,7 +253,7 @@ def one_thread():
 
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 def test_learnable_but_not_linearly_trivial(one_thread):
-    """A small CNN beats a raw-pixel logistic regression by a wide margin after 3 short epochs, and
+    """A small CNN beats a raw-pixel logistic regression by a wide margin after 2 short epochs, and
     is far from perfect after the first: the expression is in the images, behind nuisance that
     a linear model on pixels cannot undo. (The >= 90% check with the real trainer lives elsewhere.)"""
     from sklearn.linear_model import LogisticRegression
@@ -275,7 +275,7 @@ def test_learnable_but_not_linearly_trivial(one_thread):
     opt = torch.optim.Adam(net.parameters(), 1e-3)
     accs = []
     t0 = time.time()
-    for _ in range(3):
+    for _ in range(2):
         net.train()
         perm = torch.randperm(len(xt))
         for i in range(0, len(xt), 64):
@@ -290,4 +290,4 @@ def test_learnable_but_not_linearly_trivial(one_thread):
     print(f"linear {linear:.3f}  cnn per epoch {accs}  ({time.time() - t0:.1f}s)")
     assert 1 / 7 + 0.05 < linear < 0.7  # above chance, far from solved
     assert accs[0] < 0.95  # not trivial after one epoch
-    assert accs[-1] > 0.65 and accs[-1] > linear + 0.2
+    assert accs[-1] > 0.75 and accs[-1] > linear + 0.2

@@ -40,12 +40,10 @@ def test_seed1_cnn_reaches_90_percent_on_synthetic_faces(tmp_path):
     assert results["metrics"]["test_acc"] == pytest.approx(res.metrics["test_acc"])
     cm = np.array(results["metrics"]["test_confusion_matrix"])
     assert cm.sum() == len(ds.splits["test"])
-
-
-def test_linear_model_is_clearly_worse_than_the_cnn(tmp_path, synth_small):
-    lin = api.train(dataset=synth_small, model="linear", epochs=4, lr=1e-3, out=str(tmp_path / "lin"), quiet=True)
-    cnn = api.train(dataset=synth_small, model="seed1_cnn", epochs=4, lr=2e-3, out=str(tmp_path / "cnn"), quiet=True)
-    assert cnn.metrics["val_acc"] > lin.metrics["val_acc"] + 0.15
+    # learnable but not trivial: logistic regression on the same pixels is clearly worse
+    lin = api.train(dataset=ds, model="linear", epochs=8, lr=1e-3, scheduler="cosine", out=str(tmp_path / "lin"),
+                    quiet=True, seed=1)
+    assert lin.metrics["val_acc"] < res.metrics["val_acc"] - 0.2, (lin.metrics["val_acc"], res.metrics["val_acc"])
 
 
 RESUME_SCRIPT = textwrap.dedent("""
@@ -145,9 +143,11 @@ def test_nan_loss_stops_with_message_and_keeps_last_good_checkpoint(tmp_path, sy
     assert all(torch.isfinite(v).all() for v in ck["state_dict"].values() if v.is_floating_point())
 
 
-def test_multitask_trains_valence_arousal(tmp_path, synth_small):
-    res = api.train(dataset=synth_small, model="seed1_cnn", task="multitask", epochs=4, lr=2e-3,
-                    out=str(tmp_path / "mt"), quiet=True)
+def test_multitask_trains_valence_arousal(tmp_path):
+    from ferkit.data.synth import generate
+
+    res = api.train(dataset=generate(3000, seed=4), model="seed1_cnn", task="multitask", epochs=5, lr=2e-3,
+                    scheduler="cosine", out=str(tmp_path / "mt"), quiet=True)
     m = res.metrics
     for k in ("val_valence_rmse", "val_arousal_rmse", "val_valence_ccc", "test_valence_ccc"):
         assert k in m

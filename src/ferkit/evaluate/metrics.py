@@ -375,3 +375,50 @@ def regression_metrics(y_true, y_pred) -> dict:
     """RMSE, MAE, R^2, Pearson r, SAGR and CCC of one continuous target (valence or arousal)."""
     return {"rmse": rmse(y_true, y_pred), "mae": mae(y_true, y_pred), "r2": r2(y_true, y_pred),
             "pearson_r": pearson_r(y_true, y_pred), "sagr": sagr(y_true, y_pred), "ccc": ccc(y_true, y_pred)}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Two-class checkpoints ("is it me?", source 000)
+
+POSITIVE_CLASS_NAMES = ("me", "yes", "positive", "true", "1")
+
+
+def positive_class(classes: list[str]) -> int:
+    """Which of two classes is "positive": one named me/yes/positive/true/1, else the second (index 1)."""
+    for i, c in enumerate(classes):
+        if str(c).lower() in POSITIVE_CLASS_NAMES:
+            return i
+    return 1
+
+
+def binary_metrics(y_true, probs, classes: list[str], threshold: float = 0.5, positive: int | None = None) -> dict:
+    """Binary verification-style numbers of a 2-class classifier, scoring the positive class's probability.
+
+    ROC AUC, equal error rate (where false-positive and false-negative rates cross, with its threshold), and
+    precision / recall / FPR at ``threshold`` (predict positive when p(positive) >= threshold).
+    """
+    t = _labels(y_true)
+    P = np.asarray(probs, dtype=np.float64)
+    if len(classes) != 2 or P.ndim != 2 or P.shape[1] != 2:
+        raise ValueError("binary_metrics needs exactly two classes")
+    pos = positive_class(list(classes)) if positive is None else int(positive)
+    y = (t == pos).astype(np.int64)
+    s = P[:, pos]
+    out = {"positive_class": classes[pos], "threshold": float(threshold), "roc_auc": roc_auc(y, s),
+           "average_precision": average_precision(y, s)}
+    fpr, tpr, thr = roc_curve(y, s)
+    if np.isfinite(fpr).all() and np.isfinite(tpr).all():
+        fnr = 1.0 - tpr
+        k = int(np.argmin(np.abs(fpr - fnr)))
+        out["eer"] = float((fpr[k] + fnr[k]) / 2)
+        out["eer_threshold"] = float(min(thr[k], 1.0))
+    else:
+        out["eer"] = out["eer_threshold"] = float("nan")
+    pred = s >= threshold
+    tp, fp = int((pred & (y == 1)).sum()), int((pred & (y == 0)).sum())
+    fn, tn = int((~pred & (y == 1)).sum()), int((~pred & (y == 0)).sum())
+    out.update({"precision": tp / (tp + fp) if tp + fp else float("nan"),
+                "recall": tp / (tp + fn) if tp + fn else float("nan"),
+                "false_positive_rate": fp / (fp + tn) if fp + tn else float("nan"),
+                "tp": tp, "fp": fp, "fn": fn, "tn": tn})
+    return out

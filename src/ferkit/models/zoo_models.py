@@ -107,7 +107,7 @@ def shifted_means(x: torch.Tensor) -> torch.Tensor:
 
     ``GAP(conv3x3_same(x)) == Linear(shifted_means(x))`` with the conv kernel reshaped to ``(k, C * 9)``.
     """
-    h, w = x.shape[-2:]
+    h, w = int(x.shape[-2]), int(x.shape[-1])  # python ints: ONNX export (tracing) needs a static kernel
     return torch.flatten(F.avg_pool2d(F.pad(x, (1, 1, 1, 1)), (h, w), stride=1), 1)
 
 

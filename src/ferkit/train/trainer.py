@@ -295,6 +295,14 @@ class Trainer:
                   f"[{self.dataset.format}; train {len(self.dataset.splits['train'])}, val {len(self.dataset.splits['val'])}"
                   f"; {self.dataset.num_classes} classes; input {self.spec.size[0]}x{self.spec.size[1]}x{self.in_channels}]"
                   f" device {self.device}{' x%d processes' % self.dist.world if self.dist.enabled else ''} -> {self.run_dir}")
+        if self.dist.main and not cfg.class_weights:  # source 000's balanced-class check (stderr, even --quiet)
+            import sys
+
+            from ferkit.data import imbalance_warning
+
+            w = imbalance_warning(self.dataset.classes, self.dataset.histogram("train"))
+            if w:
+                print(f"ferkit train: warning: {w}", file=sys.stderr, flush=True)
         mode = MONITORS.get(cfg.monitor)
         if mode is None:
             raise ConfigError(f"--monitor {cfg.monitor!r}: use one of {', '.join(MONITORS)}")

@@ -1,0 +1,174 @@
+"""The identity subcommands of ``ferkit``: enroll, verify, gallery, evaluate-verification, collect.
+
+Kept apart from :mod:`ferkit.cli` so that file stays small; :func:`add_parsers` and :data:`COMMANDS` are
+plugged in there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+from ferkit.errors import ConfigError
+
+GALLERY_HELP = "gallery file (SQLite); default $FERKIT_GALLERY or ~/.local/share/ferkit/gallery.sqlite3"
+
+
+def add_parsers(sub) -> None:
+    fmt = argparse.RawDescriptionHelpFormatter
+    en = sub.add_parser("enroll", help="store face embeddings of a person in the identity gallery", formatter_class=fmt,
+                        epilog="examples:\n  ferkit enroll --name alice alice1.jpg alice2.jpg\n"
+                               "  ferkit enroll --name bob --gallery team.sqlite3 photos/bob/\n"
+                               "needs the identity extra: pip install 'ferkit[identity]'")
+    en.add_argument("photos", nargs="+", help="photos (or folders of photos) showing exactly one face each")
+    en.add_argument("--name", required=True, help="identity name: letters, digits, space, . _ ' -")
+    en.add_argument("--gallery", default=None, help=GALLERY_HELP)
+    en.add_argument("--detector", default="retinaface", help="face detector: retinaface (default), mtcnn, haar")
+    en.add_argument("--json", action="store_true", help="print the enrolment report as JSON")
+
+    ve = sub.add_parser("verify", help="who is in these photos? best gallery match or 'unknown', distance, threshold",
+                        formatter_class=fmt,
+                        epilog="examples:\n  ferkit verify door.jpg                 # 1:N: closest enrolled identity\n"
+                               "  ferkit verify --name alice door.jpg    # 1:1: is it alice?\n"
+                               "The threshold is calibrated from the enrolled photos (see `ferkit gallery list`).")
+    ve.add_argument("photos", nargs="+")
+    ve.add_argument("--name", default=None, help="verify against this identity only (1:1)")
+    ve.add_argument("--gallery", default=None, help=GALLERY_HELP)
+    ve.add_argument("--threshold", type=float, default=None,
+                    help="accept when distance <= this (default: calibrated, at most dlib's 0.6)")
+    ve.add_argument("--detector", default="retinaface")
+    ve.add_argument("--json", action="store_true", help="JSON lines, one per face")
+
+    ga = sub.add_parser("gallery", help="identity gallery: list, remove NAME")
+    gsub = ga.add_subparsers(dest="gallery_command", metavar="ACTION")
+    gl = gsub.add_parser("list", help="enrolled identities, photo counts, the calibrated threshold")
+    gl.add_argument("--gallery", default=None, help=GALLERY_HELP)
+    gl.add_argument("--json", action="store_true")
+    gr = gsub.add_parser("remove", help="delete every embedding of NAME")
+    gr.add_argument("name")
+    gr.add_argument("--gallery", default=None, help=GALLERY_HELP)
+
+    ev = sub.add_parser("evaluate-verification", formatter_class=fmt,
+                        help="genuine/impostor pairs of DATA/<identity>/<photos>: ROC, EER, TAR@FAR, histogram, report",
+                        epilog="example:\n  ferkit evaluate-verification --data lfw_subset/ --out runs/verif")
+    ev.add_argument("--data", required=True, help="a folder per identity, photos inside")
+    ev.add_argument("--out", default="verification_eval", help="output folder (default verification_eval)")
+    ev.add_argument("--threshold", type=float, default=None, help="also report rates at this threshold (default 0.6)")
+    ev.add_argument("--detector", default="retinaface")
+
+    co = sub.add_parser("collect", formatter_class=fmt,
+                        help="capture face crops from a camera into OUT/LABEL/ for the 'is it me?' classifier",
+                        epilog="examples:\n  ferkit collect --webcam 0 --label me --count 50 --out data/me_vs_not/train\n"
+                               "  ferkit collect --webcam clip.mp4 --label not_me --count 20 --out data/x/train")
+    co.add_argument("--webcam", required=True, help="camera index (0, 1, ...) or a video file")
+    co.add_argument("--label", required=True, help="class folder to write into, e.g. me or not_me")
+    co.add_argument("--count", type=int, default=50, help="crops to save (default 50)")
+    co.add_argument("--out", default="collected", help="dataset folder; crops go to OUT/LABEL/ (default collected)")
+    co.add_argument("--interval", type=float, default=0.5, help="least seconds between two saved crops (default 0.5)")
+    co.add_argument("--detector", default="retinaface")
+    co.add_argument("--no-preview", dest="preview", action="store_false", help="never open a preview window")
+    for p in (en, ve, ev, co):
+        p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _gallery_arg(a):
+    return a.gallery
+
+
+def cmd_enroll(a) -> int:
+    from ferkit.identity.embedder import FaceEncoder
+    from ferkit.identity.verify import enroll
+
+    from ferkit.identity.gallery import Gallery, default_gallery_path, validate_name
+
+    validate_name(a.name)
+    path = a.gallery or default_gallery_path()
+    if os.path.exists(path):
+        Gallery(path).close()  # a corrupt gallery fails before the models load
+    rep = enroll(a.name, a.photos, gallery=path, encoder=FaceEncoder(detector=a.detector), quiet=a.quiet)
+    for p, why in rep.skipped:
+        print(f"skipped {p}: {why}", file=sys.stderr)
+    if a.json:
+        print(json.dumps(rep.to_dict(), indent=2))
+    print(f"enrolled {len(rep.added)} new photo(s) of {rep.name} into {rep.gallery}"
+          + (f"; {len(rep.already)} already there" if rep.already else "")
+          + (f"; {len(rep.skipped)} skipped" if rep.skipped else ""), file=sys.stderr)
+    return 0
+
+
+def cmd_verify(a) -> int:
+    from ferkit.identity.embedder import FaceEncoder
+    from ferkit.identity.verify import IdentityMatcher, _csv, verify
+
+    IdentityMatcher.from_gallery(a.gallery, a.threshold)  # gallery problems before the models load
+    rows = verify(a.photos, gallery=a.gallery, name=a.name, threshold=a.threshold,
+                  encoder=FaceEncoder(detector=a.detector), quiet=a.quiet)
+    if a.json:
+        for r in rows:
+            print(json.dumps(r))
+    else:
+        print("photo,face,identity,distance,threshold,status")
+        for r in rows:
+            print(",".join(_csv(str(x)) for x in (r["photo"], r.get("face", ""), r.get("identity") or "",
+                                                  r.get("distance", ""), r.get("threshold", ""), r["status"])))
+    bad = [r for r in rows if r["status"] == "error"]
+    for r in bad:
+        print(f"error: {r['error']}", file=sys.stderr)
+    return 2 if bad else 0
+
+
+def cmd_gallery(a) -> int:
+    from ferkit.identity.gallery import Gallery, calibrate_threshold
+
+    if a.gallery_command == "list":
+        with Gallery(a.gallery) as g:
+            rows = g.summary()
+            names, M, _ = g.embeddings()
+            cal = calibrate_threshold(names, M) if names else None
+            path = str(g.path)
+        if a.json:
+            print(json.dumps({"gallery": path, "identities": rows, "threshold": cal}, indent=2))
+            return 0
+        print(f"gallery {path}: {len(rows)} identities, {sum(r['photos'] for r in rows)} photos")
+        for r in rows:
+            print(f"  {r['name']:<32} {r['photos']:>4} photo(s)  [{r['embedder']}]")
+        if cal:
+            print(f"threshold {cal['threshold']:.3f}: {cal['method']} "
+                  f"({cal['genuine_pairs']} genuine / {cal['impostor_pairs']} impostor pairs)")
+        return 0
+    if a.gallery_command == "remove":
+        with Gallery(a.gallery) as g:
+            n = g.remove(a.name)
+            print(f"removed {a.name} ({n} photo(s)) from {g.path}", file=sys.stderr)
+        return 0
+    raise ConfigError("ferkit gallery: say what to do: list or remove NAME (see ferkit gallery --help)")
+
+
+def cmd_evaluate_verification(a) -> int:
+    from ferkit.identity.embedder import FaceEncoder
+    from ferkit.identity.verify import _fmt, evaluate_verification
+
+    m = evaluate_verification(a.data, out=a.out, threshold=a.threshold, encoder=FaceEncoder(detector=a.detector),
+                              quiet=a.quiet)
+    if not a.quiet:
+        t2, t3 = m["tar_at_far"]["0.01"], m["tar_at_far"]["0.001"]
+        print(f"{m['identities']} identities, {m['photos']} photos, {m['genuine_pairs']} genuine / "
+              f"{m['impostor_pairs']} impostor pairs: ROC AUC {_fmt(m['roc_auc'])}, EER {_fmt(m['eer'])} "
+              f"(threshold {_fmt(m['eer_threshold'], 3)}), TAR@FAR1e-2 {_fmt(t2['tar'])}, "
+              f"TAR@FAR1e-3 {_fmt(t3['tar'])}")
+    print(f"report: {m['out']}/report.md")
+    return 0
+
+
+def cmd_collect(a) -> int:
+    from ferkit.collect import collect
+
+    rep = collect(a.webcam, a.label, count=a.count, out=a.out, interval=a.interval, detector=a.detector,
+                  preview=a.preview)
+    return 0 if rep.saved else 2
+
+
+COMMANDS = {"enroll": cmd_enroll, "verify": cmd_verify, "gallery": cmd_gallery,
+            "evaluate-verification": cmd_evaluate_verification, "collect": cmd_collect}

@@ -1,0 +1,301 @@
+"""Videos and webcams: frame stride, faces of several frames batched through the classifier, simple IoU
+tracking with optional EMA smoothing of probabilities, a per-second CSV, an emotion-over-time plot and an
+annotated mp4 (OpenCV ``mp4v``).
+
+    from ferkit.predict.video import analyze_video
+    res = analyze_video(analyzer, "clip.mp4", stride=2, smooth=0.5, annotate_dir="annotated/",
+                        per_second_csv="clip.per_second.csv", plot="clip.emotions.png")
+
+``smooth=ALPHA`` (0 < ALPHA <= 1): each tracked face's reported probabilities are
+``ALPHA * current + (1 - ALPHA) * previous reported`` (label and score follow the smoothed values); ``None``
+reports raw per-frame values. Tracks: a face continues the track whose last box overlaps it most (IoU >= 0.3,
+greedy, highest score first); tracks unseen for 30 analysed frames end.
+"""
+
+from __future__ import annotations
+
+import csv
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from ferkit.errors import ConfigError, DataError
+from ferkit.predict.schema import FaceResult, FileResult
+
+COLOURS = {"angry": (0, 0, 255), "disgust": (0, 128, 0), "fear": (128, 0, 128), "happy": (0, 200, 255),
+           "sad": (255, 0, 0), "surprise": (255, 200, 0), "neutral": (200, 200, 200), "contempt": (0, 128, 255)}
+
+
+def annotate(image_rgb: np.ndarray, faces: list[FaceResult], fps: float | None = None) -> np.ndarray:
+    """A BGR copy of the image with each face's box, landmarks, label and score drawn (for cv2 writers)."""
+    import cv2
+
+    img = cv2.cvtColor(image_rgb, cv2.COLOR_RGB2BGR)
+    th = max(1, round(max(img.shape[:2]) / 400))
+    for f in faces:
+        x1, y1, x2, y2 = (int(round(v)) for v in f.box)
+        col = COLOURS.get(f.label, (0, 255, 0))
+        cv2.rectangle(img, (x1, y1), (x2, y2), col, th)
+        if f.landmarks is not None and not f.landmarks_estimated:
+            for x, y in np.asarray(f.landmarks):
+                cv2.circle(img, (int(x), int(y)), th + 1, (0, 255, 0), -1)
+        text = f"{f.label} {f.score:.2f}" + (f" #{f.track}" if f.track is not None else "")
+        if isinstance(f.identity, dict) and f.identity.get("name"):
+            text = f"{f.identity['name']} ({f.identity['distance']:.2f}) | {text}"
+        fs = 0.4 * th
+        (tw, tht), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, fs, th)
+        ty = max(tht + 2, y1 - 3)
+        cv2.rectangle(img, (x1, ty - tht - 3), (x1 + tw + 2, ty + 2), col, -1)
+        cv2.putText(img, text, (x1 + 1, ty), cv2.FONT_HERSHEY_SIMPLEX, fs, (0, 0, 0), th, cv2.LINE_AA)
+    if fps is not None:
+        cv2.putText(img, f"{fps:.1f} FPS", (8, 20 * th), cv2.FONT_HERSHEY_SIMPLEX, 0.5 * th, (0, 255, 0), th,
+                    cv2.LINE_AA)
+    return img
+
+
+def _iou(a, b) -> float:
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    u = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / u if u > 0 else 0.0
+
+
+class Tracker:
+    """Greedy IoU tracking + per-track EMA of probabilities."""
+
+    def __init__(self, smooth: float | None = None, iou: float = 0.3, max_missed: int = 30):
+        if smooth is not None and not (0 < smooth <= 1):
+            raise ConfigError(f"--smooth {smooth}: give ALPHA in (0, 1] (1 = no smoothing)")
+        self.smooth, self.iou, self.max_missed = smooth, iou, max_missed
+        self.tracks: dict[int, dict] = {}
+        self.next_id = 0
+
+    def update(self, faces: list[FaceResult]) -> None:
+        free = dict(self.tracks)
+        for f in faces:
+            best, best_iou = None, self.iou
+            for tid, t in free.items():
+                v = _iou(f.box, t["box"])
+                if v >= best_iou:
+                    best, best_iou = tid, v
+            if best is None:
+                best = self.next_id
+                self.next_id += 1
+                self.tracks[best] = {"box": f.box, "probs": None, "missed": 0}
+            else:
+                free.pop(best)
+            t = self.tracks[best]
+            t["box"], t["missed"] = f.box, 0
+            f.track = best
+            if self.smooth is not None:
+                p = np.array([f.probabilities[c] for c in f.probabilities])
+                if t["probs"] is not None:
+                    p = self.smooth * p + (1 - self.smooth) * t["probs"]
+                t["probs"] = p
+                f.probabilities = dict(zip(f.probabilities, p.tolist()))
+                k = int(p.argmax())
+                f.label, f.score = list(f.probabilities)[k], float(p[k])
+        for tid in list(free):
+            self.tracks[tid]["missed"] += 1
+            if self.tracks[tid]["missed"] > self.max_missed:
+                del self.tracks[tid]
+
+
+def open_capture(source: Any):
+    import cv2
+
+    if isinstance(source, int):
+        try:  # OpenCV's backends print WARN lines while probing a missing camera; the error below says it
+            prev = cv2.utils.logging.getLogLevel()
+            cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+        except AttributeError:  # pragma: no cover - very old OpenCV
+            prev = None
+        try:
+            cap = cv2.VideoCapture(source)
+        finally:
+            if prev is not None:
+                cv2.utils.logging.setLogLevel(prev)
+        if not cap.isOpened():
+            cap.release()
+            raise DataError(f"webcam {source}: no camera with that index can be opened")
+        return cap
+    p = Path(source)
+    if not p.is_file():
+        raise DataError(f"{p}: no such video file")
+    if p.stat().st_size == 0:
+        raise DataError(f"{p}: empty file (0 bytes)")
+    cap = cv2.VideoCapture(str(p))
+    if not cap.isOpened():
+        cap.release()
+        raise DataError(f"{p}: not a video OpenCV can read")
+    return cap
+
+
+def _show_available() -> bool:
+    import cv2
+
+    try:
+        cv2.namedWindow("ferkit")
+        return True
+    except cv2.error:
+        return False
+
+
+def analyze_video(analyzer, source: Any, stride: int = 1, smooth: float | None = None, frames_per_batch: int = 8,
+                  annotate_dir: str | Path | None = None, per_second_csv: str | Path | None = None,
+                  plot: str | Path | None = None, show: bool = False, max_frames: int | None = None,
+                  on_frame: Callable[[list[FaceResult]], None] | None = None) -> FileResult:
+    """Analyse every ``stride``-th frame of a video file (path) or webcam (int index).
+
+    Faces of ``frames_per_batch`` frames share classifier forwards. Returns one :class:`FileResult`
+    (``kind`` video/webcam) whose ``faces`` hold every analysed frame's faces (``frame``, ``timestamp``,
+    ``track``); ``on_frame`` is called with each frame's faces as they come (live output).
+    Errors opening the source raise DataError (callers turn it into a per-file status).
+    """
+    import cv2
+
+    if not isinstance(stride, int) or stride < 1:
+        raise ConfigError(f"--stride {stride!r}: give an integer >= 1")
+    webcam = isinstance(source, int)
+    name = f"webcam:{source}" if webcam else str(source)
+    cap = open_capture(source)
+    fps = cap.get(cv2.CAP_PROP_FPS) or 0.0
+    if not fps or fps != fps or fps > 1000:
+        fps = 30.0
+    tracker = Tracker(smooth)
+    result = FileResult(path=name, kind="webcam" if webcam else "video", frames=0)
+    writer = None
+    out_video = None
+    if annotate_dir is not None:
+        Path(annotate_dir).mkdir(parents=True, exist_ok=True)
+        stem = f"webcam_{source}" if webcam else f"{Path(source).stem}.annotated"
+        out_video = Path(annotate_dir) / f"{stem}.mp4"
+    window = False
+    if show:
+        window = _show_available()
+        if not window:
+            print("ferkit: warning: this OpenCV has no GUI (opencv-python-headless); no live window - "
+                  "pip install opencv-python for one. Printing results"
+                  + (f" and writing {out_video}" if out_video else "") + " instead.", file=sys.stderr)
+    pending: list[tuple[int, np.ndarray]] = []
+    t_last = time.perf_counter()
+    live_fps = None
+    idx = -1
+
+    def flush():
+        nonlocal writer, t_last, live_fps
+        if not pending:
+            return
+        imgs = [im for _, im in pending]
+        per = analyzer.process(imgs, [name] * len(imgs), frames=[i for i, _ in pending],
+                               timestamps=[i / fps for i, _ in pending])
+        now = time.perf_counter()
+        live_fps = len(imgs) / max(now - t_last, 1e-6)
+        t_last = now
+        for (i, im), faces in zip(pending, per):
+            tracker.update(faces)
+            result.faces.extend(faces)
+            result.frames += 1
+            if on_frame is not None:
+                on_frame(faces)
+            if out_video is not None or window:
+                bgr = annotate(im, faces, fps=live_fps if webcam else None)
+                if out_video is not None:
+                    if writer is None:
+                        h, w = bgr.shape[:2]
+                        writer = cv2.VideoWriter(str(out_video), cv2.VideoWriter_fourcc(*"mp4v"),
+                                                 max(1.0, fps / stride), (w, h))
+                    writer.write(bgr)
+                if window:
+                    cv2.imshow("ferkit", bgr)
+                    if cv2.waitKey(1) & 0xFF in (ord("q"), 27):
+                        raise KeyboardInterrupt
+        pending.clear()
+
+    try:
+        while True:
+            ok, frame = cap.read()
+            if not ok:
+                break
+            idx += 1
+            if max_frames is not None and idx >= max_frames:
+                break
+            if idx % stride:
+                continue
+            if idx == 0 and result.image_size is None:
+                result.image_size = (frame.shape[1], frame.shape[0])
+            pending.append((idx, cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)))
+            if len(pending) >= (1 if webcam else frames_per_batch):
+                flush()
+        flush()
+    except KeyboardInterrupt:
+        if not webcam:
+            raise
+    finally:
+        cap.release()
+        if writer is not None:
+            writer.release()
+        if window:
+            cv2.destroyAllWindows()
+    if result.frames == 0:
+        result.status, result.reason = "error", "no frame could be decoded"
+    elif not result.faces:
+        result.status, result.reason = "no_face", f"no face found in {result.frames} analysed frames"
+    result.downscaled = bool(result.image_size and analyzer.detect_faces and analyzer.detector.max_size
+                             and max(result.image_size) > analyzer.detector.max_size)
+    if per_second_csv is not None:
+        write_per_second(result, analyzer.classes, per_second_csv)
+    if plot is not None:
+        plot_over_time(result, analyzer.classes, plot)
+    return result
+
+
+def per_second(result: FileResult, classes: list[str]) -> list[dict]:
+    """Mean probability of each class over the faces of each second (all faces pooled)."""
+    rows: dict[int, list] = {}
+    for f in result.faces:
+        rows.setdefault(int(f.timestamp or 0), []).append([f.probabilities.get(c, 0.0) for c in classes])
+    out = []
+    for s in sorted(rows):
+        m = np.mean(rows[s], axis=0)
+        out.append({"second": s, "faces": len(rows[s]), "label": classes[int(m.argmax())],
+                    **{c: round(float(v), 6) for c, v in zip(classes, m)}})
+    return out
+
+
+def write_per_second(result: FileResult, classes: list[str], path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=["second", "faces", "label"] + list(classes), lineterminator="\n")
+        w.writeheader()
+        w.writerows(per_second(result, classes))
+    return path
+
+
+def plot_over_time(result: FileResult, classes: list[str], path: str | Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rows = per_second(result, classes)
+    fig, ax = plt.subplots(figsize=(8, 3.5))
+    xs = [r["second"] for r in rows]
+    for c in classes:
+        ax.plot(xs, [r[c] for r in rows], label=c, marker="o" if len(xs) < 20 else None)
+    ax.set_xlabel("second")
+    ax.set_ylabel("mean probability")
+    ax.set_ylim(0, 1)
+    ax.set_title(f"expressions over time: {Path(result.path).name}")
+    ax.legend(fontsize=7, ncol=4, loc="upper right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
