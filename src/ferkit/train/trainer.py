@@ -10,7 +10,6 @@ at each epoch start, so a run resumed from ``last.pt`` continues bit for bit lik
 
 from __future__ import annotations
 
-import csv
 import math
 import os
 import random
@@ -24,7 +23,7 @@ import torch
 import torch.nn as nn
 
 from ferkit.checkpoint import load_checkpoint, load_state, make_checkpoint, save_checkpoint, unwrap
-from ferkit.errors import CheckpointError, ConfigError, FerkitError, TrainingError
+from ferkit.errors import CheckpointError, ConfigError, TrainingError
 from ferkit.evaluate import metrics as M
 from ferkit.train.config import TrainConfig
 from ferkit.train.losses import TaskLoss
@@ -724,17 +723,3 @@ def _fmt(v) -> str:
 def _csv_cell(s: str) -> str:
     s = str(s)
     return '"' + s.replace('"', '""') + '"' if ("," in s or '"' in s) else s
-
-
-def read_metrics_csv(path) -> list[dict]:
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
-
-
-def train(config: TrainConfig | None = None, dataset=None, callbacks=None, **overrides) -> TrainResult:
-    """Train with ``config`` (or :class:`TrainConfig` defaults) updated by ``overrides``."""
-    cfg = (config or TrainConfig()).merged(overrides) if overrides else (config or TrainConfig())
-    try:
-        return Trainer(cfg, dataset=dataset, callbacks=callbacks).fit()
-    except FerkitError:
-        raise
