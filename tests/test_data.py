@@ -468,3 +468,24 @@ def test_inspect_report(tmp_path):
     assert "also appear in an earlier split" in text  # test images are copies of training ones
     assert "happy" in text and "total" in text
     json.dumps(info)
+
+
+def test_split_dataset_feeds_a_plain_dataloader_with_ferkit_preprocessing():
+    import torch
+    from torch.utils.data import DataLoader
+
+    from ferkit.data.synth import generate
+    from ferkit.data.torch_dataset import SplitDataset
+    from ferkit.data.transforms import InputSpec, to_input
+
+    ds = generate(60, seed=2)
+    spec = InputSpec(size=(32, 32), channels=3, mean=[0.5], std=[0.25])
+    tds = SplitDataset(ds, "val", spec)
+    x, y, v, a = tds[0]
+    assert x.shape == (3, 32, 32) and y == int(ds.splits["val"].labels[0]) and -1 <= v <= 1
+    expected = to_input(torch.from_numpy(ds.splits["val"].images[:1].copy()), spec)[0]
+    assert torch.allclose(x, expected)
+    batch = next(iter(DataLoader(tds, batch_size=4)))
+    assert batch[0].shape == (4, 3, 32, 32) and batch[1].tolist() == ds.splits["val"].labels[:4].tolist()
+    plain = SplitDataset(ds, "train", augment="basic", with_va=False)
+    assert len(plain[0]) == 2 and plain[0][0].shape == (1, 48, 48)
