@@ -167,6 +167,25 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--device", default="cpu")
     pr.add_argument("--quiet", action="store_true", help="no per-file status lines on stderr")
 
+    sv = sub.add_parser("serve", help="HTTP API + webcam page (FastAPI/uvicorn; pip install 'ferkit[serve]')",
+                        epilog="example: ferkit serve --port 8000 --model fer_minixception --det-size 640")
+    sv.add_argument("--host", default="127.0.0.1")
+    sv.add_argument("--port", type=int, default=8000)
+    svm = sv.add_mutually_exclusive_group()
+    svm.add_argument("--model", default=None, help="zoo name / checkpoint / .onnx (default fer_minixception)")
+    svm.add_argument("--ensemble", type=lambda v: [x for x in v.split(",") if x], help="comma-separated models")
+    sv.add_argument("--detector", default="retinaface", choices=("retinaface", "mtcnn", "haar"))
+    sv.add_argument("--det-size", type=int, default=640, metavar="PX", help="detection long side (default 640)")
+    sv.add_argument("--gallery", default=None, help="identity gallery (ferkit enroll): add who each face is")
+    sv.add_argument("--api-key", default=None, help="require this key (X-API-Key) on every route but /healthz "
+                                                    "(default: $FERKIT_API_KEY)")
+    sv.add_argument("--max-upload-mb", type=float, default=10.0)
+    sv.add_argument("--max-pixels", type=int, default=40_000_000)
+    sv.add_argument("--timeout", type=float, default=30.0, help="per-request inference timeout, seconds")
+    sv.add_argument("--batch-max", type=int, default=8, help="images per micro-batch (1 = no micro-batching)")
+    sv.add_argument("--batch-wait-ms", type=float, default=5.0, help="how long a micro-batch waits to fill")
+    sv.add_argument("--device", default="cpu")
+
     xo = sub.add_parser("export", help="export a checkpoint or zoo model to ONNX (self-describing, dynamic batch)",
                         epilog="examples:\n  ferkit export fer_minixception --format onnx --out fer.onnx\n"
                                "  ferkit export runs/cnn/best.pt --format onnx --int8\n"
@@ -375,6 +394,17 @@ def cmd_predict(a) -> int:
     return run_predict(a)
 
 
+def cmd_serve(a) -> int:
+    from ferkit.serve.app import ServeConfig, run_server
+
+    models = a.ensemble or [a.model or "fer_minixception"]
+    return run_server(ServeConfig(models=models, detector=a.detector, det_size=a.det_size, device=a.device,
+                                  gallery=a.gallery, api_key=a.api_key,
+                                  max_upload_bytes=int(a.max_upload_mb * 1024 * 1024), max_pixels=a.max_pixels,
+                                  request_timeout_s=a.timeout, batch_max=a.batch_max, batch_wait_ms=a.batch_wait_ms),
+                      host=a.host, port=a.port)
+
+
 def cmd_export(a) -> int:
     from ferkit.predict.onnx import export_onnx
 
@@ -469,7 +499,8 @@ def cmd_zoo(a) -> int:
 
 COMMANDS = {"train": cmd_train, "recipes": cmd_recipes, "models": cmd_models, "data": cmd_data,
             "predict": cmd_predict, "info": cmd_info, "demo": cmd_demo, "evaluate": cmd_evaluate,
-            "compare": cmd_compare, "experiment": cmd_experiment, "zoo": cmd_zoo, "export": cmd_export}
+            "compare": cmd_compare, "experiment": cmd_experiment, "zoo": cmd_zoo, "export": cmd_export,
+            "serve": cmd_serve}
 from ferkit.cli_identity import COMMANDS as _IDENTITY_COMMANDS  # noqa: E402
 
 COMMANDS.update(_IDENTITY_COMMANDS)

@@ -1,0 +1,427 @@
+"""The FastAPI app: ``create_app(ServeConfig(...))``. Routes: ``POST /v1/predict`` (multipart field ``file``
+or the raw image bytes as the body), ``POST /v1/predict/batch`` (multipart, several ``files``),
+``GET /v1/models``, ``GET /healthz``, ``GET /metrics`` (Prometheus text), ``GET /`` (the webcam page) and
+``/static/*``. Every error is a JSON ``{"error": code, "reason": "..."}`` with a 4xx (or 503/504 when the
+server is saturated / a request timed out), never a 500 for bad input."""
+
+
+
+import asyncio
+import contextlib
+import io
+import os
+import queue
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+from pydantic import BaseModel, Field
+
+STATIC = Path(__file__).parent / "static"
+API_KEY_ENV = "FERKIT_API_KEY"
+IMAGE_TYPES = ("image/jpeg", "image/png", "image/webp", "image/bmp", "image/gif", "image/tiff",
+               "application/octet-stream")
+
+
+@dataclass
+class ServeConfig:
+    models: list = field(default_factory=lambda: ["fer_minixception"])
+    detector: str = "retinaface"
+    det_size: Optional[int] = 640
+    device: str = "cpu"
+    gallery: Optional[str] = None
+    api_key: Optional[str] = None
+    max_upload_bytes: int = 10 * 1024 * 1024
+    max_pixels: int = 40_000_000
+    max_batch_files: int = 16
+    request_timeout_s: float = 30.0
+    batch_max: int = 8          # images per micro-batch; 1 = no micro-batching
+    batch_wait_ms: float = 5.0
+    analyzer: Any = None        # a ready Analyzer (tests, embedding); else built from the fields above
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, code: str, reason: str):
+        super().__init__(reason)
+        self.status, self.code, self.reason = status, code, reason
+
+
+# ------------------------------------------------------------------ response schema (OpenAPI)
+class Landmarks(BaseModel):
+    left_eye: list[float]
+    right_eye: list[float]
+    nose: list[float]
+    mouth_left: list[float]
+    mouth_right: list[float]
+
+
+class Face(BaseModel):
+    schema_: int = Field(alias="schema")
+    source: str
+    face: int
+    box: list[float] = Field(description="[x1, y1, x2, y2] in pixels of the uploaded image")
+    landmarks: Optional[Landmarks] = None
+    landmarks_estimated: Optional[bool] = None
+    det_score: float
+    label: str
+    score: float
+    probabilities: dict[str, float]
+    valence: Optional[float] = None
+    arousal: Optional[float] = None
+    identity: Optional[Any] = None
+
+
+class PredictResult(BaseModel):
+    schema_: int = Field(alias="schema")
+    path: str
+    kind: str
+    status: str = Field(description="ok | no_face | error")
+    reason: Optional[str] = None
+    image_size: Optional[list[int]] = None
+    downscaled: bool
+    faces: list[Face]
+
+
+class BatchResult(BaseModel):
+    results: list[PredictResult]
+
+
+class ErrorBody(BaseModel):
+    error: str
+    reason: str
+
+
+class ModelInfo(BaseModel):
+    name: str
+    classes: list[str]
+    input_size: list[int]
+    channels: int
+    task: str
+
+
+class ModelsInfo(BaseModel):
+    models: list[ModelInfo]
+    classes: list[str]
+    detector: str
+    det_size: Optional[int]
+    identity: bool
+    micro_batching: dict[str, float]
+    limits: dict[str, float]
+
+
+ERRORS = {c: {"model": ErrorBody} for c in (400, 401, 408, 413, 415, 422, 503, 504)}
+_IMAGE_BODY = {"requestBody": {"required": True, "content": {
+    "multipart/form-data": {"schema": {"type": "object", "required": ["file"],
+                                       "properties": {"file": {"type": "string", "format": "binary"}}}},
+    "image/jpeg": {"schema": {"type": "string", "format": "binary"}},
+    "image/png": {"schema": {"type": "string", "format": "binary"}},
+    "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}}
+_BATCH_BODY = {"requestBody": {"required": True, "content": {
+    "multipart/form-data": {"schema": {"type": "object", "required": ["files"], "properties": {
+        "files": {"type": "array", "items": {"type": "string", "format": "binary"}}}}}}}}
+
+
+# ------------------------------------------------------------------ decoding with limits
+def decode_image(data: bytes, name: str, max_pixels: int) -> np.ndarray:
+    """Bytes -> RGB uint8, or ApiError 400 (not an image / truncated) / 413 (too many pixels)."""
+    from PIL import Image, UnidentifiedImageError
+
+    from ferkit.errors import DataError
+    from ferkit.faces.io import pil_to_rgb
+
+    if not data:
+        raise ApiError(400, "empty", f"{name}: empty body (0 bytes), not an image")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as im:
+                w, h = im.size
+                if w * h > max_pixels:
+                    raise ApiError(413, "too_many_pixels",
+                                   f"{name}: {w}x{h} = {w * h} pixels exceeds the limit of {max_pixels}")
+                im.load()
+                return pil_to_rgb(im, name)
+    except ApiError:
+        raise
+    except DataError as e:
+        raise ApiError(400, "bad_image", str(e)) from e
+    except UnidentifiedImageError as e:
+        raise ApiError(400, "not_an_image", f"{name}: not an image file Pillow can decode") from e
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise ApiError(413, "too_many_pixels", f"{name}: image too large to decode safely") from e
+    except MemoryError as e:
+        raise ApiError(413, "too_many_pixels", f"{name}: image too large to decode in memory") from e
+    except Exception as e:  # noqa: BLE001 - OSError/SyntaxError/ValueError/EOFError/struct.error/...: the file's fault
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise ApiError(400, "bad_image", f"{name}: corrupt or truncated image ({msg})") from e
+
+
+
+
+def create_app(config: ServeConfig | None = None):
+    from fastapi import FastAPI, Request
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse
+    from fastapi.staticfiles import StaticFiles
+    from starlette.exceptions import HTTPException as StarletteHTTPException
+
+    from ferkit.predict.schema import FileResult
+    from ferkit.serve.batching import MicroBatcher
+    from ferkit.serve.metrics import Metrics
+
+    cfg = config or ServeConfig()
+    api_key = cfg.api_key if cfg.api_key is not None else (os.environ.get(API_KEY_ENV) or None)
+    an = cfg.analyzer
+    if an is None:
+        from ferkit.predict.pipeline import Analyzer
+
+        ident = None
+        if cfg.gallery:
+            from ferkit.identity.verify import IdentityAssigner
+
+            ident = IdentityAssigner(cfg.gallery, None)
+        an = Analyzer(cfg.models, detector=cfg.detector, device=cfg.device, det_size=cfg.det_size, identity=ident)
+    metrics = Metrics()
+
+    def on_batch(n, out):
+        metrics.observe_batch(n, sum(len(r) for r in out))
+
+    inflight = [0]  # predict requests between body read and result (only touched on the event loop thread)
+    batcher = MicroBatcher(an.process, max_batch=cfg.batch_max, max_wait_ms=cfg.batch_wait_ms, on_batch=on_batch,
+                           pending=lambda: inflight[0])
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app):
+        yield
+        batcher.close()
+
+    app = FastAPI(lifespan=lifespan, title="ferkit", version="1", description=(
+        "Facial expression recognition: faces with boxes, landmarks, labels and probabilities. "
+        "Errors are JSON {error, reason}."))
+    app.state.config, app.state.analyzer, app.state.batcher, app.state.metrics = cfg, an, batcher, metrics
+
+    def err(status: int, code: str, reason: str) -> JSONResponse:
+        return JSONResponse({"error": code, "reason": reason}, status_code=status)
+
+    @app.exception_handler(ApiError)
+    async def _api_error(_req, e: ApiError):
+        return err(e.status, e.code, e.reason)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(_req, e):
+        resp = err(e.status_code, "http_" + str(e.status_code), str(e.detail))
+        resp.headers.update(getattr(e, "headers", None) or {})  # e.g. Allow on 405 (RFC 9110)
+        return resp
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_req, e):
+        first = e.errors()[0] if e.errors() else {}
+        return err(422, "invalid_request", f"{'.'.join(map(str, first.get('loc', [])))}: {first.get('msg', 'invalid')}")
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_req, e):  # a bug, but the worker stays alive and the client gets JSON
+        return err(500, "internal", f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+
+    @app.middleware("http")
+    async def _auth_and_metrics(request: Request, call_next):
+        t0 = time.perf_counter()
+        path = request.url.path
+        if api_key and path != "/healthz":
+            got = request.headers.get("x-api-key") or request.query_params.get("api_key")
+            auth = request.headers.get("authorization", "")
+            if not got and auth.lower().startswith("bearer "):
+                got = auth[7:].strip()
+            if got != api_key:
+                resp = err(401, "unauthorized", "missing or wrong API key (X-API-Key header, Bearer token or "
+                                                "?api_key=)")
+                metrics.observe_request(request.method, "unauthorized", 401, time.perf_counter() - t0)
+                return resp
+        resp = await call_next(request)
+        route = request.scope.get("route")
+        name = getattr(route, "path", None) or ("/static" if path.startswith("/static") else "other")
+        metrics.observe_request(request.method, name, resp.status_code, time.perf_counter() - t0)
+        return resp
+
+    async def read_body(request: Request) -> bytes:
+        cl = request.headers.get("content-length")
+        if cl and cl.isdigit() and int(cl) > cfg.max_upload_bytes:
+            raise ApiError(413, "too_large", f"upload of {cl} bytes exceeds the limit of {cfg.max_upload_bytes}")
+        chunks, n = [], 0
+        try:
+            async for c in request.stream():
+                n += len(c)
+                if n > cfg.max_upload_bytes:
+                    raise ApiError(413, "too_large", f"upload exceeds the limit of {cfg.max_upload_bytes} bytes")
+                chunks.append(c)
+        except ApiError:
+            raise
+        except Exception as e:  # noqa: BLE001 - client disconnected mid-body
+            raise ApiError(400, "bad_body", f"could not read the request body ({type(e).__name__})") from e
+        body = b"".join(chunks)
+        request._body = body  # starlette re-uses it for .form()
+        return body
+
+    async def read_images(request: Request, many: bool) -> list[tuple[str, bytes]]:
+        ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        body = await read_body(request)
+        if ctype == "multipart/form-data":
+            try:
+                form = await request.form(max_files=cfg.max_batch_files + 1, max_fields=cfg.max_batch_files + 16)
+            except Exception as e:  # noqa: BLE001 - malformed multipart
+                raise ApiError(400, "bad_multipart", f"malformed multipart body ({str(e) or type(e).__name__})") from e
+            field_name = "files" if many else "file"
+            items = [v for k, v in form.multi_items() if k in (field_name, "file", "files") and hasattr(v, "read")]
+            if not items:
+                raise ApiError(422, "missing_file", f"multipart body has no file field {field_name!r}")
+            if not many and len(items) > 1:
+                raise ApiError(422, "too_many_files", "POST /v1/predict takes one file; use /v1/predict/batch")
+            if len(items) > cfg.max_batch_files:
+                raise ApiError(413, "too_many_files", f"{len(items)} files exceed the limit of {cfg.max_batch_files}")
+            out = []
+            for i, f in enumerate(items):
+                fct = (f.content_type or "application/octet-stream").split(";")[0].strip().lower()
+                if not (fct.startswith("image/") or fct == "application/octet-stream"):
+                    raise ApiError(415, "unsupported_media_type", f"{f.filename or i}: content type {fct!r} is not "
+                                                                  "an image")
+                out.append((f.filename or f"upload{i}", await f.read()))
+            return out
+        if many:
+            raise ApiError(415, "unsupported_media_type", "POST /v1/predict/batch takes multipart/form-data "
+                                                          "with several 'files' fields")
+        if not (ctype.startswith("image/") or ctype == "application/octet-stream"):
+            raise ApiError(415, "unsupported_media_type", f"content type {ctype or 'none'!r}: send an image (image/*, "
+                                                          "application/octet-stream) or multipart/form-data")
+        return [("upload", body)]
+
+    async def analyze(name: str, data: bytes) -> dict:
+        inflight[0] += 1
+        try:
+            return await _analyze(name, data)
+        finally:
+            inflight[0] -= 1
+
+    async def _analyze(name: str, data: bytes) -> dict:
+        img = await asyncio.to_thread(decode_image, data, name, cfg.max_pixels)
+        try:
+            fut = batcher.submit(img, name)
+        except queue.Full as e:
+            raise ApiError(503, "busy", "server saturated: too many queued images, retry later") from e
+        try:
+            faces = await asyncio.wait_for(asyncio.wrap_future(fut), cfg.request_timeout_s)
+        except asyncio.TimeoutError as e:
+            fut.cancel()
+            raise ApiError(504, "timeout", f"inference took longer than {cfg.request_timeout_s} s") from e
+        except Exception as e:  # noqa: BLE001 - a model/detector failure on this image
+            from ferkit.errors import FerkitError
+
+            if isinstance(e, FerkitError):
+                raise ApiError(400, "bad_image", str(e)) from e
+            raise
+        h, w = img.shape[:2]
+        fr = FileResult(path=name, image_size=(w, h), downscaled=an.was_downscaled(img), faces=faces)
+        if not faces:
+            fr.status, fr.reason = "no_face", "no face found"
+        return fr.to_dict()
+
+    @app.post("/v1/predict", response_model=PredictResult, responses=ERRORS, openapi_extra=_IMAGE_BODY,
+              summary="Faces and expressions of one image (multipart 'file' or raw image bytes)")
+    async def predict(request: Request):
+        (name, data), = await read_images(request, many=False)
+        return JSONResponse(await analyze(name, data))
+
+    @app.post("/v1/predict/batch", response_model=BatchResult, responses=ERRORS, openapi_extra=_BATCH_BODY,
+              summary="Several images (multipart 'files'); a bad image is an item with status 'error'")
+    async def predict_batch(request: Request):
+        items = await read_images(request, many=True)
+
+        async def one(name, data):
+            try:
+                return await analyze(name, data)
+            except ApiError as e:
+                if e.status in (503, 504):
+                    raise
+                return {"schema": 2, "path": name, "kind": "image", "status": "error", "reason": e.reason,
+                        "downscaled": False, "faces": []}
+
+        return JSONResponse({"results": list(await asyncio.gather(*(one(n, d) for n, d in items)))})
+
+    @app.get("/v1/models", response_model=ModelsInfo, responses={401: {"model": ErrorBody}})
+    def models():
+        return {"models": [{"name": c.name, "classes": list(c.classes), "input_size": list(c.spec.size),
+                            "channels": int(c.spec.channels), "task": c.task} for c in an.classifiers],
+                "classes": list(an.classes), "detector": type(an.detector).__name__ if an.detector else "none",
+                "det_size": getattr(an.detector, "max_size", None), "identity": an.identity is not None,
+                "micro_batching": {"max_batch": cfg.batch_max, "max_wait_ms": cfg.batch_wait_ms},
+                "limits": {"max_upload_bytes": cfg.max_upload_bytes, "max_pixels": cfg.max_pixels,
+                           "max_batch_files": cfg.max_batch_files, "request_timeout_s": cfg.request_timeout_s}}
+
+    @app.get("/healthz", response_model=dict[str, str])
+    def healthz():
+        return {"status": "ok"}
+
+    @app.get("/metrics", response_class=PlainTextResponse, responses={401: {"model": ErrorBody}})
+    def prometheus():
+        return PlainTextResponse(metrics.render(), media_type="text/plain; version=0.0.4")
+
+    @app.get("/", include_in_schema=False)
+    def index():
+        return FileResponse(STATIC / "index.html", media_type="text/html")
+
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    return app
+
+
+def run_server(config: ServeConfig, host: str = "127.0.0.1", port: int = 8000) -> int:
+    """Build the app (model loaded once) and serve it with uvicorn until Ctrl-C."""
+    from ferkit.errors import ConfigError
+
+    try:
+        import uvicorn
+    except ImportError as e:
+        raise ConfigError("ferkit serve needs fastapi, uvicorn and python-multipart: pip install 'ferkit[serve]'") from e
+    app = create_app(config)
+    print(f"ferkit serve: http://{host}:{port}/ (API docs at /docs)", flush=True)
+    uvicorn.run(app, host=host, port=port, log_level="warning")
+    return 0
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+class BackgroundServer:
+    """uvicorn in a daemon thread on loopback (tests, benchmarks): ``with BackgroundServer(cfg) as url: ...``."""
+
+    def __init__(self, config: ServeConfig, host: str = "127.0.0.1", port: int | None = None):
+        self.config, self.host, self.port = config, host, port or free_port(host)
+        self.url = f"http://{host}:{self.port}"
+
+    def __enter__(self) -> str:
+        import threading
+
+        import uvicorn
+
+        self.app = create_app(self.config)
+        self.server = uvicorn.Server(uvicorn.Config(self.app, host=self.host, port=self.port, log_level="warning",
+                                                    lifespan="on"))
+        self.thread = threading.Thread(target=self.server.run, name="ferkit-serve", daemon=True)
+        self.thread.start()
+        t0 = time.perf_counter()
+        while not self.server.started:
+            if not self.thread.is_alive() or time.perf_counter() - t0 > 60:
+                raise RuntimeError(f"ferkit serve did not start on {self.url}")
+            time.sleep(0.02)
+        return self.url
+
+    def __exit__(self, *exc) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)
+        self.app.state.batcher.close()

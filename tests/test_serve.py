@@ -1,0 +1,228 @@
+"""ferkit serve over real HTTP on loopback: predictions on real photos, limits and bad input (4xx JSON, never a
+500, the worker stays alive), API key, metrics, micro-batching under concurrency, the page and the CLI."""
+
+import io
+import json
+import os
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+
+pytest.importorskip("fastapi")
+pytest.importorskip("uvicorn")
+httpx = pytest.importorskip("httpx")
+
+from ferkit.serve.app import BackgroundServer, ServeConfig, free_port  # noqa: E402
+
+
+def _jpeg(arr, quality=90) -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, "JPEG", quality=quality)
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def photos():
+    import matplotlib
+    import skimage.data
+
+    grace = open(os.path.join(matplotlib.get_data_path(), "sample_data", "grace_hopper.jpg"), "rb").read()
+    return {"grace": grace, "astronaut": _jpeg(skimage.data.astronaut())}
+
+
+@pytest.fixture(scope="module")
+def analyzer():
+    from ferkit.predict.pipeline import Analyzer
+
+    return Analyzer("fer_minixception", detector="retinaface", det_size=640)
+
+
+@pytest.fixture(scope="module")
+def server(analyzer):
+    cfg = ServeConfig(analyzer=analyzer, max_upload_bytes=2_000_000, max_pixels=4_000_000, batch_max=8,
+                      batch_wait_ms=10)
+    with BackgroundServer(cfg) as url:
+        with httpx.Client(base_url=url, timeout=60) as c:
+            yield c
+
+
+def _ok(r):
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def _face_checks(body, w, h):
+    assert body["status"] == "ok" and body["image_size"] == [w, h]
+    f = body["faces"][0]
+    x1, y1, x2, y2 = f["box"]
+    assert 0 <= x1 < x2 <= w and 0 <= y1 < y2 <= h
+    assert set(f["landmarks"]) == {"left_eye", "right_eye", "nose", "mouth_left", "mouth_right"}
+    assert abs(sum(f["probabilities"].values()) - 1) < 1e-3
+    assert f["label"] == max(f["probabilities"], key=f["probabilities"].get)
+    assert f["identity"] is None
+
+
+def test_predict_multipart_and_raw(server, photos):
+    body = _ok(server.post("/v1/predict", files={"file": ("grace.jpg", photos["grace"], "image/jpeg")}))
+    _face_checks(body, 512, 600)
+    assert body["path"] == "grace.jpg" and len(body["faces"]) == 1
+    raw = _ok(server.post("/v1/predict", content=photos["astronaut"], headers={"content-type": "image/jpeg"}))
+    _face_checks(raw, 512, 512)
+    # the same image gives the same answer both ways
+    again = _ok(server.post("/v1/predict", content=photos["grace"], headers={"content-type": "application/octet-stream"}))
+    assert again["faces"][0]["probabilities"] == body["faces"][0]["probabilities"]
+
+
+def test_no_face_is_ok_not_error(server):
+    body = _ok(server.post("/v1/predict", content=_jpeg(np.full((120, 160, 3), 128, np.uint8)),
+                           headers={"content-type": "image/jpeg"}))
+    assert body["status"] == "no_face" and body["faces"] == []
+
+
+def test_batch(server, photos):
+    files = [("files", ("g.jpg", photos["grace"], "image/jpeg")), ("files", ("a.jpg", photos["astronaut"], "image/jpeg")),
+             ("files", ("bad.png", b"not an image", "image/png"))]
+    res = _ok(server.post("/v1/predict/batch", files=files))["results"]
+    assert [r["status"] for r in res] == ["ok", "ok", "error"]
+    assert [r["path"] for r in res] == ["g.jpg", "a.jpg", "bad.png"] and "not an image" in res[2]["reason"]
+
+
+@pytest.mark.parametrize("case", ["text", "truncated", "empty", "wrong_type", "too_large", "too_many_pixels",
+                                  "no_file_field", "bad_multipart", "batch_not_multipart", "garbage_png"])
+def test_bad_input_is_4xx_json(server, photos, case):
+    from PIL import Image
+
+    g = photos["grace"]
+    big = io.BytesIO()
+    Image.new("RGB", (3000, 2000)).save(big, "PNG")  # 6 Mpx > 4 Mpx limit, but a small file
+    req = {
+        "text": dict(content=b"hello", headers={"content-type": "image/jpeg"}),
+        "truncated": dict(content=g[: len(g) // 3], headers={"content-type": "image/jpeg"}),
+        "empty": dict(content=b"", headers={"content-type": "image/jpeg"}),
+        "wrong_type": dict(content=g, headers={"content-type": "text/plain"}),
+        "too_large": dict(content=os.urandom(2_100_000), headers={"content-type": "image/jpeg"}),
+        "too_many_pixels": dict(content=big.getvalue(), headers={"content-type": "image/png"}),
+        "no_file_field": dict(files={"other": ("x.jpg", g, "image/jpeg")}),
+        "bad_multipart": dict(content=b"--xx\r\ngarbage", headers={"content-type": "multipart/form-data; boundary=xx"}),
+        "batch_not_multipart": dict(content=g, headers={"content-type": "image/jpeg"}),
+        "garbage_png": dict(content=b"\x89PNG\r\n\x1a\n" + os.urandom(500), headers={"content-type": "image/png"}),
+    }[case]
+    url = "/v1/predict/batch" if case == "batch_not_multipart" else "/v1/predict"
+    r = server.post(url, **req)
+    assert 400 <= r.status_code < 500, (r.status_code, r.text)
+    body = r.json()
+    assert set(body) == {"error", "reason"} and body["reason"]
+    expected = {"too_large": 413, "too_many_pixels": 413, "wrong_type": 415, "batch_not_multipart": 415}
+    if case in expected:
+        assert r.status_code == expected[case]
+    # the worker is alive: a good request still works
+    assert _ok(server.post("/v1/predict", content=g, headers={"content-type": "image/jpeg"}))["status"] == "ok"
+
+
+def test_models_health_metrics_openapi(server, photos):
+    m = _ok(server.get("/v1/models"))
+    assert m["models"][0]["classes"] == m["classes"] and "happy" in m["classes"]
+    assert m["det_size"] == 640 and m["micro_batching"]["max_batch"] == 8
+    assert _ok(server.get("/healthz")) == {"status": "ok"}
+    _ok(server.post("/v1/predict", content=photos["grace"], headers={"content-type": "image/jpeg"}))
+    text = server.get("/metrics").text
+    assert 'ferkit_requests_total{method="POST",route="/v1/predict",status="200"}' in text
+    assert 'ferkit_request_duration_seconds_bucket{route="/v1/predict",le="+Inf"}' in text
+    faces = [ln for ln in text.splitlines() if ln.startswith("ferkit_faces_processed_total ")]
+    assert faces and int(faces[0].split()[1]) >= 1
+    spec = _ok(server.get("/openapi.json"))
+    assert {"/v1/predict", "/v1/predict/batch", "/v1/models", "/healthz", "/metrics"} <= set(spec["paths"])
+    content = spec["paths"]["/v1/predict"]["post"]["requestBody"]["content"]
+    assert {"multipart/form-data", "image/jpeg", "application/octet-stream"} <= set(content)
+
+
+def test_concurrent_requests_are_micro_batched(server, photos):
+    before = server.get("/metrics").text
+
+    def count(text):
+        return int([ln for ln in text.splitlines() if ln.startswith("ferkit_batch_images_count")][0].split()[1])
+
+    def one(_):
+        return server.post("/v1/predict", content=photos["astronaut"], headers={"content-type": "image/jpeg"})
+
+    with ThreadPoolExecutor(8) as ex:
+        rs = list(ex.map(one, range(16)))
+    assert all(r.status_code == 200 and r.json()["faces"] for r in rs)
+    labels = {r.json()["faces"][0]["label"] for r in rs}
+    assert len(labels) == 1  # batching does not change answers
+    batches = count(server.get("/metrics").text) - count(before)
+    assert batches < 16, f"16 concurrent images took {batches} forwards: no micro-batching"
+
+
+def test_page_and_static(server):
+    r = server.get("/")
+    assert r.status_code == 200 and "getUserMedia" not in r.text and "/static/app.js" in r.text
+    js = server.get("/static/app.js")
+    assert js.status_code == 200 and "getUserMedia" in js.text and "/v1/predict" in js.text
+    assert server.get("/static/style.css").status_code == 200
+    assert "http://" not in r.text and "https://" not in r.text + js.text  # nothing external is fetched
+    assert server.get("/nope").status_code == 404 and server.get("/nope").json()["error"] == "http_404"
+
+
+def test_api_key(analyzer, photos, monkeypatch):
+    monkeypatch.setenv("FERKIT_API_KEY", "s3cret")
+    with BackgroundServer(ServeConfig(analyzer=analyzer)) as url, httpx.Client(base_url=url, timeout=60) as c:
+        assert c.get("/healthz").status_code == 200
+        for path in ("/v1/models", "/metrics", "/"):
+            r = c.get(path)
+            assert r.status_code == 401 and r.json()["error"] == "unauthorized"
+        assert c.post("/v1/predict", content=photos["grace"], headers={"content-type": "image/jpeg"}).status_code == 401
+        assert c.get("/v1/models", headers={"x-api-key": "wrong"}).status_code == 401
+        assert c.get("/v1/models", headers={"x-api-key": "s3cret"}).status_code == 200
+        assert c.get("/v1/models", headers={"authorization": "Bearer s3cret"}).status_code == 200
+        assert c.get("/?api_key=s3cret").status_code == 200
+        r = c.post("/v1/predict", content=photos["grace"], headers={"content-type": "image/jpeg", "x-api-key": "s3cret"})
+        assert r.status_code == 200 and r.json()["faces"]
+
+
+def test_timeout_is_504_json(photos):
+    from ferkit.predict.pipeline import Analyzer
+
+    class Slow(Analyzer):
+        def process(self, *a, **k):
+            time.sleep(1.5)
+            return super().process(*a, **k)
+
+    an = Slow("fer_minixception", detector="haar")
+    with BackgroundServer(ServeConfig(analyzer=an, request_timeout_s=0.3)) as url, httpx.Client(base_url=url) as c:
+        r = c.post("/v1/predict", content=photos["grace"], headers={"content-type": "image/jpeg"}, timeout=30)
+        assert r.status_code == 504 and r.json()["error"] == "timeout"
+        time.sleep(1.5)
+        assert c.get("/healthz").status_code == 200
+
+
+def test_cli_serve_subprocess(photos, tmp_path):
+    port = free_port()
+    env = dict(os.environ, FERKIT_API_KEY="")
+    proc = subprocess.Popen([sys.executable, "-m", "ferkit", "serve", "--port", str(port), "--model", "fer_minixception",
+                             "--detector", "haar", "--batch-max", "4"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        t0 = time.time()
+        while True:
+            try:
+                if httpx.get(url + "/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert proc.poll() is None, proc.stdout.read()
+            assert time.time() - t0 < 90, "server did not come up"
+            time.sleep(0.3)
+        r = httpx.post(url + "/v1/predict", content=photos["grace"], headers={"content-type": "image/jpeg"}, timeout=60)
+        assert r.status_code == 200 and r.json()["faces"], r.text
+        assert json.loads(httpx.get(url + "/v1/models").text)["micro_batching"]["max_batch"] == 4
+    finally:
+        proc.terminate()
+        proc.wait(20)

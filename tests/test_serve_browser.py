@@ -1,0 +1,103 @@
+"""End to end in headless Chromium: ferkit serve's page with a fake camera fed from an MJPEG made from a real
+face photo (skimage's astronaut) shows a face box and a label. A screenshot is saved under the pytest tmp dir.
+
+Set-up: installs Debian's ``chromium`` + ``chromium-driver`` with apt-get when missing and running as root;
+skips with the reason otherwise. Recipe: /work/shared/BROWSER_TESTING.md."""
+
+import io
+import os
+import shutil
+import subprocess
+import time
+
+import pytest
+
+pytest.importorskip("fastapi")
+pytest.importorskip("uvicorn")
+pytest.importorskip("selenium")
+
+from ferkit.serve.app import BackgroundServer, ServeConfig  # noqa: E402
+
+
+def _ensure_chromium() -> tuple[str, str]:
+    if not (shutil.which("chromium") and shutil.which("chromedriver")):
+        if not hasattr(os, "geteuid") or os.geteuid() != 0 or not shutil.which("apt-get"):
+            pytest.skip("chromium/chromium-driver missing and not root: cannot apt-get install them")
+        try:
+            env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+            subprocess.run(["apt-get", "update"], check=True, capture_output=True, timeout=300, env=env)
+            subprocess.run(["apt-get", "install", "-y", "chromium", "chromium-driver"], check=True,
+                           capture_output=True, timeout=600, env=env)
+        except (subprocess.SubprocessError, OSError) as e:
+            pytest.skip(f"could not install chromium + chromium-driver: {e}")
+    if not (shutil.which("chromium") and shutil.which("chromedriver")):
+        pytest.skip("chromium/chromedriver still not on PATH after installation")
+    return shutil.which("chromium"), shutil.which("chromedriver")
+
+
+def _fake_camera(path, frames=20):
+    """640x480 MJPEG (JPEG frames concatenated) of a real face photo, slightly moving."""
+    import numpy as np
+    import skimage.data
+    from PIL import Image
+
+    face = Image.fromarray(skimage.data.astronaut()).resize((480, 480))
+    with open(path, "wb") as fh:
+        for i in range(frames):
+            canvas = Image.new("RGB", (640, 480), (40, 40, 40))
+            canvas.paste(face, (80 + (i % 5) * 4, 0))
+            buf = io.BytesIO()
+            canvas.save(buf, "JPEG", quality=85)
+            fh.write(buf.getvalue())
+    assert np.asarray(face).shape == (480, 480, 3)
+
+
+def test_page_shows_face_box_and_label(tmp_path):
+    chromium, chromedriver = _ensure_chromium()
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    cam = tmp_path / "camera.mjpeg"
+    _fake_camera(cam)
+    home = tmp_path / "home"
+    home.mkdir()
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = chromium
+    for a in ("--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-dev-shm-usage",
+              "--disable-background-networking", "--disable-component-update", "--disable-sync",
+              "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+              f"--use-file-for-fake-video-capture={cam}", f"--user-data-dir={tmp_path / 'profile'}",
+              "--window-size=1300,900"):
+        opts.add_argument(a)
+    service = Service(chromedriver, env=dict(os.environ, HOME=str(home)))
+    with BackgroundServer(ServeConfig(models=["fer_minixception"], detector="retinaface", det_size=640)) as url:
+        driver = webdriver.Chrome(service=service, options=opts)
+        try:
+            driver.set_page_load_timeout(60)
+            driver.get(url + "/")
+            last, t0 = None, time.time()
+            while time.time() - t0 < 60:
+                last = driver.execute_script("return window.ferkitLast")
+                if last and last.get("faces"):
+                    break
+                time.sleep(0.25)
+            status = driver.find_element("id", "status").text
+            assert last and last.get("faces"), f"no face drawn within 60 s; page status: {status!r}"
+            face = last["faces"][0]
+            assert face["label"] in face["probabilities"]
+            x1, y1, x2, y2 = face["box"]
+            assert 80 <= (x1 + x2) / 2 <= 560 and 0 <= (y1 + y2) / 2 <= 400  # the face is where the photo is
+            assert driver.find_element("id", "last-label").text == face["label"]
+            assert int(driver.find_element("id", "status").get_attribute("data-faces")) >= 1
+            # the box is drawn: overlay pixels at the box edge are not transparent
+            alpha = driver.execute_script(
+                "const c=document.getElementById('overlay');const f=window.ferkitLast.faces[0];"
+                "const x=Math.round(f.box[0]), y=Math.round((f.box[1]+f.box[3])/2);"
+                "return c.getContext('2d').getImageData(x-1,y,3,1).data[3]+c.getContext('2d').getImageData(x-1,y,3,1).data[7];")
+            assert alpha > 0, "overlay has no box at the reported face"
+            shot = tmp_path / "serve_page.png"
+            driver.save_screenshot(str(shot))
+            assert shot.stat().st_size > 10_000
+            print(f"screenshot: {shot}")
+        finally:
+            driver.quit()
