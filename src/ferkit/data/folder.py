@@ -296,31 +296,28 @@ def scan_folder(root: Path):
         if s is not None and s not in split_dirs:
             split_dirs[s] = d
     samples, listing, classes = [], [], set()
+
+    def scan(parent: Path, class_dirs: list[Path], split: str | None) -> None:
+        """Every image under each class folder of ``parent``; loose images beside them are noted."""
+        for cd in class_dirs:
+            classes.add(cd.name)
+            listing.append([os.path.relpath(cd, root)])
+            for p, sz, mt in _walk_images(cd):
+                samples.append((p, cd.name, split))
+                listing.append([os.path.relpath(p, root), sz, mt])
+        loose = [f for f in _list_files(parent) if is_image_file(f.name)]
+        if loose:
+            notes.append(Problem(str(parent), f"ignored {len(loose)} image(s) not inside a class folder"))
+
     if split_dirs:
         for d in top:
             if d not in split_dirs.values():
                 notes.append(Problem(str(d), "ignored: not a split folder (train, val/validation, test) "
                                              "next to the split folders"))
         for split, sd in sorted(split_dirs.items(), key=lambda kv: SPLIT_CODES[kv[0]]):
-            for cd in _subdirs(sd):
-                classes.add(cd.name)
-                listing.append([os.path.relpath(cd, root)])
-                for p, sz, mt in _walk_images(cd):
-                    samples.append((p, cd.name, split))
-                    listing.append([os.path.relpath(p, root), sz, mt])
-            loose = [f for f in _list_files(sd) if is_image_file(f.name)]
-            if loose:
-                notes.append(Problem(str(sd), f"ignored {len(loose)} image(s) not inside a class folder"))
+            scan(sd, _subdirs(sd), split)
     else:
-        for cd in top:
-            classes.add(cd.name)
-            listing.append([os.path.relpath(cd, root)])
-            for p, sz, mt in _walk_images(cd):
-                samples.append((p, cd.name, None))
-                listing.append([os.path.relpath(p, root), sz, mt])
-        loose = [f for f in _list_files(root) if is_image_file(f.name)]
-        if loose:
-            notes.append(Problem(str(root), f"ignored {len(loose)} image(s) not inside a class folder"))
+        scan(root, top, None)
     return (split_dirs or None), sorted(classes), samples, listing, notes
 
 
