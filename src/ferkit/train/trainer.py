@@ -159,15 +159,16 @@ class Trainer:
         if mode == "auto":
             mode = "pretrained" if (cfg.pretrained and card.mean) else "dataset"
         if mode == "pretrained":
-            if not card.mean:
+            stats = card.normalization(in_ch)
+            if stats is None:
                 raise ConfigError(f"--normalize pretrained: model {card.name} has no pretrained statistics; "
                                   "use --normalize dataset")
-            mean, std = list(card.mean), list(card.std)
+            mean, std = list(stats[0]), list(stats[1])
         elif mode == "dataset":
             mean, std = ds.channel_stats("train")
+            mean, std = _fit_channels(mean, in_ch), _fit_channels(std, in_ch)
         else:
-            mean, std = [0.0], [1.0]
-        mean, std = _fit_channels(mean, in_ch), _fit_channels(std, in_ch)
+            mean, std = [0.0] * in_ch, [1.0] * in_ch
         self.spec = InputSpec(size=hw, channels=in_ch, mean=mean, std=std, permute_seed=cfg.permute_seed)
 
         if cfg.init:
