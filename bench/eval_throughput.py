@@ -3,7 +3,7 @@
 The baseline is the loop the source projects' ``evaluate`` / ``infer`` scripts run: for each image file, PIL
 decode, ``Grayscale``, ``ToTensor``, ``Normalize``, then ``model(x.unsqueeze(0))`` under ``torch.no_grad()``.
 ferkit evaluates the same images from its decode-once uint8 cache with
-:func:`ferkit.evaluate.evaluator.predict_arrays` (one ``to_input`` + one forward per batch of 256).
+:func:`ferkit.evaluation.evaluator.predict_arrays` (one ``to_input`` + one forward per batch of 256).
 Both use the same ``resnet18`` (7 classes, 1 channel, 48x48 input, random weights: speed does not depend on them)
 and the same number of threads.
 
@@ -71,7 +71,7 @@ def main() -> None:
     from ferkit.data import load_dataset
     from ferkit.data.synth import write
     from ferkit.data.transforms import InputSpec
-    from ferkit.evaluate.evaluator import evaluate_checkpoint, predict_arrays
+    from ferkit.evaluation.evaluator import evaluate_checkpoint, predict_arrays
 
     n = a.n or (600 if a.quick else 2000)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), CPU; resnet18 1x48x48, {n} images")

@@ -112,7 +112,7 @@ def main() -> None:
     cv2.setNumThreads(a.threads)
     from ferkit.checkpoint import build_model, load_checkpoint
     from ferkit.data.transforms import InputSpec
-    from ferkit.predict.pipeline import Analyzer
+    from ferkit.inference.pipeline import Analyzer
 
     ck = load_checkpoint("fer_minixception")
     model, spec = build_model(ck).eval(), InputSpec.from_dict(ck["input"])

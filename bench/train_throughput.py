@@ -95,8 +95,8 @@ def model_only_img_s(model_name: str, images: int) -> float:
 
 def ferkit_img_s(data_root: Path, model_name: str, images: int, augment: bool, out: Path) -> tuple[float, float]:
     from ferkit.data import load_dataset
-    from ferkit.train.config import TrainConfig
-    from ferkit.train.trainer import Trainer
+    from ferkit.training.config import TrainConfig
+    from ferkit.training.trainer import Trainer
 
     t0 = time.perf_counter()
     ds = load_dataset(str(data_root), quiet=True)
@@ -113,8 +113,8 @@ def ferkit_img_s(data_root: Path, model_name: str, images: int, augment: bool, o
 def memory_child(tmp: Path) -> None:
     """Run in a fresh process: build a 35,887-row FER2013 CSV, load it, train one epoch; print peak RSS."""
     from ferkit.data.synth import generate
-    from ferkit.train.config import TrainConfig
-    from ferkit.train.trainer import Trainer
+    from ferkit.training.config import TrainConfig
+    from ferkit.training.trainer import Trainer
 
     csv = tmp / "fer2013_sized.csv"
     if not csv.exists():

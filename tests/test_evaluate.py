@@ -18,7 +18,7 @@ from ferkit import api
 from ferkit.checkpoint import build_model, load_checkpoint, make_checkpoint, save_checkpoint
 from ferkit.data.base import FaceDataset
 from ferkit.errors import CheckpointError, DataError
-from ferkit.evaluate.evaluator import predict_arrays, tta_views
+from ferkit.evaluation.evaluator import predict_arrays, tta_views
 
 PNG = b"\x89PNG\r\n\x1a\n"
 

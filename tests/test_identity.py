@@ -144,7 +144,7 @@ def test_imbalance_warning():
 
 
 def test_binary_metrics_two_class():
-    from ferkit.evaluate.metrics import binary_metrics
+    from ferkit.evaluation.metrics import binary_metrics
 
     y = np.array([0, 0, 0, 1, 1, 1])  # classes ["me", "not_me"]: "me" (index 0) is positive
     p_me = np.array([0.9, 0.8, 0.3, 0.6, 0.2, 0.1])
@@ -310,7 +310,7 @@ def test_enrol_and_verify_real_photos(tmp_path, encoder, photos):
 
     # Expression and identity together (what predict --gallery and the webcam view use).
     from ferkit.identity.verify import IdentityAssigner
-    from ferkit.predict.pipeline import Analyzer
+    from ferkit.inference.pipeline import Analyzer
 
     an = Analyzer("fer_minixception", detector=encoder.detector, identity=IdentityAssigner(g))
     faces = an.analyze(str(photos["obama3"]))
@@ -370,7 +370,7 @@ def test_evaluate_verification(tmp_path, encoder, photos):
 def test_collect_from_video_file(tmp_path, photos):
     import cv2
 
-    from ferkit.collect import collect
+    from ferkit.identity.capture import collect
 
     # A replayable "camera": frames with one face, with no face, and with five faces.
     one = cv2.imread(str(photos["obama"]))

@@ -9,7 +9,7 @@ import pytest
 import scipy.stats
 import sklearn.metrics as S
 
-from ferkit.evaluate import metrics as M
+from ferkit.evaluation import metrics as M
 
 
 @pytest.fixture(autouse=True)

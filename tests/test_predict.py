@@ -133,8 +133,8 @@ def test_predict_video(tmp_path, astronaut):
 
 def test_live_window_falls_back_without_gui(tmp_path, astronaut, capsys):
     """opencv-python-headless has no imshow: analyze_video(show=True) warns once and goes on."""
-    from ferkit.predict.pipeline import Analyzer
-    from ferkit.predict.video import _show_available, analyze_video
+    from ferkit.inference.pipeline import Analyzer
+    from ferkit.inference.video import _show_available, analyze_video
 
     torch.set_num_threads(1)
     vid = tmp_path / "c.mp4"
@@ -155,7 +155,7 @@ def test_missing_camera_is_one_line_exit_2():
 
 def test_analyze_api_and_ensemble(astronaut):
     import ferkit
-    from ferkit.predict.pipeline import Analyzer
+    from ferkit.inference.pipeline import Analyzer
     from ferkit.zoo.vocab import COMMON
 
     torch.set_num_threads(1)
@@ -187,7 +187,7 @@ def test_onnx_export_parity(tmp_path):
     from ferkit.checkpoint import build_model, make_checkpoint, save_checkpoint
     from ferkit.data.transforms import InputSpec, to_input
     from ferkit.models import create_model
-    from ferkit.predict.onnx import OnnxClassifier, export_onnx
+    from ferkit.inference.onnx import OnnxClassifier, export_onnx
 
     torch.set_num_threads(1)
     torch.manual_seed(0)

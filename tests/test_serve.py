@@ -38,7 +38,7 @@ def photos():
 
 @pytest.fixture(scope="module")
 def analyzer():
-    from ferkit.predict.pipeline import Analyzer
+    from ferkit.inference.pipeline import Analyzer
 
     return Analyzer("fer_minixception", detector="retinaface", det_size=640)
 
@@ -187,7 +187,7 @@ def test_api_key(analyzer, photos, monkeypatch):
 
 
 def test_timeout_is_504_json(photos):
-    from ferkit.predict.pipeline import Analyzer
+    from ferkit.inference.pipeline import Analyzer
 
     class Slow(Analyzer):
         def process(self, *a, **k):

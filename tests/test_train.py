@@ -220,7 +220,7 @@ def test_gradient_accumulation_matches_the_big_batch(tmp_path, synth_small):
 
 
 def test_class_weighted_label_smoothed_loss_matches_torch():
-    from ferkit.train.losses import TaskLoss
+    from ferkit.training.losses import TaskLoss
 
     torch.manual_seed(0)
     logits, y = torch.randn(8, 3), torch.tensor([0, 1, 2, 2, 2, 2, 1, 0])

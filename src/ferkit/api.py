@@ -12,8 +12,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from ferkit.checkpoint import describe, load_checkpoint, load_model
-from ferkit.train.config import TrainConfig, list_recipes, load_recipe
-from ferkit.train.trainer import TrainResult, Trainer
+from ferkit.training.config import TrainConfig, list_recipes, load_recipe
+from ferkit.training.trainer import TrainResult, Trainer
 
 
 def make_config(recipe: str | None = None, **settings) -> TrainConfig:
@@ -25,7 +25,7 @@ def make_config(recipe: str | None = None, **settings) -> TrainConfig:
 
 
 def train(recipe: str | None = None, dataset=None, callbacks=None, **settings) -> TrainResult:
-    """Train a model; see :class:`ferkit.train.config.TrainConfig` for every setting.
+    """Train a model; see :class:`ferkit.training.config.TrainConfig` for every setting.
 
     ``dataset`` may be an already-loaded :class:`~ferkit.data.base.FaceDataset` (then ``data`` is not needed).
     """
@@ -34,7 +34,7 @@ def train(recipe: str | None = None, dataset=None, callbacks=None, **settings) -
 
 def freeze_sweep(recipe: str | None = None, dataset=None, depths=None, **settings) -> list[dict]:
     """One run per frozen depth (source 002); returns the table rows."""
-    from ferkit.train.sweep import freeze_sweep as _sweep
+    from ferkit.training.sweep import freeze_sweep as _sweep
 
     return _sweep(make_config(recipe, **settings), dataset=dataset, depths=depths)
 
@@ -60,7 +60,7 @@ def synthesize(out, n: int = 3000, seed: int = 0, **kwargs) -> Path:
 
 def predict(checkpoint, inputs, batch_size: int = 64, device: str = "cpu") -> list:
     """Classify face-crop images (files or folders) with a checkpoint: one ImagePrediction per file."""
-    from ferkit.predict.images import predict_images
+    from ferkit.inference.images import predict_images
 
     if isinstance(inputs, (str, Path)):
         inputs = [inputs]
@@ -69,15 +69,15 @@ def predict(checkpoint, inputs, batch_size: int = 64, device: str = "cpu") -> li
 
 def analyze(image, model="fer_minixception", detector: str = "retinaface", device: str = "cpu", **kwargs) -> list:
     """Every face in ``image`` (a path, an RGB uint8 array or a PIL image) with its expression: a list of
-    :class:`~ferkit.predict.schema.FaceResult` (box, landmarks, label, probabilities, ...; ``to_dict()``).
+    :class:`~ferkit.schema.FaceResult` (box, landmarks, label, probabilities, ...; ``to_dict()``).
 
     ``model``: zoo name, checkpoint path, exported ``.onnx`` file, or a list of them (an ensemble over the
     common vocabulary). ``detector``: retinaface, mtcnn or haar. Other keyword arguments go to
-    :class:`~ferkit.predict.pipeline.Analyzer` (``backend``, ``crop``, ``batch_size``, ``detect``). The
+    :class:`~ferkit.inference.pipeline.Analyzer` (``backend``, ``crop``, ``batch_size``, ``detect``). The
     analyzer is built once per argument set and reused; build an ``Analyzer`` yourself for batches of files
     (``Analyzer.analyze_paths``).
     """
-    from ferkit.predict.pipeline import analyze as _analyze
+    from ferkit.inference.pipeline import analyze as _analyze
 
     return _analyze(image, model=model, detector=detector, device=device, **kwargs)
 
@@ -85,7 +85,7 @@ def analyze(image, model="fer_minixception", detector: str = "retinaface", devic
 def export(model, out=None, format: str = "onnx", int8: bool = False):
     """Export a checkpoint or zoo model to a self-describing ONNX file; returns its path."""
     from ferkit.errors import ConfigError
-    from ferkit.predict.onnx import export_onnx
+    from ferkit.inference.onnx import export_onnx
 
     if format != "onnx":
         raise ConfigError(f"export format {format!r}: only onnx is supported")
@@ -95,13 +95,13 @@ def export(model, out=None, format: str = "onnx", int8: bool = False):
 def evaluate(checkpoint, data=None, split: str = "test", out=None, tta: str = "none", class_map: bool = False,
              dataset=None, **kwargs):
     """Evaluate a checkpoint on a dataset split: metrics.json, predictions.csv, plots and report.html in ``out``
-    (default ``<checkpoint folder>/eval_<split>``); returns an :class:`~ferkit.evaluate.evaluator.EvalResult`.
+    (default ``<checkpoint folder>/eval_<split>``); returns an :class:`~ferkit.evaluation.evaluator.EvalResult`.
 
     ``tta``: none, flip or tencrop. ``class_map``: evaluate on the classes shared with the dataset when the class
     sets differ. Other keyword arguments: ``format``, ``mapping``, ``batch_size``, ``device``, ``tensorboard``,
     ``wandb``, ``wandb_project``, ``quiet``.
     """
-    from ferkit.evaluate.evaluator import evaluate_checkpoint
+    from ferkit.evaluation.evaluator import evaluate_checkpoint
 
     return evaluate_checkpoint(checkpoint, data, split=split, out=out, tta=tta, class_map=class_map, dataset=dataset,
                                **kwargs)
@@ -110,7 +110,7 @@ def evaluate(checkpoint, data=None, split: str = "test", out=None, tta: str = "n
 def compare(paths, out="compare", quiet: bool = False) -> dict:
     """Key metrics of run folders (results.json) and/or evaluation folders (metrics.json) side by side; writes
     compare.csv/.md/.json/.png/.html into ``out`` and flags metrics that are not comparable across class sets."""
-    from ferkit.evaluate.compare import compare_runs
+    from ferkit.evaluation.compare import compare_runs
 
     if isinstance(paths, (str, Path)):
         paths = [paths]
@@ -176,12 +176,20 @@ def evaluate_verification(data, out="verification_eval", threshold: float | None
 
 def collect(webcam, label: str, count: int = 50, out="collected", **kwargs):
     """Capture one-face crops from camera ``webcam`` (or a video file) into ``out/label/`` (source 000)."""
-    from ferkit.collect import collect as _collect
+    from ferkit.identity.capture import collect as _collect
 
     return _collect(webcam, label, count=count, out=out, **kwargs)
 
 
-__all__ = ["TrainConfig", "TrainResult", "analyze", "compare", "describe", "evaluate", "experiment_permute", "export",
-           "freeze_sweep", "inspect_dataset", "list_models", "list_recipes", "load_checkpoint", "load_dataset", "load_model",
-           "make_config", "predict", "synthesize", "train", "enroll", "verify", "gallery_list", "gallery_remove",
-           "evaluate_verification", "collect"]
+def fetch_dataset(name: str, root=None, force: bool = False):
+    """Download (or find already placed) a public dataset into ``root`` (default ``$FERKIT_DATA_DIR``); returns
+    the path to give ``ferkit train --data``. See :mod:`ferkit.data.fetch` for the names."""
+    from ferkit.data.fetch import fetch_dataset as _fetch
+
+    return _fetch(name, root=root, force=force)
+
+
+__all__ = ["TrainConfig", "TrainResult", "analyze", "collect", "compare", "describe", "enroll", "evaluate",
+           "evaluate_verification", "experiment_permute", "export", "fetch_dataset", "freeze_sweep",
+           "gallery_list", "gallery_remove", "inspect_dataset", "list_models", "list_recipes", "load_checkpoint",
+           "load_dataset", "load_model", "make_config", "predict", "synthesize", "train", "verify"]

@@ -324,13 +324,13 @@ def cmd_train(a) -> int:
     if s.get("out") is None:
         cfg.out = os.path.join("runs", cfg.recipe or cfg.model)
     if a.freeze_sweep:
-        from ferkit.train.sweep import format_sweep, freeze_sweep
+        from ferkit.training.sweep import format_sweep, freeze_sweep
 
         rows = freeze_sweep(cfg)
         print(format_sweep(rows))
         print(f"sweep table: {cfg.out}/sweep.csv, {cfg.out}/sweep.md")
         return 0
-    from ferkit.train.trainer import Trainer
+    from ferkit.training.trainer import Trainer
 
     res = Trainer(cfg).fit()
     if res.metrics and not cfg.quiet and int(os.environ.get("RANK", "0")) == 0:
@@ -339,7 +339,7 @@ def cmd_train(a) -> int:
 
 
 def cmd_recipes(a) -> int:
-    from ferkit.train.config import list_recipes
+    from ferkit.training.config import list_recipes
 
     for name, r in list_recipes().items():
         print(f"{name:<28} {r.get('model', ''):<16} {r.get('source', ''):<12} {r.get('description', '')}")
@@ -389,7 +389,7 @@ def cmd_data(a) -> int:
 
 
 def cmd_predict(a) -> int:
-    from ferkit.predict.cli import run_predict
+    from ferkit.inference.cli import run_predict
 
     return run_predict(a)
 
@@ -406,7 +406,7 @@ def cmd_serve(a) -> int:
 
 
 def cmd_export(a) -> int:
-    from ferkit.predict.onnx import export_onnx
+    from ferkit.inference.onnx import export_onnx
 
     path = export_onnx(a.model, a.out, int8=a.int8, int8_ops=a.int8_ops)
     print(path)

@@ -163,7 +163,7 @@ def cmd_evaluate_verification(a) -> int:
 
 
 def cmd_collect(a) -> int:
-    from ferkit.collect import collect
+    from ferkit.identity.capture import collect
 
     rep = collect(a.webcam, a.label, count=a.count, out=a.out, interval=a.interval, detector=a.detector,
                   preview=a.preview)

@@ -6,7 +6,7 @@ image, train and test alike; :class:`~ferkit.data.transforms.PixelPermutation`),
 accuracies and their difference. A CNN relies on neighbouring pixels, so the gap measures how much of its
 accuracy comes from spatial structure.
 
-``freeze-sweep`` (source 002, part 2b) lives in :mod:`ferkit.train.sweep`; the CLI forwards to it.
+``freeze-sweep`` (source 002, part 2b) lives in :mod:`ferkit.training.sweep`; the CLI forwards to it.
 """
 
 from __future__ import annotations

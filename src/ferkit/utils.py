@@ -111,8 +111,30 @@ def cache_root() -> Path:
     return base / "ferkit"
 
 
+PROGRESS_ENV = "FERKIT_PROGRESS"
+
+
+def progress_enabled(quiet: bool = False) -> bool:
+    """Bars only where a person watches: stderr is a terminal. ``$FERKIT_PROGRESS`` = ``1`` forces them on
+    (``ferkit --progress``), ``0`` off (``--quiet`` does too); logs never fill with carriage-return updates."""
+    if quiet:
+        return False
+    env = os.environ.get(PROGRESS_ENV, "").strip().lower()
+    if env in ("1", "true", "yes", "on"):
+        return True
+    if env in ("0", "false", "no", "off"):
+        return False
+    import sys
+
+    try:
+        return sys.stderr.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
 def progress(iterable=None, *, total=None, desc=None, unit="it", quiet=False, leave=True, **kw):
-    """A tqdm bar (throughput shown by tqdm itself); silent when ``quiet``."""
+    """A tqdm bar with throughput, shown only when :func:`progress_enabled` says so."""
     from tqdm.auto import tqdm
 
-    return tqdm(iterable, total=total, desc=desc, unit=unit, disable=quiet, leave=leave, dynamic_ncols=True, **kw)
+    return tqdm(iterable, total=total, desc=desc, unit=unit, disable=not progress_enabled(quiet), leave=leave,
+                dynamic_ncols=True, **kw)

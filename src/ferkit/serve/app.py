@@ -168,7 +168,7 @@ def create_app(config: ServeConfig | None = None):
     from fastapi.staticfiles import StaticFiles
     from starlette.exceptions import HTTPException as StarletteHTTPException
 
-    from ferkit.predict.schema import FileResult
+    from ferkit.schema import FileResult
     from ferkit.serve.batching import MicroBatcher
     from ferkit.serve.metrics import Metrics
 
@@ -176,7 +176,7 @@ def create_app(config: ServeConfig | None = None):
     api_key = cfg.api_key if cfg.api_key is not None else (os.environ.get(API_KEY_ENV) or None)
     an = cfg.analyzer
     if an is None:
-        from ferkit.predict.pipeline import Analyzer
+        from ferkit.inference.pipeline import Analyzer
 
         ident = None
         if cfg.gallery:

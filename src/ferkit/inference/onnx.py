@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from ferkit.errors import ConfigError, ModelError
-from ferkit.predict.pipeline import Classifier
+from ferkit.inference.pipeline import Classifier
 
 OPSET = 17
 

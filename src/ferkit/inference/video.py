@@ -2,7 +2,7 @@
 tracking with optional EMA smoothing of probabilities, a per-second CSV, an emotion-over-time plot and an
 annotated mp4 (OpenCV ``mp4v``).
 
-    from ferkit.predict.video import analyze_video
+    from ferkit.inference.video import analyze_video
     res = analyze_video(analyzer, "clip.mp4", stride=2, smooth=0.5, annotate_dir="annotated/",
                         per_second_csv="clip.per_second.csv", plot="clip.emotions.png")
 
@@ -23,7 +23,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ferkit.errors import ConfigError, DataError
-from ferkit.predict.schema import FaceResult, FileResult
+from ferkit.schema import FaceResult, FileResult
 
 COLOURS = {"angry": (0, 0, 255), "disgust": (0, 128, 0), "fear": (128, 0, 128), "happy": (0, 200, 255),
            "sad": (255, 0, 0), "surprise": (255, 200, 0), "neutral": (200, 200, 200), "contempt": (0, 128, 255)}

@@ -24,9 +24,9 @@ import torch.nn as nn
 
 from ferkit.checkpoint import load_checkpoint, load_state, make_checkpoint, save_checkpoint, unwrap
 from ferkit.errors import CheckpointError, ConfigError, TrainingError
-from ferkit.evaluate import metrics as M
-from ferkit.train.config import TrainConfig
-from ferkit.train.losses import TaskLoss
+from ferkit.evaluation import metrics as M
+from ferkit.training.config import TrainConfig
+from ferkit.training.losses import TaskLoss
 from ferkit.utils import atomic_write_json, atomic_write_text, progress, resolve_device, seed_everything
 
 MONITORS = {"val_acc": "max", "val_loss": "min", "val_balanced_acc": "max"}
@@ -249,7 +249,7 @@ class Trainer:
     def _open_loggers(self):
         if not self.dist.main:
             return
-        from ferkit.train.loggers import TensorBoardLogger, WandbLogger
+        from ferkit.training.loggers import TensorBoardLogger, WandbLogger
 
         if self.cfg.tensorboard:
             self.loggers.append(TensorBoardLogger(self.run_dir / "tensorboard"))
@@ -653,7 +653,7 @@ class Trainer:
                 self._write_test_outputs(self.dataset.splits["test"], cm, probs, preds, va, n)
                 best_ckpt["metrics"] = result_metrics
                 save_checkpoint(best_ckpt, best_path)
-            from ferkit.evaluate.plots import plot_training_curves
+            from ferkit.evaluation.plots import plot_training_curves
 
             plot_training_curves(self.history, self.run_dir / "training_curves.png")
             n_params = sum(p.numel() for p in self.model.parameters())
@@ -679,7 +679,7 @@ class Trainer:
         return TrainResult(self.run_dir, best_path, last_path, best_epoch, result_metrics, self.history)
 
     def _write_test_outputs(self, split, cm, probs, preds, va, n) -> None:
-        from ferkit.evaluate.plots import plot_confusion_matrix
+        from ferkit.evaluation.plots import plot_confusion_matrix
 
         plot_confusion_matrix(cm, self.dataset.classes, self.run_dir / "confusion_matrix.png",
                               title=f"{self.model_name} — test ({int(cm.sum())} images)")

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from ferkit.errors import ConfigError, DataError
-from ferkit.evaluate import metrics as M
+from ferkit.evaluation import metrics as M
 
 # (key, header) of the table, in order; columns empty for every row are dropped
 COLUMNS = [
@@ -160,8 +160,8 @@ def _cell(v, key: str) -> str:
 def compare_runs(paths: list, out="compare", quiet: bool = False) -> dict:
     """Compare runs / evaluations; writes compare.csv, compare.md, compare.json, compare.png and compare.html to
     ``out``. Returns ``{"rows", "columns", "warnings", "files", "markdown"}``."""
-    from ferkit.evaluate.plots import plot_compare_bars
-    from ferkit.evaluate.report import write_compare_report
+    from ferkit.evaluation.plots import plot_compare_bars
+    from ferkit.evaluation.report import write_compare_report
     from ferkit.utils import atomic_write_json, atomic_write_text
 
     if not paths:
@@ -171,7 +171,7 @@ def compare_runs(paths: list, out="compare", quiet: bool = False) -> dict:
         r["name"] = name
 
     # class sets: tag A, B, ... in order of first appearance
-    from ferkit.evaluate.evaluator import _synonym
+    from ferkit.evaluation.evaluator import _synonym
 
     sets: dict[frozenset, str] = {}
     for r in rows:
@@ -231,7 +231,7 @@ def compare_runs(paths: list, out="compare", quiet: bool = False) -> dict:
     html_rows = [[r.get(k) for k, _ in cols] for r in rows]
     write_compare_report(out / "compare.html", headers, html_rows, warnings, chart,
                          [(r["name"], r["path"]) for r in rows])
-    from ferkit.evaluate.evaluator import finite
+    from ferkit.evaluation.evaluator import finite
 
     atomic_write_json(out / "compare.json", finite({"rows": rows, "columns": [k for k, _ in cols],
                                                     "warnings": warnings}))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ferkit.train.config import TrainConfig
+from ferkit.training.config import TrainConfig
 from ferkit.utils import atomic_write_json, atomic_write_text
 
 
@@ -16,7 +16,7 @@ def freeze_sweep(cfg: TrainConfig, dataset=None, depths: list[str] | None = None
     from ferkit.data import load_dataset
     from ferkit.models import create_model, get_card
     from ferkit.models.freeze import freezable_depths
-    from ferkit.train.trainer import Trainer
+    from ferkit.training.trainer import Trainer
 
     if dataset is None:
         dataset = load_dataset(cfg.data, format=cfg.format, mapping=cfg.mapping, image_size=cfg.image_size,

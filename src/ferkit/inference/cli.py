@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from ferkit.errors import ConfigError, DataError
-from ferkit.predict.schema import FileResult, csv_header, csv_rows
+from ferkit.schema import FileResult, csv_header, csv_rows
 
 
 def _writer(a, classes):
@@ -40,7 +40,7 @@ def _writer(a, classes):
 def run_predict(a) -> int:
     import torch
 
-    from ferkit.predict.pipeline import Analyzer, expand_inputs, is_video
+    from ferkit.inference.pipeline import Analyzer, expand_inputs, is_video
 
     if not a.inputs and a.webcam is None:
         raise ConfigError("ferkit predict: give image/video files or folders, or --webcam N")
@@ -51,7 +51,7 @@ def run_predict(a) -> int:
     if a.smooth is not None and not (0 < a.smooth <= 1):
         raise ConfigError(f"--smooth {a.smooth}: give ALPHA in (0, 1]")
     if a.webcam is not None:  # fail fast, before loading models
-        from ferkit.predict.video import open_capture
+        from ferkit.inference.video import open_capture
 
         open_capture(int(a.webcam)).release()
     paths = expand_inputs(a.inputs)
@@ -92,11 +92,11 @@ def run_predict(a) -> int:
             if ann and img is not None and r.faces:
                 import cv2
 
-                from ferkit.predict.video import annotate
+                from ferkit.inference.video import annotate
 
                 out = ann / f"{Path(r.path).stem}.annotated.jpg"
                 cv2.imwrite(str(out), annotate(img, r.faces))
-        from ferkit.predict.video import analyze_video
+        from ferkit.inference.video import analyze_video
 
         for v in videos:
             stem = Path(v).stem

@@ -1,6 +1,6 @@
 """Photos in, faces with expressions out: detect -> align -> classify, batched across images.
 
-    from ferkit.predict.pipeline import Analyzer
+    from ferkit.inference.pipeline import Analyzer
     an = Analyzer("fer_minixception", detector="retinaface")        # or ["fer_minixception", "human_xception"]
     faces = an.analyze(img_or_path)                                  # list[FaceResult]
     for file_result in an.analyze_paths(paths):                      # decoding runs in a background thread
@@ -25,7 +25,7 @@ from typing import Any, Iterable, Iterator, Sequence
 import numpy as np
 
 from ferkit.errors import ConfigError, DataError
-from ferkit.predict.schema import FaceResult, FileResult
+from ferkit.schema import FaceResult, FileResult
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".pgm", ".ppm")
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv")
@@ -88,7 +88,7 @@ def make_classifier(model: Any, backend: str = "torch", device: str = "cpu") -> 
         raise ConfigError(f"backend {backend!r}: use torch or onnx")
     is_onnx_file = isinstance(model, (str, os.PathLike)) and str(model).lower().endswith(".onnx")
     if is_onnx_file or backend == "onnx":
-        from ferkit.predict.onnx import OnnxClassifier, cached_export
+        from ferkit.inference.onnx import OnnxClassifier, cached_export
 
         path = model if is_onnx_file else cached_export(model)
         return OnnxClassifier(path, device=device)

@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 
 from ferkit.errors import CheckpointError, ConfigError, DataError, FerkitError
-from ferkit.evaluate import metrics as M
+from ferkit.evaluation import metrics as M
 
 TTA_MODES = ("none", "flip", "tencrop")
 TENCROP_FRACTION = 0.9
@@ -375,7 +375,7 @@ def _write_predictions(path: Path, ids, classes, y, probs, va_true=None, va_pred
 
 def _error_analysis(out: Path, images, ids, classes, y, probs, pairs) -> list[dict]:
     """errors.png (the most confident mistakes) and errors.txt; returns the listed mistakes."""
-    from ferkit.evaluate.plots import plot_image_grid
+    from ferkit.evaluation.plots import plot_image_grid
     from ferkit.utils import atomic_write_text
 
     pred = probs.argmax(axis=1)
@@ -428,7 +428,7 @@ def evaluate_checkpoint(
     """
     from ferkit.checkpoint import build_model, load_checkpoint
     from ferkit.data.transforms import InputSpec
-    from ferkit.evaluate import plots
+    from ferkit.evaluation import plots
     from ferkit.utils import atomic_write_json, resolve_device
 
     if tta not in TTA_MODES:
@@ -536,7 +536,7 @@ def evaluate_checkpoint(
     metrics["timing"]["total_s"] = round(time.time() - t_start, 3)
     atomic_write_json(out / "metrics.json", finite(metrics))
     files["metrics.json"] = out / "metrics.json"
-    from ferkit.evaluate.report import write_eval_report
+    from ferkit.evaluation.report import write_eval_report
 
     files["report.html"] = write_eval_report(out / "report.html", finite(metrics), card, files)
     if tensorboard:

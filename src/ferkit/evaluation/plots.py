@@ -93,7 +93,7 @@ def _class_colors(k: int):
 def plot_roc_curves(y_true: np.ndarray, probs: np.ndarray, classes: list[str], path: str | Path,
                     title: str | None = None) -> Path:
     """One-vs-rest ROC curve per class, AUC in the legend (a class without positives is listed as n/a)."""
-    from ferkit.evaluate import metrics as M
+    from ferkit.evaluation import metrics as M
 
     plt = _plt()
     path = Path(path)
@@ -123,7 +123,7 @@ def plot_roc_curves(y_true: np.ndarray, probs: np.ndarray, classes: list[str], p
 def plot_pr_curves(y_true: np.ndarray, probs: np.ndarray, classes: list[str], path: str | Path,
                    title: str | None = None) -> Path:
     """One-vs-rest precision-recall curve per class, average precision in the legend."""
-    from ferkit.evaluate import metrics as M
+    from ferkit.evaluation import metrics as M
 
     plt = _plt()
     path = Path(path)
@@ -153,7 +153,7 @@ def plot_reliability(y_true: np.ndarray, probs: np.ndarray, path: str | Path, n_
                      title: str | None = None) -> Path:
     """Reliability diagram: accuracy vs confidence per bin (bars) against the diagonal, with ECE, and the
     confidence histogram below."""
-    from ferkit.evaluate import metrics as M
+    from ferkit.evaluation import metrics as M
 
     plt = _plt()
     path = Path(path)
