@@ -67,7 +67,8 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=256)
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
-    from ferkit.checkpoint import build_model, load_checkpoint
+    from ferkit.checkpoint import build_model
+    from ferkit.refs import load_checkpoint
     from ferkit.data import load_dataset
     from ferkit.data.synth import write
     from ferkit.data.transforms import InputSpec

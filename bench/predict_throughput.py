@@ -110,7 +110,8 @@ def main() -> None:
     import cv2
 
     cv2.setNumThreads(a.threads)
-    from ferkit.checkpoint import build_model, load_checkpoint
+    from ferkit.checkpoint import build_model
+    from ferkit.refs import load_checkpoint
     from ferkit.data.transforms import InputSpec
     from ferkit.inference.pipeline import Analyzer
 

@@ -82,9 +82,9 @@ def test_predict_matches_trainer_predictions(tmp_path, synth_dir):
     ids = [line.split(",")[0] for line in lines]
     trainer_pred = [line.split(",")[2] for line in lines]
     paths = [i if os.path.isabs(i) else str(synth_dir / "images" / f"{i}.png") for i in ids]
-    preds = api.predict(res.best_checkpoint, paths)
+    preds = api.predict(res.best_checkpoint, paths, detect=False)
     assert [p.status for p in preds] == ["ok"] * 5
-    assert [p.label for p in preds] == trainer_pred
+    assert [p.faces[0].label for p in preds] == trainer_pred
 
 
 def test_ddp_two_cpu_processes(tmp_path, synth_dir):

@@ -313,7 +313,7 @@ def test_enrol_and_verify_real_photos(tmp_path, encoder, photos):
     from ferkit.inference.pipeline import Analyzer
 
     an = Analyzer("fer_minixception", detector=encoder.detector, identity=IdentityAssigner(g))
-    faces = an.analyze(str(photos["obama3"]))
+    faces = an.analyze(str(photos["obama3"])).faces
     assert len(faces) == 1 and faces[0].identity["name"] == "obama" and faces[0].label
     assert faces[0].to_dict()["identity"]["name"] == "obama"
 

@@ -159,24 +159,24 @@ def test_analyze_api_and_ensemble(astronaut):
     from ferkit.zoo.vocab import COMMON
 
     torch.set_num_threads(1)
-    faces = ferkit.analyze(astronaut)
+    faces = ferkit.analyze(astronaut).faces
     assert len(faces) == 1 and faces[0].label == "happy" and faces[0].score > 0.9
     d = faces[0].to_dict()
     assert json.loads(json.dumps(d)) == d and d["source"] == "<array>"
     an = Analyzer(["fer_minixception", "human_xception", "faceapi_expression"])
     assert an.classes == [c for c in COMMON if c != "contempt"]
     img = np.asarray(Image.open(DATA / "multi_face.jpg").convert("RGB"))
-    res = an.analyze(img)
+    res = an.analyze(img).faces
     assert len(res) == 5
     for f in res:
         assert list(f.probabilities) == an.classes and abs(sum(f.probabilities.values()) - 1) < 1e-6
     # faceapi's own class order differs: the ensemble maps by name, so its happy is the members' mean happy
-    single = [Analyzer(m).analyze(img) for m in ("fer_minixception", "human_xception", "faceapi_expression")]
+    single = [Analyzer(m).analyze(img).faces for m in ("fer_minixception", "human_xception", "faceapi_expression")]
     want = np.mean([s[0].probabilities["happy"] for s in single])
     assert abs(res[0].probabilities["happy"] - want) < 1e-5
     # --backend onnx with a zoo name: exported once into the (test-private) cache, same answers
     pytest.importorskip("onnxruntime")
-    ox = Analyzer("fer_minixception", backend="onnx").analyze(img)
+    ox = Analyzer("fer_minixception", backend="onnx").analyze(img).faces
     assert [f.label for f in ox] == [f.label for f in single[0]]
     assert max(abs(a.probabilities[c] - b.probabilities[c]) for a, b in zip(ox, single[0])
                for c in a.probabilities) < 1e-4
@@ -187,7 +187,8 @@ def test_onnx_export_parity(tmp_path):
     from ferkit.checkpoint import build_model, make_checkpoint, save_checkpoint
     from ferkit.data.transforms import InputSpec, to_input
     from ferkit.models import create_model
-    from ferkit.inference.onnx import OnnxClassifier, export_onnx
+    from ferkit.inference.backends import OnnxClassifier
+    from ferkit.inference.onnx import export_onnx
 
     torch.set_num_threads(1)
     torch.manual_seed(0)

@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from ferkit import api
-from ferkit.checkpoint import build_model, load_checkpoint, load_state
+from ferkit.checkpoint import build_model, load_state
+from ferkit.refs import load_checkpoint
 from ferkit.errors import CheckpointError, TrainingError
 from ferkit.models import create_model
 

@@ -14,7 +14,8 @@ import torch
 import torch.nn as nn
 from PIL import Image
 
-from ferkit.checkpoint import build_model, load_checkpoint, make_checkpoint, save_checkpoint
+from ferkit.checkpoint import build_model, make_checkpoint, save_checkpoint
+from ferkit.refs import load_checkpoint
 from ferkit.data.transforms import InputSpec, to_input
 from ferkit.errors import ConfigError, FerkitError, ModelError
 from ferkit.models import create_model
@@ -205,8 +206,10 @@ def test_zoo_names_work_as_checkpoints(tmp_path, monkeypatch):
 def test_predict_real_face(name, face_png):
     from ferkit import api
 
-    (res,) = api.predict(name, [face_png])
-    assert res.status == "ok", res.error
+    (file_res,) = api.predict(name, [face_png], detect=False)  # the file is a face crop
+    assert file_res.status == "ok", file_res.reason
+    assert file_res.model == name and file_res.detector == "none"
+    (res,) = file_res.faces
     assert list(res.probabilities) == load_zoo_checkpoint(name)["classes"]
     assert abs(sum(res.probabilities.values()) - 1) < 1e-4
     assert res.label == "happy" and res.score > 0.9  # a broad smile

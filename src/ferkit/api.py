@@ -4,14 +4,18 @@
     ds = ferkit.load_dataset("fer2013.csv")
     res = ferkit.train(data="fer2013.csv", model="seed1_cnn", epochs=5, out="runs/cnn")
     model, ckpt = ferkit.load_model(res.best_checkpoint)
-    preds = ferkit.predict(res.best_checkpoint, ["face.png"])
+    results = ferkit.predict(res.best_checkpoint, ["face.png"])
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
-from ferkit.checkpoint import describe, load_checkpoint, load_model
+from ferkit import defaults
+
+from ferkit.checkpoint import describe
+from ferkit.refs import load_checkpoint, load_model
 from ferkit.training.config import TrainConfig, list_recipes, load_recipe
 from ferkit.training.trainer import TrainResult, Trainer
 
@@ -21,7 +25,10 @@ def make_config(recipe: str | None = None, **settings) -> TrainConfig:
     base = TrainConfig()
     if recipe:
         base = base.merged(load_recipe(recipe))
-    return base.merged(settings)
+    cfg = base.merged(settings)
+    if settings.get("out") is None and not cfg.resume:  # a resumed run keeps its own folder
+        cfg.out = os.path.join("runs", cfg.recipe or cfg.model)
+    return cfg
 
 
 def train(recipe: str | None = None, dataset=None, callbacks=None, **settings) -> TrainResult:
@@ -58,38 +65,83 @@ def synthesize(out, n: int = 3000, seed: int = 0, **kwargs) -> Path:
     return write(out, n=n, seed=seed, **kwargs)
 
 
-def predict(checkpoint, inputs, batch_size: int = 64, device: str = "cpu") -> list:
-    """Classify face-crop images (files or folders) with a checkpoint: one ImagePrediction per file."""
-    from ferkit.inference.images import predict_images
+def predict(model=defaults.MODEL, inputs=(), *, detect: bool = True, detector: str = defaults.DETECTOR,
+            det_size: int | None = defaults.DET_SIZE, crop: str = defaults.CROP, backend: str = defaults.BACKEND,
+            batch_size: int = defaults.BATCH_SIZE, device: str = defaults.DEVICE, gallery=None, annotate=None,
+            stride: int = 1, smooth: float | None = None, max_frames: int | None = None):
+    """Every face in every input (image/video files or folders, searched recursively) with its expression:
+    a :class:`~ferkit.schema.Results` list of :class:`~ferkit.schema.FileResult` (``.faces``, ``.to_dict()``,
+    ``.to_pandas()``), exactly what ``ferkit predict`` writes.
+
+    ``model``: checkpoint file, run folder, zoo name, ``.onnx`` file, or a list of them (an ensemble).
+    ``detect=False``: each input is already a face crop (one whole-image face per file). Unreadable inputs are
+    results with ``status="error"`` and a reason, never exceptions. The defaults are the CLI's and the server's
+    (:mod:`ferkit.defaults`). :func:`iter_predict` yields the same results one by one."""
+    from ferkit.schema import Results
+
+    return Results(iter_predict(model, inputs, detect=detect, detector=detector, det_size=det_size, crop=crop,
+                                backend=backend, batch_size=batch_size, device=device, gallery=gallery,
+                                annotate=annotate, stride=stride, smooth=smooth, max_frames=max_frames))
+
+
+def iter_predict(model=defaults.MODEL, inputs=(), *, detect: bool = True, detector: str = defaults.DETECTOR,
+                 det_size: int | None = defaults.DET_SIZE, crop: str = defaults.CROP, backend: str = defaults.BACKEND,
+                 batch_size: int = defaults.BATCH_SIZE, device: str = defaults.DEVICE, gallery=None, annotate=None,
+                 stride: int = 1, smooth: float | None = None, max_frames: int | None = None, extras_dir=None):
+    """:func:`predict` as a generator: one :class:`~ferkit.schema.FileResult` per input as soon as it is done
+    (what the CLI streams). ``extras_dir``: where videos' per-second CSV and emotion plot go (default
+    ``annotate``)."""
+    from ferkit.errors import ConfigError
+    from ferkit.inference.pipeline import expand_inputs, predict_files
 
     if isinstance(inputs, (str, Path)):
         inputs = [inputs]
-    return predict_images(checkpoint, [str(i) for i in inputs], batch_size=batch_size, device=device)
+    paths = expand_inputs(inputs)
+    if inputs and not paths:
+        raise ConfigError(f"no image or video files found in {' '.join(map(str, inputs))[:200]}")
+    an = analyzer(model, detect=detect, detector=detector, det_size=det_size, crop=crop, backend=backend,
+                   batch_size=batch_size, device=device, gallery=gallery)
+    yield from predict_files(an, paths, annotate=annotate, stride=stride, smooth=smooth, max_frames=max_frames,
+                             extras_dir=extras_dir)
 
 
-def analyze(image, model="fer_minixception", detector: str = "retinaface", device: str = "cpu", **kwargs) -> list:
-    """Every face in ``image`` (a path, an RGB uint8 array or a PIL image) with its expression: a list of
-    :class:`~ferkit.schema.FaceResult` (box, landmarks, label, probabilities, ...; ``to_dict()``).
+def analyzer(model=defaults.MODEL, *, detect: bool = True, detector: str = defaults.DETECTOR,
+             det_size: int | None = defaults.DET_SIZE, crop: str = defaults.CROP, backend: str = defaults.BACKEND,
+             batch_size: int = defaults.BATCH_SIZE, device: str = defaults.DEVICE, gallery=None):
+    """The :class:`~ferkit.inference.pipeline.Analyzer` (detector + classifiers) for these settings, built once
+    per process and reused by :func:`predict`, :func:`iter_predict` and :func:`analyze`."""
+    from ferkit.inference.pipeline import cached_analyzer
 
-    ``model``: zoo name, checkpoint path, exported ``.onnx`` file, or a list of them (an ensemble over the
-    common vocabulary). ``detector``: retinaface, mtcnn or haar. Other keyword arguments go to
-    :class:`~ferkit.inference.pipeline.Analyzer` (``backend``, ``crop``, ``batch_size``, ``detect``). The
-    analyzer is built once per argument set and reused; build an ``Analyzer`` yourself for batches of files
-    (``Analyzer.analyze_paths``).
-    """
-    from ferkit.inference.pipeline import analyze as _analyze
+    identity = None
+    if gallery is not None:
+        from ferkit.identity.verify import IdentityAssigner
 
-    return _analyze(image, model=model, detector=detector, device=device, **kwargs)
+        identity = IdentityAssigner(gallery, None)
+    return cached_analyzer(list(model) if isinstance(model, (list, tuple)) else model, detect=detect,
+                           detector=detector, det_size=det_size, crop=crop, backend=backend, batch_size=batch_size,
+                           device=device, identity=identity)
 
 
-def export(model, out=None, format: str = "onnx", int8: bool = False):
-    """Export a checkpoint or zoo model to a self-describing ONNX file; returns its path."""
+def analyze(image, model=defaults.MODEL, *, detect: bool = True, detector: str = defaults.DETECTOR,
+            det_size: int | None = defaults.DET_SIZE, crop: str = defaults.CROP, backend: str = defaults.BACKEND,
+            batch_size: int = defaults.BATCH_SIZE, device: str = defaults.DEVICE, gallery=None):
+    """Every face in one image (a path, an RGB uint8 array or a PIL image) with its expression: a
+    :class:`~ferkit.schema.FileResult` (``.faces``: box, landmarks, label, probabilities, ...; ``to_dict()``).
+    Same models and defaults as :func:`predict`; the analyzer is built once per argument set and reused. An
+    unreadable path raises :class:`~ferkit.errors.DataError`."""
+    return analyzer(model, detect=detect, detector=detector, det_size=det_size, crop=crop, backend=backend,
+                     batch_size=batch_size, device=device, gallery=gallery).analyze(image)
+
+
+def export(model, out=None, format: str = "onnx", int8: bool = False, int8_ops=("MatMul", "Gemm")):
+    """Export a checkpoint, run folder or zoo model to a self-describing ONNX file (default: beside the
+    checkpoint, mode 0644); returns its path."""
     from ferkit.errors import ConfigError
     from ferkit.inference.onnx import export_onnx
 
     if format != "onnx":
         raise ConfigError(f"export format {format!r}: only onnx is supported")
-    return export_onnx(model, out, int8=int8)
+    return export_onnx(model, out, int8=int8, int8_ops=tuple(int8_ops))
 
 
 def evaluate(checkpoint, data=None, split: str = "test", out=None, tta: str = "none", class_map: bool = False,
@@ -128,9 +180,33 @@ def experiment_permute(data=None, dataset=None, model: str = "fashion_cnn", epoc
 
 
 def list_models():
+    """The registered architectures' :class:`~ferkit.models.registry.ModelCard` objects."""
     from ferkit.models import list_models as _list
 
     return _list()
+
+
+def describe_models() -> list[dict]:
+    """One row per registered architecture: name, parameters (7 classes), input size, the channels it trains
+    on, source, aliases, pretrained weights, description (what ``ferkit models`` prints)."""
+    import torch
+
+    from ferkit.errors import FerkitError
+    from ferkit.models import count_parameters, create_model, list_models as _list
+
+    rows = []
+    for card in _list():
+        try:
+            with torch.device("meta"):  # shapes only: counting VGG-16's 134M parameters costs no memory or time
+                n = count_parameters(create_model(card.name, num_classes=7, in_channels=card.in_channels))
+        except FerkitError:
+            n = None
+        # Every model takes the data's channels; pretrained weights fix them (grey data is replicated).
+        channels = f"data's; {card.in_channels} pretrained" if card.pretrained else "data's (1 or 3)"
+        rows.append({"name": card.name, "params": n, "input": f"{card.input_size[0]}x{card.input_size[1]}",
+                     "channels": channels, "source": card.source, "aliases": list(card.aliases),
+                     "pretrained": card.pretrained, "description": card.description})
+    return rows
 
 
 def enroll(name: str, photos, gallery=None, quiet: bool = True):
@@ -189,7 +265,7 @@ def fetch_dataset(name: str, root=None, force: bool = False):
     return _fetch(name, root=root, force=force)
 
 
-__all__ = ["TrainConfig", "TrainResult", "analyze", "collect", "compare", "describe", "enroll", "evaluate",
+__all__ = ["TrainConfig", "TrainResult", "analyze", "analyzer", "collect", "compare", "describe", "describe_models", "enroll", "evaluate",
            "evaluate_verification", "experiment_permute", "export", "fetch_dataset", "freeze_sweep",
-           "gallery_list", "gallery_remove", "inspect_dataset", "list_models", "list_recipes", "load_checkpoint",
+           "gallery_list", "iter_predict", "gallery_remove", "inspect_dataset", "list_models", "list_recipes", "load_checkpoint",
            "load_dataset", "load_model", "make_config", "predict", "synthesize", "train", "verify"]

@@ -12,7 +12,8 @@ A checkpoint is a ``torch.save`` dict of plain data (no pickled modules, loadabl
     state_dict: the model weights
     train_state: optimiser, scheduler, scaler, epoch, RNG and early-stopping state (``last.pt`` only)
 
-So ``load_model(path)`` needs nothing but the file.
+So ``load_model(path)`` needs nothing but the file. Which file a name means (run folder, zoo name, ``.onnx``)
+is :mod:`ferkit.refs`'s job.
 """
 
 from __future__ import annotations
@@ -91,53 +92,99 @@ def save_checkpoint(ckpt: dict, path: str | os.PathLike) -> Path:
     return path
 
 
-def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
-    """Read a ferkit checkpoint; any problem is a one-line :class:`CheckpointError`.
+def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
+    """Read and validate a ferkit checkpoint file (or a run folder's best.pt / last.pt).
 
-    A zoo model's name (``zoo:fer_minixception``, or ``fer_minixception`` where no such file exists)
-    gives that model's checkpoint (:func:`ferkit.zoo.load_zoo_checkpoint`).
+    Any problem is one :class:`CheckpointError` line saying what the file is and what to do; PyTorch's own
+    messages never reach the user. Zoo names and other references go through :func:`ferkit.refs.load_checkpoint`.
     """
-    zoo = _zoo_name(path)
-    if zoo:
-        from ferkit.zoo import load_zoo_checkpoint
-
-        return load_zoo_checkpoint(zoo)
     path = Path(path)
-    if not path.exists():
-        raise CheckpointError(f"{path}: no such checkpoint file (train one with `ferkit train`, name a zoo model "
-                              "from `ferkit zoo list`, or check the path)")
     if path.is_dir():
         for name in ("best.pt", "last.pt"):
-            if (path / name).exists():
-                return load_checkpoint(path / name, map_location)
-        raise CheckpointError(f"{path}: is a directory without best.pt or last.pt; pass the checkpoint file itself")
+            if (path / name).is_file():
+                return read_checkpoint(path / name, map_location)
+        raise CheckpointError(f"{path}: is a folder without best.pt or last.pt; pass the checkpoint file itself")
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file (train one with `ferkit train`, or check the path)")
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except (pickle.UnpicklingError, zipfile.BadZipFile, EOFError, RuntimeError, ValueError, OSError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(
-            f"{path}: not a readable ferkit checkpoint ({first[:160]}); it may be truncated or from another tool"
-        ) from e
+    except pickle.UnpicklingError as e:
+        if "weights_only" in str(e) or "Unsupported global" in str(e):
+            raise CheckpointError(
+                f"{path}: holds pickled Python objects, which ferkit never loads (they can run code); it is not a "
+                "ferkit checkpoint: re-save its state_dict as plain tensors") from None
+        raise CheckpointError(f"{path}: not a PyTorch checkpoint (unreadable pickle data); it may be truncated or "
+                              "from another tool") from None
+    except MemoryError:
+        raise CheckpointError(f"{path}: too large to load into memory") from None
+    except Exception:  # noqa: BLE001 - torch.load raises anything on random bytes (IndexError, KeyError, ...)
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint (truncated, corrupt or another format)"
+                              ) from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         hint = ""
         if isinstance(ckpt, dict) and ckpt and all(isinstance(v, torch.Tensor) for v in ckpt.values()):
-            hint = " (it is a bare state dict: use `--init-weights` with the model name to load it)"
+            hint = (" (a bare state dict: wrap it with ferkit.checkpoint.make_checkpoint and its model name, or "
+                    "fine-tune from a ferkit checkpoint with `ferkit train --init`)")
         raise CheckpointError(f"{path}: not a ferkit checkpoint{hint}")
-    if ckpt.get("format_version", 0) > FORMAT_VERSION:
+    if not isinstance(ckpt.get("format_version"), int) or ckpt["format_version"] > FORMAT_VERSION:
         raise CheckpointError(
-            f"{path}: checkpoint format v{ckpt['format_version']} is newer than this ferkit understands "
-            f"(v{FORMAT_VERSION}); upgrade ferkit"
-        )
+            f"{path}: checkpoint format v{str(ckpt.get('format_version'))[:20]} is not one this ferkit understands "
+            f"(v{FORMAT_VERSION}); upgrade ferkit")
+    validate_checkpoint(ckpt, path)
     return ckpt
 
 
-def _zoo_name(path) -> str | None:
-    s = os.fspath(path)
-    if not s.startswith("zoo:") and Path(s).exists():
-        return None  # a real file wins over a zoo name
-    from ferkit.zoo import zoo_name
+MAX_INPUT_SIDE = 4096  # no face model needs more; a bigger value is a damaged or hostile file
 
-    return zoo_name(s)
+
+def validate_checkpoint(ckpt: dict, path: Any = "<checkpoint>") -> None:
+    """Check the fields every reader relies on, so a damaged file fails here with one line, not deep inside."""
+    import math
+
+    def bad(what: str) -> CheckpointError:
+        return CheckpointError(f"{path}: damaged ferkit checkpoint ({what}); re-train or re-export it")
+
+    m = ckpt.get("model")
+    if not isinstance(m, dict):
+        raise bad("no model section")
+    if not isinstance(m.get("name"), str) or not m["name"]:
+        raise bad("the model name is not a string")
+    if not isinstance(m.get("kwargs", {}), dict):
+        raise bad("model.kwargs is not a mapping")
+    for k in ("num_classes", "in_channels"):
+        v = m.get(k)
+        if not isinstance(v, int) or isinstance(v, bool) or not 1 <= v <= 100_000:
+            raise bad(f"model.{k} is {str(v)[:30]!r}")
+    if m.get("task", "classify") not in ("classify", "multitask", "verify"):
+        raise bad(f"unknown task {str(m.get('task'))[:30]!r}")
+    classes = ckpt.get("classes")
+    if not isinstance(classes, list) or not all(isinstance(c, str) for c in classes):
+        raise bad("classes is not a list of names")
+    if len(classes) < 2 or len(classes) != m["num_classes"]:
+        raise bad(f"{len(classes)} class names for a {m['num_classes']}-class model")
+    inp = ckpt.get("input")
+    if not isinstance(inp, dict):
+        raise bad("no input section")
+    size = inp.get("size")
+    if (not isinstance(size, (list, tuple)) or len(size) != 2
+            or not all(isinstance(v, int) and 4 <= v <= MAX_INPUT_SIDE for v in size)):
+        raise bad(f"input size {str(size)[:40]} (each side 4..{MAX_INPUT_SIDE})")
+    if inp.get("channels") not in (1, 3):
+        raise bad(f"input channels {str(inp.get('channels'))[:20]}")
+    for k in ("mean", "std"):
+        v = inp.get(k)
+        if v is not None and (not isinstance(v, (list, tuple)) or not all(
+                isinstance(x, (int, float)) and math.isfinite(x) for x in v)):
+            raise bad(f"input {k} is not a list of numbers")
+    if any(x == 0 for x in inp.get("std") or []):
+        raise bad("input std has a zero")
+    sd = ckpt.get("state_dict")
+    if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
+        raise bad("state_dict is not a mapping of tensors")
+    for k, v in sd.items():
+        if v.is_floating_point() and not bool(torch.isfinite(v).all()):
+            raise CheckpointError(f"{path}: weight {str(k)[:80]} holds NaN or infinite values (the training "
+                                  "diverged): use an earlier checkpoint or a lower learning rate")
 
 
 def build_model(ckpt: dict, path: str | os.PathLike = "<checkpoint>") -> nn.Module:
@@ -181,8 +228,8 @@ def load_state(model: nn.Module, state_dict: dict, path: Any, what: str) -> None
 
 
 def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
-    """``(model, checkpoint)`` from a checkpoint file, ready for inference."""
-    ckpt = load_checkpoint(path)
+    """``(model, checkpoint)`` from a checkpoint file or run folder, ready for inference."""
+    ckpt = read_checkpoint(path)
     model = build_model(ckpt, path).to(device)
     return model, ckpt
 

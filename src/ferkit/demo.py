@@ -37,13 +37,20 @@ def run_demo(out: str | Path = "demo_out", quiet: bool = False) -> dict:
     mt = api.train(data=str(data), model="seed1_cnn", task="multitask", epochs=5, batch_size=64, lr=2e-3,
                    scheduler="cosine", seed=1, out=str(out / "runs" / "seed1_cnn_multitask"), quiet=quiet)
 
-    say("[5/5] predicting on a few test crops with the trained checkpoint")
-    images = sorted((data / "images").glob("*.png"))[:6]
-    preds = api.predict(cls.best_checkpoint, images)
+    say("[5/5] predicting on a few held-out test crops with the trained checkpoint")
+    import csv
+
+    with open(data / "splits.csv", newline="") as f:
+        test_ids = [row["id"] for row in csv.DictReader(f) if row["split"] == "test"][:6]
+    images = [p for i in test_ids for p in sorted((data / "images").glob(f"{i}.*"))[:1]]
+    preds = api.predict(cls.best_checkpoint, images, detect=False)  # the crops are the faces
     pred_file = out / "predictions.jsonl"
-    pred_file.write_text("".join(json.dumps(p.to_dict()) + "\n" for p in preds))
+    from ferkit.utils import atomic_write_text
+
+    atomic_write_text(pred_file, "".join(json.dumps(p.to_dict()) + "\n" for p in preds))
     for p in preds:
-        say(f"  {Path(p.path).name}: {p.label} ({p.score:.2f})")
+        f = p.faces[0] if p.faces else None
+        say(f"  {Path(p.path).name}: " + (f"{f.label} ({f.score:.2f})" if f else f"{p.status} ({p.reason})"))
 
     say("[+] evaluating the classifier on the test split (every metric, plots, error analysis, report.html)")
     ev = api.evaluate(cls.best_checkpoint, str(data), quiet=True)
@@ -94,7 +101,7 @@ def _demo_photos(out: Path, say) -> dict | None:
         pass
     say("[+] real photos: detecting faces and predicting expressions with the zoo model fer_minixception")
     try:
-        an = Analyzer("fer_minixception", detector="retinaface")
+        an = Analyzer()  # ferkit's defaults, the same as `ferkit predict`
     except Exception as e:  # noqa: BLE001 - the demo's main job is done; say why this extra is skipped
         say(f"  skipped: {e}")
         return None
@@ -106,7 +113,7 @@ def _demo_photos(out: Path, say) -> dict | None:
             from ferkit.faces import load_image
 
             img = load_image(src)
-        faces = an.analyze(img, source=name)
+        faces = an.analyze(img, source=name).faces
         res[name] = [f.to_dict() for f in faces]
         path = out / "photos" / f"{name}.annotated.jpg"
         cv2.imwrite(str(path), annotate(img, faces))

@@ -1,28 +1,12 @@
-"""The per-face / per-file result schema shared by ``ferkit.analyze``, ``ferkit predict`` (JSON lines, CSV)
-and any later service. Versioned by :data:`SCHEMA_VERSION`; bump it when a field changes meaning or goes away
+"""THE result schema: what ``ferkit.predict``, ``ferkit.analyze``, ``ferkit predict`` (JSON lines, CSV,
+Parquet), videos, the REST server, its page and the Ray engine all return. One :class:`FileResult` per input,
+holding one :class:`FaceResult` per face. A run on face crops (``detect=False``) is a file with one face covering
+the whole image. Versioned by :data:`SCHEMA_VERSION`: bump it when a field changes meaning or goes away
 (adding an optional field does not need a bump).
 
-``FaceResult`` (one face)::
-
-    schema        int     SCHEMA_VERSION
-    source        str     path of the file (or "<array>", "webcam:N")
-    frame         int     frame index (videos / webcam; None for images)
-    timestamp     float   seconds from the start of the video (None for images)
-    face          int     index of the face in its image/frame (highest detector score first)
-    box           [x1, y1, x2, y2] pixels of the original image, not clipped
-    landmarks     {left_eye: [x, y], right_eye, nose, mouth_left, mouth_right} (image left/right)
-    landmarks_estimated bool  (Haar: placed from the box)
-    det_score     float   detector score (1.0 with --no-detect)
-    label         str     argmax class
-    score         float   its probability
-    probabilities {class: p}   sums to 1 (ensembles: over the common vocabulary)
-    valence, arousal  float   multitask models only (ensembles: mean over members that have them)
-    track         int     video only: id of the tracked face
-    identity      None    reserved for face verification
-
-``FileResult`` (one input): ``path``, ``status`` (``ok`` | ``no_face`` | ``error``), ``reason``,
-``faces`` (list of FaceResult), ``image_size`` [width, height], ``downscaled`` (the image was downscaled for
-detection), ``kind`` (``image`` | ``video`` | ``webcam``), ``frames`` (videos: frames analysed).
+The field tables :data:`FACE_FIELDS` and :data:`FILE_FIELDS` are the single definition: ``to_dict`` writes only
+these keys, the server's OpenAPI models are built from them (:func:`openapi_models`), and the CSV / Parquet
+columns come from :func:`table_columns`.
 """
 
 from __future__ import annotations
@@ -30,17 +14,61 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 from dataclasses import dataclass, field
 from typing import Any, Iterable, TextIO
 
-from ferkit.faces.base import LANDMARK_NAMES
-
 SCHEMA_VERSION = 2
 STATUSES = ("ok", "no_face", "error")
+LANDMARK_NAMES = ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")
+
+# name: (JSON type, always present?, description)
+FACE_FIELDS: dict[str, tuple[str, bool, str]] = {
+    "schema": ("integer", True, "schema version (SCHEMA_VERSION)"),
+    "source": ("string", True, "the input this face came from (path, upload name, '<array>', 'webcam:N')"),
+    "frame": ("integer", False, "videos and webcams: frame index"),
+    "timestamp": ("number", False, "videos: seconds from the start"),
+    "track": ("integer", False, "videos: id of the tracked face"),
+    "face": ("integer", True, "index of the face in its image (highest detector score first)"),
+    "box": ("box", True, "[x1, y1, x2, y2] in pixels of the original image, not clipped"),
+    "landmarks": ("landmarks", False, "five points {left_eye, right_eye, nose, mouth_left, mouth_right}: [x, y]"),
+    "landmarks_estimated": ("boolean", False, "true when the detector gives no landmarks (Haar: placed from the box)"),
+    "det_score": ("number", True, "detector score (1.0 for a whole-image face crop)"),
+    "label": ("string", True, "most probable expression"),
+    "score": ("number", True, "its probability"),
+    "probabilities": ("probabilities", True, "{class: probability}, summing to 1"),
+    "valence": ("number", False, "multitask models: valence in [-1, 1]"),
+    "arousal": ("number", False, "multitask models: arousal in [-1, 1]"),
+    "identity": ("any", True, "with a gallery: best match, distance, threshold; else null"),
+}
+FILE_FIELDS: dict[str, tuple[str, bool, str]] = {
+    "schema": ("integer", True, "schema version (SCHEMA_VERSION)"),
+    "path": ("string", True, "the input (file path, upload name)"),
+    "kind": ("string", True, "image | video | webcam"),
+    "status": ("string", True, "ok | no_face (read fine, no face found) | error (unreadable: see reason)"),
+    "reason": ("string", False, "why a file failed or has no face; notes such as downscaling"),
+    "image_size": ("size", False, "[width, height] of the decoded image"),
+    "downscaled": ("boolean", True, "the image was shrunk for detection (results are in original pixels)"),
+    "frames": ("integer", False, "videos: frames analysed"),
+    "model": ("string", True, "the expression model(s) that produced the results ('+' joins an ensemble)"),
+    "detector": ("string", True, "face detector and its detection size, or 'none' for face crops"),
+    "ferkit_version": ("string", True, "the ferkit version that produced the results"),
+    "faces": ("faces", True, "one object per face"),
+}
 
 
 def _r(v: float | None, nd: int = 6) -> float | None:
-    return None if v is None else round(float(v), nd)
+    """Rounded, and JSON-safe: a non-finite number becomes None (JSON has no NaN)."""
+    if v is None:
+        return None
+    v = float(v)
+    return round(v, nd) if math.isfinite(v) else None
+
+
+def _version() -> str:
+    from ferkit import __version__
+
+    return __version__
 
 
 @dataclass
@@ -67,16 +95,15 @@ class FaceResult:
         if self.frame is not None:
             d["frame"] = self.frame
         if self.timestamp is not None:
-            d["timestamp"] = round(float(self.timestamp), 4)
+            d["timestamp"] = _r(self.timestamp, 4)
         if self.track is not None:
             d["track"] = self.track
         d["face"] = self.face
-        d["box"] = [round(float(v), 2) for v in self.box]
+        d["box"] = [_r(v, 2) for v in self.box]
         if self.landmarks is not None:
-            d["landmarks"] = {n: [round(float(x), 2), round(float(y), 2)]
-                              for n, (x, y) in zip(LANDMARK_NAMES, self.landmarks)}
+            d["landmarks"] = {n: [_r(x, 2), _r(y, 2)] for n, (x, y) in zip(LANDMARK_NAMES, self.landmarks)}
             d["landmarks_estimated"] = bool(self.landmarks_estimated)
-        d["det_score"] = round(float(self.det_score), 5)
+        d["det_score"] = _r(self.det_score, 5)
         d["label"] = self.label
         d["score"] = _r(self.score)
         d["probabilities"] = {k: _r(v) for k, v in self.probabilities.items()}
@@ -98,19 +125,174 @@ class FileResult:
     downscaled: bool = False
     kind: str = "image"
     frames: int | None = None
+    model: str = ""
+    detector: str = ""
+    ferkit_version: str = field(default_factory=_version)
     schema: int = SCHEMA_VERSION
+
+    @property
+    def ok(self) -> bool:
+        return self.status != "error"
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"schema": self.schema, "path": self.path, "kind": self.kind, "status": self.status}
         if self.reason:
             d["reason"] = self.reason
         if self.image_size is not None:
-            d["image_size"] = list(self.image_size)
-        d["downscaled"] = self.downscaled
+            d["image_size"] = [int(v) for v in self.image_size]
+        d["downscaled"] = bool(self.downscaled)
         if self.frames is not None:
             d["frames"] = self.frames
+        d["model"] = self.model
+        d["detector"] = self.detector
+        d["ferkit_version"] = self.ferkit_version
         d["faces"] = [f.to_dict() for f in self.faces]
         return d
+
+    def to_pandas(self):
+        """One row per face (one row for a file without faces): see :meth:`Results.to_pandas`."""
+        return Results([self]).to_pandas()
+
+
+class Results(list):
+    """A list of :class:`FileResult` (what ``ferkit.predict`` returns) with table views."""
+
+    @property
+    def classes(self) -> list[str]:
+        seen: dict[str, None] = {}
+        for r in self:
+            for f in r.faces:
+                seen.update(dict.fromkeys(f.probabilities))
+        return list(seen)
+
+    def to_dicts(self) -> list[dict[str, Any]]:
+        return [r.to_dict() for r in self]
+
+    def to_pandas(self, classes: list[str] | None = None):
+        """A pandas DataFrame with one row per face plus one row per file without faces or with an error; the
+        columns are the CSV's (:func:`table_columns`). Needs pandas (``pip install 'ferkit[table]'``)."""
+        pd = _need_pandas()
+        classes = classes or self.classes
+        cols = table_columns(classes)
+        return pd.DataFrame([row for r in self for row in table_rows(r, classes)], columns=cols)
+
+
+def _need_pandas():
+    from ferkit.errors import ConfigError
+
+    try:
+        import pandas as pd
+    except ImportError:
+        raise ConfigError("tables need pandas: pip install 'ferkit[table]'") from None
+    return pd
+
+
+# ------------------------------------------------------------------------------------------- tables
+BASE_COLUMNS = ("path", "status", "reason", "kind", "frame", "timestamp", "track", "face", "x1", "y1", "x2", "y2",
+                "det_score", "label", "score", "valence", "arousal", "model", "detector")
+
+
+def table_columns(classes: list[str]) -> list[str]:
+    """The columns of CSV / Parquet / DataFrame output: one ``p_<class>`` per class after the base columns."""
+    return list(BASE_COLUMNS) + [f"p_{c}" for c in classes]
+
+
+def table_rows(r: FileResult, classes: list[str]) -> list[list[Any]]:
+    """One row per face; a file without faces gets one row with its status and reason (None = empty cell)."""
+    head = [r.path, r.status, r.reason]
+    if not r.faces:
+        return [head + [r.kind] + [None] * (len(BASE_COLUMNS) - 6) + [r.model, r.detector] + [None] * len(classes)]
+    rows = []
+    for f in r.faces:
+        d = f.to_dict()
+        rows.append(head + [r.kind, f.frame, d.get("timestamp"), f.track, f.face, *d["box"], d["det_score"], f.label,
+                            d["score"], d.get("valence"), d.get("arousal"), r.model, r.detector]
+                    + [d["probabilities"].get(c) for c in classes])
+    return rows
+
+
+# ------------------------------------------------------------------------------------------- writers
+FORMATS = ("jsonl", "csv", "parquet")
+
+
+class ResultWriter:
+    """Streams results to a text/binary sink as they come: ``jsonl`` (one object per file), ``csv`` (one row
+    per face) or ``parquet`` (the CSV's columns, written when closed). ``path=None`` writes to ``stream``.
+    Files are written to a temporary name and moved into place on :meth:`close`, so a crash never leaves half a
+    file where the output should be."""
+
+    def __init__(self, fmt: str, classes: list[str], path=None, stream: TextIO | None = None):
+        from ferkit.errors import ConfigError
+
+        if fmt not in FORMATS:
+            raise ConfigError(f"output format {fmt!r}: use one of {', '.join(FORMATS)}")
+        if fmt == "parquet":
+            _need_pandas()
+            try:
+                import pyarrow  # noqa: F401
+            except ImportError:
+                raise ConfigError("--format parquet needs pyarrow: pip install 'ferkit[table]'") from None
+            if path is None:
+                raise ConfigError("--format parquet writes a file: give --output FILE.parquet")
+        self.fmt, self.classes, self.path = fmt, list(classes), path
+        self._rows: list = []
+        self._tmp = None
+        if path is not None and fmt != "parquet":
+            import os
+            import tempfile
+            from pathlib import Path
+
+            p = Path(path)
+            p.parent.mkdir(parents=True, exist_ok=True)
+            fd, self._tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
+            self.fh = os.fdopen(fd, "w", newline="", encoding="utf-8", errors="surrogateescape")
+        else:
+            self.fh = stream
+        if fmt == "csv":
+            self._csv = csv.writer(self.fh, lineterminator="\n")
+            self._csv.writerow(table_columns(self.classes))
+
+    def write(self, r: FileResult) -> None:
+        if self.fmt == "jsonl":
+            self.fh.write(json.dumps(r.to_dict(), ensure_ascii=True) + "\n")
+        elif self.fmt == "csv":
+            self._csv.writerows([["" if v is None else v for v in row] for row in table_rows(r, self.classes)])
+        else:
+            self._rows.extend(table_rows(r, self.classes))
+            return
+        self.fh.flush()
+
+    def close(self) -> None:
+        """Finish the output: move the temporary file into place (parquet: write it)."""
+        import os
+
+        if self.fmt == "parquet":
+            import tempfile
+            from pathlib import Path
+
+            pd = _need_pandas()
+            p = Path(self.path)
+            p.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
+            os.close(fd)
+            pd.DataFrame(self._rows, columns=table_columns(self.classes)).to_parquet(tmp, index=False)
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, p)
+            return
+        if self._tmp is not None:
+            self.fh.close()
+            os.chmod(self._tmp, 0o644)
+            os.replace(self._tmp, self.path)
+            self._tmp = None
+
+    def abort(self) -> None:
+        """Drop a half-written output (the previous file, if any, stays)."""
+        import os
+
+        if self._tmp is not None:
+            self.fh.close()
+            os.unlink(self._tmp)
+            self._tmp = None
 
 
 def write_jsonl(results: Iterable[FileResult], fh: TextIO) -> None:
@@ -119,33 +301,48 @@ def write_jsonl(results: Iterable[FileResult], fh: TextIO) -> None:
         fh.write(json.dumps(r.to_dict()) + "\n")
 
 
-def csv_header(classes: list[str]) -> list[str]:
-    return (["path", "status", "reason", "frame", "timestamp", "track", "face", "x1", "y1", "x2", "y2", "det_score",
-             "label", "score", "valence", "arousal"] + [f"p_{c}" for c in classes])
-
-
-def csv_rows(r: FileResult, classes: list[str]) -> list[list[Any]]:
-    """One row per face; a file without faces gets one row with its status and reason."""
-    if not r.faces:
-        return [[r.path, r.status, r.reason or ""] + [""] * (len(csv_header(classes)) - 3)]
-    rows = []
-    for f in r.faces:
-        d = f.to_dict()
-        rows.append([r.path, r.status, r.reason or "", "" if f.frame is None else f.frame,
-                     "" if f.timestamp is None else d["timestamp"], "" if f.track is None else f.track, f.face,
-                     *d["box"], d["det_score"], f.label, d["score"], d.get("valence", ""), d.get("arousal", "")]
-                    + [d["probabilities"].get(c, "") for c in classes])
-    return rows
-
-
-def write_csv(results: Iterable[FileResult], fh: TextIO, classes: list[str]) -> None:
-    w = csv.writer(fh, lineterminator="\n")
-    w.writerow(csv_header(classes))
-    for r in results:
-        w.writerows(csv_rows(r, classes))
-
-
 def to_csv_text(results: Iterable[FileResult], classes: list[str]) -> str:
     buf = io.StringIO()
-    write_csv(results, buf, classes)
+    w = ResultWriter("csv", classes, stream=buf)
+    for r in results:
+        w.write(r)
     return buf.getvalue()
+
+
+# ------------------------------------------------------------------------------------------- OpenAPI
+_JSON_TYPES = {"integer": int, "number": float, "string": str, "boolean": bool}
+
+
+def openapi_models():
+    """Pydantic models (Face, FileResult, BatchResult) built from :data:`FACE_FIELDS` / :data:`FILE_FIELDS`:
+    the server documents exactly what ``to_dict`` writes. Needs pydantic (the ``serve`` extra)."""
+    from typing import Optional
+
+    from pydantic import ConfigDict, Field, create_model
+
+    def annotation(kind: str, face_model=None):
+        if kind in _JSON_TYPES:
+            return _JSON_TYPES[kind]
+        return {"box": list[float], "size": list[int], "landmarks": dict[str, list[float]],
+                "probabilities": dict[str, float], "any": Any, "faces": list[face_model]}[kind]
+
+    def build(name, table, face_model=None):
+        fields = {}
+        for key, (kind, required, desc) in table.items():
+            ann = annotation(kind, face_model)
+            attr = key + "_" if key == "schema" else key  # `schema` shadows a BaseModel attribute
+            if required and kind != "any":
+                fields[attr] = (ann, Field(..., alias=key, description=desc))
+            else:
+                fields[attr] = (Optional[ann], Field(None, alias=key, description=desc))
+        return create_model(name, __config__=ConfigDict(populate_by_name=True), **fields)
+
+    face = build("Face", FACE_FIELDS)
+    file = build("FileResult", FILE_FIELDS, face)
+    batch = create_model("BatchResult", results=(list[file], ...))
+    return face, file, batch
+
+
+# Earlier names of the table functions (kept for code written against them).
+csv_header = table_columns
+csv_rows = table_rows

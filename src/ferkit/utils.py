@@ -138,3 +138,14 @@ def progress(iterable=None, *, total=None, desc=None, unit="it", quiet=False, le
 
     return tqdm(iterable, total=total, desc=desc, unit=unit, disable=not progress_enabled(quiet), leave=leave,
                 dynamic_ncols=True, **kw)
+
+
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    """Hex sha256 of a file, read in chunks (weights, checkpoints, downloaded artifacts)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(chunk), b""):
+            h.update(block)
+    return h.hexdigest()

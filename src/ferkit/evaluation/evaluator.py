@@ -25,7 +25,6 @@ so a dataset without predefined splits gives back the same held-out test split t
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import math
 import os
@@ -232,53 +231,6 @@ def match_classes(ckpt_classes: list[str], ds_classes: list[str], class_map: boo
 # ---------------------------------------------------------------------------------------------------- helpers
 
 
-def file_sha256(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def _resolve_checkpoint_file(path) -> Path:
-    p = Path(path)
-    if p.is_dir():
-        for name in ("best.pt", "last.pt"):
-            if (p / name).exists():
-                return p / name
-    return p
-
-
-def _zoo(path) -> str | None:
-    """The zoo model name ``path`` refers to (``zoo:NAME``), if any (its weights ship with ferkit)."""
-    if Path(path).exists():
-        return None
-    try:
-        from ferkit.zoo import zoo_name
-    except ImportError:
-        return None
-    try:
-        return zoo_name(path)
-    except FerkitError:
-        return None
-
-
-def _weights_file(ckpt_file: Path) -> Path | None:
-    """The file whose sha256 identifies the weights: the checkpoint itself, or a zoo model's weights file."""
-    if ckpt_file.is_file():
-        return ckpt_file
-    name = _zoo(ckpt_file)
-    if name:
-        try:
-            from ferkit.zoo import weights_path
-
-            w = weights_path(name)
-            return w if w.is_file() else None
-        except (ImportError, FerkitError, OSError):
-            return None
-    return None
-
-
 def finite(obj):
     """A copy of ``obj`` with every non-finite float replaced by None (JSON has no NaN)."""
     if isinstance(obj, dict):
@@ -292,9 +244,14 @@ def finite(obj):
     return obj
 
 
-def model_card(ckpt: dict, ckpt_file: Path | None, model=None) -> dict:
-    """Architecture, parameters, classes, input, data and training config of a checkpoint (for reports)."""
+def model_card(ckpt: dict, ref=None, model=None) -> dict:
+    """Architecture, parameters, classes, input, data and training config of a checkpoint (for reports);
+    ``ref`` is the :class:`~ferkit.refs.ModelRef` it came from (its weights file's sha256 goes in the card)."""
     from ferkit.models import get_card
+    from ferkit.refs import resolve
+    from ferkit.utils import sha256_file
+
+    ref = resolve(ref) if ref is not None else None
 
     m = ckpt["model"]
     try:
@@ -308,13 +265,13 @@ def model_card(ckpt: dict, ckpt_file: Path | None, model=None) -> dict:
     if model is not None:
         params = int(sum(p.numel() for p in model.parameters()))
         trainable = int(sum(p.numel() for p in model.parameters() if p.requires_grad))
-    ck = {"path": str(ckpt_file) if ckpt_file else None, "created": ckpt.get("created"),
+    ck = {"path": (str(ref.path) if ref.path else ref.name) if ref else None, "created": ckpt.get("created"),
           "ferkit_version": ckpt.get("ferkit_version"), "format_version": ckpt.get("format_version")}
-    wf = _weights_file(Path(ckpt_file)) if ckpt_file is not None else None
-    if wf is not None:
-        ck["sha256"] = file_sha256(wf)
+    wf = ref.file if ref else None
+    if wf is not None and wf.is_file():
+        ck["sha256"] = sha256_file(wf)
         ck["size_bytes"] = wf.stat().st_size
-        if wf != Path(ckpt_file):
+        if ref.kind == "zoo":
             ck["weights_file"] = str(wf)
     trained = {k: v for k, v in met.items() if isinstance(v, (int, float, str)) and not k.startswith("_")}
     return {
@@ -426,8 +383,9 @@ def evaluate_checkpoint(
     Writes metrics.json, predictions.csv, confusion_matrix{,_normalized}.png, roc_curves.png, pr_curves.png,
     reliability.png, errors.png, errors.txt, va_scatter.png (multitask) and report.html.
     """
-    from ferkit.checkpoint import build_model, load_checkpoint
+    from ferkit.checkpoint import build_model
     from ferkit.data.transforms import InputSpec
+    from ferkit.refs import load_checkpoint, resolve
     from ferkit.evaluation import plots
     from ferkit.utils import atomic_write_json, resolve_device
 
@@ -436,8 +394,9 @@ def evaluate_checkpoint(
     if int(batch_size) < 1:
         raise ConfigError(f"--batch-size {batch_size}: must be at least 1")
     t_start = time.time()
-    ckpt_file = _resolve_checkpoint_file(checkpoint)
-    ckpt = load_checkpoint(ckpt_file)
+    ref = resolve(checkpoint)
+    ckpt = load_checkpoint(ref)
+    ckpt_file = ref.path if ref.path is not None else Path(ref.name)
     dev = resolve_device(device)
     spec = InputSpec.from_dict(ckpt["input"])
     notes: list[str] = []
@@ -477,7 +436,7 @@ def evaluate_checkpoint(
 
     model = build_model(ckpt, ckpt_file).to(dev)  # after the data checks: bad input fails fast
     if out is None:
-        zoo = _zoo(ckpt_file)
+        zoo = ref.name if ref.kind == "zoo" else None
         name = f"eval_{split}" + ("" if tta == "none" else f"_{tta}")
         out = Path(f"eval_{zoo}_{name[5:]}") if zoo else ckpt_file.parent / name  # zoo: in the working folder
     out = Path(out)
@@ -504,7 +463,7 @@ def evaluate_checkpoint(
             va_true = (np.asarray(s.valence, dtype=np.float64), np.asarray(s.arousal, dtype=np.float64))
             metrics["valence"] = M.regression_metrics(va_true[0], va_pred[0])
             metrics["arousal"] = M.regression_metrics(va_true[1], va_pred[1])
-    card = model_card(ckpt, ckpt_file, model)
+    card = model_card(ckpt, ref, model)
     metrics["model"] = {"name": card["architecture"], "task": card["task"], "params": card["params"]}
     metrics["checkpoint"] = {"path": str(ckpt_file), "sha256": card["checkpoint"].get("sha256")}
     metrics["data"] = {"path": str(dataset.root), "name": dataset.name, "format": dataset.format,

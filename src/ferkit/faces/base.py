@@ -23,7 +23,7 @@ import numpy as np
 
 from ferkit.errors import ConfigError, DataError
 
-LANDMARK_NAMES = ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")
+from ferkit.schema import LANDMARK_NAMES  # noqa: E402 - one definition, shared with the result schema
 
 # What a backend may be asked to downscale to before detection (long side, pixels).
 DEFAULT_MAX_SIZE = 1280

@@ -1,7 +1,15 @@
-"""Reading photos for detection: any file Pillow decodes, as upright RGB uint8, or a one-line DataError."""
+"""THE image decoder: every photo the CLI, the API, the server, the Ray engine and the dataset loaders read
+goes through :func:`decode_image` (a path or the bytes of one), as upright RGB uint8, or one DataError line.
+
+Only an allowlist of formats is decoded (:data:`ALLOWED_FORMATS`): JPEG (and MPO, the multi-picture JPEG
+cameras write), PNG, WebP, BMP, GIF, TIFF and PPM/PGM (the plain formats some face datasets ship). Whatever the
+file's name says, anything else (EPS/PostScript, which Pillow would hand to Ghostscript; PSD, ICNS, SGI, ...)
+is refused. Image sizes are checked from the header before any pixel is decoded.
+"""
 
 from __future__ import annotations
 
+import io
 import os
 import struct
 import warnings
@@ -15,45 +23,90 @@ from ferkit.errors import DataError
 # a studio photo to the detector, rather than a face on black.
 _ALPHA_BACKGROUND = (255, 255, 255)
 
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".pgm", ".ppm")
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv")
+# JPEG covers MPO (the multi-picture JPEG cameras write): Pillow opens both with one plugin.
+ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF", "PPM")
+#: Default pixel limit (width x height) for one image: 100 MP is far above any camera a face comes from.
+MAX_PIXELS = 100_000_000
 
-def load_image(path: str | os.PathLike) -> np.ndarray:
-    """Decode an image file to an upright RGB uint8 (H, W, 3) array.
+
+class ImageTooLargeError(DataError):
+    """An image whose header declares more pixels than allowed (the server answers 413)."""
+
+
+def is_image_path(path: str | os.PathLike) -> bool:
+    return Path(path).suffix.lower() in IMAGE_SUFFIXES
+
+
+def is_video_path(path: str | os.PathLike) -> bool:
+    return Path(path).suffix.lower() in VIDEO_SUFFIXES
+
+
+def load_image(path: str | os.PathLike, max_pixels: int | None = MAX_PIXELS) -> np.ndarray:
+    """Decode an image file to an upright RGB uint8 (H, W, 3) array (see :func:`decode_image`)."""
+    p = Path(path)
+    try:
+        if not p.exists():
+            raise DataError(f"{p}: no such file")
+        if p.is_dir():
+            raise DataError(f"{p}: is a folder, not an image file")
+        size = p.stat().st_size
+    except OSError as e:
+        raise DataError(f"{p}: cannot read ({e.strerror or type(e).__name__})") from None
+    if size == 0:
+        raise DataError(f"{p}: empty file (0 bytes), not an image")
+    return decode_image(p, str(p), max_pixels=max_pixels)
+
+
+def decode_image(source: str | os.PathLike | bytes, name: str | None = None,
+                 max_pixels: int | None = MAX_PIXELS) -> np.ndarray:
+    """Decode a path or the bytes of an image to upright RGB uint8 (H, W, 3).
 
     EXIF orientation is applied; CMYK, palette, grey, 16-bit and float images are converted; alpha is
-    composited onto white; of animated/multi-page files the first frame is used. An unreadable file
-    (missing, empty, not an image, truncated, corrupt, absurdly large) raises :class:`DataError` naming it.
+    composited onto white; of animated/multi-page files the first frame is used. Formats outside
+    :data:`ALLOWED_FORMATS` are refused whatever the name says. Errors are one :class:`DataError` line naming
+    ``name``: :class:`ImageTooLargeError` past ``max_pixels``, otherwise not an image / corrupt / truncated.
     """
     from PIL import Image, ImageFile, UnidentifiedImageError
 
-    p = Path(path)
-    if not p.exists():
-        raise DataError(f"{p}: no such file")
-    if p.is_dir():
-        raise DataError(f"{p}: is a folder, not an image file")
-    try:
-        size = p.stat().st_size
-    except OSError as e:
-        raise DataError(f"{p}: cannot read ({e.strerror or e})") from e
-    if size == 0:
-        raise DataError(f"{p}: empty file (0 bytes), not an image")
+    name = name or (os.fspath(source) if not isinstance(source, (bytes, bytearray, memoryview)) else "<bytes>")
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        if not len(source):
+            raise DataError(f"{name}: empty (0 bytes), not an image")
+        fp = io.BytesIO(bytes(source))
+    else:
+        fp = os.fspath(source)
     if ImageFile.LOAD_TRUNCATED_IMAGES:
         # Someone in this process asked Pillow to pad truncated files with grey; we would rather say so.
         warnings.warn("PIL.ImageFile.LOAD_TRUNCATED_IMAGES is set: truncated images will load padded", stacklevel=2)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(p) as im:
+            with Image.open(fp, formats=ALLOWED_FORMATS) as im:
+                w, h = im.size
+                if w < 1 or h < 1:
+                    raise DataError(f"{name}: declares an empty image ({w}x{h})")
+                if max_pixels is not None and w * h > max_pixels:
+                    raise ImageTooLargeError(f"{name}: {w}x{h} = {w * h} pixels exceeds the limit of {max_pixels}")
                 im.load()  # decode now: truncation and corruption surface here, not later
-                return pil_to_rgb(im, str(p))
+                return pil_to_rgb(im, name)
     except DataError:
         raise
-    except UnidentifiedImageError as e:
-        raise DataError(f"{p}: not an image file Pillow can decode") from e
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-        raise DataError(f"{p}: image too large to decode safely ({e})") from e
-    except (OSError, SyntaxError, ValueError, EOFError, IndexError, struct.error) as e:
-        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise DataError(f"{p}: corrupt or truncated image ({msg})") from e
+    except UnidentifiedImageError:
+        raise DataError(f"{name}: not an image in an accepted format ({', '.join(ALLOWED_FORMATS)})") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise ImageTooLargeError(f"{name}: image too large to decode safely") from None
+    except MemoryError:
+        raise ImageTooLargeError(f"{name}: image too large to decode in memory") from None
+    except PermissionError:
+        raise DataError(f"{name}: permission denied") from None
+    except FileNotFoundError:
+        raise DataError(f"{name}: no such file") from None
+    except (OSError, SyntaxError, ValueError, EOFError, IndexError, KeyError, TypeError, ZeroDivisionError,
+            struct.error) as e:
+        msg = str(e).splitlines()[0][:120] if str(e) else type(e).__name__
+        raise DataError(f"{name}: corrupt or truncated image ({msg})") from None
 
 
 def pil_to_rgb(im, what: str = "image") -> np.ndarray:

@@ -7,7 +7,7 @@ Nothing is downloaded at run time.
 
 from __future__ import annotations
 
-import hashlib
+from ferkit.utils import sha256_file  # noqa: F401 - re-exported for the conversion scripts
 from pathlib import Path
 
 from ferkit.errors import ModelError
@@ -28,14 +28,6 @@ def weights_path(backend: str) -> Path:
 
 def card_path(backend: str) -> Path:
     return CARDS_DIR / f"{backend}.md"
-
-
-def sha256_file(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def load_weights(backend: str) -> dict:

@@ -25,6 +25,7 @@ from typing import Any, Callable, ClassVar, Sequence
 import numpy as np
 
 from ferkit.errors import ConfigError, DataError, ModelError
+from ferkit.utils import sha256_file
 
 INSTALL_HINT = "install the identity extra: pip install 'ferkit[identity]' (dlib-bin + face_recognition_models)"
 
@@ -183,7 +184,7 @@ class FaceEncoder:
         p = Path(path)
         img = load_image(p)
         res = self.encode_image(img, str(p))
-        res.sha256 = file_sha256(p)
+        res.sha256 = sha256_file(p)
         return res
 
     def encode_one(self, path: str | os.PathLike) -> PhotoFaces:
@@ -193,13 +194,3 @@ class FaceEncoder:
             what = "no face" if not res.faces else f"{len(res.faces)} faces"
             raise DataError(f"{path}: {what} found; an enrolment photo must show exactly one face")
         return res
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    import hashlib
-
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()

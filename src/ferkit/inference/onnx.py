@@ -33,7 +33,6 @@ from typing import Any
 import numpy as np
 
 from ferkit.errors import ConfigError, ModelError
-from ferkit.inference.pipeline import Classifier
 
 OPSET = 17
 
@@ -58,14 +57,19 @@ def export_onnx(model: Any, out: str | os.PathLike | None = None, int8: bool = F
     ``"Conv"`` for a smaller file at a larger deviation, see the module docstring)."""
     import torch
 
-    from ferkit.checkpoint import build_model, load_checkpoint
+    from ferkit.checkpoint import build_model
+    from ferkit.refs import load_checkpoint
     from ferkit.data.transforms import InputSpec
 
     onnx = _need("onnx")
-    ckpt = model if isinstance(model, dict) else load_checkpoint(model)
+    ckpt = load_checkpoint(model)
     name = ckpt["model"]["name"]
-    if out is None:
-        base = Path(str(model)).stem if not isinstance(model, dict) else name
+    if out is None:  # beside the checkpoint (a zoo model: the current folder)
+        from ferkit.refs import resolve
+
+        ref = resolve(model) if not isinstance(model, dict) else None
+        base = ref.path.parent / ref.path.stem if ref is not None and ref.path is not None else Path(
+            ref.name if ref is not None else name)
         out = Path(f"{base}{'.int8' if int8 else ''}.onnx")
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -126,6 +130,7 @@ def export_onnx(model: Any, out: str | os.PathLike | None = None, int8: bool = F
                 p = m.metadata_props.add()
                 p.key, p.value = k, v
         onnx.save(m, tmp)
+        os.chmod(tmp, 0o644)  # mkstemp made it 0600; an exported model is meant to be shared
         os.replace(tmp, out)
     finally:
         if os.path.exists(tmp):
@@ -142,67 +147,26 @@ def read_metadata(path: str | os.PathLike) -> dict:
     return dict(sess.get_modelmeta().custom_metadata_map)
 
 
-class OnnxClassifier(Classifier):
-    """A ferkit-exported ONNX model run with onnxruntime (CUDA provider when ``device`` is cuda and present)."""
-
-    def __init__(self, path: str | os.PathLike, device: str = "cpu", threads: int | None = None):
-        from ferkit.data.transforms import InputSpec
-
-        ort = _need("onnxruntime")
-        path = Path(path)
-        if not path.is_file():
-            raise ModelError(f"{path}: no such ONNX file")
-        so = ort.SessionOptions()
-        import torch
-
-        so.intra_op_num_threads = threads or torch.get_num_threads()
-        so.inter_op_num_threads = 1
-        providers = ["CPUExecutionProvider"]
-        if str(device).startswith("cuda") and "CUDAExecutionProvider" in ort.get_available_providers():
-            providers.insert(0, "CUDAExecutionProvider")
-        try:
-            self.sess = ort.InferenceSession(str(path), so, providers=providers)
-        except Exception as e:  # noqa: BLE001
-            raise ModelError(f"{path}: not a loadable ONNX model ({str(e).splitlines()[0]})") from None
-        meta = dict(self.sess.get_modelmeta().custom_metadata_map)
-        if "ferkit.classes" not in meta or "ferkit.input" not in meta:
-            raise ModelError(f"{path}: no ferkit metadata (classes, input spec); export it with `ferkit export`")
-        self.name = str(path)
-        self.classes = json.loads(meta["ferkit.classes"])
-        self.spec = InputSpec.from_dict(json.loads(meta["ferkit.input"]))
-        self.task = meta.get("ferkit.task", "classify")
-        self.outputs = [o.name for o in self.sess.get_outputs()]
-
-    def run_raw(self, x: np.ndarray) -> list[np.ndarray]:
-        return self.sess.run(self.outputs, {"input": np.ascontiguousarray(x, dtype=np.float32)})
-
-    def predict(self, chips: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        from ferkit.data.transforms import to_input
-
-        x = to_input(np.ascontiguousarray(chips), self.spec).numpy()
-        outs = self.run_raw(x)
-        logits = outs[0].astype(np.float64)
-        e = np.exp(logits - logits.max(1, keepdims=True))
-        probs = (e / e.sum(1, keepdims=True)).astype(np.float32)
-        va = np.stack([outs[1].reshape(-1), outs[2].reshape(-1)], 1) if len(outs) >= 3 else None
-        return probs, va
-
-
 def cached_export(model: Any) -> Path:
-    """Export ``model`` once to ``<ferkit cache>/onnx`` (``$FERKIT_CACHE_DIR`` or ``~/.cache/ferkit``),
-    keyed by the file's size + mtime (or the zoo name + ferkit version); returns the ONNX path."""
+    """Export ``model`` (any :mod:`ferkit.refs` reference) once to ``<ferkit cache>/onnx`` (``$FERKIT_CACHE_DIR``
+    or ``~/.cache/ferkit``), keyed by the file's path, size and mtime (a zoo model: its name and the ferkit
+    version); returns the ONNX path."""
     import ferkit
+    from ferkit.refs import resolve
+    from ferkit.utils import cache_root
 
     if isinstance(model, dict):
         raise ConfigError("--backend onnx needs a checkpoint path or zoo name (or an exported .onnx file)")
-    s = str(model)
-    p = Path(s)
-    key = f"{p.resolve()}:{p.stat().st_size}:{p.stat().st_mtime_ns}" if p.is_file() else f"zoo:{s}:{ferkit.__version__}"
-    h = hashlib.sha256(key.encode()).hexdigest()[:16]
-    from ferkit.utils import cache_root
-
-    cache = cache_root() / "onnx"
-    out = cache / f"{p.stem}-{h}.onnx"
+    ref = resolve(model)
+    if ref.kind == "onnx":
+        return ref.path
+    if ref.path is not None:
+        st = ref.path.stat()
+        key = f"{ref.path.resolve()}:{st.st_size}:{st.st_mtime_ns}"
+        stem = ref.path.stem
+    else:
+        key, stem = f"zoo:{ref.name}:{ferkit.__version__}", ref.name
+    out = cache_root() / "onnx" / f"{stem}-{hashlib.sha256(key.encode()).hexdigest()[:16]}.onnx"
     if not out.is_file():
-        export_onnx(model, out)
+        export_onnx(ref.path if ref.path is not None else ref.name, out)
     return out

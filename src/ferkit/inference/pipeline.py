@@ -2,7 +2,7 @@
 
     from ferkit.inference.pipeline import Analyzer
     an = Analyzer("fer_minixception", detector="retinaface")        # or ["fer_minixception", "human_xception"]
-    faces = an.analyze(img_or_path)                                  # list[FaceResult]
+    result = an.analyze(img_or_path)                                 # FileResult: .faces, .to_dict()
     for file_result in an.analyze_paths(paths):                      # decoding runs in a background thread
         print(file_result.to_dict())
 
@@ -24,75 +24,14 @@ from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 
+from ferkit import defaults
 from ferkit.errors import ConfigError, DataError
+from ferkit.faces.io import IMAGE_SUFFIXES, VIDEO_SUFFIXES
+from ferkit.faces.io import is_video_path as is_video
+from ferkit.inference.backends import Classifier, make_classifier
 from ferkit.schema import FaceResult, FileResult
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".pgm", ".ppm")
-VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv")
-
-
-# --------------------------------------------------------------------------------------------
-# classifiers
-
-
-class Classifier:
-    """One expression model: ``classes``, ``spec`` (InputSpec), ``task``; ``predict(chips_u8)`` ->
-    (probs float32 (B, k), valence/arousal float32 (B, 2) or None)."""
-
-    name: str
-    classes: list[str]
-    spec: Any
-    task: str = "classify"
-
-    def predict(self, chips: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:  # pragma: no cover
-        raise NotImplementedError
-
-
-class TorchClassifier(Classifier):
-    def __init__(self, model: Any, device: str = "cpu", name: str | None = None):
-        import torch
-
-        from ferkit.checkpoint import build_model, load_checkpoint
-        from ferkit.data.transforms import InputSpec
-        from ferkit.utils import resolve_device
-
-        ckpt = model if isinstance(model, dict) else load_checkpoint(model)
-        self.name = name or (str(model) if not isinstance(model, dict) else ckpt["model"]["name"])
-        self.device = resolve_device(device)
-        self.model = build_model(ckpt, self.name).to(self.device).eval()
-        self.spec = InputSpec.from_dict(ckpt["input"])
-        self.classes = list(ckpt["classes"])
-        self.task = ckpt["model"].get("task", "classify")
-        self._torch = torch
-
-    def predict(self, chips: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        torch = self._torch
-        from ferkit.data.transforms import to_input
-
-        with torch.inference_mode():
-            x = to_input(torch.from_numpy(np.ascontiguousarray(chips)).to(self.device), self.spec)
-            out = self.model(x)
-            logits = out["logits"] if isinstance(out, dict) else out
-            probs = torch.softmax(logits.float(), 1).cpu().numpy()
-            va = None
-            if isinstance(out, dict) and "valence" in out:
-                va = torch.stack([out["valence"].reshape(-1), out["arousal"].reshape(-1)], 1).float().cpu().numpy()
-        return probs, va
-
-
-def make_classifier(model: Any, backend: str = "torch", device: str = "cpu") -> Classifier:
-    """A classifier from a checkpoint path / zoo name / checkpoint dict / ``.onnx`` file."""
-    if isinstance(model, Classifier):
-        return model
-    if backend not in ("torch", "onnx"):
-        raise ConfigError(f"backend {backend!r}: use torch or onnx")
-    is_onnx_file = isinstance(model, (str, os.PathLike)) and str(model).lower().endswith(".onnx")
-    if is_onnx_file or backend == "onnx":
-        from ferkit.inference.onnx import OnnxClassifier, cached_export
-
-        path = model if is_onnx_file else cached_export(model)
-        return OnnxClassifier(path, device=device)
-    return TorchClassifier(model, device=device)
+__all__ = ["Analyzer", "Classifier", "analyze", "expand_inputs", "is_video", "make_classifier"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -118,10 +57,11 @@ class Analyzer:
     larger than ``det_size`` are reported ``downscaled``.
     """
 
-    def __init__(self, models: Any = "fer_minixception", detector: Any = "retinaface", device: str = "cpu",
-                 backend: str = "torch", batch_size: int = 64, detect: bool = True, crop: str = "align",
+    def __init__(self, models: Any = defaults.MODEL, detector: Any = defaults.DETECTOR,
+                 device: str = defaults.DEVICE, backend: str = defaults.BACKEND,
+                 batch_size: int = defaults.BATCH_SIZE, detect: bool = True, crop: str = defaults.CROP,
                  margin: float = 0.0, detector_options: dict | None = None, identity: Any = None,
-                 det_size: int | None = None):
+                 det_size: int | None = defaults.DET_SIZE):
         from ferkit.faces import FaceDetector
 
         if isinstance(models, (str, os.PathLike, dict, Classifier)):
@@ -129,8 +69,10 @@ class Analyzer:
         models = list(models)
         if not models:
             raise ConfigError("Analyzer: give at least one model (checkpoint path or zoo name)")
-        if crop not in ("align", "box"):
+        if crop not in defaults.CROPS:
             raise ConfigError(f"crop {crop!r}: use align or box")
+        if det_size is not None and (not isinstance(det_size, int) or not 32 <= det_size <= 8192):
+            raise ConfigError(f"det_size {det_size!r}: give a long side in pixels between 32 and 8192")
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ConfigError(f"batch_size must be an integer >= 1, got {batch_size!r}")
         self.classifiers = [make_classifier(m, backend=backend, device=device) for m in models]
@@ -154,6 +96,14 @@ class Analyzer:
 
             dummy = [(np.full(len(c.classes), 1 / len(c.classes)), c.classes) for c in self.classifiers]
             self.classes = ensemble_probs(dummy, mode="union")[1]
+        # Provenance written into every FileResult: which model(s) and detector produced it.
+        self.model_name = "+".join(c.name for c in self.classifiers)
+        if not self.detect_faces:
+            self.detector_name = "none"
+        else:
+            ms = getattr(self.detector, "max_size", None)
+            self.detector_name = f"{getattr(self.detector, 'name', type(self.detector).__name__)}" + (
+                f"@{ms}" if ms else "")
 
     # ---------------------------------------------------------------- core
     def _chip(self, img: np.ndarray, face, spec) -> np.ndarray:
@@ -243,8 +193,28 @@ class Analyzer:
         return bool(self.detect_faces and ms and max(image.shape[:2]) > ms)
 
     # ---------------------------------------------------------------- public
-    def analyze(self, image: Any, source: str | None = None) -> list[FaceResult]:
-        """Every face in one image (path, RGB uint8 array or PIL image), highest detector score first."""
+    def file_result(self, path: str, image: np.ndarray | None = None, faces: list[FaceResult] | None = None,
+                    error: str | None = None, kind: str = "image") -> FileResult:
+        """The :class:`FileResult` of one input, with status, reason and this analyzer's provenance."""
+        fr = FileResult(path=path, kind=kind, model=self.model_name, detector=self.detector_name)
+        if error is not None:
+            fr.status, fr.reason = "error", error
+            return fr
+        if image is not None:
+            h, w = image.shape[:2]
+            fr.image_size, fr.downscaled = (w, h), self.was_downscaled(image)
+        fr.faces = list(faces or [])
+        if not fr.faces and kind == "image":
+            fr.status, fr.reason = "no_face", "no face found"
+        if fr.downscaled:
+            note = f"downscaled from {fr.image_size[0]}x{fr.image_size[1]} to long side {self.detector.max_size} " \
+                   "for detection"
+            fr.reason = f"{fr.reason}; {note}" if fr.reason else note
+        return fr
+
+    def analyze(self, image: Any, source: str | None = None) -> FileResult:
+        """Every face in one image (path, RGB uint8 array or PIL image), highest detector score first, as a
+        :class:`FileResult` (``.faces``); an unreadable path raises :class:`DataError`."""
         from ferkit.faces import load_image
         from ferkit.faces.base import as_rgb_uint8
 
@@ -253,7 +223,8 @@ class Analyzer:
             image = load_image(image)
         else:
             image = as_rgb_uint8(image)
-        return self.process([image], [source or "<array>"])[0]
+        source = source or "<array>"
+        return self.file_result(source, image, self.process([image], [source])[0])
 
     def analyze_paths(self, paths: Iterable[str | os.PathLike], group: int = 8, prefetch: int = 16,
                       return_images: bool = False) -> Iterator[FileResult]:
@@ -304,33 +275,10 @@ class Analyzer:
                         break
                     batch.append(item)
                 good = [(p, im) for p, im, err in batch if im is not None]
-                results = {}
-                if good:
-                    try:
-                        faces = self.process([im for _, im in good], [p for p, _ in good])
-                    except DataError as e:  # pragma: no cover - a detector refusing an image
-                        faces = None
-                        err = str(e)
-                    for k, (p, im) in enumerate(good):
-                        h, w = im.shape[:2]
-                        fr = FileResult(path=p, image_size=(w, h), downscaled=self.was_downscaled(im))
-                        if faces is None:
-                            fr.status, fr.reason = "error", err
-                        else:
-                            fr.faces = faces[k]
-                            if not fr.faces:
-                                fr.status, fr.reason = "no_face", "no face found"
-                        if fr.downscaled:
-                            note = f"downscaled from {w}x{h} to long side {self.detector.max_size} for detection"
-                            fr.reason = f"{fr.reason}; {note}" if fr.reason else note
-                        results[p, k] = fr
-                gi = 0
+                faces = self.process([im for _, im in good], [p for p, _ in good]) if good else []
+                found = iter(faces)
                 for p, im, err in batch:
-                    if im is None:
-                        fr = FileResult(path=p, status="error", reason=err)
-                    else:
-                        fr = results[p, gi]
-                        gi += 1
+                    fr = self.file_result(p, error=err) if im is None else self.file_result(p, im, next(found))
                     yield (fr, im) if return_images else fr
         finally:
             stop.set()
@@ -347,27 +295,70 @@ def expand_inputs(inputs: Iterable[str | os.PathLike]) -> list[Path]:
     for s in inputs:
         p = Path(s)
         if p.is_dir():
-            out += sorted(q for q in p.rglob("*")
-                          if q.is_file() and q.suffix.lower() in IMAGE_SUFFIXES + VIDEO_SUFFIXES)
+            found: list[Path] = []
+            # An unreadable sub-folder becomes an input of its own, so it is reported (status error), not raised.
+            for root, _dirs, files in os.walk(p, onerror=lambda e: found.append(Path(e.filename))):
+                found += [Path(root) / f for f in files if Path(f).suffix.lower() in IMAGE_SUFFIXES + VIDEO_SUFFIXES]
+            out += sorted(found)
         else:
             out.append(p)
     return out
 
 
-def is_video(path: str | os.PathLike) -> bool:
-    return Path(path).suffix.lower() in VIDEO_SUFFIXES
+_CACHE: dict[tuple, Analyzer] = {}
 
 
-_DEFAULT: dict[tuple, Analyzer] = {}
+def cached_analyzer(models: Any = defaults.MODEL, **kwargs) -> Analyzer:
+    """An :class:`Analyzer` for these arguments, built once per process and reused (the API's entry point)."""
+    if isinstance(models, (list, tuple)):
+        models = list(models)
+        key_models: Any = tuple(str(m) for m in models)
+    else:
+        key_models = str(models)
+    key = (key_models, tuple(sorted((k, str(v)) for k, v in kwargs.items())))
+    if key not in _CACHE:
+        _CACHE[key] = Analyzer(models, **kwargs)
+    return _CACHE[key]
 
 
-def analyze(image: Any, model: Any = "fer_minixception", detector: str = "retinaface", device: str = "cpu",
-            **kwargs) -> list[FaceResult]:
-    """Every face in ``image`` (path, RGB uint8 array or PIL image) with its expression. The Analyzer for
-    (model, detector, device) is built once and reused."""
-    key = (tuple(model) if isinstance(model, (list, tuple)) else str(model), str(detector), str(device),
-           tuple(sorted(kwargs.items())))
-    if key not in _DEFAULT:
-        _DEFAULT[key] = Analyzer(list(model) if isinstance(model, (list, tuple)) else model, detector=detector,
-                                 device=device, **kwargs)
-    return _DEFAULT[key].analyze(image)
+def analyze(image: Any, model: Any = defaults.MODEL, **kwargs) -> FileResult:
+    """Every face in ``image`` (path, RGB uint8 array or PIL image) with its expression, as a FileResult."""
+    return cached_analyzer(model, **kwargs).analyze(image)
+
+
+def predict_files(analyzer: Analyzer, paths: Iterable[str | os.PathLike], *, annotate=None, stride: int = 1,
+                  smooth: float | None = None, max_frames: int | None = None, extras_dir=None) -> Iterator[FileResult]:
+    """One FileResult per input, images first (batched, decoded ahead), then videos, each in the given order.
+
+    ``annotate``: folder for annotated images/videos; ``extras_dir``: where videos' per-second CSV and plot go
+    (default: ``annotate``). The CLI, the Python API and the Ray engine all run photos through here."""
+    if not isinstance(stride, int) or stride < 1:
+        raise ConfigError(f"stride {stride!r}: give an integer >= 1")
+    if smooth is not None and not (0 < smooth <= 1):
+        raise ConfigError(f"smooth {smooth}: give ALPHA in (0, 1]")
+    paths = list(paths)
+    ann = Path(annotate) if annotate else None
+    if ann:
+        ann.mkdir(parents=True, exist_ok=True)
+    extras = Path(extras_dir) if extras_dir else ann
+    images = [p for p in paths if not is_video(p)]
+    videos = [p for p in paths if is_video(p)]
+    for r, img in analyzer.analyze_paths(images, return_images=True):
+        if ann and img is not None and r.faces:
+            import cv2
+
+            from ferkit.inference.video import annotate as draw
+
+            cv2.imwrite(str(ann / f"{Path(r.path).stem}.annotated.jpg"), draw(img, r.faces))
+        yield r
+    if videos:
+        from ferkit.inference.video import analyze_video
+
+        for v in videos:
+            stem = Path(v).stem
+            try:
+                yield analyze_video(analyzer, str(v), stride=stride, smooth=smooth, annotate_dir=ann,
+                                    per_second_csv=extras / f"{stem}.per_second.csv" if extras else None,
+                                    plot=extras / f"{stem}.emotions.png" if extras else None, max_frames=max_frames)
+            except DataError as e:
+                yield analyzer.file_result(str(v), error=str(e), kind="video")

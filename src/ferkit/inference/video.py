@@ -167,7 +167,8 @@ def analyze_video(analyzer, source: Any, stride: int = 1, smooth: float | None =
     if not fps or fps != fps or fps > 1000:
         fps = 30.0
     tracker = Tracker(smooth)
-    result = FileResult(path=name, kind="webcam" if webcam else "video", frames=0)
+    result = analyzer.file_result(name, kind="webcam" if webcam else "video")
+    result.frames = 0
     writer = None
     out_video = None
     if annotate_dir is not None:

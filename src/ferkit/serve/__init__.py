@@ -1,5 +1,11 @@
 """``ferkit serve``: an HTTP API (FastAPI + uvicorn) and a webcam page over :class:`ferkit.inference.pipeline.Analyzer`.
 
-    from ferkit.serve.app import ServeConfig, create_app
-    app = create_app(ServeConfig(models=["fer_minixception"], det_size=640))
+    from ferkit.serve import ServeConfig, create_app
+    app = create_app(ServeConfig(models=["fer_minixception"]))
+
+Importing this package needs no extra; building or running the app needs ``pip install 'ferkit[serve]'``.
 """
+
+from ferkit.serve.app import BackgroundServer, ServeConfig, create_app, run_server
+
+__all__ = ["BackgroundServer", "ServeConfig", "create_app", "run_server"]

