@@ -1,0 +1,288 @@
+"""One ferkit: the Python API, the CLI and the server as one contract (names, schema, defaults, errors)."""
+
+import argparse
+import importlib
+import json
+import os
+import pkgutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import FERKIT, run_cli
+
+DATA = Path(__file__).parent / "data"
+PHOTOS = [DATA / "multi_face.jpg", DATA / "identity" / "obama.jpg", DATA / "identity" / "biden.jpg"]
+
+
+# ------------------------------------------------------------------------------------------------ API names
+def test_api_names_survive_any_import_order():
+    """Every ferkit.api.__all__ name is ferkit.NAME, listed by dir(), whatever was imported first, twice."""
+    code = r"""
+import importlib, pkgutil, ferkit
+# adversarial: every submodule first (the old ferkit.train/predict/evaluate packages shadowed the functions)
+for m in sorted(pkgutil.walk_packages(ferkit.__path__, "ferkit."), key=lambda m: m.name):
+    if m.name.endswith("__main__"):
+        continue
+    importlib.import_module(m.name)
+from ferkit import api
+assert sorted(api.__all__) == sorted(ferkit.API_NAMES), set(api.__all__) ^ set(ferkit.API_NAMES)
+for _ in range(2):
+    for name in api.__all__:
+        assert getattr(ferkit, name) is getattr(api, name), name
+        assert name in dir(ferkit), name
+        assert callable(getattr(ferkit, name)), name
+print("ok")
+"""
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr[-2000:]
+
+
+def test_api_calls_work_twice_in_one_process(tmp_path):
+    """The old bug: the first call imported a subpackage that replaced the function on `ferkit`."""
+    import ferkit
+
+    for _ in range(2):
+        res = ferkit.predict("fer_minixception", [PHOTOS[0]])
+        assert len(res) == 1 and len(res[0].faces) == 5
+        assert ferkit.analyze(str(PHOTOS[1])).faces
+        assert ferkit.list_recipes() and ferkit.describe_models()
+
+
+def test_no_subpackage_shares_a_name_with_an_api_function():
+    import ferkit
+    from ferkit import api
+
+    subs = {m.name for m in pkgutil.iter_modules(ferkit.__path__)}
+    assert not subs & set(api.__all__), subs & set(api.__all__)
+
+
+# ------------------------------------------------------------------------------------------------ one schema
+@pytest.fixture(scope="module")
+def server():
+    pytest.importorskip("fastapi")
+    from ferkit.serve import BackgroundServer, ServeConfig
+
+    with BackgroundServer(ServeConfig(batch_max=1)) as url:
+        yield url
+
+
+def _strip(d: dict) -> dict:
+    """A result without the name it was given (paths differ between surfaces)."""
+    d = json.loads(json.dumps(d))
+    d.pop("path", None)
+    for f in d["faces"]:
+        f.pop("source", None)
+    return d
+
+
+def test_cli_api_server_agree_on_the_same_photos(tmp_path, server):
+    """Default settings everywhere: equal labels, boxes within 1 px, identical schema and provenance."""
+    import httpx
+
+    import ferkit
+
+    api_res = ferkit.predict("fer_minixception", PHOTOS)
+    r = run_cli("predict", *PHOTOS, "--quiet")
+    assert r.returncode == 0, r.stderr
+    cli_res = [json.loads(line) for line in r.stdout.splitlines()]
+    rest = [httpx.post(server + "/v1/predict", files={"file": (p.name, p.read_bytes(), "image/jpeg")},
+                       timeout=60).json() for p in PHOTOS]
+    assert len(api_res) == len(cli_res) == len(rest) == len(PHOTOS)
+    for a, c, s in zip(api_res, cli_res, rest):
+        a = a.to_dict()
+        assert set(a) == set(c) == set(s)
+        assert a["model"] == c["model"] == s["model"] == "fer_minixception"
+        assert a["detector"] == c["detector"] == s["detector"] == "retinaface@640"
+        assert a["ferkit_version"] == c["ferkit_version"] == s["ferkit_version"] == ferkit.__version__
+        assert len(a["faces"]) == len(c["faces"]) == len(s["faces"]) > 0
+        for fa, fc, fs in zip(a["faces"], c["faces"], s["faces"]):
+            assert fa["label"] == fc["label"] == fs["label"]
+            assert np.abs(np.subtract(fa["box"], fc["box"])).max() <= 1
+            assert np.abs(np.subtract(fa["box"], fs["box"])).max() <= 1
+            assert abs(fa["score"] - fs["score"]) < 1e-4 and abs(fa["score"] - fc["score"]) < 1e-4
+        sa, sc = _strip(a), _strip(c)
+        for fa, fc in zip(sa.pop("faces"), sc.pop("faces")):  # floats may differ in the last digit across threads
+            assert set(fa) == set(fc) and fa["probabilities"].keys() == fc["probabilities"].keys()
+        assert sa == sc
+
+
+def test_openapi_models_are_the_schema_tables(server):
+    """The server documents exactly the fields to_dict writes (one source of truth)."""
+    import httpx
+
+    from ferkit.schema import FACE_FIELDS, FILE_FIELDS
+
+    spec = httpx.get(server + "/openapi.json").json()["components"]["schemas"]
+    assert set(spec["FileResult"]["properties"]) == set(FILE_FIELDS)
+    assert set(spec["Face"]["properties"]) == set(FACE_FIELDS)
+    assert set(spec["FileResult"]["required"]) == {k for k, (_, req, _) in FILE_FIELDS.items() if req}
+
+
+def test_every_surface_writes_only_schema_fields(tmp_path):
+    """API, CLI jsonl, CLI csv, crops (--no-detect) and video: one schema."""
+    import ferkit
+    from ferkit.schema import FACE_FIELDS, FILE_FIELDS, table_columns
+
+    full = ferkit.predict("fer_minixception", PHOTOS[:1])[0].to_dict()
+    assert set(full) <= set(FILE_FIELDS) and all(set(f) <= set(FACE_FIELDS) for f in full["faces"])
+    crops = ferkit.predict("fer_minixception", PHOTOS[:1], detect=False)[0]
+    assert crops.detector == "none" and len(crops.faces) == 1
+    assert list(crops.faces[0].box) == [0, 0, *crops.image_size]
+    r = run_cli("predict", PHOTOS[0], "--format", "csv", "--quiet")
+    header = r.stdout.splitlines()[0].split(",")
+    assert header == table_columns(list(full["faces"][0]["probabilities"]))
+    df = ferkit.predict("fer_minixception", PHOTOS).to_pandas()
+    assert list(df.columns) == header and len(df) == sum(len(x["faces"]) for x in [full]) + 2
+
+
+def test_parquet_output_matches_csv(tmp_path):
+    pytest.importorskip("pyarrow")
+    import pandas as pd
+
+    out = tmp_path / "faces.parquet"
+    r = run_cli("predict", *PHOTOS, "--format", "parquet", "--output", out, "--quiet")
+    assert r.returncode == 0, r.stderr
+    r2 = run_cli("predict", *PHOTOS, "--format", "csv", "--output", tmp_path / "faces.csv", "--quiet")
+    assert r2.returncode == 0
+    a, b = pd.read_parquet(out), pd.read_csv(tmp_path / "faces.csv")
+    assert list(a.columns) == list(b.columns) and len(a) == len(b)
+    assert list(a["label"]) == list(b["label"])
+    assert oct(out.stat().st_mode & 0o777) == "0o644"
+
+
+# ------------------------------------------------------------------------------------------------ resolver
+def test_one_resolver_for_every_command(tmp_path):
+    from ferkit.errors import CheckpointError
+    from ferkit.refs import resolve
+
+    assert resolve("fer_minixception").kind == "zoo"
+    with pytest.raises(CheckpointError, match="did you mean fer_minixception"):
+        resolve("fer_minixcepton")
+    with pytest.raises(CheckpointError, match="no such checkpoint file"):
+        resolve(str(tmp_path / "nope.pt"))
+    (tmp_path / "empty_run").mkdir()
+    with pytest.raises(CheckpointError, match="without best.pt or last.pt"):
+        resolve(tmp_path / "empty_run")
+
+
+def test_export_writes_beside_the_checkpoint_with_0644(tmp_path):
+    pytest.importorskip("onnx")
+    from ferkit.checkpoint import make_checkpoint, save_checkpoint
+    from ferkit.data.transforms import InputSpec
+    from ferkit.models import create_model
+
+    run = tmp_path / "run"
+    m = create_model("seed1_cnn", num_classes=3, in_channels=1)
+    save_checkpoint(make_checkpoint(m, model_name="seed1_cnn", model_kwargs={}, num_classes=3, in_channels=1,
+                                    task="classify", classes=["a", "b", "c"], input_spec=InputSpec().to_dict()),
+                    run / "best.pt")
+    cwd = tmp_path / "elsewhere"
+    cwd.mkdir()
+    r = run_cli("export", run, cwd=cwd)
+    assert r.returncode == 0, r.stderr
+    assert (run / "best.onnx").is_file() and not list(cwd.iterdir())
+    assert oct((run / "best.onnx").stat().st_mode & 0o777) == "0o644"
+    r = run_cli("predict", "--checkpoint", run / "best.onnx", PHOTOS[1], "--no-detect")
+    assert r.returncode == 0 and "onnx" in r.stderr.splitlines()[-1] and "torch" not in r.stderr.splitlines()[-1]
+
+
+# ------------------------------------------------------------------------------------------------ errors
+def _one_line_exit_2(r):
+    assert r.returncode == 2, (r.returncode, r.stderr[-2000:])
+    lines = [x for x in r.stderr.splitlines() if x.strip()]
+    assert len(lines) == 1 and lines[0].startswith("ferkit: error: "), r.stderr[-2000:]
+    assert "Traceback" not in r.stderr and "\x1b[" not in r.stderr and len(lines[0]) < 600
+    return lines[0]
+
+
+def test_broken_checkpoints_are_one_line(tmp_path):
+    rng = np.random.default_rng(0)
+    (tmp_path / "random.pt").write_bytes(rng.integers(0, 256, 4096, dtype=np.uint8).tobytes())
+    (tmp_path / "empty.pt").write_bytes(b"")
+    torch.save({"w": torch.zeros(3)}, tmp_path / "bare.pt")
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, ("echo pwned",))
+
+    import pickle
+
+    (tmp_path / "pickle.pt").write_bytes(pickle.dumps(Evil()))
+    torch.save({"x": argparse.Namespace(a=1)}, tmp_path / "objects.pt")
+    from ferkit.checkpoint import make_checkpoint
+    from ferkit.data.transforms import InputSpec
+    from ferkit.models import create_model
+
+    good = make_checkpoint(create_model("linear", num_classes=2, in_channels=1, input_size=8), model_name="linear",
+                           model_kwargs={"input_size": 8}, num_classes=2, in_channels=1, task="classify",
+                           classes=["a", "b"], input_spec=InputSpec(size=(8, 8), channels=1).to_dict())
+    broken = {"name_int": lambda c: c["model"].__setitem__("name", 5),
+              "one_class": lambda c: (c.__setitem__("classes", ["a"]), c["model"].__setitem__("num_classes", 1)),
+              "huge_input": lambda c: c["input"].__setitem__("size", [100000, 100000]),
+              "no_model": lambda c: c.pop("model"),
+              "nan_weights": lambda c: [v.fill_(float("nan")) for v in c["state_dict"].values()]}
+    for name, f in broken.items():
+        import copy
+
+        c = copy.deepcopy(good)
+        f(c)
+        torch.save(c, tmp_path / f"{name}.pt")
+    for f in sorted(tmp_path.glob("*.pt")):
+        line = _one_line_exit_2(run_cli("info", f))
+        assert str(f) in line
+        if f.name == "bare.pt":
+            assert "--init-weights" not in line and "state dict" in line
+        if f.name in ("pickle.pt", "objects.pt"):
+            assert "pickled" in line and "weights_only" not in line
+
+
+def test_error_lines(tmp_path):
+    assert "did you mean" in _one_line_exit_2(run_cli("predict", "--model", "fer_minixcepton", PHOTOS[0]))
+    assert "no image or video" in _one_line_exit_2(run_cli("predict", tmp_path))
+    # serve without the extra: one line naming it (the extra's modules made unimportable)
+    code = ("import sys; sys.modules['fastapi'] = None; sys.modules['uvicorn'] = None; "
+            "from ferkit.cli import main; raise SystemExit(main(['serve']))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert "pip install 'ferkit[serve]'" in _one_line_exit_2(r)
+
+
+def test_closed_stdout_ends_quietly():
+    p = subprocess.run(" ".join(FERKIT) + " recipes | head -1", shell=True, capture_output=True, text=True,
+                       timeout=300)
+    assert p.returncode == 0 and len(p.stdout.splitlines()) == 1
+    assert "Traceback" not in p.stderr and "BrokenPipe" not in p.stderr
+
+
+# ------------------------------------------------------------------------------------------------ CLI help
+def _walk(parser, path=()):
+    yield path, parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield from _walk(sub, path + (name,))
+
+
+def test_every_subcommand_has_examples_and_every_option_a_description():
+    from ferkit.cli import build_parser
+
+    missing = []
+    for path, p in _walk(build_parser()):
+        if path and "example" not in (p.epilog or ""):
+            missing.append(("no examples", " ".join(path)))
+        for a in p._actions:
+            if isinstance(a, (argparse._HelpAction, argparse._SubParsersAction, argparse._VersionAction)):
+                continue
+            if not a.help or a.help == argparse.SUPPRESS:
+                missing.append((" ".join(path), a.option_strings or a.dest))
+    assert not missing, missing
+
+
+def test_progress_bars_only_on_a_terminal(tmp_path, synth_dir):
+    r = run_cli("evaluate", "--checkpoint", "fer_minixception", "--data", synth_dir, "--out", tmp_path / "e",
+                "--class-map")
+    assert "\r" not in r.stderr, r.stderr[:500]
