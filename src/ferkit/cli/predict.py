@@ -122,6 +122,11 @@ exit code: 0 if no input failed, 2 if any input failed (errors are also one line
     sv.add_argument("--max-pixels", type=int, default=40_000_000,
                     help="largest accepted image in pixels, width x height (default 40 M)")
     sv.add_argument("--timeout", type=float, default=30.0, help="per-request inference timeout, seconds")
+    sv.add_argument("--read-timeout", type=float, default=10.0,
+                    help="seconds a client has to send a whole request; slower ones get 408 or are dropped")
+    sv.add_argument("--max-connections", type=int, default=256, help="open connections at once (default 256)")
+    sv.add_argument("--max-inflight-mb", type=float, default=256.0,
+                    help="decoded image memory in flight at once (default 256 MB); past it requests get 503")
     sv.add_argument("--batch-max", type=int, default=8, help="images per micro-batch (1 = no micro-batching)")
     sv.add_argument("--batch-wait-ms", type=float, default=5.0, help="how long a micro-batch waits to fill")
 
@@ -244,5 +249,7 @@ def cmd_serve(a) -> int:
     return run_server(ServeConfig(models=models_of(a), detector=a.detector, det_size=a.det_size, crop=a.crop,
                                   backend=a.backend, device=a.device, gallery=a.gallery, api_key=a.api_key,
                                   max_upload_bytes=int(a.max_upload_mb * 1024 * 1024), max_pixels=a.max_pixels,
-                                  request_timeout_s=a.timeout, batch_max=a.batch_max, batch_wait_ms=a.batch_wait_ms),
+                                  request_timeout_s=a.timeout, batch_max=a.batch_max, batch_wait_ms=a.batch_wait_ms,
+                                  read_timeout_s=a.read_timeout, max_connections=a.max_connections,
+                                  max_inflight_mb=a.max_inflight_mb),
                       host=a.host, port=a.port)

@@ -71,10 +71,12 @@ def decode_image(source: str | os.PathLike | bytes, name: str | None = None,
     from PIL import Image, ImageFile, UnidentifiedImageError
 
     name = name or (os.fspath(source) if not isinstance(source, (bytes, bytearray, memoryview)) else "<bytes>")
+    raw: bytes | None = None
     if isinstance(source, (bytes, bytearray, memoryview)):
         if not len(source):
             raise DataError(f"{name}: empty (0 bytes), not an image")
-        fp = io.BytesIO(bytes(source))
+        raw = bytes(source)
+        fp = io.BytesIO(raw)
     else:
         fp = os.fspath(source)
     if ImageFile.LOAD_TRUNCATED_IMAGES:
@@ -89,6 +91,9 @@ def decode_image(source: str | os.PathLike | bytes, name: str | None = None,
                     raise DataError(f"{name}: declares an empty image ({w}x{h})")
                 if max_pixels is not None and w * h > max_pixels:
                     raise ImageTooLargeError(f"{name}: {w}x{h} = {w * h} pixels exceeds the limit of {max_pixels}")
+                fast = _fast_decode(im, raw if raw is not None else fp)
+                if fast is not None:
+                    return fast
                 im.load()  # decode now: truncation and corruption surface here, not later
                 return pil_to_rgb(im, name)
     except DataError:
@@ -109,12 +114,71 @@ def decode_image(source: str | os.PathLike | bytes, name: str | None = None,
         raise DataError(f"{name}: corrupt or truncated image ({msg})") from None
 
 
+def _fast_decode(im, source) -> np.ndarray | None:
+    """Plain upright 8-bit JPEG / PNG (the common case) decoded by OpenCV straight into one RGB array: about
+    half of Pillow's time and a third of its peak memory (Pillow holds its own buffer, then numpy copies it).
+    Anything else (alpha, palette, 16-bit, CMYK, EXIF rotation, a JPEG without its end marker, a decode OpenCV
+    refuses) returns None and takes Pillow's path, which also gives the precise error."""
+    if im.format not in ("JPEG", "PNG") or im.mode not in ("RGB", "L") or "transparency" in im.info:
+        return None
+    try:
+        if im.getexif().get(0x0112, 1) != 1:  # EXIF orientation other than upright
+            return None
+    except Exception:  # noqa: BLE001 - unreadable EXIF: let Pillow's path decide
+        return None
+    import cv2
+
+    if isinstance(source, bytes):
+        buf = np.frombuffer(source, np.uint8)
+    else:
+        try:
+            buf = np.fromfile(source, np.uint8)
+        except (OSError, ValueError):
+            return None
+    if im.format == "JPEG" and not buf[-2:].tobytes() == b"\xff\xd9":
+        return None  # truncated: OpenCV would pad it with grey and say nothing
+    arr = cv2.imdecode(buf, cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
+    if arr is None or arr.shape[:2] != (im.size[1], im.size[0]):
+        return None
+    return cv2.cvtColor(arr, cv2.COLOR_BGR2RGB, dst=arr)
+
+
+def peek_size(source: str | os.PathLike | bytes, name: str | None = None,
+              max_pixels: int | None = MAX_PIXELS) -> tuple[int, int]:
+    """``(width, height)`` from the header alone (no pixel decoded), with :func:`decode_image`'s format allowlist
+    and pixel limit: how the server sizes a request's memory before decoding it."""
+    from PIL import Image, UnidentifiedImageError
+
+    name = name or (os.fspath(source) if not isinstance(source, (bytes, bytearray, memoryview)) else "<bytes>")
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        if not len(source):
+            raise DataError(f"{name}: empty (0 bytes), not an image")
+        source = io.BytesIO(bytes(source))
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(source, formats=ALLOWED_FORMATS) as im:
+                w, h = im.size
+    except UnidentifiedImageError:
+        raise DataError(f"{name}: not an image in an accepted format ({', '.join(ALLOWED_FORMATS)})") from None
+    except Image.DecompressionBombError:
+        raise ImageTooLargeError(f"{name}: image too large to decode safely") from None
+    except (OSError, SyntaxError, ValueError, EOFError, IndexError, KeyError, TypeError, struct.error) as e:
+        msg = str(e).splitlines()[0][:120] if str(e) else type(e).__name__
+        raise DataError(f"{name}: corrupt or truncated image ({msg})") from None
+    if w < 1 or h < 1:
+        raise DataError(f"{name}: declares an empty image ({w}x{h})")
+    if max_pixels is not None and w * h > max_pixels:
+        raise ImageTooLargeError(f"{name}: {w}x{h} = {w * h} pixels exceeds the limit of {max_pixels}")
+    return w, h
+
+
 def pil_to_rgb(im, what: str = "image") -> np.ndarray:
     """A PIL image (any mode) to upright RGB uint8 (H, W, 3): EXIF orientation applied, alpha on white."""
     from PIL import Image, ImageOps
 
     try:
-        im = ImageOps.exif_transpose(im)
+        im = ImageOps.exif_transpose(im, in_place=True) or im  # in place: no full-size copy when upright
     except Exception:  # noqa: BLE001 - broken EXIF must not make a good image unreadable
         pass
     mode = im.mode
@@ -132,7 +196,8 @@ def pil_to_rgb(im, what: str = "image") -> np.ndarray:
         rgba = im.convert("RGBA")
         bg = Image.new("RGBA", rgba.size, _ALPHA_BACKGROUND + (255,))
         im = Image.alpha_composite(bg, rgba)
-    rgb = np.asarray(im.convert("RGB"), dtype=np.uint8)
+    # An RGB image is read straight from Pillow's buffer: convert() would first make a full-size copy.
+    rgb = np.asarray(im if im.mode == "RGB" else im.convert("RGB"), dtype=np.uint8)
     if rgb.ndim != 3 or rgb.shape[0] < 1 or rgb.shape[1] < 1:
         raise DataError(f"{what}: decoded to an empty image {rgb.shape}")
     return np.ascontiguousarray(rgb)

@@ -78,9 +78,10 @@ def register_model(card: ModelCard):
 
 
 def _ensure_loaded() -> None:
-    # Importing the family modules runs their @register_model decorators.
-    from ferkit.models import simple, torchvision_models, vgg11_heads  # noqa: F401
-    from ferkit.models import zoo_models  # noqa: F401
+    # The families register themselves when ``ferkit.models`` is imported, which Python always does before
+    # this module (the parent package first); the registry itself imports no family, so imports point one way.
+    if not _BUILDERS:
+        raise ModelError("no model families registered: import ferkit.models, not ferkit.models.registry alone")
 
 
 def canonical_name(name: str) -> str:

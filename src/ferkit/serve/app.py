@@ -39,9 +39,43 @@ class ServeConfig:
     max_pixels: int = 40_000_000
     max_batch_files: int = 16
     request_timeout_s: float = 30.0
+    read_timeout_s: float = 10.0    # a request (headers and body) must arrive within this, else 408 / dropped
+    max_connections: int = 256      # open connections at once; more are closed at once
+    max_inflight_mb: float = 256.0  # decoded pixels (RGB bytes) in flight at once; past it 503 busy
     batch_max: int = 8          # images per micro-batch; 1 = no micro-batching
     batch_wait_ms: float = 5.0
     analyzer: Any = None        # a ready Analyzer (tests, embedding); else built from the fields above
+
+
+class PixelBudget:
+    """Bounds the decoded image bytes in flight: a request reserves width x height x 3 bytes (read from the
+    header, before decoding) or is refused, so a burst of big images cannot take the server's memory."""
+
+    def __init__(self, limit_bytes: int):
+        import threading
+
+        self.limit, self.used, self._lock = int(limit_bytes), 0, threading.Lock()
+
+    def try_acquire(self, n: int) -> bool:
+        with self._lock:
+            if self.used + n > self.limit and self.used > 0:
+                return False
+            self.used += n
+            return True
+
+    def release(self, n: int) -> None:
+        with self._lock:
+            self.used -= n
+
+
+def _trim_heap() -> None:
+    """Give freed decode buffers back to the OS (glibc keeps them in its arenas otherwise)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 class ApiError(Exception):
@@ -136,6 +170,7 @@ def create_app(config: ServeConfig | None = None):
         an = Analyzer(cfg.models, detector=cfg.detector, device=cfg.device, det_size=cfg.det_size, crop=cfg.crop,
                       backend=cfg.backend, identity=ident)
     metrics = Metrics()
+    budget = PixelBudget(int(cfg.max_inflight_mb * 1024 * 1024))
 
     def on_batch(n, out):
         metrics.observe_batch(n, sum(len(r) for r in out))
@@ -201,12 +236,20 @@ def create_app(config: ServeConfig | None = None):
         if cl and cl.isdigit() and int(cl) > cfg.max_upload_bytes:
             raise ApiError(413, "too_large", f"upload of {cl} bytes exceeds the limit of {cfg.max_upload_bytes}")
         chunks, n = [], 0
-        try:
+
+        async def read():
+            nonlocal n
             async for c in request.stream():
                 n += len(c)
                 if n > cfg.max_upload_bytes:
                     raise ApiError(413, "too_large", f"upload exceeds the limit of {cfg.max_upload_bytes} bytes")
                 chunks.append(c)
+
+        try:
+            await asyncio.wait_for(read(), cfg.read_timeout_s)
+        except asyncio.TimeoutError:
+            raise ApiError(408, "read_timeout", f"the request body did not arrive within {cfg.read_timeout_s} s"
+                           ) from None
         except ApiError:
             raise
         except Exception as e:  # noqa: BLE001 - client disconnected mid-body
@@ -255,6 +298,26 @@ def create_app(config: ServeConfig | None = None):
             inflight[0] -= 1
 
     async def _analyze(name: str, data: bytes) -> dict:
+        from ferkit.errors import DataError
+        from ferkit.faces.io import ImageTooLargeError, peek_size
+
+        try:
+            w, h = peek_size(data, name, max_pixels=cfg.max_pixels)
+        except ImageTooLargeError as e:
+            raise ApiError(413, "too_many_pixels", str(e)) from None
+        except DataError as e:
+            raise ApiError(400, "bad_image" if data else "empty", str(e)) from None
+        need = w * h * 3
+        if not budget.try_acquire(need):
+            raise ApiError(503, "busy", "server busy: too many large images in flight, retry later")
+        try:
+            return await _decode_and_run(name, data)
+        finally:
+            budget.release(need)
+            if need > 16 << 20:
+                _trim_heap()
+
+    async def _decode_and_run(name: str, data: bytes) -> dict:
         img = await asyncio.to_thread(decode_image, data, name, cfg.max_pixels)
         try:
             fut = batcher.submit(img, name)
@@ -305,7 +368,7 @@ def create_app(config: ServeConfig | None = None):
                 "limits": {"max_upload_bytes": cfg.max_upload_bytes, "max_pixels": cfg.max_pixels,
                            "max_batch_files": cfg.max_batch_files, "request_timeout_s": cfg.request_timeout_s}}
 
-    @app.get("/healthz", response_model=dict[str, str])
+    @app.api_route("/healthz", methods=["GET", "HEAD"], response_model=dict[str, str])
     def healthz():
         return {"status": "ok"}
 
@@ -335,8 +398,38 @@ def run_server(config: ServeConfig, host: str = "127.0.0.1", port: int = 8000) -
                           ) from None
     app = create_app(config)
     print(f"ferkit serve: http://{host}:{port}/ (API docs at /docs)", flush=True)
-    uvicorn.run(app, host=host, port=port, log_level="warning")
+    uvicorn.Server(uvicorn_config(app, config, host, port)).run()
     return 0
+
+
+def uvicorn_config(app, config: ServeConfig, host: str, port: int):
+    """uvicorn settings with ferkit's connection limits: a request must arrive whole within
+    ``read_timeout_s`` (a half-sent one is dropped), at most ``max_connections`` are open at once."""
+    import uvicorn
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    read_timeout, cap = float(config.read_timeout_s), int(config.max_connections)
+
+    class GuardedH11(H11Protocol):
+        def connection_made(self, transport):
+            super().connection_made(transport)
+            if len(self.connections) > cap:
+                transport.close()  # over the cap: refuse at once rather than queue
+                return
+            self._read_deadline = self.loop.call_later(read_timeout, self._drop_if_stalled)
+
+        def _drop_if_stalled(self):
+            if self.cycle is None and not self.transport.is_closing():  # headers never completed
+                self.transport.close()
+
+        def connection_lost(self, exc):
+            deadline = getattr(self, "_read_deadline", None)
+            if deadline is not None:
+                deadline.cancel()
+            super().connection_lost(exc)
+
+    return uvicorn.Config(app, host=host, port=port, log_level="warning", http=GuardedH11, lifespan="on",
+                          limit_concurrency=cap, timeout_keep_alive=5)
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -360,8 +453,7 @@ class BackgroundServer:
         import uvicorn
 
         self.app = create_app(self.config)
-        self.server = uvicorn.Server(uvicorn.Config(self.app, host=self.host, port=self.port, log_level="warning",
-                                                    lifespan="on"))
+        self.server = uvicorn.Server(uvicorn_config(self.app, self.config, self.host, self.port))
         self.thread = threading.Thread(target=self.server.run, name="ferkit-serve", daemon=True)
         self.thread.start()
         t0 = time.perf_counter()

@@ -1,0 +1,107 @@
+"""The README runs as written: every ```bash line and every ```python block, in order, in one scratch folder
+that holds the files the text names (synthetic data and the photos of tests/data), as a new user would.
+
+Only two lines are not run here, each for a stated reason (see NOT_RUN). Lines ending in `&` run in the
+background (the server) and are stopped at the end of their block.
+"""
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
+DATA = Path(__file__).parent / "data"
+NOT_RUN = {
+    "make test": "it is this test suite itself (CI runs it)",
+}
+
+
+def blocks():
+    text = README.read_text()
+    return [(m.group(1), m.group(2)) for m in re.finditer(r"```(bash|python)\n(.*?)```", text, re.S)]
+
+
+def bash_lines(body: str):
+    for line in body.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            yield line
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    """A user's folder: the venv (linked), fer2013.csv, face.png, photos/, party.jpg, clip.mp4."""
+    import cv2
+    import numpy as np
+
+    from ferkit.data.synth import write
+    from ferkit.faces import load_image
+
+    w = tmp_path_factory.mktemp("readme")
+    (w / ".venv").symlink_to(Path(sys.prefix))
+    write(w / "fer2013.csv", n=700, seed=3, layout="fer2013")
+    shutil.copytree(DATA, w / "photos", ignore=shutil.ignore_patterns("*.md"))
+    shutil.copy(DATA / "multi_face.jpg", w / "party.jpg")
+    img = load_image(DATA / "identity" / "obama.jpg")
+    face = img[40:200, 60:220] if img.shape[0] > 200 else img
+    cv2.imwrite(str(w / "face.png"), cv2.cvtColor(face, cv2.COLOR_RGB2BGR))
+    vw = cv2.VideoWriter(str(w / "clip.mp4"), cv2.VideoWriter_fourcc(*"mp4v"), 5, (img.shape[1], img.shape[0]))
+    for k in range(6):
+        vw.write(cv2.cvtColor(np.roll(img, 4 * k, axis=1), cv2.COLOR_RGB2BGR))
+    vw.release()
+    return w
+
+
+def _env():
+    env = dict(os.environ)
+    env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
+    env.pop("PYTEST_XDIST_WORKER", None)
+    env["WANDB_MODE"] = "offline"
+    return env
+
+
+def test_readme_runs_as_written(workdir):
+    ran = 0
+    for kind, body in blocks():
+        if kind == "python":
+            r = subprocess.run([sys.executable, "-c", body], cwd=workdir, capture_output=True, text=True,
+                               env=_env(), timeout=900)
+            assert r.returncode == 0, f"README python block failed:\n{body}\n{r.stderr[-3000:]}"
+            ran += 1
+            continue
+        script = []
+        for line in bash_lines(body):
+            if line.split("#")[0].strip() in NOT_RUN:
+                continue
+            if line.startswith("make "):  # the Makefile lives in the repository, not in the user's folder
+                line = f"make -C {ROOT} {line[5:]}"
+            script.append(line)
+        # One shell per block, as a user types it; stop at the first failing line.
+        code = "set -e\n" + "\n".join(script) + "\n"
+        r = subprocess.run(["bash", "-c", code], cwd=workdir, capture_output=True, text=True, env=_env(),
+                           timeout=1200)
+        assert r.returncode == 0, f"README bash block failed:\n{code}\n--- stderr ---\n{r.stderr[-4000:]}"
+        assert "Traceback" not in r.stderr, r.stderr[-4000:]
+        ran += len(script)
+    assert ran > 40
+    # What the text promises the commands leave behind.
+    for f in ("runs/cnn/best.pt", "runs/cnn/eval_test/report.html", "preds.csv", "faces.parquet", "out",
+              "runs/cnn/best.int8.onnx", "runs/ddp/results.json", "compare/compare.html"):
+        assert (workdir / f).exists(), f
+
+
+def test_readme_names_only_real_commands():
+    """Every `ferkit X` the README mentions in prose is a real subcommand."""
+    from ferkit.cli import build_parser
+
+    import argparse
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    named = set(re.findall(r"`ferkit ([a-z][a-z-]+)", README.read_text()))
+    assert named and named <= set(sub.choices), named - set(sub.choices)
