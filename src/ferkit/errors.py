@@ -30,3 +30,18 @@ class ConfigError(FerkitError):
 
 class TrainingError(FerkitError):
     """Training cannot go on (e.g. the loss became NaN); the last good checkpoint is kept."""
+
+
+
+def quote(s, limit: int = 200) -> str:
+    """Quote user data for a one-line message: ``repr`` of at most ``limit`` characters of it.
+
+    Longer text is cut and marked ``...(N more characters)``; bytes are decoded leniently; newlines and
+    other control characters come out escaped, so the message stays on one line.
+    """
+    if isinstance(s, (bytes, bytearray)):
+        s = bytes(s[:limit * 4 + 4]).decode("utf-8", "replace") + ("\ufffd" * (len(s) > limit * 4 + 4))
+    s = str(s)
+    if len(s) <= limit:
+        return repr(s)
+    return repr(s[:limit]) + f"...({len(s) - limit:,} more characters)"
