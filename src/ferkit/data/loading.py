@@ -5,7 +5,7 @@ from __future__ import annotations
 import inspect
 from pathlib import Path
 
-from ferkit.data.base import FaceDataset
+from ferkit.data.base import FaceDataset, check_min_size
 from ferkit.errors import ConfigError, DataError
 
 FORMATS = ("fer2013", "folder", "affectnet", "idx")
@@ -100,6 +100,8 @@ def load_dataset(path, format: str | None = None, mapping=None, **kw) -> FaceDat
 
     Keyword arguments go to the format's loader: ``image_size``, ``channels``, ``seed``, ``val_fraction``,
     ``test_fraction``, ``cache``, ``quiet`` (all formats) and ``classes`` (idx).
+    Images smaller than :data:`~ferkit.data.base.MIN_IMAGE_SIDE` (8) on a side are refused with a DataError
+    that says to pass ``image_size`` (which upsamples them) rather than crash later in a model's pooling layer.
     """
     p = _resolve_path(path)
     if format in (None, "", "auto", "synth"):
@@ -118,6 +120,8 @@ def load_dataset(path, format: str | None = None, mapping=None, **kw) -> FaceDat
         raise ConfigError(f"option(s) {', '.join(unknown)} do not apply to the {fmt} format (it takes: "
                           f"{', '.join(k for k in accepted if k != 'path')})")
     ds = fn(target, **kw)
+    if ds.splits:
+        check_min_size(ds.image_size, target)
     if mapping:
         from ferkit.data.relabel import relabel
 
