@@ -124,11 +124,11 @@ def _read_splits_csv(path: Path) -> dict[str, str]:
         if not row or not any(c.strip() for c in row):
             continue
         if len(row) <= max(ci, cs):
-            raise DataError(f"{path}: line {lineno}: expected 'id,split', got {quote(','.join(row))}")
+            raise DataError(f"{path}: line {lineno}: expected 'id,split', got {quote(','.join(row), 100)}")
         sid, split = _clean_id(row[ci]), row[cs].strip()
         s = SPLIT_ALIASES.get(split.lower())
         if s is None:
-            raise DataError(f"{path}: line {lineno}: split {quote(split)} is not train, val or test")
+            raise DataError(f"{path}: line {lineno}: split {quote(split, 100)} is not train, val or test")
         out[sid] = s
     return out
 
@@ -145,9 +145,9 @@ def _read_identities_csv(path: Path) -> dict[str, int]:
             ident = int(row[1])
         except (IndexError, ValueError):
             raise DataError(f"{path}: line {lineno}: expected 'id,identity' with an integer identity, got "
-                            f"{quote(','.join(row))}") from None
+                            f"{quote(','.join(row), 100)}") from None
         if not -1 <= ident < 2**63:
-            raise DataError(f"{path}: line {lineno}: identity {quote(row[1].strip())} is out of range (use "
+            raise DataError(f"{path}: line {lineno}: identity {quote(row[1].strip(), 100)} is out of range (use "
                             "0 .. 2^63-1, or -1 for unknown)")
         out[_clean_id(row[0])] = ident
     return out
@@ -163,13 +163,16 @@ def load_npy(path: str, max_values: int = 1 << 20) -> np.ndarray:
         if head != b"\x93NUMPY":
             raise ValueError("empty file (0 bytes)" if not head else "not a .npy file (bad magic)")
         f.seek(0)
-        version = np.lib.format.read_magic(f)
-        if version == (1, 0):
-            shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
-        elif version in ((2, 0), (3, 0)):
-            shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
-        else:
-            raise ValueError(f".npy format version {version} is not supported")
+        try:
+            version = np.lib.format.read_magic(f)
+            if version == (1, 0):
+                shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
+            elif version in ((2, 0), (3, 0)):
+                shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
+            else:
+                raise ValueError(f".npy format version {version} is not supported")
+        except Exception as e:  # noqa: BLE001 - numpy parses the header with tokenize/ast: any error means broken
+            raise ValueError(f"broken .npy header ({type(e).__name__})") from None
         n = int(np.prod(shape, dtype=object))
         if n > max_values:
             raise ValueError(f"header claims {n:,} values (shape {tuple(shape)}), expected at most {max_values:,}")

@@ -103,14 +103,13 @@ def _read_columns(path: Path) -> dict[str, int]:
             cols.setdefault(n.lower(), i)
     if "emotion" not in cols and "label" in cols:  # Kaggle re-uploads and pandas exports name it "label"
         cols["emotion"] = cols["label"]
-    found = quote(", ".join(names)) if any(names) else "none (empty first line)"
+    found = quote(", ".join(names), 80) if any(names) else "none (empty first line)"
     if "pixels" not in cols:
         raise DataError(f"{path}: not a FER2013 CSV: columns found: {found}; expected: {', '.join(EXPECTED_COLUMNS)} "
                         "(Usage optional)")
     if "emotion" not in cols:
-        raise DataError(f"{path}: has no 'emotion' (or 'label') column (columns found: {found}; expected: "
-                        f"{', '.join(EXPECTED_COLUMNS)}): unlabelled images cannot be trained or evaluated on; "
-                        "use `ferkit predict` for them")
+        raise DataError(f"{path}: has no 'emotion' (or 'label') column (columns found: {found}): unlabelled "
+                        "images cannot be trained or evaluated on; use `ferkit predict` for them")
     return cols
 
 
@@ -144,12 +143,12 @@ def _parse(path: Path, cols: dict[str, int], *, quiet: bool):
             if len(fields) < nfields:
                 names = ", ".join(k for k, _ in sorted(cols.items(), key=lambda kv: kv[1]))
                 raise DataError(f"{path}: line {lineno}: {len(fields)} field(s), expected {nfields} "
-                                f"(columns {quote(names)})")
+                                f"(columns {quote(names, 100)})")
             raw = fields[ie]
             try:
                 y = int(raw)
             except ValueError:
-                raise DataError(f"{path}: line {lineno}: emotion {quote(raw)} is not an integer "
+                raise DataError(f"{path}: line {lineno}: emotion {quote(raw, 100)} is not an integer "
                                 "0-6") from None
             if not 0 <= y <= 6:
                 raise DataError(f"{path}: line {lineno}: emotion {y} is out of range 0-6 "
@@ -158,7 +157,7 @@ def _parse(path: Path, cols: dict[str, int], *, quiet: bool):
                 u = fields[iu].decode(errors="replace")
                 split = SPLIT_ALIASES.get(u.lower())
                 if split is None:
-                    raise DataError(f"{path}: line {lineno}: Usage {quote(u)} is not one of Training, PublicTest, "
+                    raise DataError(f"{path}: line {lineno}: Usage {quote(u, 100)} is not one of Training, PublicTest, "
                                     "PrivateTest")
                 codes.append(SPLIT_CODES[split])
             px = fields[ip]
@@ -198,7 +197,7 @@ def _parse_pixels(path: Path, rows: list[bytes], linenos: list[int], npx: int) -
             toks = px.split()
             bad = next((t for t in toks if not t.isdigit()), None)
             if bad is not None:
-                raise DataError(f"{path}: line {ln}: pixel value {quote(bad)} is not an "
+                raise DataError(f"{path}: line {ln}: pixel value {quote(bad, 100)} is not an "
                                 "integer 0-255")
             if len(toks) != npx:
                 raise DataError(f"{path}: line {ln}: {len(toks)} pixel values, expected {npx} "

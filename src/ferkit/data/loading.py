@@ -13,6 +13,8 @@ LAYOUTS = ("a FER2013 CSV file (emotion,pixels[,Usage])",
            "a class-folder tree ROOT/<class>/*.jpg or ROOT/{train,val,test}/<class>/*.jpg",
            "an AffectNet-style folder ROOT/images/*.jpg + ROOT/annotations/<id>_exp.npy ...",
            "MNIST/Fashion-MNIST IDX files (train-images-idx3-ubyte[.gz] ...)")
+_ACCEPTED = ("accepted: a FER2013 CSV (emotion,pixels[,Usage]), class folders ROOT/[train/]<class>/*.jpg, "
+             "AffectNet-style images/ + annotations/, or MNIST IDX files")
 _IMAGE_EXT = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 
 
@@ -73,7 +75,7 @@ def _detect(p: Path) -> tuple[str, Path]:
             return "fer2013", p
         if is_idx_name(p.name):
             return "idx", p
-        raise DataError(f"{p}: cannot tell the dataset format of this file; accepted: {'; '.join(LAYOUTS)}")
+        raise DataError(f"{p}: cannot tell the dataset format of this file; {_ACCEPTED}")
     if (p / "images").is_dir() and (p / "annotations").is_dir():
         return "affectnet", p
     subs = sorted(d for d in p.iterdir() if d.is_dir() and not d.name.startswith("."))
@@ -92,7 +94,7 @@ def _detect(p: Path) -> tuple[str, Path]:
             return _detect(subs[0])
         except DataError:
             pass
-    raise DataError(f"{p}: cannot tell the dataset format; accepted: {'; '.join(LAYOUTS)}")
+    raise DataError(f"{p}: cannot tell the dataset format; {_ACCEPTED}")
 
 
 def load_dataset(path, format: str | None = None, mapping=None, **kw) -> FaceDataset:
