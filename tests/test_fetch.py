@@ -78,8 +78,8 @@ def test_torchvision_download_offline_fails_fast_naming_url_and_folder(tmp_path,
         fetch_dataset(name)
     assert time.monotonic() - t < 30
     sub = "MNIST" if name == "mnist" else "FashionMNIST"
-    _assert_one_line(str(e.value), DATASETS[name].url, tmp_path / "data" / name / sub / "raw",
-                     "train-images-idx3-ubyte.gz")
+    _assert_one_line(str(e.value), f"from {DATASETS[name].url} into {tmp_path / 'data' / name / sub / 'raw'}",
+                     "t10k-labels-idx1-ubyte.gz")
     assert not list((tmp_path / "data").glob(".*.tmp")), "the staging folder is cleaned up"
     # nothing half-written is left to pass for a placed dataset
     assert not (tmp_path / "data" / name).exists()

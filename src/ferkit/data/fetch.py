@@ -19,7 +19,10 @@ see :func:`ferkit.utils.cache_root`). Each dataset lives in ``ROOT/<name>/`` (:d
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import importlib
+import io
 import os
 import shutil
 import socket
@@ -201,22 +204,35 @@ def _move_into_place(tmp: Path, target: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
+@contextlib.contextmanager
+def _network_timeout():
+    """Bound every socket wait of a third-party downloader by ``$FERKIT_FETCH_TIMEOUT``."""
+    old = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(_timeout())
+    try:
+        yield
+    finally:
+        socket.setdefaulttimeout(old)
+
+
+def _optional_import(module: str, key: str, by_hand: str):
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        pkg = module.split(".")[0]
+        raise DataError(f"{key}: {pkg} is not installed (pip install {pkg}), or {by_hand}") from None
+
+
 def _fetch_kaggle(key: str, target: Path, force: bool) -> None:
     info = DATASETS[key]
     by_hand = (f"download it from {info.url} (Download -> archive.zip) and unzip it into {target} so that "
                f"{target.parent}/{info.layout.split(', or ')[0]} exists, then run this again")
+    kagglehub = _optional_import("kagglehub", key, by_hand)
     try:
-        import kagglehub
-    except ImportError:
-        raise DataError(f"{key}: kagglehub is not installed (pip install kagglehub), or {by_hand}") from None
-    old = socket.getdefaulttimeout()
-    socket.setdefaulttimeout(_timeout())
-    try:
-        src = Path(kagglehub.dataset_download(_KAGGLE[key], force_download=force))
+        with _network_timeout():
+            src = Path(kagglehub.dataset_download(_KAGGLE[key], force_download=force))
     except Exception as e:  # noqa: BLE001 - offline, no credentials, rate limits: all end in the same advice
         raise DataError(f"{key}: download from Kaggle failed ({_reason(e)}); {by_hand}") from None
-    finally:
-        socket.setdefaulttimeout(old)
     tmp = _staging(target)
     try:
         shutil.copytree(src, tmp, dirs_exist_ok=True)
@@ -240,26 +256,17 @@ def _fetch_torchvision(key: str, target: Path) -> None:
     info = DATASETS[key]
     by_hand = (f"download {', '.join(_IDX_FILES)} from {info.url} into "
                f"{target / ('MNIST' if key == 'mnist' else 'FashionMNIST') / 'raw'}, then run this again")
-    try:
-        from torchvision import datasets
-    except ImportError:
-        raise DataError(f"{key}: torchvision is not installed (pip install torchvision), or {by_hand}") from None
+    datasets = _optional_import("torchvision.datasets", key, by_hand)
     cls = datasets.MNIST if key == "mnist" else datasets.FashionMNIST
     tmp = _staging(target)
-    old = socket.getdefaulttimeout()
-    socket.setdefaulttimeout(_timeout())
     try:
-        import contextlib
-        import io
-
-        with contextlib.redirect_stdout(io.StringIO()):  # torchvision prints each mirror it tries
+        with _network_timeout(), contextlib.redirect_stdout(io.StringIO()):  # torchvision prints every mirror
             for train in (True, False):
                 cls(str(tmp), train=train, download=True)
         _move_into_place(tmp, target)
     except Exception as e:  # noqa: BLE001 - offline, a mirror down, a bad checksum
         raise DataError(f"{key}: download failed ({_reason(e)}); {by_hand}") from None
     finally:
-        socket.setdefaulttimeout(old)
         shutil.rmtree(tmp, ignore_errors=True)
 
 

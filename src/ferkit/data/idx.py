@@ -24,7 +24,7 @@ import numpy as np
 from ferkit.data.base import SPLIT_CODES, check_channels, normalize_size
 from ferkit.data.cache import file_stamp, group_by_split, load_or_build
 from ferkit.data.folder import plan_splits
-from ferkit.errors import ConfigError, DataError
+from ferkit.errors import ConfigError, DataError, quote
 
 LOADER_VERSION = 1
 MAX_CLASSES = 1000  # more distinct labels than this is not a classification label file
@@ -132,7 +132,8 @@ def _classes_for(path: Path, classes, n_needed: int) -> list[str]:
     if classes is not None:
         names = [c.strip() for c in classes.split(",")] if isinstance(classes, str) else [str(c) for c in classes]
         if len(names) < n_needed or len(set(names)) != len(names):
-            raise ConfigError(f"classes={classes!r}: need {n_needed} distinct names (labels go up to {n_needed - 1})")
+            raise ConfigError(f"classes={quote(classes, 100)}: need {n_needed} distinct names (labels go up to "
+                              f"{n_needed - 1})")
         return names
     if "fashion" in str(path.resolve()).lower():
         return list(FASHION_CLASSES)

@@ -6,7 +6,7 @@ import inspect
 from pathlib import Path
 
 from ferkit.data.base import FaceDataset, check_min_size
-from ferkit.errors import ConfigError, DataError
+from ferkit.errors import ConfigError, DataError, quote
 
 FORMATS = ("fer2013", "folder", "affectnet", "idx")
 LAYOUTS = ("a FER2013 CSV file (emotion,pixels[,Usage])",
@@ -28,7 +28,7 @@ def _loader(fmt: str):
     elif fmt == "idx":
         from ferkit.data.idx import load_idx as f
     else:
-        raise ConfigError(f"unknown dataset format {fmt!r}: use one of {', '.join(FORMATS)} "
+        raise ConfigError(f"unknown dataset format {quote(fmt, 60)}: use one of {', '.join(FORMATS)} "
                           "(or leave it out to detect)")
     return f
 
