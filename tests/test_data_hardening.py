@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -181,18 +182,49 @@ def test_folder_class_linked_to_parent_or_root_is_skipped(tmp_path):
     assert "out of the dataset folder" in reasons["up"] and "other class folders" in reasons["all"], reasons
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root reads a chmod 000 folder anyway")
+_UNREADABLE = """
+import json, sys
+from ferkit.data import load_dataset
+ds = load_dataset(sys.argv[1], quiet=True, val_fraction=0.0, test_fraction=0.0)
+print(json.dumps({"n": len(ds.split("train")), "problems": [[p.path, p.reason] for p in ds.problems]}))
+"""
+
+
+def _without_root_file_powers():
+    """In the child: drop CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH from the bounding set, so that root, once it
+    execs, obeys file permissions like anyone else (prctl PR_CAPBSET_DROP = 24)."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    for cap in (1, 2):
+        if libc.prctl(24, cap, 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP)")
+
+
 def test_folder_unreadable_subfolder_is_reported(tmp_path):
+    """A chmod 000 folder is listed in problems, not a PermissionError. Root reads it anyway, so the load runs
+    in a child process without root's power to ignore permissions."""
+    import json
+    import subprocess
+    import sys
+
     root = _faces(tmp_path / "faces")
     locked = root / "happy" / "locked"
     _img(locked / "x.png", 1)
     locked.chmod(0)
+    env = dict(os.environ, FERKIT_CACHE_DIR=str(tmp_path / "cache"),
+               PYTHONPATH=str(Path(__file__).resolve().parents[1] / "src"))
     try:
-        ds = load_dataset(root, quiet=True, val_fraction=0.0, test_fraction=0.0)
+        r = subprocess.run([sys.executable, "-c", _UNREADABLE, str(root)], env=env, capture_output=True, text=True,
+                           preexec_fn=_without_root_file_powers if os.geteuid() == 0 else None, timeout=300)
+    except subprocess.SubprocessError as e:
+        pytest.skip(f"cannot drop root's file capabilities here ({e})")
     finally:
         locked.chmod(0o755)
-    assert len(ds.split("train")) == 6
-    assert any(p.path == str(locked) and "cannot list" in p.reason for p in ds.problems)
+    assert r.returncode == 0, r.stderr[-2000:]
+    out = json.loads(r.stdout)
+    assert out["n"] == 6
+    assert [str(locked), "skipped: cannot list this folder (Permission denied)"] in out["problems"], out
 
 
 # ------------------------------------------------------------------------------------------------ quoting
