@@ -182,6 +182,16 @@ def test_folder_class_linked_to_parent_or_root_is_skipped(tmp_path):
     assert "out of the dataset folder" in reasons["up"] and "other class folders" in reasons["all"], reasons
 
 
+def test_folder_newline_in_a_class_name_keeps_the_error_on_one_line(tmp_path):
+    """Found by the fuzzer (seed 7, case 663): a file name with a newline split the error over two lines."""
+    bad = tmp_path / "faces" / "x\ny"
+    bad.mkdir(parents=True)
+    (bad / "0.png").write_bytes(b"not a png")
+    with pytest.raises(DataError) as e:
+        load_dataset(tmp_path / "faces", quiet=True)
+    assert "x\\ny/0.png: not an image" in one_line(e)
+
+
 _UNREADABLE = """
 import json, sys
 from ferkit.data import load_dataset

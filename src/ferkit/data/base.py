@@ -25,7 +25,9 @@ class Problem:
     reason: str
 
     def __str__(self) -> str:
-        return f"{self.path}: {self.reason}"
+        """``path: reason`` on one line (a newline in a file name comes out as ``\\n``)."""
+        path = self.path if self.path.isprintable() else repr(self.path)[1:-1]
+        return f"{path}: {' '.join(self.reason.split())}"
 
 
 @dataclass
