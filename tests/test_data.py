@@ -122,12 +122,34 @@ def test_fer2013_malformed_row_names_file_and_line(tmp_path, bad_row, needle):
 def test_fer2013_wrong_columns(tmp_path):
     p = tmp_path / "x.csv"
     p.write_text("label,image\n1,2 3\n")
-    with pytest.raises(DataError, match=r"columns found: label, image; expected: emotion, pixels, Usage"):
+    with pytest.raises(DataError, match=r"columns found: 'label, image'; expected: emotion, pixels, Usage"):
         load_dataset(p, quiet=True)
     q = tmp_path / "test.csv"
     q.write_text("pixels,Usage\n1 2 3 4,PublicTest\n")
-    with pytest.raises(DataError, match="no 'emotion' column"):
+    with pytest.raises(DataError, match=r"no 'emotion' \(or 'label'\) column"):
         load_fer2013(q, quiet=True)
+
+
+def test_fer2013_label_column_is_an_alias_of_emotion(tmp_path):
+    p = tmp_path / "train.csv"
+    px = write_fer_csv(p, [i % 7 for i in range(14)], header="label,pixels")
+    ds = load_dataset(p, quiet=True, val_fraction=0.0, test_fraction=0.0)
+    assert sorted(ds.split("train").labels.tolist()) == sorted(i % 7 for i in range(14))
+    assert ds.split("train").images.shape == (14, 48, 48, 1) and px.shape == (14, 48, 48)
+
+
+def test_fer2013_huge_header_is_quoted_short(tmp_path):
+    p = tmp_path / "wide.csv"
+    p.write_text(",".join(f"column{i}" for i in range(100_000)) + "\n1,2\n")  # ~1 MB header
+    with pytest.raises(DataError) as e:
+        load_dataset(p, quiet=True)
+    msg = str(e.value)
+    assert "\n" not in msg and len(msg) < 500 and "characters in all" in msg, msg[:1000]
+    q = tmp_path / "wide2.csv"
+    q.write_text("emotion,pixels," + ",".join(f"c{i}" for i in range(100_000)) + "\n1,2\n")
+    with pytest.raises(DataError) as e:
+        load_dataset(q, quiet=True)
+    assert "line 2: 2 field(s)" in str(e.value) and len(str(e.value)) < 500
 
 
 # ------------------------------------------------------------------------------------------------ folder

@@ -30,3 +30,24 @@ class ConfigError(FerkitError):
 
 class TrainingError(FerkitError):
     """Training cannot go on (e.g. the loss became NaN); the last good checkpoint is kept."""
+
+
+
+def quote(s, limit: int = 200) -> str:
+    """Quote user data for a one-line message: a ``repr`` of at most about ``limit`` characters.
+
+    Longer text is cut and marked ``...(N characters in all)``; bytes are decoded leniently; newlines and
+    other control characters come out escaped, so the message stays on one line.
+    """
+    if isinstance(s, (bytes, bytearray)):
+        n = len(s)
+        s = bytes(s[:limit]).decode("utf-8", "replace")
+    else:
+        s = str(s)
+        n = len(s)
+    r = repr(s[:limit])
+    if len(r) > limit + 2:  # escapes (\n, \x00) made it longer
+        r = r[:limit + 1] + r[0]
+    elif n <= limit:
+        return r
+    return r + f"...({n:,} characters in all)"

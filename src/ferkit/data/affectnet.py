@@ -21,6 +21,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import os
 import re
 from pathlib import Path
@@ -30,12 +31,13 @@ import numpy as np
 from ferkit.data.base import SPLIT_ALIASES, SPLIT_CODES, Problem, check_channels, normalize_size
 from ferkit.data.cache import file_stamp, group_by_split, load_or_build
 from ferkit.data.folder import decode_to_dataset, is_image_file, plan_splits
-from ferkit.errors import DataError
+from ferkit.errors import DataError, quote
 from ferkit.utils import progress
 
 LOADER_VERSION = 1
 AFFECTNET_CLASSES = ["neutral", "happy", "sad", "surprise", "fear", "disgust", "anger", "contempt"]
 KINDS = ("exp", "val", "aro", "lnd")
+_MAX_CSV_BYTES = 64 << 20
 _ANN = re.compile(r"^(?P<id>.+)_(?P<kind>exp|val|aro|lnd)\.npy$")
 
 
@@ -85,10 +87,35 @@ def _scan(sub: Path):
     return images, anns, dup
 
 
+def _read_csv_rows(path: Path, what: str) -> list[list[str]]:
+    """The rows of a small UTF-8 CSV; anything else (binary, another encoding, huge fields) is a DataError."""
+    try:
+        with open(path, "rb") as f:
+            raw = f.read(_MAX_CSV_BYTES + 1)
+    except OSError as e:
+        raise DataError(f"{path}: cannot be read ({e.strerror or e})") from None
+    if len(raw) > _MAX_CSV_BYTES:
+        raise DataError(f"{path}: is over {_MAX_CSV_BYTES >> 20} MB; a {what} file holds one short row per image")
+    if b"\0" in raw:
+        raise DataError(f"{path}: is a binary file, not a {what} CSV; write it as UTF-8 text")
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path}: byte {e.start} is not UTF-8; save the {what} CSV as UTF-8 text") from None
+    try:
+        return list(csv.reader(io.StringIO(text, newline="")))
+    except csv.Error as e:
+        raise DataError(f"{path}: is not a readable CSV ({e}); write one short '{what}' row per image") from None
+
+
+def _clean_id(sid: str) -> str:
+    sid = sid.strip()
+    return os.path.splitext(sid)[0] if is_image_file(sid) else sid
+
+
 def _read_splits_csv(path: Path) -> dict[str, str]:
     out: dict[str, str] = {}
-    with open(path, newline="", encoding="utf-8-sig") as f:
-        rows = list(csv.reader(f))
+    rows = _read_csv_rows(path, "id,split")
     ci, cs, start = 0, 1, 0
     head = [c.strip().lower() for c in rows[0]] if rows else []
     if "split" in head:  # a header row
@@ -97,12 +124,11 @@ def _read_splits_csv(path: Path) -> dict[str, str]:
         if not row or not any(c.strip() for c in row):
             continue
         if len(row) <= max(ci, cs):
-            raise DataError(f"{path}: line {lineno}: expected 'id,split', got {','.join(row)!r}")
-        sid, split = row[ci].strip(), row[cs].strip()
-        sid = os.path.splitext(sid)[0] if is_image_file(sid) else sid
+            raise DataError(f"{path}: line {lineno}: expected 'id,split', got {quote(','.join(row), 100)}")
+        sid, split = _clean_id(row[ci]), row[cs].strip()
         s = SPLIT_ALIASES.get(split.lower())
         if s is None:
-            raise DataError(f"{path}: line {lineno}: split {split!r} is not train, val or test")
+            raise DataError(f"{path}: line {lineno}: split {quote(split, 100)} is not train, val or test")
         out[sid] = s
     return out
 
@@ -110,23 +136,54 @@ def _read_splits_csv(path: Path) -> dict[str, str]:
 def _read_identities_csv(path: Path) -> dict[str, int]:
     """``id,identity`` rows (a header row optional): which person each image shows."""
     out: dict[str, int] = {}
-    with open(path, newline="", encoding="utf-8-sig") as f:
-        for lineno, row in enumerate(csv.reader(f), start=1):
-            if not row or not any(c.strip() for c in row):
-                continue
-            if lineno == 1 and len(row) > 1 and row[1].strip().lower() == "identity":
-                continue
-            try:
-                out[os.path.splitext(row[0].strip())[0] if is_image_file(row[0].strip()) else row[0].strip()] = \
-                    int(row[1])
-            except (IndexError, ValueError):
-                raise DataError(f"{path}: line {lineno}: expected 'id,identity' with an integer identity, got "
-                                f"{','.join(row)!r}") from None
+    for lineno, row in enumerate(_read_csv_rows(path, "id,identity"), start=1):
+        if not row or not any(c.strip() for c in row):
+            continue
+        if lineno == 1 and len(row) > 1 and row[1].strip().lower() == "identity":
+            continue
+        try:
+            ident = int(row[1])
+        except (IndexError, ValueError):
+            raise DataError(f"{path}: line {lineno}: expected 'id,identity' with an integer identity, got "
+                            f"{quote(','.join(row), 100)}") from None
+        if not -1 <= ident < 2**63:
+            raise DataError(f"{path}: line {lineno}: identity {quote(row[1].strip(), 100)} is out of range (use "
+                            "0 .. 2^63-1, or -1 for unknown)")
+        out[_clean_id(row[0])] = ident
     return out
 
 
+def load_npy(path: str, max_values: int = 1 << 20) -> np.ndarray:
+    """A small ``.npy`` array, checked before anything is allocated: a ValueError (the reason) when the file
+    is not a ``.npy`` (an ``.npz``, empty, text), holds objects, or its header claims over ``max_values``."""
+    with open(path, "rb") as f:
+        head = f.read(6)
+        if head[:2] == b"PK":
+            raise ValueError("is a zip (.npz) archive, not a .npy array; save it with np.save")
+        if head != b"\x93NUMPY":
+            raise ValueError("empty file (0 bytes)" if not head else "not a .npy file (bad magic)")
+        f.seek(0)
+        try:
+            version = np.lib.format.read_magic(f)
+            if version == (1, 0):
+                shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
+            elif version in ((2, 0), (3, 0)):
+                shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
+            else:
+                raise ValueError(f".npy format version {version} is not supported")
+        except Exception as e:  # noqa: BLE001 - numpy parses the header with tokenize/ast: any error means broken
+            raise ValueError(f"broken .npy header ({type(e).__name__})") from None
+        n = int(np.prod(shape, dtype=object))
+        if n > max_values:
+            raise ValueError(f"header claims {n:,} values (shape {tuple(shape)}), expected at most {max_values:,}")
+        if dtype.hasobject:
+            raise ValueError("holds Python objects (pickled); save plain numbers or strings")
+        f.seek(0)
+        return np.lib.format.read_array(f, allow_pickle=False)
+
+
 def _scalar(path: str) -> float:
-    a = np.load(path, allow_pickle=False)
+    a = load_npy(path, max_values=1)
     if a.size != 1:
         raise ValueError(f"holds {a.size} values, expected one")
     v = a.reshape(-1)[0]
@@ -236,15 +293,16 @@ def load_affectnet(path, *, image_size=None, channels=None, seed: int = 0, val_f
                     continue
                 if "lnd" in used:
                     kind = "lnd"
-                    pts = np.load(ann["lnd"], allow_pickle=False).astype(np.float32).reshape(-1)
+                    pts = load_npy(ann["lnd"], max_values=4096).astype(np.float32).reshape(-1)
                     if pts.size % 2 or pts.size == 0 or (n_lnd is not None and pts.size != n_lnd):
                         problems.append(Problem(ann["lnd"], f"{pts.size} landmark values, expected "
                                                             f"{n_lnd or 136} ((x, y) pairs)"))
                         continue
                     n_lnd = n_lnd or pts.size
                     lnds[i] = pts.reshape(-1, 2)
-            except (OSError, ValueError, TypeError) as e:
-                problems.append(Problem(ann.get(kind, ipath), f"unreadable annotation ({e})"))
+            except (OSError, ValueError, TypeError, EOFError, UnicodeDecodeError) as e:
+                reason = " ".join(str(e).split())[:200] or type(e).__name__
+                problems.append(Problem(ann.get(kind, ipath), f"unreadable annotation ({reason})"))
                 continue
             good[i] = True
         sel = np.flatnonzero(good)

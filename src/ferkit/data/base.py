@@ -25,7 +25,9 @@ class Problem:
     reason: str
 
     def __str__(self) -> str:
-        return f"{self.path}: {self.reason}"
+        """``path: reason`` on one line (a newline in a file name comes out as ``\\n``)."""
+        path = self.path if self.path.isprintable() else repr(self.path)[1:-1]
+        return f"{path}: {' '.join(self.reason.split())}"
 
 
 @dataclass
@@ -169,6 +171,22 @@ def normalize_size(image_size) -> tuple[int, int] | None:
     if not (1 <= h <= 4096 and 1 <= w <= 4096):
         raise ConfigError(f"image_size={image_size!r} is out of range 1-4096")
     return h, w
+
+
+MIN_IMAGE_SIDE = 8
+"""The smallest image side a dataset may load at: below it, every model's pooling layers run out of pixels."""
+
+
+def check_min_size(size_hw, where, minimum: int = MIN_IMAGE_SIDE) -> None:
+    """A DataError when images of ``size_hw`` (H, W) are smaller than ``minimum`` on a side.
+
+    :func:`ferkit.data.load_dataset` applies it with :data:`MIN_IMAGE_SIDE`; a trainer can call it again with a
+    model's own minimum (e.g. ``2 ** number_of_stride_2_stages``)."""
+    h, w = (int(v) for v in size_hw)
+    if min(h, w) < minimum:
+        raise DataError(f"{where}: images are {h}x{w} pixels, below the minimum of {minimum}x{minimum} that models "
+                        f"need; load them with image_size={max(minimum, 48)} (--image-size {max(minimum, 48)}) to "
+                        "upsample, or use larger images")
 
 
 def check_channels(channels) -> int | None:

@@ -9,7 +9,8 @@
 * A bad row stops the load with a :class:`DataError` naming the file, the line number as an editor shows
   it (the header is line 1) and what is wrong: wrong field or pixel count, a non-integer, a pixel outside
   0-255, an emotion outside 0-6, an unknown Usage.
-* The test-only file without an ``emotion`` column carries no labels and is refused with a message.
+* ``label`` is accepted for ``emotion`` (the name Kaggle re-uploads and pandas exports use).
+* The test-only file without an ``emotion`` / ``label`` column carries no labels and is refused with a message.
 
 Parsing is vectorised (``np.fromstring`` over 2,048 rows at a time) and streams the file, so the
 35,887-row original loads in a few seconds with well under 1 GB of memory, then comes from the cache.
@@ -27,7 +28,7 @@ import numpy as np
 from ferkit.data.base import (SPLIT_ALIASES, SPLIT_CODES, check_channels, check_fractions, normalize_size,
                               stratified_split)
 from ferkit.data.cache import file_stamp, group_by_split, load_or_build
-from ferkit.errors import DataError
+from ferkit.errors import DataError, quote
 from ferkit.utils import progress
 
 LOADER_VERSION = 1
@@ -96,15 +97,19 @@ def _read_columns(path: Path) -> dict[str, int]:
     if header.startswith(b"\xef\xbb\xbf"):
         header = header[3:]
     names = [f.decode("utf-8", "replace") for f in _split_fields(header.rstrip(b"\r\n"))]
-    cols = {n.lower(): i for i, n in enumerate(names) if n}
-    found = ", ".join(names) if any(names) else "none (empty first line)"
+    cols: dict[str, int] = {}
+    for i, n in enumerate(names):
+        if n:
+            cols.setdefault(n.lower(), i)
+    if "emotion" not in cols and "label" in cols:  # Kaggle re-uploads and pandas exports name it "label"
+        cols["emotion"] = cols["label"]
+    found = quote(", ".join(names), 80) if any(names) else "none (empty first line)"
     if "pixels" not in cols:
         raise DataError(f"{path}: not a FER2013 CSV: columns found: {found}; expected: {', '.join(EXPECTED_COLUMNS)} "
                         "(Usage optional)")
     if "emotion" not in cols:
-        raise DataError(f"{path}: has no 'emotion' column (columns found: {found}; expected: "
-                        f"{', '.join(EXPECTED_COLUMNS)}): unlabelled images cannot be trained or evaluated on; "
-                        "use `ferkit predict` for them")
+        raise DataError(f"{path}: has no 'emotion' (or 'label') column (columns found: {found}): unlabelled "
+                        "images cannot be trained or evaluated on; use `ferkit predict` for them")
     return cols
 
 
@@ -136,13 +141,14 @@ def _parse(path: Path, cols: dict[str, int], *, quiet: bool):
                 continue
             fields = _split_fields(line)
             if len(fields) < nfields:
+                names = ", ".join(k for k, _ in sorted(cols.items(), key=lambda kv: kv[1]))
                 raise DataError(f"{path}: line {lineno}: {len(fields)} field(s), expected {nfields} "
-                                f"({', '.join(k for k, _ in sorted(cols.items(), key=lambda kv: kv[1]))})")
+                                f"(columns {quote(names, 100)})")
             raw = fields[ie]
             try:
                 y = int(raw)
             except ValueError:
-                raise DataError(f"{path}: line {lineno}: emotion {raw.decode(errors='replace')!r} is not an integer "
+                raise DataError(f"{path}: line {lineno}: emotion {quote(raw, 100)} is not an integer "
                                 "0-6") from None
             if not 0 <= y <= 6:
                 raise DataError(f"{path}: line {lineno}: emotion {y} is out of range 0-6 "
@@ -151,7 +157,7 @@ def _parse(path: Path, cols: dict[str, int], *, quiet: bool):
                 u = fields[iu].decode(errors="replace")
                 split = SPLIT_ALIASES.get(u.lower())
                 if split is None:
-                    raise DataError(f"{path}: line {lineno}: Usage {u!r} is not one of Training, PublicTest, "
+                    raise DataError(f"{path}: line {lineno}: Usage {quote(u, 100)} is not one of Training, PublicTest, "
                                     "PrivateTest")
                 codes.append(SPLIT_CODES[split])
             px = fields[ip]
@@ -191,7 +197,7 @@ def _parse_pixels(path: Path, rows: list[bytes], linenos: list[int], npx: int) -
             toks = px.split()
             bad = next((t for t in toks if not t.isdigit()), None)
             if bad is not None:
-                raise DataError(f"{path}: line {ln}: pixel value {bad.decode(errors='replace')!r} is not an "
+                raise DataError(f"{path}: line {ln}: pixel value {quote(bad, 100)} is not an "
                                 "integer 0-255")
             if len(toks) != npx:
                 raise DataError(f"{path}: line {ln}: {len(toks)} pixel values, expected {npx} "

@@ -251,29 +251,83 @@ def decode_to_dataset(scratch, paths: list[str], *, size, channels, quiet: bool,
 
 
 # ------------------------------------------------------------------------------------------------ layout
-def _walk_images(directory: Path):
-    """Image files under ``directory`` (recursively), sorted, with (size, mtime_ns); hidden names skipped."""
-    found = []
-    stack = [directory]
-    while stack:
-        d = stack.pop()
-        try:
-            entries = list(os.scandir(d))
-        except OSError:
-            continue
-        for e in entries:
-            if e.name.startswith("."):
-                continue
+def _inside(path: str, folder: str) -> bool:
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
+
+
+def _links_last(e: os.DirEntry) -> tuple[bool, str]:
+    try:
+        return e.is_symlink(), e.name
+    except OSError:
+        return True, e.name
+
+
+class _Walker:
+    """Image files under class folders, each real file at most once and never through a link that leads out of
+    its class folder (a link loop, ``up -> ../sad`` relabelling another class, ``x -> ..`` pulling in the
+    whole disk). What is skipped, and folders that cannot be listed, become :class:`Problem` notes."""
+
+    def __init__(self, root: Path, notes: list[Problem]):
+        self.root = os.path.realpath(root)
+        self.notes = notes
+        self.dirs: set[str] = set()
+        self.files: set[str] = set()
+
+    def class_dir_ok(self, d: Path, siblings: list[Path]) -> bool:
+        """Whether class (or split) folder ``d`` may be scanned: not a link out of the root, not a link to a
+        folder already scanned, not a link to a folder that holds its sibling folders (``all -> .``)."""
+        real = os.path.realpath(d)
+        if not _inside(real, self.root):
+            self.notes.append(Problem(str(d), "skipped: a link that leads out of the dataset folder"))
+            return False
+        if any(_inside(real, seen) for seen in self.dirs):
+            self.notes.append(Problem(str(d), "skipped: a link to a folder already scanned"))
+            return False
+        if real == self.root or any(_inside(os.path.realpath(o), real) for o in siblings if o != d):
+            self.notes.append(Problem(str(d), "skipped: a link to a folder that holds the other class folders"))
+            return False
+        return True
+
+    def walk(self, directory: Path):
+        """Image files under ``directory`` (recursively), sorted, with (size, mtime_ns); hidden names skipped."""
+        top = os.path.realpath(directory)
+        self.dirs.add(top)
+        found = []
+        stack = [(str(directory), top)]
+        while stack:
+            d, dreal = stack.pop()
             try:
-                if e.is_dir():
-                    stack.append(Path(e.path))
-                elif e.is_file() and is_image_file(e.name):
-                    st = e.stat()
-                    found.append((e.path, int(st.st_size), int(st.st_mtime_ns)))
-            except OSError:
+                entries = list(os.scandir(d))
+            except OSError as e:
+                self.notes.append(Problem(d, f"skipped: cannot list this folder ({e.strerror or type(e).__name__})"))
                 continue
-    found.sort()
-    return found
+            for e in sorted(entries, key=_links_last):  # a real file beats a link to it, whatever the names
+                if e.name.startswith("."):
+                    continue
+                try:
+                    is_dir = e.is_dir()
+                    if not is_dir and not (e.is_file() and is_image_file(e.name)):
+                        continue
+                    link = e.is_symlink()
+                    real = os.path.realpath(e.path) if link else os.path.join(dreal, e.name)
+                    if not _inside(real, top):
+                        self.notes.append(Problem(e.path, "skipped: a link that leads out of its class folder"))
+                    elif is_dir and real in self.dirs:
+                        self.notes.append(Problem(e.path, "skipped: a link to a folder already scanned (a loop)"))
+                    elif is_dir:
+                        self.dirs.add(real)
+                        stack.append((e.path, real))
+                    elif real in self.files:
+                        if link:
+                            self.notes.append(Problem(e.path, "skipped: a link to an image already listed"))
+                    else:
+                        self.files.add(real)
+                        st = e.stat()
+                        found.append((e.path, int(st.st_size), int(st.st_mtime_ns)))
+                except OSError as err:
+                    self.notes.append(Problem(e.path, f"skipped: {err.strerror or type(err).__name__}"))
+        found.sort()
+        return found
 
 
 def _subdirs(d: Path) -> list[Path]:
@@ -297,12 +351,16 @@ def scan_folder(root: Path):
             split_dirs[s] = d
     samples, listing, classes = [], [], set()
 
+    walker = _Walker(root, notes)
+
     def scan(parent: Path, class_dirs: list[Path], split: str | None) -> None:
         """Every image under each class folder of ``parent``; loose images beside them are noted."""
         for cd in class_dirs:
+            if not walker.class_dir_ok(cd, class_dirs):
+                continue
             classes.add(cd.name)
             listing.append([os.path.relpath(cd, root)])
-            for p, sz, mt in _walk_images(cd):
+            for p, sz, mt in walker.walk(cd):
                 samples.append((p, cd.name, split))
                 listing.append([os.path.relpath(p, root), sz, mt])
         loose = [f for f in _list_files(parent) if is_image_file(f.name)]
@@ -310,8 +368,10 @@ def scan_folder(root: Path):
             notes.append(Problem(str(parent), f"ignored {len(loose)} image(s) not inside a class folder"))
 
     if split_dirs:
+        rejected = [sd for sd in split_dirs.values() if not walker.class_dir_ok(sd, top)]
+        split_dirs = {k: v for k, v in split_dirs.items() if v not in rejected}
         for d in top:
-            if d not in split_dirs.values():
+            if d not in split_dirs.values() and d not in rejected:
                 notes.append(Problem(str(d), "ignored: not a split folder (train, val/validation, test) "
                                              "next to the split folders"))
         for split, sd in sorted(split_dirs.items(), key=lambda kv: SPLIT_CODES[kv[0]]):

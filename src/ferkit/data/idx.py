@@ -24,9 +24,11 @@ import numpy as np
 from ferkit.data.base import SPLIT_CODES, check_channels, normalize_size
 from ferkit.data.cache import file_stamp, group_by_split, load_or_build
 from ferkit.data.folder import plan_splits
-from ferkit.errors import ConfigError, DataError
+from ferkit.errors import ConfigError, DataError, quote
 
 LOADER_VERSION = 1
+MAX_CLASSES = 1000  # more distinct labels than this is not a classification label file
+MAX_LABEL = 10000  # nor is a label this large (it would mean as many class names and a square confusion matrix)
 FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Shirt", "Sandal", "Sneaker", "Bag",
                    "Ankle boot"]
 DIGIT_CLASSES = [str(i) for i in range(10)]
@@ -113,11 +115,25 @@ def find_idx_files(path: Path) -> dict[tuple[str, str], Path]:
     return {}
 
 
+def check_labels(y: np.ndarray, where) -> np.ndarray:
+    """Labels as int64: whole numbers >= 0 (float files must hold whole, finite values), else a DataError."""
+    if y.dtype.kind == "f":
+        bad = np.flatnonzero(~np.isfinite(y) | (y != np.round(y)) | (np.abs(y) > 2**53))
+        if len(bad):
+            raise DataError(f"{where}: label {float(y[bad[0]])!r} at index {int(bad[0])} is not a whole number "
+                            f"({len(bad):,} such label(s)); class labels are integers 0, 1, 2, ...")
+    y = y.astype(np.int64)
+    if len(y) and y.min() < 0:
+        raise DataError(f"{where}: negative label {int(y.min())} at index {int(np.argmin(y))}")
+    return y
+
+
 def _classes_for(path: Path, classes, n_needed: int) -> list[str]:
     if classes is not None:
         names = [c.strip() for c in classes.split(",")] if isinstance(classes, str) else [str(c) for c in classes]
         if len(names) < n_needed or len(set(names)) != len(names):
-            raise ConfigError(f"classes={classes!r}: need {n_needed} distinct names (labels go up to {n_needed - 1})")
+            raise ConfigError(f"classes={quote(classes, 100)}: need {n_needed} distinct names (labels go up to "
+                              f"{n_needed - 1})")
         return names
     if "fashion" in str(path.resolve()).lower():
         return list(FASHION_CLASSES)
@@ -161,12 +177,28 @@ def load_idx(path, *, image_size=None, channels=None, seed: int = 0, val_fractio
             if len(x) != len(y):
                 raise DataError(f"{fi} has {len(x)} images but {fl} has {len(y)} labels: the files do not belong "
                                 "together")
-            if len(y) and (y.min() < 0):
-                raise DataError(f"{fl}: negative label {int(y.min())}")
-            xs.append(x if x.ndim == 4 else x[..., None])
-            ys.append(y.astype(np.int64))
+            if len(x) == 0:
+                raise DataError(f"{fi}: holds no images (its header says 0); re-download it")
+            if 0 in x.shape[1:]:
+                raise DataError(f"{fi}: images of size {'x'.join(map(str, x.shape[1:]))} hold no pixels; "
+                                "re-download it")
+            x = x if x.ndim == 4 else x[..., None]
+            if x.shape[3] not in (1, 3):
+                raise DataError(f"{fi}: images have {x.shape[3]} channels; ferkit takes 1 (grey) or 3 (RGB)")
+            if xs and x.shape[1:] != xs[0].shape[1:]:
+                raise DataError(f"{fi}: images are {'x'.join(map(str, x.shape[1:]))} (HxWxC) but the train images "
+                                f"are {'x'.join(map(str, xs[0].shape[1:]))}: train and test files must come from one "
+                                "dataset")
+            xs.append(x)
+            ys.append(check_labels(y, fl))
             ids += [f"{fi.name}:{i}" for i in range(len(y))]
         labels = np.concatenate(ys)
+        distinct = len(np.unique(labels))
+        if labels.max() > MAX_LABEL or distinct > MAX_CLASSES:
+            fl = files[parts[int(np.argmax([y.max() for y in ys]))], "labels"]
+            raise DataError(f"{fl}: labels go up to {int(labels.max()):,} with {distinct:,} distinct values; "
+                            f"ferkit takes at most {MAX_CLASSES} classes numbered 0-{MAX_LABEL}: this is not a "
+                            "class-label file, or it is corrupt")
         names = _classes_for(path, classes, int(labels.max()) + 1 if len(labels) else 1)
         if len(labels) and labels.max() >= len(names):
             raise DataError(f"{files['train', 'labels']}: label {int(labels.max())} but only {len(names)} classes")

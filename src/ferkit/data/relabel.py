@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from ferkit.data.base import FaceDataset, Split
-from ferkit.errors import ConfigError, DataError
+from ferkit.errors import ConfigError, DataError, quote
 
 PRESETS: dict[str, dict[str, str | None]] = {
     "fashion3": {
@@ -40,7 +40,8 @@ def parse_mapping(spec) -> dict[str, str | None]:
     if isinstance(spec, Path):
         return _from_file(spec)
     if not isinstance(spec, str) or not spec.strip():
-        raise ConfigError(f"mapping {spec!r}: give a preset ({', '.join(PRESETS)}), 'old=new,...' or a JSON/YAML file")
+        raise ConfigError(f"mapping {quote(spec, 80)}: give a preset ({', '.join(PRESETS)}), 'old=new,...' or a "
+                          "JSON/YAML file")
     s = spec.strip()
     if s.lower() in PRESETS:
         return dict(PRESETS[s.lower()])
@@ -48,13 +49,14 @@ def parse_mapping(spec) -> dict[str, str | None]:
     if s.lower().endswith((".json", ".yaml", ".yml")) or (p.is_file() and "=" not in s):
         return _from_file(p)
     if "=" not in s:
-        raise ConfigError(f"mapping {spec!r} is not a preset ({', '.join(PRESETS)}), a file, or 'old=new,...'")
+        raise ConfigError(f"mapping {quote(spec, 80)} is not a preset ({', '.join(PRESETS)}), a file, or 'old=new,...'")
     out: dict[str, str | None] = {}
     for part in s.split(","):
         if not part.strip():
             continue
         if "=" not in part:
-            raise ConfigError(f"mapping {spec!r}: {part.strip()!r} has no '=' (write old=new, or old= to drop)")
+            raise ConfigError(f"mapping {quote(spec, 60)}: {quote(part.strip(), 60)} has no '=' (write old=new, or "
+                              "old= to drop)")
         old, new = part.split("=", 1)
         out[old.strip()] = new.strip() or None
     return out
@@ -86,8 +88,8 @@ def _resolve(ds: FaceDataset, name: str) -> int:
     low = [c.lower() for c in ds.classes]
     if low.count(name.lower()) == 1:
         return low.index(name.lower())
-    raise DataError(f"{ds.root}: class {name!r} in the mapping is not a class of this dataset "
-                    f"(its classes: {', '.join(ds.classes)})")
+    raise DataError(f"{ds.root}: class {quote(name, 60)} in the mapping is not a class of this dataset "
+                    f"(its classes: {', '.join(ds.classes[:20])}{', ...' if len(ds.classes) > 20 else ''})")
 
 
 def relabel(ds: FaceDataset, mapping) -> FaceDataset:

@@ -1,0 +1,97 @@
+"""The input a model was trained on: :class:`InputSpec` (size, channels, normalisation, permutation seed).
+
+It is saved in every checkpoint and inference rebuilds the same input from it. Kept apart from
+:mod:`ferkit.data.transforms` so reading a checkpoint's spec needs no torch import;
+``from ferkit.data.transforms import InputSpec`` keeps working.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+
+import numpy as np
+
+from ferkit.errors import ConfigError
+
+
+@dataclass
+class InputSpec:
+    """The input a model expects: ``size`` (H, W), ``channels`` (1 or 3), per-channel ``mean`` and
+    ``std`` (in [0, 1] units) and the seed of a fixed pixel permutation (``None``: no permutation)."""
+
+    size: tuple[int, int] = (48, 48)
+    channels: int = 1
+    mean: list[float] = field(default_factory=lambda: [0.5])
+    std: list[float] = field(default_factory=lambda: [0.5])
+    permute_seed: int | None = None
+
+    def __post_init__(self):
+        size = self.size
+        if isinstance(size, int):
+            size = (size, size)
+        try:
+            size = tuple(int(s) for s in size)
+        except (TypeError, ValueError):
+            raise ConfigError(f"input size {self.size!r}: give (height, width) as two integers") from None
+        if len(size) != 2 or min(size) < 1:
+            raise ConfigError(f"input size {self.size!r}: give (height, width) as two positive integers")
+        self.size = size
+        if self.channels not in (1, 3):
+            raise ConfigError(f"input channels {self.channels!r}: use 1 (grey) or 3 (colour)")
+        self.channels = int(self.channels)
+        for name in ("mean", "std"):
+            v = getattr(self, name)
+            v = [float(a) for a in (v if isinstance(v, (list, tuple)) else [v])]
+            if len(v) == 1 and self.channels == 3:
+                v = v * 3
+            if len(v) != self.channels:
+                raise ConfigError(f"input {name} {v}: give one value per channel ({self.channels})")
+            setattr(self, name, v)
+        if min(self.std) <= 0:
+            raise ConfigError(f"input std {self.std}: every value must be positive")
+        if self.permute_seed is not None:
+            self.permute_seed = int(self.permute_seed)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["size"] = list(self.size)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "InputSpec":
+        if not isinstance(d, dict):
+            raise ConfigError(f"input spec must be a mapping, got {type(d).__name__}")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ConfigError(f"input spec has unknown keys {unknown}: expected {sorted(known)}")
+        return cls(**{k: d[k] for k in known if k in d})
+
+    @classmethod
+    def from_dataset(cls, ds, size=None, channels: int | None = None, split: str = "train",
+                     permute_seed: int | None = None, max_samples: int = 5000) -> "InputSpec":  # fmt: skip
+        """Mean / std measured on (up to ``max_samples`` of) a split, after channel adapt and resize."""
+        import torch
+
+        from ferkit.data.transforms import to_input
+
+        h, w = ds.image_size
+        spec = cls(size=size or (h, w), channels=channels or ds.channels, mean=[0.0], std=[1.0])
+        imgs = ds.split(split).images
+        step = max(1, len(imgs) // max_samples)
+        s = torch.zeros(spec.channels, dtype=torch.float64)
+        ss = torch.zeros_like(s)
+        count = 0
+        for a in range(0, len(imgs), 512 * step):
+            x = to_input(torch.from_numpy(np.ascontiguousarray(imgs[a : a + 512 * step : step])), spec)
+            s += x.double().sum(dim=(0, 2, 3))
+            ss += x.double().pow(2).sum(dim=(0, 2, 3))
+            count += x.shape[0] * x.shape[2] * x.shape[3]
+        mean = s / max(count, 1)
+        std = (ss / max(count, 1) - mean**2).clamp_min(0).sqrt() + 1e-6
+        spec.mean, spec.std = mean.tolist(), std.tolist()
+        spec.permute_seed = permute_seed
+        return spec
+
+
+__all__ = ["InputSpec"]
