@@ -36,7 +36,7 @@ from ferkit.errors import DataError
 from ferkit.utils import progress
 
 LOADER_VERSION = 1
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+from ferkit.faces.io import ALLOWED_FORMATS, IMAGE_SUFFIXES as IMAGE_EXTENSIONS  # noqa: E402 - one list
 DEFAULT_IMAGE_SIZE = 48
 MAX_NATIVE_SIZE = 256
 _GREY_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F", "La"}
@@ -58,9 +58,9 @@ def _open(path: str):
     if os.path.getsize(path) == 0:
         raise _Skip("empty file (0 bytes)")
     try:
-        return Image.open(path)
+        return Image.open(path, formats=ALLOWED_FORMATS)
     except Image.UnidentifiedImageError:
-        raise _Skip("not an image PIL can read (unknown format or not an image at all)") from None
+        raise _Skip("not an image in an accepted format (" + ", ".join(ALLOWED_FORMATS) + ")") from None
 
 
 class _Skip(Exception):

@@ -15,7 +15,7 @@ LAYOUTS = ("a FER2013 CSV file (emotion,pixels[,Usage])",
            "MNIST/Fashion-MNIST IDX files (train-images-idx3-ubyte[.gz] ...)")
 _ACCEPTED = ("accepted: a FER2013 CSV (emotion,pixels[,Usage]), class folders ROOT/[train/]<class>/*.jpg, "
              "AffectNet-style images/ + annotations/, or MNIST IDX files")
-_IMAGE_EXT = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+from ferkit.faces.io import IMAGE_SUFFIXES as _IMAGE_EXT  # noqa: E402 - the one suffix list
 
 
 def _loader(fmt: str):

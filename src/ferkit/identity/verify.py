@@ -13,7 +13,7 @@ from ferkit.errors import ConfigError, DataError
 from ferkit.identity.gallery import Gallery, GalleryError, calibrate_threshold, default_gallery_path, validate_name
 from ferkit.identity.metrics import pairwise_distances
 
-IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif")
+from ferkit.faces.io import IMAGE_SUFFIXES as IMAGE_EXTS  # noqa: E402 - the one suffix list
 
 
 def expand_photos(inputs: Sequence[str | os.PathLike]) -> list[Path]:
