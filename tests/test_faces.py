@@ -494,3 +494,22 @@ def test_conversion_script_reproduces_the_bundled_files(tmp_path):
     for name in WEIGHT_FILES.values():
         assert sha256_file(tmp_path / name) == sha256_file(WEIGHTS_DIR / name), name
     assert re.search(r"matches 2979b33ffafd", r.stdout)
+
+
+def test_own_nms_equals_torchvision():
+    """ferkit's batched NMS (no torchvision import at start-up) keeps exactly what torchvision keeps."""
+    torchvision_ops = pytest.importorskip("torchvision.ops")
+    from ferkit.faces.base import batched_nms
+
+    g = torch.Generator().manual_seed(0)
+    for trial in range(30):
+        n = int(torch.randint(1, 300, (1,), generator=g))
+        xy = torch.rand(n, 2, generator=g) * 200
+        wh = torch.rand(n, 2, generator=g) * 60 + 1
+        boxes = torch.cat([xy, xy + wh], 1)
+        scores = torch.rand(n, generator=g)
+        groups = torch.randint(0, 3, (n,), generator=g)
+        for thr in (0.3, 0.4, 0.7):
+            want = torchvision_ops.batched_nms(boxes, scores, groups, thr)
+            got = batched_nms(boxes, scores, groups, thr)
+            assert torch.equal(want, got), (trial, thr)

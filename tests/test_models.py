@@ -477,3 +477,29 @@ def test_vggface_weights_path_errors(tmp_path):
         create_model("vggface", weights_path=str(bad))
     msg = str(ei.value)
     assert str(bad) in msg and "'conv2_1.weight'" in msg and "block2.conv2_1.weight" in msg and "\n" not in msg
+
+
+def test_lazy_torchvision_names_match_torchvision():
+    """The families name their torchvision weights without importing torchvision (start-up time): the names and
+    files must be torchvision's own."""
+    import os
+    from urllib.parse import urlparse
+
+    from ferkit.models.torchvision_models import _FAMILIES
+    from ferkit.models.vgg11_heads import VGG11_BN_WEIGHTS
+
+    for w in list(_FAMILIES.values()) + [VGG11_BN_WEIGHTS]:
+        real = w.resolve()
+        assert os.path.basename(urlparse(real.url).path) == w.file
+        assert callable(w.constructor())
+
+
+def test_predicting_with_a_zoo_model_does_not_import_torchvision():
+    import subprocess
+    import sys
+
+    code = ("import sys, ferkit; ferkit.analyze('tests/data/identity/obama.jpg'); "
+            "print('torchvision' in sys.modules)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                       cwd=__import__("pathlib").Path(__file__).parents[1])
+    assert r.returncode == 0 and r.stdout.strip() == "False", r.stderr[-2000:]

@@ -183,7 +183,7 @@ def cascade(nets: MTCNNNets, imgs: torch.Tensor, min_face: float, thresholds=(0.
 
     Returns (image index (K,), boxes (K, 4), scores (K,), landmarks (K, 5, 2)) in input pixels.
     """
-    from torchvision.ops import batched_nms
+    from ferkit.faces.base import batched_nms
 
     dev = imgs.device
     h, w = imgs.shape[2:]

