@@ -222,8 +222,14 @@ def test_onnx_export_parity(tmp_path):
             assert np.abs(p_got - p_ref).max() < tol, (src, int8, np.abs(p_got - p_ref).max())
             if not int8:
                 assert np.abs(got[0] - ref_logits.numpy()).max() < 1e-4
-            if isinstance(ref, dict):
-                assert np.abs(got[1] - ref["valence"].reshape(-1).numpy()).max() < tol
+            if isinstance(ref, dict):  # every head: logits, valence and arousal, raw and through predict()
+                assert len(got) == 3
+                v_ref, a_ref = ref["valence"].reshape(-1).numpy(), ref["arousal"].reshape(-1).numpy()
+                assert np.abs(v_ref - a_ref).max() > 10 * tol  # the two heads differ, so a mix-up shows
+                assert np.abs(got[1] - v_ref).max() < tol and np.abs(got[2] - a_ref).max() < tol
+                va = oc.predict(crops)[1]
+                assert va.shape == (len(crops), 2)
+                assert np.abs(va[:, 0] - v_ref).max() < tol and np.abs(va[:, 1] - a_ref).max() < tol
                 assert oc.task == "multitask" and oc.classes == ["happy", "sad", "neutral"]
     # the exported file works as a --checkpoint, no PyTorch model needed
     r = run_cli("predict", DATA / "multi_face.jpg", "--checkpoint", tmp_path / "fer_minixception.onnx")

