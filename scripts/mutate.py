@@ -93,7 +93,9 @@ def pytest_cmd(python: str, tests: list[str], k: str | None, workers: str) -> li
 
 
 def run(cmd: list[str], cwd: Path, timeout: float) -> tuple[int | None, str, float]:
-    env = dict(os.environ, PYTHONPATH=str(cwd / "src"), PYTHONDONTWRITEBYTECODE="1")
+    # the copy's src first; entries already on PYTHONPATH (e.g. extra site dirs) stay after it
+    path = os.pathsep.join([str(cwd / "src"), *[p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]])
+    env = dict(os.environ, PYTHONPATH=path, PYTHONDONTWRITEBYTECODE="1")
     env.pop("FERKIT_CACHE_DIR", None)  # conftest gives each run its own
     t0 = time.time()
     try:
