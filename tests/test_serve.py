@@ -143,21 +143,73 @@ def test_models_health_metrics_openapi(server, photos):
 
 
 def test_concurrent_requests_are_micro_batched(server, photos):
+    """16 concurrent requests with different photos (sizes, 0 / 1 / 5 faces): each answer is its own photo's, the
+    same as when it was sent alone, and they shared forwards."""
+    from pathlib import Path
+
+    from PIL import Image
+
+    multi = (Path(__file__).parent / "data" / "multi_face.jpg").read_bytes()
+    astro = np.asarray(Image.open(io.BytesIO(photos["astronaut"])))
+    imgs = {"grace": photos["grace"], "astronaut": photos["astronaut"], "multi": multi,
+            "small_astronaut": _jpeg(np.asarray(Image.fromarray(astro).resize((300, 300)))),
+            "mirror_grace": _jpeg(np.asarray(Image.open(io.BytesIO(photos["grace"])))[:, ::-1].copy()),
+            "blank": _jpeg(np.full((200, 260, 3), 128, np.uint8))}
+
+    def post(name):
+        r = server.post("/v1/predict", content=imgs[name], headers={"content-type": "image/jpeg"})
+        assert r.status_code == 200, r.text
+        return r.json()
+
+    alone = {name: post(name) for name in imgs}  # one at a time: batches of one
+    assert [len(alone[n]["faces"]) for n in imgs] == [1, 1, 5, 1, 1, 0]
     before = server.get("/metrics").text
 
     def count(text):
         return int([ln for ln in text.splitlines() if ln.startswith("ferkit_batch_images_count")][0].split()[1])
 
-    def one(_):
-        return server.post("/v1/predict", content=photos["astronaut"], headers={"content-type": "image/jpeg"})
-
+    order = [list(imgs)[i % len(imgs)] for i in range(16)]
     with ThreadPoolExecutor(8) as ex:
-        rs = list(ex.map(one, range(16)))
-    assert all(r.status_code == 200 and r.json()["faces"] for r in rs)
-    labels = {r.json()["faces"][0]["label"] for r in rs}
-    assert len(labels) == 1  # batching does not change answers
+        got = list(ex.map(post, order))
+    for name, body in zip(order, got):
+        want = alone[name]
+        assert body["image_size"] == want["image_size"] and body["status"] == want["status"], name
+        assert len(body["faces"]) == len(want["faces"]), name
+        for f, g in zip(body["faces"], want["faces"]):
+            assert f["label"] == g["label"], name
+            assert np.abs(np.subtract(f["box"], g["box"])).max() < 0.5, (name, f["box"], g["box"])
+            assert max(abs(f["probabilities"][c] - g["probabilities"][c]) for c in g["probabilities"]) < 1e-3, name
     batches = count(server.get("/metrics").text) - count(before)
     assert batches < 16, f"16 concurrent images took {batches} forwards: no micro-batching"
+
+
+def test_saturated_server_answers_503_json(photos):
+    """A queue of one image and a slow model: concurrent requests beyond it get 503 with the JSON error body, and
+    the server serves again once the queue drains."""
+    from ferkit.inference.pipeline import Analyzer
+
+    class Slow(Analyzer):
+        def process(self, *a, **k):
+            time.sleep(0.8)
+            return super().process(*a, **k)
+
+    an = Slow("fer_minixception", detector="haar")
+    cfg = ServeConfig(analyzer=an, batch_max=1, max_queue=1, request_timeout_s=60)
+    with BackgroundServer(cfg) as url, httpx.Client(base_url=url, timeout=60) as c:
+        def post(_):
+            return c.post("/v1/predict", content=photos["grace"], headers={"content-type": "image/jpeg"})
+
+        with ThreadPoolExecutor(6) as ex:
+            rs = list(ex.map(post, range(6)))
+        codes = sorted(r.status_code for r in rs)
+        assert set(codes) == {200, 503} and codes.count(200) <= 3, codes  # one running, one queued (+ a race)
+        for r in rs:
+            if r.status_code == 503:
+                assert r.json() == {"error": "busy", "reason": "server saturated: too many queued images, retry later"}
+            else:
+                assert r.json()["faces"], r.text
+        assert post(0).status_code == 200  # drained: served again
+        assert 'route="/v1/predict",status="503"' in c.get("/metrics").text
 
 
 def test_page_and_static(server):

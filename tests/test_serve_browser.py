@@ -1,8 +1,8 @@
 """End to end in headless Chromium: ferkit serve's page with a fake camera fed from an MJPEG made from a real
 face photo (skimage's astronaut) shows a face box and a label. A screenshot is saved under the pytest tmp dir.
 
-Set-up: installs Debian's ``chromium`` + ``chromium-driver`` with apt-get when missing and running as root;
-skips with the reason otherwise. Recipe: /work/shared/BROWSER_TESTING.md."""
+Set-up: installs Debian's ``chromium`` + ``chromium-driver`` with apt-get when missing (as root); fails with
+the reason otherwise, never skips. Recipe: /work/shared/BROWSER_TESTING.md."""
 
 import io
 import os
@@ -20,18 +20,23 @@ from ferkit.serve.app import BackgroundServer, ServeConfig  # noqa: E402
 
 
 def _ensure_chromium() -> tuple[str, str]:
+    """chromium + chromedriver, installed with apt-get (as root) when missing. The page is a feature: a machine
+    that cannot get a browser fails this test loudly instead of skipping it."""
     if not (shutil.which("chromium") and shutil.which("chromedriver")):
         if not hasattr(os, "geteuid") or os.geteuid() != 0 or not shutil.which("apt-get"):
-            pytest.skip("chromium/chromium-driver missing and not root: cannot apt-get install them")
-        try:
-            env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-            subprocess.run(["apt-get", "update"], check=True, capture_output=True, timeout=300, env=env)
-            subprocess.run(["apt-get", "install", "-y", "chromium", "chromium-driver"], check=True,
-                           capture_output=True, timeout=600, env=env)
-        except (subprocess.SubprocessError, OSError) as e:
-            pytest.skip(f"could not install chromium + chromium-driver: {e}")
+            pytest.fail("chromium/chromium-driver missing and not root with apt-get: install them "
+                        "(apt-get install chromium chromium-driver) to run the browser test")
+        env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+        for cmd, timeout in ((["apt-get", "update"], 300),
+                             (["apt-get", "install", "-y", "chromium", "chromium-driver"], 900)):
+            try:
+                r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+            except (subprocess.SubprocessError, OSError) as e:
+                pytest.fail(f"{' '.join(cmd)} failed: {e}")
+            if r.returncode != 0:
+                pytest.fail(f"{' '.join(cmd)} exited {r.returncode}: {(r.stderr or r.stdout)[-2000:]}")
     if not (shutil.which("chromium") and shutil.which("chromedriver")):
-        pytest.skip("chromium/chromedriver still not on PATH after installation")
+        pytest.fail("chromium/chromedriver still not on PATH after apt-get install chromium chromium-driver")
     return shutil.which("chromium"), shutil.which("chromedriver")
 
 

@@ -152,7 +152,11 @@ def test_multitask_trains_valence_arousal(tmp_path):
     m = res.metrics
     for k in ("val_valence_rmse", "val_arousal_rmse", "val_valence_ccc", "test_valence_ccc"):
         assert k in m
-    assert m["test_valence_ccc"] > 0.3  # learned something real about valence
+    # Measured (this recipe, training seeds 0 / 1 / 2): test accuracy 0.73 / 0.88 / 0.85, valence CCC
+    # 0.60 / 0.80 / 0.70, arousal CCC 0.64 / 0.75 / 0.55 (chance: 0.14 and 0). Asserted about 0.13 under the worst.
+    assert m["test_acc"] > 0.6, m["test_acc"]
+    assert m["test_valence_ccc"] > 0.45, m["test_valence_ccc"]
+    assert m["test_arousal_ccc"] > 0.4, m["test_arousal_ccc"]
     preds = (res.run_dir / "predictions.csv").read_text().splitlines()
     assert "valence_pred" in preds[0]
     vals = np.array([float(r.split(",")[-3]) for r in preds[1:]])

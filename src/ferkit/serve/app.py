@@ -44,6 +44,7 @@ class ServeConfig:
     max_inflight_mb: float = 256.0  # decoded pixels (RGB bytes) in flight at once; past it 503 busy
     batch_max: int = 8          # images per micro-batch; 1 = no micro-batching
     batch_wait_ms: float = 5.0
+    max_queue: int = 256        # images waiting for the model; beyond it requests get 503 "busy"
     analyzer: Any = None        # a ready Analyzer (tests, embedding); else built from the fields above
 
 
@@ -177,7 +178,7 @@ def create_app(config: ServeConfig | None = None):
 
     inflight = [0]  # predict requests between body read and result (only touched on the event loop thread)
     batcher = MicroBatcher(an.process, max_batch=cfg.batch_max, max_wait_ms=cfg.batch_wait_ms, on_batch=on_batch,
-                           pending=lambda: inflight[0])
+                           max_queue=cfg.max_queue, pending=lambda: inflight[0])
 
     @contextlib.asynccontextmanager
     async def lifespan(_app):
