@@ -31,3 +31,8 @@ clean:
 .PHONY: mutate
 mutate: $(STAMP)
 	$(PY) scripts/mutate.py
+
+.PHONY: fuzz
+fuzz: $(STAMP)
+	PYTHONPATH=src $(PY) -m tests.fuzz_data --cases 2000 --cli 5
+	$(PY) -m pytest -q -n 0 tests/test_fuzz.py --fuzz-cases 2000
