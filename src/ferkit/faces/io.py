@@ -23,7 +23,7 @@ def load_image(path: str | os.PathLike) -> np.ndarray:
     composited onto white; of animated/multi-page files the first frame is used. An unreadable file
     (missing, empty, not an image, truncated, corrupt, absurdly large) raises :class:`DataError` naming it.
     """
-    from PIL import Image, ImageFile, UnidentifiedImageError
+    from PIL import ImageFile
 
     p = Path(path)
     if not p.exists():
@@ -39,10 +39,26 @@ def load_image(path: str | os.PathLike) -> np.ndarray:
     if ImageFile.LOAD_TRUNCATED_IMAGES:
         # Someone in this process asked Pillow to pad truncated files with grey; we would rather say so.
         warnings.warn("PIL.ImageFile.LOAD_TRUNCATED_IMAGES is set: truncated images will load padded", stacklevel=2)
+    return _decode(p, str(p))
+
+
+def decode_image_bytes(data: bytes, name: str = "<bytes>") -> np.ndarray:
+    """Decode an encoded image held in memory (e.g. read from object storage) exactly as :func:`load_image`
+    decodes a file; ``name`` (a path or URI) is what a :class:`DataError` names."""
+    import io
+
+    if not data:
+        raise DataError(f"{name}: empty file (0 bytes), not an image")
+    return _decode(io.BytesIO(bytes(data)), name)
+
+
+def _decode(src, p) -> np.ndarray:
+    """The one decoder behind :func:`load_image` and :func:`decode_image_bytes` (``src``: path or file object)."""
+    from PIL import Image, UnidentifiedImageError
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(p) as im:
+            with Image.open(src) as im:
                 im.load()  # decode now: truncation and corruption surface here, not later
                 return pil_to_rgb(im, str(p))
     except DataError:
