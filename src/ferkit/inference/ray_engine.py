@@ -342,7 +342,8 @@ def predict_dataset(sources: str | os.PathLike | Iterable[str | os.PathLike], ou
 
     ``actors``: analyzer actors (default: one per CPU of the cluster, or per ``gpus_per_actor`` share of its
     GPUs); ``batch_size``: inputs per actor call (and per Parquet part); ``ray_address``: an existing cluster
-    (``auto``, ``HOST:6379``, ``ray://HOST:10001``), else a local Ray runtime is started for this call.
+    (``auto``, ``HOST:6379``, ``ray://HOST:10001``; default ``$RAY_ADDRESS``), else a local Ray runtime is
+    started for this call (and stopped after it).
     Re-running the same call skips inputs already finished in ``output``. Returns a summary dict: ``files``,
     ``faces``, ``ok``, ``no_face``, ``errors``, ``skipped``, ``seconds``, ``images_per_s``, ``per_actor``
     ({worker: {files, busy_s, images_per_s}}), ``output``, ``parts``.
@@ -365,9 +366,12 @@ def predict_dataset(sources: str | os.PathLike | Iterable[str | os.PathLike], ou
         raise ConfigError(f"crop {crop!r}: use align or box")
     if _is_uri(str(output)):
         raise ConfigError(f"--output {output}: give a local folder (or a shared file system mounted here)")
+    if isinstance(sources, (str, os.PathLike)):
+        sources = [sources]
+    sources = [str(s) for s in sources]
     inputs = resolve_sources(sources)
     if not inputs:
-        raise ConfigError(f"no image or video files found in {' '.join(map(str, sources)) if not isinstance(sources, (str, os.PathLike)) else sources}")
+        raise ConfigError(f"no image or video files found in {' '.join(sources)}")
     # The classifiers alone give the class list (the Parquet schema) and fail fast on a bad model name.
     classes = Analyzer(models, detect=False, backend=backend).classes
     config = {"models": models, "detector": detector, "det_size": det_size, "crop": crop, "backend": backend,
@@ -384,8 +388,9 @@ def predict_dataset(sources: str | os.PathLike | Iterable[str | os.PathLike], ou
 
     started = False
     if not ray.is_initialized():
-        if ray_address:
-            ray.init(address=ray_address, log_to_driver=not quiet, logging_level="ERROR")
+        address = ray_address or os.environ.get("RAY_ADDRESS")  # Ray's own variable, as `ray job submit` sets
+        if address:
+            ray.init(address=address, log_to_driver=not quiet, logging_level="ERROR")
         else:
             ray.init(num_cpus=actors or os.cpu_count(), include_dashboard=False,
                      log_to_driver=not quiet, logging_level="ERROR")
