@@ -108,6 +108,19 @@ def inputs(tmp_path_factory):
     return {"photos": photos, "list": listed, "extra": extra, "local": local, "ref": ref, "classes": an.classes}
 
 
+def _write_video(path, photo, n=8):
+    """A short real mp4 (OpenCV mp4v): the photo drifting a few pixels per frame."""
+    import cv2
+
+    img = cv2.imread(str(photo))
+    h, w = img.shape[:2]
+    vw = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 10, (w, h))
+    for i in range(n):
+        vw.write(np.roll(img, 2 * i, axis=1))
+    vw.release()
+    return path
+
+
 def _manifest_inputs(out):
     return [x for f in sorted((Path(out) / "_manifest").glob("part-*.parquet"))
             for x in pq.read_table(f, columns=["input"]).column("input").to_pylist()]
@@ -133,7 +146,7 @@ def _check_exactly_once(out, expected, inputs, atol=1e-3):
             continue
         want = inputs["ref"][local]
         assert len(got) == len(want), f"{path}: {len(got)} rows, CLI analyzer gives {len(want)}"
-        for g, w in zip(sorted(got, key=lambda r: r["face"] or 0), want):
+        for g, w in zip(sorted(got, key=lambda r: (r["frame"] or 0, r["face"] or 0)), want):
             assert g["status"] == w[1]
             if path == local:
                 assert g["reason"] == w[2]
@@ -189,10 +202,13 @@ def test_same_numbers_as_cli_analyzer_batch_for_batch(cluster, inputs, tmp_path)
     """One input per actor call against the CLI's analyzer on that file alone (one thread, like an actor):
     the engine adds nothing to the numbers."""
     from ferkit.inference.pipeline import Analyzer
+    from ferkit.inference.video import analyze_video
     from ferkit.schema import csv_rows
 
     chosen = [p for p in inputs["local"] if "multi_face" in p][:3] + inputs["local"][:5]
     chosen += [f"file://{p}" for p in sorted(inputs["extra"].glob("*.jpg"))[:2]]
+    video = _write_video(tmp_path / "clip.mp4", sorted(Path(p) for p in inputs["local"] if "astro" in p)[0])
+    chosen += [str(video), f"file://{video}"]  # a video: one whole-file task (by path, and by URI)
     listed = tmp_path / "chosen.txt"
     listed.write_text("\n".join(chosen) + "\n")
     predict_dataset([listed], tmp_path / "out", **OPTS, actors=2, batch_size=1, ray_address=cluster.address,
@@ -201,12 +217,15 @@ def test_same_numbers_as_cli_analyzer_batch_for_batch(cluster, inputs, tmp_path)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        alone = {p: csv_rows(r, an.classes) for p in chosen
+        alone = {p: csv_rows(r, an.classes) for p in chosen if not p.endswith(".mp4")
                  for r in an.analyze_paths([p.removeprefix("file://")])}
+        alone[str(video)] = csv_rows(analyze_video(an, str(video)), an.classes)
     finally:
         torch.set_num_threads(threads)
-    _check_exactly_once(tmp_path / "out", chosen, dict(inputs, ref={k.removeprefix("file://"): v for k, v in alone.items()}),
-                        atol=1e-5)
+    rows = _check_exactly_once(tmp_path / "out", chosen,
+                               dict(inputs, ref={k.removeprefix("file://"): v for k, v in alone.items()}), atol=1e-5)
+    frames = [r for r in rows if r["path"] == str(video)]
+    assert len(frames) >= 6 and all(r["frame"] is not None and r["track"] is not None for r in frames)
 
 
 def test_killed_driver_then_rerun_gives_every_input_once(cluster, inputs, tmp_path):
