@@ -27,7 +27,6 @@ from pathlib import Path
 
 def make_photos(folder: Path, n: int) -> list[str]:
     import matplotlib.cbook
-    import numpy as np  # noqa: F401
     from PIL import Image
     from skimage import data
 

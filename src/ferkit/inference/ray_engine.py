@@ -390,12 +390,20 @@ def predict_dataset(sources: str | os.PathLike | Iterable[str | os.PathLike], ou
     if not ray.is_initialized():
         address = ray_address or os.environ.get("RAY_ADDRESS")  # Ray's own variable, as `ray job submit` sets
         if address:
-            ray.init(address=address, log_to_driver=not quiet, logging_level="ERROR")
+            try:
+                ray.init(address=address, log_to_driver=not quiet, logging_level="ERROR")
+            except (ConnectionError, RuntimeError, ValueError) as e:
+                msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+                raise ConfigError(f"--ray-address {address}: cannot join that Ray cluster ({msg})") from None
         else:
             ray.init(num_cpus=actors or os.cpu_count(), include_dashboard=False,
                      log_to_driver=not quiet, logging_level="ERROR")
         started = True
     try:
+        if quiet:
+            import logging
+
+            logging.getLogger("ray.data").setLevel(logging.ERROR)
         ctx = ray.data.DataContext.get_current()
         ctx.enable_progress_bars = not quiet
         ctx.print_on_execution_start = not quiet
