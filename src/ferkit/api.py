@@ -105,6 +105,24 @@ def iter_predict(model=defaults.MODEL, inputs=(), *, detect: bool = True, detect
                              extras_dir=extras_dir)
 
 
+def predict_dataset(sources, output, model=defaults.MODEL, *, detector: str = defaults.DETECTOR,
+                    det_size: int | None = defaults.DET_SIZE, crop: str = defaults.CROP,
+                    backend: str = defaults.BACKEND, actors: int | None = None, gpus_per_actor: float = 0.0,
+                    batch_size: int = 16, ray_address: str | None = None, overwrite: bool = False,
+                    quiet: bool = False, stride: int = 1) -> dict:
+    """:func:`predict` on a Ray cluster (``pip install 'ferkit[ray]'``): every image and video under ``sources``
+    (folders, list files, ``s3://`` / ``gs://`` / ``hdfs://`` URIs) into Parquet parts under ``output`` with the
+    CSV's columns, resumable (finished inputs are skipped on a re-run). Same models, defaults and results as
+    ``ferkit predict``; returns a summary (files, faces, errors, images/s, per-actor rates). See
+    :mod:`ferkit.inference.ray_engine`."""
+    from ferkit.inference.ray_engine import predict_dataset as _run
+
+    models = list(model) if isinstance(model, (list, tuple)) else [model]
+    return _run(sources, output, models=models, detector=detector, det_size=det_size, crop=crop, backend=backend,
+                actors=actors, gpus_per_actor=gpus_per_actor, batch_size=batch_size, ray_address=ray_address,
+                overwrite=overwrite, quiet=quiet, stride=stride)
+
+
 def analyzer(model=defaults.MODEL, *, detect: bool = True, detector: str = defaults.DETECTOR,
              det_size: int | None = defaults.DET_SIZE, crop: str = defaults.CROP, backend: str = defaults.BACKEND,
              batch_size: int = defaults.BATCH_SIZE, device: str = defaults.DEVICE, gallery=None):
@@ -268,4 +286,4 @@ def fetch_dataset(name: str, root=None, force: bool = False):
 __all__ = ["TrainConfig", "TrainResult", "analyze", "analyzer", "collect", "compare", "describe", "describe_models", "enroll", "evaluate",
            "evaluate_verification", "experiment_permute", "export", "fetch_dataset", "freeze_sweep",
            "gallery_list", "iter_predict", "gallery_remove", "inspect_dataset", "list_models", "list_recipes", "load_checkpoint",
-           "load_dataset", "load_model", "make_config", "predict", "synthesize", "train", "verify"]
+           "load_dataset", "load_model", "make_config", "predict", "predict_dataset", "synthesize", "train", "verify"]

@@ -342,7 +342,3 @@ def openapi_models():
     batch = create_model("BatchResult", results=(list[file], ...))
     return face, file, batch
 
-
-# Earlier names of the table functions (kept for code written against them).
-csv_header = table_columns
-csv_rows = table_rows

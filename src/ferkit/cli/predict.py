@@ -76,6 +76,17 @@ exit code: 0 if no input failed, 2 if any input failed (errors are also one line
     pr.add_argument("--max-frames", type=int, default=None, help="videos/webcam: stop after this many frames")
     pr.add_argument("--batch-size", type=int, default=defaults.BATCH_SIZE, help="faces per classifier forward")
     pr.add_argument("--quiet", action="store_true", help="no per-file status lines on stderr")
+    pr.add_argument("--engine", choices=("local", "ray"), default="local",
+                    help="local (default): this process; ray: Ray Data actors, Parquet parts in --output DIR "
+                         "(pip install 'ferkit[ray]'; see README 'Running on a cluster')")
+    pr.add_argument("--ray-address", default=None, metavar="ADDRESS",
+                    help="--engine ray: an existing cluster (auto, HOST:6379, ray://HOST:10001); default: a local "
+                         "Ray runtime for this command")
+    pr.add_argument("--actors", type=int, default=None, help="--engine ray: analyzer actors (default one per CPU)")
+    pr.add_argument("--gpus-per-actor", type=float, default=0.0, metavar="F",
+                    help="--engine ray: GPU share of each actor (0.25 = four actors per GPU)")
+    pr.add_argument("--overwrite", action="store_true",
+                    help="--engine ray: start over in --output instead of skipping finished inputs")
 
     xo = add_command(sub, "export", "export a checkpoint or zoo model to ONNX (self-describing, dynamic batch)", """
   ferkit export runs/cnn/best.pt                       # -> runs/cnn/best.onnx
@@ -139,6 +150,8 @@ def cmd_predict(a) -> int:
 
     if not a.inputs and a.webcam is None:
         raise ConfigError("ferkit predict: give image/video files or folders, or --webcam N")
+    if a.engine == "ray":
+        return _predict_on_ray(a)
     if a.batch_size < 1:
         raise ConfigError(f"--batch-size {a.batch_size}: give an integer >= 1")
     if a.stride < 1:
@@ -191,6 +204,20 @@ def cmd_predict(a) -> int:
           + f" [{an.model_name}, {an.detector_name}, {'+'.join(sorted({c.backend for c in an.classifiers}))}, "
             f"{torch.get_num_threads()} threads]", file=sys.stderr)
     return 2 if counts["error"] else 0
+
+
+def _predict_on_ray(a) -> int:
+    from ferkit import api
+
+    if not a.output:
+        raise ConfigError("--engine ray writes Parquet parts into a folder: give --output DIR")
+    if a.webcam is not None or a.annotate or a.no_detect or a.gallery:
+        raise ConfigError("--engine ray runs photos and videos with detection: drop --webcam, --annotate, "
+                          "--no-detect and --gallery (or use the local engine)")
+    s = api.predict_dataset(a.inputs, a.output, models_of(a), detector=a.detector, det_size=a.det_size,
+                            crop=a.crop, backend=a.backend, actors=a.actors, gpus_per_actor=a.gpus_per_actor,
+                            ray_address=a.ray_address, overwrite=a.overwrite, quiet=a.quiet, stride=a.stride)
+    return 2 if s.get("errors") else 0
 
 
 def _printable(s: str) -> str:

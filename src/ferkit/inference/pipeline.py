@@ -227,12 +227,16 @@ class Analyzer:
         return self.file_result(source, image, self.process([image], [source])[0])
 
     def analyze_paths(self, paths: Iterable[str | os.PathLike], group: int = 8, prefetch: int = 16,
-                      return_images: bool = False) -> Iterator[FileResult]:
+                      return_images: bool = False, loader: Any = None) -> Iterator[FileResult]:
         """One :class:`FileResult` per image path, in order. A background thread decodes ahead while the
         main thread detects and classifies groups of up to ``group`` images (faces of the whole group go
         through the classifier together). Unreadable files become ``status="error"`` with a one-line reason;
-        images without a face ``status="no_face"``. ``return_images``: yield ``(FileResult, image or None)``."""
+        images without a face ``status="no_face"``. ``return_images``: yield ``(FileResult, image or None)``.
+        ``loader``: path -> RGB uint8 array (default :func:`ferkit.faces.load_image`; the Ray engine passes one
+        that also reads URIs)."""
         from ferkit.faces import load_image
+
+        load = loader or load_image
 
         q: queue.Queue = queue.Queue(maxsize=max(1, prefetch))
         stop = threading.Event()
@@ -244,7 +248,7 @@ class Analyzer:
                     if stop.is_set():
                         return
                     try:
-                        item = (str(p), load_image(p), None)
+                        item = (str(p), load(p), None)
                     except DataError as e:
                         item = (str(p), None, str(e))
                     except MemoryError:

@@ -1,0 +1,465 @@
+"""Batch inference on Ray Data: the CLI's analyzer on a pool of actors, the CLI's CSV columns as Parquet.
+
+    from ferkit.inference.ray_engine import predict_dataset
+    summary = predict_dataset(["photos/", "s3://bucket/frames/", "more.txt"], "out/", actors=4)
+
+Inputs: local folders (images and videos, recursively), list files (``.txt``/``.lst``/``.list``: one path or
+URI per line, ``#`` comments; relative paths are relative to the list file), single files, and any URI
+``pyarrow.fs`` opens (``s3://``, ``gs://``, ``hdfs://``, ``file://``): a URI folder is listed recursively.
+The driver lists the inputs; Ray Data spreads them over ``actors`` actors, each holding one
+:class:`~ferkit.inference.pipeline.Analyzer` built with the CLI's defaults. An actor reads each input itself
+(local file, or bytes through ``pyarrow.fs``), so inputs never travel through the driver.
+
+Output (a local folder, or a shared file system mounted on the driver):
+
+    DIR/part-<id>.parquet            the CLI's CSV columns (ferkit.schema.table_columns), one row per face and
+                                     one row per file without a face or with an error (status + reason)
+    DIR/_manifest/part-<id>.parquet  the inputs whose rows are in DIR/part-<id>.parquet (input, status,
+                                     faces, worker, seconds), written after it
+    DIR/_manifest/config.json        models, detector, det_size, crop, stride and classes of the run
+
+Every block of results is written atomically, rows first, manifest second, so a crash leaves at most a part
+without a manifest; the next run deletes such orphans and skips every input named in the manifest, so after
+any number of crashes and re-runs each input is in the output exactly once. ``overwrite=True`` starts over.
+A bad file is an error row, never a failed job; a worker that dies is replaced by Ray Data and its batch
+retried.
+
+Videos are whole-file tasks (one actor analyses one video, with the CLI's tracking); a long video does not
+spread over actors.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+from ferkit import defaults
+from ferkit.errors import ConfigError, DataError
+
+RAY_MISSING = "--engine ray needs Ray: pip install 'ferkit[ray]'"
+LIST_SUFFIXES = (".txt", ".lst", ".list")
+MANIFEST_DIR = "_manifest"
+DEFAULT_BATCH_SIZE = 16
+
+
+def _require_ray():
+    """``ray`` with Ray Data and pyarrow, or the one-line ConfigError telling how to install them."""
+    try:
+        import pyarrow  # noqa: F401
+        import ray
+        import ray.data  # noqa: F401
+    except ImportError:
+        raise ConfigError(RAY_MISSING) from None
+    return ray
+
+
+def _is_uri(s: str) -> bool:
+    return "://" in s
+
+
+# --------------------------------------------------------------------------------------------
+# inputs
+
+
+def _list_lines(text: str, base: str | None) -> list[str]:
+    out = []
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        if base is not None and not _is_uri(line) and not os.path.isabs(line):
+            line = os.path.join(base, line) if not _is_uri(base) else base.rstrip("/") + "/" + line
+        out.append(line)
+    return out
+
+
+def _uri_inputs(uri: str) -> list[str]:
+    import pyarrow.fs as pafs
+
+    from ferkit.inference.pipeline import IMAGE_SUFFIXES, VIDEO_SUFFIXES
+
+    try:
+        fs, root = pafs.FileSystem.from_uri(uri)
+        info = fs.get_file_info(root)
+    except Exception as e:  # noqa: BLE001 - arrow raises several types for bad URIs / credentials
+        raise DataError(f"{uri}: cannot open ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+    if info.type == pafs.FileType.Directory:
+        found = fs.get_file_info(pafs.FileSelector(root, recursive=True))
+        rels = sorted(os.path.relpath(f.path, root) for f in found if f.type == pafs.FileType.File
+                      and Path(f.path).suffix.lower() in IMAGE_SUFFIXES + VIDEO_SUFFIXES)
+        return [uri.rstrip("/") + "/" + r.replace(os.sep, "/") for r in rels]
+    if info.type == pafs.FileType.File and Path(root).suffix.lower() in LIST_SUFFIXES:
+        with fs.open_input_stream(root) as f:
+            return _list_lines(f.read().decode("utf-8"), uri.rsplit("/", 1)[0])
+    return [uri]  # a file, or a missing one: the latter becomes an error row like the CLI's
+
+
+def resolve_sources(sources: str | os.PathLike | Iterable[str | os.PathLike]) -> list[str]:
+    """The inputs named by ``sources`` (folders, list files, files, URIs), in order, each once."""
+    from ferkit.inference.pipeline import expand_inputs
+
+    if isinstance(sources, (str, os.PathLike)):
+        sources = [sources]
+    out: list[str] = []
+    for s in map(str, sources):
+        if _is_uri(s):
+            out += _uri_inputs(s)
+            continue
+        p = Path(s)
+        if p.is_dir():
+            out += [str(q) for q in expand_inputs([p])]
+        elif p.suffix.lower() in LIST_SUFFIXES:
+            if not p.is_file():
+                raise DataError(f"{p}: no such list file")
+            for item in _list_lines(p.read_text(encoding="utf-8"), str(p.parent)):
+                out += _uri_inputs(item) if _is_uri(item) else (
+                    [str(q) for q in expand_inputs([item])] if Path(item).is_dir() else [item])
+        else:
+            out.append(s)
+    return list(dict.fromkeys(out))
+
+
+def read_input_bytes(uri: str) -> bytes:
+    """The bytes of a URI through ``pyarrow.fs`` (DataError naming it when unreadable)."""
+    import pyarrow.fs as pafs
+
+    try:
+        fs, path = pafs.FileSystem.from_uri(uri)
+        with fs.open_input_stream(path) as f:
+            return f.read()
+    except FileNotFoundError:
+        raise DataError(f"{uri}: no such file") from None
+    except Exception as e:  # noqa: BLE001
+        raise DataError(f"{uri}: cannot read ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+
+
+def load_any(path: str):
+    """Decode a local path with :func:`ferkit.faces.load_image` (the CLI's path), a URI from its bytes."""
+    from ferkit.faces.io import decode_image, load_image
+
+    if _is_uri(str(path)):
+        return decode_image(read_input_bytes(str(path)), str(path))
+    return load_image(path)
+
+
+# --------------------------------------------------------------------------------------------
+# the actor
+
+
+class AnalyzeBatch:
+    """Ray Data callable class: one :class:`Analyzer` per actor; a batch of inputs in, one row per input out
+    (``rows``: that input's CSV rows as JSON, so an input's rows travel and land together)."""
+
+    def __init__(self, models: Sequence[Any], detector: str, det_size: int | None, crop: str, backend: str,
+                 stride: int, device: str):
+        from ferkit.inference.pipeline import Analyzer
+
+        self.analyzer = Analyzer(list(models), detector=detector, det_size=det_size, crop=crop, backend=backend,
+                                 device=device)
+        self.stride = stride
+        self.worker = f"{socket.gethostname()}:{os.getpid()}"
+
+    def _images(self, paths: list[str]) -> dict:
+        try:
+            return {r.path: r for r in self.analyzer.analyze_paths(paths, loader=load_any)}
+        except Exception:  # noqa: BLE001 - find the file that breaks the batch; the rest must go on
+            out = {}
+            for p in paths:
+                try:
+                    out.update({r.path: r for r in self.analyzer.analyze_paths([p], loader=load_any)})
+                except Exception as e:  # noqa: BLE001
+                    out[p] = self.analyzer.file_result(p, error=_one_line(p, e))
+            return out
+
+    def _video(self, path: str):
+        import tempfile
+
+        from ferkit.inference.video import analyze_video
+
+        tmp = None
+        try:
+            local = path
+            if _is_uri(path):  # OpenCV reads files: stage the object locally
+                fd, tmp = tempfile.mkstemp(suffix=Path(path).suffix)
+                with os.fdopen(fd, "wb") as f:
+                    f.write(read_input_bytes(path))
+                local = tmp
+            r = analyze_video(self.analyzer, local, stride=self.stride)
+            r.path = path
+            for f in r.faces:
+                f.source = path
+            return r
+        except Exception as e:  # noqa: BLE001 - a bad video is an error row, never a failed job
+            return self.analyzer.file_result(path, kind="video",
+                                             error=str(e) if isinstance(e, DataError) else _one_line(path, e))
+        finally:
+            if tmp:
+                os.unlink(tmp)
+
+    def __call__(self, batch: dict) -> dict:
+        from ferkit.inference.pipeline import is_video
+        from ferkit.schema import table_rows
+
+        t0 = time.perf_counter()
+        paths = [str(p) for p in batch["input"]]
+        results = self._images([p for p in paths if not is_video(p)])
+        for p in paths:
+            if is_video(p):
+                results[p] = self._video(p)
+        classes = self.analyzer.classes
+        share = (time.perf_counter() - t0) / max(1, len(paths))
+        return {"input": paths,
+                "status": [results[p].status for p in paths],
+                "faces": [len(results[p].faces) for p in paths],
+                "rows": [json.dumps(table_rows(results[p], classes)) for p in paths],
+                "worker": [self.worker] * len(paths),
+                "seconds": [share] * len(paths)}
+
+
+def _one_line(path: str, e: BaseException) -> str:
+    msg = str(e).splitlines()[0] if str(e) else ""
+    return f"{path}: {type(e).__name__}: {msg}"
+
+
+# --------------------------------------------------------------------------------------------
+# the output folder
+
+
+def parquet_schema(classes: list[str]):
+    """The Arrow schema of the Parquet parts: the names of :func:`ferkit.schema.table_columns`, each typed by
+    the value :func:`ferkit.schema.table_rows` puts there for a fully filled-in face (so a column the schema
+    gains appears here by itself)."""
+    import numpy as np
+    import pyarrow as pa
+
+    from ferkit.schema import FaceResult, FileResult, table_columns, table_rows
+
+    face = FaceResult(source="x", face=0, box=(0.0, 0.0, 1.0, 1.0), landmarks=np.zeros((5, 2)), det_score=1.0,
+                      label=classes[0], score=1.0, probabilities={c: 1.0 for c in classes}, valence=0.0,
+                      arousal=0.0, frame=0, timestamp=0.0, track=0)
+    row = table_rows(FileResult(path="x", faces=[face]), classes)[0]
+
+    def arrow_type(v):
+        if isinstance(v, bool):
+            return pa.bool_()
+        if isinstance(v, int):
+            return pa.int64()
+        if isinstance(v, float):
+            return pa.float64()
+        return pa.string()
+
+    return pa.schema([(name, arrow_type(v)) for name, v in zip(table_columns(classes), row)])
+
+
+def rows_table(rows: list[list[Any]], schema):
+    """CSV rows -> an Arrow table of ``schema``: empty cells are nulls in typed columns, text stays text."""
+    import pyarrow as pa
+
+    cols = []
+    for j, fld in enumerate(schema):
+        vals = [r[j] if j < len(r) else None for r in rows]
+        if pa.types.is_string(fld.type):
+            vals = [None if v is None else str(v) for v in vals]
+        else:
+            vals = [None if v == "" or v is None else v for v in vals]
+        cols.append(pa.array(vals, type=fld.type))
+    return pa.Table.from_arrays(cols, schema=schema)
+
+
+def _parquet_bytes(table) -> bytes:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    buf = pa.BufferOutputStream()
+    pq.write_table(table, buf)
+    return buf.getvalue().to_pybytes()
+
+
+def _prepare_output(out: Path, config: dict, overwrite: bool) -> set[str]:
+    """Make ``out`` ready; return the inputs already finished there (none with ``overwrite``)."""
+    import pyarrow.parquet as pq
+
+    from ferkit.utils import atomic_write_json
+
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--output {out}: is a file; give a folder for the Parquet parts")
+    man = out / MANIFEST_DIR
+    if overwrite:
+        for f in list(out.glob("part-*.parquet")) + list(man.glob("part-*.parquet")) + list(man.glob("config.json")):
+            f.unlink()
+    cfg_file = man / "config.json"
+    if cfg_file.exists():
+        old = json.loads(cfg_file.read_text())
+        if old != config:
+            diff = ", ".join(f"{k}: {old.get(k)!r} there, {config.get(k)!r} now" for k in config if old.get(k) != config[k])
+            raise ConfigError(f"{out} holds results of another configuration ({diff}); "
+                              f"use another folder or overwrite=True (--overwrite)")
+    else:
+        atomic_write_json(cfg_file, config)
+    done: set[str] = set()
+    finished_parts = set()
+    for f in sorted(man.glob("part-*.parquet")):
+        done.update(pq.read_table(f, columns=["input"]).column("input").to_pylist())
+        finished_parts.add(f.name)
+    for f in out.glob("part-*.parquet"):
+        if f.name not in finished_parts:  # rows written, manifest not: the run died in between
+            f.unlink()
+    for f in list(out.glob(".part-*.tmp")) + list(man.glob(".part-*.tmp")):
+        f.unlink()  # temp files of a killed atomic write
+    return done
+
+
+def read_results(output: str | os.PathLike):
+    """All result rows under ``output`` as one Arrow table (columns of the CLI's CSV)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    parts = sorted(Path(output).glob("part-*.parquet"))
+    if not parts:
+        raise DataError(f"{output}: no part-*.parquet files")
+    return pa.concat_tables([pq.read_table(p) for p in parts])
+
+
+# --------------------------------------------------------------------------------------------
+# the job
+
+
+def predict_dataset(sources: str | os.PathLike | Iterable[str | os.PathLike], output: str | os.PathLike,
+                    models: Sequence[Any] | str = (defaults.MODEL,), detector: str = defaults.DETECTOR,
+                    det_size: int | None = defaults.DET_SIZE, crop: str = defaults.CROP,
+                    backend: str = defaults.BACKEND,
+                    actors: int | None = None, gpus_per_actor: float = 0.0, batch_size: int = DEFAULT_BATCH_SIZE,
+                    ray_address: str | None = None, overwrite: bool = False, quiet: bool = False,
+                    stride: int = 1) -> dict:
+    """Analyse every image and video under ``sources`` on Ray Data and write Parquet parts under ``output``.
+
+    ``actors``: analyzer actors (default: one per CPU of the cluster, or per ``gpus_per_actor`` share of its
+    GPUs); ``batch_size``: inputs per actor call (and per Parquet part); ``ray_address``: an existing cluster
+    (``auto``, ``HOST:6379``, ``ray://HOST:10001``; default ``$RAY_ADDRESS``), else a local Ray runtime is
+    started for this call (and stopped after it).
+    Re-running the same call skips inputs already finished in ``output``. Returns a summary dict: ``files``,
+    ``faces``, ``ok``, ``no_face``, ``errors``, ``skipped``, ``seconds``, ``images_per_s``, ``per_actor``
+    ({worker: {files, busy_s, images_per_s}}), ``output``, ``parts``.
+    """
+    from ferkit.inference.pipeline import Analyzer
+
+    ray = _require_ray()
+    if isinstance(models, (str, os.PathLike)):
+        models = [models]
+    models = [str(m) for m in models]
+    if actors is not None and (not isinstance(actors, int) or actors < 1):
+        raise ConfigError(f"--actors {actors!r}: give an integer >= 1")
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ConfigError(f"--batch-size {batch_size!r}: give an integer >= 1")
+    if not isinstance(stride, int) or stride < 1:
+        raise ConfigError(f"--stride {stride!r}: give an integer >= 1")
+    if gpus_per_actor is None or gpus_per_actor < 0:
+        raise ConfigError(f"--gpus-per-actor {gpus_per_actor!r}: give a number >= 0")
+    if crop not in ("align", "box"):
+        raise ConfigError(f"crop {crop!r}: use align or box")
+    if _is_uri(str(output)):
+        raise ConfigError(f"--output {output}: give a local folder (or a shared file system mounted here)")
+    if isinstance(sources, (str, os.PathLike)):
+        sources = [sources]
+    sources = [str(s) for s in sources]
+    inputs = resolve_sources(sources)
+    if not inputs:
+        raise ConfigError(f"no image or video files found in {' '.join(sources)}")
+    # The classifiers alone give the class list (the Parquet schema) and fail fast on a bad model name.
+    classes = Analyzer(models, detect=False, backend=backend).classes
+    config = {"models": models, "detector": detector, "det_size": det_size, "crop": crop, "backend": backend,
+              "stride": stride, "classes": classes}
+    out = Path(output)
+    done = _prepare_output(out, config, overwrite)
+    todo = [p for p in inputs if p not in done]
+    say = (lambda *a: None) if quiet else (lambda *a: print(*a, file=sys.stderr))
+    summary: dict[str, Any] = {"files": 0, "faces": 0, "ok": 0, "no_face": 0, "errors": 0, "skipped": len(inputs) - len(todo),
+                               "seconds": 0.0, "images_per_s": 0.0, "per_actor": {}, "output": str(out), "parts": 0}
+    if not todo:
+        say(f"ferkit predict --engine ray: all {len(inputs)} inputs already finished in {out} (overwrite to redo)")
+        return summary
+
+    started = False
+    if not ray.is_initialized():
+        address = ray_address or os.environ.get("RAY_ADDRESS")  # Ray's own variable, as `ray job submit` sets
+        if address:
+            try:
+                ray.init(address=address, log_to_driver=not quiet, logging_level="ERROR")
+            except (ConnectionError, RuntimeError, ValueError) as e:
+                msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+                raise ConfigError(f"--ray-address {address}: cannot join that Ray cluster ({msg})") from None
+        else:
+            ray.init(num_cpus=actors or os.cpu_count(), include_dashboard=False,
+                     log_to_driver=not quiet, logging_level="ERROR")
+        started = True
+    try:
+        if quiet:
+            import logging
+
+            logging.getLogger("ray.data").setLevel(logging.ERROR)
+        ctx = ray.data.DataContext.get_current()
+        ctx.enable_progress_bars = not quiet
+        ctx.print_on_execution_start = not quiet
+        res = ray.cluster_resources()
+        if actors is None:
+            actors = (int(res.get("GPU", 0) // gpus_per_actor) if gpus_per_actor > 0 else int(res.get("CPU", 1)))
+            actors = max(1, actors)
+        n_blocks = max(1, -(-len(todo) // batch_size))
+        ds = ray.data.from_items([{"input": p} for p in todo], override_num_blocks=n_blocks)
+        ds = ds.map_batches(
+            AnalyzeBatch, batch_size=batch_size, batch_format="numpy", num_cpus=1,
+            compute=ray.data.ActorPoolStrategy(size=actors),
+            num_gpus=gpus_per_actor or None,
+            fn_constructor_kwargs=dict(models=models, detector=detector, det_size=det_size, crop=crop,
+                                       backend=backend, stride=stride, device="cuda" if gpus_per_actor > 0 else "cpu"))
+        summary.update(_write_stream(ds, out, parquet_schema(classes), summary, len(todo), say))
+    finally:
+        if started:
+            ray.shutdown()
+    return summary
+
+
+def _write_stream(ds, out: Path, schema, summary: dict, n_todo: int, say) -> dict:
+    """Drain the dataset block by block: rows part, then manifest part, each atomic; tally the summary."""
+    import pyarrow as pa
+
+    from ferkit.utils import atomic_write_bytes
+
+    t0 = time.perf_counter()
+    per_actor: dict[str, dict] = {}
+    for block in ds.iter_batches(batch_size=None, batch_format="pyarrow", prefetch_batches=0):
+        if block.num_rows == 0:
+            continue
+        d = block.to_pydict()
+        rows = [row for js in d["rows"] for row in json.loads(js)]
+        part = f"part-{uuid.uuid4().hex}.parquet"
+        atomic_write_bytes(out / part, _parquet_bytes(rows_table(rows, schema)))
+        manifest = pa.table({k: d[k] for k in ("input", "status", "faces", "worker", "seconds")})
+        atomic_write_bytes(out / MANIFEST_DIR / part, _parquet_bytes(manifest))
+        summary["parts"] += 1
+        summary["files"] += len(d["input"])
+        summary["faces"] += sum(d["faces"])
+        for s in d["status"]:
+            summary["errors" if s == "error" else s] += 1
+        for w, sec in zip(d["worker"], d["seconds"]):
+            a = per_actor.setdefault(w, {"files": 0, "busy_s": 0.0})
+            a["files"] += 1
+            a["busy_s"] += sec
+    secs = time.perf_counter() - t0
+    for a in per_actor.values():
+        a["busy_s"] = round(a["busy_s"], 3)
+        a["images_per_s"] = round(a["files"] / a["busy_s"], 2) if a["busy_s"] else 0.0
+    summary.update(seconds=round(secs, 3), images_per_s=round(summary["files"] / secs, 2) if secs else 0.0,
+                   per_actor=per_actor)
+    say(f"ferkit predict --engine ray: {summary['files']} inputs: {summary['ok']} ok ({summary['faces']} faces), "
+        f"{summary['no_face']} without a face, {summary['errors']} failed; {summary['skipped']} already done; "
+        f"{summary['images_per_s']} inputs/s over {len(per_actor)} actor{'s' * (len(per_actor) != 1)} -> {out}")
+    for w, a in sorted(per_actor.items()):
+        say(f"  {w}: {a['files']} inputs, {a['images_per_s']} inputs/s while busy")
+    return summary
