@@ -107,3 +107,8 @@ def run_cli(*args, cwd=None, env=None, timeout=600):
     e.update(env or {})
     return subprocess.run(FERKIT + [str(a) for a in args], capture_output=True, text=True, cwd=cwd, env=e,
                           timeout=timeout)
+
+
+def pytest_addoption(parser):
+    parser.addoption("--fuzz-cases", type=int, default=None,
+                     help="cases per fuzz target in tests/test_fuzz.py (default: a CI-sized run; `make fuzz` >= 2000)")

@@ -200,9 +200,13 @@ def build_model(ckpt: dict, path: str | os.PathLike = "<checkpoint>") -> nn.Modu
     kwargs.pop("pretrained", None)  # weights come from the checkpoint, never from a download
     kwargs.pop("weights_path", None)
     try:
-        model = create_model(m["name"], num_classes=m["num_classes"], in_channels=m["in_channels"], task=m["task"], **kwargs)
+        model = create_model(m["name"], num_classes=m["num_classes"], in_channels=m["in_channels"],
+                             task=m.get("task", "classify"), **kwargs)
     except FerkitError as e:
         raise CheckpointError(f"{path}: {e}") from e
+    except (TypeError, ValueError, RuntimeError, OverflowError, MemoryError) as e:  # kwargs a builder cannot take
+        raise CheckpointError(f"{path}: damaged ferkit checkpoint (model {m['name']!r} cannot be built from its "
+                              f"arguments: {str(e).splitlines()[0][:120] if str(e) else type(e).__name__})") from None
     load_state(model, ckpt["state_dict"], path, m["name"])
     model.eval()
     return model

@@ -84,6 +84,7 @@ def decode_image(source: str | os.PathLike | bytes, name: str | None = None,
         warnings.warn("PIL.ImageFile.LOAD_TRUNCATED_IMAGES is set: truncated images will load padded", stacklevel=2)
     try:
         with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # Pillow's notes on damaged metadata: the pixels decide, not them
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(fp, formats=ALLOWED_FORMATS) as im:
                 w, h = im.size

@@ -1,0 +1,277 @@
+"""A seeded fuzz corpus for every entry point that reads user bytes: images (the one decoder, `ferkit predict`),
+checkpoints (`ferkit info`, the resolver), gallery files and HTTP requests to the server. Each case must end in
+a result or one FerkitError line (CLI: exit 0/2, no traceback, nothing written outside the output folder).
+The data loaders' corpus is tests/fuzz_data.py. `make fuzz` runs the same with --fuzz-cases 2000.
+"""
+
+import io
+import json
+import os
+import random
+import sqlite3
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import FERKIT
+
+DATA = Path(__file__).parent / "data"
+
+
+@pytest.fixture(scope="module")
+def n_cases(request):
+    return request.config.getoption("--fuzz-cases") or 150
+
+
+def _real_images() -> list[bytes]:
+    from PIL import Image
+
+    out = [p.read_bytes() for p in sorted(DATA.rglob("*.jpg"))]
+    im = Image.open(DATA / "identity" / "obama.jpg")
+    for fmt in ("PNG", "BMP", "GIF", "TIFF", "WEBP", "PPM"):
+        buf = io.BytesIO()
+        im.convert("RGB" if fmt != "GIF" else "P").save(buf, fmt)
+        out.append(buf.getvalue())
+    buf = io.BytesIO()
+    im.convert("RGBA").save(buf, "PNG")
+    out.append(buf.getvalue())
+    return out
+
+
+HEADERS = [b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff\xe0", b"GIF89a", b"BM", b"II*\x00", b"MM\x00*", b"RIFF\x00\x00\x00\x00WEBP",
+           b"P6\n", b"%!PS-Adobe-3.0 EPSF-3.0\n", b"<svg xmlns='http://www.w3.org/2000/svg'>", b"8BPS", b"\x00\x00\x01\x00"]
+
+
+def image_case(rng: random.Random, real: list[bytes]) -> bytes:
+    """One malformed (or sometimes valid) image file."""
+    kind = rng.randrange(8)
+    base = bytearray(rng.choice(real))
+    if kind == 0:  # truncated
+        return bytes(base[: rng.randrange(1, len(base))])
+    if kind == 1:  # bit flips
+        for _ in range(rng.randrange(1, 50)):
+            i = rng.randrange(len(base))
+            base[i] ^= 1 << rng.randrange(8)
+        return bytes(base)
+    if kind == 2:  # a known header + garbage
+        return rng.choice(HEADERS) + rng.randbytes(rng.randrange(0, 3000))
+    if kind == 3:  # header fields overwritten (sizes, chunk lengths)
+        for _ in range(rng.randrange(1, 8)):
+            i = rng.randrange(min(64, len(base)))
+            base[i] = rng.randrange(256)
+        return bytes(base)
+    if kind == 4:  # huge declared PNG dimensions
+        from PIL import Image
+
+        b = io.BytesIO()
+        Image.new("L", (2, 2)).save(b, "PNG")
+        raw = bytearray(b.getvalue())
+        raw[16:24] = rng.choice([0xFFFFFFF, 60000, 0, 1]).to_bytes(4, "big") + rng.choice(
+            [0xFFFFFFF, 60000, 0, 1]).to_bytes(4, "big")
+        return bytes(raw)
+    if kind == 5:
+        return rng.randbytes(rng.randrange(0, 2000))
+    if kind == 6:  # two files glued / duplicated
+        return bytes(base) + rng.choice(real)[: rng.randrange(100, 2000)]
+    return bytes(base)  # valid
+
+
+def _one_line(e: BaseException) -> None:
+    msg = str(e)
+    assert "\n" not in msg and 0 < len(msg) <= 400, msg[:500]
+
+
+def test_fuzz_images_decoder_and_predict(tmp_path, n_cases):
+    from ferkit.errors import FerkitError
+    from ferkit.faces.io import decode_image
+
+    rng = random.Random(1234)
+    real = _real_images()
+    folder = tmp_path / "in"
+    folder.mkdir()
+    suffixes = [".jpg", ".png", ".gif", ".bmp", ".tif", ".webp", ".ppm"]
+    decoded = refused = 0
+    for i in range(n_cases):
+        data = image_case(rng, real)
+        try:
+            img = decode_image(data, f"case{i}")
+            assert img.dtype == np.uint8 and img.ndim == 3 and img.shape[2] == 3
+            decoded += 1
+        except FerkitError as e:
+            _one_line(e)
+            refused += 1
+        if i < 60:
+            (folder / f"case{i}{rng.choice(suffixes)}").write_bytes(data)
+    assert decoded and refused
+    # the same files through the CLI: a row per file, exit 0/2, no traceback, nothing written elsewhere
+    before = set(os.listdir(tmp_path))
+    r = subprocess.run(FERKIT + ["predict", str(folder), "--format", "csv", "--output", str(tmp_path / "o.csv"),
+                                 "--det-size", "320"], capture_output=True, text=True, timeout=900, cwd=tmp_path)
+    assert r.returncode in (0, 2) and "Traceback" not in r.stderr, r.stderr[-3000:]
+    assert set(os.listdir(tmp_path)) - before == {"o.csv"}
+    import csv
+
+    rows = list(csv.DictReader(open(tmp_path / "o.csv")))
+    assert {row["path"] for row in rows} == {str(p) for p in folder.iterdir()}
+
+
+def _checkpoint_cases(rng: random.Random, good: dict, n: int):
+    import copy
+
+    def mutate(c):
+        paths = [("model",), ("model", "name"), ("model", "num_classes"), ("model", "kwargs"), ("classes",),
+                 ("input",), ("input", "size"), ("input", "channels"), ("input", "mean"), ("state_dict",),
+                 ("format_version",), ("model", "task"), ("metrics",)]
+        path = rng.choice(paths)
+        d = c
+        for k in path[:-1]:
+            d = d.get(k) if isinstance(d, dict) else None
+            if d is None:
+                return c
+        val = rng.choice([None, 5, -1, 10**12, "x" * rng.randrange(1, 300), [], [1], {}, 1.5, float("nan"),
+                          ["a"], [10**6, 10**6], torch.zeros(3)])
+        if rng.random() < 0.3 and isinstance(d, dict):
+            d.pop(path[-1], None)
+        elif isinstance(d, dict):
+            d[path[-1]] = val
+        return c
+
+    for i in range(n):
+        kind = rng.randrange(4)
+        if kind == 0:
+            c = mutate(copy.deepcopy(good))
+            buf = io.BytesIO()
+            torch.save(c, buf)
+            yield buf.getvalue()
+        elif kind == 1:  # truncated / bit-flipped real file
+            buf = io.BytesIO()
+            torch.save(good, buf)
+            raw = bytearray(buf.getvalue())
+            if rng.random() < 0.5:
+                raw = raw[: rng.randrange(1, len(raw))]
+            else:
+                for _ in range(rng.randrange(1, 20)):
+                    j = rng.randrange(len(raw))
+                    raw[j] ^= 0xFF
+            yield bytes(raw)
+        elif kind == 2:  # a zip that is not a torch file, or random bytes
+            b = io.BytesIO()
+            with zipfile.ZipFile(b, "w") as z:
+                z.writestr("archive/data.pkl", rng.randbytes(rng.randrange(0, 200)))
+            yield b.getvalue() if rng.random() < 0.5 else rng.randbytes(rng.randrange(0, 4000))
+        else:  # other torch-saved objects
+            buf = io.BytesIO()
+            torch.save(rng.choice([[1, 2], {"w": torch.zeros(2)}, "text", {"format": "ferkit-checkpoint"},
+                                   {"format": "ferkit-checkpoint", "format_version": 99}]), buf)
+            yield buf.getvalue()
+
+
+def test_fuzz_checkpoints(tmp_path, n_cases):
+    from ferkit.checkpoint import make_checkpoint
+    from ferkit.data.transforms import InputSpec
+    from ferkit.errors import FerkitError
+    from ferkit.models import create_model
+    from ferkit.refs import load_model
+
+    good = make_checkpoint(create_model("linear", num_classes=2, in_channels=1, input_size=8), model_name="linear",
+                           model_kwargs={"input_size": 8}, num_classes=2, in_channels=1, task="classify",
+                           classes=["a", "b"], input_spec=InputSpec(size=(8, 8), channels=1).to_dict())
+    rng = random.Random(99)
+    files = []
+    for i, data in enumerate(_checkpoint_cases(rng, good, n_cases)):
+        f = tmp_path / f"c{i}.pt"
+        f.write_bytes(data)
+        files.append(f)
+        try:
+            model, _ = load_model(f)
+            with torch.no_grad():
+                out = model(torch.zeros(1, 1, 8, 8))
+            assert torch.isfinite(out if isinstance(out, torch.Tensor) else out["logits"]).all()
+        except FerkitError as e:
+            _one_line(e)
+    for f in files[:8]:  # and through the CLI
+        r = subprocess.run(FERKIT + ["info", str(f)], capture_output=True, text=True, timeout=300)
+        assert r.returncode in (0, 2) and "Traceback" not in r.stderr, r.stderr[-2000:]
+        if r.returncode == 2:
+            assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+def test_fuzz_gallery_files(tmp_path, n_cases):
+    from ferkit.errors import FerkitError
+    from ferkit.identity.gallery import Gallery
+
+    rng = random.Random(7)
+    good = tmp_path / "good.sqlite3"
+    with Gallery(good, create=True):
+        pass
+    raw = good.read_bytes()
+    for i in range(max(20, n_cases // 5)):
+        f = tmp_path / f"g{i}.sqlite3"
+        kind = rng.randrange(4)
+        if kind == 0:
+            f.write_bytes(rng.randbytes(rng.randrange(0, 5000)))
+        elif kind == 1:
+            f.write_bytes(raw[: rng.randrange(0, len(raw))])
+        elif kind == 2:
+            b = bytearray(raw)
+            for _ in range(rng.randrange(1, 30)):
+                j = rng.randrange(len(b))
+                b[j] = rng.randrange(256)
+            f.write_bytes(bytes(b))
+        else:  # another SQLite database
+            con = sqlite3.connect(f)
+            con.execute(f"CREATE TABLE t{rng.randrange(9)} (x)")
+            con.commit()
+            con.close()
+        try:
+            with Gallery(f) as g:
+                g.summary()
+                g.embeddings()
+        except FerkitError as e:
+            _one_line(e)
+
+
+def test_fuzz_http(n_cases):
+    pytest.importorskip("fastapi")
+    import httpx
+
+    from ferkit.serve import BackgroundServer, ServeConfig
+
+    rng = random.Random(5)
+    real = _real_images()
+    ctypes = ["image/jpeg", "image/png", "application/octet-stream", "text/plain", "multipart/form-data",
+              "multipart/form-data; boundary=x", "", "image/svg+xml", "application/json"]
+    with BackgroundServer(ServeConfig(det_size=320, max_upload_bytes=200_000)) as url, httpx.Client(timeout=60) as c:
+        for i in range(max(30, n_cases // 3)):
+            kind = rng.randrange(5)
+            route = rng.choice(["/v1/predict", "/v1/predict/batch", "/v1/predict?x=1", "/v1/models", "/healthz",
+                                "/nope", "/v1/predict/../models"])
+            method = rng.choice(["POST", "POST", "POST", "GET", "PUT", "DELETE", "HEAD"])
+            if kind == 0:
+                files = {"file": (rng.choice(["a.jpg", "", "x" * 300, "../../etc/passwd"]), image_case(rng, real),
+                                  rng.choice(ctypes))}
+                r = c.request(method, url + route, files=files)
+            elif kind == 1:
+                files = [("files", (f"f{k}.png", image_case(rng, real), "image/png")) for k in range(rng.randrange(0, 20))]
+                r = c.request(method, url + route, files=files or None, content=None if files else b"")
+            elif kind == 2:
+                r = c.request(method, url + route, content=image_case(rng, real),
+                              headers={"content-type": rng.choice(ctypes)})
+            elif kind == 3:
+                r = c.request(method, url + route, content=rng.randbytes(rng.randrange(0, 300_000)),
+                              headers={"content-type": rng.choice(ctypes)})
+            else:
+                body = b"--x\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.jpg\"\r\n\r\n" + \
+                    rng.randbytes(rng.randrange(0, 500))
+                r = c.request(method, url + route, content=body,
+                              headers={"content-type": "multipart/form-data; boundary=x"})
+            assert r.status_code < 500, (i, route, method, r.status_code, r.text[:300])
+            if r.status_code >= 400 and method != "HEAD":
+                body = r.json()
+                assert set(body) == {"error", "reason"} and "\n" not in body["reason"], body
+        assert c.get(url + "/healthz").status_code == 200
