@@ -42,8 +42,8 @@ for p in paths:
     img = cv2.imread(p)
     faces = det.detect_emotions(img) if img is not None else []
     times.append(time.perf_counter() - t)
-    out.append({"path": p, "faces": [{"box": [f["box"][0], f["box"][1], f["box"][0] + f["box"][2],
-                                              f["box"][1] + f["box"][3]],
+    out.append({"path": p, "faces": [{"box": [int(f["box"][0]), int(f["box"][1]), int(f["box"][0] + f["box"][2]),
+                                              int(f["box"][1] + f["box"][3])],
                                       "label": max(f["emotions"], key=f["emotions"].get)} for f in faces]})
 steady = sorted(times[10:])[len(times[10:]) // 2] if len(times) > 20 else sorted(times)[len(times) // 2]
 print(json.dumps({"results": out, "steady_ms": steady * 1000, "startup_s": time.perf_counter() - t0 - sum(times)}))
@@ -184,9 +184,10 @@ def main() -> None:
         st = f"{steady[name]:9.1f}" if name in steady else f"{'':9}"
         print(f"{name:<38} {n / wall:7.1f} {wall / n * 1000:7.1f} {st} {fer_wall / wall:6.2f} "
               f"{sum(len(v) for v in res.values()):6d} {found:>7d}/{nf:<8d} {same / max(found, 1):10.3f}")
-    d_n, d_found, d_same = matched(base_res, runs["ferkit (default)"][1])
-    print(f"default vs 0.1's default (det 1280): finds {d_found}/{d_n} of its faces, same label on "
-          f"{d_same / max(d_found, 1):.3f} of them")
+    for name in ("ferkit (default)", "ferkit --det-size 320"):
+        d_n, d_found, d_same = matched(base_res, runs[name][1])
+        print(f"{name} vs 0.1's default (det 1280): finds {d_found}/{d_n} of its faces, same label on "
+              f"{d_same / max(d_found, 1):.3f} of them")
 
 
 if __name__ == "__main__":

@@ -145,6 +145,121 @@ def _models():
     return file_result, batch, ErrorBody, ModelsInfo
 
 
+class _Requests:
+    """Reading uploads and running them through the analyzer, with every limit of :class:`ServeConfig`:
+    upload size, read timeout, formats, pixels, the decoded-pixel budget, the queue and the inference timeout."""
+
+    def __init__(self, cfg: ServeConfig, analyzer, batcher, budget: PixelBudget):
+        self.cfg, self.an, self.batcher, self.budget = cfg, analyzer, batcher, budget
+        self.inflight = 0  # predict requests between body read and result (only touched on the event loop)
+
+    async def read_body(self, request) -> bytes:
+        cl = request.headers.get("content-length")
+        if cl and cl.isdigit() and int(cl) > self.cfg.max_upload_bytes:
+            raise ApiError(413, "too_large", f"upload of {cl} bytes exceeds the limit of {self.cfg.max_upload_bytes}")
+        chunks, n = [], 0
+
+        async def read():
+            nonlocal n
+            async for c in request.stream():
+                n += len(c)
+                if n > self.cfg.max_upload_bytes:
+                    raise ApiError(413, "too_large", f"upload exceeds the limit of {self.cfg.max_upload_bytes} bytes")
+                chunks.append(c)
+
+        try:
+            await asyncio.wait_for(read(), self.cfg.read_timeout_s)
+        except asyncio.TimeoutError:
+            raise ApiError(408, "read_timeout", f"the request body did not arrive within {self.cfg.read_timeout_s} s"
+                           ) from None
+        except ApiError:
+            raise
+        except Exception as e:  # noqa: BLE001 - client disconnected mid-body
+            raise ApiError(400, "bad_body", f"could not read the request body ({type(e).__name__})") from e
+        body = b"".join(chunks)
+        request._body = body  # starlette re-uses it for .form()
+        return body
+
+    async def read_images(self, request, many: bool) -> list[tuple[str, bytes]]:
+        ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        body = await self.read_body(request)
+        if ctype == "multipart/form-data":
+            try:
+                form = await request.form(max_files=self.cfg.max_batch_files + 1, max_fields=self.cfg.max_batch_files + 16)
+            except Exception as e:  # noqa: BLE001 - malformed multipart
+                raise ApiError(400, "bad_multipart", f"malformed multipart body ({str(e) or type(e).__name__})") from e
+            field_name = "files" if many else "file"
+            items = [v for k, v in form.multi_items() if k in (field_name, "file", "files") and hasattr(v, "read")]
+            if not items:
+                raise ApiError(422, "missing_file", f"multipart body has no file field {field_name!r}")
+            if not many and len(items) > 1:
+                raise ApiError(422, "too_many_files", "POST /v1/predict takes one file; use /v1/predict/batch")
+            if len(items) > self.cfg.max_batch_files:
+                raise ApiError(413, "too_many_files", f"{len(items)} files exceed the limit of {self.cfg.max_batch_files}")
+            out = []
+            for i, f in enumerate(items):
+                fct = (f.content_type or "application/octet-stream").split(";")[0].strip().lower()
+                if not (fct.startswith("image/") or fct == "application/octet-stream"):
+                    raise ApiError(415, "unsupported_media_type", f"{f.filename or i}: content type {fct!r} is not "
+                                                                  "an image")
+                out.append((f.filename or f"upload{i}", await f.read()))
+            return out
+        if many:
+            raise ApiError(415, "unsupported_media_type", "POST /v1/predict/batch takes multipart/form-data "
+                                                          "with several 'files' fields")
+        if not (ctype.startswith("image/") or ctype == "application/octet-stream"):
+            raise ApiError(415, "unsupported_media_type", f"content type {ctype or 'none'!r}: send an image (image/*, "
+                                                          "application/octet-stream) or multipart/form-data")
+        return [("upload", body)]
+
+    async def analyze(self, name: str, data: bytes) -> dict:
+        """One image's FileResult (as a dict), or ApiError."""
+        self.inflight += 1
+        try:
+            return await self._analyze(name, data)
+        finally:
+            self.inflight -= 1
+
+    async def _analyze(self, name: str, data: bytes) -> dict:
+        from ferkit.errors import DataError
+        from ferkit.faces.io import ImageTooLargeError, peek_size
+
+        try:
+            w, h = peek_size(data, name, max_pixels=self.cfg.max_pixels)
+        except ImageTooLargeError as e:
+            raise ApiError(413, "too_many_pixels", str(e)) from None
+        except DataError as e:
+            raise ApiError(400, "bad_image" if data else "empty", str(e)) from None
+        need = w * h * 3
+        if not self.budget.try_acquire(need):
+            raise ApiError(503, "busy", "server busy: too many large images in flight, retry later")
+        try:
+            return await self._decode_and_run(name, data)
+        finally:
+            self.budget.release(need)
+            if need > 16 << 20:
+                _trim_heap()
+
+    async def _decode_and_run(self, name: str, data: bytes) -> dict:
+        img = await asyncio.to_thread(decode_image, data, name, self.cfg.max_pixels)
+        try:
+            fut = self.batcher.submit(img, name)
+        except queue.Full as e:
+            raise ApiError(503, "busy", "server saturated: too many queued images, retry later") from e
+        try:
+            faces = await asyncio.wait_for(asyncio.wrap_future(fut), self.cfg.request_timeout_s)
+        except asyncio.TimeoutError as e:
+            fut.cancel()
+            raise ApiError(504, "timeout", f"inference took longer than {self.cfg.request_timeout_s} s") from e
+        except Exception as e:  # noqa: BLE001 - a model/detector failure on this image
+            from ferkit.errors import FerkitError
+
+            if isinstance(e, FerkitError):
+                raise ApiError(400, "bad_image", str(e)) from e
+            raise
+        return self.an.file_result(name, img, faces).to_dict()
+
+
 def create_app(config: ServeConfig | None = None):
     from fastapi import FastAPI, Request
     from fastapi.exceptions import RequestValidationError
@@ -176,9 +291,10 @@ def create_app(config: ServeConfig | None = None):
     def on_batch(n, out):
         metrics.observe_batch(n, sum(len(r) for r in out))
 
-    inflight = [0]  # predict requests between body read and result (only touched on the event loop thread)
+    requests = None
     batcher = MicroBatcher(an.process, max_batch=cfg.batch_max, max_wait_ms=cfg.batch_wait_ms, on_batch=on_batch,
-                           max_queue=cfg.max_queue, pending=lambda: inflight[0])
+                           max_queue=cfg.max_queue, pending=lambda: requests.inflight)
+    requests = _Requests(cfg, an, batcher, budget)
 
     @contextlib.asynccontextmanager
     async def lifespan(_app):
@@ -232,125 +348,20 @@ def create_app(config: ServeConfig | None = None):
         metrics.observe_request(request.method, name, resp.status_code, time.perf_counter() - t0)
         return resp
 
-    async def read_body(request: Request) -> bytes:
-        cl = request.headers.get("content-length")
-        if cl and cl.isdigit() and int(cl) > cfg.max_upload_bytes:
-            raise ApiError(413, "too_large", f"upload of {cl} bytes exceeds the limit of {cfg.max_upload_bytes}")
-        chunks, n = [], 0
-
-        async def read():
-            nonlocal n
-            async for c in request.stream():
-                n += len(c)
-                if n > cfg.max_upload_bytes:
-                    raise ApiError(413, "too_large", f"upload exceeds the limit of {cfg.max_upload_bytes} bytes")
-                chunks.append(c)
-
-        try:
-            await asyncio.wait_for(read(), cfg.read_timeout_s)
-        except asyncio.TimeoutError:
-            raise ApiError(408, "read_timeout", f"the request body did not arrive within {cfg.read_timeout_s} s"
-                           ) from None
-        except ApiError:
-            raise
-        except Exception as e:  # noqa: BLE001 - client disconnected mid-body
-            raise ApiError(400, "bad_body", f"could not read the request body ({type(e).__name__})") from e
-        body = b"".join(chunks)
-        request._body = body  # starlette re-uses it for .form()
-        return body
-
-    async def read_images(request: Request, many: bool) -> list[tuple[str, bytes]]:
-        ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
-        body = await read_body(request)
-        if ctype == "multipart/form-data":
-            try:
-                form = await request.form(max_files=cfg.max_batch_files + 1, max_fields=cfg.max_batch_files + 16)
-            except Exception as e:  # noqa: BLE001 - malformed multipart
-                raise ApiError(400, "bad_multipart", f"malformed multipart body ({str(e) or type(e).__name__})") from e
-            field_name = "files" if many else "file"
-            items = [v for k, v in form.multi_items() if k in (field_name, "file", "files") and hasattr(v, "read")]
-            if not items:
-                raise ApiError(422, "missing_file", f"multipart body has no file field {field_name!r}")
-            if not many and len(items) > 1:
-                raise ApiError(422, "too_many_files", "POST /v1/predict takes one file; use /v1/predict/batch")
-            if len(items) > cfg.max_batch_files:
-                raise ApiError(413, "too_many_files", f"{len(items)} files exceed the limit of {cfg.max_batch_files}")
-            out = []
-            for i, f in enumerate(items):
-                fct = (f.content_type or "application/octet-stream").split(";")[0].strip().lower()
-                if not (fct.startswith("image/") or fct == "application/octet-stream"):
-                    raise ApiError(415, "unsupported_media_type", f"{f.filename or i}: content type {fct!r} is not "
-                                                                  "an image")
-                out.append((f.filename or f"upload{i}", await f.read()))
-            return out
-        if many:
-            raise ApiError(415, "unsupported_media_type", "POST /v1/predict/batch takes multipart/form-data "
-                                                          "with several 'files' fields")
-        if not (ctype.startswith("image/") or ctype == "application/octet-stream"):
-            raise ApiError(415, "unsupported_media_type", f"content type {ctype or 'none'!r}: send an image (image/*, "
-                                                          "application/octet-stream) or multipart/form-data")
-        return [("upload", body)]
-
-    async def analyze(name: str, data: bytes) -> dict:
-        inflight[0] += 1
-        try:
-            return await _analyze(name, data)
-        finally:
-            inflight[0] -= 1
-
-    async def _analyze(name: str, data: bytes) -> dict:
-        from ferkit.errors import DataError
-        from ferkit.faces.io import ImageTooLargeError, peek_size
-
-        try:
-            w, h = peek_size(data, name, max_pixels=cfg.max_pixels)
-        except ImageTooLargeError as e:
-            raise ApiError(413, "too_many_pixels", str(e)) from None
-        except DataError as e:
-            raise ApiError(400, "bad_image" if data else "empty", str(e)) from None
-        need = w * h * 3
-        if not budget.try_acquire(need):
-            raise ApiError(503, "busy", "server busy: too many large images in flight, retry later")
-        try:
-            return await _decode_and_run(name, data)
-        finally:
-            budget.release(need)
-            if need > 16 << 20:
-                _trim_heap()
-
-    async def _decode_and_run(name: str, data: bytes) -> dict:
-        img = await asyncio.to_thread(decode_image, data, name, cfg.max_pixels)
-        try:
-            fut = batcher.submit(img, name)
-        except queue.Full as e:
-            raise ApiError(503, "busy", "server saturated: too many queued images, retry later") from e
-        try:
-            faces = await asyncio.wait_for(asyncio.wrap_future(fut), cfg.request_timeout_s)
-        except asyncio.TimeoutError as e:
-            fut.cancel()
-            raise ApiError(504, "timeout", f"inference took longer than {cfg.request_timeout_s} s") from e
-        except Exception as e:  # noqa: BLE001 - a model/detector failure on this image
-            from ferkit.errors import FerkitError
-
-            if isinstance(e, FerkitError):
-                raise ApiError(400, "bad_image", str(e)) from e
-            raise
-        return an.file_result(name, img, faces).to_dict()
-
     @app.post("/v1/predict", response_model=PredictResult, responses=ERRORS, openapi_extra=_IMAGE_BODY,
               summary="Faces and expressions of one image (multipart 'file' or raw image bytes)")
     async def predict(request: Request):
-        (name, data), = await read_images(request, many=False)
-        return JSONResponse(await analyze(name, data))
+        (name, data), = await requests.read_images(request, many=False)
+        return JSONResponse(await requests.analyze(name, data))
 
     @app.post("/v1/predict/batch", response_model=BatchResult, responses=ERRORS, openapi_extra=_BATCH_BODY,
               summary="Several images (multipart 'files'); a bad image is an item with status 'error'")
     async def predict_batch(request: Request):
-        items = await read_images(request, many=True)
+        items = await requests.read_images(request, many=True)
 
         async def one(name, data):
             try:
-                return await analyze(name, data)
+                return await requests.analyze(name, data)
             except ApiError as e:
                 if e.status in (503, 504):
                     raise
