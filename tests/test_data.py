@@ -355,6 +355,19 @@ def test_idx_fashion_names_mismatch_and_truncation(tmp_path):
         load_idx(raw, quiet=True)
 
 
+def test_idx_bad_magic_is_one_line(tmp_path):
+    """An IDX file whose first bytes are not an IDX header (two zero bytes, a known type code) is refused by name."""
+    d = tmp_path / "mnist"
+    _write_mnist(d, gz=False)
+    p = d / "train-images-idx3-ubyte"
+    raw = bytearray(p.read_bytes())
+    raw[0] = 0x1F  # a gzip-looking first byte on an uncompressed name
+    p.write_bytes(bytes(raw))
+    with pytest.raises(DataError, match="train-images-idx3-ubyte") as e:
+        load_idx(d, quiet=True)
+    assert "\n" not in str(e.value)
+
+
 # ------------------------------------------------------------------------------------------------ cache
 def test_cache_is_memmap_and_files_are_not_decoded_again(tmp_path):
     root = tmp_path / "imgs"

@@ -107,6 +107,10 @@ def test_verification_metrics_by_hand():
     assert np.isnan(VM.tar_at_far(gen, imp, 1e-2)["tar"])
     r = VM.rates_at(gen, imp, 0.45)
     assert r["tar"] == pytest.approx(2 / 3) and r["far"] == pytest.approx(1 / 4)
+    # A distance exactly at the threshold is accepted (<=), for genuine and impostor pairs alike.
+    r = VM.rates_at(gen, imp, 0.4)
+    assert r["tar"] == pytest.approx(2 / 3) and r["far"] == pytest.approx(1 / 4)
+    assert VM.rates_at(gen, imp, 0.5)["tar"] == pytest.approx(1.0)
     assert VM.roc_auc_verification([0.1, 0.2], [0.5, 0.6]) == 1.0
     g, i = VM.pair_distances(np.array([[0, 0], [0, 1], [3, 4]], float), ["a", "a", "b"])
     assert g.tolist() == [1.0] and sorted(i.tolist()) == pytest.approx([np.sqrt(18), 5.0])

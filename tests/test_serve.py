@@ -93,6 +93,18 @@ def test_batch(server, photos):
     assert [r["path"] for r in res] == ["g.jpg", "a.jpg", "bad.png"] and "not an image" in res[2]["reason"]
 
 
+def test_batch_file_limit(server, photos):
+    """More files than max_batch_files (16 by default) is a 413 naming the limit, not a slow batch."""
+    from ferkit.serve import ServeConfig
+
+    limit = ServeConfig().max_batch_files
+    files = [("files", (f"{k}.png", b"x", "image/png")) for k in range(limit + 1)]
+    r = server.post("/v1/predict/batch", files=files)
+    assert r.status_code == 413 and r.json()["error"] == "too_many_files" and str(limit) in r.json()["reason"]
+    ok = server.post("/v1/predict/batch", files=files[:limit])
+    assert ok.status_code == 200 and len(ok.json()["results"]) == limit
+
+
 @pytest.mark.parametrize("case", ["text", "truncated", "empty", "wrong_type", "too_large", "too_many_pixels",
                                   "no_file_field", "bad_multipart", "batch_not_multipart", "garbage_png"])
 def test_bad_input_is_4xx_json(server, photos, case):

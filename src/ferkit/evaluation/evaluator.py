@@ -474,13 +474,17 @@ def evaluate_checkpoint(
 
     files: dict[str, Path] = {}
     cm = np.asarray(metrics["confusion_matrix"])
+    # Every plot says which run it is about: the run folder (or zoo name), the architecture and the split.
+    run = ref.name if ref.kind == "zoo" else (ckpt_file.parent.name or str(ckpt_file))
+    what = f"{run} ({card['architecture']}), {split}{'' if tta == 'none' else ', tta ' + tta}"
     files["confusion_matrix.png"] = plots.plot_confusion_matrix(
-        cm, classes, out / "confusion_matrix.png", title=f"{card['architecture']}: {split} ({len(y)} images)")
+        cm, classes, out / "confusion_matrix.png", title=f"{what}: {len(y)} images")
     files["confusion_matrix_normalized.png"] = plots.plot_confusion_matrix(
-        cm, classes, out / "confusion_matrix_normalized.png", normalize=True)
-    files["roc_curves.png"] = plots.plot_roc_curves(y, probs, classes, out / "roc_curves.png")
-    files["pr_curves.png"] = plots.plot_pr_curves(y, probs, classes, out / "pr_curves.png")
-    files["reliability.png"] = plots.plot_reliability(y, probs, out / "reliability.png", n_bins=metrics["ece_bins"])
+        cm, classes, out / "confusion_matrix_normalized.png", normalize=True, title=f"{what} (row-normalised)")
+    files["roc_curves.png"] = plots.plot_roc_curves(y, probs, classes, out / "roc_curves.png", title=f"ROC: {what}")
+    files["pr_curves.png"] = plots.plot_pr_curves(y, probs, classes, out / "pr_curves.png", title=f"PR: {what}")
+    files["reliability.png"] = plots.plot_reliability(y, probs, out / "reliability.png", n_bins=metrics["ece_bins"],
+                                                      title=f"calibration: {what}")
     if va_true is not None:
         files["va_scatter.png"] = plots.plot_va_scatter(va_true[0], va_pred[0], va_true[1], va_pred[1],
                                                          out / "va_scatter.png",

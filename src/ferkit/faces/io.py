@@ -87,11 +87,7 @@ def decode_image(source: str | os.PathLike | bytes, name: str | None = None,
             warnings.simplefilter("ignore")  # Pillow's notes on damaged metadata: the pixels decide, not them
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(fp, formats=ALLOWED_FORMATS) as im:
-                w, h = im.size
-                if w < 1 or h < 1:
-                    raise DataError(f"{name}: declares an empty image ({w}x{h})")
-                if max_pixels is not None and w * h > max_pixels:
-                    raise ImageTooLargeError(f"{name}: {w}x{h} = {w * h} pixels exceeds the limit of {max_pixels}")
+                _check_size(*im.size, max_pixels, name)
                 fast = _fast_decode(im, raw if raw is not None else fp)
                 if fast is not None:
                     return fast
@@ -167,11 +163,16 @@ def peek_size(source: str | os.PathLike | bytes, name: str | None = None,
     except (OSError, SyntaxError, ValueError, EOFError, IndexError, KeyError, TypeError, struct.error) as e:
         msg = str(e).splitlines()[0][:120] if str(e) else type(e).__name__
         raise DataError(f"{name}: corrupt or truncated image ({msg})") from None
+    _check_size(w, h, max_pixels, name)
+    return w, h
+
+
+def _check_size(w: int, h: int, max_pixels: int | None, name: str) -> None:
+    """The header's size against the pixel limit, before any pixel is decoded."""
     if w < 1 or h < 1:
         raise DataError(f"{name}: declares an empty image ({w}x{h})")
     if max_pixels is not None and w * h > max_pixels:
         raise ImageTooLargeError(f"{name}: {w}x{h} = {w * h} pixels exceeds the limit of {max_pixels}")
-    return w, h
 
 
 def pil_to_rgb(im, what: str = "image") -> np.ndarray:
