@@ -25,7 +25,8 @@ DRIVER = Path(__file__).with_name("killpoint_driver.py")
 def _same(a, b, where: str) -> None:
     """Exact equality of nested checkpoint data: tensors bit for bit, everything else ==."""
     if isinstance(a, torch.Tensor):
-        assert isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b), where
+        same = isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b)
+        assert same, f"{where} differs"
     elif isinstance(a, dict):
         assert isinstance(b, dict) and a.keys() == b.keys(), f"{where}: {sorted(a)} != {sorted(b)}"
         for k in a:

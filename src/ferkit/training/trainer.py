@@ -248,12 +248,12 @@ class Trainer:
 
     def _fit(self) -> TrainResult:
         cfg = self.cfg
+        mode = monitor_mode(cfg.monitor)
+        check_pretrained_weights(cfg)
         prepare_run_dir(cfg, self.run_dir, self._resume_ckpt, self.dist.main)  # before anything slow
         self.dist.init(self.device)
         self.dist.barrier()
         self.epochs = 1 if cfg.fast else cfg.epochs
-        mode = monitor_mode(cfg.monitor)
-        check_pretrained_weights(cfg)
         self._load_data()
         seed_everything(cfg.seed)  # same seed -> same initial weights
         self._build_model()
