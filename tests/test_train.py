@@ -82,7 +82,13 @@ def test_resume_takes_the_runs_own_settings_and_folder(tmp_path, synth_dir):
 
 
 def test_resume_into_a_new_folder_keeps_the_stored_best(tmp_path, synth_small):
-    first = api.train(dataset=synth_small, model="linear", epochs=2, out=str(tmp_path / "a"), quiet=True)
+    def halt(trainer, epoch, row):  # nothing learns after epoch 1, so the best stays at epoch 1
+        for p in trainer.model.parameters():
+            p.requires_grad_(False)
+
+    first = api.train(dataset=synth_small, model="linear", epochs=2, out=str(tmp_path / "a"), quiet=True,
+                      callbacks=[halt])
+    assert first.best_epoch == 1
     # no epoch left to train, so nothing can beat the stored best: NEW/best.pt must still be there
     res = api.train(dataset=synth_small, resume=str(first.last_checkpoint), out=str(tmp_path / "new"), quiet=True)
     assert res.run_dir == tmp_path / "new" and res.best_epoch == first.best_epoch
@@ -321,7 +327,9 @@ def test_freeze_sweep_table(tmp_path, synth_small):
 @pytest.mark.parametrize("recipe", ["emotion_vggface", "face_vggface"])
 def test_recipe_built_on_vggface_weights_never_trains_from_random_weights(tmp_path, synth_small, recipe):
     with pytest.raises(ConfigError) as e:
-        api.train(recipe=recipe, dataset=synth_small, out=str(tmp_path / "v"), quiet=True)
+        # (fast, small: were the check missing, the test would fail in seconds, not train VGG16 for hours)
+        api.train(recipe=recipe, dataset=synth_small, out=str(tmp_path / "v"), quiet=True, fast=True, image_size=32,
+                  batch_size=4, epochs=1)
     assert "--model-arg weights_path=vgg_face.pth" in str(e.value) and "\n" not in str(e.value)
     assert not (tmp_path / "v").exists()
     # saying so explicitly is allowed: the run gets past that check (and here stops at the missing data)
@@ -331,6 +339,7 @@ def test_recipe_built_on_vggface_weights_never_trains_from_random_weights(tmp_pa
 
 
 def test_cli_refuses_vggface_recipe_without_weights_in_one_line(tmp_path, synth_dir):
-    r = run_cli("train", "--recipe", "emotion_vggface", "--data", synth_dir, "--out", tmp_path / "v")
+    r = run_cli("train", "--recipe", "emotion_vggface", "--data", synth_dir, "--out", tmp_path / "v", "--fast",
+                "--image-size", "32", "--batch-size", "4", "--epochs", "1", "--quiet")
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
     assert "weights_path=vgg_face.pth" in r.stderr and "--no-pretrained" in r.stderr
