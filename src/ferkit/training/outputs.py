@@ -76,6 +76,18 @@ def write_test_outputs(run_dir: Path, split, classes: list[str], cm, probs, va, 
                        probs, va_true, va_pred)
 
 
+def epoch_line(row: dict, epochs: int, improved: bool) -> str:
+    """The one line printed per epoch: losses, accuracies, V/A CCC, throughput, ``*best``."""
+    parts = [f"epoch {row['epoch']:>3}/{epochs}", f"loss {row['train_loss']:.4f}", f"acc {row['train_acc']:.4f}"]
+    if "val_loss" in row:
+        parts += [f"val_loss {row['val_loss']:.4f}", f"val_acc {row['val_acc']:.4f}"]
+    for k in ("val_valence_ccc", "val_arousal_ccc"):
+        if k in row:
+            parts.append(f"{k[4:]} {row[k]:.3f}")
+    parts.append(f"{row['train_img_s']:.0f} img/s")
+    return "  ".join(parts) + ("  *best" if improved else "")
+
+
 def _fmt(v) -> str:
     if v is None:
         return ""

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import random
 import sys
 import time
 from dataclasses import dataclass, field
@@ -26,10 +25,12 @@ import torch.nn as nn
 from ferkit.checkpoint import load_checkpoint, make_checkpoint, save_checkpoint, unwrap
 from ferkit.errors import CheckpointError, ConfigError, TrainingError
 from ferkit.evaluation import metrics as M
+from ferkit.training.batches import epoch_order, seed_epoch, split_tensors
 from ferkit.training.config import TrainConfig
+from ferkit.training.dist import Dist
 from ferkit.training.losses import TaskLoss
 from ferkit.training.optim import amp_dtype, build_optimizer, monitor_mode, step_scheduler
-from ferkit.training.outputs import before_write, write_results_json, write_test_outputs, write_training_curves
+from ferkit.training.outputs import before_write, epoch_line, write_results_json, write_test_outputs, write_training_curves
 from ferkit.training.state import (StopState, check_resumable, commit_epoch, prepare_run_dir, restore_state,
                                    resume_config, training_state)
 from ferkit.utils import progress, resolve_device, seed_everything
@@ -47,51 +48,6 @@ class TrainResult:
     history: list[dict] = field(default_factory=list)
 
 
-class _Dist:
-    """Process-group facts; a single process is world 1, rank 0."""
-
-    def __init__(self):
-        self.world = int(os.environ.get("WORLD_SIZE", "1"))
-        self.rank = int(os.environ.get("RANK", "0"))
-        self.local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-        self.enabled = self.world > 1
-        self._owns_group = False
-
-    def init(self, device: torch.device) -> None:
-        if not self.enabled:
-            return
-        import torch.distributed as dist
-
-        if not dist.is_initialized():
-            dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
-            self._owns_group = True
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-    def all_sum(self, values: list[float], device) -> list[float]:
-        if not self.enabled:
-            return values
-        import torch.distributed as dist
-
-        t = torch.tensor(values, dtype=torch.float64, device=device if device.type == "cuda" else "cpu")
-        dist.all_reduce(t)
-        return t.tolist()
-
-    def barrier(self) -> None:
-        if self.enabled:
-            import torch.distributed as dist
-
-            dist.barrier()
-
-    def close(self) -> None:
-        if self._owns_group:
-            import torch.distributed as dist
-
-            dist.destroy_process_group()
-
-
 class Trainer:
     """Train one model on one dataset as described by a :class:`TrainConfig`.
 
@@ -106,7 +62,7 @@ class Trainer:
         self.cfg = config
         self.dataset = dataset
         self.callbacks = list(callbacks or [])
-        self.dist = _Dist()
+        self.dist = Dist()
         self.device = resolve_device(config.device if not self.dist.enabled or config.device != "auto"
                                      else ("cuda:%d" % self.dist.local_rank if torch.cuda.is_available() else "cpu"))
         self.run_dir = Path(config.out)
@@ -203,25 +159,6 @@ class Trainer:
         self._log(f"init from {path}: {len(take)} tensors loaded, {len(skipped)} left as initialised"
                   + (f" (e.g. {skipped[0]})" if skipped else ""))
 
-    def _tensors(self):
-        """Each split's images/labels/VA as tensors on the training device (uint8 images: 48x48x35k = 80 MB)."""
-        out = {}
-        for name, s in self.dataset.splits.items():
-            if len(s) == 0:
-                continue
-            # In RAM up to 2 GB (FER2013 at 48x48 is 80 MB); larger caches stay memory-mapped and are
-            # read batch by batch.
-            imgs = torch.from_numpy(np.array(s.images)) if s.images.nbytes <= 2 * 1024**3 else s.images
-            t = {"images": imgs, "labels": torch.from_numpy(np.asarray(s.labels, dtype=np.int64))}
-            if self.cfg.task == "multitask":
-                t["valence"] = torch.from_numpy(np.asarray(s.valence, dtype=np.float32))
-                t["arousal"] = torch.from_numpy(np.asarray(s.arousal, dtype=np.float32))
-            if self.device.type == "cuda":
-                t = {k: (v.to(self.device, non_blocking=True) if isinstance(v, torch.Tensor) else v)
-                     for k, v in t.items()}
-            out[name] = t
-        return out
-
     # ------------------------------------------------------------------ logging
     def _log(self, msg: str) -> None:
         if self.dist.main and not self.cfg.quiet:
@@ -261,7 +198,7 @@ class Trainer:
         self.amp_dtype = amp_dtype(cfg, self.device)
         self.scaler = torch.amp.GradScaler("cuda", enabled=(self.amp_dtype is torch.float16))
         self.criterion = TaskLoss(cfg.task, self._class_weights(), cfg.label_smoothing, cfg.va_weight).to(self.device)
-        data = self._tensors()
+        data = split_tensors(self.dataset, cfg.task, self.device)
         self.micro_bs, self.accumulate = cfg.batch_size, cfg.accumulate
         from ferkit.data.transforms import make_augment
 
@@ -292,7 +229,8 @@ class Trainer:
             if self.dist.main:
                 self._save_epoch(epoch, row, stop)
             self.dist.barrier()
-            self._report(row, improved)
+            if self.dist.main and not cfg.quiet:
+                print(epoch_line(row, self.epochs, improved), flush=True)
             for cb in self.callbacks:
                 cb(self, epoch, row)
             if stop.stopped:
@@ -330,27 +268,6 @@ class Trainer:
             return None
         return torch.tensor(self.dataset.class_weights("train"), dtype=torch.float32)
 
-    def _epoch_rng(self, epoch: int) -> torch.Generator:
-        """Seed every RNG from (seed, epoch, rank): resuming at an epoch boundary reproduces the rest exactly."""
-        s = self.cfg.seed * 1_000_003 + epoch * 7919 + self.dist.rank
-        torch.manual_seed(s)
-        np.random.seed(s % (2**32))
-        random.seed(s)
-        g = torch.Generator(device="cpu")
-        g.manual_seed(s + 1)
-        return g
-
-    def _order(self, n: int, epoch: int) -> torch.Tensor:
-        if self.dist.enabled:
-            from torch.utils.data import DistributedSampler
-
-            sampler = DistributedSampler(range(n), num_replicas=self.dist.world, rank=self.dist.rank,
-                                         shuffle=True, seed=self.cfg.seed)
-            sampler.set_epoch(epoch)
-            return torch.tensor(list(iter(sampler)), dtype=torch.long)
-        g = torch.Generator().manual_seed(self.cfg.seed + epoch)
-        return torch.randperm(n, generator=g)
-
     def _inputs(self, t: dict, idx: torch.Tensor, gen: torch.Generator | None):
         from ferkit.data.transforms import to_input
 
@@ -373,8 +290,8 @@ class Trainer:
         from ferkit.models.freeze import apply_frozen_bn_eval
 
         cfg = self.cfg
-        gen = self._epoch_rng(epoch)
-        order = self._order(len(t["labels"]), epoch)
+        gen = seed_epoch(cfg.seed, epoch, self.dist.rank)
+        order = epoch_order(len(t["labels"]), cfg.seed, epoch, self.dist)
         step_size = self.micro_bs * self.accumulate
         steps = [order[i:i + step_size] for i in range(0, len(order), step_size)]
         if len(steps) > 1 and len(steps[-1]) < 2:  # BatchNorm cannot train on one sample
@@ -544,18 +461,6 @@ class Trainer:
         self.history = list(st.get("history", []))
         self._log(f"resumed from {path} after epoch {st['epoch']}")
         return st["epoch"] + 1, stop
-
-    def _report(self, row: dict, improved: bool) -> None:
-        if self.cfg.quiet or not self.dist.main:
-            return
-        parts = [f"epoch {row['epoch']:>3}/{self.epochs}", f"loss {row['train_loss']:.4f}", f"acc {row['train_acc']:.4f}"]
-        if "val_loss" in row:
-            parts += [f"val_loss {row['val_loss']:.4f}", f"val_acc {row['val_acc']:.4f}"]
-        for k in ("val_valence_ccc", "val_arousal_ccc"):
-            if k in row:
-                parts.append(f"{k[4:]} {row[k]:.3f}")
-        parts.append(f"{row['train_img_s']:.0f} img/s")
-        print("  ".join(parts) + ("  *best" if improved else ""), flush=True)
 
     # ------------------------------------------------------------------ the end
     def _finish(self, data: dict, stop: StopState, train_time: float) -> TrainResult:
