@@ -69,19 +69,27 @@ def resume_config(cfg: TrainConfig) -> tuple[TrainConfig, dict]:
     return merged, ckpt
 
 
-def prepare_run_dir(cfg: TrainConfig, run_dir: Path, resume_ckpt: dict | None, main: bool) -> None:
-    """Refuse to train over another run, then (main process) clear or recover the folder.
+def _resumes_here(cfg: TrainConfig, run_dir: Path) -> bool:
+    return bool(cfg.resume) and Path(cfg.resume).resolve().parent == run_dir.resolve()
 
-    Every process runs the check (so all refuse together); only the main one changes files.
+
+def refuse_existing_run(cfg: TrainConfig, run_dir: Path) -> None:
+    """A one-line ConfigError when ``run_dir`` holds a (finished or partial) run this one would replace.
+
+    Resuming that very run, or ``overwrite``, is allowed. Every DDP process checks before any of them
+    writes, so they all refuse together.
     """
-    source = Path(cfg.resume).resolve().parent if cfg.resume else None
-    same = source is not None and source == run_dir.resolve()
     found = [n for n in RUN_MARKERS if (run_dir / n).exists()]
-    if found and not same and not cfg.overwrite:
+    if found and not cfg.overwrite and not _resumes_here(cfg, run_dir):
         raise ConfigError(f"{run_dir}: already holds a run ({found[0]}); continue it with --resume "
                           f"{run_dir / 'last.pt'}, replace it with --overwrite, or choose another --out")
-    if not main:
-        return
+
+
+def prepare_run_dir(cfg: TrainConfig, run_dir: Path, resume_ckpt: dict | None) -> None:
+    """Make the folder ready (main process, after :func:`refuse_existing_run`): drop torn temp files and,
+    with ``overwrite``, the old run's outputs; when resuming, carry best.pt over and replay the last epoch.
+    """
+    same = _resumes_here(cfg, run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     for name in RUN_OUTPUTS:
         for tmp in run_dir.glob(f".{name}.*.tmp"):  # a write a kill cut short; the real file is intact
@@ -90,7 +98,8 @@ def prepare_run_dir(cfg: TrainConfig, run_dir: Path, resume_ckpt: dict | None, m
             (run_dir / name).unlink(missing_ok=True)
     if resume_ckpt is None:
         return
-    if not same and source is not None and (source / "best.pt").exists():
+    source = Path(cfg.resume).parent
+    if not same and (source / "best.pt").exists():
         # the resumed epochs may never beat the stored best: the new folder needs it as well
         before_write(run_dir / "best.pt")
         save_checkpoint(load_checkpoint(source / "best.pt"), run_dir / "best.pt")
@@ -171,5 +180,5 @@ def restore_state(ckpt: dict, path, model, optimizer, scheduler, scaler) -> tupl
     return st, stop
 
 
-__all__ = ["StopState", "resume_config", "prepare_run_dir", "commit_epoch", "replay_epoch", "training_state",
+__all__ = ["StopState", "resume_config", "refuse_existing_run", "prepare_run_dir", "commit_epoch", "replay_epoch", "training_state",
            "check_resumable", "restore_state", "RUN_MARKERS", "RUN_OUTPUTS"]

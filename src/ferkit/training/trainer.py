@@ -31,8 +31,8 @@ from ferkit.training.dist import Dist
 from ferkit.training.losses import TaskLoss
 from ferkit.training.optim import amp_dtype, build_optimizer, monitor_mode, step_scheduler
 from ferkit.training.outputs import before_write, epoch_line, write_results_json, write_test_outputs, write_training_curves
-from ferkit.training.state import (StopState, check_resumable, commit_epoch, prepare_run_dir, restore_state,
-                                   resume_config, training_state)
+from ferkit.training.state import (StopState, check_resumable, commit_epoch, prepare_run_dir, refuse_existing_run,
+                                   restore_state, resume_config, training_state)
 from ferkit.utils import progress, resolve_device, seed_everything
 
 FAST_BATCHES = 4
@@ -40,6 +40,8 @@ FAST_BATCHES = 4
 
 @dataclass
 class TrainResult:
+    """What :meth:`Trainer.fit` returns: the run folder, its checkpoints, the best epoch and its metrics."""
+
     run_dir: Path
     best_checkpoint: Path
     last_checkpoint: Path
@@ -176,6 +178,7 @@ class Trainer:
 
     # ------------------------------------------------------------------ the loop
     def fit(self) -> TrainResult:
+        """Train (or resume) the run; writes the run folder and returns its :class:`TrainResult`."""
         try:
             return self._fit()
         finally:
@@ -187,8 +190,11 @@ class Trainer:
         cfg = self.cfg
         mode = monitor_mode(cfg.monitor)
         check_pretrained_weights(cfg)
-        prepare_run_dir(cfg, self.run_dir, self._resume_ckpt, self.dist.main)  # before anything slow
         self.dist.init(self.device)
+        refuse_existing_run(cfg, self.run_dir)  # before anything slow, in every process before any writes
+        self.dist.barrier()
+        if self.dist.main:
+            prepare_run_dir(cfg, self.run_dir, self._resume_ckpt)
         self.dist.barrier()
         self.epochs = 1 if cfg.fast else cfg.epochs
         self._load_data()
