@@ -4,7 +4,6 @@ import json
 import os
 import subprocess
 import sys
-import textwrap
 
 import numpy as np
 import pytest
@@ -12,9 +11,10 @@ import torch
 
 from ferkit import api
 from ferkit.checkpoint import build_model, load_state
+from ferkit.errors import CheckpointError, ConfigError, FerkitError, TrainingError
 from ferkit.refs import load_checkpoint
-from ferkit.errors import CheckpointError, TrainingError
 from ferkit.models import create_model
+from conftest import run_cli
 
 
 def _weights(path):
@@ -47,41 +47,78 @@ def test_seed1_cnn_reaches_90_percent_on_synthetic_faces(tmp_path):
     assert lin.metrics["val_acc"] < res.metrics["val_acc"] - 0.2, (lin.metrics["val_acc"], res.metrics["val_acc"])
 
 
-RESUME_SCRIPT = textwrap.dedent("""
-    import os, signal, sys
-    from ferkit import api
-    from ferkit.data.synth import generate
-
-    def killer(trainer, epoch, row):
-        if epoch == int(sys.argv[2]):
-            os.kill(os.getpid(), signal.SIGKILL)   # a real kill: no cleanup, no atexit
-
-    ds = generate(500, seed=3)
-    kw = dict(dataset=ds, model="seed1_cnn", epochs=4, batch_size=32, lr=1e-3, optimizer="adamw",
-              scheduler="cosine", augment="basic", seed=5, quiet=True, out=sys.argv[1])
-    if len(sys.argv) > 3:
-        kw["resume"] = sys.argv[3]
-    api.train(callbacks=[killer], **kw)
-""")
+# A killed run resuming to identical weights, best.pt, results.json and metrics.csv: tests/test_killpoints.py.
 
 
-def test_killed_run_resumes_to_identical_weights(tmp_path):
-    script = tmp_path / "run.py"
-    script.write_text(RESUME_SCRIPT)
-    full = subprocess.run([sys.executable, str(script), str(tmp_path / "full"), "0"], capture_output=True, text=True)
-    assert full.returncode == 0, full.stderr
-    killed = subprocess.run([sys.executable, str(script), str(tmp_path / "cut"), "2"], capture_output=True, text=True)
-    assert killed.returncode == -9  # SIGKILL after epoch 2's checkpoint
-    assert load_checkpoint(tmp_path / "cut" / "last.pt")["train_state"]["epoch"] == 2
-    resumed = subprocess.run([sys.executable, str(script), str(tmp_path / "cut"), "0", str(tmp_path / "cut" / "last.pt")],
-                             capture_output=True, text=True)
-    assert resumed.returncode == 0, resumed.stderr
-    a, b = _weights(tmp_path / "full" / "last.pt"), _weights(tmp_path / "cut" / "last.pt")
-    assert a.keys() == b.keys()
-    for k in a:
-        assert torch.equal(a[k], b[k]), k
-    hist = load_checkpoint(tmp_path / "cut" / "last.pt")["train_state"]["history"]
-    assert [r["epoch"] for r in hist] == [1, 2, 3, 4]
+def test_training_over_an_existing_run_is_refused_unless_overwrite(tmp_path, synth_small):
+    out = tmp_path / "run"
+    api.train(dataset=synth_small, model="linear", epochs=1, out=str(out), quiet=True, seed=0)
+    kept = _weights(out / "best.pt")
+    for partial in ([], ["results.json", "best.pt"]):  # a finished run, then one killed after last.pt
+        for name in partial:
+            (out / name).unlink()
+        with pytest.raises(ConfigError) as e:
+            api.train(dataset=synth_small, model="linear", epochs=1, out=str(out), quiet=True, seed=1)
+        msg = str(e.value)
+        assert "\n" not in msg and f"--resume {out / 'last.pt'}" in msg and "--overwrite" in msg, msg
+    assert all(torch.equal(v, kept[k]) for k, v in _weights(out / "last.pt").items())  # untouched
+    res = api.train(dataset=synth_small, model="linear", epochs=1, out=str(out), quiet=True, seed=1, overwrite=True)
+    assert not all(torch.equal(v, kept[k]) for k, v in _weights(res.best_checkpoint).items())
+    assert (out / "results.json").exists()
+
+
+def test_resume_takes_the_runs_own_settings_and_folder(tmp_path, synth_dir):
+    run = tmp_path / "a"
+    api.train(data=str(synth_dir), model="linear", epochs=1, lr=2e-3, batch_size=16, optimizer="sgd", seed=4,
+              out=str(run), quiet=True)
+    # no --data, no --out: both from the run; --epochs given, so it overrides the stored 1
+    r = run_cli("train", "--resume", run / "last.pt", "--epochs", "2", "--quiet", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    results = json.loads((run / "results.json").read_text())
+    cfg = results["config"]
+    assert (cfg["data"], cfg["model"], cfg["lr"], cfg["batch_size"], cfg["optimizer"], cfg["seed"], cfg["epochs"]) \
+        == (str(synth_dir), "linear", 2e-3, 16, "sgd", 4, 2)
+    assert [h["epoch"] for h in results["history"]] == [1, 2]
+    assert not (tmp_path / "runs").exists()  # nothing written to the CLI's default folder
+
+
+def test_resume_into_a_new_folder_keeps_the_stored_best(tmp_path, synth_small):
+    def halt(trainer, epoch, row):  # nothing learns after epoch 1, so the best stays at epoch 1
+        for p in trainer.model.parameters():
+            p.requires_grad_(False)
+
+    first = api.train(dataset=synth_small, model="linear", epochs=2, out=str(tmp_path / "a"), quiet=True,
+                      callbacks=[halt])
+    assert first.best_epoch == 1
+    # no epoch left to train, so nothing can beat the stored best: NEW/best.pt must still be there
+    res = api.train(dataset=synth_small, resume=str(first.last_checkpoint), out=str(tmp_path / "new"), quiet=True)
+    assert res.run_dir == tmp_path / "new" and res.best_epoch == first.best_epoch
+    for k, v in _weights(first.best_checkpoint).items():
+        assert torch.equal(v, _weights(res.best_checkpoint)[k]), k
+    assert json.loads((tmp_path / "new" / "results.json").read_text())["best_epoch"] == first.best_epoch
+    assert (tmp_path / "new" / "metrics.csv").read_text() == (tmp_path / "a" / "metrics.csv").read_text()
+
+
+def test_ddp_ranks_end_with_identical_synchronised_weights(tmp_path, synth_dir):
+    out, dumps = tmp_path / "ddp", tmp_path / "ranks"
+    env = dict(os.environ, OMP_NUM_THREADS="1", FERKIT_TEST_DUMP_RANK_STATE=str(dumps))
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                        "-m", "ferkit", "train", "--data", str(synth_dir), "--model", "seed1_cnn", "--epochs", "1",
+                        "--batch-size", "32", "--out", str(out), "--quiet"],
+                       capture_output=True, text=True, env=env, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    results = json.loads((out / "results.json").read_text())
+    n_train = results["dataset"]["sizes"]["train"]
+    # each rank trained on its own half of the data (DistributedSampler pads to an even split) ...
+    assert results["world_size"] == 2 and results["history"][0]["train_samples"] == 2 * ((n_train + 1) // 2)
+    rank0, rank1 = torch.load(dumps / "rank0.pt"), torch.load(dumps / "rank1.pt")
+    init = create_model("seed1_cnn", num_classes=len(results["dataset"]["classes"]), in_channels=1).state_dict()
+    # ... yet both ended with the same weights: only averaged gradients do that (without DDP each rank's
+    # model is what a single process training on that rank's shard alone would give, and the two differ)
+    for k in rank0:
+        assert torch.equal(rank0[k], rank1[k]), f"ranks disagree on {k}: gradients were not synchronised"
+        assert torch.equal(rank0[k], _weights(out / "last.pt")[k]), k
+    assert any(not torch.equal(rank0[k], init[k]) for k in rank0 if rank0[k].is_floating_point())
 
 
 def test_checkpoint_rebuilds_model_from_the_file_alone(tmp_path, synth_small):
@@ -238,9 +275,20 @@ def test_class_weighted_label_smoothed_loss_matches_torch():
     assert loss.item() == pytest.approx((per.sum() / w[y].sum()).item(), rel=1e-5)
 
 
-def test_bf16_autocast_on_cpu_trains(tmp_path, synth_small):
-    res = api.train(dataset=synth_small, model="seed1_cnn", epochs=1, amp="bf16", out=str(tmp_path / "bf"), quiet=True)
-    assert np.isfinite(res.history[0]["train_loss"])
+@pytest.mark.parametrize("amp, dtype", [("bf16", torch.bfloat16), ("none", torch.float32)])
+def test_bf16_autocast_really_runs_on_cpu(tmp_path, synth_small, amp, dtype):
+    seen = set()
+
+    def watch(trainer, epoch, row):  # from epoch 2 on, record what the layers compute in
+        if epoch == 1:
+            for m in trainer.model.modules():
+                if isinstance(m, torch.nn.Linear | torch.nn.Conv2d):
+                    m.register_forward_hook(lambda mod, inp, out: seen.add(out.dtype))
+
+    res = api.train(dataset=synth_small, model="seed1_cnn", epochs=2, amp=amp, out=str(tmp_path / "bf"), quiet=True,
+                    callbacks=[watch], batch_size=128)
+    assert seen == {dtype}
+    assert np.isfinite(res.history[-1]["train_loss"])
 
 
 def test_trackers_write_tensorboard_and_offline_wandb(tmp_path, synth_small, monkeypatch):
@@ -279,3 +327,24 @@ def test_freeze_sweep_table(tmp_path, synth_small):
     assert [r["frozen_upto"] for r in rows] == ["none"] + list(depths)
     table = (tmp_path / "sw" / "sweep.md").read_text()
     assert all(d in table for d in depths) and "best" in table
+
+
+@pytest.mark.parametrize("recipe", ["emotion_vggface", "face_vggface"])
+def test_recipe_built_on_vggface_weights_never_trains_from_random_weights(tmp_path, synth_small, recipe):
+    with pytest.raises(ConfigError) as e:
+        # (fast, small: were the check missing, the test would fail in seconds, not train VGG16 for hours)
+        api.train(recipe=recipe, dataset=synth_small, out=str(tmp_path / "v"), quiet=True, fast=True, image_size=32,
+                  batch_size=4, epochs=1)
+    assert "--model-arg weights_path=vgg_face.pth" in str(e.value) and "\n" not in str(e.value)
+    assert not (tmp_path / "v").exists()
+    # saying so explicitly is allowed: the run gets past that check (and here stops at the missing data)
+    with pytest.raises(FerkitError, match="no-such-data") as e:
+        api.train(recipe=recipe, pretrained=False, data=str(tmp_path / "no-such-data"), out=str(tmp_path / "v"))
+    assert "weights_path" not in str(e.value)
+
+
+def test_cli_refuses_vggface_recipe_without_weights_in_one_line(tmp_path, synth_dir):
+    r = run_cli("train", "--recipe", "emotion_vggface", "--data", synth_dir, "--out", tmp_path / "v", "--fast",
+                "--image-size", "32", "--batch-size", "4", "--epochs", "1", "--quiet")
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert "weights_path=vgg_face.pth" in r.stderr and "--no-pretrained" in r.stderr

@@ -32,10 +32,11 @@ def run_demo(out: str | Path = "demo_out", quiet: bool = False) -> dict:
     # No augmentation here: the synthetic faces are small and already posed/lit at random, and rotating
     # them +-15 degrees on top slows learning far past a demo's 8 epochs.
     cls = api.train(data=str(data), model="seed1_cnn", epochs=8, batch_size=64, lr=2e-3, scheduler="cosine",
-                    seed=1, out=str(out / "runs" / "seed1_cnn"), quiet=quiet)
+                    seed=1, out=str(out / "runs" / "seed1_cnn"), quiet=quiet, overwrite=True)  # a rerun redoes it
     say("[4/5] training a multitask model (expression + valence/arousal, source 003's task)")
     mt = api.train(data=str(data), model="seed1_cnn", task="multitask", epochs=5, batch_size=64, lr=2e-3,
-                   scheduler="cosine", seed=1, out=str(out / "runs" / "seed1_cnn_multitask"), quiet=quiet)
+                   scheduler="cosine", seed=1, out=str(out / "runs" / "seed1_cnn_multitask"), quiet=quiet,
+                   overwrite=True)
 
     say("[5/5] predicting on a few held-out test crops with the trained checkpoint")
     import csv

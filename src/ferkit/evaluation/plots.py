@@ -26,8 +26,8 @@ def _save(fig, path: Path) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
-def plot_training_curves(history: list[dict], path: str | Path) -> Path:
-    """Loss and accuracy per epoch (train and val); V/A CCC too for multitask runs."""
+def plot_training_curves(history: list[dict], path: str | Path, title: str | None = None) -> Path:
+    """Loss and accuracy per epoch (train and val); V/A CCC too for multitask runs; ``title`` above them."""
     plt = _plt()
     path = Path(path)
     ep = [r["epoch"] for r in history]
@@ -51,6 +51,8 @@ def plot_training_curves(history: list[dict], path: str | Path) -> Path:
             ax.set_xlim(min(ep) - 0.2, max(ep) + 0.2)
         ax.grid(alpha=0.3)
         ax.legend()
+    if title:
+        fig.suptitle(title)
     fig.tight_layout()
     _save(fig, path)
     plt.close(fig)

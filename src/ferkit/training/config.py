@@ -56,14 +56,15 @@ class TrainConfig:
     freeze_upto: str | None = None  # freeze every stage up to and including this one
     unfreeze: list = field(default_factory=list)  # ["EPOCH:stage" | "EPOCH:all"]
     # validation / stopping
-    monitor: str = "val_acc"  # val_acc | val_loss | val_f1? (see Trainer.MONITORS)
+    monitor: str = "val_acc"  # val_acc | val_loss | val_balanced_acc (see optim.MONITORS)
     patience: int | None = None
     validate_every: int = 1
     # run
     out: str = "runs/run"
     seed: int = 0
     device: str = "auto"
-    resume: str | None = None
+    resume: str | None = None  # RUN/last.pt: continue that run with its own settings (given ones override)
+    overwrite: bool = False  # replace a run already in ``out`` (otherwise refused: it may be a good model)
     fast: bool = False
     quiet: bool = False
     tensorboard: bool = False
@@ -72,8 +73,23 @@ class TrainConfig:
     # provenance
     recipe: str | None = None
 
+    def __post_init__(self):
+        # Which settings someone chose (recipe or caller), as opposed to defaults: a resumed run keeps
+        # its stored settings except these. None: not tracked (built by hand), see given_settings().
+        self._given: frozenset | None = None
+
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+    def given_settings(self) -> set[str]:
+        """Names of the settings given explicitly (through :meth:`merged`: recipe, API keywords, CLI flags).
+
+        For a config built directly as ``TrainConfig(...)`` every setting that differs from its default.
+        """
+        if self._given is not None:
+            return set(self._given)
+        default = TrainConfig()
+        return {f.name for f in dataclasses.fields(self) if getattr(self, f.name) != getattr(default, f.name)}
 
     @classmethod
     def from_dict(cls, d: dict, where: str = "config") -> "TrainConfig":
@@ -86,9 +102,13 @@ class TrainConfig:
         return cfg
 
     def merged(self, overrides: dict[str, Any]) -> "TrainConfig":
+        """A copy with ``overrides`` applied (``None`` leaves a setting alone); they count as given."""
         d = self.to_dict()
-        d.update({k: v for k, v in overrides.items() if v is not None})
-        return TrainConfig.from_dict(d)
+        given = {k: v for k, v in overrides.items() if v is not None}
+        d.update(given)
+        cfg = TrainConfig.from_dict(d)
+        cfg._given = frozenset(self.given_settings()) | frozenset(given)
+        return cfg
 
     def validate(self) -> None:
         def choice(name, value, allowed):

@@ -10,9 +10,9 @@ at each epoch start, so a run resumed from ``last.pt`` continues bit for bit lik
 
 from __future__ import annotations
 
-import math
+import contextlib
 import os
-import random
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,71 +22,33 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from ferkit.checkpoint import load_state, make_checkpoint, save_checkpoint, unwrap
+from ferkit.checkpoint import make_checkpoint, save_checkpoint, unwrap
 from ferkit.refs import load_checkpoint
 from ferkit.errors import CheckpointError, ConfigError, TrainingError
 from ferkit.evaluation import metrics as M
+from ferkit.training.batches import epoch_order, seed_epoch, split_tensors
 from ferkit.training.config import TrainConfig
+from ferkit.training.dist import Dist
 from ferkit.training.losses import TaskLoss
-from ferkit.utils import atomic_write_json, atomic_write_text, progress, resolve_device, seed_everything
+from ferkit.training.optim import amp_dtype, build_optimizer, monitor_mode, step_scheduler
+from ferkit.training.outputs import before_write, epoch_line, write_results_json, write_test_outputs, write_training_curves
+from ferkit.training.state import (StopState, check_resumable, commit_epoch, prepare_run_dir, refuse_existing_run,
+                                   restore_state, resume_config, training_state)
+from ferkit.utils import progress, resolve_device, seed_everything
 
-MONITORS = {"val_acc": "max", "val_loss": "min", "val_balanced_acc": "max"}
 FAST_BATCHES = 4
 
 
 @dataclass
 class TrainResult:
+    """What :meth:`Trainer.fit` returns: the run folder, its checkpoints, the best epoch and its metrics."""
+
     run_dir: Path
     best_checkpoint: Path
     last_checkpoint: Path
     best_epoch: int
     metrics: dict  # best-epoch validation metrics + test metrics
     history: list[dict] = field(default_factory=list)
-
-
-class _Dist:
-    """Process-group facts; a single process is world 1, rank 0."""
-
-    def __init__(self):
-        self.world = int(os.environ.get("WORLD_SIZE", "1"))
-        self.rank = int(os.environ.get("RANK", "0"))
-        self.local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-        self.enabled = self.world > 1
-        self._owns_group = False
-
-    def init(self, device: torch.device) -> None:
-        if not self.enabled:
-            return
-        import torch.distributed as dist
-
-        if not dist.is_initialized():
-            dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
-            self._owns_group = True
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-    def all_sum(self, values: list[float], device) -> list[float]:
-        if not self.enabled:
-            return values
-        import torch.distributed as dist
-
-        t = torch.tensor(values, dtype=torch.float64, device=device if device.type == "cuda" else "cpu")
-        dist.all_reduce(t)
-        return t.tolist()
-
-    def barrier(self) -> None:
-        if self.enabled:
-            import torch.distributed as dist
-
-            dist.barrier()
-
-    def close(self) -> None:
-        if self._owns_group:
-            import torch.distributed as dist
-
-            dist.destroy_process_group()
 
 
 class Trainer:
@@ -97,10 +59,13 @@ class Trainer:
 
     def __init__(self, config: TrainConfig, dataset=None, callbacks: list[Callable] | None = None):
         config.validate()
+        self._resume_ckpt = None
+        if config.resume:
+            config, self._resume_ckpt = resume_config(config)
         self.cfg = config
         self.dataset = dataset
         self.callbacks = list(callbacks or [])
-        self.dist = _Dist()
+        self.dist = Dist()
         self.device = resolve_device(config.device if not self.dist.enabled or config.device != "auto"
                                      else ("cuda:%d" % self.dist.local_rank if torch.cuda.is_available() else "cpu"))
         self.run_dir = Path(config.out)
@@ -135,24 +100,27 @@ class Trainer:
     def _build_model(self):
         from ferkit.data.transforms import InputSpec
         from ferkit.models import create_model, get_card
+        from ferkit.models.registry import builder_accepts
 
         cfg, ds = self.cfg, self.dataset
         card = get_card(cfg.model)
         self.model_name = card.name
         in_ch = cfg.in_channels or (3 if cfg.pretrained else ds.channels)
         kwargs = dict(cfg.model_kwargs)
-        if cfg.pretrained:
+        if cfg.pretrained and not builder_accepts(card.name, "weights_path"):  # see check_pretrained_weights
             kwargs["pretrained"] = True
         if cfg.head:
             kwargs["head"] = cfg.head
         size = int(cfg.image_size) if cfg.image_size else None
         hw = (size, size) if size else tuple(ds.image_size)
-        from ferkit.models.registry import builder_accepts
-
         if builder_accepts(card.name, "input_size") and "input_size" not in kwargs:
             kwargs["input_size"] = list(hw)  # size-bound models (linear) are built for this run's input
         self.model_kwargs = kwargs
-        model = create_model(card.name, num_classes=ds.num_classes, in_channels=in_ch, task=cfg.task, **kwargs)
+        build_kwargs = dict(kwargs)
+        if self._resume_ckpt is not None:  # the checkpoint's weights replace them: no download, no weights file
+            build_kwargs.pop("pretrained", None)
+            build_kwargs.pop("weights_path", None)
+        model = create_model(card.name, num_classes=ds.num_classes, in_channels=in_ch, task=cfg.task, **build_kwargs)
         self.in_channels = in_ch
 
         # normalisation: pretrained weights want their own statistics; otherwise the training set's
@@ -194,54 +162,6 @@ class Trainer:
         self._log(f"init from {path}: {len(take)} tensors loaded, {len(skipped)} left as initialised"
                   + (f" (e.g. {skipped[0]})" if skipped else ""))
 
-    def _build_optim(self):
-        cfg = self.cfg
-        params = [p for p in self.model.parameters()]
-        if cfg.optimizer == "adam":
-            opt = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-        elif cfg.optimizer == "adamw":
-            opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay or 1e-2)
-        else:
-            opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, nesterov=True)
-        if cfg.scheduler == "cosine":
-            sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, self.epochs))
-        elif cfg.scheduler == "step":
-            sched = torch.optim.lr_scheduler.StepLR(opt, step_size=cfg.step_size, gamma=cfg.gamma)
-        elif cfg.scheduler == "plateau":
-            sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
-                opt, mode=MONITORS.get(cfg.monitor, "max"), factor=cfg.gamma if cfg.gamma < 1 else 0.1,
-                patience=max(1, (cfg.patience or 6) // 3))
-        else:
-            sched = None
-        self.optimizer, self.scheduler = opt, sched
-        amp = cfg.amp
-        if amp == "auto":
-            amp = "fp16" if self.device.type == "cuda" else "none"
-        amp_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(amp)
-        if amp_dtype is torch.float16 and self.device.type != "cuda":
-            raise ConfigError("--amp fp16 needs a CUDA GPU; on CPU use --amp bf16 or none")
-        self.amp_dtype = amp_dtype
-        self.scaler = torch.amp.GradScaler("cuda", enabled=(amp_dtype is torch.float16))
-
-    def _tensors(self):
-        """Each split's images/labels/VA as tensors on the training device (uint8 images: 48x48x35k = 80 MB)."""
-        out = {}
-        for name, s in self.dataset.splits.items():
-            if len(s) == 0:
-                continue
-            # In RAM up to 2 GB (FER2013 at 48x48 is 80 MB); larger caches stay memory-mapped and are
-            # read batch by batch.
-            imgs = torch.from_numpy(np.array(s.images)) if s.images.nbytes <= 2 * 1024**3 else s.images
-            t = {"images": imgs, "labels": torch.from_numpy(np.asarray(s.labels, dtype=np.int64))}
-            if self.cfg.task == "multitask":
-                t["valence"] = torch.from_numpy(np.asarray(s.valence, dtype=np.float32))
-                t["arousal"] = torch.from_numpy(np.asarray(s.arousal, dtype=np.float32))
-            if self.device.type == "cuda":
-                t = {k: (v.to(self.device, non_blocking=True) if isinstance(v, torch.Tensor) else v)
-                     for k, v in t.items()}
-            out[name] = t
-        return out
-
     # ------------------------------------------------------------------ logging
     def _log(self, msg: str) -> None:
         if self.dist.main and not self.cfg.quiet:
@@ -259,6 +179,7 @@ class Trainer:
 
     # ------------------------------------------------------------------ the loop
     def fit(self) -> TrainResult:
+        """Train (or resume) the run; writes the run folder and returns its :class:`TrainResult`."""
         try:
             return self._fit()
         finally:
@@ -268,109 +189,91 @@ class Trainer:
 
     def _fit(self) -> TrainResult:
         cfg = self.cfg
+        mode = monitor_mode(cfg.monitor)
+        check_pretrained_weights(cfg)
         self.dist.init(self.device)
+        refuse_existing_run(cfg, self.run_dir)  # before anything slow, in every process before any writes
+        self.dist.barrier()
+        if self.dist.main:
+            prepare_run_dir(cfg, self.run_dir, self._resume_ckpt)
+        self.dist.barrier()
         self.epochs = 1 if cfg.fast else cfg.epochs
         self._load_data()
         seed_everything(cfg.seed)  # same seed -> same initial weights
         self._build_model()
-        self._build_optim()
-        criterion = TaskLoss(cfg.task, self._class_weights(), cfg.label_smoothing, cfg.va_weight).to(self.device)
-        self.criterion = criterion
-        data = self._tensors()
-        self.micro_bs = cfg.batch_size
-        self.accumulate = cfg.accumulate
+        self.optimizer, self.scheduler = build_optimizer(cfg, self.model, self.epochs)
+        self.amp_dtype = amp_dtype(cfg, self.device)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=(self.amp_dtype is torch.float16))
+        self.criterion = TaskLoss(cfg.task, self._class_weights(), cfg.label_smoothing, cfg.va_weight).to(self.device)
+        data = split_tensors(self.dataset, cfg.task, self.device)
+        self.micro_bs, self.accumulate = cfg.batch_size, cfg.accumulate
         from ferkit.data.transforms import make_augment
 
         self.augment = make_augment(cfg.augment)
-        start_epoch, best, bad_epochs, best_epoch = 1, None, 0, 0
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        if cfg.resume:
-            start_epoch, best, bad_epochs, best_epoch = self._restore(cfg.resume)
+        start_epoch, stop = 1, StopState()
+        if self._resume_ckpt is not None:
+            start_epoch, stop = self._restore(self._resume_ckpt)
         if self.dist.enabled:
             from torch.nn.parallel import DistributedDataParallel as DDP
 
             self.model = DDP(self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
         self._open_loggers()
-        n_params = sum(p.numel() for p in self.model.parameters())
-        self._log(f"ferkit train: {self.model_name} ({n_params / 1e6:.2f}M params, {cfg.task}) on {self.dataset.name} "
-                  f"[{self.dataset.format}; train {len(self.dataset.splits['train'])}, val {len(self.dataset.splits['val'])}"
-                  f"; {self.dataset.num_classes} classes; input {self.spec.size[0]}x{self.spec.size[1]}x{self.in_channels}]"
-                  f" device {self.device}{' x%d processes' % self.dist.world if self.dist.enabled else ''} -> {self.run_dir}")
-        if self.dist.main and not cfg.class_weights:  # source 000's balanced-class check (stderr, even --quiet)
-            import sys
-
-            from ferkit.data import imbalance_warning
-
-            w = imbalance_warning(self.dataset.classes, self.dataset.histogram("train"))
-            if w:
-                print(f"ferkit train: warning: {w}", file=sys.stderr, flush=True)
-        mode = MONITORS.get(cfg.monitor)
-        if mode is None:
-            raise ConfigError(f"--monitor {cfg.monitor!r}: use one of {', '.join(MONITORS)}")
+        self._announce()
         t_start = time.time()
-        stopped_early = False
         for epoch in range(start_epoch, self.epochs + 1):
+            if stop.stopped:  # a resumed run that had already stopped early only finishes
+                break
             self._apply_unfreeze(epoch)
             row = {"epoch": epoch, "lr": self.optimizer.param_groups[0]["lr"]}
             row.update(self._train_epoch(epoch, data["train"]))
             validated = epoch % cfg.validate_every == 0 or epoch == self.epochs
             if validated:
                 row.update(self._evaluate(data["val"], "val", epoch))
-            if self.scheduler is not None:
-                if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
-                    if validated:
-                        self.scheduler.step(row[cfg.monitor])
-                else:
-                    self.scheduler.step()
-            improved = False
-            if validated:
-                value = row[cfg.monitor]
-                improved = best is None or (value > best if mode == "max" else value < best)
-                if improved:
-                    best, best_epoch, bad_epochs = value, epoch, 0
-                else:
-                    bad_epochs += 1
+            step_scheduler(self.scheduler, row, cfg.monitor, validated)
+            improved = validated and stop.update(row[cfg.monitor], epoch, mode, cfg.patience)
             row["time_s"] = round(time.time() - t_start, 2)
             self.history.append(row)
             if self.dist.main:
-                self._save_epoch(epoch, row, improved, (best, bad_epochs, best_epoch))
+                self._save_epoch(epoch, row, stop)
             self.dist.barrier()
-            self._report(row, improved)
+            if self.dist.main and not cfg.quiet:
+                print(epoch_line(row, self.epochs, improved), flush=True)
             for cb in self.callbacks:
                 cb(self, epoch, row)
-            if validated and cfg.patience is not None and bad_epochs >= cfg.patience:
-                self._log(f"early stop: {cfg.monitor} did not improve for {bad_epochs} validations "
-                          f"(best {best:.4f} at epoch {best_epoch})")
-                stopped_early = True
-                break
-        train_time = time.time() - t_start
-        return self._finish(data, best_epoch, train_time, stopped_early)
+            if stop.stopped:
+                self._log(f"early stop: {cfg.monitor} did not improve for {stop.bad_epochs} validations "
+                          f"(best {stop.best:.4f} at epoch {stop.best_epoch})")
+        self._dump_rank_state()
+        return self._finish(data, stop, time.time() - t_start)
+
+    def _announce(self) -> None:
+        cfg, ds = self.cfg, self.dataset
+        n_params = sum(p.numel() for p in self.model.parameters())
+        self._log(f"ferkit train: {self.model_name} ({n_params / 1e6:.2f}M params, {cfg.task}) on {ds.name} "
+                  f"[{ds.format}; train {len(ds.splits['train'])}, val {len(ds.splits['val'])}"
+                  f"; {ds.num_classes} classes; input {self.spec.size[0]}x{self.spec.size[1]}x{self.in_channels}]"
+                  f" device {self.device}{' x%d processes' % self.dist.world if self.dist.enabled else ''}"
+                  f" -> {self.run_dir}")
+        if self.dist.main and not cfg.class_weights:  # source 000's balanced-class check (stderr, even --quiet)
+            from ferkit.data import imbalance_warning
+
+            w = imbalance_warning(ds.classes, ds.histogram("train"))
+            if w:
+                print(f"ferkit train: warning: {w}", file=sys.stderr, flush=True)
+
+    def _dump_rank_state(self) -> None:
+        # Test hook, not a user setting: FERKIT_TEST_DUMP_RANK_STATE=DIR makes every process save its final
+        # weights as DIR/rank<N>.pt, so the DDP test can see that all ranks ended with the same model.
+        where = os.environ.get("FERKIT_TEST_DUMP_RANK_STATE")
+        if where:
+            Path(where).mkdir(parents=True, exist_ok=True)
+            torch.save({k: v.detach().cpu() for k, v in unwrap(self.model).state_dict().items()},
+                       Path(where) / f"rank{self.dist.rank}.pt")
 
     def _class_weights(self):
         if not self.cfg.class_weights:
             return None
         return torch.tensor(self.dataset.class_weights("train"), dtype=torch.float32)
-
-    def _epoch_rng(self, epoch: int) -> torch.Generator:
-        """Seed every RNG from (seed, epoch, rank): resuming at an epoch boundary reproduces the rest exactly."""
-        s = self.cfg.seed * 1_000_003 + epoch * 7919 + self.dist.rank
-        torch.manual_seed(s)
-        np.random.seed(s % (2**32))
-        random.seed(s)
-        g = torch.Generator(device="cpu")
-        g.manual_seed(s + 1)
-        return g
-
-    def _order(self, n: int, epoch: int) -> torch.Tensor:
-        if self.dist.enabled:
-            from torch.utils.data import DistributedSampler
-
-            sampler = DistributedSampler(range(n), num_replicas=self.dist.world, rank=self.dist.rank,
-                                         shuffle=True, seed=self.cfg.seed)
-            sampler.set_epoch(epoch)
-            return torch.tensor(list(iter(sampler)), dtype=torch.long)
-        g = torch.Generator().manual_seed(self.cfg.seed + epoch)
-        return torch.randperm(n, generator=g)
 
     def _inputs(self, t: dict, idx: torch.Tensor, gen: torch.Generator | None):
         from ferkit.data.transforms import to_input
@@ -394,8 +297,8 @@ class Trainer:
         from ferkit.models.freeze import apply_frozen_bn_eval
 
         cfg = self.cfg
-        gen = self._epoch_rng(epoch)
-        order = self._order(len(t["labels"]), epoch)
+        gen = seed_epoch(cfg.seed, epoch, self.dist.rank)
+        order = epoch_order(len(t["labels"]), cfg.seed, epoch, self.dist)
         step_size = self.micro_bs * self.accumulate
         steps = [order[i:i + step_size] for i in range(0, len(order), step_size)]
         if len(steps) > 1 and len(steps[-1]) < 2:  # BatchNorm cannot train on one sample
@@ -447,7 +350,7 @@ class Trainer:
         for i, chunk in enumerate(chunks):
             x, y, (v, a) = self._inputs(t, chunk, gen)
             sync = (i == len(chunks) - 1) or not self.dist.enabled
-            ctx = self.model.no_sync() if (not sync and hasattr(self.model, "no_sync")) else _null()
+            ctx = self.model.no_sync() if (not sync and hasattr(self.model, "no_sync")) else contextlib.nullcontext()
             with ctx:
                 with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,
                                     enabled=self.amp_dtype is not None):
@@ -549,161 +452,81 @@ class Trainer:
             metrics={k: v for k, v in row.items()} | {"dataset": self.dataset.name, "dataset_format": self.dataset.format},
         )
 
-    def _train_state(self, epoch: int, stop_state) -> dict:
-        from ferkit.models.freeze import frozen_stages
-
-        best, bad_epochs, best_epoch = stop_state
-        return {
-            "epoch": epoch,
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
-            "scaler": self.scaler.state_dict(),
-            "best": best, "bad_epochs": bad_epochs, "best_epoch": best_epoch,
-            "micro_bs": self.micro_bs, "accumulate": self.accumulate,
-            "frozen": frozen_stages(unwrap(self.model)),
-            "history": self.history,
-            "rng": {"torch": torch.get_rng_state(), "python": list(random.getstate()[1]),
-                    "numpy": torch.from_numpy(np.random.get_state()[1].astype(np.int64)),
-                    "numpy_pos": int(np.random.get_state()[2])},
-        }
-
-    def _save_epoch(self, epoch: int, row: dict, improved: bool, stop_state) -> None:
-        ckpt = make_checkpoint(self.model, **self._meta(row), train_state=self._train_state(epoch, stop_state))
-        save_checkpoint(ckpt, self.run_dir / "last.pt")
-        if improved:
-            ckpt.pop("train_state")
-            save_checkpoint(ckpt, self.run_dir / "best.pt")
-        self._write_history()
+    def _save_epoch(self, epoch: int, row: dict, stop: StopState) -> None:
+        state = training_state(epoch, stop, self.model, self.optimizer, self.scheduler, self.scaler, self.micro_bs,
+                               self.accumulate, self.history)
+        commit_epoch(self.run_dir, make_checkpoint(self.model, **self._meta(row), train_state=state))
         for lg in self.loggers:
             lg.log(row, epoch)
 
-    def _restore(self, path: str):
-        ckpt = load_checkpoint(path)
-        if "train_state" not in ckpt:
-            raise CheckpointError(f"{path}: has no training state to resume from (only last.pt has it); "
-                                  "use --init to fine-tune from it instead")
-        m = ckpt["model"]
-        if m["name"] != self.model_name or m["num_classes"] != self.dataset.num_classes \
-                or m["in_channels"] != self.in_channels or m["task"] != self.cfg.task:
-            raise CheckpointError(
-                f"{path}: was trained as {m['name']}/{m['task']}/{m['num_classes']} classes/{m['in_channels']} ch, "
-                f"but this run is {self.model_name}/{self.cfg.task}/{self.dataset.num_classes} classes/"
-                f"{self.in_channels} ch; resume with the same settings")
-        if list(ckpt["classes"]) != list(self.dataset.classes):
-            raise CheckpointError(f"{path}: classes {ckpt['classes']} differ from the dataset's {self.dataset.classes}")
-        from ferkit.models.freeze import freeze, unfreeze
-
-        st = ckpt["train_state"]
-        unfreeze(unwrap(self.model))
-        if st.get("frozen"):
-            freeze(unwrap(self.model), names=list(st["frozen"]))
-        load_state(self.model, ckpt["state_dict"], path, self.model_name)
-        self.optimizer.load_state_dict(st["optimizer"])
-        if self.scheduler is not None and st.get("scheduler"):
-            self.scheduler.load_state_dict(st["scheduler"])
-        self.scaler.load_state_dict(st["scaler"])
+    def _restore(self, ckpt: dict) -> tuple[int, StopState]:
+        path = self.cfg.resume
+        check_resumable(ckpt, path, self.model_name, self.cfg.task, self.dataset.num_classes, self.in_channels,
+                        list(self.dataset.classes))
+        st, stop = restore_state(ckpt, path, self.model, self.optimizer, self.scheduler, self.scaler)
         self.micro_bs, self.accumulate = st.get("micro_bs", self.micro_bs), st.get("accumulate", self.accumulate)
         self.history = list(st.get("history", []))
-        rng = st.get("rng") or {}
-        if "torch" in rng:
-            torch.set_rng_state(rng["torch"])
-        if "python" in rng:
-            random.setstate((3, tuple(rng["python"]), None))
-        if "numpy" in rng:
-            np.random.set_state(("MT19937", rng["numpy"].numpy().astype(np.uint32), int(rng.get("numpy_pos", 624)), 0, 0.0))
         self._log(f"resumed from {path} after epoch {st['epoch']}")
-        return st["epoch"] + 1, st["best"], st["bad_epochs"], st["best_epoch"]
-
-    def _write_history(self) -> None:
-        keys: list[str] = []
-        for r in self.history:
-            keys += [k for k in r if k not in keys]
-        lines = [",".join(keys)]
-        for r in self.history:
-            lines.append(",".join(_fmt(r.get(k)) for k in keys))
-        atomic_write_text(self.run_dir / "metrics.csv", "\n".join(lines) + "\n")
-
-    def _report(self, row: dict, improved: bool) -> None:
-        if self.cfg.quiet or not self.dist.main:
-            return
-        parts = [f"epoch {row['epoch']:>3}/{self.epochs}", f"loss {row['train_loss']:.4f}", f"acc {row['train_acc']:.4f}"]
-        if "val_loss" in row:
-            parts += [f"val_loss {row['val_loss']:.4f}", f"val_acc {row['val_acc']:.4f}"]
-        for k in ("val_valence_ccc", "val_arousal_ccc"):
-            if k in row:
-                parts.append(f"{k[4:]} {row[k]:.3f}")
-        parts.append(f"{row['train_img_s']:.0f} img/s")
-        print("  ".join(parts) + ("  *best" if improved else ""), flush=True)
+        return st["epoch"] + 1, stop
 
     # ------------------------------------------------------------------ the end
-    def _finish(self, data: dict, best_epoch: int, train_time: float, stopped_early: bool) -> TrainResult:
+    def _finish(self, data: dict, stop: StopState, train_time: float) -> TrainResult:
         from ferkit.checkpoint import build_model
 
         best_path, last_path = self.run_dir / "best.pt", self.run_dir / "last.pt"
         result_metrics: dict = {}
         if self.dist.main:
             best_ckpt = load_checkpoint(best_path)
-            result_metrics = {k: v for k, v in best_ckpt["metrics"].items()}
+            result_metrics = dict(best_ckpt["metrics"])
             if "test" in data:
                 model = build_model(best_ckpt, best_path).to(self.device)
                 res = self._evaluate(data["test"], "test", model=model, collect=True)
-                cm, probs, preds, va = res.pop("_cm"), res.pop("_probs"), res.pop("_preds"), res.pop("_va")
-                n = res.pop("_n")
+                cm, probs, va, n = res.pop("_cm"), res.pop("_probs"), res.pop("_va"), res.pop("_n")
+                res.pop("_preds")
                 result_metrics.update(res)
                 result_metrics["test_confusion_matrix"] = cm.tolist()
-                self._write_test_outputs(self.dataset.splits["test"], cm, probs, preds, va, n)
                 best_ckpt["metrics"] = result_metrics
+                before_write(best_path)
                 save_checkpoint(best_ckpt, best_path)
-            from ferkit.evaluation.plots import plot_training_curves
-
-            plot_training_curves(self.history, self.run_dir / "training_curves.png")
+                write_test_outputs(self.run_dir, self.dataset.splits["test"], list(self.dataset.classes), cm, probs,
+                                   va, n, self.model_name)
+            write_training_curves(self.run_dir, self.history)
             n_params = sum(p.numel() for p in self.model.parameters())
-            results = {
+            write_results_json(self.run_dir, {
                 "model": self.model_name, "task": self.cfg.task, "params": n_params,
                 "dataset": {"path": str(self.dataset.root), "format": self.dataset.format,
                             "classes": self.dataset.classes,
                             "sizes": {k: len(v) for k, v in self.dataset.splits.items()}},
-                "best_epoch": best_epoch, "monitor": self.cfg.monitor, "stopped_early": stopped_early,
-                "train_time_s": round(train_time, 2), "world_size": self.dist.world, "metrics": result_metrics, "history": self.history,
-                "config": self.cfg.to_dict(), "checkpoints": {"best": str(best_path), "last": str(last_path)},
-                "input": self.spec.to_dict(),
-            }
-            atomic_write_json(self.run_dir / "results.json", results)
+                "best_epoch": stop.best_epoch, "monitor": self.cfg.monitor, "stopped_early": stop.stopped,
+                "train_time_s": round(train_time, 2), "world_size": self.dist.world, "metrics": result_metrics,
+                "history": self.history, "config": self.cfg.to_dict(),
+                "checkpoints": {"best": str(best_path), "last": str(last_path)}, "input": self.spec.to_dict(),
+            })
             for lg in self.loggers:
                 lg.summary(result_metrics, self.run_dir)
             if "test_acc" in result_metrics:
                 self._log(f"test: acc {result_metrics['test_acc']:.4f}  loss {result_metrics['test_loss']:.4f} "
-                          f"(best epoch {best_epoch})")
+                          f"(best epoch {stop.best_epoch})")
             self._log(f"outputs: {self.run_dir}/ (best.pt, last.pt, metrics.csv, training_curves.png, results.json"
                       + (", confusion_matrix.png, predictions.csv" if "test" in data else "") + ")")
         self.dist.barrier()
-        return TrainResult(self.run_dir, best_path, last_path, best_epoch, result_metrics, self.history)
-
-    def _write_test_outputs(self, split, cm, probs, preds, va, n) -> None:
-        from ferkit.evaluation.plots import plot_confusion_matrix
-
-        plot_confusion_matrix(cm, self.dataset.classes, self.run_dir / "confusion_matrix.png",
-                              title=f"{self.model_name} — test ({int(cm.sum())} images)")
-        classes = self.dataset.classes
-        header = ["id", "true", "pred"] + [f"p_{c}" for c in classes]
-        if va is not None:
-            header += ["valence_true", "valence_pred", "arousal_true", "arousal_pred"]
-        lines = [",".join(header)]
-        for i in range(n):
-            cells = [_csv_cell(split.ids[i]), classes[int(split.labels[i])], classes[int(preds[i])]]
-            cells += [f"{p:.5f}" for p in probs[i]]
-            if va is not None:
-                cells += [f"{split.valence[i]:.4f}", f"{va[i, 0]:.4f}", f"{split.arousal[i]:.4f}", f"{va[i, 1]:.4f}"]
-            lines.append(",".join(cells))
-        atomic_write_text(self.run_dir / "predictions.csv", "\n".join(lines) + "\n")
+        return TrainResult(self.run_dir, best_path, last_path, stop.best_epoch, result_metrics, self.history)
 
 
-class _null:
-    def __enter__(self):
-        return self
+def check_pretrained_weights(cfg: TrainConfig) -> None:
+    """Refuse a run that asks for pretrained weights which only a file the user brings can give.
 
-    def __exit__(self, *a):
-        return False
+    A model whose builder takes ``weights_path`` (vggface: VGG-Face weights are not downloadable) is
+    "pretrained" exactly when that file is given; without it the run would silently start from random
+    weights, which is never what a recipe built on those weights means.
+    """
+    from ferkit.models import get_card
+    from ferkit.models.registry import builder_accepts
+
+    card = get_card(cfg.model)
+    if cfg.pretrained and builder_accepts(card.name, "weights_path") and not cfg.model_kwargs.get("weights_path"):
+        raise ConfigError(f"{cfg.recipe or card.name}: {card.name} starts from its pretrained weights file: pass "
+                          "--model-arg weights_path=vgg_face.pth (or --no-pretrained to train from random weights)")
 
 
 def _fit_channels(values: list[float], channels: int) -> list[float]:
@@ -712,16 +535,3 @@ def _fit_channels(values: list[float], channels: int) -> list[float]:
     if channels == 1:
         return [float(np.mean(values))]
     return [float(values[0])] * channels
-
-
-def _fmt(v) -> str:
-    if v is None:
-        return ""
-    if isinstance(v, float):
-        return f"{v:.6g}" if math.isfinite(v) else str(v)
-    return str(v)
-
-
-def _csv_cell(s: str) -> str:
-    s = str(s)
-    return '"' + s.replace('"', '""') + '"' if ("," in s or '"' in s) else s
