@@ -87,24 +87,6 @@ def test_predict_matches_trainer_predictions(tmp_path, synth_dir):
     assert [p.faces[0].label for p in preds] == trainer_pred
 
 
-def test_ddp_two_cpu_processes(tmp_path, synth_dir):
-    out = tmp_path / "ddp"
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                        "-m", "ferkit", "train", "--data", str(synth_dir), "--model", "seed1_cnn", "--epochs", "2",
-                        "--batch-size", "32", "--out", str(out), "--quiet"],
-                       capture_output=True, text=True, env=env, timeout=600)
-    assert r.returncode == 0, r.stderr[-3000:]
-    results = json.loads((out / "results.json").read_text())
-    assert results["world_size"] == 2
-    n_train = results["dataset"]["sizes"]["train"]
-    # DistributedSampler shards (and pads) the data: the two ranks together see each image once per epoch
-    assert results["history"][0]["train_samples"] == 2 * ((n_train + 1) // 2)
-    assert (out / "best.pt").exists() and not list(out.glob("*.tmp"))
-
-
-@pytest.mark.parametrize("case", ["missing_data", "bad_columns", "bad_row", "unknown_model", "bad_option",
-                                  "corrupt_checkpoint", "mismatched_resume", "missing_checkpoint", "bad_recipe"])
 def test_bad_input_gives_one_line_and_exit_2(tmp_path, synth_dir, case):
     if case == "missing_data":
         _one_line_error(run_cli("train", "--data", tmp_path / "nope.csv", "--out", tmp_path / "o"), "nope.csv")

@@ -55,7 +55,9 @@ def test_input_spec_from_dataset_normalises_to_zero_mean_unit_std():
     from ferkit.data import synth
 
     ds = synth.generate(140, seed=0, val_fraction=0, test_fraction=0)
-    spec = InputSpec.from_dataset(ds, channels=3)
+    from ferkit.data.transforms import spec_from_dataset
+
+    spec = spec_from_dataset(ds, channels=3)
     assert spec.channels == 3 and spec.size == (48, 48) and len(spec.mean) == 3
     x = to_input(ds.split("train").images, spec)
     assert x.mean().item() == pytest.approx(0, abs=1e-3) and x.std().item() == pytest.approx(1, abs=1e-2)

@@ -9,26 +9,14 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from ferkit import defaults
 
 from ferkit.checkpoint import describe
 from ferkit.refs import load_checkpoint, load_model
-from ferkit.training.config import TrainConfig, list_recipes, load_recipe
+from ferkit.training.config import TrainConfig, list_recipes, make_config
 from ferkit.training.trainer import TrainResult, Trainer
-
-
-def make_config(recipe: str | None = None, **settings) -> TrainConfig:
-    """Defaults, then the recipe's settings, then ``settings`` (``None`` values leave a setting alone)."""
-    base = TrainConfig()
-    if recipe:
-        base = base.merged(load_recipe(recipe))
-    cfg = base.merged(settings)
-    if settings.get("out") is None and not cfg.resume:  # a resumed run keeps its own folder
-        cfg.out = os.path.join("runs", cfg.recipe or cfg.model)
-    return cfg
 
 
 def train(recipe: str | None = None, dataset=None, callbacks=None, **settings) -> TrainResult:

@@ -23,7 +23,8 @@ def permute_experiment(data=None, dataset=None, model: str = "fashion_cnn", epoc
     ``permute_seed``; returns and writes (``OUT/permute.json``, ``OUT/permute.md``) both test accuracies and the
     difference. Runs go to ``OUT/original`` and ``OUT/permuted``. Other ``settings`` go to the trainer
     (e.g. ``lr``, ``batch_size``, ``image_size``)."""
-    from ferkit import api
+    from ferkit.training.config import make_config
+    from ferkit.training.trainer import Trainer
     from ferkit.utils import atomic_write_json, atomic_write_text
 
     if data is None and dataset is None:
@@ -50,7 +51,9 @@ def permute_experiment(data=None, dataset=None, model: str = "fashion_cnn", epoc
         if not quiet:
             print(f"[permute] training {model} on {'pixel-permuted' if ps is not None else 'original'} images "
                   f"-> {out / name}", flush=True)
-        runs[name] = api.train(out=str(out / name), permute_seed=ps, **common)
+        ds = common.pop("dataset")
+        runs[name] = Trainer(make_config(out=str(out / name), permute_seed=ps, **common), dataset=ds).fit()
+        common["dataset"] = ds
 
     def acc(res):
         m = res.metrics

@@ -553,3 +553,25 @@ def make_augment(preset: str | None, **overrides) -> Augment:
         raise ConfigError(f"unknown augmentation option(s) {bad} for preset {name}")
     kw.update(overrides)
     return BatchAugment(**kw)
+
+def spec_from_dataset(ds, size=None, channels: int | None = None, split: str = "train",
+                      permute_seed: int | None = None, max_samples: int = 5000) -> InputSpec:
+    """An :class:`InputSpec` whose mean / std are measured on (up to ``max_samples`` of) a split, after channel
+    adapt and resize (the "dataset" normalisation)."""
+    h, w = ds.image_size
+    spec = InputSpec(size=size or (h, w), channels=channels or ds.channels, mean=[0.0], std=[1.0])
+    imgs = ds.split(split).images
+    step = max(1, len(imgs) // max_samples)
+    s = torch.zeros(spec.channels, dtype=torch.float64)
+    ss = torch.zeros_like(s)
+    count = 0
+    for a in range(0, len(imgs), 512 * step):
+        x = to_input(torch.from_numpy(np.ascontiguousarray(imgs[a : a + 512 * step : step])), spec)
+        s += x.double().sum(dim=(0, 2, 3))
+        ss += x.double().pow(2).sum(dim=(0, 2, 3))
+        count += x.shape[0] * x.shape[2] * x.shape[3]
+    mean = s / max(count, 1)
+    std = (ss / max(count, 1) - mean**2).clamp_min(0).sqrt() + 1e-6
+    spec.mean, spec.std = mean.tolist(), std.tolist()
+    spec.permute_seed = permute_seed
+    return spec

@@ -172,3 +172,17 @@ def load_recipe(name_or_path: str) -> dict:
     settings["recipe"] = p.stem
     TrainConfig.from_dict({k: v for k, v in settings.items()}, where=str(p))  # validate early
     return settings
+
+
+def make_config(recipe: str | None = None, **settings) -> TrainConfig:
+    """Defaults, then the recipe's settings, then ``settings`` (``None`` values leave a setting alone). Without
+    ``out`` a new run goes to ``runs/<recipe or model>``; a resumed run keeps its own folder."""
+    import os
+
+    base = TrainConfig()
+    if recipe:
+        base = base.merged(load_recipe(recipe))
+    cfg = base.merged(settings)
+    if settings.get("out") is None and not cfg.resume:
+        cfg.out = os.path.join("runs", cfg.recipe or cfg.model)
+    return cfg
