@@ -87,6 +87,8 @@ def test_predict_matches_trainer_predictions(tmp_path, synth_dir):
     assert [p.faces[0].label for p in preds] == trainer_pred
 
 
+@pytest.mark.parametrize("case", ["missing_data", "bad_columns", "bad_row", "unknown_model", "bad_option",
+                                  "corrupt_checkpoint", "mismatched_resume", "missing_checkpoint", "bad_recipe"])
 def test_bad_input_gives_one_line_and_exit_2(tmp_path, synth_dir, case):
     if case == "missing_data":
         _one_line_error(run_cli("train", "--data", tmp_path / "nope.csv", "--out", tmp_path / "o"), "nope.csv")

@@ -503,3 +503,18 @@ def test_predicting_with_a_zoo_model_does_not_import_torchvision():
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
                        cwd=__import__("pathlib").Path(__file__).parents[1])
     assert r.returncode == 0 and r.stdout.strip() == "False", r.stderr[-2000:]
+
+
+@pytest.mark.parametrize("name", ["fer_minixception", "human_xception", "faceapi_expression"])
+def test_zoo_models_train_in_channels_last(name):
+    """The trainer runs models channels-last; a strided 1x1 conv on few channels crashed PyTorch's CPU backward
+    (double free) there, so the shortcut convs subsample first. A crash here kills the test process."""
+    import subprocess
+    import sys
+
+    code = (f"import torch; from ferkit.models import create_model; m = create_model({name!r}, num_classes=7, "
+            "in_channels=1).to(memory_format=torch.channels_last); x = torch.randn(8, 1, 64, 64).to("
+            "memory_format=torch.channels_last); o = m(x); (o['logits'] if isinstance(o, dict) else o).sum()"
+            ".backward(); print('ok')")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and r.stdout.strip() == "ok", (r.returncode, r.stderr[-1000:])

@@ -144,22 +144,24 @@ def _check_exactly_once(out, expected, inputs, atol=1e-3):
         if local.endswith("missing.jpg"):
             assert [g["status"] for g in got] == ["error"] and "no such file" in got[0]["reason"]
             continue
-        want = inputs["ref"][local]
+        cols = csv_header(inputs["classes"])
+        want = [dict(zip(cols, row)) for row in inputs["ref"][local]]  # the CLI's rows, by column name
         assert len(got) == len(want), f"{path}: {len(got)} rows, CLI analyzer gives {len(want)}"
         for g, w in zip(sorted(got, key=lambda r: (r["frame"] or 0, r["face"] or 0)), want):
-            assert g["status"] == w[1]
+            assert g["status"] == w["status"]
             if path == local:
-                assert g["reason"] == w[2]
-            if w[1] != "ok":
+                assert g["reason"] == w["reason"]
+            if w["status"] != "ok":
                 continue
-            assert g["label"] == w[12]
+            assert g["label"] == w["label"]
             probs = [g[f"p_{c}"] for c in inputs["classes"]]
             # The analyzer's probabilities depend on which faces share a classifier forward (oneDNN picks
             # kernels by batch size: up to ~4e-4 here, detections identical), and an actor's batches are
             # not the reference's; test_same_numbers_as_cli_analyzer_batch_for_batch checks 1e-5 where
             # the batches are the same.
-            np.testing.assert_allclose(probs, w[16:], atol=atol, err_msg=path)
-            np.testing.assert_allclose([g["x1"], g["y1"], g["x2"], g["y2"]], w[7:11], atol=0.05)
+            np.testing.assert_allclose(probs, [w[f"p_{c}"] for c in inputs["classes"]], atol=atol, err_msg=path)
+            np.testing.assert_allclose([g[k] for k in ("x1", "y1", "x2", "y2")], [w[k] for k in ("x1", "y1", "x2", "y2")],
+                                       atol=0.05)
     return rows
 
 

@@ -75,7 +75,7 @@ def test_human_pipeline_grey_quirk_is_small():
     """Human computes grey with weights summing to 0.9999; ferkit's pipeline (its RGB-to-grey, normalisation and
     the converted model) on the same grey images given as RGB lands within 1e-3 of Human's own pipeline, and on the
     original runtime's exact-grey output within the parity tolerance."""
-    from ferkit.inference.pipeline import TorchClassifier
+    from ferkit.inference.backends import TorchClassifier
 
     ref = json.loads((FIXTURES / "human_xception.json").read_text())
     grey = np.load(FIXTURES / ref["inputs"])

@@ -1,6 +1,6 @@
 """AffectNet-style folders: ``ROOT/images/<id>.jpg`` + ``ROOT/annotations/<id>_{exp,val,aro,lnd}.npy``.
 
-* ``<id>_exp.npy``: the expression 0-7 (neutral, happy, sad, surprise, fear, disgust, anger, contempt);
+* ``<id>_exp.npy``: the expression 0-7 (neutral, happy, sad, surprise, fear, disgust, angry (AffectNet: anger), contempt);
   ``_val`` / ``_aro``: valence / arousal in [-1, 1]; ``_lnd``: landmarks, 68 (x, y) pairs flattened to
   136 values. Each file holds one value (AffectNet stores them as strings such as ``'3'``; numbers work too).
 * Classes are the AffectNet names up to the highest label present: data labelled 0-6 (as source 003's)
@@ -34,8 +34,10 @@ from ferkit.data.folder import decode_to_dataset, is_image_file, plan_splits
 from ferkit.errors import DataError, quote
 from ferkit.utils import progress
 
-LOADER_VERSION = 1
-AFFECTNET_CLASSES = ["neutral", "happy", "sad", "surprise", "fear", "disgust", "anger", "contempt"]
+LOADER_VERSION = 2  # 2: class 6 is "angry"
+# AffectNet calls class 6 "anger"; ferkit says "angry" everywhere (FER2013, the zoo, the synthetic data) so that
+# class names match across datasets and models without a mapping.
+AFFECTNET_CLASSES = ["neutral", "happy", "sad", "surprise", "fear", "disgust", "angry", "contempt"]
 KINDS = ("exp", "val", "aro", "lnd")
 _MAX_CSV_BYTES = 64 << 20
 _ANN = re.compile(r"^(?P<id>.+)_(?P<kind>exp|val|aro|lnd)\.npy$")

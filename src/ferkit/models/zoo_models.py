@@ -119,9 +119,11 @@ class MiniXceptionBlock(nn.Module):
 
     def __init__(self, in_channels: int, out_channels: int):
         super().__init__()
-        # A 1x1 kernel needs no padding for TF "same" at stride 2, so a plain conv matches it.
+        # The 1x1/2 shortcut conv (TF "same" needs no padding for it) runs as stride 1 on every other pixel:
+        # the same numbers, and it sidesteps a PyTorch CPU crash (double free) in the backward pass of a strided
+        # 1x1 conv on channels-last inputs with few channels, which training uses.
         self.shortcut = nn.Sequential(OrderedDict(
-            conv=nn.Conv2d(in_channels, out_channels, 1, stride=2, bias=False), bn=_bn(out_channels)))  # fmt: skip
+            conv=nn.Conv2d(in_channels, out_channels, 1, bias=False), bn=_bn(out_channels)))  # fmt: skip
         self.sep1 = SeparableConv2d(in_channels, out_channels)
         self.bn1 = _bn(out_channels)
         self.sep2 = SeparableConv2d(out_channels, out_channels)
@@ -130,7 +132,7 @@ class MiniXceptionBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = F.relu(self.bn1(self.sep1(x)))
         y = max_pool_same(self.bn2(self.sep2(y)))
-        return y + self.shortcut(x)
+        return y + self.shortcut(x[:, :, ::2, ::2])
 
 
 class MiniXception(FerNet):
@@ -167,7 +169,7 @@ class XceptionBlock(nn.Module):
     def __init__(self, in_channels: int, out_channels: int, relu_in: bool):
         super().__init__()
         self.relu_in = relu_in
-        self.shortcut = nn.Conv2d(in_channels, out_channels, 1, stride=2, bias=True)
+        self.shortcut = nn.Conv2d(in_channels, out_channels, 1, bias=True)  # on every other pixel: see MiniXceptionBlock
         self.sep1 = SeparableConv2d(in_channels, out_channels, bias=True)
         self.sep2 = SeparableConv2d(out_channels, out_channels, bias=True)
 
@@ -175,7 +177,7 @@ class XceptionBlock(nn.Module):
         y = F.relu(x) if self.relu_in else x
         y = F.relu(self.sep1(y))
         y = max_pool_same(self.sep2(y))
-        return y + self.shortcut(x)
+        return y + self.shortcut(x[:, :, ::2, ::2])
 
 
 class BigXception(FerNet):
