@@ -251,15 +251,14 @@ def cmd_zoo(a) -> int:
     from ferkit import zoo
 
     if a.zoo_command == "list":
-        rows = zoo.list_zoo()
-        if a.json:
-            print(json.dumps(rows, indent=2))
-            return 0
-        print(f"{'name':<22} {'kind':<8} {'model':<19} {'input':<10} {'delivery':<8} {'ready':<5} {'licence':<20} source")
-        for r in rows:
-            print(f"{r['name']:<22} {r['kind']:<8} {r['model']:<19} {r['input']:<10} {r['delivery']:<8} "
-                  f"{'yes' if r['available'] else 'no':<5} {r['licence']:<20} {r['source']}")
-        return 0
+        from ferkit.cli import print_rows
+
+        return print_rows(zoo.list_zoo(), a.json,
+                          f"{'name':<22} {'kind':<8} {'model':<19} {'input':<10} {'delivery':<8} {'ready':<5} "
+                          f"{'licence':<20} source",
+                          lambda r: f"{r['name']:<22} {r['kind']:<8} {r['model']:<19} {r['input']:<10} "
+                                    f"{r['delivery']:<8} {'yes' if r['available'] else 'no':<5} {r['licence']:<20} "
+                                    f"{r['source']}")
     if a.zoo_command == "info":
         info = zoo.zoo_info(a.name)
         print(json.dumps(info, indent=2, default=str) if a.json else info["card"], end="" if not a.json else "\n")

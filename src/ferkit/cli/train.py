@@ -190,17 +190,17 @@ def cmd_recipes(a) -> int:
 def cmd_models(a) -> int:
     from ferkit import api
 
-    rows = api.describe_models()
-    if a.json:
-        print(json.dumps(rows, indent=2))
-        return 0
-    print(f"{'name':<18} {'params(7 cls)':>13}  {'input':<9} {'channels':<16} {'source':<12} description")
-    for r in rows:
+    from ferkit.cli import print_rows
+
+    def line(r):
         n = f"{r['params'] / 1e6:.2f}M" if r["params"] else "?"
         alias = f" (alias {', '.join(r['aliases'])})" if r["aliases"] else ""
-        print(f"{r['name']:<18} {n:>13}  {r['input']:<9} {r['channels']:<16} {r['source']:<12} "
-              f"{r['description']}{alias}")
-    return 0
+        return (f"{r['name']:<18} {n:>13}  {r['input']:<9} {r['channels']:<21} {r['source']:<12} "
+                f"{r['description']}{alias}")
+
+    return print_rows(api.describe_models(), a.json,
+                      f"{'name':<18} {'params(7 cls)':>13}  {'input':<9} {'channels':<21} {'source':<12} description",
+                      line)
 
 
 def cmd_info(a) -> int:
