@@ -393,12 +393,15 @@ def _one_line_error(r, *fragments):
 def test_cli_evaluate_compare_and_their_errors(tmp_path, synth_dir, runs, capsys):
     # the checkpoint knows 'angry'; the data relabelled with AffectNet's own word says 'anger'
     ck = runs["cls"].best_checkpoint
-    _one_line_error(run_cli("evaluate", "--checkpoint", ck, "--data", synth_dir, "--mapping", "angry=anger", "--out",
+    from ferkit.data.synth import CLASSES
+
+    rename = ",".join(f"{c}={'anger' if c == 'angry' else c}" for c in CLASSES)  # every class kept, one renamed
+    _one_line_error(run_cli("evaluate", "--checkpoint", ck, "--data", synth_dir, "--mapping", rename, "--out",
                             tmp_path / "mm", "--quiet"),
                     "only in the checkpoint: angry", "only in the dataset: anger", "--class-map", "anger = angry")
     assert not (tmp_path / "mm").exists()
     out = tmp_path / "ev"
-    r = run_cli("evaluate", "--checkpoint", ck, "--data", synth_dir, "--mapping", "angry=anger", "--class-map",
+    r = run_cli("evaluate", "--checkpoint", ck, "--data", synth_dir, "--mapping", rename, "--class-map",
                 "--tta", "flip", "--out", out)
     assert r.returncode == 0, r.stderr
     assert f"report: {out / 'report.html'}" in r.stdout and "accuracy" in r.stdout and "macro F1" in r.stdout
