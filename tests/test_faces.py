@@ -149,13 +149,17 @@ def test_multi_face_count(detectors, multi_face, backend, lo, hi):
         assert_plausible_landmarks(f)
 
 
-@pytest.mark.parametrize("backend", ["retinaface", "mtcnn"])
-def test_parity_with_original_implementations(backend, astronaut, grace_hopper, multi_face):
+@pytest.mark.parametrize("backend,runtime", [("retinaface", "torch"), ("retinaface", "onnx"), ("mtcnn", None)])
+def test_parity_with_original_implementations(backend, runtime, astronaut, grace_hopper, multi_face):
     """Our networks + decoding reproduce the original code's detections (fixture recorded by
-    tests/fixtures/make_faces_reference.py, see tests/fixtures/README.md)."""
+    tests/fixtures/make_faces_reference.py, see tests/fixtures/README.md), with PyTorch and with ONNX Runtime
+    (RetinaFace's default on CPU)."""
+    if runtime == "onnx":
+        pytest.importorskip("onnxruntime")
     ref = json.loads((FIXTURES / "faces_reference.json").read_text())
-    det = FaceDetector.create(backend, **({"score_threshold": 0.5, "min_face": 0} if backend == "retinaface"
-                                          else {}))
+    det = FaceDetector.create(backend, **({"score_threshold": 0.5, "min_face": 0, "runtime": runtime}
+                                          if backend == "retinaface" else {}))
+    assert runtime is None or det.runtime == runtime
     for name, img in [("astronaut", astronaut), ("grace_hopper", grace_hopper), ("multi_face", multi_face)]:
         expected = ref["images"][name][backend]
         got = det.detect(img)
