@@ -125,6 +125,7 @@ def test_eight_big_pngs_keep_memory_bounded(server):
     stop.set()
     w.join()
     assert set(codes) <= {200, 503} and 200 in codes, codes
+    print(f"server RSS: {base:.0f} MB before, peak {max(peak):.0f} MB, codes {sorted(codes)}")
     assert max(peak) < 1536, (base, max(peak))
     time.sleep(1)
     assert _rss_mb(proc.pid) < base + 400, (base, _rss_mb(proc.pid))

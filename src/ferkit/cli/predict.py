@@ -136,8 +136,9 @@ exit code: 0 if no input failed, 2 if any input failed (errors are also one line
     sv.add_argument("--read-timeout", type=float, default=10.0,
                     help="seconds a client has to send a whole request; slower ones get 408 or are dropped")
     sv.add_argument("--max-connections", type=int, default=256, help="open connections at once (default 256)")
-    sv.add_argument("--max-inflight-mb", type=float, default=256.0,
-                    help="decoded image memory in flight at once (default 256 MB); past it requests get 503")
+    sv.add_argument("--max-inflight-mb", type=float, default=160.0,
+                    help="decoded image memory in flight at once (default 160 MB, ~50 megapixels); past it requests "
+                         "get 503")
     sv.add_argument("--batch-max", type=int, default=8, help="images per micro-batch (1 = no micro-batching)")
     sv.add_argument("--batch-wait-ms", type=float, default=5.0, help="how long a micro-batch waits to fill")
 

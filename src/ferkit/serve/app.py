@@ -41,7 +41,7 @@ class ServeConfig:
     request_timeout_s: float = 30.0
     read_timeout_s: float = 10.0    # a request (headers and body) must arrive within this, else 408 / dropped
     max_connections: int = 256      # open connections at once; more are closed at once
-    max_inflight_mb: float = 256.0  # decoded pixels (RGB bytes) in flight at once; past it 503 busy
+    max_inflight_mb: float = 160.0  # decoded pixels (RGB bytes) in flight at once (~50 MP); past it 503 busy
     batch_max: int = 8          # images per micro-batch; 1 = no micro-batching
     batch_wait_ms: float = 5.0
     max_queue: int = 256        # images waiting for the model; beyond it requests get 503 "busy"
