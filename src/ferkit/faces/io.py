@@ -118,11 +118,17 @@ def _fast_decode(im, source) -> np.ndarray | None:
     refuses) returns None and takes Pillow's path, which also gives the precise error."""
     if im.format not in ("JPEG", "PNG") or im.mode not in ("RGB", "L") or "transparency" in im.info:
         return None
-    try:
-        if im.getexif().get(0x0112, 1) != 1:  # EXIF orientation other than upright
+    if im.format == "PNG":
+        # Pillow would decode the whole image to look for a late eXIf chunk; one seen in the header goes to
+        # Pillow's path, which applies it.
+        if "exif" in im.info:
             return None
-    except Exception:  # noqa: BLE001 - unreadable EXIF: let Pillow's path decide
-        return None
+    else:
+        try:
+            if im.getexif().get(0x0112, 1) != 1:  # EXIF orientation other than upright
+                return None
+        except Exception:  # noqa: BLE001 - unreadable EXIF: let Pillow's path decide
+            return None
     import cv2
 
     if isinstance(source, bytes):
