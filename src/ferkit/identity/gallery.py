@@ -85,13 +85,16 @@ class Gallery:
                 raise GalleryError(f"{p}: cannot create the gallery ({e.strerror or e})") from e
         try:
             self._con = sqlite3.connect(str(p), timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
+            # A damaged file can hand back text that is not UTF-8 (quick_check's report, a name): read it
+            # with replacement characters so it becomes a GalleryError line, never a UnicodeDecodeError.
+            self._con.text_factory = lambda b: b.decode("utf-8", "replace")
             self._con.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
             if exists:
                 self._check_integrity()
             else:
                 self._create_schema()
             self._check_schema()
-        except sqlite3.DatabaseError as e:
+        except (sqlite3.DatabaseError, UnicodeDecodeError) as e:  # a damaged file's text need not be UTF-8
             self._close_quietly()
             raise self._error(e) from e
 
