@@ -286,3 +286,22 @@ def test_progress_bars_only_on_a_terminal(tmp_path, synth_dir):
     r = run_cli("evaluate", "--checkpoint", "fer_minixception", "--data", synth_dir, "--out", tmp_path / "e",
                 "--class-map")
     assert "\r" not in r.stderr, r.stderr[:500]
+
+
+def test_file_names_that_are_not_utf8(tmp_path):
+    """A photo whose name is not valid UTF-8: a row in the CSV on stdout and in a file, never a traceback."""
+    import shutil
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    name = os.fsdecode(b"caf\xe9_\xff.jpg")
+    shutil.copy(PHOTOS[1], folder / name)
+    strict = dict(os.environ, PYTHONIOENCODING="utf-8:strict", PYTHONUTF8="0")  # a UTF-8 terminal's settings
+    r = subprocess.run(FERKIT + ["predict", str(folder), "--format", "csv", "--det-size", "320"],
+                       capture_output=True, timeout=300, env=strict)
+    assert r.returncode == 0 and b"Traceback" not in r.stderr, r.stderr[-2000:]
+    assert os.fsencode(str(folder / name)) in r.stdout and len(r.stdout.splitlines()) == 2
+    r = subprocess.run(FERKIT + ["predict", str(folder), "--format", "csv", "--output", str(tmp_path / "o.csv")],
+                       capture_output=True, timeout=300)
+    assert r.returncode == 0 and b"Traceback" not in r.stderr, r.stderr[-2000:]
+    assert len((tmp_path / "o.csv").read_bytes().splitlines()) == 2

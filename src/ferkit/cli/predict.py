@@ -175,6 +175,9 @@ def cmd_predict(a) -> int:
     say = (lambda *x: None) if a.quiet else (lambda *x: print(*x, file=sys.stderr))
     counts = {"ok": 0, "no_face": 0, "error": 0}
     n_faces = n_down = 0
+    if a.output is None and hasattr(sys.stdout, "reconfigure"):
+        # file names need not be valid UTF-8: write their bytes back as they came, never a UnicodeEncodeError
+        sys.stdout.reconfigure(errors="surrogateescape")
     writer = ResultWriter(a.format, an.classes, path=a.output, stream=sys.stdout)
 
     def record(r: FileResult):
