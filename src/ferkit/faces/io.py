@@ -9,6 +9,7 @@ is refused. Image sizes are checked from the header before any pixel is decoded.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import struct
@@ -33,10 +34,6 @@ MAX_PIXELS = 100_000_000
 
 class ImageTooLargeError(DataError):
     """An image whose header declares more pixels than allowed (the server answers 413)."""
-
-
-def is_image_path(path: str | os.PathLike) -> bool:
-    return Path(path).suffix.lower() in IMAGE_SUFFIXES
 
 
 def is_video_path(path: str | os.PathLike) -> bool:
@@ -68,31 +65,51 @@ def decode_image(source: str | os.PathLike | bytes, name: str | None = None,
     :data:`ALLOWED_FORMATS` are refused whatever the name says. Errors are one :class:`DataError` line naming
     ``name``: :class:`ImageTooLargeError` past ``max_pixels``, otherwise not an image / corrupt / truncated.
     """
-    from PIL import Image, ImageFile, UnidentifiedImageError
+    from PIL import ImageFile
 
-    name = name or (os.fspath(source) if not isinstance(source, (bytes, bytearray, memoryview)) else "<bytes>")
-    raw: bytes | None = None
+    if ImageFile.LOAD_TRUNCATED_IMAGES:
+        # Someone in this process asked Pillow to pad truncated files with grey; we would rather say so.
+        warnings.warn("PIL.ImageFile.LOAD_TRUNCATED_IMAGES is set: truncated images will load padded", stacklevel=2)
+    with _opened(source, name, max_pixels) as (im, raw, name):
+        fast = _fast_decode(im, raw if raw is not None else os.fspath(source))
+        if fast is not None:
+            return fast
+        im.load()  # decode now: truncation and corruption surface here, not later
+        return pil_to_rgb(im, name)
+
+
+def peek_size(source: str | os.PathLike | bytes, name: str | None = None,
+              max_pixels: int | None = MAX_PIXELS) -> tuple[int, int]:
+    """``(width, height)`` from the header alone (no pixel decoded), with :func:`decode_image`'s format allowlist
+    and pixel limit: how the server sizes a request's memory before decoding it."""
+    with _opened(source, name, max_pixels) as (im, _raw, _name):
+        return im.size
+
+
+@contextlib.contextmanager
+def _opened(source, name: str | None, max_pixels: int | None):
+    """Open ``source`` (a path or bytes) with the format allowlist and check its declared size; yields
+    ``(image, the bytes or None, name)``. Whatever goes wrong inside, here or in the caller's block, leaves as
+    one :class:`DataError` line naming ``name``."""
+    from PIL import Image, UnidentifiedImageError
+
+    raw = None
     if isinstance(source, (bytes, bytearray, memoryview)):
+        name = name or "<bytes>"
         if not len(source):
             raise DataError(f"{name}: empty (0 bytes), not an image")
         raw = bytes(source)
         fp = io.BytesIO(raw)
     else:
         fp = os.fspath(source)
-    if ImageFile.LOAD_TRUNCATED_IMAGES:
-        # Someone in this process asked Pillow to pad truncated files with grey; we would rather say so.
-        warnings.warn("PIL.ImageFile.LOAD_TRUNCATED_IMAGES is set: truncated images will load padded", stacklevel=2)
+        name = name or fp
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # Pillow's notes on damaged metadata: the pixels decide, not them
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(fp, formats=ALLOWED_FORMATS) as im:
                 _check_size(*im.size, max_pixels, name)
-                fast = _fast_decode(im, raw if raw is not None else fp)
-                if fast is not None:
-                    return fast
-                im.load()  # decode now: truncation and corruption surface here, not later
-                return pil_to_rgb(im, name)
+                yield im, raw, name
     except DataError:
         raise
     except UnidentifiedImageError:
@@ -144,33 +161,6 @@ def _fast_decode(im, source) -> np.ndarray | None:
     if arr is None or arr.shape[:2] != (im.size[1], im.size[0]):
         return None
     return cv2.cvtColor(arr, cv2.COLOR_BGR2RGB, dst=arr)
-
-
-def peek_size(source: str | os.PathLike | bytes, name: str | None = None,
-              max_pixels: int | None = MAX_PIXELS) -> tuple[int, int]:
-    """``(width, height)`` from the header alone (no pixel decoded), with :func:`decode_image`'s format allowlist
-    and pixel limit: how the server sizes a request's memory before decoding it."""
-    from PIL import Image, UnidentifiedImageError
-
-    name = name or (os.fspath(source) if not isinstance(source, (bytes, bytearray, memoryview)) else "<bytes>")
-    if isinstance(source, (bytes, bytearray, memoryview)):
-        if not len(source):
-            raise DataError(f"{name}: empty (0 bytes), not an image")
-        source = io.BytesIO(bytes(source))
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            with Image.open(source, formats=ALLOWED_FORMATS) as im:
-                w, h = im.size
-    except UnidentifiedImageError:
-        raise DataError(f"{name}: not an image in an accepted format ({', '.join(ALLOWED_FORMATS)})") from None
-    except Image.DecompressionBombError:
-        raise ImageTooLargeError(f"{name}: image too large to decode safely") from None
-    except (OSError, SyntaxError, ValueError, EOFError, IndexError, KeyError, TypeError, struct.error) as e:
-        msg = str(e).splitlines()[0][:120] if str(e) else type(e).__name__
-        raise DataError(f"{name}: corrupt or truncated image ({msg})") from None
-    _check_size(w, h, max_pixels, name)
-    return w, h
 
 
 def _check_size(w: int, h: int, max_pixels: int | None, name: str) -> None:
