@@ -12,11 +12,10 @@ columns come from :func:`table_columns`.
 from __future__ import annotations
 
 import csv
-import io
 import json
 import math
 from dataclasses import dataclass, field
-from typing import Any, Iterable, TextIO
+from typing import Any, TextIO
 
 SCHEMA_VERSION = 2
 STATUSES = ("ok", "no_face", "error")
@@ -130,10 +129,6 @@ class FileResult:
     ferkit_version: str = field(default_factory=_version)
     schema: int = SCHEMA_VERSION
 
-    @property
-    def ok(self) -> bool:
-        return self.status != "error"
-
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"schema": self.schema, "path": self.path, "kind": self.kind, "status": self.status}
         if self.reason:
@@ -164,9 +159,6 @@ class Results(list):
             for f in r.faces:
                 seen.update(dict.fromkeys(f.probabilities))
         return list(seen)
-
-    def to_dicts(self) -> list[dict[str, Any]]:
-        return [r.to_dict() for r in self]
 
     def to_pandas(self, classes: list[str] | None = None):
         """A pandas DataFrame with one row per face plus one row per file without faces or with an error; the
@@ -293,20 +285,6 @@ class ResultWriter:
             self.fh.close()
             os.unlink(self._tmp)
             self._tmp = None
-
-
-def write_jsonl(results: Iterable[FileResult], fh: TextIO) -> None:
-    """One JSON object per input file (faces nested)."""
-    for r in results:
-        fh.write(json.dumps(r.to_dict()) + "\n")
-
-
-def to_csv_text(results: Iterable[FileResult], classes: list[str]) -> str:
-    buf = io.StringIO()
-    w = ResultWriter("csv", classes, stream=buf)
-    for r in results:
-        w.write(r)
-    return buf.getvalue()
 
 
 # ------------------------------------------------------------------------------------------- OpenAPI

@@ -64,14 +64,6 @@ class TorchClassifier(Classifier):
         return probs, va
 
 
-def _need_ort():
-    try:
-        import onnxruntime
-    except ImportError:
-        raise ConfigError("onnxruntime is not installed: pip install 'ferkit[onnx]' (onnx, onnxruntime)") from None
-    return onnxruntime
-
-
 class OnnxClassifier(Classifier):
     backend = "onnx"
 
@@ -81,7 +73,9 @@ class OnnxClassifier(Classifier):
                  name: str | None = None):
         from ferkit.data.transforms import InputSpec
 
-        ort = _need_ort()
+        from ferkit.inference.onnx import require
+
+        ort = require("onnxruntime")
         path = Path(path)
         if not path.is_file():
             raise ModelError(f"{path}: no such ONNX file")

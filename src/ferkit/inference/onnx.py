@@ -37,7 +37,8 @@ from ferkit.errors import ConfigError, ModelError
 OPSET = 17
 
 
-def _need(mod: str):
+def require(mod: str):
+    """Import ``mod`` of the onnx extra, or one ConfigError line naming the extra."""
     import importlib
 
     try:
@@ -61,7 +62,7 @@ def export_onnx(model: Any, out: str | os.PathLike | None = None, int8: bool = F
     from ferkit.refs import load_checkpoint
     from ferkit.data.transforms import InputSpec
 
-    onnx = _need("onnx")
+    onnx = require("onnx")
     ckpt = load_checkpoint(model)
     name = ckpt["model"]["name"]
     if out is None:  # beside the checkpoint (a zoo model: the current folder)
@@ -139,7 +140,7 @@ def export_onnx(model: Any, out: str | os.PathLike | None = None, int8: bool = F
 
 
 def read_metadata(path: str | os.PathLike) -> dict:
-    ort = _need("onnxruntime")
+    ort = require("onnxruntime")
     try:
         sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     except Exception as e:  # noqa: BLE001
