@@ -323,6 +323,12 @@ def test_enrol_and_verify_real_photos(tmp_path, encoder, photos):
     faces = an.analyze(str(photos["obama3"])).faces
     assert len(faces) == 1 and faces[0].identity["name"] == "obama" and faces[0].label
     assert faces[0].to_dict()["identity"]["name"] == "obama"
+    # The API with a gallery: the same analyzer (models, detector, matcher) serves every call.
+    from ferkit import api
+
+    first = api.analyzer(gallery=g)
+    assert api.analyzer(gallery=g) is first
+    assert api.analyze(str(photos["obama3"]), gallery=g).faces[0].identity["name"] == "obama"
 
 
 def test_cli_enroll_verify_gallery(tmp_path, encoder, photos):

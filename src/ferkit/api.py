@@ -118,14 +118,9 @@ def analyzer(model=defaults.MODEL, *, detect: bool = True, detector: str = defau
     per process and reused by :func:`predict`, :func:`iter_predict` and :func:`analyze`."""
     from ferkit.inference.pipeline import cached_analyzer
 
-    identity = None
-    if gallery is not None:
-        from ferkit.identity.verify import IdentityAssigner
-
-        identity = IdentityAssigner(gallery, None)
-    return cached_analyzer(list(model) if isinstance(model, (list, tuple)) else model, detect=detect,
-                           detector=detector, det_size=det_size, crop=crop, backend=backend, batch_size=batch_size,
-                           device=device, identity=identity)
+    return cached_analyzer(model, gallery=gallery,
+                           detect=detect, detector=detector, det_size=det_size, crop=crop, backend=backend,
+                           batch_size=batch_size, device=device)
 
 
 def analyze(image, model=defaults.MODEL, *, detect: bool = True, detector: str = defaults.DETECTOR,

@@ -31,7 +31,7 @@ from ferkit.faces.io import is_video_path as is_video
 from ferkit.inference.backends import Classifier, make_classifier
 from ferkit.schema import FaceResult, FileResult
 
-__all__ = ["Analyzer", "Classifier", "analyze", "expand_inputs", "is_video", "make_classifier"]
+__all__ = ["Analyzer", "Classifier", "cached_analyzer", "expand_inputs", "is_video", "make_classifier"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -312,22 +312,24 @@ def expand_inputs(inputs: Iterable[str | os.PathLike]) -> list[Path]:
 _CACHE: dict[tuple, Analyzer] = {}
 
 
-def cached_analyzer(models: Any = defaults.MODEL, **kwargs) -> Analyzer:
-    """An :class:`Analyzer` for these arguments, built once per process and reused (the API's entry point)."""
+def cached_analyzer(models: Any = defaults.MODEL, gallery: Any = None, **kwargs) -> Analyzer:
+    """An :class:`Analyzer` for these arguments, built once per process and reused (the API's entry point).
+    ``gallery``: an identity gallery path; its matcher is built with the analyzer, so the key stays the path."""
     if isinstance(models, (list, tuple)):
         models = list(models)
         key_models: Any = tuple(str(m) for m in models)
     else:
         key_models = str(models)
-    key = (key_models, tuple(sorted((k, str(v)) for k, v in kwargs.items())))
+    key = (key_models, None if gallery is None else str(gallery),
+           tuple(sorted((k, str(v)) for k, v in kwargs.items())))
     if key not in _CACHE:
-        _CACHE[key] = Analyzer(models, **kwargs)
+        identity = None
+        if gallery is not None:
+            from ferkit.identity.verify import IdentityAssigner
+
+            identity = IdentityAssigner(gallery, None)
+        _CACHE[key] = Analyzer(models, identity=identity, **kwargs)
     return _CACHE[key]
-
-
-def analyze(image: Any, model: Any = defaults.MODEL, **kwargs) -> FileResult:
-    """Every face in ``image`` (path, RGB uint8 array or PIL image) with its expression, as a FileResult."""
-    return cached_analyzer(model, **kwargs).analyze(image)
 
 
 def predict_files(analyzer: Analyzer, paths: Iterable[str | os.PathLike], *, annotate=None, stride: int = 1,
