@@ -46,25 +46,6 @@ class CollectReport:
                 "skipped_no_face": self.no_face, "skipped_several_faces": self.several_faces}
 
 
-def _open(source):
-    import cv2
-
-    src = int(source) if isinstance(source, int) or (isinstance(source, str) and source.isdigit()) else str(source)
-    if isinstance(src, str) and not ("://" in src) and not Path(src).exists():
-        raise DataError(f"--webcam {source}: no such camera index or video file")
-    try:  # OpenCV logs its own WARN lines for a missing camera; our one-line error says it better
-        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
-    except AttributeError:
-        pass
-    cap = cv2.VideoCapture(src)
-    if not cap.isOpened():
-        cap.release()
-        what = f"camera {src}" if isinstance(src, int) else src
-        raise DataError(f"--webcam {source}: cannot open {what} (no camera there, in use, or no permission); "
-                        f"try another index or a video file")
-    return cap
-
-
 def _has_gui() -> bool:
     import cv2
 
@@ -96,7 +77,9 @@ def collect(source, label: str, count: int = 50, out: str | os.PathLike = "colle
         raise ConfigError(f"--count {count!r}: give a number of crops >= 1")
     say = say or (lambda s: print(s, file=sys.stderr, flush=True))
     det = FaceDetector.create(detector)
-    cap = _open(source)
+    from ferkit.inference.video import open_capture
+
+    cap = open_capture(source)
     folder = Path(out) / label
     folder.mkdir(parents=True, exist_ok=True)
     existing = sorted(folder.glob(f"{label}_*.jpg"))

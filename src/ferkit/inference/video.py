@@ -106,9 +106,13 @@ class Tracker:
 
 
 def open_capture(source: Any):
+    """An opened ``cv2.VideoCapture`` for a camera index (``0`` or ``"0"``), a stream URL (``rtsp://...``) or a
+    video file; otherwise one DataError line saying what could not be opened and what to try."""
     import cv2
 
-    if isinstance(source, int):
+    if isinstance(source, str) and source.isdigit():
+        source = int(source)
+    if isinstance(source, int) or "://" in str(source):
         try:  # OpenCV's backends print WARN lines while probing a missing camera; the error below says it
             prev = cv2.utils.logging.getLogLevel()
             cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
@@ -121,11 +125,13 @@ def open_capture(source: Any):
                 cv2.utils.logging.setLogLevel(prev)
         if not cap.isOpened():
             cap.release()
-            raise DataError(f"webcam {source}: no camera with that index can be opened")
+            what = (f"--webcam {source}: no camera with that index" if isinstance(source, int)
+                    else f"{source}: the stream")
+            raise DataError(f"{what} can be opened (in use, or no permission?); try another index or a video file")
         return cap
     p = Path(source)
     if not p.is_file():
-        raise DataError(f"{p}: no such video file")
+        raise DataError(f"{p}: no such video file (or camera index)")
     if p.stat().st_size == 0:
         raise DataError(f"{p}: empty file (0 bytes)")
     cap = cv2.VideoCapture(str(p))
