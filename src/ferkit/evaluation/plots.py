@@ -97,29 +97,15 @@ def plot_roc_curves(y_true: np.ndarray, probs: np.ndarray, classes: list[str], p
     """One-vs-rest ROC curve per class, AUC in the legend (a class without positives is listed as n/a)."""
     from ferkit.evaluation import metrics as M
 
-    plt = _plt()
-    path = Path(path)
-    t = np.asarray(y_true)
-    fig, ax = plt.subplots(figsize=(5.6, 5.0))
-    for c, (name, color) in enumerate(zip(classes, _class_colors(len(classes)))):
-        auc = M.roc_auc(t == c, probs[:, c]) if t.size else float("nan")
-        if np.isfinite(auc):
-            fpr, tpr, _ = M.roc_curve(t == c, probs[:, c])
-            ax.plot(fpr, tpr, color=color, lw=1.4, label=f"{name} (AUC {auc:.3f})")
-        else:
-            ax.plot([], [], color=color, label=f"{name} (AUC n/a)")
-    ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls="--")
-    ax.set_xlim(0, 1)
-    ax.set_ylim(0, 1.01)
-    ax.set_xlabel("false positive rate")
-    ax.set_ylabel("true positive rate")
-    ax.set_title(title or "ROC, one-vs-rest")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
-    fig.tight_layout()
-    _save(fig, path)
-    plt.close(fig)
-    return path
+    def draw(ax, pos, p, color, label):
+        fpr, tpr, _ = M.roc_curve(pos, p)
+        ax.plot(fpr, tpr, color=color, lw=1.4, label=label)
+
+    def finish(ax):
+        ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls="--")
+
+    return _one_vs_rest(y_true, probs, classes, path, M.roc_auc, "AUC", draw, finish,
+                        ("false positive rate", "true positive rate"), title or "ROC, one-vs-rest", "lower right")
 
 
 def plot_pr_curves(y_true: np.ndarray, probs: np.ndarray, classes: list[str], path: str | Path,
@@ -127,24 +113,35 @@ def plot_pr_curves(y_true: np.ndarray, probs: np.ndarray, classes: list[str], pa
     """One-vs-rest precision-recall curve per class, average precision in the legend."""
     from ferkit.evaluation import metrics as M
 
+    def draw(ax, pos, p, color, label):
+        precision, recall = M.precision_recall_curve(pos, p)
+        ax.step(recall, precision, where="post", color=color, lw=1.4, label=label)
+
+    return _one_vs_rest(y_true, probs, classes, path, M.average_precision, "AP", draw, None,
+                        ("recall", "precision"), title or "precision-recall, one-vs-rest", "lower left")
+
+
+def _one_vs_rest(y_true, probs, classes, path, score, tag: str, draw, finish, labels, title: str, legend: str) -> Path:
+    """One curve per class (``draw``), ``tag`` = ``score`` in the legend, ``n/a`` for a class without one."""
     plt = _plt()
     path = Path(path)
     t = np.asarray(y_true)
     fig, ax = plt.subplots(figsize=(5.6, 5.0))
     for c, (name, color) in enumerate(zip(classes, _class_colors(len(classes)))):
-        ap = M.average_precision(t == c, probs[:, c]) if t.size else float("nan")
-        if np.isfinite(ap):
-            precision, recall = M.precision_recall_curve(t == c, probs[:, c])
-            ax.step(recall, precision, where="post", color=color, lw=1.4, label=f"{name} (AP {ap:.3f})")
+        value = score(t == c, probs[:, c]) if t.size else float("nan")
+        if np.isfinite(value):
+            draw(ax, t == c, probs[:, c], color, f"{name} ({tag} {value:.3f})")
         else:
-            ax.plot([], [], color=color, label=f"{name} (AP n/a)")
+            ax.plot([], [], color=color, label=f"{name} ({tag} n/a)")
+    if finish is not None:
+        finish(ax)
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1.01)
-    ax.set_xlabel("recall")
-    ax.set_ylabel("precision")
-    ax.set_title(title or "precision-recall, one-vs-rest")
+    ax.set_xlabel(labels[0])
+    ax.set_ylabel(labels[1])
+    ax.set_title(title)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="lower left")
+    ax.legend(fontsize=8, loc=legend)
     fig.tight_layout()
     _save(fig, path)
     plt.close(fig)
