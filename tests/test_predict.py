@@ -151,7 +151,7 @@ def test_predict_video(tmp_path, astronaut):
 def test_live_window_falls_back_without_gui(tmp_path, astronaut, capsys):
     """opencv-python-headless has no imshow: analyze_video(show=True) warns once and goes on."""
     from ferkit.inference.pipeline import Analyzer
-    from ferkit.inference.video import _show_available, analyze_video
+    from ferkit.inference.video import window_available, analyze_video
 
     torch.set_num_threads(1)
     vid = tmp_path / "c.mp4"
@@ -159,7 +159,7 @@ def test_live_window_falls_back_without_gui(tmp_path, astronaut, capsys):
     seen = []
     r = analyze_video(Analyzer("fer_minixception"), str(vid), show=True, max_frames=3, on_frame=seen.append)
     assert r.frames == 3 and len(seen) == 3 and r.status == "ok"
-    if not _show_available():
+    if not window_available():
         assert "no GUI" in capsys.readouterr().err
 
 

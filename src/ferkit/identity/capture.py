@@ -46,16 +46,6 @@ class CollectReport:
                 "skipped_no_face": self.no_face, "skipped_several_faces": self.several_faces}
 
 
-def _has_gui() -> bool:
-    import cv2
-
-    try:
-        cv2.namedWindow("ferkit collect")
-        return True
-    except cv2.error:
-        return False
-
-
 def collect(source, label: str, count: int = 50, out: str | os.PathLike = "collected", interval: float = 0.5,
             detector: str = "retinaface", margin: float = 0.4, max_frames: int | None = None, preview: bool = True,
             say: Callable[[str], None] | None = None) -> CollectReport:
@@ -77,7 +67,7 @@ def collect(source, label: str, count: int = 50, out: str | os.PathLike = "colle
         raise ConfigError(f"--count {count!r}: give a number of crops >= 1")
     say = say or (lambda s: print(s, file=sys.stderr, flush=True))
     det = FaceDetector.create(detector)
-    from ferkit.inference.video import open_capture
+    from ferkit.inference.video import window_available, open_capture
 
     cap = open_capture(source)
     folder = Path(out) / label
@@ -85,7 +75,7 @@ def collect(source, label: str, count: int = 50, out: str | os.PathLike = "colle
     existing = sorted(folder.glob(f"{label}_*.jpg"))
     start = 1 + max([int(p.stem.rsplit("_", 1)[-1]) for p in existing if p.stem.rsplit("_", 1)[-1].isdigit()] or [0])
     rep = CollectReport(str(folder), label)
-    gui = preview and _has_gui()
+    gui = preview and window_available("ferkit collect")
     is_file = not str(source).isdigit()
     fps = cap.get(cv2.CAP_PROP_FPS) or 25.0
     max_frames = max_frames or count * 200

@@ -141,11 +141,12 @@ def open_capture(source: Any):
     return cap
 
 
-def _show_available() -> bool:
+def window_available(window: str = "ferkit") -> bool:
+    """Whether OpenCV can open a window here (``opencv-python-headless`` cannot): tried by opening ``window``."""
     import cv2
 
     try:
-        cv2.namedWindow("ferkit")
+        cv2.namedWindow(window)
         return True
     except cv2.error:
         return False
@@ -183,7 +184,7 @@ def analyze_video(analyzer, source: Any, stride: int = 1, smooth: float | None =
         out_video = Path(annotate_dir) / f"{stem}.mp4"
     window = False
     if show:
-        window = _show_available()
+        window = window_available()
         if not window:
             print("ferkit: warning: this OpenCV has no GUI (opencv-python-headless); no live window - "
                   "pip install opencv-python for one. Printing results"
