@@ -162,16 +162,17 @@ def cmd_predict(a) -> int:
     if a.webcam is not None:  # fail fast, before loading models
         from ferkit.inference.video import open_capture
 
-        open_capture(int(a.webcam)).release()
+        open_capture(a.webcam).release()
     models = models_of(a)
+    model = models if len(models) > 1 else models[0]
     opts = dict(detect=not a.no_detect, detector=a.detector, det_size=a.det_size, crop=a.crop, backend=a.backend,
                 batch_size=a.batch_size, device=a.device, gallery=a.gallery)
     extras_dir = a.annotate or (str(Path(a.output).parent) if a.output else None)
-    results = api.iter_predict(models if len(models) > 1 else models[0], a.inputs, annotate=a.annotate,
+    results = api.iter_predict(model, a.inputs, annotate=a.annotate,
                                stride=a.stride, smooth=a.smooth, max_frames=a.max_frames, extras_dir=extras_dir,
                                **opts) if a.inputs else iter(())
     first = next(results, None)  # loads the models (and raises their errors) before any output is opened
-    an = api.analyzer(models if len(models) > 1 else models[0], **opts)
+    an = api.analyzer(model, **opts)
     say = (lambda *x: None) if a.quiet else (lambda *x: print(*x, file=sys.stderr))
     counts = {"ok": 0, "no_face": 0, "error": 0}
     n_faces = n_down = 0
