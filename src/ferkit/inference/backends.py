@@ -12,7 +12,7 @@ import numpy as np
 
 from ferkit.errors import ConfigError, ModelError
 
-BACKENDS = ("torch", "onnx")
+BACKENDS = ("auto", "torch", "onnx")
 
 
 class Classifier:
@@ -71,7 +71,7 @@ class OnnxClassifier(Classifier):
 
     def __init__(self, path: str | os.PathLike, device: str = "cpu", threads: int | None = None,
                  name: str | None = None):
-        from ferkit.data.transforms import InputSpec
+        from ferkit.data.spec import InputSpec
 
         from ferkit.inference.onnx import require
 
@@ -79,16 +79,13 @@ class OnnxClassifier(Classifier):
         path = Path(path)
         if not path.is_file():
             raise ModelError(f"{path}: no such ONNX file")
-        so = ort.SessionOptions()
-        import torch
+        from ferkit.utils import cpu_threads, ort_session
 
-        so.intra_op_num_threads = threads or torch.get_num_threads()
-        so.inter_op_num_threads = 1
         providers = ["CPUExecutionProvider"]
         if str(device).startswith("cuda") and "CUDAExecutionProvider" in ort.get_available_providers():
             providers.insert(0, "CUDAExecutionProvider")
         try:
-            self.sess = ort.InferenceSession(str(path), so, providers=providers)
+            self.sess = ort_session(path, threads or cpu_threads(), providers)
         except Exception as e:  # noqa: BLE001
             raise ModelError(f"{path}: not a loadable ONNX model ({str(e).splitlines()[0]})") from None
         meta = dict(self.sess.get_modelmeta().custom_metadata_map)
@@ -104,9 +101,11 @@ class OnnxClassifier(Classifier):
         return self.sess.run(self.outputs, {"input": np.ascontiguousarray(x, dtype=np.float32)})
 
     def predict(self, chips: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        from ferkit.data.transforms import to_input
+        x = normalise_chips(chips, self.spec)
+        if x is None:  # chips that need resizing, a colour change or a pixel permutation: the full pipeline
+            from ferkit.data.transforms import to_input
 
-        x = to_input(np.ascontiguousarray(chips), self.spec).numpy()
+            x = to_input(np.ascontiguousarray(chips), self.spec).numpy()
         outs = self.run_raw(x)
         logits = outs[0].astype(np.float64)
         e = np.exp(logits - logits.max(1, keepdims=True))
@@ -115,16 +114,46 @@ class OnnxClassifier(Classifier):
         return probs, va
 
 
+def normalise_chips(chips: np.ndarray, spec: Any) -> np.ndarray | None:
+    """uint8 (B, H, W, C) chips already at ``spec``'s size and channels -> the normalised float32 NCHW input
+    :func:`ferkit.data.transforms.to_input` makes of them, in numpy (no torch import); None when they need
+    more than that (resize, colour change, pixel permutation): then use ``to_input``."""
+    if (chips.ndim != 4 or chips.dtype != np.uint8 or tuple(chips.shape[1:3]) != tuple(spec.size)
+            or chips.shape[3] != spec.channels or spec.permute_seed is not None):
+        return None
+    mean = np.asarray(spec.mean, np.float32).reshape(1, -1, 1, 1) * np.float32(255.0)
+    inv_std = np.float32(1.0) / (np.asarray(spec.std, np.float32).reshape(1, -1, 1, 1) * np.float32(255.0))
+    x = chips.transpose(0, 3, 1, 2).astype(np.float32)
+    x -= mean
+    x *= inv_std
+    return x
 
 
-def make_classifier(model: Any, backend: str = "torch", device: str = "cpu") -> Classifier:
+def _onnx_runs_here(ref: Any, device: str) -> bool:
+    """``backend="auto"``: ONNX Runtime for zoo models on the CPU when onnxruntime (and, for the first export,
+    onnx) is installed. A checkpoint of yours stays on PyTorch (no surprise export on first use; give
+    ``backend="onnx"`` for that), so which runtime answers never depends on what the cache holds."""
+    import importlib.util
+
+    if ref.kind != "zoo" or str(device) != "cpu" or importlib.util.find_spec("onnxruntime") is None:
+        return False
+    from ferkit.inference.onnx import cached_export_path
+
+    return cached_export_path(ref).is_file() or importlib.util.find_spec("onnx") is not None
+
+
+def make_classifier(model: Any, backend: str = "auto", device: str = "cpu") -> Classifier:
     """A classifier from any :mod:`ferkit.refs` reference (or a loaded checkpoint dict). ``.onnx`` files run
-    with ONNX Runtime; ``backend="onnx"`` exports a checkpoint / zoo model once (cached) and runs that."""
+    with ONNX Runtime; ``backend="onnx"`` exports a checkpoint / zoo model once (cached) and runs that;
+    ``backend="auto"`` (the default) does that for zoo models on the CPU when onnxruntime is installed, and
+    runs everything else on PyTorch."""
     if isinstance(model, Classifier):
         return model
     if backend not in BACKENDS:
         raise ConfigError(f"backend {backend!r}: use one of {', '.join(BACKENDS)}")
     if isinstance(model, dict):
+        if backend == "auto":
+            return TorchClassifier(model, device=device)
         if backend == "onnx":
             raise ConfigError("backend onnx needs a checkpoint path or zoo name (or an exported .onnx file)")
         return TorchClassifier(model, device=device)
@@ -133,7 +162,7 @@ def make_classifier(model: Any, backend: str = "torch", device: str = "cpu") -> 
     ref = resolve(model)
     if ref.kind == "onnx":
         return OnnxClassifier(ref.path, device=device, name=ref.name)
-    if backend == "onnx":
+    if backend == "onnx" or (backend == "auto" and _onnx_runs_here(ref, device)):
         from ferkit.inference.onnx import cached_export
 
         return OnnxClassifier(cached_export(ref), device=device, name=ref.name)

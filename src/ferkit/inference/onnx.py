@@ -148,10 +148,10 @@ def read_metadata(path: str | os.PathLike) -> dict:
     return dict(sess.get_modelmeta().custom_metadata_map)
 
 
-def cached_export(model: Any) -> Path:
-    """Export ``model`` (any :mod:`ferkit.refs` reference) once to ``<ferkit cache>/onnx`` (``$FERKIT_CACHE_DIR``
-    or ``~/.cache/ferkit``), keyed by the file's path, size and mtime (a zoo model: its name and the ferkit
-    version); returns the ONNX path."""
+def cached_export_path(model: Any) -> Path:
+    """Where :func:`cached_export` keeps ``model``'s export: ``<ferkit cache>/onnx`` (``$FERKIT_CACHE_DIR`` or
+    ``~/.cache/ferkit``), keyed by the file's path, size and mtime (a zoo model: its name and the ferkit
+    version). An ``.onnx`` reference is its own file."""
     import ferkit
     from ferkit.refs import resolve
     from ferkit.utils import cache_root
@@ -167,7 +167,16 @@ def cached_export(model: Any) -> Path:
         stem = ref.path.stem
     else:
         key, stem = f"zoo:{ref.name}:{ferkit.__version__}", ref.name
-    out = cache_root() / "onnx" / f"{stem}-{hashlib.sha256(key.encode()).hexdigest()[:16]}.onnx"
-    if not out.is_file():
+    return cache_root() / "onnx" / f"{stem}-{hashlib.sha256(key.encode()).hexdigest()[:16]}.onnx"
+
+
+def cached_export(model: Any) -> Path:
+    """Export ``model`` (any :mod:`ferkit.refs` reference) once to :func:`cached_export_path`; returns that
+    path. Later runs load the file without importing torch."""
+    from ferkit.refs import resolve
+
+    out = cached_export_path(model)
+    ref = resolve(model)
+    if ref.kind != "onnx" and not out.is_file():
         export_onnx(ref.path if ref.path is not None else ref.name, out)
     return out

@@ -3,7 +3,7 @@
     from ferkit.inference.pipeline import Analyzer
     an = Analyzer("fer_minixception", detector="retinaface")        # or ["fer_minixception", "human_xception"]
     result = an.analyze(img_or_path)                                 # FileResult: .faces, .to_dict()
-    for file_result in an.analyze_paths(paths):                      # decoding runs in a background thread
+    for file_result in an.analyze_paths(paths):                      # decoded and detected on all cores
         print(file_result.to_dict())
 
 Models are checkpoint paths, zoo names, loaded checkpoint dicts or ``.onnx`` files written by
@@ -17,8 +17,6 @@ estimated landmarks get).
 from __future__ import annotations
 
 import os
-import queue
-import threading
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
@@ -122,9 +120,36 @@ class Analyzer:
             return crop(img, face, margin=self.margin, size=spec.size, channels=spec.channels)
         return align(img, face, size=spec.size, channels=spec.channels, margin=self.margin)
 
+    @property
+    def workers(self) -> int:
+        """Images analysed at once: one per core when the detector allows parallel calls (RetinaFace on ONNX
+        Runtime), each call on one core; else 1 (the detector's own batching and threads)."""
+        if self.detect_faces and getattr(self.detector, "concurrent_calls", False):
+            from ferkit.utils import cpu_threads
+
+            return max(1, cpu_threads())
+        return 1
+
+    def _pool(self):
+        if getattr(self, "_executor", None) is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._executor = ThreadPoolExecutor(max(1, self.workers), thread_name_prefix="ferkit-analyze")
+        return self._executor
+
+    def _detect_one(self, image: np.ndarray) -> list:
+        from ferkit.utils import one_core
+
+        with one_core():
+            return self.detector.detect_batch([image])[0]
+
     def detect(self, images: Sequence[np.ndarray]) -> list[list]:
+        """Faces in each image (original pixels, best first); several images run on all cores when the
+        detector allows parallel calls."""
         if not self.detect_faces:
             return [[_face_for_full_image(im)] for im in images]
+        if self.workers > 1 and len(images) > 1:
+            return list(self._pool().map(self._detect_one, images))
         return self.detector.detect_batch(list(images))
 
     def classify(self, images: Sequence[np.ndarray], faces_per_image: Sequence[Sequence]) -> list[list[dict]]:
@@ -175,9 +200,10 @@ class Analyzer:
         return res
 
     def process(self, images: Sequence[np.ndarray], sources: Sequence[str], frames=None,
-                timestamps=None) -> list[list[FaceResult]]:
-        """Detect + classify a batch of RGB uint8 images; one list of FaceResult per image."""
-        faces = self.detect(images)
+                timestamps=None, faces: Sequence[list] | None = None) -> list[list[FaceResult]]:
+        """Detect + classify a batch of RGB uint8 images; one list of FaceResult per image. ``faces``: the
+        images' detections when already made (:meth:`detect`)."""
+        faces = self.detect(images) if faces is None else list(faces)
         preds = self.classify(images, faces)
         frames = frames or [None] * len(images)
         timestamps = timestamps or [None] * len(images)
@@ -228,69 +254,60 @@ class Analyzer:
 
     def analyze_paths(self, paths: Iterable[str | os.PathLike], group: int = 8, prefetch: int = 16,
                       return_images: bool = False, loader: Any = None) -> Iterator[FileResult]:
-        """One :class:`FileResult` per image path, in order. A background thread decodes ahead while the
-        main thread detects and classifies groups of up to ``group`` images (faces of the whole group go
-        through the classifier together). Unreadable files become ``status="error"`` with a one-line reason;
+        """One :class:`FileResult` per image path, in order. Pool threads decode (and, with a detector that
+        allows parallel calls, detect: one image per core) up to ``prefetch`` images ahead, while this thread
+        classifies groups of up to ``group`` finished images (their faces go through the classifier together). Unreadable files become ``status="error"`` with a one-line reason;
         images without a face ``status="no_face"``. ``return_images``: yield ``(FileResult, image or None)``.
         ``loader``: path -> RGB uint8 array (default :func:`ferkit.faces.load_image`; the Ray engine passes one
         that also reads URIs)."""
+        from collections import deque
+
         from ferkit.faces import load_image
 
         load = loader or load_image
+        parallel = self.workers > 1
 
-        q: queue.Queue = queue.Queue(maxsize=max(1, prefetch))
-        stop = threading.Event()
-        END = object()
-
-        def decode():
+        def prepare(p):
+            """In a pool thread: decode (and detect, when the detector allows parallel calls)."""
             try:
-                for p in paths:
-                    if stop.is_set():
-                        return
-                    try:
-                        item = (str(p), load(p), None)
-                    except DataError as e:
-                        item = (str(p), None, str(e))
-                    except MemoryError:
-                        item = (str(p), None, f"{p}: image too large to decode in memory")
-                    except Exception as e:  # noqa: BLE001 - any decoder failure is this file's problem
-                        item = (str(p), None, f"{p}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
-                    q.put(item)
-            finally:
-                q.put(END)
+                img = load(p)
+            except DataError as e:
+                return str(p), None, None, str(e)
+            except MemoryError:
+                return str(p), None, None, f"{p}: image too large to decode in memory"
+            except Exception as e:  # noqa: BLE001 - any decoder failure is this file's problem
+                return str(p), None, None, f"{p}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+            return str(p), img, self._detect_one(img) if parallel else None, None
 
-        t = threading.Thread(target=decode, name="ferkit-decode", daemon=True)
-        t.start()
-        done = False
+        pool = self._pool()
+        items = iter(paths)
+        pending: deque = deque()
+        window = max(1, prefetch, self.workers)
+
+        def fill():
+            while len(pending) < window:
+                p = next(items, None)
+                if p is None:
+                    return
+                pending.append(pool.submit(prepare, p))
+
         try:
-            while not done:
-                batch = []
-                item = q.get()
-                if item is END:
-                    break
-                batch.append(item)
-                while len(batch) < group:
-                    try:
-                        item = q.get_nowait()
-                    except queue.Empty:
-                        break
-                    if item is END:
-                        done = True
-                        break
-                    batch.append(item)
-                good = [(p, im) for p, im, err in batch if im is not None]
-                faces = self.process([im for _, im in good], [p for p, _ in good]) if good else []
-                found = iter(faces)
-                for p, im, err in batch:
+            fill()
+            while pending:
+                batch = [pending.popleft().result()]
+                while pending and len(batch) < group and pending[0].done():
+                    batch.append(pending.popleft().result())
+                fill()
+                good = [(p, im, fs) for p, im, fs, _err in batch if im is not None]
+                per_image = self.process([im for _, im, _ in good], [p for p, _, _ in good],
+                                         faces=[fs for _, _, fs in good] if parallel else None) if good else []
+                found = iter(per_image)
+                for p, im, _fs, err in batch:
                     fr = self.file_result(p, error=err) if im is None else self.file_result(p, im, next(found))
                     yield (fr, im) if return_images else fr
         finally:
-            stop.set()
-            while t.is_alive():  # unblock the producer
-                try:
-                    q.get_nowait()
-                except queue.Empty:
-                    t.join(0.05)
+            for f in pending:  # the caller stopped early: drop what was queued
+                f.cancel()
 
 
 def expand_inputs(inputs: Iterable[str | os.PathLike]) -> list[Path]:
