@@ -49,17 +49,19 @@ class Analyzer:
     ``models``: one model or a list (see :func:`make_classifier`). ``detector``: ``retinaface`` | ``mtcnn`` |
     ``haar`` or a :class:`~ferkit.faces.FaceDetector`; ``detect=False`` treats every image as one face crop.
     ``crop``: ``align`` (landmark warp; default) or ``box``. ``batch_size``: faces per classifier forward.
-    ``det_size``: long side images are downscaled to for detection (default: the detector's ``max_size``,
-    1280). The speed knob: RetinaFace at 320 is ~6x cheaper than at 640 and still finds faces down to
-    ~16 px at detection scale (~32 px in a 640x480 photo); results are always in original pixels, and files
-    larger than ``det_size`` are reported ``downscaled``.
+    ``det_size``: long side images are downscaled to for detection (default 640, ``defaults.DET_SIZE``;
+    None: the detector's ``max_size``, 1280). The speed knob: RetinaFace at 320 is ~3x cheaper than at 640
+    and still finds faces down to ~16 px at detection scale (~32 px in a 640x480 photo); results are always in original pixels, and files
+    larger than ``det_size`` are reported ``downscaled``. ``workers``: images decoded and detected at once
+    by :meth:`analyze_paths` and :meth:`detect` (default: one per core, each on one core; 1 with detectors
+    that do not allow parallel calls).
     """
 
     def __init__(self, models: Any = defaults.MODEL, detector: Any = defaults.DETECTOR,
                  device: str = defaults.DEVICE, backend: str = defaults.BACKEND,
                  batch_size: int = defaults.BATCH_SIZE, detect: bool = True, crop: str = defaults.CROP,
                  margin: float = 0.0, detector_options: dict | None = None, identity: Any = None,
-                 det_size: int | None = defaults.DET_SIZE):
+                 det_size: int | None = defaults.DET_SIZE, workers: int | None = None):
         from ferkit.faces import FaceDetector
 
         if isinstance(models, (str, os.PathLike, dict, Classifier)):
@@ -73,6 +75,9 @@ class Analyzer:
             raise ConfigError(f"det_size {det_size!r}: give a long side in pixels between 32 and 8192")
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ConfigError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+        if workers is not None and (not isinstance(workers, int) or workers < 1):
+            raise ConfigError(f"workers must be an integer >= 1, got {workers!r}")
+        self._workers = workers
         self.classifiers = [make_classifier(m, backend=backend, device=device) for m in models]
         self.detect_faces = bool(detect)
         self.detector = None
@@ -122,12 +127,13 @@ class Analyzer:
 
     @property
     def workers(self) -> int:
-        """Images analysed at once: one per core when the detector allows parallel calls (RetinaFace on ONNX
-        Runtime), each call on one core; else 1 (the detector's own batching and threads)."""
+        """Images analysed at once: ``workers`` (default one per core) when the detector allows parallel
+        calls (RetinaFace on ONNX Runtime), each call on one core; else 1 (the detector's own batching and
+        threads)."""
         if self.detect_faces and getattr(self.detector, "concurrent_calls", False):
             from ferkit.utils import cpu_threads
 
-            return max(1, cpu_threads())
+            return self._workers or max(1, cpu_threads())
         return 1
 
     def _pool(self):
