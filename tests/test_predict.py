@@ -125,7 +125,7 @@ def test_predict_video(tmp_path, astronaut):
     from ferkit.inference.pipeline import Analyzer
     from ferkit.inference.video import analyze_video
 
-    raw = analyze_video(Analyzer("fer_minixception"), str(vid), stride=2).faces
+    raw = analyze_video(Analyzer(), str(vid), stride=2).faces
     assert [f.frame for f in raw] == list(range(0, 20, 2))
     classes = list(raw[0].probabilities)
     ema = []

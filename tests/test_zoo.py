@@ -323,3 +323,21 @@ def test_conversion_reproduces_shipped_weights(name, tmp_path, registry_artifact
     sd, files = convert(name, registry_artifacts / SOURCES[name].archive)
     card = write_entry(name, sd, files, tmp_path, "test")
     assert card["weights_sha256"] == zoo_info(name)["weights_sha256"]
+
+
+def test_default_model_is_the_documented_ensemble():
+    """The default is the two FER2013 zoo models averaged; each member's card says so, and ``ferkit zoo info``
+    shows it. One model stays one flag away (--model), which the CLI's help says."""
+    from conftest import run_cli
+    from ferkit import defaults
+    from ferkit.inference.pipeline import Analyzer
+    from ferkit.zoo import zoo_info
+
+    assert tuple(defaults.MODEL) == ("fer_minixception", "human_xception")
+    for name in defaults.MODEL:
+        card = zoo_info(name)["card"]
+        assert "Part of ferkit's default model (ferkit.defaults.MODEL)" in card and "--model NAME" in card
+    an = Analyzer(detect=False)
+    assert an.model_name == "fer_minixception+human_xception" and len(an.classes) == 7
+    r = run_cli("predict", "--help")
+    assert "default: the ensemble fer_minixception,human_xception" in " ".join(r.stdout.split())

@@ -24,8 +24,8 @@ def add_analyzer_options(p, det_default=defaults.DET_SIZE) -> None:
     """The options shared by ``predict`` and ``serve`` (same names, same defaults: :mod:`ferkit.defaults`)."""
     g = p.add_mutually_exclusive_group()
     g.add_argument("--checkpoint", "--model", dest="model", default=None,
-                   help=f"the expression model: zoo name, checkpoint file, run folder or exported .onnx "
-                        f"(default {defaults.MODEL}; `ferkit zoo list`)")
+                   help=f"one expression model: zoo name, checkpoint file, run folder or exported .onnx "
+                        f"(default: the ensemble {','.join(defaults.MODEL)}; `ferkit zoo list`)")
     g.add_argument("--ensemble", type=_models_list, default=None, metavar="M1,M2,...",
                    help="several models; probabilities averaged over the common vocabulary")
     p.add_argument("--detector", default=defaults.DETECTOR, choices=defaults.DETECTORS,
@@ -43,7 +43,7 @@ def add_analyzer_options(p, det_default=defaults.DET_SIZE) -> None:
 
 
 def models_of(a) -> list:
-    return a.ensemble or [a.model or defaults.MODEL]
+    return a.ensemble or ([a.model] if a.model else list(defaults.MODEL))
 
 
 def add_parsers(sub) -> None:

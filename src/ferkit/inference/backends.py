@@ -44,6 +44,11 @@ class TorchClassifier(Classifier):
         self.name = name or display_name(model)
         self.device = resolve_device(device)
         self.model = build_model(ckpt, self.name).to(self.device).eval()
+        # channels-last memory: oneDNN's fast convolution layout on CPU (measured 2-2.4x faces/s for the zoo
+        # models at batch 64); inference only, so the training-side caveat of models/zoo_models.py is moot
+        self.channels_last = self.device.type == "cpu"
+        if self.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
         self.spec = InputSpec.from_dict(ckpt["input"])
         self.classes = list(ckpt["classes"])
         self.task = ckpt["model"].get("task", "classify")
@@ -54,7 +59,8 @@ class TorchClassifier(Classifier):
         from ferkit.data.transforms import to_input
 
         with torch.inference_mode():
-            x = to_input(torch.from_numpy(np.ascontiguousarray(chips)).to(self.device), self.spec)
+            x = to_input(torch.from_numpy(np.ascontiguousarray(chips)).to(self.device), self.spec,
+                         channels_last=self.channels_last)
             out = self.model(x)
             logits = out["logits"] if isinstance(out, dict) else out
             probs = torch.softmax(logits.float(), 1).cpu().numpy()

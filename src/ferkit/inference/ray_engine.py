@@ -331,7 +331,7 @@ def read_results(output: str | os.PathLike):
 
 
 def predict_dataset(sources: str | os.PathLike | Iterable[str | os.PathLike], output: str | os.PathLike,
-                    models: Sequence[Any] | str = (defaults.MODEL,), detector: str = defaults.DETECTOR,
+                    models: Sequence[Any] | str = defaults.MODEL, detector: str = defaults.DETECTOR,
                     det_size: int | None = defaults.DET_SIZE, crop: str = defaults.CROP,
                     backend: str = defaults.BACKEND,
                     actors: int | None = None, gpus_per_actor: float = 0.0, batch_size: int = DEFAULT_BATCH_SIZE,

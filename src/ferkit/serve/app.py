@@ -27,7 +27,7 @@ IMAGE_TYPES = ("image/jpeg", "image/png", "image/webp", "image/bmp", "image/gif"
 
 @dataclass
 class ServeConfig:
-    models: list = field(default_factory=lambda: [defaults.MODEL])
+    models: list = field(default_factory=lambda: list(defaults.MODEL))
     detector: str = defaults.DETECTOR
     det_size: Optional[int] = defaults.DET_SIZE
     crop: str = defaults.CROP
