@@ -1,8 +1,9 @@
 """ferkit vs the `fer` package on the same real photos, in one invocation: whole-process images/s (start-up
-included), steady-state ms/photo, faces found, and label agreement on the faces both find.
+included), steady-state ms/photo, faces found, and label agreement on the faces both find; then each ferkit row
+against 0.1's default (fer_minixception, RetinaFace at 1280 px, PyTorch): faces found and same labels.
 
     python bench/peers/fer_vs_ferkit.py            # sets up bench/peers/.venv-fer (fer + tensorflow-cpu) once
-    python bench/peers/fer_vs_ferkit.py --n 300 --ferkit-args "--det-size 320"
+    python bench/peers/fer_vs_ferkit.py --n 300   # the README's figures
 
 The `fer` package needs TensorFlow, which never goes into ferkit's environment: the script makes its own
 virtual environment for it. The photos are built from images that installed packages ship (scikit-image's
@@ -134,7 +135,7 @@ def run_ferkit(folder: Path, extra: list[str], out: Path) -> tuple[float, dict]:
 
 
 def steady_ferkit(paths: list[Path], extra: dict) -> float:
-    """ms/photo of the analyzer alone once warm (median over groups of 8 after the first 16 photos)."""
+    """ms/photo of the analyzer alone once warm (mean over the photos after the first 16), in this process."""
     from ferkit import api
 
     an = api.analyzer(**extra)
@@ -164,30 +165,44 @@ def main() -> None:
         peer = json.loads(r.stdout.strip().splitlines()[-1])
         fer_res = {d["path"]: d["faces"] for d in peer["results"]}
         runs = {}
-        for name, extra in (("ferkit (default)", []), ("ferkit --det-size 320", ["--det-size", "320"]),
-                            ("ferkit --det-size 1280 (0.1 default)", ["--det-size", "1280"]),
-                            ("ferkit --backend onnx", ["--backend", "onnx"])):
+        for name, extra in PIPELINES:
             runs[name] = run_ferkit(tmp / "photos", extra, tmp / f"{len(runs)}.jsonl")
-        steady = {"ferkit (default)": steady_ferkit(photos, {}),
-                  "ferkit --det-size 320": steady_ferkit(photos, {"det_size": 320})}
+        steady = {name: steady_ferkit(photos, kw) for name, kw in STEADY.items()}
     n = len(photos)
     print(f"{n} photos (480-800 px, real faces), one process each, start-up included; "
           f"{os.cpu_count()} cores, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}")
-    print(f"{'pipeline':<38} {'img/s':>7} {'ms/img':>7} {'steady ms':>9} {'x fer':>6} {'faces':>6} "
+    print(f"{'pipeline':<44} {'img/s':>7} {'ms/img':>7} {'steady ms':>9} {'x fer':>6} {'faces':>6} "
           f"{'fer faces found':>16} {'same label':>10}")
     nf = sum(len(v) for v in fer_res.values())
-    print(f"{'fer (Haar + mini-Xception, TF)':<38} {n / fer_wall:7.1f} {fer_wall / n * 1000:7.1f} "
+    print(f"{'fer (Haar + mini-Xception, TF)':<44} {n / fer_wall:7.1f} {fer_wall / n * 1000:7.1f} "
           f"{peer['steady_ms']:9.1f} {1.0:6.2f} {nf:6d}")
-    base_wall, base_res = runs["ferkit --det-size 1280 (0.1 default)"]
     for name, (wall, res) in runs.items():
         _, found, same = matched(fer_res, res)
         st = f"{steady[name]:9.1f}" if name in steady else f"{'':9}"
-        print(f"{name:<38} {n / wall:7.1f} {wall / n * 1000:7.1f} {st} {fer_wall / wall:6.2f} "
+        print(f"{name:<44} {n / wall:7.1f} {wall / n * 1000:7.1f} {st} {fer_wall / wall:6.2f} "
               f"{sum(len(v) for v in res.values()):6d} {found:>7d}/{nf:<8d} {same / max(found, 1):10.3f}")
-    for name in ("ferkit (default)", "ferkit --det-size 320"):
-        d_n, d_found, d_same = matched(base_res, runs[name][1])
-        print(f"{name} vs 0.1's default (det 1280): finds {d_found}/{d_n} of its faces, same label on "
+    base_res = runs[REFERENCE][1]
+    for name, (_, res) in runs.items():
+        if name == REFERENCE:
+            continue
+        d_n, d_found, d_same = matched(base_res, res)
+        print(f"{name} vs 0.1's default ({REFERENCE}): finds {d_found}/{d_n} of its faces, same label on "
               f"{d_same / max(d_found, 1):.3f} of them")
+
+
+# (row name, extra `ferkit predict` arguments): whole-process runs
+REFERENCE = "0.1 default (fer_minixception, det 1280, torch)"
+PIPELINES = (
+    ("ferkit (default: 2-model ensemble, det 640)", []),
+    ("ferkit --model fer_minixception", ["--model", "fer_minixception"]),
+    ("ferkit --det-size 320", ["--det-size", "320"]),
+    ("ferkit --backend torch", ["--backend", "torch"]),
+    (REFERENCE, ["--model", "fer_minixception", "--det-size", "1280", "--backend", "torch"]),
+)
+# in-process steady state (analyzer warm), same rows
+STEADY = {"ferkit (default: 2-model ensemble, det 640)": {},
+          "ferkit --model fer_minixception": {"model": "fer_minixception"},
+          "ferkit --det-size 320": {"det_size": 320}}
 
 
 if __name__ == "__main__":

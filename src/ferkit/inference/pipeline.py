@@ -210,7 +210,13 @@ class Analyzer:
         """Detect + classify a batch of RGB uint8 images; one list of FaceResult per image. ``faces``: the
         images' detections when already made (:meth:`detect`)."""
         faces = self.detect(images) if faces is None else list(faces)
-        preds = self.classify(images, faces)
+        if self.workers > 1:  # the detection workers keep the other cores busy: classify on this one
+            from ferkit.utils import one_core
+
+            with one_core():
+                preds = self.classify(images, faces)
+        else:
+            preds = self.classify(images, faces)
         frames = frames or [None] * len(images)
         timestamps = timestamps or [None] * len(images)
         out = [self._results(s, f, p, fr, ts) for s, f, p, fr, ts in zip(sources, faces, preds, frames, timestamps)]
