@@ -177,9 +177,10 @@ def analyze_video(analyzer, source: Any, stride: int = 1, smooth: float | None =
     ``start_frame`` / ``end_frame`` (video files): only the frames ``start_frame <= index < end_frame``
     (``end_frame`` None: to the end). Indices count from the file's first frame, so the frames analysed
     (``index % stride == 0``), their ``frame`` numbers and timestamps are those of the whole-file run. OpenCV
-    seeks to ``start_frame``; where the position it then reports is not ``start_frame`` (an estimated frame
-    count, odd timestamps) the file is read frame by frame up to it instead. Tracks start afresh at
-    ``start_frame``: :func:`analyze_range` + :func:`stitch_ranges` give the whole file's track ids.
+    seeks to ``start_frame``; where the frame it lands on is not that frame by its reported position and
+    timestamp (variable frame rate, an estimated frame count, odd timestamps) the file is read frame by frame up
+    to it instead. Tracks start afresh at ``start_frame``: :func:`analyze_range` + :func:`stitch_ranges` give
+    the whole file's track ids.
     """
     return _analyze(analyzer, source, stride=stride, smooth=smooth, frames_per_batch=frames_per_batch,
                     annotate_dir=annotate_dir, per_second_csv=per_second_csv, plot=plot, show=show,
@@ -191,22 +192,31 @@ def frame_fingerprint(frame: np.ndarray) -> str:
     return hashlib.blake2b(np.ascontiguousarray(frame).tobytes(), digest_size=8).hexdigest()
 
 
-def _seek(cap, source: Any, start: int):
-    """``cap`` (just opened) placed so that its next read() gives frame ``start`` as reading from the first frame
-    counts it: OpenCV's seek where the position it reports afterwards is ``start``, else the file reopened and
-    read on frame by frame (grab: decoded, not converted). Past the end: the next read() fails."""
+def _seek(cap, source: Any, start: int, fps: float):
+    """``cap`` (just opened) placed at frame ``start`` as reading from the first frame counts frames: returns
+    ``(cap, frame)``, ``frame`` being frame ``start`` already read (None: the next read() gives it). OpenCV's seek
+    is kept where the frame it lands on is frame ``start`` by its position and by its timestamp (the first
+    frame's plus ``start / fps``); else (a variable frame rate, an estimated frame count, odd timestamps) the
+    file is reopened and read frame by frame up to ``start`` (grab: decoded, not converted)."""
     import cv2
 
     if start <= 0:
-        return cap
-    if cap.set(cv2.CAP_PROP_POS_FRAMES, start) and round(cap.get(cv2.CAP_PROP_POS_FRAMES)) == start:
-        return cap
+        return cap, None
+    ok, _ = cap.read()
+    if not ok:  # not a single frame: nothing to seek to
+        return cap, None
+    t0 = cap.get(cv2.CAP_PROP_POS_MSEC)
+    if cap.set(cv2.CAP_PROP_POS_FRAMES, start):
+        ok, frame = cap.read()
+        if ok and round(cap.get(cv2.CAP_PROP_POS_FRAMES)) == start + 1 and \
+                abs(cap.get(cv2.CAP_PROP_POS_MSEC) - t0 - 1000 * start / fps) <= 500 / fps:
+            return cap, frame
     cap.release()
     cap = open_capture(source)
     for _ in range(start):
         if not cap.grab():
             break
-    return cap
+    return cap, None
 
 
 def _set_status(result: FileResult) -> None:
@@ -237,10 +247,11 @@ def _analyze(analyzer, source: Any, stride: int = 1, smooth: float | None = None
     if webcam and (start_frame or end_frame is not None):
         raise ConfigError("start_frame / end_frame: only for video files, not a webcam")
     name = f"webcam:{source}" if webcam else str(source)
-    cap = _seek(open_capture(source), source, start_frame)
+    cap = open_capture(source)
     fps = cap.get(cv2.CAP_PROP_FPS) or 0.0
     if not fps or fps != fps or fps > 1000:
         fps = 30.0
+    cap, first = _seek(cap, source, start_frame, fps)
     tracker = Tracker(smooth)
     result = analyzer.file_result(name, kind="webcam" if webcam else "video")
     result.frames = 0
@@ -295,7 +306,8 @@ def _analyze(analyzer, source: Any, stride: int = 1, smooth: float | None = None
 
     try:
         while True:
-            ok, frame = cap.read()
+            ok, frame = (True, first) if first is not None else cap.read()
+            first = None
             if not ok:
                 break
             idx += 1
