@@ -399,7 +399,7 @@ def stitch_ranges(ranges: list[VideoRange]) -> FileResult | None:
         if cur.head != prev.tail[:len(cur.head)] or (len(cur.head) < want and len(prev.tail) != len(cur.head)):
             return None
         kept.append(cur)
-    faces = [f for r in kept for f in r.result.faces]
+    faces = [dataclasses.replace(f) for r in kept for f in r.result.faces]  # the ranges' own stay as they are
     by_frame: dict[int, list[FaceResult]] = {}
     for f in faces:
         by_frame.setdefault(f.frame, []).append(f)
