@@ -616,7 +616,7 @@ def _write_stream(ds, out: Path, schema, classes: list[str], summary: dict, plan
 def _finish_summary(summary: dict, secs: float, say) -> None:
     per_actor = summary["per_actor"]
     for a in per_actor.values():
-        a["files"] = round(a["files"], 2)
+        a["files"] = round(a["files"], 2) if a["files"] % 1 else int(a["files"])  # video ranges: shares of videos
         a["busy_s"] = round(a["busy_s"], 3)
         a["images_per_s"] = round(a["files"] / a["busy_s"], 2) if a["busy_s"] else 0.0
     summary.update(seconds=round(secs, 3), images_per_s=round(summary["files"] / secs, 2) if secs else 0.0)
