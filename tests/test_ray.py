@@ -5,6 +5,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -279,3 +280,247 @@ def test_without_ray_one_line_config_error(tmp_path):
                        timeout=120, cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]
     assert json.loads(r.stdout) == RAY_MISSING == "--engine ray needs Ray: pip install 'ferkit[ray]'"
+
+
+# ------------------------------------------------------------------------------------------------ video ranges
+def _two_faces_video(path, n=90):
+    """A real mp4 (10 fps, 320x240): face A (astronaut) still in frames 0-19, face B (Grace Hopper) from frame 10
+    to the end, drifting right 1 px a frame; the whole-file tracker gives A track 0 and B track 1."""
+    import cv2
+    import matplotlib.cbook
+    from skimage import data
+
+    grace = cv2.imread(matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False))
+    a = cv2.resize(cv2.cvtColor(data.astronaut()[20:250, 130:340], cv2.COLOR_RGB2BGR), (96, 96))
+    b = cv2.resize(grace[40:330, 90:390], (96, 96))
+    vw = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 10, (320, 240))
+    for i in range(n):
+        frame = np.full((240, 320, 3), 110, np.uint8)
+        if i < 20:
+            frame[60:156, 10 + i:106 + i] = a
+        if i >= 10:
+            frame[70:166, 120 + i:216 + i] = b
+        vw.write(frame)
+    vw.release()
+    return path
+
+
+def _variable_frame_rate(src, dst):
+    """A copy of an OpenCV mp4 whose frames are shown 1.5x, then 0.5x, then 1x as long (same frames, same total
+    duration): rewrites the one-entry 'stts' table as three. OpenCV's seek lands on other frames in it."""
+    import struct
+
+    buf = bytearray(Path(src).read_bytes())
+
+    def find(start, end, path, chain=()):
+        i = start
+        while i < end:
+            size, kind = struct.unpack(">I4s", buf[i:i + 8])
+            if kind.decode() == path[0]:
+                return chain + (i,) if len(path) == 1 else find(i + 8, i + size, path[1:], chain + (i,))
+            i += size
+        raise AssertionError(f"no {path[0]} box")
+
+    chain = find(0, len(buf), ["moov", "trak", "mdia", "minf", "stbl", "stts"])
+    size, _, _, entries, n, delta = struct.unpack(">I4sIIII", buf[chain[-1]:chain[-1] + 24])
+    assert entries == 1 and n % 3 == 0 and delta % 2 == 0
+    new = struct.pack(">I4sII6I", 40, b"stts", 0, 3, n // 3, delta * 3 // 2, n // 3, delta // 2, n // 3, delta)
+    buf[chain[-1]:chain[-1] + size] = new
+    for off in chain[:-1]:  # the boxes holding it grow with it (moov comes after mdat: no offsets move)
+        (s,) = struct.unpack(">I", buf[off:off + 4])
+        buf[off:off + 4] = struct.pack(">I", s + len(new) - size)
+    Path(dst).write_bytes(bytes(buf))
+    return dst
+
+
+def _video_analyzer():
+    from ferkit.inference.pipeline import Analyzer
+
+    return Analyzer(list(OPTS["models"]), detector=OPTS["detector"], det_size=OPTS["det_size"], crop=OPTS["crop"])
+
+
+@pytest.fixture
+def one_thread():
+    """One torch thread, as in each actor (and no fight over two shared cores)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _whole_rows(an, video, stride=1):
+    """The CLI's rows of one video analysed whole."""
+    from ferkit.inference.video import analyze_video
+    from ferkit.schema import table_columns, table_rows
+
+    r = analyze_video(an, str(video), stride=stride)
+    return [dict(zip(table_columns(an.classes), row)) for row in table_rows(r, an.classes)]
+
+
+def _assert_same_video_rows(got, want, classes):
+    got = sorted(got, key=lambda r: (r["frame"] or 0, r["face"] or 0))
+    assert len(got) == len(want)
+    for g, w in zip(got, want):
+        for k in ("path", "status", "reason", "kind", "frame", "timestamp", "track", "face", "label"):
+            assert g[k] == w[k], (k, g, w)
+        np.testing.assert_allclose([g[k] for k in ("x1", "y1", "x2", "y2")], [w[k] for k in ("x1", "y1", "x2", "y2")],
+                                   atol=1e-3)
+        np.testing.assert_allclose([g[f"p_{c}"] for c in classes], [w[f"p_{c}"] for c in classes], atol=1e-3)
+
+
+def test_video_ranges_stitch_to_the_whole_file_result(tmp_path, monkeypatch, one_thread):
+    """In one process: the ranges of a video, joined, are the whole-file run (frames, numbers, track ids), with
+    a stride too; a range whose seek landed on another frame than it reports is refused, not joined; the driver
+    writes a video once all its ranges are in, and hands back one whose ranges do not join."""
+    import cv2
+
+    from ferkit.inference.video import analyze_range, stitch_ranges
+    from ferkit.schema import table_columns, table_rows
+
+    video = _two_faces_video(tmp_path / "two.mp4")
+    an = _video_analyzer()
+    cols = table_columns(an.classes)
+    for stride, bounds in ((1, [0, 32, 64, None]), (2, [0, 16, 32, 48, 64, None]), (3, [0, 30, 60, None])):
+        whole = _whole_rows(an, video, stride)
+        ranges = [analyze_range(an, video, s, e, stride=stride) for s, e in zip(bounds, bounds[1:])]
+        got = stitch_ranges(ranges[::-1])
+        assert got is not None and got.frames == len(range(0, 90, stride))
+        rows = [dict(zip(cols, row)) for row in table_rows(got, an.classes)]
+        _assert_same_video_rows(rows, whole, an.classes)
+        # face B crosses every range boundary and keeps the one id the whole-file tracker gives it
+        b = [r for r in rows if r["x1"] > 110]
+        assert {r["track"] for r in b} == {1} and b[0]["frame"] < 10 + stride and b[-1]["frame"] > 89 - stride
+        assert {f.track for f in ranges[-1].result.faces} == {0}, "each range tracks afresh: the stitch relabels"
+
+    # A variable frame rate: OpenCV's seek lands elsewhere; the range reads on from the first frame instead.
+    from ferkit.inference.video import analyze_video
+
+    vfr = _variable_frame_rate(video, tmp_path / "vfr.mp4")
+    got = analyze_video(an, vfr, start_frame=48, end_frame=64)
+    want = [r for r in _whole_rows(an, vfr) if 48 <= r["frame"] < 64]
+    _assert_same_video_rows([dict(zip(cols, row)) for row in table_rows(got, an.classes)],
+                            [dict(r, track=0) for r in want], an.classes)
+
+    real = cv2.VideoCapture
+
+    class Misplaced:
+        """OpenCV landing one frame past the frame it was asked for, and reporting the one asked for."""
+
+        def __init__(self, *args):
+            self.cap, self.shift = real(*args), 0
+
+        def __getattr__(self, name):  # read, grab, isOpened, release
+            return getattr(self.cap, name)
+
+        def set(self, prop, value):
+            if prop == cv2.CAP_PROP_POS_FRAMES:
+                self.shift = 1
+                value += 1
+            return self.cap.set(prop, value)
+
+        def get(self, prop):
+            v = self.cap.get(prop)
+            return {cv2.CAP_PROP_POS_FRAMES: v - self.shift, cv2.CAP_PROP_POS_MSEC: v - 100 * self.shift}.get(prop, v)
+
+    monkeypatch.setattr(cv2, "VideoCapture", Misplaced)
+    ranges = [analyze_range(an, video, s, e) for s, e in ((0, 32), (32, 64), (64, None))]
+    assert ranges[1].result.faces[0].frame == 32 and ranges[1].head[0] != ranges[0].tail[0]
+    assert stitch_ranges(ranges) is None
+
+    # The driver: a video is written once all its ranges are in; one whose ranges do not join is handed back
+    # (to analyse whole), and nothing of it is written.
+    import pickle
+
+    import pyarrow as pa
+
+    from ferkit.inference.ray_engine import MANIFEST_DIR, _output_schema, _write_stream, parquet_schema
+
+    class Blocks:  # what _write_stream reads of a Ray dataset
+        def __init__(self, *blocks):
+            self.blocks = blocks
+
+        def iter_batches(self, **kw):
+            return iter(self.blocks)
+
+    def block(rs, worker):
+        return pa.table({"input": [str(video)] * len(rs), "status": [r.result.status for r in rs],
+                         "faces": [len(r.result.faces) for r in rs], "rows": [""] * len(rs),
+                         "worker": [worker] * len(rs), "seconds": [1.0] * len(rs),
+                         "range": [pickle.dumps(r) for r in rs]}, schema=_output_schema())
+
+    out = tmp_path / "out"
+    (out / MANIFEST_DIR).mkdir(parents=True)
+    summary = {"files": 0, "faces": 0, "ok": 0, "no_face": 0, "errors": 0, "parts": 0, "per_actor": {}}
+    schema = parquet_schema(an.classes)
+    redo = _write_stream(Blocks(block(ranges[:1], "a:1"), block(ranges[1:], "b:2")), out, schema, an.classes,
+                         summary, {str(video): 3})
+    assert redo == [str(video)] and summary["files"] == 0 and not list(out.glob("part-*.parquet"))
+    monkeypatch.undo()
+    ranges = [analyze_range(an, video, s, e) for s, e in ((0, 32), (32, 64), (64, None))]
+    redo = _write_stream(Blocks(block(ranges[2:], "b:2"), block(ranges[:2], "a:1")), out, schema, an.classes,
+                         summary, {str(video): 3})
+    assert redo == [] and summary["files"] == summary["parts"] == summary["ok"] == 1
+    manifest = [r for f in (out / MANIFEST_DIR).glob("part-*.parquet") for r in pq.read_table(f).to_pylist()]
+    assert [(r["input"], r["worker"], r["seconds"]) for r in manifest] == [(str(video), "a:1,b:2", 3.0)]
+    _assert_same_video_rows(read_results(out).to_pylist(), _whole_rows(an, video), an.classes)
+
+
+def test_long_video_spreads_over_actors_same_rows_as_one_run(cluster, tmp_path, one_thread):
+    """A 90-frame video in 3 ranges on 2 actors: the rows of the whole-file run (frames, timestamps, boxes,
+    labels, probabilities, track ids), the video once in the manifest; a variable-frame-rate copy (OpenCV's seek
+    is off in it) gives its whole-file rows too; a broken video is one error row."""
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    two = _two_faces_video(videos / "two.mp4")
+    vfr = _variable_frame_rate(two, videos / "vfr.mp4")
+    broken = videos / "broken.mp4"
+    broken.write_bytes(b"\x00\x01garbage" * 50)
+    out = tmp_path / "out"
+    ctx = ray.data.DataContext.get_current()
+    wait = ctx.wait_for_min_actors_s
+    ctx.wait_for_min_actors_s = 240  # both actors up before the first task, so the ranges go to both
+    try:
+        s = predict_dataset([videos], out, **OPTS, actors=2, frames_per_task=30, ray_address=cluster.address,
+                            quiet=True)
+    finally:
+        ctx.wait_for_min_actors_s = wait
+    assert s["files"] == 3 and s["errors"] == 1 and s["video_ranges"] == 6 and s["redone"] == 0, s
+    manifest = [r for f in sorted((out / "_manifest").glob("part-*.parquet")) for r in pq.read_table(f).to_pylist()]
+    assert sorted(r["input"] for r in manifest) == sorted(map(str, (broken, two, vfr))), "each video once"
+    assert len(next(r for r in manifest if r["input"] == str(two))["worker"].split(",")) == 2, "ranges on 2 actors"
+    rows = read_results(out).to_pylist()
+    an = _video_analyzer()
+    for v in (two, vfr):
+        _assert_same_video_rows([r for r in rows if r["path"] == str(v)], _whole_rows(an, v), an.classes)
+    b = [r for r in rows if r["path"] == str(two) and r["x1"] > 110]
+    assert {r["track"] for r in b} == {1} and {31, 32, 63, 64} <= {r["frame"] for r in b}
+    bad = [r for r in rows if r["path"] == str(broken)]
+    assert len(bad) == 1 and bad[0]["status"] == "error" and "broken.mp4" in bad[0]["reason"]
+    # a stride: ranges of 48 frames (30 rounded up to 8 x 3), frames 0, 3, 6, ... as in the whole-file run
+    s = predict_dataset([two], tmp_path / "out3", **OPTS, actors=2, frames_per_task=30, stride=3,
+                        ray_address=cluster.address, quiet=True)
+    assert s["video_ranges"] == 2 and s["redone"] == 0
+    _assert_same_video_rows(read_results(tmp_path / "out3").to_pylist(), _whole_rows(an, two, 3), an.classes)
+
+
+def test_unreachable_ray_address_is_one_line_within_seconds(tmp_path):
+    """Nothing listens at --ray-address HOST:PORT: exit 2 and one line, in seconds (ray.init alone retries for
+    minutes)."""
+    from PIL import Image
+
+    Image.fromarray(np.full((64, 64, 3), 120, np.uint8)).save(tmp_path / "grey.jpg")
+    with socket.socket() as sock:  # a port nothing listens on: bound, then released
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = dict(os.environ, PYTHONPATH=SRC + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env.pop("RAY_ADDRESS", None)
+    t0 = time.time()
+    r = subprocess.run([sys.executable, "-m", "ferkit", "predict", str(tmp_path / "grey.jpg"), "--engine", "ray",
+                        "--ray-address", f"127.0.0.1:{port}", "--output", str(tmp_path / "out")], env=env,
+                       capture_output=True, text=True, timeout=120)
+    took = time.time() - t0
+    assert r.returncode == 2, r.stderr[-2000:]
+    assert r.stderr.strip().splitlines() == [
+        f"ferkit: error: --ray-address 127.0.0.1:{port}: cannot join that Ray cluster (nothing answers at "
+        f"127.0.0.1:{port}: Connection refused)"], r.stderr[-2000:]
+    assert took < 60, f"{took:.0f} s"

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ferkit import defaults
+from ferkit.inference.ray_engine import DEFAULT_FRAMES_PER_TASK
 from ferkit.refs import load_checkpoint, load_model
 
 if TYPE_CHECKING:
@@ -118,18 +119,20 @@ def predict_dataset(sources, output, model=defaults.MODEL, *, detector: str = de
                     det_size: int | None = defaults.DET_SIZE, crop: str = defaults.CROP,
                     backend: str = defaults.BACKEND, actors: int | None = None, gpus_per_actor: float = 0.0,
                     batch_size: int = 16, ray_address: str | None = None, overwrite: bool = False,
-                    quiet: bool = False, stride: int = 1) -> dict:
+                    quiet: bool = False, stride: int = 1,
+                    frames_per_task: int | None = DEFAULT_FRAMES_PER_TASK) -> dict:
     """:func:`predict` on a Ray cluster (``pip install 'ferkit[ray]'``): every image and video under ``sources``
     (folders, list files, ``s3://`` / ``gs://`` / ``hdfs://`` URIs) into Parquet parts under ``output`` with the
     CSV's columns, resumable (finished inputs are skipped on a re-run). Same models, defaults and results as
-    ``ferkit predict``; returns a summary (files, faces, errors, images/s, per-actor rates). See
-    :mod:`ferkit.inference.ray_engine`."""
+    ``ferkit predict``; a video longer than ``frames_per_task`` frames spreads over actors in ranges of that
+    many frames (0 or None: one actor per video; the rows are the same). Returns a summary (files, faces, errors,
+    images/s, per-actor rates). See :mod:`ferkit.inference.ray_engine`."""
     from ferkit.inference.ray_engine import predict_dataset as _run
 
     models = list(model) if isinstance(model, (list, tuple)) else [model]
     return _run(sources, output, models=models, detector=detector, det_size=det_size, crop=crop, backend=backend,
                 actors=actors, gpus_per_actor=gpus_per_actor, batch_size=batch_size, ray_address=ray_address,
-                overwrite=overwrite, quiet=quiet, stride=stride)
+                overwrite=overwrite, quiet=quiet, stride=stride, frames_per_task=frames_per_task)
 
 
 def analyzer(model=defaults.MODEL, *, detect: bool = True, detector: str = defaults.DETECTOR,

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from ferkit import defaults
 from ferkit.errors import ConfigError
+from ferkit.inference.ray_engine import DEFAULT_FRAMES_PER_TASK
 
 
 def _models_list(v: str) -> list[str]:
@@ -86,6 +87,10 @@ exit code: 0 if no input failed, 2 if any input failed (errors are also one line
     pr.add_argument("--actors", type=int, default=None, help="--engine ray: analyzer actors (default one per CPU)")
     pr.add_argument("--gpus-per-actor", type=float, default=0.0, metavar="F",
                     help="--engine ray: GPU share of each actor (0.25 = four actors per GPU)")
+    pr.add_argument("--frames-per-task", type=int, default=DEFAULT_FRAMES_PER_TASK, metavar="N",
+                    help="--engine ray: a video longer than N frames spreads over actors in ranges of N frames "
+                         f"(rounded up to a multiple of 8 x --stride; default {DEFAULT_FRAMES_PER_TASK}, a minute "
+                         "at 30 fps; 0: one actor per video); rows and track ids are the same either way")
     pr.add_argument("--overwrite", action="store_true",
                     help="--engine ray: start over in --output instead of skipping finished inputs")
 
@@ -221,7 +226,8 @@ def _predict_on_ray(a) -> int:
                           "--no-detect and --gallery (or use the local engine)")
     s = api.predict_dataset(a.inputs, a.output, models_of(a), detector=a.detector, det_size=a.det_size,
                             crop=a.crop, backend=a.backend, actors=a.actors, gpus_per_actor=a.gpus_per_actor,
-                            ray_address=a.ray_address, overwrite=a.overwrite, quiet=a.quiet, stride=a.stride)
+                            ray_address=a.ray_address, overwrite=a.overwrite, quiet=a.quiet, stride=a.stride,
+                            frames_per_task=a.frames_per_task)
     return 2 if s.get("errors") else 0
 
 

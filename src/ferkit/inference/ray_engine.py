@@ -24,14 +24,25 @@ any number of crashes and re-runs each input is in the output exactly once. ``ov
 A bad file is an error row, never a failed job; a worker that dies is replaced by Ray Data and its batch
 retried.
 
-Videos are whole-file tasks (one actor analyses one video, with the CLI's tracking); a long video does not
-spread over actors.
+A long video spreads over actors: the driver reads each local video's frame count and cuts it into ranges
+of ``frames_per_task`` frames (rounded up to a multiple of 8 x ``stride``, so that frames share classifier
+forwards as in the CLI's run); each range is one task. When all ranges of a video are in, the driver joins
+them (:func:`ferkit.inference.video.stitch_ranges`: the CLI's frames, frame numbers and track ids, the
+tracker replayed over the whole video), checks that each range's first frames are the frames read on past
+the previous range's end (else that video is analysed again as one task), and writes the video's rows as one
+part with its manifest entry: a video whose ranges were only partly done when a job died is redone whole.
+Videos given by URI, with an unknown frame count (OpenCV reports 0), or of at most ``frames_per_task`` frames
+are one task each.
+
+``ray_address`` ``HOST:PORT`` is tried with a plain TCP connection first (ConfigError within seconds when
+nothing answers there: ``ray.init`` would retry for minutes).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import pickle
 import socket
 import sys
 import time
@@ -46,6 +57,8 @@ RAY_MISSING = "--engine ray needs Ray: pip install 'ferkit[ray]'"
 LIST_SUFFIXES = (".txt", ".lst", ".list")
 MANIFEST_DIR = "_manifest"
 DEFAULT_BATCH_SIZE = 16
+DEFAULT_FRAMES_PER_TASK = 1800  # about a minute of 30 fps video per actor task
+CONNECT_TIMEOUT_S = 10.0
 
 
 def _require_ray():
@@ -148,13 +161,58 @@ def load_any(path: str):
     return load_image(path)
 
 
+def _frame_count(path: str) -> int:
+    """The frame count OpenCV reports for a local video file; 0 when unknown or unreadable."""
+    import cv2
+
+    from ferkit.inference.video import open_capture
+
+    try:
+        prev = cv2.utils.logging.getLogLevel()
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)  # the actor reports a bad file
+    except AttributeError:  # pragma: no cover - very old OpenCV
+        prev = None
+    try:
+        cap = open_capture(path)
+        n = cap.get(cv2.CAP_PROP_FRAME_COUNT)
+        cap.release()
+    except DataError:
+        return 0
+    finally:
+        if prev is not None:
+            cv2.utils.logging.setLogLevel(prev)
+    return int(n) if n == n and 0 < n < 2 ** 62 else 0
+
+
+def frame_ranges(path: str, frames_per_task: int | None = DEFAULT_FRAMES_PER_TASK,
+                 stride: int = 1) -> list[tuple[int, int | None]]:
+    """The frame ranges ``(start, end)`` a video is analysed in, one task each: ``frames_per_task`` frames
+    (rounded up to a multiple of ``FRAMES_PER_BATCH * stride``) per range, the last one open (``end`` None: to
+    the end, whatever the reported count). One range ``(0, None)`` for a URI, an unknown frame count, a video of
+    at most that many frames, or ``frames_per_task`` 0/None."""
+    from ferkit.inference.video import FRAMES_PER_BATCH
+
+    if not frames_per_task or _is_uri(path):
+        return [(0, None)]
+    unit = FRAMES_PER_BATCH * stride
+    step = -(-frames_per_task // unit) * unit
+    count = _frame_count(path)
+    if count <= step:
+        return [(0, None)]
+    starts = list(range(0, count, step))
+    return [(s, s + step) for s in starts[:-1]] + [(starts[-1], None)]
+
+
 # --------------------------------------------------------------------------------------------
 # the actor
 
 
 class AnalyzeBatch:
-    """Ray Data callable class: one :class:`Analyzer` per actor; a batch of inputs in, one row per input out
-    (``rows``: that input's CSV rows as JSON, so an input's rows travel and land together)."""
+    """Ray Data callable class: one :class:`Analyzer` per actor. Each row of a batch is one task (``task``, JSON):
+    ``{"images": [paths]}`` or ``{"video": path, "start": frame, "end": frame or null}``. Out: one row per input
+    of an images task (``rows``: that input's CSV rows as JSON, so an input's rows travel and land together), one
+    row per video range (``range``: the pickled :class:`~ferkit.inference.video.VideoRange`, which the driver
+    stitches with the video's other ranges)."""
 
     def __init__(self, models: Sequence[Any], detector: str, det_size: int | None, crop: str, backend: str,
                  stride: int, device: str):
@@ -177,10 +235,12 @@ class AnalyzeBatch:
                     out[p] = self.analyzer.file_result(p, error=_one_line(p, e))
             return out
 
-    def _video(self, path: str):
+    def _video(self, path: str, start: int = 0, end: int | None = None):
+        """Frames ``start <= index < end`` of a video as a VideoRange; a range that cannot be analysed carries its
+        error (a bad video is an error row, never a failed job)."""
         import tempfile
 
-        from ferkit.inference.video import analyze_video
+        from ferkit.inference.video import VideoRange, analyze_range
 
         tmp = None
         try:
@@ -190,36 +250,54 @@ class AnalyzeBatch:
                 with os.fdopen(fd, "wb") as f:
                     f.write(read_input_bytes(path))
                 local = tmp
-            r = analyze_video(self.analyzer, local, stride=self.stride)
-            r.path = path
-            for f in r.faces:
+            rng = analyze_range(self.analyzer, local, start, end, stride=self.stride)
+            rng.result.path = path
+            for f in rng.result.faces:
                 f.source = path
-            return r
-        except Exception as e:  # noqa: BLE001 - a bad video is an error row, never a failed job
-            return self.analyzer.file_result(path, kind="video",
-                                             error=str(e) if isinstance(e, DataError) else _one_line(path, e))
+            return rng
+        except Exception as e:  # noqa: BLE001
+            error = str(e) if isinstance(e, DataError) else _one_line(path, e)
+            return VideoRange(start, end, self.stride, self.analyzer.file_result(path, kind="video", error=error),
+                              stop=start, error=error)
         finally:
             if tmp:
                 os.unlink(tmp)
 
-    def __call__(self, batch: dict) -> dict:
-        from ferkit.inference.pipeline import is_video
+    def __call__(self, batch: dict):
+        import pyarrow as pa
+
         from ferkit.schema import table_rows
 
-        t0 = time.perf_counter()
-        paths = [str(p) for p in batch["input"]]
-        results = self._images([p for p in paths if not is_video(p)])
-        for p in paths:
-            if is_video(p):
-                results[p] = self._video(p)
-        classes = self.analyzer.classes
-        share = (time.perf_counter() - t0) / max(1, len(paths))
-        return {"input": paths,
-                "status": [results[p].status for p in paths],
-                "faces": [len(results[p].faces) for p in paths],
-                "rows": [json.dumps(table_rows(results[p], classes)) for p in paths],
-                "worker": [self.worker] * len(paths),
-                "seconds": [share] * len(paths)}
+        schema = _output_schema()
+        out: dict[str, list] = {k: [] for k in schema.names}
+
+        def add(path, status, faces, rows, seconds, rng=b""):
+            for k, v in zip(schema.names, (path, status, faces, rows, self.worker, seconds, rng)):
+                out[k].append(v)
+
+        for task in batch["task"]:
+            task = json.loads(str(task))
+            t0 = time.perf_counter()
+            if "video" in task:
+                rng = self._video(task["video"], task["start"], task["end"])
+                add(task["video"], rng.result.status, len(rng.result.faces), "", time.perf_counter() - t0,
+                    pickle.dumps(rng, protocol=pickle.HIGHEST_PROTOCOL))
+                continue
+            paths = [str(p) for p in task["images"]]
+            results = self._images(paths)
+            classes = self.analyzer.classes
+            share = (time.perf_counter() - t0) / max(1, len(paths))
+            for p in paths:
+                add(p, results[p].status, len(results[p].faces), json.dumps(table_rows(results[p], classes)), share)
+        return pa.table(out, schema=schema)
+
+
+def _output_schema():
+    """The columns of :class:`AnalyzeBatch`'s output (``range``: empty for an image)."""
+    import pyarrow as pa
+
+    return pa.schema([("input", pa.string()), ("status", pa.string()), ("faces", pa.int64()), ("rows", pa.string()),
+                      ("worker", pa.string()), ("seconds", pa.float64()), ("range", pa.binary())])
 
 
 def _one_line(path: str, e: BaseException) -> str:
@@ -330,22 +408,58 @@ def read_results(output: str | os.PathLike):
 # the job
 
 
+def _check_reachable(address: str, timeout: float = CONNECT_TIMEOUT_S) -> None:
+    """A ``HOST:PORT`` cluster address must accept a TCP connection within ``timeout`` seconds, else the one-line
+    ConfigError (``ray.init`` retries an address where nothing listens for minutes). ``auto``, ``ray://...``
+    and other forms are left to Ray."""
+    host, sep, port = address.strip().rpartition(":")
+    if not sep or not host or not port.isdigit() or "://" in address:
+        return
+    if host.startswith("[") and host.endswith("]"):  # [IPv6]:PORT
+        host = host[1:-1]
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except (OSError, OverflowError) as e:
+        why = getattr(e, "strerror", None) or str(e) or type(e).__name__
+        raise ConfigError(f"--ray-address {address}: cannot join that Ray cluster (nothing answers at "
+                          f"{host}:{port}: {why})") from None
+
+
+def _tasks(todo: list[str], batch_size: int, frames_per_task: int | None, stride: int) -> tuple[list[dict], dict]:
+    """Ray Data rows, one task each: every video range first (the long tasks), then the images in groups of
+    ``batch_size``; and ``{video: number of its ranges}``."""
+    from ferkit.inference.pipeline import is_video
+
+    tasks, plan = [], {}
+    for v in (p for p in todo if is_video(p)):
+        ranges = frame_ranges(v, frames_per_task, stride)
+        plan[v] = len(ranges)
+        tasks += [{"task": json.dumps({"video": v, "start": s, "end": e})} for s, e in ranges]
+    images = [p for p in todo if not is_video(p)]
+    tasks += [{"task": json.dumps({"images": images[i:i + batch_size]})} for i in range(0, len(images), batch_size)]
+    return tasks, plan
+
+
 def predict_dataset(sources: str | os.PathLike | Iterable[str | os.PathLike], output: str | os.PathLike,
                     models: Sequence[Any] | str = defaults.MODEL, detector: str = defaults.DETECTOR,
                     det_size: int | None = defaults.DET_SIZE, crop: str = defaults.CROP,
                     backend: str = defaults.BACKEND,
                     actors: int | None = None, gpus_per_actor: float = 0.0, batch_size: int = DEFAULT_BATCH_SIZE,
                     ray_address: str | None = None, overwrite: bool = False, quiet: bool = False,
-                    stride: int = 1) -> dict:
+                    stride: int = 1, frames_per_task: int | None = DEFAULT_FRAMES_PER_TASK) -> dict:
     """Analyse every image and video under ``sources`` on Ray Data and write Parquet parts under ``output``.
 
     ``actors``: analyzer actors (default: one per CPU of the cluster, or per ``gpus_per_actor`` share of its
-    GPUs); ``batch_size``: inputs per actor call (and per Parquet part); ``ray_address``: an existing cluster
-    (``auto``, ``HOST:6379``, ``ray://HOST:10001``; default ``$RAY_ADDRESS``), else a local Ray runtime is
-    started for this call (and stopped after it).
+    GPUs); ``batch_size``: images per actor call (and per Parquet part); ``frames_per_task``: frames of a video
+    per actor call (rounded up to a multiple of 8 x ``stride``; 0 or None: each video whole in one call; the
+    results are the same either way); ``ray_address``: an existing cluster (``auto``, ``HOST:6379``,
+    ``ray://HOST:10001``; default ``$RAY_ADDRESS``), else a local Ray runtime is started for this call (and
+    stopped after it).
     Re-running the same call skips inputs already finished in ``output``. Returns a summary dict: ``files``,
     ``faces``, ``ok``, ``no_face``, ``errors``, ``skipped``, ``seconds``, ``images_per_s``, ``per_actor``
-    ({worker: {files, busy_s, images_per_s}}), ``output``, ``parts``.
+    ({worker: {files, busy_s, images_per_s}}), ``output``, ``parts``, ``video_ranges`` (actor tasks that
+    analysed part of a video) and ``redone`` (videos analysed again as one task: a range's first frames were not
+    where the previous range ended).
     """
     from ferkit.inference.pipeline import Analyzer
 
@@ -359,6 +473,9 @@ def predict_dataset(sources: str | os.PathLike | Iterable[str | os.PathLike], ou
         raise ConfigError(f"--batch-size {batch_size!r}: give an integer >= 1")
     if not isinstance(stride, int) or stride < 1:
         raise ConfigError(f"--stride {stride!r}: give an integer >= 1")
+    if frames_per_task is not None and (isinstance(frames_per_task, bool) or not isinstance(frames_per_task, int)
+                                        or frames_per_task < 0):
+        raise ConfigError(f"--frames-per-task {frames_per_task!r}: give an integer >= 1 (0: whole videos)")
     if gpus_per_actor is None or gpus_per_actor < 0:
         raise ConfigError(f"--gpus-per-actor {gpus_per_actor!r}: give a number >= 0")
     if crop not in ("align", "box"):
@@ -380,7 +497,8 @@ def predict_dataset(sources: str | os.PathLike | Iterable[str | os.PathLike], ou
     todo = [p for p in inputs if p not in done]
     say = (lambda *a: None) if quiet else (lambda *a: print(*a, file=sys.stderr))
     summary: dict[str, Any] = {"files": 0, "faces": 0, "ok": 0, "no_face": 0, "errors": 0, "skipped": len(inputs) - len(todo),
-                               "seconds": 0.0, "images_per_s": 0.0, "per_actor": {}, "output": str(out), "parts": 0}
+                               "seconds": 0.0, "images_per_s": 0.0, "per_actor": {}, "output": str(out), "parts": 0,
+                               "video_ranges": 0, "redone": 0}
     if not todo:
         say(f"ferkit predict --engine ray: all {len(inputs)} inputs already finished in {out} (overwrite to redo)")
         return summary
@@ -389,6 +507,7 @@ def predict_dataset(sources: str | os.PathLike | Iterable[str | os.PathLike], ou
     if not ray.is_initialized():
         address = ray_address or os.environ.get("RAY_ADDRESS")  # Ray's own variable, as `ray job submit` sets
         if address:
+            _check_reachable(address)
             try:
                 ray.init(address=address, log_to_driver=not quiet, logging_level="ERROR")
             except (ConnectionError, RuntimeError, ValueError) as e:
@@ -410,56 +529,102 @@ def predict_dataset(sources: str | os.PathLike | Iterable[str | os.PathLike], ou
         if actors is None:
             actors = (int(res.get("GPU", 0) // gpus_per_actor) if gpus_per_actor > 0 else int(res.get("CPU", 1)))
             actors = max(1, actors)
-        n_blocks = max(1, -(-len(todo) // batch_size))
-        ds = ray.data.from_items([{"input": p} for p in todo], override_num_blocks=n_blocks)
-        ds = ds.map_batches(
-            AnalyzeBatch, batch_size=batch_size, batch_format="numpy", num_cpus=1,
-            compute=ray.data.ActorPoolStrategy(size=actors),
-            num_gpus=gpus_per_actor or None,
-            fn_constructor_kwargs=dict(models=models, detector=detector, det_size=det_size, crop=crop,
-                                       backend=backend, stride=stride, device="cuda" if gpus_per_actor > 0 else "cpu"))
-        summary.update(_write_stream(ds, out, parquet_schema(classes), summary, len(todo), say))
+        tasks, plan = _tasks(todo, batch_size, frames_per_task, stride)
+        summary["video_ranges"] = sum(n for n in plan.values() if n > 1)
+        schema = parquet_schema(classes)
+        t0 = time.perf_counter()
+        while tasks:
+            # One task per actor call (an images task holds batch_size images), so video ranges spread over actors.
+            ds = ray.data.from_items(tasks, override_num_blocks=len(tasks))
+            ds = ds.map_batches(
+                AnalyzeBatch, batch_size=1, batch_format="numpy", num_cpus=1,
+                compute=ray.data.ActorPoolStrategy(size=actors),
+                num_gpus=gpus_per_actor or None,
+                fn_constructor_kwargs=dict(models=models, detector=detector, det_size=det_size, crop=crop,
+                                           backend=backend, stride=stride,
+                                           device="cuda" if gpus_per_actor > 0 else "cpu"))
+            redo = _write_stream(ds, out, schema, classes, summary, plan)
+            # A video whose ranges did not join up (OpenCV's seek landed elsewhere): once more, whole, in one task.
+            plan = {v: 1 for v in redo}
+            tasks = [{"task": json.dumps({"video": v, "start": 0, "end": None})} for v in redo]
+            summary["redone"] += len(redo)
+        _finish_summary(summary, time.perf_counter() - t0, say)
     finally:
         if started:
             ray.shutdown()
     return summary
 
 
-def _write_stream(ds, out: Path, schema, summary: dict, n_todo: int, say) -> dict:
-    """Drain the dataset block by block: rows part, then manifest part, each atomic; tally the summary."""
+def _write_part(out: Path, schema, rows: list[list[Any]], manifest: dict[str, list], summary: dict) -> None:
+    """One rows part, then its manifest part (each atomic), and the summary's tallies for its inputs."""
     import pyarrow as pa
 
     from ferkit.utils import atomic_write_bytes
 
-    t0 = time.perf_counter()
-    per_actor: dict[str, dict] = {}
+    part = f"part-{uuid.uuid4().hex}.parquet"
+    atomic_write_bytes(out / part, _parquet_bytes(rows_table(rows, schema)))
+    atomic_write_bytes(out / MANIFEST_DIR / part, _parquet_bytes(pa.table(manifest)))
+    summary["parts"] += 1
+    summary["files"] += len(manifest["input"])
+    summary["faces"] += sum(manifest["faces"])
+    for s in manifest["status"]:
+        summary["errors" if s == "error" else s] += 1
+
+
+def _write_stream(ds, out: Path, schema, classes: list[str], summary: dict, plan: dict[str, int]) -> list[str]:
+    """Drain the dataset block by block and tally the summary. Images: a block's rows as one part. Video ranges:
+    held until all ``plan[video]`` ranges of a video are in, then stitched and written as one part. Returns the
+    videos whose ranges did not join up (to analyse again as one range)."""
+    from ferkit.inference.video import stitch_ranges
+    from ferkit.schema import table_rows
+
+    keys = ("input", "status", "faces", "worker", "seconds")
+    per_actor: dict[str, dict] = summary["per_actor"]
+    ranges: dict[str, list] = {}
+    redo: list[str] = []
     for block in ds.iter_batches(batch_size=None, batch_format="pyarrow", prefetch_batches=0):
         if block.num_rows == 0:
             continue
         d = block.to_pydict()
-        rows = [row for js in d["rows"] for row in json.loads(js)]
-        part = f"part-{uuid.uuid4().hex}.parquet"
-        atomic_write_bytes(out / part, _parquet_bytes(rows_table(rows, schema)))
-        manifest = pa.table({k: d[k] for k in ("input", "status", "faces", "worker", "seconds")})
-        atomic_write_bytes(out / MANIFEST_DIR / part, _parquet_bytes(manifest))
-        summary["parts"] += 1
-        summary["files"] += len(d["input"])
-        summary["faces"] += sum(d["faces"])
-        for s in d["status"]:
-            summary["errors" if s == "error" else s] += 1
-        for w, sec in zip(d["worker"], d["seconds"]):
+        for w, sec, rng, path in zip(d["worker"], d["seconds"], d["range"], d["input"]):
             a = per_actor.setdefault(w, {"files": 0, "busy_s": 0.0})
-            a["files"] += 1
+            a["files"] += 1 / plan[path] if rng else 1  # a video range: its share of the video
             a["busy_s"] += sec
-    secs = time.perf_counter() - t0
+        images = [i for i, rng in enumerate(d["range"]) if not rng]
+        if images:
+            _write_part(out, schema, [row for i in images for row in json.loads(d["rows"][i])],
+                        {k: [d[k][i] for i in images] for k in keys}, summary)
+        for i in (i for i, rng in enumerate(d["range"]) if rng):
+            path = d["input"][i]
+            got = ranges.setdefault(path, {})
+            rng = pickle.loads(d["range"][i])
+            got[rng.start] = (rng, d["worker"][i], d["seconds"][i])
+            if len(got) < plan[path]:
+                continue
+            del ranges[path]
+            result = stitch_ranges([g[0] for g in got.values()])
+            if result is None:
+                redo.append(path)
+                continue
+            _write_part(out, schema, table_rows(result, classes),
+                        {"input": [path], "status": [result.status], "faces": [len(result.faces)],
+                         "worker": [",".join(sorted({g[1] for g in got.values()}))],
+                         "seconds": [sum(g[2] for g in got.values())]}, summary)
+    return redo
+
+
+def _finish_summary(summary: dict, secs: float, say) -> None:
+    per_actor = summary["per_actor"]
     for a in per_actor.values():
+        a["files"] = round(a["files"], 2) if a["files"] % 1 else int(a["files"])  # video ranges: shares of videos
         a["busy_s"] = round(a["busy_s"], 3)
         a["images_per_s"] = round(a["files"] / a["busy_s"], 2) if a["busy_s"] else 0.0
-    summary.update(seconds=round(secs, 3), images_per_s=round(summary["files"] / secs, 2) if secs else 0.0,
-                   per_actor=per_actor)
+    summary.update(seconds=round(secs, 3), images_per_s=round(summary["files"] / secs, 2) if secs else 0.0)
+    videos = (f"; videos in {summary['video_ranges']} frame ranges" if summary["video_ranges"] else "") + (
+        f", {summary['redone']} analysed again whole" if summary["redone"] else "")
     say(f"ferkit predict --engine ray: {summary['files']} inputs: {summary['ok']} ok ({summary['faces']} faces), "
         f"{summary['no_face']} without a face, {summary['errors']} failed; {summary['skipped']} already done; "
-        f"{summary['images_per_s']} inputs/s over {len(per_actor)} actor{'s' * (len(per_actor) != 1)} -> {out}")
+        f"{summary['images_per_s']} inputs/s over {len(per_actor)} actor{'s' * (len(per_actor) != 1)}{videos} "
+        f"-> {summary['output']}")
     for w, a in sorted(per_actor.items()):
         say(f"  {w}: {a['files']} inputs, {a['images_per_s']} inputs/s while busy")
-    return summary

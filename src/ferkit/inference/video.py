@@ -10,13 +10,21 @@ annotated mp4 (OpenCV ``mp4v``).
 ``ALPHA * current + (1 - ALPHA) * previous reported`` (label and score follow the smoothed values); ``None``
 reports raw per-frame values. Tracks: a face continues the track whose last box overlaps it most (IoU >= 0.3,
 greedy, highest score first); tracks unseen for 30 analysed frames end.
+
+A file can also be analysed in frame ranges (several processes, one range each) and joined again:
+
+    parts = [analyze_range(analyzer, "clip.mp4", 0, 1800), analyze_range(analyzer, "clip.mp4", 1800, None)]
+    res = stitch_ranges(parts)   # the same frames, numbers and track ids as analyze_video(analyzer, "clip.mp4")
 """
 
 from __future__ import annotations
 
 import csv
+import dataclasses
+import hashlib
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -25,6 +33,8 @@ import numpy as np
 from ferkit.errors import ConfigError, DataError
 from ferkit.schema import FaceResult, FileResult
 
+FRAMES_PER_BATCH = 8  # analysed frames whose faces share classifier forwards
+CHECK_FRAMES = 3  # frames compared where two ranges meet (stitch_ranges)
 COLOURS = {"angry": (0, 0, 255), "disgust": (0, 128, 0), "fear": (128, 0, 128), "happy": (0, 200, 255),
            "sad": (255, 0, 0), "surprise": (255, 200, 0), "neutral": (200, 200, 200), "contempt": (0, 128, 255)}
 
@@ -152,27 +162,96 @@ def window_available(window: str = "ferkit") -> bool:
         return False
 
 
-def analyze_video(analyzer, source: Any, stride: int = 1, smooth: float | None = None, frames_per_batch: int = 8,
-                  annotate_dir: str | Path | None = None, per_second_csv: str | Path | None = None,
-                  plot: str | Path | None = None, show: bool = False, max_frames: int | None = None,
-                  on_frame: Callable[[list[FaceResult]], None] | None = None) -> FileResult:
+def analyze_video(analyzer, source: Any, stride: int = 1, smooth: float | None = None,
+                  frames_per_batch: int = FRAMES_PER_BATCH, annotate_dir: str | Path | None = None,
+                  per_second_csv: str | Path | None = None, plot: str | Path | None = None, show: bool = False,
+                  max_frames: int | None = None, on_frame: Callable[[list[FaceResult]], None] | None = None,
+                  start_frame: int = 0, end_frame: int | None = None) -> FileResult:
     """Analyse every ``stride``-th frame of a video file (path) or webcam (int index).
 
     Faces of ``frames_per_batch`` frames share classifier forwards. Returns one :class:`FileResult`
     (``kind`` video/webcam) whose ``faces`` hold every analysed frame's faces (``frame``, ``timestamp``,
     ``track``); ``on_frame`` is called with each frame's faces as they come (live output).
     Errors opening the source raise DataError (callers turn it into a per-file status).
+
+    ``start_frame`` / ``end_frame`` (video files): only the frames ``start_frame <= index < end_frame``
+    (``end_frame`` None: to the end). Indices count from the file's first frame, so the frames analysed
+    (``index % stride == 0``), their ``frame`` numbers and timestamps are those of the whole-file run. OpenCV
+    seeks to ``start_frame``; where the frame it lands on is not that frame by its reported position and
+    timestamp (variable frame rate, an estimated frame count, odd timestamps) the file is read frame by frame up
+    to it instead. Tracks start afresh at ``start_frame``: :func:`analyze_range` + :func:`stitch_ranges` give
+    the whole file's track ids.
     """
+    return _analyze(analyzer, source, stride=stride, smooth=smooth, frames_per_batch=frames_per_batch,
+                    annotate_dir=annotate_dir, per_second_csv=per_second_csv, plot=plot, show=show,
+                    max_frames=max_frames, on_frame=on_frame, start_frame=start_frame, end_frame=end_frame)[0]
+
+
+def frame_fingerprint(frame: np.ndarray) -> str:
+    """A short digest of a decoded frame's pixels (equal frames, equal digests)."""
+    return hashlib.blake2b(np.ascontiguousarray(frame).tobytes(), digest_size=8).hexdigest()
+
+
+def _seek(cap, source: Any, start: int, fps: float):
+    """``cap`` (just opened) placed at frame ``start`` as reading from the first frame counts frames: returns
+    ``(cap, frame)``, ``frame`` being frame ``start`` already read (None: the next read() gives it). OpenCV's seek
+    is kept where the frame it lands on is frame ``start`` by its position and by its timestamp (the first
+    frame's plus ``start / fps``); else (a variable frame rate, an estimated frame count, odd timestamps) the
+    file is reopened and read frame by frame up to ``start`` (grab: decoded, not converted)."""
+    import cv2
+
+    if start <= 0:
+        return cap, None
+    ok, _ = cap.read()
+    if not ok:  # not a single frame: nothing to seek to
+        return cap, None
+    t0 = cap.get(cv2.CAP_PROP_POS_MSEC)
+    if cap.set(cv2.CAP_PROP_POS_FRAMES, start):
+        ok, frame = cap.read()
+        if ok and round(cap.get(cv2.CAP_PROP_POS_FRAMES)) == start + 1 and \
+                abs(cap.get(cv2.CAP_PROP_POS_MSEC) - t0 - 1000 * start / fps) <= 500 / fps:
+            return cap, frame
+    cap.release()
+    cap = open_capture(source)
+    for _ in range(start):
+        if not cap.grab():
+            break
+    return cap, None
+
+
+def _set_status(result: FileResult) -> None:
+    """A video's status and reason from its analysed frames and faces."""
+    if result.frames == 0:
+        result.status, result.reason = "error", "no frame could be decoded"
+    elif not result.faces:
+        result.status, result.reason = "no_face", f"no face found in {result.frames} analysed frames"
+
+
+def _analyze(analyzer, source: Any, stride: int = 1, smooth: float | None = None,
+             frames_per_batch: int = FRAMES_PER_BATCH, annotate_dir: str | Path | None = None,
+             per_second_csv: str | Path | None = None, plot: str | Path | None = None, show: bool = False,
+             max_frames: int | None = None, on_frame: Callable[[list[FaceResult]], None] | None = None,
+             start_frame: int = 0, end_frame: int | None = None, check_frames: int = 0) -> tuple[FileResult, dict]:
+    """:func:`analyze_video`, and what :func:`stitch_ranges` needs about the frames read: ``stop`` (index of the
+    first frame not read in the range), ``head`` (fingerprints of the first ``check_frames`` frames read from
+    ``start_frame``) and ``tail`` (of up to ``check_frames`` frames read on after ``end_frame``)."""
     import cv2
 
     if not isinstance(stride, int) or stride < 1:
         raise ConfigError(f"--stride {stride!r}: give an integer >= 1")
+    if not isinstance(start_frame, int) or start_frame < 0:
+        raise ConfigError(f"start_frame {start_frame!r}: give an integer >= 0")
+    if end_frame is not None and (not isinstance(end_frame, int) or end_frame < start_frame):
+        raise ConfigError(f"end_frame {end_frame!r}: give an integer >= start_frame ({start_frame}), or None")
     webcam = isinstance(source, int)
+    if webcam and (start_frame or end_frame is not None):
+        raise ConfigError("start_frame / end_frame: only for video files, not a webcam")
     name = f"webcam:{source}" if webcam else str(source)
     cap = open_capture(source)
     fps = cap.get(cv2.CAP_PROP_FPS) or 0.0
     if not fps or fps != fps or fps > 1000:
         fps = 30.0
+    cap, first = _seek(cap, source, start_frame, fps)
     tracker = Tracker(smooth)
     result = analyzer.file_result(name, kind="webcam" if webcam else "video")
     result.frames = 0
@@ -192,7 +271,8 @@ def analyze_video(analyzer, source: Any, stride: int = 1, smooth: float | None =
     pending: list[tuple[int, np.ndarray]] = []
     t_last = time.perf_counter()
     live_fps = None
-    idx = -1
+    idx = start_frame - 1
+    info: dict[str, Any] = {"stop": start_frame, "head": [], "tail": []}
 
     def flush():
         nonlocal writer, t_last, live_fps
@@ -226,15 +306,24 @@ def analyze_video(analyzer, source: Any, stride: int = 1, smooth: float | None =
 
     try:
         while True:
-            ok, frame = cap.read()
+            ok, frame = (True, first) if first is not None else cap.read()
+            first = None
             if not ok:
                 break
             idx += 1
+            if end_frame is not None and idx >= end_frame:
+                while check_frames and ok and len(info["tail"]) < check_frames:  # the next range starts here
+                    info["tail"].append(frame_fingerprint(frame))
+                    ok, frame = cap.read()
+                break
             if max_frames is not None and idx >= max_frames:
                 break
+            info["stop"] = idx + 1
+            if len(info["head"]) < check_frames:
+                info["head"].append(frame_fingerprint(frame))
             if idx % stride:
                 continue
-            if idx == 0 and result.image_size is None:
+            if result.image_size is None:
                 result.image_size = (frame.shape[1], frame.shape[0])
             pending.append((idx, cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)))
             if len(pending) >= (1 if webcam else frames_per_batch):
@@ -249,17 +338,81 @@ def analyze_video(analyzer, source: Any, stride: int = 1, smooth: float | None =
             writer.release()
         if window:
             cv2.destroyAllWindows()
-    if result.frames == 0:
-        result.status, result.reason = "error", "no frame could be decoded"
-    elif not result.faces:
-        result.status, result.reason = "no_face", f"no face found in {result.frames} analysed frames"
+    _set_status(result)
     result.downscaled = bool(result.image_size and analyzer.detect_faces and analyzer.detector.max_size
                              and max(result.image_size) > analyzer.detector.max_size)
     if per_second_csv is not None:
         write_per_second(result, analyzer.classes, per_second_csv)
     if plot is not None:
         plot_over_time(result, analyzer.classes, plot)
-    return result
+    return result, info
+
+
+@dataclass
+class VideoRange:
+    """The frames ``start <= index < end`` of a video file (``end`` None: to the end), as :func:`analyze_range`
+    analysed them; :func:`stitch_ranges` joins the consecutive ranges of a file into its whole result."""
+
+    start: int
+    end: int | None
+    stride: int
+    result: FileResult  # this range's faces (its own track ids) and frames analysed
+    stop: int = 0  # index of the first frame not read: end, or where the file ended inside the range
+    head: list[str] = field(default_factory=list)  # fingerprints of the first frames read from start
+    tail: list[str] = field(default_factory=list)  # fingerprints of the frames read on after end
+    check: int = CHECK_FRAMES
+    error: str | None = None  # the range could not be analysed (result is then the file's error)
+
+
+def analyze_range(analyzer, source: str | Path, start: int = 0, end: int | None = None, stride: int = 1,
+                  check: int = CHECK_FRAMES) -> VideoRange:
+    """Frames ``start <= index < end`` of a video file, analysed as :func:`analyze_video` analyses them (no
+    smoothing), plus the fingerprints of the ``check`` frames where the range starts and of the ``check``
+    frames read on after its end, so :func:`stitch_ranges` can tell that the next range's seek landed on
+    exactly those frames. A start that is a multiple of ``FRAMES_PER_BATCH * stride`` batches frames as the
+    whole-file run does (the same numbers, not just the same faces). Errors raise as in analyze_video."""
+    result, info = _analyze(analyzer, str(source), stride=stride, start_frame=start, end_frame=end,
+                            check_frames=check)
+    return VideoRange(start, end, stride, result, stop=info["stop"], head=info["head"], tail=info["tail"],
+                      check=check)
+
+
+def stitch_ranges(ranges: list[VideoRange]) -> FileResult | None:
+    """The whole file's :class:`FileResult` from all its ranges (any order): faces in frame order, frames
+    analysed summed, and track ids as one :class:`Tracker` over the whole file gives them (the tracker replayed
+    over the ranges' faces, analysed frame by analysed frame). Where the file ends (or stops decoding) inside a
+    range, later ranges are dropped, as the whole-file run stops there too. A range with an error makes the file
+    that error. None when a range's first frames are not the frames read on after the previous range's end
+    (OpenCV's seek landed elsewhere): analyse that file as one range instead."""
+    rs = sorted(ranges, key=lambda r: r.start)
+    if not rs or rs[0].start != 0 or rs[-1].end is not None or any(
+            a.end != b.start or a.stride != b.stride for a, b in zip(rs, rs[1:])):
+        raise ValueError(f"stitch_ranges: not the consecutive ranges of one file: {[(r.start, r.end) for r in rs]}")
+    failed = next((r for r in rs if r.error), None)
+    if failed is not None:
+        return failed.result
+    kept = rs[:1]
+    for prev, cur in zip(rs, rs[1:]):
+        if prev.stop < prev.end:
+            break
+        want = cur.check if cur.end is None else min(cur.check, cur.end - cur.start)
+        if cur.head != prev.tail[:len(cur.head)] or (len(cur.head) < want and len(prev.tail) != len(cur.head)):
+            return None
+        kept.append(cur)
+    faces = [dataclasses.replace(f) for r in kept for f in r.result.faces]  # the ranges' own stay as they are
+    by_frame: dict[int, list[FaceResult]] = {}
+    for f in faces:
+        by_frame.setdefault(f.frame, []).append(f)
+    tracker = Tracker()
+    for r in kept:
+        for i in range(-(-r.start // r.stride) * r.stride, r.stop, r.stride):
+            tracker.update(by_frame.get(i, []))
+    out = dataclasses.replace(rs[0].result, faces=faces, frames=sum(r.result.frames for r in kept),
+                              status="ok", reason=None,
+                              image_size=next((r.result.image_size for r in kept if r.result.image_size), None),
+                              downscaled=any(r.result.downscaled for r in kept))
+    _set_status(out)
+    return out
 
 
 def per_second(result: FileResult, classes: list[str]) -> list[dict]:
