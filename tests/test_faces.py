@@ -191,8 +191,8 @@ def test_large_images_are_downscaled_and_mapped_back(detectors, astronaut):
     big = cv2.resize(astronaut, (1536, 1536), interpolation=cv2.INTER_CUBIC)  # long side > max_size 1280
     det = detectors["retinaface"]
     face = det.detect(big)[0]
-    # exactly what detection on the 1280-px copy finds, scaled by 1536 / 1280
-    small = det.detect(cv2.resize(big, (1280, 1280), interpolation=cv2.INTER_AREA))[0]
+    # exactly what detection on the 1280-px copy finds (bilinear above half size), scaled by 1536 / 1280
+    small = det.detect(cv2.resize(big, (1280, 1280), interpolation=cv2.INTER_LINEAR))[0]
     assert np.allclose(face.box, np.array(small.box) * 1.2, atol=1e-2)
     assert np.allclose(face.landmarks, small.landmarks * 1.2, atol=1e-2)
     # and, within a few original pixels, 3x what the original image gives
@@ -202,6 +202,7 @@ def test_large_images_are_downscaled_and_mapped_back(detectors, astronaut):
     from ferkit.faces.base import fit_long_side
 
     assert fit_long_side(big, None)[0] is big
+    assert np.array_equal(fit_long_side(big, 640)[0], cv2.resize(big, (640, 640), interpolation=cv2.INTER_AREA))
     shrunk, sx, sy = fit_long_side(big[:, :1000], 640)
     assert shrunk.shape[:2] == (640, 417) and (sx, sy) == (417 / 1000, 640 / 1536)
 
