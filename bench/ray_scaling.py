@@ -61,7 +61,10 @@ def steady_rate(out: Path) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=600, help="images (default 600)")
-    ap.add_argument("--batch-size", type=int, default=16)
+    from ferkit.inference.ray_engine import DEFAULT_BATCH_SIZE
+
+    ap.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE,
+                    help=f"inputs per actor call (default {DEFAULT_BATCH_SIZE}, the engine's)")
     a = ap.parse_args()
 
     os.environ.setdefault("OMP_NUM_THREADS", "1")

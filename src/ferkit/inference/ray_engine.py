@@ -56,7 +56,7 @@ from ferkit.errors import ConfigError, DataError
 RAY_MISSING = "--engine ray needs Ray: pip install 'ferkit[ray]'"
 LIST_SUFFIXES = (".txt", ".lst", ".list")
 MANIFEST_DIR = "_manifest"
-DEFAULT_BATCH_SIZE = 16
+DEFAULT_BATCH_SIZE = 48  # inputs per actor call: amortises Ray's per-task cost (16: +24% overhead vs plain at 1 actor, 48: -4%)
 DEFAULT_FRAMES_PER_TASK = 1800  # about a minute of 30 fps video per actor task
 CONNECT_TIMEOUT_S = 10.0
 
