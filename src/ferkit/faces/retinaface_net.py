@@ -13,9 +13,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ferkit.faces.retinaface import LEVELS
-
 _LEAK = 0.1
+# pyramid levels (strides 8, 16, 32): ferkit.faces.retinaface.LEVELS holds their anchors; the bundled weights
+# have exactly this many context modules and heads, so a mismatch fails loading
+N_LEVELS = 3
 
 # MobileNetV1 at width 0.25: (in, out, stride) of each depthwise-separable block after the stem.
 _BLOCKS = [(8, 16, 1), (16, 32, 2), (32, 32, 1), (32, 64, 2), (64, 64, 1),
@@ -139,8 +140,8 @@ class RetinaFaceNet(nn.Module):
         super().__init__()
         self.backbone = MobileNetV1Quarter()
         self.neck = TopDownPyramid()
-        self.context = nn.ModuleList(ContextModule() for _ in LEVELS)
-        self.heads = nn.ModuleList(DetectionHead() for _ in LEVELS)
+        self.context = nn.ModuleList(ContextModule() for _ in range(N_LEVELS))
+        self.heads = nn.ModuleList(DetectionHead() for _ in range(N_LEVELS))
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         levels = self.neck(self.backbone(x))
