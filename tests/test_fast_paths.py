@@ -73,10 +73,20 @@ def test_parallel_analysis_gives_the_one_at_a_time_answers(photos):
     imgs = [np.asarray(Image.open(p).convert("RGB")) for p in photos[:5]]
     for fa, fb in zip(par.detect(imgs), seq.detect(imgs)):
         assert [f.box for f in fa] == [f.box for f in fb]
-    # stopping early leaves nothing running
+    # stopping early leaves nothing running, and a dropped analyzer takes its threads with it
+    import gc
+    import threading
+
     it = par.analyze_paths(photos * 3, prefetch=4)
     next(it)
     it.close()
+    del it, par
+    gc.collect()
+    for _ in range(100):
+        if not any(t.name.startswith("ferkit-analyze") for t in threading.enumerate()):
+            break
+        threading.Event().wait(0.05)
+    assert not any(t.name.startswith("ferkit-analyze") for t in threading.enumerate())
 
 
 def test_onnx_runtime_and_torch_give_the_same_faces_and_labels(photos):
