@@ -218,8 +218,9 @@ class AnalyzeBatch:
                  stride: int, device: str):
         from ferkit.inference.pipeline import Analyzer
 
+        # An actor holds one CPU (num_cpus=1): Ray, not the analyzer's own pool, spreads images over cores.
         self.analyzer = Analyzer(list(models), detector=detector, det_size=det_size, crop=crop, backend=backend,
-                                 device=device)
+                                 device=device, workers=1)
         self.stride = stride
         self.worker = f"{socket.gethostname()}:{os.getpid()}"
 
