@@ -95,8 +95,8 @@ _CALLER = threading.local()
 @contextlib.contextmanager
 def one_core():
     """Within this block (in this thread), ferkit's ONNX Runtime calls use one thread each: the caller runs
-    several of them in parallel itself (the analyzer spreads images over cores this way, which beats splitting
-    one small network over cores by ~1.8x on 2 cores)."""
+    several of them in parallel itself (the analyzer spreads images over cores this way: decode + detect measured
+    9.4 ms/photo on 2 cores, against 17.1 with one call at a time using both)."""
     before = getattr(_CALLER, "one_core", False)
     _CALLER.one_core = True
     try:
