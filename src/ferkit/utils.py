@@ -73,6 +73,13 @@ def _json_default(o: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
+def installed(module: str) -> bool:
+    """Whether ``module`` can be imported here (found, not imported: no start-up cost)."""
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
+
+
 def cpu_threads() -> int:
     """Threads ferkit's CPU inference uses: torch's setting once torch is loaded, else ``$OMP_NUM_THREADS``,
     else the cores this process may run on (so ONNX Runtime sessions match torch without importing it)."""

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from ferkit.faces.base import Face, FaceDetector, group_by_shape, register_backend
-from ferkit.utils import call_threads, ort_session
+from ferkit.utils import call_threads, installed, ort_session
 
 BGR_MEAN = (104.0, 117.0, 123.0)
 VARIANCES = (0.1, 0.2)
@@ -94,12 +94,15 @@ class RetinaFaceDetector(FaceDetector):
         self.nms_iou = float(nms_iou)
         self.net = None
         self._sessions: dict[int, Any] = {}  # ONNX Runtime sessions by intra-op thread count
-        if runtime == "onnx" or (runtime == "auto" and self.on_cpu and _have_ort()):
+        if runtime == "onnx" or (runtime == "auto" and self.on_cpu and installed("onnxruntime")):
             self._session_for(call_threads())
         else:
+            import torch
+
             from ferkit.faces.retinaface_net import build_network
 
             self.net = build_network(self.device)
+            self._mean = torch.tensor(BGR_MEAN, device=self.device).view(1, 3, 1, 1)
         self.runtime = "onnx" if self._sessions else "torch"
 
     @property
@@ -128,8 +131,7 @@ class RetinaFaceDetector(FaceDetector):
 
         with torch.inference_mode():
             t = torch.from_numpy(np.stack(batch)).to(self.device)
-            mean = torch.tensor(BGR_MEAN, device=self.device).view(1, 3, 1, 1)
-            x = t.permute(0, 3, 1, 2).flip(1).float() - mean  # RGB -> BGR, minus mean
+            x = t.permute(0, 3, 1, 2).flip(1).float() - self._mean  # RGB -> BGR, minus mean
             return tuple(o.float().cpu().numpy() for o in self.net(x))
 
     def _detect_many(self, images: list[np.ndarray], scales: list[float]) -> list[list[Face]]:
@@ -150,12 +152,6 @@ class RetinaFaceDetector(FaceDetector):
             for k in batched_nms(boxes, scores, img_idx, self.nms_iou):
                 results[group[img_idx[k]]].append(Face(tuple(boxes[k]), float(scores[k]), lms[k]))
         return results
-
-
-def _have_ort() -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec("onnxruntime") is not None
 
 
 def onnx_path() -> Path:

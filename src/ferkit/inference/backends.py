@@ -155,13 +155,13 @@ def _onnx_runs_here(ref: Any, device: str) -> bool:
     """``backend="auto"``: ONNX Runtime for zoo models on the CPU when onnxruntime (and, for the first export,
     onnx) is installed. A checkpoint of yours stays on PyTorch (no surprise export on first use; give
     ``backend="onnx"`` for that), so which runtime answers never depends on what the cache holds."""
-    import importlib.util
+    from ferkit.utils import installed
 
-    if ref.kind != "zoo" or str(device) != "cpu" or importlib.util.find_spec("onnxruntime") is None:
+    if ref.kind != "zoo" or str(device) != "cpu" or not installed("onnxruntime"):
         return False
     from ferkit.inference.onnx import cached_export_path
 
-    return cached_export_path(ref).is_file() or importlib.util.find_spec("onnx") is not None
+    return cached_export_path(ref).is_file() or installed("onnx")
 
 
 def make_classifier(model: Any, backend: str = "auto", device: str = "cpu") -> Classifier:
@@ -173,9 +173,7 @@ def make_classifier(model: Any, backend: str = "auto", device: str = "cpu") -> C
         return model
     if backend not in BACKENDS:
         raise ConfigError(f"backend {backend!r}: use one of {', '.join(BACKENDS)}")
-    if isinstance(model, dict):
-        if backend == "auto":
-            return TorchClassifier(model, device=device)
+    if isinstance(model, dict):  # a loaded checkpoint: PyTorch (auto included), nothing to export it from
         if backend == "onnx":
             raise ConfigError("backend onnx needs a checkpoint path or zoo name (or an exported .onnx file)")
         return TorchClassifier(model, device=device)

@@ -16,6 +16,7 @@ estimated landmarks get).
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
@@ -78,6 +79,7 @@ class Analyzer:
         if workers is not None and (not isinstance(workers, int) or workers < 1):
             raise ConfigError(f"workers must be an integer >= 1, got {workers!r}")
         self._workers = workers
+        self._executor = None  # the pool of analyze_paths / detect, made on first use
         self.classifiers = [make_classifier(m, backend=backend, device=device) for m in models]
         self.detect_faces = bool(detect)
         self.detector = None
@@ -137,7 +139,7 @@ class Analyzer:
         return 1
 
     def _pool(self):
-        if getattr(self, "_executor", None) is None:
+        if self._executor is None:
             from concurrent.futures import ThreadPoolExecutor
 
             self._executor = ThreadPoolExecutor(max(1, self.workers), thread_name_prefix="ferkit-analyze")
@@ -209,13 +211,11 @@ class Analyzer:
                 timestamps=None, faces: Sequence[list] | None = None) -> list[list[FaceResult]]:
         """Detect + classify a batch of RGB uint8 images; one list of FaceResult per image. ``faces``: the
         images' detections when already made (:meth:`detect`)."""
-        faces = self.detect(images) if faces is None else list(faces)
-        if self.workers > 1:  # the detection workers keep the other cores busy: classify on this one
-            from ferkit.utils import one_core
+        from ferkit.utils import one_core
 
-            with one_core():
-                preds = self.classify(images, faces)
-        else:
+        faces = self.detect(images) if faces is None else list(faces)
+        # with detection workers keeping the other cores busy, classify on this one
+        with one_core() if self.workers > 1 else contextlib.nullcontext():
             preds = self.classify(images, faces)
         frames = frames or [None] * len(images)
         timestamps = timestamps or [None] * len(images)

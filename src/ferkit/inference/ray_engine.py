@@ -165,22 +165,15 @@ def _frame_count(path: str) -> int:
     """The frame count OpenCV reports for a local video file; 0 when unknown or unreadable."""
     import cv2
 
-    from ferkit.inference.video import open_capture
+    from ferkit.inference.video import open_capture, opencv_quiet
 
     try:
-        prev = cv2.utils.logging.getLogLevel()
-        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)  # the actor reports a bad file
-    except AttributeError:  # pragma: no cover - very old OpenCV
-        prev = None
-    try:
-        cap = open_capture(path)
-        n = cap.get(cv2.CAP_PROP_FRAME_COUNT)
-        cap.release()
+        with opencv_quiet():  # the actor reports a bad file
+            cap = open_capture(path)
+            n = cap.get(cv2.CAP_PROP_FRAME_COUNT)
+            cap.release()
     except DataError:
         return 0
-    finally:
-        if prev is not None:
-            cv2.utils.logging.setLogLevel(prev)
     return int(n) if n == n and 0 < n < 2 ** 62 else 0
 
 

@@ -19,6 +19,7 @@ A file can also be analysed in frame ranges (several processes, one range each) 
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import hashlib
@@ -115,6 +116,24 @@ class Tracker:
                 del self.tracks[tid]
 
 
+@contextlib.contextmanager
+def opencv_quiet():
+    """OpenCV's own log lines silenced within the block (its backends print WARN lines while probing a missing
+    camera or a bad file; ferkit reports those as one line of its own), the previous level restored after."""
+    import cv2
+
+    try:
+        prev = cv2.utils.logging.getLogLevel()
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+    except AttributeError:  # pragma: no cover - very old OpenCV
+        prev = None
+    try:
+        yield
+    finally:
+        if prev is not None:
+            cv2.utils.logging.setLogLevel(prev)
+
+
 def open_capture(source: Any):
     """An opened ``cv2.VideoCapture`` for a camera index (``0`` or ``"0"``), a stream URL (``rtsp://...``) or a
     video file; otherwise one DataError line saying what could not be opened and what to try."""
@@ -123,16 +142,8 @@ def open_capture(source: Any):
     if isinstance(source, str) and source.isdigit():
         source = int(source)
     if isinstance(source, int) or "://" in str(source):
-        try:  # OpenCV's backends print WARN lines while probing a missing camera; the error below says it
-            prev = cv2.utils.logging.getLogLevel()
-            cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
-        except AttributeError:  # pragma: no cover - very old OpenCV
-            prev = None
-        try:
+        with opencv_quiet():  # probing a missing camera prints WARN lines; the error below says it
             cap = cv2.VideoCapture(source)
-        finally:
-            if prev is not None:
-                cv2.utils.logging.setLogLevel(prev)
         if not cap.isOpened():
             cap.release()
             what = (f"--webcam {source}: no camera with that index" if isinstance(source, int)
