@@ -42,7 +42,12 @@ ASTRONAUT_FACE = (177, 58, 270, 174)
 GRACE_HOPPER_FACE = (175, 110, 358, 330)
 # sha256 prefixes of the source files, from WEIGHTS.md
 SOURCE_SHA_PREFIX = {"retinaface": ["2979b33ffafd"], "mtcnn": ["a2a71925e0b9", "bbb937de72ef", "165bfbe42940"]}
-PARITY_PX = 1e-4  # what src/ferkit/faces/README.md promises
+# What src/ferkit/faces/README.md promises. Set from scripts/measure_tolerances.py: across thread counts, oneDNN
+# on/off and the SSE4.1/AVX2/AVX-512 code paths the worst deviation was 1.0e-4 px (MTCNN, oneDNN off), and another
+# 2-core machine gave 1.1e-4 px; float32 itself resolves 6.1e-5 px at 512 px, so 1e-4 px was 1-2 ulp, below what a
+# different CPU gives. 5e-4 px is ~5x the worst measured and still far below any visible difference.
+PARITY_PX = 5e-4
+PARITY_SCORE = 1e-5  # worst measured 4.6e-7 in every configuration (scores sit in [0, 1], where float32 is finer)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -166,10 +171,9 @@ def test_parity_with_original_implementations(backend, runtime, astronaut, grace
         assert len(got) == len(expected), name
         for r in expected:
             f = max(got, key=lambda g: iou(g.box, r["box"]))
-            # faces/README.md promises 1e-4 px (measured: 8.0e-5 boxes, 9.5e-5 landmarks, 4.6e-7 scores)
             assert np.abs(np.subtract(f.box, r["box"])).max() < PARITY_PX, (name, f.box, r["box"])
             assert np.abs(f.landmarks - np.array(r["landmarks"])).max() < PARITY_PX, (name, f.landmarks)
-            assert abs(f.score - r["score"]) < 1e-5
+            assert abs(f.score - r["score"]) < PARITY_SCORE
 
 
 def test_detect_batch_matches_single_and_mixed_sizes(detectors, astronaut, grace_hopper):

@@ -24,10 +24,12 @@ from ferkit.zoo.vocab import COMMON, ensemble_probs, to_common
 
 FIXTURES = Path(__file__).parent / "fixtures" / "zoo"
 SHIPPED = ["fer_minixception", "human_xception", "faceapi_expression"]
-TOL = 1e-5  # the README's promise (measured: at most 7.6e-6 on logits, 1.4e-6 on probabilities)
-# The cards record the parity measured when the weights were converted; faceapi_expression's logits were 1.05e-5
-# on that machine (torch 2.14 CPU), so the recorded figures are held to this looser bound.
-CARD_TOL = 2e-5
+# The README's promise, set from scripts/measure_tolerances.py (thread counts, oneDNN on/off, SSE4.1/AVX2/AVX-512):
+# probabilities moved at most 1.3e-6 (TOL is ~8x that); logits, unbounded and up to ~20 in size, moved at most
+# 1.0e-5 (faceapi_expression with oneDNN limited to AVX2; 1.05e-5 on the machine that converted the weights, as
+# its card records), so 1e-5 on logits was below what another CPU gives: LOGIT_TOL is ~5x the worst.
+TOL = 1e-5
+LOGIT_TOL = 5e-5
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -66,7 +68,7 @@ def test_parity_with_original_runtime(name):
         logits = model(x).double()
     probs = torch.softmax(logits, 1).numpy()
     assert np.abs(probs - np.asarray(ref["probs"])).max() < TOL
-    assert np.abs(logits.numpy() - np.asarray(ref["logits"])).max() < TOL
+    assert np.abs(logits.numpy() - np.asarray(ref["logits"])).max() < LOGIT_TOL
     # the reference's class names, mapped, are the checkpoint's classes in the same order
     assert to_common(ref["classes"]) == ckpt["classes"]
 
@@ -142,7 +144,7 @@ def test_card_fields_and_shipped_weights(name):
         assert path.stat().st_size == info["weights_bytes"] < 3_000_000
         assert sha256(path) == info["weights_sha256"]
         assert info["weights_sha256"] in card
-        assert info["parity"]["max_abs_diff_probs"] < TOL and info["parity"]["max_abs_diff_logits"] < CARD_TOL
+        assert info["parity"]["max_abs_diff_probs"] < TOL and info["parity"]["max_abs_diff_logits"] < LOGIT_TOL
         assert info["classes"] == list(src.classes) and len(info["common_classes"]) == len(src.classes)
     else:
         assert "ferkit zoo fetch" in card and "BSD-3-Clause" in card
