@@ -275,3 +275,62 @@ def test_fuzz_http(n_cases):
                 body = r.json()
                 assert set(body) == {"error", "reason"} and "\n" not in body["reason"], body
         assert c.get(url + "/healthz").status_code == 200
+
+
+BAD_VALUES = [None, "x", "", 1.5, -1, 0, True, [], {}, [None], ["a"], float("nan"), float("inf"), 10 ** 30,
+              [1, 2, 3, 4], {"a": 1}]
+# every metadata field a reader touches (model section, class names, input spec, training record)
+METADATA_FIELDS = [("model",), ("model", "name"), ("model", "kwargs"), ("model", "num_classes"),
+                   ("model", "in_channels"), ("model", "task"), ("classes",), ("input",), ("input", "size"),
+                   ("input", "channels"), ("input", "mean"), ("input", "std"), ("input", "permute_seed"),
+                   ("config",), ("metrics",), ("metrics", "epoch"), ("metrics", "val_acc"), ("metrics", "test_acc"),
+                   ("format_version",), ("created",), ("ferkit_version",)]
+
+
+def test_checkpoint_metadata_of_every_type(tmp_path):
+    """Every metadata field of a checkpoint, replaced by a value of each wrong type (null, text, float, negative,
+    empty, nested, NaN, huge): ``ferkit.predict`` on a face crop and ``describe`` (``ferkit info``) either work or
+    raise one FerkitError line, never a traceback; the CLI's ``predict --checkpoint`` gives one line and exit 2."""
+    import copy
+
+    import ferkit
+    from PIL import Image
+
+    from ferkit.checkpoint import describe, make_checkpoint, read_checkpoint, save_checkpoint
+    from ferkit.data.transforms import InputSpec
+    from ferkit.errors import FerkitError
+    from ferkit.models import create_model
+
+    torch.manual_seed(0)
+    good = make_checkpoint(create_model("seed1_cnn", num_classes=2, in_channels=1), model_name="seed1_cnn",
+                           model_kwargs={}, num_classes=2, in_channels=1, task="classify", classes=["a", "b"],
+                           input_spec=InputSpec(size=(48, 48), channels=1).to_dict(),
+                           config={"epochs": 1}, metrics={"epoch": 1, "val_acc": 0.5, "test_acc": 0.5})
+    face = tmp_path / "face.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (60, 50, 3), dtype=np.uint8)).save(face)
+    failed, cli = [], []
+    for keys in METADATA_FIELDS:
+        for value in BAD_VALUES:
+            ck = copy.deepcopy(good)
+            holder = ck
+            for k in keys[:-1]:
+                holder = holder[k]
+            holder[keys[-1]] = value
+            f = tmp_path / f"{'.'.join(keys)}-{len(cli)}.pt"
+            save_checkpoint(ck, f)
+            cli.append(f)
+            try:
+                describe(read_checkpoint(f))
+                res = ferkit.predict(f, [face], detect=False)
+                assert res[0].status == "ok" and abs(sum(res[0].faces[0].probabilities.values()) - 1) < 1e-4
+            except FerkitError as e:
+                _one_line(e)
+            except Exception as e:  # noqa: BLE001 - collected, so the message lists every field that breaks
+                failed.append(f"{'.'.join(keys)}={value!r}: {type(e).__name__}: {e}"[:200])
+    assert not failed, "\n".join(failed)
+    for f in cli[:: max(1, len(cli) // 6)]:  # a few through the command itself
+        r = subprocess.run(FERKIT + ["predict", "--checkpoint", str(f), str(face), "--no-detect"],
+                           capture_output=True, text=True, timeout=300)
+        assert r.returncode in (0, 2) and "Traceback" not in r.stderr, r.stderr[-2000:]
+        if r.returncode == 2:
+            assert len(r.stderr.strip().splitlines()) == 1, r.stderr

@@ -39,6 +39,11 @@ def cluster():
     from ray.cluster_utils import Cluster
 
     tmp = tempfile.mkdtemp(prefix="fkray", dir="/tmp")  # short: Ray's unix sockets live under it
+    # The head writes its address to <system temp>/ray/ray_current_cluster whatever temp_dir says; on a fresh
+    # machine nothing has made that folder yet (the fixture failed there, depending on test order).
+    from ray._common.utils import get_default_ray_temp_dir, reset_ray_address
+
+    os.makedirs(get_default_ray_temp_dir(), exist_ok=True)
     c = Cluster(initialize_head=True, head_node_args=dict(
         num_cpus=1, node_ip_address="127.0.0.1", temp_dir=tmp, include_dashboard=False))
     c.add_node(num_cpus=1, node_ip_address="127.0.0.1")
@@ -47,6 +52,7 @@ def cluster():
     if ray.is_initialized():
         ray.shutdown()
     c.shutdown()
+    reset_ray_address()  # a later bare ray.init() must not look for this cluster
     shutil.rmtree(tmp, ignore_errors=True)
 
 
@@ -305,23 +311,42 @@ def _two_faces_video(path, n=90):
     return path
 
 
+def _mp4_box(buf, path, start=0, end=None, chain=()):
+    """The offsets of the boxes along ``path`` (e.g. moov/trak/mdia/mdhd) in an mp4's bytes."""
+    import struct
+
+    i, end = start, len(buf) if end is None else end
+    while i < end:
+        size, kind = struct.unpack(">I4s", buf[i:i + 8])
+        if kind.decode() == path[0]:
+            return chain + (i,) if len(path) == 1 else _mp4_box(buf, path[1:], i + 8, i + size, chain + (i,))
+        i += size
+    raise AssertionError(f"no {path[0]} box")
+
+
+def _lying_header(src, dst, what):
+    """A copy of an OpenCV mp4 whose header lies: ``frames`` says 2**31 - 1 frames in its one 'stts' entry (the
+    samples stay 20-odd), ``zero_fps`` gives the track a time scale of 0."""
+    import struct
+
+    buf = bytearray(Path(src).read_bytes())
+    if what == "frames":
+        at = _mp4_box(buf, ["moov", "trak", "mdia", "minf", "stbl", "stts"])[-1]
+        struct.pack_into(">I", buf, at + 16, 2 ** 31 - 1)
+    else:
+        at = _mp4_box(buf, ["moov", "trak", "mdia", "mdhd"])[-1]
+        struct.pack_into(">I", buf, at + 20, 0)  # version 0: size, type, flags, created, modified, time scale
+    Path(dst).write_bytes(bytes(buf))
+    return dst
+
+
 def _variable_frame_rate(src, dst):
     """A copy of an OpenCV mp4 whose frames are shown 1.5x, then 0.5x, then 1x as long (same frames, same total
     duration): rewrites the one-entry 'stts' table as three. OpenCV's seek lands on other frames in it."""
     import struct
 
     buf = bytearray(Path(src).read_bytes())
-
-    def find(start, end, path, chain=()):
-        i = start
-        while i < end:
-            size, kind = struct.unpack(">I4s", buf[i:i + 8])
-            if kind.decode() == path[0]:
-                return chain + (i,) if len(path) == 1 else find(i + 8, i + size, path[1:], chain + (i,))
-            i += size
-        raise AssertionError(f"no {path[0]} box")
-
-    chain = find(0, len(buf), ["moov", "trak", "mdia", "minf", "stbl", "stts"])
+    chain = _mp4_box(buf, ["moov", "trak", "mdia", "minf", "stbl", "stts"])
     size, _, _, entries, n, delta = struct.unpack(">I4sIIII", buf[chain[-1]:chain[-1] + 24])
     assert entries == 1 and n % 3 == 0 and delta % 2 == 0
     new = struct.pack(">I4sII6I", 40, b"stts", 0, 3, n // 3, delta * 3 // 2, n // 3, delta // 2, n // 3, delta)
@@ -465,6 +490,38 @@ def test_video_ranges_stitch_to_the_whole_file_result(tmp_path, monkeypatch, one
     _assert_same_video_rows(read_results(out).to_pylist(), _whole_rows(an, video), an.classes)
 
 
+def test_video_headers_are_claims(tmp_path, one_thread):
+    """A frame count from a header is bounded and checked by reading (a 20-frame file saying 2**31 - 1 frames is
+    split as 20 frames, in milliseconds, not into a million range tasks); a file that decodes fewer than half the
+    frames its header lists (a time scale of 0 fps: 1 of 20) is an error naming both counts, its faces kept."""
+    from ferkit.inference.ray_engine import frame_ranges
+    from ferkit.inference.video import analyze_video, frame_count
+
+    two = _two_faces_video(tmp_path / "two.mp4", n=20)
+    lying = _lying_header(two, tmp_path / "lying.mp4", "frames")
+    zero = _lying_header(two, tmp_path / "zero_fps.mp4", "zero_fps")
+    import cv2
+
+    assert cv2.VideoCapture(str(lying)).get(cv2.CAP_PROP_FRAME_COUNT) == 2 ** 31 - 1  # the claim
+    assert frame_count(two) == frame_count(lying) == 20 and frame_count(zero) == 1
+    t0 = time.perf_counter()
+    assert frame_ranges(str(lying), 8) == [(0, 8), (8, 16), (16, None)]
+    assert time.perf_counter() - t0 < 30  # generous: the bisection is a few seeks
+    an = _video_analyzer()
+    whole = analyze_video(an, str(two))
+    assert whole.status == "ok" and whole.frames == 20
+    r = analyze_video(an, str(zero))
+    assert r.status == "error" and r.frames == 1 and len(r.faces) == 1, (r.status, r.reason)
+    assert "after 1 of the 20 frames its header lists" in r.reason
+    r = analyze_video(an, str(lying))
+    assert r.status == "error" and r.frames == 20 and len(r.faces) == len(whole.faces)
+    assert "after 20 of the 2147483647 frames" in r.reason
+    from ferkit.inference.video import analyze_range, stitch_ranges  # the Ray engine's ranges say the same
+
+    got = stitch_ranges([analyze_range(an, lying, s, e) for s, e in frame_ranges(str(lying), 8)])
+    assert (got.status, got.reason, got.frames, len(got.faces)) == (r.status, r.reason, r.frames, len(r.faces))
+
+
 def test_long_video_spreads_over_actors_same_rows_as_one_run(cluster, tmp_path, one_thread):
     """A 90-frame video in 3 ranges on 2 actors: the rows of the whole-file run (frames, timestamps, boxes,
     labels, probabilities, track ids), the video once in the manifest; a variable-frame-rate copy (OpenCV's seek
@@ -497,10 +554,15 @@ def test_long_video_spreads_over_actors_same_rows_as_one_run(cluster, tmp_path, 
     bad = [r for r in rows if r["path"] == str(broken)]
     assert len(bad) == 1 and bad[0]["status"] == "error" and "broken.mp4" in bad[0]["reason"]
     # a stride: ranges of 48 frames (30 rounded up to 8 x 3), frames 0, 3, 6, ... as in the whole-file run
-    s = predict_dataset([two], tmp_path / "out3", **OPTS, actors=2, frames_per_task=30, stride=3,
+    # and a copy whose header claims 2**31 - 1 frames: 2 ranges of its 90 real frames (not 44 million tasks)
+    lying = _lying_header(two, tmp_path / "lying.mp4", "frames")
+    s = predict_dataset([two, lying], tmp_path / "out3", **OPTS, actors=2, frames_per_task=30, stride=3,
                         ray_address=cluster.address, quiet=True)
-    assert s["video_ranges"] == 2 and s["redone"] == 0
-    _assert_same_video_rows(read_results(tmp_path / "out3").to_pylist(), _whole_rows(an, two, 3), an.classes)
+    assert s["video_ranges"] == 4 and s["redone"] == 0 and s["errors"] == 1, s
+    rows = read_results(tmp_path / "out3").to_pylist()
+    for v in (two, lying):
+        _assert_same_video_rows([r for r in rows if r["path"] == str(v)], _whole_rows(an, v, 3), an.classes)
+    assert "after 90 of the 2147483647 frames" in next(r for r in rows if r["path"] == str(lying))["reason"]
 
 
 def test_unreachable_ray_address_is_one_line_within_seconds(tmp_path):
@@ -524,3 +586,78 @@ def test_unreachable_ray_address_is_one_line_within_seconds(tmp_path):
         f"ferkit: error: --ray-address 127.0.0.1:{port}: cannot join that Ray cluster (nothing answers at "
         f"127.0.0.1:{port}: Connection refused)"], r.stderr[-2000:]
     assert took < 60, f"{took:.0f} s"
+
+
+def test_private_runtime_beside_another_jobs_cluster_and_token_clusters(tmp_path):
+    """Another job's Ray cluster runs on this machine (one that wants a token): without --ray-address, ferkit
+    starts a runtime of its own and finishes (it used to join that cluster and die on a ValueError); with
+    --ray-address and no token, one line says the token is missing, exit 2, none of Ray's retry warnings."""
+    from PIL import Image
+
+    Image.fromarray(np.full((64, 64, 3), 120, np.uint8)).save(tmp_path / "grey.jpg")
+    ray_tmp = tempfile.mkdtemp(prefix="fkrt", dir="/tmp")  # Ray's unix sockets want a short path
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = dict(os.environ, PYTHONPATH=SRC + os.pathsep + os.environ.get("PYTHONPATH", ""), RAY_TMPDIR=ray_tmp)
+    for k in ("RAY_ADDRESS", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH", "RAY_AUTH_MODE"):
+        env.pop(k, None)
+    ray_cli = str(Path(sys.executable).with_name("ray"))
+    head = subprocess.Popen([ray_cli, "start", "--head", "--block", "--num-cpus", "1", "--port", str(port),
+                             "--node-ip-address", "127.0.0.1", "--include-dashboard=false"],
+                            env=dict(env, RAY_AUTH_MODE="token", RAY_AUTH_TOKEN="0123456789abcdef" * 2),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.time() + 120
+        while not list(Path(ray_tmp).glob("ray/ray_current_cluster")):  # the file a bare ray.init() looks for
+            assert head.poll() is None and time.time() < deadline, "the other job's cluster did not start"
+            time.sleep(0.5)
+        cmd = [sys.executable, "-m", "ferkit", "predict", str(tmp_path / "grey.jpg"), "--engine", "ray",
+               "--model", "fer_minixception", "--det-size", "320"]
+        r = subprocess.run(cmd + ["--output", str(tmp_path / "mine")], env=env, capture_output=True, text=True,
+                           timeout=300)
+        assert r.returncode == 0, r.stderr[-2000:]
+        assert read_results(tmp_path / "mine").to_pylist()[0]["status"] == "no_face"
+        r = subprocess.run(cmd + ["--output", str(tmp_path / "theirs"), "--ray-address", f"127.0.0.1:{port}"],
+                           env=env, capture_output=True, text=True, timeout=300)
+        assert r.returncode == 2, r.stderr[-2000:]
+        assert r.stderr.strip().splitlines() == [
+            f"ferkit: error: --ray-address 127.0.0.1:{port}: cannot join that Ray cluster (the cluster uses token "
+            "authentication and no token is set: export RAY_AUTH_TOKEN=<its token> (or RAY_AUTH_TOKEN_PATH=<file>) "
+            "and RAY_AUTH_MODE=token)"], r.stderr[-2000:]
+    finally:
+        os.killpg(head.pid, signal.SIGTERM)  # --block: the head's own processes go with it
+        try:
+            head.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(head.pid, signal.SIGKILL)
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+
+
+def test_ctrl_c_stops_a_ray_run_in_seconds(tmp_path):
+    """Ctrl-C (SIGINT) during a Ray run: exit 130 and the one line "ferkit: interrupted", within seconds."""
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    two = _two_faces_video(videos / "v0.mp4")
+    for i in range(1, 12):
+        shutil.copy(two, videos / f"v{i}.mp4")
+    env = dict(os.environ, PYTHONPATH=SRC + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env.pop("RAY_ADDRESS", None)
+    out = tmp_path / "out"
+    p = subprocess.Popen([sys.executable, "-m", "ferkit", "predict", str(videos), "--engine", "ray", "--output",
+                          str(out), "--frames-per-task", "8", "--model", "fer_minixception", "--quiet"], env=env,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 240
+        while not list(out.glob("part-*.parquet")):  # the actors are at work
+            assert p.poll() is None, p.communicate()[1][-2000:]
+            assert time.time() < deadline, "no part written in 240 s"
+            time.sleep(0.2)
+        p.send_signal(signal.SIGINT)
+        t0 = time.time()
+        _, err = p.communicate(timeout=90)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    assert p.returncode == 130 and err.strip().splitlines()[-1] == "ferkit: interrupted", err[-2000:]
+    assert time.time() - t0 < 30

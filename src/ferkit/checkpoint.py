@@ -177,11 +177,29 @@ def validate_checkpoint(ckpt: dict, path: Any = "<checkpoint>") -> None:
         raise bad(f"input channels {str(inp.get('channels'))[:20]}")
     for k in ("mean", "std"):
         v = inp.get(k)
-        if v is not None and (not isinstance(v, (list, tuple)) or not all(
-                isinstance(x, (int, float)) and math.isfinite(x) for x in v)):
+        if not isinstance(v, (list, tuple)) or not v or not all(
+                isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in v):
             raise bad(f"input {k} is not a list of numbers")
     if any(x == 0 for x in inp.get("std") or []):
         raise bad("input std has a zero")
+    if m["in_channels"] != inp["channels"]:
+        raise bad(f"a {m['in_channels']}-channel model with {inp['channels']}-channel input")
+    from ferkit.data.spec import InputSpec  # the spec's own rules (lengths, signs, the permutation seed)
+
+    try:
+        InputSpec.from_dict(inp)
+    except FerkitError as e:
+        raise bad(str(e)) from None
+    for k in ("config", "metrics"):
+        if not isinstance(ckpt.get(k, {}), dict):
+            raise bad(f"{k} is not a mapping")
+    met = ckpt.get("metrics", {})
+    if "epoch" in met and (not isinstance(met["epoch"], int) or isinstance(met["epoch"], bool)):
+        raise bad(f"metrics.epoch is {str(met['epoch'])[:30]!r}")
+    for k in ("val_acc", "test_acc"):
+        v = met.get(k)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):
+            raise bad(f"metrics.{k} is {str(v)[:30]!r}")
     sd = ckpt.get("state_dict")
     if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
         raise bad("state_dict is not a mapping of tensors")

@@ -161,35 +161,19 @@ def load_any(path: str):
     return load_image(path)
 
 
-def _frame_count(path: str) -> int:
-    """The frame count OpenCV reports for a local video file; 0 when unknown or unreadable."""
-    import cv2
-
-    from ferkit.inference.video import open_capture, opencv_quiet
-
-    try:
-        with opencv_quiet():  # the actor reports a bad file
-            cap = open_capture(path)
-            n = cap.get(cv2.CAP_PROP_FRAME_COUNT)
-            cap.release()
-    except DataError:
-        return 0
-    return int(n) if n == n and 0 < n < 2 ** 62 else 0
-
-
 def frame_ranges(path: str, frames_per_task: int | None = DEFAULT_FRAMES_PER_TASK,
                  stride: int = 1) -> list[tuple[int, int | None]]:
     """The frame ranges ``(start, end)`` a video is analysed in, one task each: ``frames_per_task`` frames
     (rounded up to a multiple of ``FRAMES_PER_BATCH * stride``) per range, the last one open (``end`` None: to
     the end, whatever the reported count). One range ``(0, None)`` for a URI, an unknown frame count, a video of
     at most that many frames, or ``frames_per_task`` 0/None."""
-    from ferkit.inference.video import FRAMES_PER_BATCH
+    from ferkit.inference.video import FRAMES_PER_BATCH, frame_count
 
     if not frames_per_task or _is_uri(path):
         return [(0, None)]
     unit = FRAMES_PER_BATCH * stride
     step = -(-frames_per_task // unit) * unit
-    count = _frame_count(path)
+    count = frame_count(path)  # the header's claim, bounded by the file size and checked by reading
     if count <= step:
         return [(0, None)]
     starts = list(range(0, count, step))
@@ -419,6 +403,44 @@ def _check_reachable(address: str, timeout: float = CONNECT_TIMEOUT_S) -> None:
                           f"{host}:{port}: {why})") from None
 
 
+AUTH_TOKEN_VARS = ("RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")
+
+
+def _join(ray, address: str, quiet: bool) -> None:
+    """``ray.init`` on an existing cluster, or one ConfigError line. Ray's core writes its retry warnings to file
+    descriptor 2 (a cluster that wants a token repeats "Authentication token is missing or incorrect" until it
+    gives up with a bare "Failed to connect"): they are caught in a temporary file, so the line can say that a
+    token is missing, and the terminal gets one line, not a page."""
+    import tempfile
+
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as caught:
+        os.dup2(caught.fileno(), 2)
+        try:
+            ray.init(address=address, log_to_driver=not quiet, logging_level="ERROR")
+            error = None
+        except (ConnectionError, RuntimeError, ValueError) as e:
+            error = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+        caught.seek(0)
+        said = caught.read(1 << 20).decode(errors="replace")
+    if error is None:
+        if not quiet and said.strip():
+            sys.stderr.write(said)
+        return
+    if "InvalidAuthToken" in said or "Unauthenticated" in said:
+        have = [v for v in AUTH_TOKEN_VARS if os.environ.get(v)]
+        why = (f"the cluster rejected the token in ${have[0]}" if have else
+               "the cluster uses token authentication and no token is set: export RAY_AUTH_TOKEN=<its token> "
+               "(or RAY_AUTH_TOKEN_PATH=<file>) and RAY_AUTH_MODE=token")
+        raise ConfigError(f"--ray-address {address}: cannot join that Ray cluster ({why})")
+    raise ConfigError(f"--ray-address {address}: cannot join that Ray cluster ({error})")
+
+
 def _tasks(todo: list[str], batch_size: int, frames_per_task: int | None, stride: int) -> tuple[list[dict], dict]:
     """Ray Data rows, one task each: every video range first (the long tasks), then the images in groups of
     ``batch_size``; and ``{video: number of its ranges}``."""
@@ -494,7 +516,7 @@ def predict_dataset(sources: str | os.PathLike | Iterable[str | os.PathLike], ou
                                "seconds": 0.0, "images_per_s": 0.0, "per_actor": {}, "output": str(out), "parts": 0,
                                "video_ranges": 0, "redone": 0}
     if not todo:
-        say(f"ferkit predict --engine ray: all {len(inputs)} inputs already finished in {out} (overwrite to redo)")
+        say(f"ferkit predict --engine ray: all {len(inputs)} inputs already finished in {out} (--overwrite to redo)")
         return summary
 
     started = False
@@ -502,13 +524,11 @@ def predict_dataset(sources: str | os.PathLike | Iterable[str | os.PathLike], ou
         address = ray_address or os.environ.get("RAY_ADDRESS")  # Ray's own variable, as `ray job submit` sets
         if address:
             _check_reachable(address)
-            try:
-                ray.init(address=address, log_to_driver=not quiet, logging_level="ERROR")
-            except (ConnectionError, RuntimeError, ValueError) as e:
-                msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-                raise ConfigError(f"--ray-address {address}: cannot join that Ray cluster ({msg})") from None
+            _join(ray, address, quiet)
         else:
-            ray.init(num_cpus=actors or os.cpu_count(), include_dashboard=False,
+            # address="local": always a runtime of this call's own, even where another job's cluster runs on this
+            # machine (a bare ray.init() would join that one, and refuse num_cpus)
+            ray.init(address="local", num_cpus=actors or os.cpu_count(), include_dashboard=False,
                      log_to_driver=not quiet, logging_level="ERROR")
         started = True
     try:

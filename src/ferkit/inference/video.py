@@ -162,6 +162,47 @@ def open_capture(source: Any):
     return cap
 
 
+MIN_FRAME_BYTES = 8  # no coded frame (a skipped H.264/MPEG-4 frame included) plus its container entry is smaller
+
+
+def frame_count(path: str | Path) -> int:
+    """The number of frames a local video file really has, as far as can be told without decoding it all: the
+    header's count is a claim (a 100 KB file may say 2**31 frames), so it is bounded by the file size
+    (``MIN_FRAME_BYTES`` a frame) and checked by reading its last frame; where that frame is not there, the last
+    frame that is is found by bisection (a few seeks). 0 when unknown or unreadable."""
+    import cv2
+
+    p = Path(path)
+    try:
+        with opencv_quiet():
+            cap = open_capture(p)
+            try:
+                n = cap.get(cv2.CAP_PROP_FRAME_COUNT)
+                n = int(n) if n == n and n > 0 else 0
+                n = min(n, p.stat().st_size // MIN_FRAME_BYTES)
+                if n <= 1:
+                    return n
+
+                def there(i: int) -> bool:
+                    # a seek past the end fails or lands elsewhere: kept only when the position read back is i + 1
+                    return bool(cap.set(cv2.CAP_PROP_POS_FRAMES, i) and cap.grab()
+                                and round(cap.get(cv2.CAP_PROP_POS_FRAMES)) == i + 1)
+
+                if there(n - 1):
+                    return n
+                lo, hi = 0, n - 1  # frame lo is there (or the file is empty), frame hi is not
+                if not there(0):
+                    return 0
+                while hi - lo > 1:
+                    mid = (lo + hi) // 2
+                    lo, hi = (mid, hi) if there(mid) else (lo, mid)
+                return lo + 1
+            finally:
+                cap.release()
+    except (DataError, OSError):
+        return 0
+
+
 def window_available(window: str = "ferkit") -> bool:
     """Whether OpenCV can open a window here (``opencv-python-headless`` cannot): tried by opening ``window``."""
     import cv2
@@ -230,10 +271,17 @@ def _seek(cap, source: Any, start: int, fps: float):
     return cap, None
 
 
-def _set_status(result: FileResult) -> None:
-    """A video's status and reason from its analysed frames and faces."""
+def _set_status(result: FileResult, stop: int | None = None, claimed: int = 0) -> None:
+    """A video's status and reason from its analysed frames and faces; ``stop``: the frames read when the file
+    ended (None: reading was cut short on purpose), ``claimed``: the frame count its header states. A file that
+    stops decoding before half the frames its header lists is an error (a damaged header or a truncated file,
+    e.g. a time scale of 0 fps), its faces kept: a header's estimate may be a frame or two off, never 2x."""
     if result.frames == 0:
         result.status, result.reason = "error", "no frame could be decoded"
+    elif stop is not None and claimed > 2 * stop:
+        result.status, result.reason = "error", (
+            f"decoding stopped after {stop} of the {claimed} frames its header lists (damaged header or "
+            f"truncated file; the faces of the frames read are kept)")
     elif not result.faces:
         result.status, result.reason = "no_face", f"no face found in {result.frames} analysed frames"
 
@@ -259,6 +307,7 @@ def _analyze(analyzer, source: Any, stride: int = 1, smooth: float | None = None
         raise ConfigError("start_frame / end_frame: only for video files, not a webcam")
     name = f"webcam:{source}" if webcam else str(source)
     cap = open_capture(source)
+    claimed = 0 if webcam else int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
     fps = cap.get(cv2.CAP_PROP_FPS) or 0.0
     if not fps or fps != fps or fps > 1000:
         fps = 30.0
@@ -283,7 +332,7 @@ def _analyze(analyzer, source: Any, stride: int = 1, smooth: float | None = None
     t_last = time.perf_counter()
     live_fps = None
     idx = start_frame - 1
-    info: dict[str, Any] = {"stop": start_frame, "head": [], "tail": []}
+    info: dict[str, Any] = {"stop": start_frame, "head": [], "tail": [], "claimed": max(0, claimed), "eof": False}
 
     def flush():
         nonlocal writer, t_last, live_fps
@@ -320,6 +369,7 @@ def _analyze(analyzer, source: Any, stride: int = 1, smooth: float | None = None
             ok, frame = (True, first) if first is not None else cap.read()
             first = None
             if not ok:
+                info["eof"] = True
                 break
             idx += 1
             if end_frame is not None and idx >= end_frame:
@@ -349,7 +399,7 @@ def _analyze(analyzer, source: Any, stride: int = 1, smooth: float | None = None
             writer.release()
         if window:
             cv2.destroyAllWindows()
-    _set_status(result)
+    _set_status(result, info["stop"] if info["eof"] and not webcam else None, info["claimed"])
     result.downscaled = bool(result.image_size and analyzer.detect_faces and analyzer.detector.max_size
                              and max(result.image_size) > analyzer.detector.max_size)
     if per_second_csv is not None:
@@ -373,6 +423,8 @@ class VideoRange:
     tail: list[str] = field(default_factory=list)  # fingerprints of the frames read on after end
     check: int = CHECK_FRAMES
     error: str | None = None  # the range could not be analysed (result is then the file's error)
+    claimed: int = 0  # the frame count the file's header states
+    eof: bool = False  # the file ended inside this range
 
 
 def analyze_range(analyzer, source: str | Path, start: int = 0, end: int | None = None, stride: int = 1,
@@ -385,7 +437,7 @@ def analyze_range(analyzer, source: str | Path, start: int = 0, end: int | None 
     result, info = _analyze(analyzer, str(source), stride=stride, start_frame=start, end_frame=end,
                             check_frames=check)
     return VideoRange(start, end, stride, result, stop=info["stop"], head=info["head"], tail=info["tail"],
-                      check=check)
+                      check=check, claimed=info["claimed"], eof=info["eof"])
 
 
 def stitch_ranges(ranges: list[VideoRange]) -> FileResult | None:
@@ -422,7 +474,7 @@ def stitch_ranges(ranges: list[VideoRange]) -> FileResult | None:
                               status="ok", reason=None,
                               image_size=next((r.result.image_size for r in kept if r.result.image_size), None),
                               downscaled=any(r.result.downscaled for r in kept))
-    _set_status(out)
+    _set_status(out, kept[-1].stop if kept[-1].eof else None, kept[-1].claimed)
     return out
 
 
