@@ -3,6 +3,7 @@ exactly once after a worker is killed mid-job and after the driver is killed and
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -269,6 +270,15 @@ def test_killed_driver_then_rerun_gives_every_input_once(cluster, inputs, tmp_pa
     _check_exactly_once(out, chosen, inputs)
     s = predict_dataset([subset], out, **OPTS, actors=2, batch_size=4, ray_address=cluster.address, quiet=True)
     assert s["files"] == 0 and s["skipped"] == len(chosen)
+    # A damaged manifest part or config.json: one line naming the file and --overwrite, before any work; then
+    # --overwrite redoes the run.
+    part = sorted((out / "_manifest").glob("part-*.parquet"))[0]
+    part.write_bytes(part.read_bytes()[: len(part.read_bytes()) // 2])
+    with pytest.raises(ConfigError, match=rf"^{re.escape(str(part))}: damaged .*--overwrite"):
+        predict_dataset([subset], out, **OPTS, ray_address="127.0.0.1:1", quiet=True)
+    (out / "_manifest" / "config.json").write_text('{"models": ["fer_minix')
+    with pytest.raises(ConfigError, match=r"config\.json: damaged \(not readable JSON.*--overwrite"):
+        predict_dataset([subset], out, **OPTS, ray_address="127.0.0.1:1", quiet=True)
     s = predict_dataset([subset], out, **OPTS, actors=2, batch_size=16, ray_address=cluster.address, quiet=True,
                         overwrite=True)
     assert s["files"] == len(chosen) and s["skipped"] == 0
@@ -618,6 +628,8 @@ def test_private_runtime_beside_another_jobs_cluster_and_token_clusters(tmp_path
                            timeout=300)
         assert r.returncode == 0, r.stderr[-2000:]
         assert read_results(tmp_path / "mine").to_pylist()[0]["status"] == "no_face"
+        # not a terminal, no --progress: ferkit's summary, none of Ray Data's INFO lines or bars
+        assert r.stderr.startswith("ferkit predict --engine ray: 1 inputs") and " INFO " not in r.stderr, r.stderr
         r = subprocess.run(cmd + ["--output", str(tmp_path / "theirs"), "--ray-address", f"127.0.0.1:{port}"],
                            env=env, capture_output=True, text=True, timeout=300)
         assert r.returncode == 2, r.stderr[-2000:]

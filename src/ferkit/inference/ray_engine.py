@@ -350,8 +350,18 @@ def _prepare_output(out: Path, config: dict, overwrite: bool) -> set[str]:
         for f in list(out.glob("part-*.parquet")) + list(man.glob("part-*.parquet")) + list(man.glob("config.json")):
             f.unlink()
     cfg_file = man / "config.json"
+
+    def damaged(f: Path, why: str) -> ConfigError:
+        return ConfigError(f"{f}: damaged ({why}), so {out} cannot be resumed; redo the run with --overwrite "
+                           f"(overwrite=True), or use another --output folder")
+
     if cfg_file.exists():
-        old = json.loads(cfg_file.read_text())
+        try:
+            old = json.loads(cfg_file.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError) as e:
+            raise damaged(cfg_file, f"not readable JSON: {type(e).__name__}") from None
+        if not isinstance(old, dict):
+            raise damaged(cfg_file, "not a JSON object")
         if old != config:
             diff = ", ".join(f"{k}: {old.get(k)!r} there, {config.get(k)!r} now" for k in config if old.get(k) != config[k])
             raise ConfigError(f"{out} holds results of another configuration ({diff}); "
@@ -361,7 +371,10 @@ def _prepare_output(out: Path, config: dict, overwrite: bool) -> set[str]:
     done: set[str] = set()
     finished_parts = set()
     for f in sorted(man.glob("part-*.parquet")):
-        done.update(pq.read_table(f, columns=["input"]).column("input").to_pylist())
+        try:
+            done.update(str(x) for x in pq.read_table(f, columns=["input"]).column("input").to_pylist())
+        except (OSError, ValueError, KeyError) as e:  # pyarrow's ArrowInvalid is a ValueError
+            raise damaged(f, f"not a readable manifest part: {type(e).__name__}") from None
         finished_parts.add(f.name)
     for f in out.glob("part-*.parquet"):
         if f.name not in finished_parts:  # rows written, manifest not: the run died in between
@@ -532,13 +545,18 @@ def predict_dataset(sources: str | os.PathLike | Iterable[str | os.PathLike], ou
                      log_to_driver=not quiet, logging_level="ERROR")
         started = True
     try:
-        if quiet:
+        from ferkit.utils import progress_enabled
+
+        # Ray Data's bars and its INFO lines ("logging_progress", "execution finished") are for a person at a
+        # terminal (or --progress); logs get ferkit's own summary lines only.
+        bars = progress_enabled(quiet)
+        if not bars:
             import logging
 
-            logging.getLogger("ray.data").setLevel(logging.ERROR)
+            logging.getLogger("ray.data").setLevel(logging.WARNING if not quiet else logging.ERROR)
         ctx = ray.data.DataContext.get_current()
-        ctx.enable_progress_bars = not quiet
-        ctx.print_on_execution_start = not quiet
+        ctx.enable_progress_bars = bars
+        ctx.print_on_execution_start = bars
         res = ray.cluster_resources()
         if actors is None:
             actors = (int(res.get("GPU", 0) // gpus_per_actor) if gpus_per_actor > 0 else int(res.get("CPU", 1)))
