@@ -38,6 +38,13 @@ def test_models_lists_every_source_architecture():
     rows = json.loads(run_cli("models", "--json").stdout)
     seed1 = next(r for r in rows if r["name"] == "seed1_cnn")
     assert seed1["params"] > 290_000 and seed1["input"].startswith("48x48")
+    # aligned: every column of every row starts where its header does (long sources used to shift the rest)
+    lines = r.stdout.splitlines()
+    header, table = lines[0], lines[2::2]
+    assert len(table) == len(rows) and all(d.startswith("    ") and d.strip() for d in lines[3::2])
+    for row, text in zip(rows, table):
+        for key, head in (("input", "input"), ("channels", "channels"), ("source", "source")):
+            assert text.index(row[key], len(row["name"])) == header.index(head), (key, text)
 
 
 def test_train_inspect_info_predict_end_to_end(tmp_path, synth_dir):

@@ -500,6 +500,43 @@ def test_video_ranges_stitch_to_the_whole_file_result(tmp_path, monkeypatch, one
     _assert_same_video_rows(read_results(out).to_pylist(), _whole_rows(an, video), an.classes)
 
 
+def _spliced_video(path):
+    """Three shots of a real mp4 (10 fps, 320x240): the astronaut on a light background (frames 0-11), Grace
+    Hopper at the same place on a dark one (12-23), the astronaut again (24-31). The faces' boxes overlap across
+    each cut, so IoU tracking alone would keep one track."""
+    import cv2
+    import matplotlib.cbook
+    from skimage import data
+
+    grace = cv2.imread(matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False))
+    a = cv2.resize(cv2.cvtColor(data.astronaut()[20:250, 130:340], cv2.COLOR_RGB2BGR), (110, 110))
+    b = cv2.resize(grace[40:330, 90:390], (110, 110))
+    vw = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 10, (320, 240))
+    for i in range(32):
+        shot_b = 12 <= i < 24
+        frame = np.full((240, 320, 3), 40 if shot_b else 200, np.uint8)
+        frame[60:170, 100 + (i % 4):210 + (i % 4)] = b if shot_b else a
+        vw.write(frame)
+    vw.release()
+    return path
+
+
+def test_a_shot_change_starts_new_tracks(tmp_path, one_thread):
+    """A hard cut to another shot starts new tracks although the boxes overlap (frames 12 and 24 here); the Ray
+    engine's ranges give the same ids, with a cut inside a range (12) and one where two ranges meet (24)."""
+    from ferkit.inference.video import analyze_range, analyze_video, stitch_ranges
+
+    video = _spliced_video(tmp_path / "spliced.mp4")
+    an = _video_analyzer()
+    whole = analyze_video(an, str(video))
+    tracks = {f.frame: f.track for f in whole.faces}
+    assert sorted(tracks) == list(range(32)), "one face in every frame"
+    assert [tracks[i] for i in (0, 11, 12, 23, 24, 31)] == [0, 0, 1, 1, 2, 2], tracks
+    assert len(set(tracks.values())) == 3
+    got = stitch_ranges([analyze_range(an, video, s, e) for s, e in ((0, 8), (8, 16), (16, 24), (24, None))])
+    assert {f.frame: f.track for f in got.faces} == tracks
+
+
 def test_video_headers_are_claims(tmp_path, one_thread):
     """A frame count from a header is bounded and checked by reading (a 20-frame file saying 2**31 - 1 frames is
     split as 20 frames, in milliseconds, not into a million range tasks); a file that decodes fewer than half the

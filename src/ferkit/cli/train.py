@@ -192,15 +192,20 @@ def cmd_models(a) -> int:
 
     from ferkit.cli import print_rows
 
+    rows = api.describe_models()
+    # column widths from the rows themselves (a long name or channel note never shifts the next column); the
+    # free-length source ends each line and the description follows on its own indented line
+    w = {k: max([len(h)] + [len(str(r[k])) for r in rows]) for k, h in (("name", "name"), ("input", "input"),
+                                                                         ("channels", "channels"))}
+
     def line(r):
         n = f"{r['params'] / 1e6:.2f}M" if r["params"] else "?"
         alias = f" (alias {', '.join(r['aliases'])})" if r["aliases"] else ""
-        return (f"{r['name']:<18} {n:>13}  {r['input']:<9} {r['channels']:<21} {r['source']:<12} "
-                f"{r['description']}{alias}")
+        return (f"{r['name']:<{w['name']}}  {n:>13}  {r['input']:<{w['input']}}  {r['channels']:<{w['channels']}}  "
+                f"{r['source']}\n    {r['description']}{alias}")
 
-    return print_rows(api.describe_models(), a.json,
-                      f"{'name':<18} {'params(7 cls)':>13}  {'input':<9} {'channels':<21} {'source':<12} description",
-                      line)
+    return print_rows(rows, a.json, f"{'name':<{w['name']}}  {'params(7 cls)':>13}  {'input':<{w['input']}}  "
+                                    f"{'channels':<{w['channels']}}  source\n    description", line)
 
 
 def cmd_info(a) -> int:

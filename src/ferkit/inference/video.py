@@ -75,8 +75,25 @@ def _iou(a, b) -> float:
     return inter / u if u > 0 else 0.0
 
 
+CUT_THRESHOLD = 30.0  # mean grey-level change (0-255) of 32x32 thumbnails between analysed frames: a shot change
+
+
+def scene_thumb(frame: np.ndarray) -> np.ndarray:
+    """A 32x32 grey thumbnail of a frame, for :func:`is_cut`."""
+    import cv2
+
+    grey = frame.mean(axis=2, dtype=np.float32) if frame.ndim == 3 else frame.astype(np.float32)
+    return cv2.resize(grey, (32, 32), interpolation=cv2.INTER_AREA)
+
+
+def is_cut(a: np.ndarray | None, b: np.ndarray | None) -> bool:
+    """Whether two consecutive analysed frames' thumbnails differ like a shot change does: a talking head or a
+    pan moves the thumbnail's mean grey level by a few units, a cut to another shot by tens."""
+    return a is not None and b is not None and float(np.abs(a - b).mean()) > CUT_THRESHOLD
+
+
 class Tracker:
-    """Greedy IoU tracking + per-track EMA of probabilities."""
+    """Greedy IoU tracking + per-track EMA of probabilities; :meth:`cut` ends every track (a shot change)."""
 
     def __init__(self, smooth: float | None = None, iou: float = 0.3, max_missed: int = 30):
         if smooth is not None and not (0 < smooth <= 1):
@@ -84,6 +101,10 @@ class Tracker:
         self.smooth, self.iou, self.max_missed = smooth, iou, max_missed
         self.tracks: dict[int, dict] = {}
         self.next_id = 0
+
+    def cut(self) -> None:
+        """A shot change: the faces after it are new tracks, whatever their boxes overlap."""
+        self.tracks.clear()
 
     def update(self, faces: list[FaceResult]) -> None:
         free = dict(self.tracks)
@@ -332,7 +353,8 @@ def _analyze(analyzer, source: Any, stride: int = 1, smooth: float | None = None
     t_last = time.perf_counter()
     live_fps = None
     idx = start_frame - 1
-    info: dict[str, Any] = {"stop": start_frame, "head": [], "tail": [], "claimed": max(0, claimed), "eof": False}
+    info: dict[str, Any] = {"stop": start_frame, "head": [], "tail": [], "claimed": max(0, claimed), "eof": False,
+                            "cuts": [], "first_thumb": None, "last_thumb": None}
 
     def flush():
         nonlocal writer, t_last, live_fps
@@ -345,6 +367,13 @@ def _analyze(analyzer, source: Any, stride: int = 1, smooth: float | None = None
         live_fps = len(imgs) / max(now - t_last, 1e-6)
         t_last = now
         for (i, im), faces in zip(pending, per):
+            thumb = scene_thumb(im)
+            if is_cut(info["last_thumb"], thumb):
+                tracker.cut()
+                info["cuts"].append(i)
+            if info["first_thumb"] is None:
+                info["first_thumb"] = thumb
+            info["last_thumb"] = thumb
             tracker.update(faces)
             result.faces.extend(faces)
             result.frames += 1
@@ -425,6 +454,9 @@ class VideoRange:
     error: str | None = None  # the range could not be analysed (result is then the file's error)
     claimed: int = 0  # the frame count the file's header states
     eof: bool = False  # the file ended inside this range
+    cuts: list[int] = field(default_factory=list)  # analysed frames where a shot change ended every track
+    first_thumb: Any = None  # scene_thumb of the first and last analysed frames (a cut where two ranges meet)
+    last_thumb: Any = None
 
 
 def analyze_range(analyzer, source: str | Path, start: int = 0, end: int | None = None, stride: int = 1,
@@ -437,7 +469,8 @@ def analyze_range(analyzer, source: str | Path, start: int = 0, end: int | None 
     result, info = _analyze(analyzer, str(source), stride=stride, start_frame=start, end_frame=end,
                             check_frames=check)
     return VideoRange(start, end, stride, result, stop=info["stop"], head=info["head"], tail=info["tail"],
-                      check=check, claimed=info["claimed"], eof=info["eof"])
+                      check=check, claimed=info["claimed"], eof=info["eof"], cuts=info["cuts"],
+                      first_thumb=info["first_thumb"], last_thumb=info["last_thumb"])
 
 
 def stitch_ranges(ranges: list[VideoRange]) -> FileResult | None:
@@ -466,9 +499,14 @@ def stitch_ranges(ranges: list[VideoRange]) -> FileResult | None:
     by_frame: dict[int, list[FaceResult]] = {}
     for f in faces:
         by_frame.setdefault(f.frame, []).append(f)
+    cuts = {i for r in kept for i in r.cuts}
+    cuts.update(-(-cur.start // cur.stride) * cur.stride for prev, cur in zip(kept, kept[1:])
+                if is_cut(prev.last_thumb, cur.first_thumb))  # a shot change where two ranges meet
     tracker = Tracker()
     for r in kept:
         for i in range(-(-r.start // r.stride) * r.stride, r.stop, r.stride):
+            if i in cuts:
+                tracker.cut()
             tracker.update(by_frame.get(i, []))
     out = dataclasses.replace(rs[0].result, faces=faces, frames=sum(r.result.frames for r in kept),
                               status="ok", reason=None,
