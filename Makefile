@@ -4,6 +4,7 @@ PYTHON  ?= python3
 PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.ferkit-installed
 PYTEST_ARGS ?= -n 2 --durations=15
+DEMO_OUT ?= demo_out
 
 .PHONY: demo test setup bench clean
 
@@ -17,7 +18,7 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/ferkit demo --out demo_out
+	$(VENV)/bin/ferkit demo --out $(DEMO_OUT)
 
 test: $(STAMP)
 	$(PY) -m pytest -q $(PYTEST_ARGS)

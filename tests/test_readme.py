@@ -36,21 +36,18 @@ def bash_lines(body: str):
 
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory):
-    """A user's folder: the venv (linked), fer2013.csv, face.png, photos/, party.jpg, clip.mp4."""
+    """A user's folder: the venv (linked), photos/ (their own photos), party.jpg, clip.mp4. fer2013.csv and
+    face.png are made by the README's own commands."""
     import cv2
     import numpy as np
 
-    from ferkit.data.synth import write
     from ferkit.faces import load_image
 
     w = tmp_path_factory.mktemp("readme")
     (w / ".venv").symlink_to(Path(sys.prefix))
-    write(w / "fer2013.csv", n=700, seed=3, layout="fer2013")
     shutil.copytree(DATA, w / "photos", ignore=shutil.ignore_patterns("*.md"))
     shutil.copy(DATA / "multi_face.jpg", w / "party.jpg")
     img = load_image(DATA / "identity" / "obama.jpg")
-    face = img[40:200, 60:220] if img.shape[0] > 200 else img
-    cv2.imwrite(str(w / "face.png"), cv2.cvtColor(face, cv2.COLOR_RGB2BGR))
     vw = cv2.VideoWriter(str(w / "clip.mp4"), cv2.VideoWriter_fourcc(*"mp4v"), 5, (img.shape[1], img.shape[0]))
     for k in range(6):
         vw.write(cv2.cvtColor(np.roll(img, 4 * k, axis=1), cv2.COLOR_RGB2BGR))
@@ -66,9 +63,22 @@ def _env():
     return env
 
 
+SKIP_IN_CHECKOUT = {".git", ".venv", "__pycache__", ".pytest_cache", ".mypy_cache", ".ruff_cache"}
+
+
+def checkout_files() -> set[str]:
+    """The checkout's files, but for the virtual environment, git's own and Python's caches."""
+    out = set()
+    for dirpath, dirnames, filenames in os.walk(ROOT):
+        dirnames[:] = [d for d in dirnames if d not in SKIP_IN_CHECKOUT and not d.endswith(".egg-info")]
+        out.update(os.path.relpath(os.path.join(dirpath, f), ROOT) for f in filenames)
+    return out
+
+
 @pytest.mark.timeout(2400)
 def test_readme_runs_as_written(workdir):
     ran = 0
+    before = checkout_files()
     for kind, body in blocks()[int(os.environ.get("FERKIT_README_FROM_BLOCK", "0")):]:
         if kind == "python":
             r = subprocess.run([sys.executable, "-c", body], cwd=workdir, capture_output=True, text=True,
@@ -80,8 +90,9 @@ def test_readme_runs_as_written(workdir):
         for line in bash_lines(body):
             if line.split("#")[0].strip() in NOT_RUN:
                 continue
-            if line.startswith("make "):  # the Makefile lives in the repository, not in the user's folder
-                line = f"make -C {ROOT} {line[5:]}"
+            if line.startswith("make "):  # the Makefile lives in the repository, not in the user's folder;
+                # its outputs go to the user's folder too, never into the checkout
+                line = f"make -C {ROOT} {line[5:].split('#')[0].strip()} DEMO_OUT={workdir / 'demo_out'}"
             script.append(line)
         # One shell per block, as a user types it; stop at the first failing line.
         code = "set -e\n" + "\n".join(script) + "\n"
@@ -90,12 +101,16 @@ def test_readme_runs_as_written(workdir):
         assert r.returncode == 0, f"README bash block failed:\n{code}\n--- stderr ---\n{r.stderr[-4000:]}"
         assert "Traceback" not in r.stderr, r.stderr[-4000:]
         ran += len(script)
+    # Nothing lands in the checkout (make demo used to write demo_out/ there). Other test workers may write
+    # into their own temporary folders only, so any new file here is a leak.
+    assert checkout_files() - before == set(), sorted(checkout_files() - before)[:20]
     if os.environ.get("FERKIT_README_FROM_BLOCK"):
         return  # a partial run (debugging one block): the totals below need the whole README
     assert ran >= 35  # the README's commands and blocks, not a handful
     # What the text promises the commands leave behind.
     for f in ("runs/cnn/best.pt", "runs/cnn/eval_test/report.html", "preds.csv", "faces.parquet", "out",
-              "runs/cnn/best.int8.onnx", "runs/ddp/results.json", "compare/compare.html"):
+              "runs/cnn/best.int8.onnx", "runs/ddp/results.json", "compare/compare.html", "face.png",
+              "demo_out/demo_summary.json"):
         assert (workdir / f).exists(), f
 
 

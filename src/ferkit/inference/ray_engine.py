@@ -547,13 +547,15 @@ def predict_dataset(sources: str | os.PathLike | Iterable[str | os.PathLike], ou
     try:
         from ferkit.utils import progress_enabled
 
-        # Ray Data's bars and its INFO lines ("logging_progress", "execution finished") are for a person at a
-        # terminal (or --progress); logs get ferkit's own summary lines only.
+        # Ray Data's bars, its INFO lines ("logging_progress", "execution finished") and its notes on how the
+        # pool is used are for a person at a terminal (or --progress); logs get ferkit's own summary lines.
         bars = progress_enabled(quiet)
         if not bars:
             import logging
+            import warnings
 
-            logging.getLogger("ray.data").setLevel(logging.WARNING if not quiet else logging.ERROR)
+            logging.getLogger("ray.data").setLevel(logging.ERROR)
+            warnings.filterwarnings("ignore", category=UserWarning, module=r"ray\.data\..*")
         ctx = ray.data.DataContext.get_current()
         ctx.enable_progress_bars = bars
         ctx.print_on_execution_start = bars
