@@ -253,3 +253,36 @@ def test_onnx_export_parity(tmp_path):
     r = run_cli("predict", DATA / "multi_face.jpg", "--checkpoint", tmp_path / "fer_minixception.onnx")
     assert r.returncode == 0, r.stderr[-2000:]
     assert len(json.loads(r.stdout)["faces"]) == 5
+
+
+def test_labels_of_faces_close_together_do_not_overlap():
+    """Group photos: each face's label sits above its face, else below, else lower down, never over another
+    label, and inside the image; the annotated picture is drawn with them."""
+    import cv2
+
+    import ferkit
+    from ferkit.inference.video import annotate, label_boxes
+
+    def overlap(a, b):
+        return not (a[2] <= b[0] or b[2] <= a[0] or a[3] <= b[1] or b[3] <= a[1])
+
+    rng = np.random.default_rng(0)
+    cases = [([(10, 50, 60, 100), (55, 52, 105, 102), (100, 48, 150, 98)], (160, 120)),  # a row of faces
+             ([(30, 40, 90, 100)], (160, 120)), ([(30, 2, 90, 60)], (160, 120))]  # room above it, and none
+    for _ in range(200):  # crowds: 2-12 faces of 20-60 px in a 320x240 image, labels 40-120 px wide
+        n = int(rng.integers(2, 13))
+        xy = rng.integers(0, 260, (n, 2))
+        side = rng.integers(20, 60, n)
+        cases.append(([(x, y, x + s, y + s) for (x, y), s in zip(xy, side)], (320, 240)))
+    for boxes, size in cases:
+        sizes = [(int(rng.integers(40, 120)), 10) for _ in boxes]
+        rects = label_boxes(boxes, sizes, size)
+        for i, r in enumerate(rects):
+            assert 0 <= r[0] and r[2] <= size[0] and r[2] - r[0] == sizes[i][0] + 2, (r, size)
+            assert all(not overlap(r, o) for o in rects[i + 1:]), (boxes, rects)
+        if len(boxes) == 1:  # room above: the label sits right on the face; none: right under it
+            assert rects[0][3] == boxes[0][1] if boxes[0][1] >= 15 else rects[0][1] == boxes[0][3] + 1
+    img = np.asarray(Image.open(DATA / "multi_face.jpg").convert("RGB"))
+    res = ferkit.analyze(img)
+    out = annotate(img, res.faces)
+    assert out.shape == img.shape[:2] + (3,) and not np.array_equal(out, cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
