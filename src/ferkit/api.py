@@ -43,9 +43,17 @@ def train(recipe: str | None = None, dataset=None, callbacks=None, **settings) -
     ``dataset`` may be an already-loaded :class:`~ferkit.data.base.FaceDataset` (then ``data`` is not needed).
     """
     from ferkit.training.config import make_config
+    from ferkit.utils import require_torch
+
+    cfg = make_config(recipe, **settings)  # names, values and the data path checked before torch loads
+    if dataset is None and cfg.data:
+        from ferkit.data.loading import check_dataset_path
+
+        check_dataset_path(cfg.data, cfg.format)
+    require_torch("training")
     from ferkit.training.trainer import Trainer
 
-    return Trainer(make_config(recipe, **settings), dataset=dataset, callbacks=callbacks).fit()
+    return Trainer(cfg, dataset=dataset, callbacks=callbacks).fit()
 
 
 def freeze_sweep(recipe: str | None = None, dataset=None, depths=None, **settings) -> list[dict]:
@@ -178,6 +186,15 @@ def evaluate(checkpoint, data=None, split: str = "test", out=None, tta: str = "n
     sets differ. Other keyword arguments: ``format``, ``mapping``, ``batch_size``, ``device``, ``tensorboard``,
     ``wandb``, ``wandb_project``, ``quiet``.
     """
+    from ferkit.refs import resolve
+    from ferkit.utils import require_torch
+
+    resolve(checkpoint)  # the model reference and the data path checked before torch loads
+    if dataset is None and data is not None:
+        from ferkit.data.loading import check_dataset_path
+
+        check_dataset_path(data, kwargs.get("format"))
+    require_torch("evaluation")
     from ferkit.evaluation.evaluator import evaluate_checkpoint
 
     return evaluate_checkpoint(checkpoint, data, split=split, out=out, tta=tta, class_map=class_map, dataset=dataset,

@@ -254,3 +254,24 @@ def sniff_file_kind(path: str | os.PathLike) -> str | None:
                 return None
         return "a text file"
     return None
+
+
+#: what brings back everything the light install leaves out (training, evaluation, export, PyTorch models)
+TRAIN_INSTALL = "pip install 'ferkit[train]'"
+#: modules only the train extra installs: their absence is a missing extra, not a bug
+TRAIN_MODULES = ("torch", "torchvision", "onnx", "safetensors")
+
+
+def missing_train_extra(what: str, module: str = "torch") -> ConfigError:
+    """The one-line error for ``what`` (a command or function) needing ``module`` from the train extra."""
+    name = {"torch": "PyTorch", "torchvision": "torchvision", "onnx": "onnx (for export)"}.get(module, module)
+    return ConfigError(f"{what} needs {name}, which this install lacks (plain `pip install ferkit` predicts with the "
+                       f"zoo models on ONNX Runtime only): {TRAIN_INSTALL}")
+
+
+def require_torch(what: str) -> None:
+    """Raise :func:`missing_train_extra` for ``what`` when PyTorch is not installed (found, not imported)."""
+    import sys
+
+    if "torch" not in sys.modules and not installed("torch"):
+        raise missing_train_extra(what)

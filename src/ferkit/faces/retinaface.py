@@ -155,15 +155,18 @@ class RetinaFaceDetector(FaceDetector):
 
 
 def onnx_path() -> Path:
-    """The cached ONNX export of the folded network, made on first use for this weights file and ferkit
-    version in ``<ferkit cache>/onnx`` (written to a temporary name and moved into place, so concurrent
-    processes agree). Only making it imports torch."""
+    """The folded network as ONNX: the graph shipped in the package (``faces/weights/*.onnx``), else an export
+    made on first use for this weights file and ferkit version in ``<ferkit cache>/onnx`` (written to a
+    temporary name and moved into place, so concurrent processes agree). Only making it imports torch."""
     import os
     import tempfile
 
     import ferkit
-    from ferkit.faces.weights import weights_path
+    from ferkit.faces.weights import onnx_weights_path, weights_path
     from ferkit.utils import cache_root, sha256_file
+
+    if onnx_weights_path("retinaface").is_file():
+        return onnx_weights_path("retinaface")
 
     key = sha256_file(weights_path("retinaface"))[:12]
     path = cache_root() / "onnx" / f"retinaface-{key}-{ferkit.__version__}.onnx"

@@ -150,8 +150,9 @@ def read_metadata(path: str | os.PathLike) -> dict:
 
 def cached_export_path(model: Any) -> Path:
     """Where :func:`cached_export` keeps ``model``'s export: ``<ferkit cache>/onnx`` (``$FERKIT_CACHE_DIR`` or
-    ``~/.cache/ferkit``), keyed by the file's path, size and mtime (a zoo model: its name and the ferkit
-    version). An ``.onnx`` reference is its own file."""
+    ``~/.cache/ferkit``), keyed by the file's path, size and mtime. A shipped zoo model: the graph shipped beside
+    its weights (:func:`ferkit.zoo.onnx_file`; else the cache, keyed by its name and the ferkit version). An
+    ``.onnx`` reference is its own file."""
     import ferkit
     from ferkit.refs import resolve
     from ferkit.utils import cache_root
@@ -161,6 +162,11 @@ def cached_export_path(model: Any) -> Path:
     ref = resolve(model)
     if ref.kind == "onnx":
         return ref.path
+    if ref.kind == "zoo":
+        from ferkit.zoo import onnx_file
+
+        if onnx_file(ref.name).is_file():
+            return onnx_file(ref.name)
     if ref.path is not None:
         st = ref.path.stat()
         key = f"{ref.path.resolve()}:{st.st_size}:{st.st_mtime_ns}"
