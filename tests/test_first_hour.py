@@ -243,7 +243,8 @@ def test_builtin_model_names_are_the_registry():
     register models of their own)."""
     from ferkit.model_names import BUILTIN_MODELS
 
-    code = "import json; from ferkit.models import list_models; print(json.dumps({c.name: c.aliases for c in list_models()}))"
+    code = ("import json; from ferkit.models import list_models; "
+            "print(json.dumps({c.name: c.aliases for c in list_models()}))")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     assert {k: tuple(v) for k, v in BUILTIN_MODELS.items()} == {k: tuple(v) for k, v in json.loads(r.stdout).items()}

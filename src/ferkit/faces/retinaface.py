@@ -11,7 +11,8 @@ images), one forward pass per batch of same-sized images, decode SSD-style offse
 IoU 0.4. Batch-norm layers are folded into the convolutions after loading (same outputs to ~1e-5).
 
 Runtimes: on the CPU with onnxruntime installed (``runtime="auto"``), the folded network runs on ONNX Runtime
-from an export cached once per weights file and ferkit version; torch is then never imported (start-up ~1.3 s
+from the graph shipped beside the weights (``weights/retinaface_mobilenet0.25.onnx``, else an export cached once
+per weights file and ferkit version); torch is then never imported (start-up ~1.3 s
 less). Otherwise the PyTorch network of :mod:`ferkit.faces.retinaface_net` runs. Decoding, thresholds and NMS
 are numpy for both.
 """

@@ -2,7 +2,8 @@
 
     ferkit export runs/cnn/best.pt --format onnx [--int8] [--out model.onnx]
     ferkit export fer_minixception --format onnx
-    ferkit predict --backend onnx --model fer_minixception photos/     # exports once to the cache, then ORT
+    ferkit predict --backend onnx --model runs/cnn/best.pt photos/    # exports once to the cache, then ORT
+    ferkit predict --model fer_minixception photos/                     # the graph shipped with the zoo model
     ferkit predict --checkpoint model.onnx photos/                      # an exported file works directly
 
 The graph takes the *normalised* NCHW float32 input (what :func:`ferkit.data.transforms.to_input` makes) with
@@ -18,7 +19,7 @@ within 2e-3 (fer_minixception) and 5e-3 (faceapi_expression) of PyTorch. Quantis
 (``--int8-ops Conv,MatMul,Gemm``) shrinks the zoo models 2-3x but moves probabilities by 0.01-0.05
 (argmax unchanged on those faces), which misses the 1e-2 parity target, so it is opt-in.
 
-Requires the ``onnx`` extra: ``pip install 'ferkit[onnx]'`` (onnx, onnxruntime).
+Running needs only onnxruntime (a core dependency); exporting needs torch and onnx: ``pip install 'ferkit[train]'``.
 """
 
 from __future__ import annotations
@@ -38,13 +39,18 @@ OPSET = 17
 
 
 def require(mod: str):
-    """Import ``mod`` of the onnx extra, or one ConfigError line naming the extra."""
+    """Import ``mod`` (onnx, onnxruntime), or one ConfigError line saying how to install it."""
     import importlib
 
     try:
         return importlib.import_module(mod)
     except ImportError:
-        raise ConfigError(f"{mod} is not installed: pip install 'ferkit[onnx]' (onnx, onnxruntime)") from None
+        from ferkit.utils import TRAIN_INSTALL, missing_train_extra
+
+        if mod.split(".")[0] == "onnx":
+            raise missing_train_extra("exporting to ONNX", "onnx") from None
+        raise ConfigError(f"{mod} is not installed: pip install onnxruntime (or reinstall ferkit; "
+                          f"{TRAIN_INSTALL} for export)") from None
 
 
 INT8_OPS = ("MatMul", "Gemm")
