@@ -160,6 +160,10 @@ def test_predict_works_without_torch_and_training_says_how_to_get_it(no_torch_en
     got = sorted((Path(x["path"]).name, int(x["face"]), x["label"], round(float(x["x1"]), 1)) for x in rows)
     assert got == sorted((Path(p).name, int(f), lab, round(float(x1), 1))
                          for p, f, lab, x1 in zip(want["path"], want["face"], want["label"], want["x1"]))
+    code = ("import ferkit; r = ferkit.analyze(%r); print(len(r.faces), r.faces[0].label)"
+            % str(DATA / "identity" / "obama.jpg"))
+    p = subprocess.run([sys.executable, "-c", code], env=no_torch_env, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0 and p.stdout.split() == ["1", "happy"], p.stderr[-2000:]
     assert not (Path(no_torch_env["FERKIT_CACHE_DIR"]) / "onnx").exists()  # nothing exported: the shipped graphs
     # a command that needs torch: one line, the install line, exit 2 (CLI and API)
     ferkit.synthesize(tmp_path / "synth", n=60, seed=0)

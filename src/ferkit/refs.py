@@ -97,13 +97,16 @@ def load_checkpoint(ref: Any) -> dict:
     if isinstance(ref, dict):
         return ref
     r = resolve(ref)
+    if r.kind == "onnx":
+        raise CheckpointError(f"{r.path}: an exported ONNX file runs inference only (ferkit predict/serve); "
+                              "give the .pt checkpoint it came from")
+    from ferkit.utils import require_torch
+
+    require_torch("loading PyTorch weights")
     if r.kind == "zoo":
         from ferkit.zoo import load_zoo_checkpoint
 
         return load_zoo_checkpoint(r.name)
-    if r.kind == "onnx":
-        raise CheckpointError(f"{r.path}: an exported ONNX file runs inference only (ferkit predict/serve); "
-                              "give the .pt checkpoint it came from")
     from ferkit.checkpoint import read_checkpoint
 
     return read_checkpoint(r.path)
