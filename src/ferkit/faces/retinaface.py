@@ -98,6 +98,9 @@ class RetinaFaceDetector(FaceDetector):
         if runtime == "onnx" or (runtime == "auto" and self.on_cpu and installed("onnxruntime")):
             self._session_for(call_threads())
         else:
+            from ferkit.utils import require_torch
+
+            require_torch("RetinaFace on PyTorch (runtime='torch', a GPU, or no onnxruntime)")
             import torch
 
             from ferkit.faces.retinaface_net import build_network
