@@ -172,6 +172,9 @@ def test_predict_works_without_torch_and_training_says_how_to_get_it(no_torch_en
     assert "needs PyTorch" in line and "pip install 'ferkit[train]'" in line, line
     line = _one_line_2(_ferkit(no_torch_env, "predict", "--backend", "torch", DATA / "multi_face.jpg"))
     assert "pip install 'ferkit[train]'" in line, line
+    # a path with no check of its own (MTCNN imports torch): the CLI turns the missing module into the same line
+    line = _one_line_2(_ferkit(no_torch_env, "predict", "--detector", "mtcnn", DATA / "multi_face.jpg"))
+    assert line.startswith("ferkit: error: ferkit predict needs PyTorch") and "pip install 'ferkit[train]'" in line
     code = f"import ferkit; ferkit.evaluate('fer_minixception', {str(tmp_path / 'synth')!r})"
     p = subprocess.run([sys.executable, "-c", code], env=no_torch_env, capture_output=True, text=True, timeout=300)
     assert p.returncode == 1 and "ConfigError: evaluation needs PyTorch" in p.stderr.splitlines()[-1], p.stderr[-2000:]
