@@ -43,17 +43,29 @@ def train(recipe: str | None = None, dataset=None, callbacks=None, **settings) -
     ``dataset`` may be an already-loaded :class:`~ferkit.data.base.FaceDataset` (then ``data`` is not needed).
     """
     from ferkit.training.config import make_config
+    from ferkit.utils import require_torch
+
+    cfg = make_config(recipe, **settings)  # names, values and the data path checked before torch loads
+    if dataset is None and cfg.data:
+        from ferkit.data.loading import check_dataset_path
+
+        check_dataset_path(cfg.data, cfg.format)
+    require_torch("training")
     from ferkit.training.trainer import Trainer
 
-    return Trainer(make_config(recipe, **settings), dataset=dataset, callbacks=callbacks).fit()
+    return Trainer(cfg, dataset=dataset, callbacks=callbacks).fit()
 
 
 def freeze_sweep(recipe: str | None = None, dataset=None, depths=None, **settings) -> list[dict]:
     """One run per frozen depth (source 002); returns the table rows."""
     from ferkit.training.config import make_config
+    from ferkit.utils import require_torch
+
+    cfg = make_config(recipe, **settings)
+    require_torch("the freeze sweep")
     from ferkit.training.sweep import freeze_sweep as _sweep
 
-    return _sweep(make_config(recipe, **settings), dataset=dataset, depths=depths)
+    return _sweep(cfg, dataset=dataset, depths=depths)
 
 
 def load_dataset(path, **kwargs):
@@ -162,10 +174,13 @@ def export(model, out=None, format: str = "onnx", int8: bool = False, int8_ops=(
     """Export a checkpoint, run folder or zoo model to a self-describing ONNX file (default: beside the
     checkpoint, mode 0644); returns its path."""
     from ferkit.errors import ConfigError
-    from ferkit.inference.onnx import export_onnx
+    from ferkit.utils import require_torch
 
     if format != "onnx":
         raise ConfigError(f"export format {format!r}: only onnx is supported")
+    require_torch("exporting to ONNX")
+    from ferkit.inference.onnx import export_onnx
+
     return export_onnx(model, out, int8=int8, int8_ops=tuple(int8_ops))
 
 
@@ -178,6 +193,15 @@ def evaluate(checkpoint, data=None, split: str = "test", out=None, tta: str = "n
     sets differ. Other keyword arguments: ``format``, ``mapping``, ``batch_size``, ``device``, ``tensorboard``,
     ``wandb``, ``wandb_project``, ``quiet``.
     """
+    from ferkit.refs import resolve
+    from ferkit.utils import require_torch
+
+    resolve(checkpoint)  # the model reference and the data path checked before torch loads
+    if dataset is None and data is not None:
+        from ferkit.data.loading import check_dataset_path
+
+        check_dataset_path(data, kwargs.get("format"))
+    require_torch("evaluation")
     from ferkit.evaluation.evaluator import evaluate_checkpoint
 
     return evaluate_checkpoint(checkpoint, data, split=split, out=out, tta=tta, class_map=class_map, dataset=dataset,
@@ -198,6 +222,9 @@ def experiment_permute(data=None, dataset=None, model: str = "fashion_cnn", epoc
                        out="runs/permute", **settings) -> dict:
     """Source 002's pixel-permutation experiment: train with and without a fixed pixel permutation, report both
     test accuracies and the difference (see :mod:`ferkit.experiments`)."""
+    from ferkit.utils import require_torch
+
+    require_torch("the permutation experiment")
     from ferkit.experiments import permute_experiment
 
     return permute_experiment(data=data, dataset=dataset, model=model, epochs=epochs, mapping=mapping, out=out,
@@ -206,6 +233,9 @@ def experiment_permute(data=None, dataset=None, model: str = "fashion_cnn", epoc
 
 def list_models():
     """The registered architectures' :class:`~ferkit.models.registry.ModelCard` objects."""
+    from ferkit.utils import require_torch
+
+    require_torch("the model registry")
     from ferkit.models import list_models as _list
 
     return _list()
@@ -214,6 +244,9 @@ def list_models():
 def describe_models() -> list[dict]:
     """One row per registered architecture: name, parameters (7 classes), input size, the channels it trains
     on, source, aliases, pretrained weights, description (what ``ferkit models`` prints)."""
+    from ferkit.utils import require_torch
+
+    require_torch("the model registry")
     import torch
 
     from ferkit.errors import FerkitError

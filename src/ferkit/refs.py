@@ -60,7 +60,10 @@ def resolve(ref: Any) -> ModelRef:
                     return ModelRef("checkpoint", s, p / name)
             raise CheckpointError(f"{p}: a folder without {' or '.join(RUN_FILES)}; pass a run folder or the "
                                   "checkpoint file itself")
-        return ModelRef("onnx" if p.suffix.lower() == ".onnx" else "checkpoint", s, p)
+        if p.suffix.lower() == ".onnx":
+            return ModelRef("onnx", s, p)
+        check_checkpoint_kind(p)
+        return ModelRef("checkpoint", s, p)
     from ferkit.zoo import zoo_name
 
     zoo = zoo_name(s)  # an unknown "zoo:NAME" is a ModelError with "did you mean"
@@ -78,18 +81,32 @@ def resolve(ref: Any) -> ModelRef:
     raise CheckpointError(f"{s[:200]!r}: neither a file nor a zoo model ({hint}`ferkit zoo list` lists them)")
 
 
+def check_checkpoint_kind(path: Path) -> None:
+    """One line naming what ``path`` is when its first bytes say it is no checkpoint (an image, text, an
+    archive, ...), before anything tries to unpickle it (and before torch is imported)."""
+    from ferkit.utils import sniff_file_kind
+
+    kind = sniff_file_kind(path)
+    if kind is not None:
+        raise CheckpointError(f"{path}: is {kind}, not a model checkpoint; give a .pt file `ferkit train` wrote "
+                              "(RUN/best.pt), a run folder, a zoo name or an exported .onnx file")
+
+
 def load_checkpoint(ref: Any) -> dict:
     """The checkpoint dict behind any reference but ``.onnx`` (an already-loaded dict passes through)."""
     if isinstance(ref, dict):
         return ref
     r = resolve(ref)
+    if r.kind == "onnx":
+        raise CheckpointError(f"{r.path}: an exported ONNX file runs inference only (ferkit predict/serve); "
+                              "give the .pt checkpoint it came from")
+    from ferkit.utils import require_torch
+
+    require_torch("loading PyTorch weights")
     if r.kind == "zoo":
         from ferkit.zoo import load_zoo_checkpoint
 
         return load_zoo_checkpoint(r.name)
-    if r.kind == "onnx":
-        raise CheckpointError(f"{r.path}: an exported ONNX file runs inference only (ferkit predict/serve); "
-                              "give the .pt checkpoint it came from")
     from ferkit.checkpoint import read_checkpoint
 
     return read_checkpoint(r.path)

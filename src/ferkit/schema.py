@@ -160,13 +160,16 @@ class Results(list):
                 seen.update(dict.fromkeys(f.probabilities))
         return list(seen)
 
-    def to_pandas(self, classes: list[str] | None = None):
+    def to_pandas(self, classes: list[str] | None = None, identity: bool | None = None):
         """A pandas DataFrame with one row per face plus one row per file without faces or with an error; the
-        columns are the CSV's (:func:`table_columns`). Needs pandas (``pip install 'ferkit[table]'``)."""
+        columns are the CSV's (:func:`table_columns`; ``identity`` columns by default when any face was matched
+        against a gallery). Needs pandas (``pip install 'ferkit[table]'``)."""
         pd = _need_pandas()
         classes = classes or self.classes
-        cols = table_columns(classes)
-        return pd.DataFrame([row for r in self for row in table_rows(r, classes)], columns=cols)
+        if identity is None:
+            identity = any(f.identity is not None for r in self for f in r.faces)
+        cols = table_columns(classes, identity)
+        return pd.DataFrame([row for r in self for row in table_rows(r, classes, identity)], columns=cols)
 
 
 def _need_pandas():
@@ -184,21 +187,30 @@ BASE_COLUMNS = ("path", "status", "reason", "kind", "frame", "timestamp", "track
                 "det_score", "label", "score", "valence", "arousal", "model", "detector")
 
 
-def table_columns(classes: list[str]) -> list[str]:
-    """The columns of CSV / Parquet / DataFrame output: one ``p_<class>`` per class after the base columns."""
-    return list(BASE_COLUMNS) + [f"p_{c}" for c in classes]
+#: with a gallery (``identity=True``): the best match's name ("unknown" past the threshold) and its distance
+IDENTITY_COLUMNS = ("identity", "identity_distance")
 
 
-def table_rows(r: FileResult, classes: list[str]) -> list[list[Any]]:
+def table_columns(classes: list[str], identity: bool = False) -> list[str]:
+    """The columns of CSV / Parquet / DataFrame output: the base columns, :data:`IDENTITY_COLUMNS` when a gallery
+    names the faces (``identity``), then one ``p_<class>`` per class."""
+    return list(BASE_COLUMNS) + list(IDENTITY_COLUMNS if identity else ()) + [f"p_{c}" for c in classes]
+
+
+def table_rows(r: FileResult, classes: list[str], identity: bool = False) -> list[list[Any]]:
     """One row per face; a file without faces gets one row with its status and reason (None = empty cell)."""
     head = [r.path, r.status, r.reason]
+    n_id = len(IDENTITY_COLUMNS) if identity else 0
     if not r.faces:
-        return [head + [r.kind] + [None] * (len(BASE_COLUMNS) - 6) + [r.model, r.detector] + [None] * len(classes)]
+        return [head + [r.kind] + [None] * (len(BASE_COLUMNS) - 6) + [r.model, r.detector]
+                + [None] * (n_id + len(classes))]
     rows = []
     for f in r.faces:
         d = f.to_dict()
+        who = f.identity if isinstance(f.identity, dict) else {}
+        ident = [who.get("name"), _r(who.get("distance"))][:n_id]
         rows.append(head + [r.kind, f.frame, d.get("timestamp"), f.track, f.face, *d["box"], d["det_score"], f.label,
-                            d["score"], d.get("valence"), d.get("arousal"), r.model, r.detector]
+                            d["score"], d.get("valence"), d.get("arousal"), r.model, r.detector] + ident
                     + [d["probabilities"].get(c) for c in classes])
     return rows
 
@@ -213,7 +225,8 @@ class ResultWriter:
     Files are written to a temporary name and moved into place on :meth:`close`, so a crash never leaves half a
     file where the output should be."""
 
-    def __init__(self, fmt: str, classes: list[str], path=None, stream: TextIO | None = None):
+    def __init__(self, fmt: str, classes: list[str], path=None, stream: TextIO | None = None,
+                 identity: bool = False):
         from ferkit.errors import ConfigError
 
         if fmt not in FORMATS:
@@ -227,6 +240,7 @@ class ResultWriter:
             if path is None:
                 raise ConfigError("--format parquet writes a file: give --output FILE.parquet")
         self.fmt, self.classes, self.path = fmt, list(classes), path
+        self.identity = identity  # a gallery names the faces: identity columns in csv / parquet
         self._rows: list = []
         self._tmp = None
         if path is not None and fmt != "parquet":
@@ -242,15 +256,16 @@ class ResultWriter:
             self.fh = stream
         if fmt == "csv":
             self._csv = csv.writer(self.fh, lineterminator="\n")
-            self._csv.writerow(table_columns(self.classes))
+            self._csv.writerow(table_columns(self.classes, self.identity))
 
     def write(self, r: FileResult) -> None:
         if self.fmt == "jsonl":
             self.fh.write(json.dumps(r.to_dict(), ensure_ascii=True) + "\n")
         elif self.fmt == "csv":
-            self._csv.writerows([["" if v is None else v for v in row] for row in table_rows(r, self.classes)])
+            self._csv.writerows([["" if v is None else v for v in row]
+                                 for row in table_rows(r, self.classes, self.identity)])
         else:
-            self._rows.extend(table_rows(r, self.classes))
+            self._rows.extend(table_rows(r, self.classes, self.identity))
             return
         self.fh.flush()
 
@@ -267,7 +282,7 @@ class ResultWriter:
             p.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
             os.close(fd)
-            pd.DataFrame(self._rows, columns=table_columns(self.classes)).to_parquet(tmp, index=False)
+            pd.DataFrame(self._rows, columns=table_columns(self.classes, self.identity)).to_parquet(tmp, index=False)
             os.chmod(tmp, 0o644)
             os.replace(tmp, p)
             return

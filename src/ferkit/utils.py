@@ -207,3 +207,71 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
         for block in iter(lambda: f.read(chunk), b""):
             h.update(block)
     return h.hexdigest()
+
+
+# (magic bytes, offset, what the file is) for formats people hand ferkit by mistake; checked in this order
+_SIGNATURES = [
+    (b"\x89PNG\r\n\x1a\n", 0, "a PNG image"), (b"\xff\xd8\xff", 0, "a JPEG image"), (b"GIF8", 0, "a GIF image"),
+    (b"II*\x00", 0, "a TIFF image"), (b"MM\x00*", 0, "a TIFF image"), (b"WEBP", 8, "a WebP image"),
+    (b"BM", 0, "a BMP image"), (b"%PDF", 0, "a PDF document"), (b"\x1f\x8b", 0, "a gzip archive"),
+    (b"BZh", 0, "a bzip2 archive"), (b"\xfd7zXZ\x00", 0, "an xz archive"), (b"7z\xbc\xaf\x27\x1c", 0, "a 7z archive"),
+    (b"\x28\xb5\x2f\xfd", 0, "a zstd archive"), (b"ustar", 257, "a tar archive"), (b"\x89HDF", 0, "an HDF5 file"),
+    (b"\x93NUMPY", 0, "a numpy .npy array"),
+]
+
+
+def sniff_file_kind(path: str | os.PathLike) -> str | None:
+    """What a file that should be a PyTorch checkpoint is instead, from its first bytes: ``"a PNG image"``,
+    ``"a zip archive"``, ``"a text file"``, ... ``None`` when it may be a checkpoint (a pickle, or a zip holding
+    ``data.pkl`` as ``torch.save`` writes) or is unrecognised (then the loader's own message applies)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(512)
+    except OSError:
+        return None
+    if not head:
+        return "an empty file (0 bytes)"
+    for magic, at, what in _SIGNATURES:
+        if head[at:at + len(magic)] == magic:
+            return what
+    if head.startswith(b"PK\x03\x04"):
+        import zipfile
+
+        try:
+            with zipfile.ZipFile(path) as z:
+                if any(n == "data.pkl" or n.endswith("/data.pkl") for n in z.namelist()):
+                    return None  # torch.save's zip format
+        except (zipfile.BadZipFile, OSError):
+            pass
+        return "a zip archive"
+    if len(head) >= 8 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") < 100_000_000:
+        return "a safetensors file"
+    if b"\x00" not in head:
+        try:
+            head.decode("utf-8")
+        except UnicodeDecodeError as e:
+            if e.start < len(head) - 4:  # not just a character cut at the end of the 512 bytes
+                return None
+        return "a text file"
+    return None
+
+
+#: what brings back everything the light install leaves out (training, evaluation, export, PyTorch models)
+TRAIN_INSTALL = "pip install 'ferkit[train]'"
+#: modules only the train extra installs: their absence is a missing extra, not a bug
+TRAIN_MODULES = ("torch", "torchvision", "onnx", "safetensors")
+
+
+def missing_train_extra(what: str, module: str = "torch") -> ConfigError:
+    """The one-line error for ``what`` (a command or function) needing ``module`` from the train extra."""
+    name = {"torch": "PyTorch", "torchvision": "torchvision", "onnx": "onnx (for export)"}.get(module, module)
+    return ConfigError(f"{what} needs {name}, which this install lacks (plain `pip install ferkit` predicts with the "
+                       f"zoo models on ONNX Runtime only): {TRAIN_INSTALL}")
+
+
+def require_torch(what: str) -> None:
+    """Raise :func:`missing_train_extra` for ``what`` when PyTorch is not installed (found, not imported)."""
+    import sys
+
+    if "torch" not in sys.modules and not installed("torch"):
+        raise missing_train_extra(what)

@@ -85,6 +85,14 @@ def main(argv: list[str] | None = None) -> int:
     except FerkitError as e:
         print(f"ferkit: error: {e}", file=sys.stderr)
         return e.exit_code
+    except ModuleNotFoundError as e:  # the light install (no extras) lacks PyTorch: one line with the install line
+        from ferkit.utils import TRAIN_MODULES, missing_train_extra
+
+        top = (e.name or "").split(".")[0]
+        if top not in TRAIN_MODULES:
+            raise
+        print(f"ferkit: error: {missing_train_extra(f'ferkit {a.command}', top)}", file=sys.stderr)
+        return 2
     except BrokenPipeError:
         return _closed_stdout()
     except KeyboardInterrupt:

@@ -184,7 +184,7 @@ def cmd_predict(a) -> int:
     if a.output is None and hasattr(sys.stdout, "reconfigure"):
         # file names need not be valid UTF-8: write their bytes back as they came, never a UnicodeEncodeError
         sys.stdout.reconfigure(errors="surrogateescape")
-    writer = ResultWriter(a.format, an.classes, path=a.output, stream=sys.stdout)
+    writer = ResultWriter(a.format, an.classes, path=a.output, stream=sys.stdout, identity=an.identity is not None)
 
     def record(r: FileResult):
         nonlocal n_faces, n_down

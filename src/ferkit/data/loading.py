@@ -61,6 +61,15 @@ def _resolve_path(path) -> Path:
     return p
 
 
+def check_dataset_path(path, format: str | None = None) -> None:
+    """The cheap part of :func:`load_dataset`'s checks (the path exists; its layout is recognised when no format
+    is given), without reading the data or importing torch: a typo is answered at once."""
+    if format in (None, "", "auto", "synth"):
+        detect_format(path)
+    else:
+        _resolve_path(path)
+
+
 def detect_format(path) -> str:
     """The format of the dataset at ``path`` (see the module doc), or a DataError listing the layouts."""
     p = _resolve_path(path)

@@ -11,7 +11,8 @@ images), one forward pass per batch of same-sized images, decode SSD-style offse
 IoU 0.4. Batch-norm layers are folded into the convolutions after loading (same outputs to ~1e-5).
 
 Runtimes: on the CPU with onnxruntime installed (``runtime="auto"``), the folded network runs on ONNX Runtime
-from an export cached once per weights file and ferkit version; torch is then never imported (start-up ~1.3 s
+from the graph shipped beside the weights (``weights/retinaface_mobilenet0.25.onnx``, else an export cached once
+per weights file and ferkit version); torch is then never imported (start-up ~1.3 s
 less). Otherwise the PyTorch network of :mod:`ferkit.faces.retinaface_net` runs. Decoding, thresholds and NMS
 are numpy for both.
 """
@@ -97,6 +98,9 @@ class RetinaFaceDetector(FaceDetector):
         if runtime == "onnx" or (runtime == "auto" and self.on_cpu and installed("onnxruntime")):
             self._session_for(call_threads())
         else:
+            from ferkit.utils import require_torch
+
+            require_torch("RetinaFace on PyTorch (runtime='torch', a GPU, or no onnxruntime)")
             import torch
 
             from ferkit.faces.retinaface_net import build_network
@@ -155,15 +159,18 @@ class RetinaFaceDetector(FaceDetector):
 
 
 def onnx_path() -> Path:
-    """The cached ONNX export of the folded network, made on first use for this weights file and ferkit
-    version in ``<ferkit cache>/onnx`` (written to a temporary name and moved into place, so concurrent
-    processes agree). Only making it imports torch."""
+    """The folded network as ONNX: the graph shipped in the package (``faces/weights/*.onnx``), else an export
+    made on first use for this weights file and ferkit version in ``<ferkit cache>/onnx`` (written to a
+    temporary name and moved into place, so concurrent processes agree). Only making it imports torch."""
     import os
     import tempfile
 
     import ferkit
-    from ferkit.faces.weights import weights_path
+    from ferkit.faces.weights import onnx_weights_path, weights_path
     from ferkit.utils import cache_root, sha256_file
+
+    if onnx_weights_path("retinaface").is_file():
+        return onnx_weights_path("retinaface")
 
     key = sha256_file(weights_path("retinaface"))[:12]
     path = cache_root() / "onnx" / f"retinaface-{key}-{ferkit.__version__}.onnx"

@@ -26,6 +26,12 @@ def weights_path(backend: str) -> Path:
     return WEIGHTS_DIR / WEIGHT_FILES[backend]
 
 
+def onnx_weights_path(backend: str) -> Path:
+    """The ONNX Runtime graph shipped beside the backend's weights (``weights/NAME.onnx``, written by
+    ``scripts/export_onnx_weights.py`` from the safetensors file): detection on it needs no export, and no torch."""
+    return WEIGHTS_DIR / (Path(WEIGHT_FILES[backend]).stem + ".onnx")
+
+
 def card_path(backend: str) -> Path:
     return CARDS_DIR / f"{backend}.md"
 

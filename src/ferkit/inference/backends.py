@@ -33,6 +33,9 @@ class TorchClassifier(Classifier):
     backend = "torch"
 
     def __init__(self, model: Any, device: str = "cpu", name: str | None = None):
+        from ferkit.utils import require_torch
+
+        require_torch("a PyTorch model (a .pt checkpoint, or --backend torch)")
         import torch
 
         from ferkit.checkpoint import build_model

@@ -2,7 +2,8 @@
 
     ferkit export runs/cnn/best.pt --format onnx [--int8] [--out model.onnx]
     ferkit export fer_minixception --format onnx
-    ferkit predict --backend onnx --model fer_minixception photos/     # exports once to the cache, then ORT
+    ferkit predict --backend onnx --model runs/cnn/best.pt photos/    # exports once to the cache, then ORT
+    ferkit predict --model fer_minixception photos/                     # the graph shipped with the zoo model
     ferkit predict --checkpoint model.onnx photos/                      # an exported file works directly
 
 The graph takes the *normalised* NCHW float32 input (what :func:`ferkit.data.transforms.to_input` makes) with
@@ -18,7 +19,7 @@ within 2e-3 (fer_minixception) and 5e-3 (faceapi_expression) of PyTorch. Quantis
 (``--int8-ops Conv,MatMul,Gemm``) shrinks the zoo models 2-3x but moves probabilities by 0.01-0.05
 (argmax unchanged on those faces), which misses the 1e-2 parity target, so it is opt-in.
 
-Requires the ``onnx`` extra: ``pip install 'ferkit[onnx]'`` (onnx, onnxruntime).
+Running needs only onnxruntime (a core dependency); exporting needs torch and onnx: ``pip install 'ferkit[train]'``.
 """
 
 from __future__ import annotations
@@ -38,13 +39,18 @@ OPSET = 17
 
 
 def require(mod: str):
-    """Import ``mod`` of the onnx extra, or one ConfigError line naming the extra."""
+    """Import ``mod`` (onnx, onnxruntime), or one ConfigError line saying how to install it."""
     import importlib
 
     try:
         return importlib.import_module(mod)
     except ImportError:
-        raise ConfigError(f"{mod} is not installed: pip install 'ferkit[onnx]' (onnx, onnxruntime)") from None
+        from ferkit.utils import TRAIN_INSTALL, missing_train_extra
+
+        if mod.split(".")[0] == "onnx":
+            raise missing_train_extra("exporting to ONNX", "onnx") from None
+        raise ConfigError(f"{mod} is not installed: pip install onnxruntime (or reinstall ferkit; "
+                          f"{TRAIN_INSTALL} for export)") from None
 
 
 INT8_OPS = ("MatMul", "Gemm")
@@ -150,8 +156,9 @@ def read_metadata(path: str | os.PathLike) -> dict:
 
 def cached_export_path(model: Any) -> Path:
     """Where :func:`cached_export` keeps ``model``'s export: ``<ferkit cache>/onnx`` (``$FERKIT_CACHE_DIR`` or
-    ``~/.cache/ferkit``), keyed by the file's path, size and mtime (a zoo model: its name and the ferkit
-    version). An ``.onnx`` reference is its own file."""
+    ``~/.cache/ferkit``), keyed by the file's path, size and mtime. A shipped zoo model: the graph shipped beside
+    its weights (:func:`ferkit.zoo.onnx_file`; else the cache, keyed by its name and the ferkit version). An
+    ``.onnx`` reference is its own file."""
     import ferkit
     from ferkit.refs import resolve
     from ferkit.utils import cache_root
@@ -161,6 +168,11 @@ def cached_export_path(model: Any) -> Path:
     ref = resolve(model)
     if ref.kind == "onnx":
         return ref.path
+    if ref.kind == "zoo":
+        from ferkit.zoo import onnx_file
+
+        if onnx_file(ref.name).is_file():
+            return onnx_file(ref.name)
     if ref.path is not None:
         st = ref.path.stat()
         key = f"{ref.path.resolve()}:{st.st_size}:{st.st_mtime_ns}"

@@ -11,7 +11,6 @@ head last; freezing "up to a stage" and the freeze sweep walk that list.
 
 from __future__ import annotations
 
-import difflib
 import inspect
 from dataclasses import asdict, dataclass, field
 from typing import Callable
@@ -88,11 +87,9 @@ def canonical_name(name: str) -> str:
     _ensure_loaded()
     key = _ALIASES.get(name, name)
     if key not in _BUILDERS:
-        names = list(_BUILDERS) + list(_ALIASES)
-        close = difflib.get_close_matches(name, names, n=4, cutoff=0.6)
-        close += sorted(n for n in names if name.split("_")[0] in n and n not in close)
-        hint = f" (did you mean {', '.join(close[:4])}?)" if close else ""
-        raise ModelError(f"unknown model {name!r}{hint}: `ferkit models` lists the names")
+        from ferkit.model_names import unknown_model
+
+        raise unknown_model(name, list(_BUILDERS) + list(_ALIASES))
     return key
 
 

@@ -120,6 +120,9 @@ class TrainConfig:
         choice("amp", self.amp, AMP_MODES)
         choice("normalize", self.normalize, NORMALIZE)
         choice("task", self.task, ("classify", "multitask"))
+        from ferkit.model_names import check_model_name
+
+        check_model_name(self.model)  # a typo is answered before torch loads
         for name in ("epochs", "batch_size", "accumulate", "validate_every"):
             if int(getattr(self, name)) < 1:
                 raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")

@@ -70,9 +70,18 @@ def weights_path(name: str) -> Path:
 def backbone_file(name: str) -> Path:
     """Where :func:`fetch` puts a backbone's file: torchvision's hub cache, where ``--pretrained`` looks."""
     src = _source(name)
-    import torch
+    if "torch" in sys.modules:  # torch.hub.set_dir() may have moved it
+        hub = Path(sys.modules["torch"].hub.get_dir())
+    else:  # torch.hub's default, without importing torch (~1.3 s): $TORCH_HOME/hub, else ~/.cache/torch/hub
+        cache = os.environ.get("XDG_CACHE_HOME") or os.path.join("~", ".cache")
+        hub = Path(os.path.expanduser(os.environ.get("TORCH_HOME") or os.path.join(cache, "torch"))) / "hub"
+    return hub / "checkpoints" / Path(next(iter(src.files))).name
 
-    return Path(torch.hub.get_dir()) / "checkpoints" / Path(next(iter(src.files))).name
+
+def onnx_file(name: str) -> Path:
+    """The ONNX Runtime graph shipped beside a shipped model's weights (``weights/NAME.onnx``, written by
+    ``scripts/export_onnx_weights.py``): predicting with it needs no export, and no torch."""
+    return WEIGHTS_DIR / (Path(_source(name).weights_file).stem + ".onnx")
 
 
 def is_available(name: str) -> bool:
