@@ -51,8 +51,12 @@ def _faces(results):
 def test_parallel_analysis_gives_the_one_at_a_time_answers(photos):
     """analyze_paths with 3 workers (decode + detect in parallel, one core each) == analyze() per file."""
     pytest.importorskip("onnxruntime")
+    import threading
+
     from ferkit.inference.pipeline import Analyzer
 
+    # analyzers cached by earlier tests in this process (ferkit.predict's) keep their own pool threads
+    others = {t for t in threading.enumerate() if t.name.startswith("ferkit-analyze")}
     par = Analyzer(workers=3)
     assert par.workers == 3 and par.detector.runtime == "onnx"
     got = list(par.analyze_paths(photos, group=4, prefetch=5))
@@ -75,7 +79,9 @@ def test_parallel_analysis_gives_the_one_at_a_time_answers(photos):
         assert [f.box for f in fa] == [f.box for f in fb]
     # stopping early leaves nothing running, and a dropped analyzer takes its threads with it
     import gc
-    import threading
+
+    def ours():
+        return [t for t in threading.enumerate() if t.name.startswith("ferkit-analyze") and t not in others]
 
     it = par.analyze_paths(photos * 3, prefetch=4)
     next(it)
@@ -83,10 +89,10 @@ def test_parallel_analysis_gives_the_one_at_a_time_answers(photos):
     del it, par
     gc.collect()
     for _ in range(100):
-        if not any(t.name.startswith("ferkit-analyze") for t in threading.enumerate()):
+        if not ours():
             break
         threading.Event().wait(0.05)
-    assert not any(t.name.startswith("ferkit-analyze") for t in threading.enumerate())
+    assert not ours()
 
 
 def test_onnx_runtime_and_torch_give_the_same_faces_and_labels(photos):
