@@ -158,26 +158,15 @@ def onnx_path() -> Path:
     """The cached ONNX export of the folded network, made on first use for this weights file and ferkit
     version in ``<ferkit cache>/onnx`` (written to a temporary name and moved into place, so concurrent
     processes agree). Only making it imports torch."""
-    import os
-    import tempfile
-
     import ferkit
     from ferkit.faces.weights import weights_path
-    from ferkit.utils import cache_root, sha256_file
+    from ferkit.utils import atomic_path, cache_root, sha256_file
 
     key = sha256_file(weights_path("retinaface"))[:12]
     path = cache_root() / "onnx" / f"retinaface-{key}-{ferkit.__version__}.onnx"
     if not path.is_file():
         from ferkit.faces.retinaface_net import export_onnx
 
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".retinaface.", suffix=".onnx", dir=path.parent)
-        os.close(fd)
-        try:
+        with atomic_path(path, suffix=".onnx", what="detector cache") as tmp:
             export_onnx(tmp)
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
     return path

@@ -26,7 +26,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -93,11 +92,11 @@ def export_onnx(model: Any, out: str | os.PathLike | None = None, int8: bool = F
     outputs = ["logits", "valence", "arousal"] if task == "multitask" else ["logits"]
     x = torch.zeros(2, spec.channels, *spec.size)
     dyn = {"input": {0: "batch"}, **{o: {0: "batch"} for o in outputs}}
-    fd, tmp = tempfile.mkstemp(suffix=".onnx", dir=out.parent)
-    os.close(fd)
-    try:
-        import warnings
+    import warnings
 
+    from ferkit.utils import atomic_path
+
+    with atomic_path(out, suffix=".onnx", what="export") as tmp:
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # TracerWarnings about python ints / constant folding: expected
             torch.onnx.export(wrapped, (x,), tmp, input_names=["input"], output_names=outputs,
@@ -131,11 +130,6 @@ def export_onnx(model: Any, out: str | os.PathLike | None = None, int8: bool = F
                 p = m.metadata_props.add()
                 p.key, p.value = k, v
         onnx.save(m, tmp)
-        os.chmod(tmp, 0o644)  # mkstemp made it 0600; an exported model is meant to be shared
-        os.replace(tmp, out)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return out
 
 
