@@ -61,6 +61,9 @@ class OutputError(FerkitError, OSError):
         super().__init__(message)
         self.errno = errno
 
+    def __str__(self) -> str:  # the one line, not OSError's "[Errno N] ..." (errno, filename are set as well)
+        return str(self.args[0])
+
 
 _BIDI = set(range(0x202A, 0x202F)) | set(range(0x2066, 0x206A))  # embeddings, overrides, isolates
 

@@ -78,7 +78,7 @@ def output_error(path, e: OSError, what: str = "output") -> OutputError:
             errno.EISDIR: "it is a folder: give a file name", errno.ENOTDIR: "a part of the path is a file, not a folder",
             errno.EFBIG: "the file is too large for this file system or limit"}.get(e.errno, "write elsewhere")
     err = OutputError(f"{what} {quote(os.fspath(path))}: cannot write ({why}); {hint}", e.errno)
-    err.strerror = why
+    err.strerror, err.filename = why, os.fspath(path)
     return err
 
 
@@ -258,31 +258,33 @@ def discard(cm) -> None:
 
 
 def check_output(path: str | os.PathLike, what: str = "--output", *, folder: bool = False) -> None:
-    """Before the work starts: can ``path`` be written? A file (``folder=False``): not a folder, and its folder
-    can be made and takes new files (a device, a FIFO, a symbolic link to a file and ``-`` are fine); a folder:
-    not a file, can be made and takes new files. Raises one OutputError line naming ``path`` and ``what`` (the
-    option) otherwise. The test is real (a file is made and removed), so it holds for root and read-only
-    mounts alike, where permission bits would say otherwise."""
+    """Before the work starts: can ``path`` be written? A file (``folder=False``): not a folder (a device, a
+    FIFO, a symbolic link to a file and ``-`` are fine); a folder: not a file. Either way the folder it goes in
+    (or the nearest one that exists) must take new files. Raises one OutputError line naming ``path`` and
+    ``what`` (the option) otherwise. The test is real, a file made and removed at once, so it holds for root and
+    read-only mounts alike, where permission bits would say otherwise; nothing else is created."""
     from ferkit.errors import quote
 
     p = os.fspath(path)
     if not folder and p == "-":
         return
     target = _target(p)
-    if not folder:
-        if os.path.isdir(target):
-            raise OutputError(f"{what} {quote(p)} is a folder: give a file name (e.g. {quote(os.path.join(p, 'results'))})")
-        if is_special_file(target):
-            if not os.access(target, os.W_OK):
-                raise OutputError(f"{what} {quote(p)}: cannot write (permission denied); write elsewhere")
-            return
-        probe_dir = os.path.dirname(target) or "."
-    else:
-        if os.path.exists(target) and not os.path.isdir(target):
-            raise OutputError(f"{what} {quote(p)} is a file, not a folder: give a folder name")
-        probe_dir = target
+    if not folder and os.path.isdir(target):
+        raise OutputError(f"{what} {quote(p)} is a folder: give a file name, e.g. "
+                          f"{quote(os.path.join(p, 'results'))}", errno.EISDIR)
+    if not folder and is_special_file(target):
+        if not os.access(target, os.W_OK):
+            raise OutputError(f"{what} {quote(p)}: cannot write (permission denied); write elsewhere", errno.EACCES)
+        return
+    if folder and os.path.exists(target) and not os.path.isdir(target):
+        raise OutputError(f"{what} {quote(p)} is a file, not a folder: give a folder name", errno.ENOTDIR)
+    probe_dir = os.path.abspath(target if folder else os.path.dirname(target) or ".")
+    while not os.path.lexists(probe_dir):
+        probe_dir = os.path.dirname(probe_dir)
+    if not os.path.isdir(probe_dir):
+        raise OutputError(f"{what} {quote(p)}: {quote(probe_dir)} is a file, not a folder; write elsewhere",
+                          errno.ENOTDIR)
     try:
-        os.makedirs(probe_dir, exist_ok=True)
         fd, probe = tempfile.mkstemp(prefix=".ferkit-probe-", dir=probe_dir)
         os.close(fd)
         os.unlink(probe)

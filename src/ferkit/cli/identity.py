@@ -86,7 +86,7 @@ def cmd_enroll(a) -> int:
     validate_name(a.name)
     path = a.gallery or default_gallery_path()
     if os.path.exists(path):
-        Gallery(path).close()  # a corrupt gallery fails before the models load
+        Gallery(path, create=True).close()  # a corrupt or read-only gallery fails before the models load
     rep = enroll(a.name, a.photos, gallery=path, encoder=FaceEncoder(detector=a.detector), quiet=a.quiet)
     for p, why in rep.skipped:
         print(f"skipped {p}: {why}", file=sys.stderr)
@@ -123,7 +123,7 @@ def cmd_gallery(a) -> int:
     from ferkit.identity.gallery import Gallery, calibrate_threshold
 
     if a.gallery_command == "list":
-        with Gallery(a.gallery) as g:
+        with Gallery(a.gallery, readonly=True) as g:
             rows = g.summary()
             names, M, _ = g.embeddings()
             cal = calibrate_threshold(names, M) if names else None

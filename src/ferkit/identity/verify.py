@@ -58,7 +58,7 @@ def enroll(name: str, photos: Sequence[str | os.PathLike], gallery: str | os.Pat
         raise ConfigError("ferkit enroll: no photos given (pass image files or folders)")
     path = Path(gallery).expanduser() if gallery is not None else default_gallery_path()
     if path.exists():
-        Gallery(path).close()  # validate before the slow part: a corrupt gallery fails fast
+        Gallery(path, create=True).close()  # before the slow part: a corrupt or read-only gallery fails fast
     enc = encoder or FaceEncoder()
     rep = EnrolReport(str(path), name)
     rows = []
@@ -95,7 +95,7 @@ class IdentityMatcher:
     @classmethod
     def from_gallery(cls, gallery: str | os.PathLike | Gallery | None = None, threshold: float | None = None,
                      default_threshold: float = 0.6) -> "IdentityMatcher":
-        g = gallery if isinstance(gallery, Gallery) else Gallery(gallery)
+        g = gallery if isinstance(gallery, Gallery) else Gallery(gallery, readonly=True)
         try:
             names, M, _ = g.embeddings()
             if not names:
