@@ -162,11 +162,10 @@ class Results(list):
 
     def to_pandas(self, classes: list[str] | None = None):
         """A pandas DataFrame with one row per face plus one row per file without faces or with an error; the
-        columns are the CSV's (:func:`table_columns`). Needs pandas (``pip install 'ferkit[table]'``)."""
-        pd = _need_pandas()
+        columns are the CSV's (:func:`table_columns`), text as in Parquet (:func:`utf8_text`). Needs pandas
+        (``pip install 'ferkit[table]'``)."""
         classes = classes or self.classes
-        cols = table_columns(classes)
-        return pd.DataFrame([row for r in self for row in table_rows(r, classes)], columns=cols)
+        return table_frame([row for r in self for row in table_rows(r, classes)], classes)
 
 
 def _need_pandas():
@@ -187,6 +186,13 @@ BASE_COLUMNS = ("path", "status", "reason", "kind", "frame", "timestamp", "track
 def table_columns(classes: list[str]) -> list[str]:
     """The columns of CSV / Parquet / DataFrame output: one ``p_<class>`` per class after the base columns."""
     return list(BASE_COLUMNS) + [f"p_{c}" for c in classes]
+
+
+def table_frame(rows: list[list[Any]], classes: list[str]):
+    """:func:`table_rows` as a pandas DataFrame, text as valid UTF-8 (:func:`utf8_text`): pandas may keep text as
+    Arrow strings and Parquet must, so a file name that is not UTF-8 is spelt with ``\\xNN`` escapes there."""
+    pd = _need_pandas()
+    return pd.DataFrame([[utf8_text(v) for v in row] for row in rows], columns=table_columns(classes))
 
 
 def table_rows(r: FileResult, classes: list[str]) -> list[list[Any]]:
@@ -293,10 +299,8 @@ class ResultWriter:
         if self.fmt == "parquet":
             from ferkit.utils import atomic_path
 
-            pd = _need_pandas()
-            rows = [[utf8_text(v) for v in row] for row in self._rows]
             with atomic_path(self.path, suffix=".parquet", what="--output") as tmp:
-                pd.DataFrame(rows, columns=table_columns(self.classes)).to_parquet(tmp, index=False)
+                table_frame(self._rows, self.classes).to_parquet(tmp, index=False)
             return
         if self._out is not None:
             out, self._out = self._out, None
