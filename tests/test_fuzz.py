@@ -320,6 +320,7 @@ def _output_target(rng: random.Random, d: Path):
     return p, kind
 
 
+@pytest.mark.filterwarnings("error::pytest.PytestUnraisableExceptionWarning")  # no output left half-closed
 def test_fuzz_output_targets(tmp_path, n_cases):
     """Every writer (CSV, JSON lines, Parquet, whole files, path-taking libraries, folders) aimed at special
     files, links, folders and names that are not UTF-8, too long or full of control characters, with results

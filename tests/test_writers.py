@@ -145,7 +145,7 @@ def test_output_to_special_files_is_written_never_replaced(tmp_path):
     t = threading.Thread(target=reader, daemon=True)
     t.start()
     r = run_cli("predict", PHOTO, "--output", fifo, *FAST, timeout=300)
-    t.join(60)
+    t.join(20)
     assert r.returncode == 0, r.stderr[-2000:]
     assert stat.S_ISFIFO(fifo.stat().st_mode) and json.loads(got["data"])["status"] == "ok"
 

@@ -292,6 +292,7 @@ class ResultWriter:
                 raise  # standard output: the CLI handles a closed pipe
             from ferkit.utils import output_error
 
+            self.abort()  # the temporary file goes; a device's error is not raised twice
             raise output_error(self.path, e, "--output") from None
 
     def close(self) -> None:
