@@ -307,8 +307,8 @@ def test_csv_cells_that_a_spreadsheet_would_run_are_quoted(tmp_path):
     from ferkit.schema import csv_cell
 
     assert csv_cell("\r=1") == "'\r=1" and csv_cell(-1.5) == -1.5 and csv_cell(None) == ""
-    # (a carriage return inside a CSV cell is not quoted by Python's csv module with "\n" line ends: not here)
-    names = ["=cmd|' /C calc'!A0.jpg", "+1.jpg", "-2.jpg", "@SUM(1).jpg", "\tx.jpg", "plain=.jpg"]
+    names = ["=cmd|' /C calc'!A0.jpg", "+1.jpg", "-2.jpg", "@SUM(1).jpg", "\tx.jpg", "\rx.jpg", "a\rb.jpg",
+             "plain=.jpg"]
     results = [FileResult(path=n, status="error", reason="=HYPERLINK(\"http://x\")") for n in names]
     results.append(FileResult(path="face.jpg", faces=[FaceResult(source="face.jpg", face=0, box=(-5, 0, 3, 4),
                                                                  label="happy", score=0.9,
@@ -319,7 +319,7 @@ def test_csv_cells_that_a_spreadsheet_would_run_are_quoted(tmp_path):
             w.write(r)
         w.close()
     rows = list(csv.DictReader(open(tmp_path / "r.csv", newline="")))
-    assert [row["path"] for row in rows] == ["'" + n for n in names[:-1]] + ["plain=.jpg", "face.jpg"]
+    assert [row["path"] for row in rows] == ["'" + n for n in names[:-2]] + ["a\rb.jpg", "plain=.jpg", "face.jpg"]
     assert all(row["reason"].startswith("'=") for row in rows[:-1])
     assert rows[-1]["x1"] == "-5.0"  # numbers stay numbers
     assert [json.loads(x)["path"] for x in open(tmp_path / "r.jsonl")] == names + ["face.jpg"]

@@ -275,6 +275,7 @@ class ResultWriter:
             self.fh = stream
         if fmt == "csv":
             self._csv = csv.writer(self.fh, lineterminator="\n")
+            self._csv_quoted = csv.writer(self.fh, lineterminator="\n", quoting=csv.QUOTE_ALL)
             self._csv.writerow(table_columns(self.classes))
 
     def write(self, r: FileResult) -> None:
@@ -285,7 +286,12 @@ class ResultWriter:
             if self.fmt == "jsonl":
                 self.fh.write(json.dumps(r.to_dict(), ensure_ascii=True) + "\n")
             else:
-                self._csv.writerows([[csv_cell(v) for v in row] for row in table_rows(r, self.classes)])
+                for row in table_rows(r, self.classes):
+                    cells = [csv_cell(v) for v in row]
+                    # Python's csv quotes a cell holding "\n" but not one holding a lone "\r" (our lines end in
+                    # "\n"), and readers end the row there: such a row is written with every cell quoted
+                    cr = any(isinstance(c, str) and "\r" in c for c in cells)
+                    (self._csv_quoted if cr else self._csv).writerow(cells)
             self.fh.flush()
         except OSError as e:
             if self._out is None or isinstance(e, BrokenPipeError):
