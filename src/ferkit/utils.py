@@ -132,6 +132,13 @@ def _reraise(e: BaseException, path: str, what: str, ours: bool):
     raise e
 
 
+def _drop(tmp: str, e: BaseException, path: str, what: str, ours: bool):
+    """A write that failed: its temporary file goes, the error is raised again (see :func:`_reraise`)."""
+    with contextlib.suppress(OSError):
+        os.unlink(tmp)
+    _reraise(e, path, what, ours)
+
+
 @contextlib.contextmanager
 def atomic_open(path: str | os.PathLike, mode: str = "wb", *, encoding: str | None = None, errors: str | None = None,
                 newline: str | None = None, what: str = "output"):
@@ -176,9 +183,7 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb", *, encoding: str | No
             os.fsync(f.fileno())
         _finish(tmp, target)
     except BaseException as e:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        _reraise(e, p, what, ours)
+        _drop(tmp, e, p, what, ours)
 
 
 @contextlib.contextmanager
@@ -211,9 +216,7 @@ def atomic_path(path: str | os.PathLike, *, suffix: str = ".tmp", what: str = "o
         else:
             _finish(tmp, target)
     except BaseException as e:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        _reraise(e, p, what, ours)
+        _drop(tmp, e, p, what, ours)
 
 
 @contextlib.contextmanager
