@@ -251,10 +251,16 @@ def test_outputs_are_checked_before_any_work(tmp_path, synth_dir):
         (["train", "--data", synth_dir, "--model", "linear", "--epochs", "1", "--out", under, "--quiet"], "--out"),
         (["evaluate", "--checkpoint", "fer_minixception", "--data", synth_dir, "--out", under], "--out"),
         (["data", "synth", "--out", under, "--n", "20"], "--out"),
+        (["export", "fer_minixception", "--out", under / "m.onnx"], "--out"),
+        (["experiment", "permute", "--data", synth_dir, "--model", "linear", "--epochs", "1", "--out", under], "--out"),
+        (["evaluate-verification", "--data", DATA / "identity", "--out", under], "--out"),
+        (["demo", "--out", under, "--quiet"], "--out"),
+        (["compare", folder, "--out", under], "--out"),
     ]
     for argv, flag in cases:
         r = run_cli(*argv, cwd=tmp_path, timeout=300)
         _one_line_exit_2(r, flag, "file.txt")
+        assert r.stdout == "", r.stdout[-1000:]  # nothing done (the demo announces each step)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["existing", "file.txt"]
 
 

@@ -175,8 +175,9 @@ def evaluate_verification(data: str | os.PathLike, out: str | os.PathLike = "ver
     """
     from ferkit.identity.embedder import FaceEncoder
     from ferkit.identity.metrics import pair_distances, verification_metrics, verification_roc
-    from ferkit.utils import atomic_write_json, atomic_write_text, progress
+    from ferkit.utils import atomic_write_json, atomic_write_text, check_output, progress
 
+    check_output(out, "--out", folder=True)  # before any photo is embedded
     root = Path(data)
     if not root.is_dir():
         raise DataError(f"{root}: not a folder; evaluate-verification wants DATA/<identity>/<photos>")

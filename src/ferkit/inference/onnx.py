@@ -72,7 +72,9 @@ def export_onnx(model: Any, out: str | os.PathLike | None = None, int8: bool = F
             ref.name if ref is not None else name)
         out = Path(f"{base}{'.int8' if int8 else ''}.onnx")
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    from ferkit.utils import check_output
+
+    check_output(out, "--out")  # before the model is built and traced
     net = build_model(ckpt, str(model) if not isinstance(model, dict) else "<checkpoint>").eval()
     spec = InputSpec.from_dict(ckpt["input"])
     task = ckpt["model"].get("task", "classify")
