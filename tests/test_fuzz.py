@@ -334,3 +334,135 @@ def test_checkpoint_metadata_of_every_type(tmp_path):
         assert r.returncode in (0, 2) and "Traceback" not in r.stderr, r.stderr[-2000:]
         if r.returncode == 2:
             assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+# ------------------------------------------------------------------------------------------------ output targets
+_NAMES = [b"plain", b"caf\xc3\xa9", b"\xff\xfe bad", b"=cmd|calc", b"esc\x1b[31m", b"cr\rlf\n", b"L" * 250,
+          b"-", b".hidden", b"sp ace", b"\xe2\x80\xaeevil"]
+
+
+def _output_target(rng: random.Random, d: Path):
+    """A random place to write (new, existing with a mode, FIFO, device copies, links, a folder, under a file,
+    a non-UTF-8 or too-long name) and what must hold of it afterwards."""
+    import stat
+
+    name = os.fsdecode(rng.choice(_NAMES) + rng.choice([b".csv", b".jsonl", b".parquet", b""]))
+    p = d / name
+    kind = rng.choice(["new", "existing", "fifo", "null", "full", "link", "dangling", "loop", "folder",
+                       "under_file", "new_dir"])
+    if len(os.fsencode(name)) > 255 and kind not in ("new", "new_dir", "under_file"):
+        kind = "new"  # too long to make anything by that name: the writer's one line is the case
+    if kind == "existing":
+        p.write_bytes(b"old")
+        os.chmod(p, rng.choice([0o600, 0o644, 0o640]))
+    elif kind == "fifo":
+        os.mkfifo(p)
+    elif kind in ("null", "full"):
+        try:
+            os.mknod(p, stat.S_IFCHR | 0o666, os.makedev(1, 3 if kind == "null" else 7))
+        except PermissionError:
+            kind = "new"
+    elif kind == "link":
+        (d / "target.bin").write_bytes(b"old")
+        p.symlink_to("target.bin")
+    elif kind == "dangling":
+        p.symlink_to("nowhere/x.bin")
+    elif kind == "loop":
+        p.symlink_to(p.name)
+    elif kind == "folder":
+        p.mkdir()
+    elif kind == "under_file":
+        (d / "afile").write_text("x")
+        p = d / "afile" / name
+    elif kind == "new_dir":
+        p = d / "sub" / "deeper" / name
+    return p, kind
+
+
+@pytest.mark.filterwarnings("error::pytest.PytestUnraisableExceptionWarning")  # no output left half-closed
+def test_fuzz_output_targets(tmp_path, n_cases):
+    """Every writer (CSV, JSON lines, Parquet, whole files, path-taking libraries, folders) aimed at special
+    files, links, folders and names that are not UTF-8, too long or full of control characters, with results
+    whose paths are the same: a whole file, or one FerkitError line; devices, FIFOs and links stay what they were;
+    no temporary file is left behind."""
+    import stat
+    import threading
+
+    from ferkit.errors import FerkitError
+    from ferkit.schema import FaceResult, FileResult, ResultWriter
+    from ferkit.utils import atomic_dir, atomic_path, atomic_write_bytes
+
+    pytest.importorskip("pyarrow")
+    rng = random.Random(31)
+    for i in range(max(40, n_cases // 3)):
+        d = tmp_path / f"c{i}"
+        d.mkdir()
+        p, kind = _output_target(rng, d)
+        readers = []
+        if kind == "fifo":
+            def drain(path=p):
+                with open(path, "rb") as f:
+                    f.read()
+            t = threading.Thread(target=drain, daemon=True)
+            t.start()
+            readers.append(t)
+        how = rng.choice(["jsonl", "csv", "parquet", "bytes", "path", "dir"])
+        if how == "dir" and kind == "fifo":
+            how = "bytes"  # a folder cannot be a FIFO: nobody would read it
+        paths = [os.fsdecode(rng.choice(_NAMES) + b".jpg") for _ in range(3)]
+        try:
+            if how in ("jsonl", "csv", "parquet"):
+                w = ResultWriter(how, ["happy"], path=p)
+                for q in paths:
+                    w.write(FileResult(path=q, faces=[FaceResult(source=q, face=0, box=(0, 0, 1, 1), label="happy",
+                                                                 score=1.0, probabilities={"happy": 1.0})]))
+                w.close()
+            elif how == "bytes":
+                atomic_write_bytes(p, "".join(paths).encode("utf-8", "surrogateescape"))
+            elif how == "path":
+                with atomic_path(p, suffix=".bin") as tmp:
+                    Path(tmp).write_bytes(b"x" * rng.randrange(0, 70000))
+            else:
+                with atomic_dir(p, replace=True) as tmp:
+                    (tmp / "a.txt").write_text("a")
+        except FerkitError as e:
+            _one_line(e)
+        finally:
+            for t in readers:
+                t.join(30)
+                if t.is_alive():  # the writer failed before opening the FIFO: release the reader
+                    with open(p, "wb"):
+                        pass
+        if kind == "fifo" and how != "dir":
+            assert stat.S_ISFIFO(os.lstat(p).st_mode), (i, how)
+        if kind in ("null", "full") and how != "dir":
+            assert stat.S_ISCHR(os.lstat(p).st_mode), (i, how)
+        if kind == "link" and how != "dir":
+            assert os.path.islink(p), (i, how)
+        left = [f for f in d.rglob("*") if f.name.endswith(".tmp") or f.name.startswith(".ferkit-")]
+        assert left == [], (i, kind, how, left)
+
+
+def test_fuzz_output_targets_cli(tmp_path):
+    """The same through `ferkit predict --output/--annotate` with a photo whose name is one of the corpus's."""
+    rng = random.Random(32)
+    photo = DATA / "identity" / "obama.jpg"
+    for i in range(6):
+        d = tmp_path / f"c{i}"
+        d.mkdir()
+        p, kind = _output_target(rng, d)
+        if kind == "fifo":
+            continue  # a FIFO needs a reader: tests/test_writers.py covers it
+        src = d / "in"
+        src.mkdir()
+        img = src / os.fsdecode(rng.choice(_NAMES) + b".jpg")
+        img.write_bytes(photo.read_bytes())
+        fmt = rng.choice(["jsonl", "csv", "parquet"])
+        argv = FERKIT + ["predict", str(src), "--format", fmt, "--output", str(p), "--det-size", "320", "--quiet"]
+        if rng.random() < 0.5:
+            argv += ["--annotate", str(d / os.fsdecode(rng.choice(_NAMES)))]
+        r = subprocess.run(argv, capture_output=True, timeout=300)
+        assert r.returncode in (0, 2) and b"Traceback" not in r.stderr, (kind, fmt, r.stderr[-2000:])
+        assert b"\x1b" not in r.stderr, r.stderr
+        if r.returncode == 2:
+            assert len(r.stderr.strip().splitlines()) == 1, r.stderr

@@ -288,7 +288,7 @@ def gallery_list(gallery=None) -> list[dict]:
     """Enrolled identities: name, photo count, embedder, first/last enrolment time."""
     from ferkit.identity.gallery import Gallery
 
-    with Gallery(gallery) as g:
+    with Gallery(gallery, readonly=True) as g:
         return g.summary()
 
 

@@ -17,6 +17,9 @@ def run_demo(out: str | Path = "demo_out", quiet: bool = False) -> dict:
     from ferkit.data import format_inspection, inspect_dataset
 
     out = Path(out)
+    from ferkit.utils import check_output
+
+    check_output(out, "--out", folder=True)
     t0 = time.time()
     say = (lambda *a: None) if quiet else print
     data = out / "data"

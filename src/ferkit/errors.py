@@ -51,3 +51,39 @@ def quote(s, limit: int = 200) -> str:
     elif n <= limit:
         return r
     return r + f"...({n:,} characters in all)"
+
+
+class OutputError(FerkitError, OSError):
+    """An output file or folder cannot be written (a read-only folder, a full disk, a folder where a file
+    should be). Also an :class:`OSError` (``errno`` kept), so code that copes with any OS error still does."""
+
+    def __init__(self, message: str, errno: int | None = None):
+        super().__init__(message)
+        self.errno = errno
+
+    def __str__(self) -> str:  # the one line, not OSError's "[Errno N] ..." (errno, filename are set as well)
+        return str(self.args[0])
+
+
+_BIDI = set(range(0x202A, 0x202F)) | set(range(0x2066, 0x206A))  # embeddings, overrides, isolates
+
+
+def printable(s) -> str:
+    """Text as a terminal may safely show it: control characters (escape sequences, carriage returns, newlines,
+    DEL, C1, bidirectional overrides) come out as ``\\xNN`` / ``\\uNNNN`` escapes and the bytes of a file name
+    that are not UTF-8 (surrogate escapes) as ``\\xNN``; everything else, accents and CJK included, as it is."""
+    s = str(s)
+    if s.isprintable():
+        return s
+    out = []
+    for ch in s:
+        o = ord(ch)
+        if 0xDC80 <= o <= 0xDCFF:  # os.fsdecode's stand-in for an undecodable byte
+            out.append(f"\\x{o - 0xDC00:02x}")
+        elif o < 0x20 or 0x7F <= o < 0xA0:
+            out.append({"\n": "\\n", "\r": "\\r", "\t": "\\t"}.get(ch, f"\\x{o:02x}"))
+        elif o in _BIDI or 0xD800 <= o <= 0xDFFF:
+            out.append(f"\\u{o:04x}")
+        else:
+            out.append(ch)
+    return "".join(out)

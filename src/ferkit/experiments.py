@@ -25,7 +25,7 @@ def permute_experiment(data=None, dataset=None, model: str = "fashion_cnn", epoc
     (e.g. ``lr``, ``batch_size``, ``image_size``)."""
     from ferkit.training.config import make_config
     from ferkit.training.trainer import Trainer
-    from ferkit.utils import atomic_write_json, atomic_write_text
+    from ferkit.utils import atomic_write_json, atomic_write_text, check_output
 
     if data is None and dataset is None:
         raise ConfigError("ferkit experiment permute: pass --data PATH (e.g. Fashion-MNIST IDX files with "
@@ -34,6 +34,7 @@ def permute_experiment(data=None, dataset=None, model: str = "fashion_cnn", epoc
         raise ConfigError("permute_seed must be an integer")
     if "permute_seed" in settings or "out" in settings:
         raise ConfigError("permute experiment: permute_seed and out are set by the experiment itself")
+    check_output(out, "--out", folder=True)  # before the data is loaded and two models trained
     if data is not None and dataset is None:
         from ferkit.data import load_dataset
 

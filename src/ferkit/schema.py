@@ -163,13 +163,11 @@ class Results(list):
     def to_pandas(self, classes: list[str] | None = None, identity: bool | None = None):
         """A pandas DataFrame with one row per face plus one row per file without faces or with an error; the
         columns are the CSV's (:func:`table_columns`; ``identity`` columns by default when any face was matched
-        against a gallery). Needs pandas (``pip install 'ferkit[table]'``)."""
-        pd = _need_pandas()
+        against a gallery), text as in Parquet (:func:`utf8_text`). Needs pandas (``pip install 'ferkit[table]'``)."""
         classes = classes or self.classes
         if identity is None:
             identity = any(f.identity is not None for r in self for f in r.faces)
-        cols = table_columns(classes, identity)
-        return pd.DataFrame([row for r in self for row in table_rows(r, classes, identity)], columns=cols)
+        return table_frame([row for r in self for row in table_rows(r, classes, identity)], classes, identity)
 
 
 def _need_pandas():
@@ -197,6 +195,13 @@ def table_columns(classes: list[str], identity: bool = False) -> list[str]:
     return list(BASE_COLUMNS) + list(IDENTITY_COLUMNS if identity else ()) + [f"p_{c}" for c in classes]
 
 
+def table_frame(rows: list[list[Any]], classes: list[str], identity: bool = False):
+    """:func:`table_rows` as a pandas DataFrame, text as valid UTF-8 (:func:`utf8_text`): pandas may keep text as
+    Arrow strings and Parquet must, so a file name that is not UTF-8 is spelt with ``\\xNN`` escapes there."""
+    pd = _need_pandas()
+    return pd.DataFrame([[utf8_text(v) for v in row] for row in rows], columns=table_columns(classes, identity))
+
+
 def table_rows(r: FileResult, classes: list[str], identity: bool = False) -> list[list[Any]]:
     """One row per face; a file without faces gets one row with its status and reason (None = empty cell)."""
     head = [r.path, r.status, r.reason]
@@ -219,11 +224,39 @@ def table_rows(r: FileResult, classes: list[str], identity: bool = False) -> lis
 FORMATS = ("jsonl", "csv", "parquet")
 
 
+# Spreadsheets run a cell that starts with one of these as a formula (=cmd|' /C calc'!A0 from a file name):
+# in CSV such a text cell gets a leading single quote, as OWASP advises ("CSV injection"). JSON lines and
+# Parquet keep the text as it is (typed columns, no formulas).
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(v: Any) -> Any:
+    """A value as a CSV cell: None empty; text that a spreadsheet would run as a formula prefixed with ``'``."""
+    if v is None:
+        return ""
+    if isinstance(v, str) and v.startswith(_FORMULA_START):
+        return "'" + v
+    return v
+
+
+def utf8_text(v: Any) -> Any:
+    """Text as valid UTF-8 for formats that require it (Parquet): a file name's bytes that are not UTF-8 (held
+    as surrogate escapes, see :func:`os.fsdecode`) become ``\\xNN``; CSV and JSON lines keep the exact bytes."""
+    if isinstance(v, str):
+        try:
+            v.encode("utf-8")
+        except UnicodeEncodeError:
+            return v.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return v
+
+
 class ResultWriter:
     """Streams results to a text/binary sink as they come: ``jsonl`` (one object per file), ``csv`` (one row
-    per face) or ``parquet`` (the CSV's columns, written when closed). ``path=None`` writes to ``stream``.
-    Files are written to a temporary name and moved into place on :meth:`close`, so a crash never leaves half a
-    file where the output should be."""
+    per face) or ``parquet`` (the CSV's columns, written when closed). ``path=None`` or ``"-"`` writes to
+    ``stream``. Files go through :func:`ferkit.utils.atomic_open`: a temporary name moved into place on
+    :meth:`close` (a crash never leaves half a file), a device or FIFO written directly, a symbolic link
+    followed. File names that are not UTF-8 keep their bytes in CSV and JSON lines (``\\udcNN`` escapes) and
+    become ``\\xNN`` in Parquet; CSV text cells starting with ``= + - @``, tab or CR get a leading ``'``."""
 
     def __init__(self, fmt: str, classes: list[str], path=None, stream: TextIO | None = None,
                  identity: bool = False):
@@ -239,67 +272,67 @@ class ResultWriter:
                 raise ConfigError("--format parquet needs pyarrow: pip install 'ferkit[table]'") from None
             if path is None:
                 raise ConfigError("--format parquet writes a file: give --output FILE.parquet")
+        if path is not None and str(path) == "-" and fmt != "parquet":
+            path = None
         self.fmt, self.classes, self.path = fmt, list(classes), path
         self.identity = identity  # a gallery names the faces: identity columns in csv / parquet
         self._rows: list = []
-        self._tmp = None
+        self._out = None
         if path is not None and fmt != "parquet":
-            import os
-            import tempfile
-            from pathlib import Path
+            from ferkit.utils import atomic_open
 
-            p = Path(path)
-            p.parent.mkdir(parents=True, exist_ok=True)
-            fd, self._tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
-            self.fh = os.fdopen(fd, "w", newline="", encoding="utf-8", errors="surrogateescape")
+            self._out = atomic_open(path, "w", newline="", encoding="utf-8", errors="surrogateescape",
+                                    what="--output")
+            self.fh = self._out.__enter__()
         else:
             self.fh = stream
         if fmt == "csv":
             self._csv = csv.writer(self.fh, lineterminator="\n")
+            self._csv_quoted = csv.writer(self.fh, lineterminator="\n", quoting=csv.QUOTE_ALL)
             self._csv.writerow(table_columns(self.classes, self.identity))
 
     def write(self, r: FileResult) -> None:
-        if self.fmt == "jsonl":
-            self.fh.write(json.dumps(r.to_dict(), ensure_ascii=True) + "\n")
-        elif self.fmt == "csv":
-            self._csv.writerows([["" if v is None else v for v in row]
-                                 for row in table_rows(r, self.classes, self.identity)])
-        else:
+        if self.fmt == "parquet":
             self._rows.extend(table_rows(r, self.classes, self.identity))
             return
-        self.fh.flush()
+        try:
+            if self.fmt == "jsonl":
+                self.fh.write(json.dumps(r.to_dict(), ensure_ascii=True) + "\n")
+            else:
+                for row in table_rows(r, self.classes, self.identity):
+                    cells = [csv_cell(v) for v in row]
+                    # Python's csv quotes a cell holding "\n" but not one holding a lone "\r" (our lines end in
+                    # "\n"), and readers end the row there: such a row is written with every cell quoted
+                    cr = any(isinstance(c, str) and "\r" in c for c in cells)
+                    (self._csv_quoted if cr else self._csv).writerow(cells)
+            self.fh.flush()
+        except OSError as e:
+            if self._out is None or isinstance(e, BrokenPipeError):
+                raise  # standard output: the CLI handles a closed pipe
+            from ferkit.utils import output_error
+
+            self.abort()  # the temporary file goes; a device's error is not raised twice
+            raise output_error(self.path, e, "--output") from None
 
     def close(self) -> None:
         """Finish the output: move the temporary file into place (parquet: write it)."""
-        import os
-
         if self.fmt == "parquet":
-            import tempfile
-            from pathlib import Path
+            from ferkit.utils import atomic_path
 
-            pd = _need_pandas()
-            p = Path(self.path)
-            p.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
-            os.close(fd)
-            pd.DataFrame(self._rows, columns=table_columns(self.classes, self.identity)).to_parquet(tmp, index=False)
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, p)
+            with atomic_path(self.path, suffix=".parquet", what="--output") as tmp:
+                table_frame(self._rows, self.classes, self.identity).to_parquet(tmp, index=False)
             return
-        if self._tmp is not None:
-            self.fh.close()
-            os.chmod(self._tmp, 0o644)
-            os.replace(self._tmp, self.path)
-            self._tmp = None
+        if self._out is not None:
+            out, self._out = self._out, None
+            out.__exit__(None, None, None)
 
     def abort(self) -> None:
         """Drop a half-written output (the previous file, if any, stays)."""
-        import os
+        if self._out is not None:
+            from ferkit.utils import discard
 
-        if self._tmp is not None:
-            self.fh.close()
-            os.unlink(self._tmp)
-            self._tmp = None
+            out, self._out = self._out, None
+            discard(out)
 
 
 # ------------------------------------------------------------------------------------------- OpenAPI

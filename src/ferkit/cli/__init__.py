@@ -83,7 +83,9 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.flush()
         return code
     except FerkitError as e:
-        print(f"ferkit: error: {e}", file=sys.stderr)
+        from ferkit.errors import printable
+
+        print(f"ferkit: error: {printable(e)}", file=sys.stderr)  # one line, no escape sequences
         return e.exit_code
     except ModuleNotFoundError as e:  # the light install (no extras) lacks PyTorch: one line with the install line
         from ferkit.utils import TRAIN_MODULES, missing_train_extra

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import sys
 
+from ferkit.errors import printable
+
 
 def add_parsers(sub) -> None:
     from ferkit.cli import add_command
@@ -54,5 +56,5 @@ def cmd_compare(a) -> int:
 
     res = api.compare(a.paths, out=a.out, quiet=a.quiet)
     for w in res["warnings"]:
-        print(f"warning: {w}", file=sys.stderr)
+        print(printable(f"warning: {w}"), file=sys.stderr)
     return 0

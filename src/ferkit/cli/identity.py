@@ -9,7 +9,7 @@ import json
 import os
 import sys
 
-from ferkit.errors import ConfigError
+from ferkit.errors import ConfigError, printable
 
 GALLERY_HELP = "gallery file (SQLite); default $FERKIT_GALLERY or ~/.local/share/ferkit/gallery.sqlite3"
 
@@ -86,10 +86,10 @@ def cmd_enroll(a) -> int:
     validate_name(a.name)
     path = a.gallery or default_gallery_path()
     if os.path.exists(path):
-        Gallery(path).close()  # a corrupt gallery fails before the models load
+        Gallery(path, create=True).close()  # a corrupt or read-only gallery fails before the models load
     rep = enroll(a.name, a.photos, gallery=path, encoder=FaceEncoder(detector=a.detector), quiet=a.quiet)
     for p, why in rep.skipped:
-        print(f"skipped {p}: {why}", file=sys.stderr)
+        print(printable(f"skipped {p}: {why}"), file=sys.stderr)  # a file name cannot rewrite the terminal
     if a.json:
         print(json.dumps(rep.to_dict(), indent=2))
     print(f"enrolled {len(rep.added)} new photo(s) of {rep.name} into {rep.gallery}"
@@ -115,7 +115,7 @@ def cmd_verify(a) -> int:
                                                   r.get("distance", ""), r.get("threshold", ""), r["status"])))
     bad = [r for r in rows if r["status"] == "error"]
     for r in bad:
-        print(f"error: {r['error']}", file=sys.stderr)
+        print(printable(f"error: {r['error']}"), file=sys.stderr)
     return 2 if bad else 0
 
 
@@ -123,7 +123,7 @@ def cmd_gallery(a) -> int:
     from ferkit.identity.gallery import Gallery, calibrate_threshold
 
     if a.gallery_command == "list":
-        with Gallery(a.gallery) as g:
+        with Gallery(a.gallery, readonly=True) as g:
             rows = g.summary()
             names, M, _ = g.embeddings()
             cal = calibrate_threshold(names, M) if names else None

@@ -152,10 +152,15 @@ exit code: 0 if no input failed, 2 if any input failed (errors are also one line
 def cmd_predict(a) -> int:
     from ferkit import api
     from ferkit.schema import FileResult, ResultWriter
-    from ferkit.utils import cpu_threads
+    from ferkit.utils import check_output, cpu_threads, is_special_file
 
     if not a.inputs and a.webcam is None:
         raise ConfigError("ferkit predict: give image/video files or folders, or --webcam N")
+    if a.engine != "ray":  # before any model loads or input is read (the Ray engine checks its own folder)
+        if a.output is not None:
+            check_output(a.output, "--output")
+        if a.annotate:
+            check_output(a.annotate, "--annotate", folder=True)
     if a.engine == "ray":
         return _predict_on_ray(a)
     if a.batch_size < 1:
@@ -172,7 +177,9 @@ def cmd_predict(a) -> int:
     model = models if len(models) > 1 else models[0]
     opts = dict(detect=not a.no_detect, detector=a.detector, det_size=a.det_size, crop=a.crop, backend=a.backend,
                 batch_size=a.batch_size, device=a.device, gallery=a.gallery)
-    extras_dir = a.annotate or (str(Path(a.output).parent) if a.output else None)
+    # videos' per-second CSV and plot: in --annotate, else beside a --output file (never beside a device or FIFO)
+    extras_dir = a.annotate or (str(Path(a.output).parent) if a.output and a.output != "-"
+                                and not is_special_file(a.output) else None)
     results = api.iter_predict(model, a.inputs, annotate=a.annotate,
                                stride=a.stride, smooth=a.smooth, max_frames=a.max_frames, extras_dir=extras_dir,
                                **opts) if a.inputs else iter(())
@@ -181,7 +188,7 @@ def cmd_predict(a) -> int:
     say = (lambda *x: None) if a.quiet else (lambda *x: print(*x, file=sys.stderr))
     counts = {"ok": 0, "no_face": 0, "error": 0}
     n_faces = n_down = 0
-    if a.output is None and hasattr(sys.stdout, "reconfigure"):
+    if a.output in (None, "-") and hasattr(sys.stdout, "reconfigure"):
         # file names need not be valid UTF-8: write their bytes back as they came, never a UnicodeEncodeError
         sys.stdout.reconfigure(errors="surrogateescape")
     writer = ResultWriter(a.format, an.classes, path=a.output, stream=sys.stdout, identity=an.identity is not None)
@@ -232,8 +239,11 @@ def _predict_on_ray(a) -> int:
 
 
 def _printable(s: str) -> str:
-    """A path or reason as the terminal can show it (file names need not be valid UTF-8)."""
-    return s.encode("utf-8", "backslashreplace").decode("utf-8")[:300]
+    """A path or reason as the terminal can show it: not-UTF-8 bytes and control characters escaped
+    (:func:`ferkit.errors.printable`: a file name cannot send escape sequences to the terminal)."""
+    from ferkit.errors import printable
+
+    return printable(s)[:300]
 
 
 def _webcam(a, an, writer) -> None:

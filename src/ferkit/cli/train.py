@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+from pathlib import Path
 
-from ferkit.errors import ConfigError
+from ferkit.errors import ConfigError, OutputError
 
 # (flag, TrainConfig field, type, help). Every default is None: unset flags leave the recipe / defaults alone.
 TRAIN_FLAGS = [
@@ -173,7 +174,16 @@ def cmd_train(a) -> int:
         rows = api.freeze_sweep(a.recipe, **s)
         print(format_sweep(rows))
         return 0
-    res = api.train(a.recipe, **s)
+    try:
+        res = api.train(a.recipe, **s)
+    except OutputError as e:
+        if not e.filename or not Path(e.filename).name.endswith((".pt", ".csv", ".json", ".png")):
+            raise
+        last = Path(e.filename).parent / "last.pt"
+        # checkpoints are written atomically: the ones already there are whole, only the one being written is lost
+        raise OutputError(f"{e}; training stopped, the checkpoints already written are intact"
+                          + (f": resume with --resume {last} once there is room" if last.is_file() else ""),
+                          e.errno) from None
     if res.metrics and not a.quiet and int(os.environ.get("RANK", "0")) == 0:
         print(f"best checkpoint: {res.best_checkpoint} (epoch {res.best_epoch})")
     return 0

@@ -28,7 +28,6 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -37,7 +36,7 @@ from typing import Callable
 import numpy as np
 
 from ferkit.data.base import SPLITS, FaceDataset, Problem, Split
-from ferkit.utils import atomic_write_json, cache_root
+from ferkit.utils import atomic_dir, atomic_write_json, cache_root, discard
 
 CACHE_VERSION = 1
 ARRAYS = ("images", "labels", "valence", "arousal", "landmarks", "identities")
@@ -152,27 +151,27 @@ def load_or_build(fmt: str, root: str | os.PathLike, *, listing, params: dict, l
     if final.exists():  # unreadable (an older cache version, a damaged disk): move it aside and rebuild
         _remove_tree(final)
 
+    entry = atomic_dir(final, what="dataset cache")
     try:
-        base.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{key}.", suffix=".tmp", dir=base))
+        tmp = entry.__enter__()
     except OSError as e:  # a read-only home, a full disk: still load, just without the cache
         warnings.warn(f"dataset cache {base} is not writable ({e.strerror or e}); decoding into memory this time "
                       "(set FERKIT_CACHE_DIR to a writable folder to cache)", RuntimeWarning, stacklevel=2)
         arrays, meta = build(Scratch(None))
         return assemble(fmt, root, arrays, meta)
     try:
-        arrays, meta = build(Scratch(tmp))
-        _write_entry(tmp, arrays, meta, fmt=fmt, root=root, params=params, loader_version=loader_version)
-        del arrays
         try:
-            os.replace(tmp, final)
-        except OSError:
-            if not (final / "meta.json").is_file():
-                raise
-            # another process finished the same entry first: keep theirs
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+            arrays, meta = build(Scratch(tmp))
+            _write_entry(tmp, arrays, meta, fmt=fmt, root=root, params=params, loader_version=loader_version)
+            del arrays
+        except BaseException:
+            discard(entry)
+            raise
+        entry.__exit__(None, None, None)  # the rename: fails if another process's entry is there already
+    except OSError:
+        if not (final / "meta.json").is_file():
+            raise
+        # another process finished the same entry first: keep theirs
     ds = load_entry(final, fmt, root)
     if ds is None:  # pragma: no cover - only if the disk lost what we just wrote
         from ferkit.errors import DataError
@@ -209,23 +208,6 @@ def _write_entry(tmp: Path, arrays: dict, meta: dict, *, fmt: str, root: str, pa
         "loader_version": loader_version,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
     })
-    # mkdtemp/mkstemp make private files; a cache entry is as readable as anything else the user writes
-    umask = _umask()
-    os.chmod(tmp, 0o777 & ~umask)
-    for f in tmp.iterdir():
-        os.chmod(f, 0o666 & ~umask)
-
-
-def _umask() -> int:
-    """The process umask, read without changing it (``os.umask`` would, racing other threads)."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except (OSError, ValueError, IndexError):
-        pass
-    return 0o022
 
 
 def _remove_tree(path: Path) -> None:

@@ -26,13 +26,12 @@ import io
 import os
 import shutil
 import socket
-import tempfile
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from ferkit.errors import ConfigError, DataError, quote
-from ferkit.utils import atomic_write_bytes, cache_root
+from ferkit.errors import ConfigError, DataError, FerkitError, quote
+from ferkit.utils import atomic_dir, atomic_write_bytes, cache_root
 
 DATA_DIR_ENV = "FERKIT_DATA_DIR"
 TIMEOUT_ENV = "FERKIT_FETCH_TIMEOUT"
@@ -187,23 +186,6 @@ def _reason(e: BaseException) -> str:
     return msg if len(msg) <= 300 else msg[:300] + "..."
 
 
-def _staging(target: Path) -> Path:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
-
-
-def _move_into_place(tmp: Path, target: Path) -> None:
-    """Replace ``target`` by the finished ``tmp`` folder (the old one is removed only once the new one is in place)."""
-    old = None
-    if target.exists():
-        old = target.with_name(f".{target.name}.old")
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(target, old)
-    os.replace(tmp, target)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
 @contextlib.contextmanager
 def _network_timeout():
     """Bound every socket wait of a third-party downloader by ``$FERKIT_FETCH_TIMEOUT``."""
@@ -233,12 +215,8 @@ def _fetch_kaggle(key: str, target: Path, force: bool) -> None:
             src = Path(kagglehub.dataset_download(_KAGGLE[key], force_download=force))
     except Exception as e:  # noqa: BLE001 - offline, no credentials, rate limits: all end in the same advice
         raise DataError(f"{key}: download from Kaggle failed ({_reason(e)}); {by_hand}") from None
-    tmp = _staging(target)
-    try:
+    with atomic_dir(target, replace=True) as tmp:
         shutil.copytree(src, tmp, dirs_exist_ok=True)
-        _move_into_place(tmp, target)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _download(url: str, dest: Path, *, what: str) -> None:
@@ -258,16 +236,15 @@ def _fetch_torchvision(key: str, target: Path) -> None:
                f"{target / ('MNIST' if key == 'mnist' else 'FashionMNIST') / 'raw'}, then run this again")
     datasets = _optional_import("torchvision.datasets", key, by_hand)
     cls = datasets.MNIST if key == "mnist" else datasets.FashionMNIST
-    tmp = _staging(target)
     try:
-        with _network_timeout(), contextlib.redirect_stdout(io.StringIO()):  # torchvision prints every mirror
-            for train in (True, False):
-                cls(str(tmp), train=train, download=True)
-        _move_into_place(tmp, target)
+        with atomic_dir(target, replace=True) as tmp:
+            with _network_timeout(), contextlib.redirect_stdout(io.StringIO()):  # torchvision prints every mirror
+                for train in (True, False):
+                    cls(str(tmp), train=train, download=True)
+    except FerkitError:
+        raise
     except Exception as e:  # noqa: BLE001 - offline, a mirror down, a bad checksum
         raise DataError(f"{key}: download failed ({_reason(e)}); {by_hand}") from None
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _fetch_ferplus(target: Path, force: bool) -> None:
@@ -308,9 +285,8 @@ def build_ferplus(fer_csv, labels_csv, out) -> dict[str, int]:
     if len(body) != len(pixels):
         raise DataError(f"{labels_csv}: {len(body)} rows but {fer_csv} has {len(pixels)}: the FER+ labels belong to "
                         "the original 35,887-row fer2013.csv")
-    tmp = _staging(out)
     counts: dict[str, int] = {}
-    try:
+    with atomic_dir(out, replace=True) as tmp:
         for i, r in enumerate(body):
             try:
                 votes = np.array([float(v) for v in r[2:12]])
@@ -329,9 +305,6 @@ def build_ferplus(fer_csv, labels_csv, out) -> dict[str, int]:
             counts[split] = counts.get(split, 0) + 1
         if "train" not in counts:
             raise DataError(f"{labels_csv}: no row has a training label with a majority vote")
-        _move_into_place(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return counts
 
 

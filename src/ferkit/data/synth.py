@@ -39,8 +39,6 @@ from __future__ import annotations
 import csv
 import io
 import os
-import shutil
-import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,6 +48,7 @@ import numpy as np
 
 from ferkit.data.base import SPLITS, FaceDataset, Split
 from ferkit.errors import ConfigError
+from ferkit.utils import atomic_dir, check_output
 
 CLASSES = ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"]  # FER2013 order
 # AffectNet's own index order, used by the ``affectnet`` layout so the files look like the real thing.
@@ -724,27 +723,16 @@ def write(
     out = Path(out_dir)
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
         raise ConfigError(f"{out}: already exists and is not empty; pick a new folder or pass overwrite=True")
+    check_output(out if out.is_dir() or not out.exists() else out.parent, "--out", folder=True)  # before the work
     me = me_identity if layout == "me_vs_not" else None
     ds = generate(n, seed=seed, size=size, channels=channels, me_identity=me, **kwargs)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
+    with atomic_dir(out, replace=True, what="--out") as tmp:  # out is new, empty or to be overwritten
         _write_layout(tmp, ds, layout, me_identity)
         args = dict(n=n, seed=seed, size=size, channels=channels, **kwargs)
         if layout == "me_vs_not":
             args["me_identity"] = me_identity
         note = _LAYOUT_NOTES[layout].replace("{me}", str(me_identity))
         (tmp / "README.txt").write_text(_README.format(args=args, layout=layout, layout_note=note))
-        os.chmod(tmp, 0o755)
-        if out.exists():
-            if out.is_dir():
-                shutil.rmtree(out)
-            else:
-                out.unlink()
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
 
 

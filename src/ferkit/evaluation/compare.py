@@ -166,6 +166,9 @@ def compare_runs(paths: list, out="compare", quiet: bool = False) -> dict:
 
     if not paths:
         raise ConfigError("ferkit compare: give at least one run or evaluation folder")
+    from ferkit.utils import check_output
+
+    check_output(out, "--out", folder=True)
     rows = [load_entry(p) for p in paths]
     for r, name in zip(rows, _names([Path(r["path"]) for r in rows])):
         r["name"] = name

@@ -387,7 +387,7 @@ def evaluate_checkpoint(
     from ferkit.data.transforms import InputSpec
     from ferkit.refs import load_checkpoint, resolve
     from ferkit.evaluation import plots
-    from ferkit.utils import atomic_write_json, resolve_device
+    from ferkit.utils import atomic_write_json, check_output, resolve_device
 
     if tta not in TTA_MODES:
         raise ConfigError(f"--tta {tta!r}: use one of {', '.join(TTA_MODES)}")
@@ -397,6 +397,15 @@ def evaluate_checkpoint(
     ref = resolve(checkpoint)
     ckpt = load_checkpoint(ref)
     ckpt_file = ref.path if ref.path is not None else Path(ref.name)
+    from ferkit.data.base import SPLIT_ALIASES
+
+    split = SPLIT_ALIASES.get(str(split).strip().lower(), split)  # validation -> val, PrivateTest -> test ...
+    if out is None:
+        zoo = ref.name if ref.kind == "zoo" else None
+        name = f"eval_{split}" + ("" if tta == "none" else f"_{tta}")
+        out = Path(f"eval_{zoo}_{name[5:]}") if zoo else ckpt_file.parent / name  # zoo: in the working folder
+    out = Path(out)
+    check_output(out, "--out", folder=True)  # before the data is read and the model built
     dev = resolve_device(device)
     spec = InputSpec.from_dict(ckpt["input"])
     notes: list[str] = []
@@ -407,9 +416,6 @@ def evaluate_checkpoint(
         from ferkit.data.relabel import relabel
 
         dataset = relabel(dataset, mapping)
-    from ferkit.data.base import SPLIT_ALIASES
-
-    split = SPLIT_ALIASES.get(str(split).strip().lower(), split)  # validation -> val, PrivateTest -> test ...
     s = dataset.split(split)  # DataError when the split is missing or empty
     ck_idx, ds_idx, more = match_classes(ckpt["classes"], dataset.classes, class_map, where=str(ckpt_file))
     notes += more
@@ -435,11 +441,6 @@ def evaluate_checkpoint(
         notes.append("the dataset has no valence/arousal annotations: only expression metrics are reported")
 
     model = build_model(ckpt, ckpt_file).to(dev)  # after the data checks: bad input fails fast
-    if out is None:
-        zoo = ref.name if ref.kind == "zoo" else None
-        name = f"eval_{split}" + ("" if tta == "none" else f"_{tta}")
-        out = Path(f"eval_{zoo}_{name[5:]}") if zoo else ckpt_file.parent / name  # zoo: in the working folder
-    out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     if not quiet:
         print(f"ferkit evaluate: {ckpt['model']['name']} on {dataset.name} [{split}: {len(y)} images, "

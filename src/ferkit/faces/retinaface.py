@@ -162,12 +162,9 @@ def onnx_path() -> Path:
     """The folded network as ONNX: the graph shipped in the package (``faces/weights/*.onnx``), else an export
     made on first use for this weights file and ferkit version in ``<ferkit cache>/onnx`` (written to a
     temporary name and moved into place, so concurrent processes agree). Only making it imports torch."""
-    import os
-    import tempfile
-
     import ferkit
     from ferkit.faces.weights import onnx_weights_path, weights_path
-    from ferkit.utils import cache_root, sha256_file
+    from ferkit.utils import atomic_path, cache_root, sha256_file
 
     if onnx_weights_path("retinaface").is_file():
         return onnx_weights_path("retinaface")
@@ -177,14 +174,6 @@ def onnx_path() -> Path:
     if not path.is_file():
         from ferkit.faces.retinaface_net import export_onnx
 
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".retinaface.", suffix=".onnx", dir=path.parent)
-        os.close(fd)
-        try:
+        with atomic_path(path, suffix=".onnx", what="detector cache") as tmp:
             export_onnx(tmp)
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
     return path

@@ -17,6 +17,7 @@ import os
 import re
 import sqlite3
 import time
+import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -34,6 +35,24 @@ _NAME_RE = re.compile(r"^[^\W][\w .'\-]{0,62}[\w.]$|^[^\W]$", re.UNICODE)
 
 class GalleryError(FerkitError):
     """The gallery file is missing, corrupt, locked for too long, or not a ferkit gallery."""
+
+
+def _can_write_in(folder: Path) -> bool:
+    """Whether ``folder`` takes new files (tried for real: root ignores permission bits, not read-only mounts)."""
+    import tempfile
+
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            return True
+    except OSError:
+        return False
+
+
+def _rollback(con: sqlite3.Connection) -> None:
+    try:  # after a full disk SQLite may have rolled back already: the first error is the one to report
+        con.execute("ROLLBACK")
+    except sqlite3.Error:
+        pass
 
 
 def default_gallery_path() -> Path:
@@ -62,19 +81,25 @@ class Enrolment:
 
 
 class Gallery:
-    """A SQLite gallery. ``Gallery(path)`` opens an existing one (GalleryError if absent unless ``create``)."""
+    """A SQLite gallery. ``Gallery(path)`` opens an existing one for reading and writing (GalleryError if absent
+    unless ``create``; an existing empty file is a new gallery then); ``readonly=True`` opens it for reading only
+    (SQLite ``mode=ro``: listing and matching work on a read-only file, folder or file system)."""
 
-    def __init__(self, path: str | os.PathLike | None = None, create: bool = False):
+    def __init__(self, path: str | os.PathLike | None = None, create: bool = False, readonly: bool = False):
         self.path = Path(path).expanduser() if path is not None else default_gallery_path()
+        self.readonly = readonly
         p = self.path
         if p.is_dir():
             raise GalleryError(f"{p}: is a folder, not a gallery file; pass --gallery FILE")
         exists = p.exists() and p.stat().st_size > 0
-        if not exists and not create:
-            raise GalleryError(f"{p}: no gallery here; enrol someone first (ferkit enroll --name NAME PHOTO...) "
-                               f"or pass --gallery FILE")
+        if not exists and (not create or readonly):
+            empty = " (an empty file)" if p.exists() else ""
+            raise GalleryError(f"{p}: no gallery here{empty}; enrol someone first (ferkit enroll --name NAME "
+                               f"PHOTO... --gallery {p}) or pass another --gallery FILE")
         if exists:
             self._check_header()
+            if not readonly:
+                self._check_writable()
         else:
             p.parent.mkdir(parents=True, exist_ok=True)
             try:  # biometric templates: owner-only from the start (SQLite's -wal/-shm files inherit this)
@@ -84,14 +109,14 @@ class Gallery:
             except OSError as e:
                 raise GalleryError(f"{p}: cannot create the gallery ({e.strerror or e})") from e
         try:
-            self._con = sqlite3.connect(str(p), timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
+            self._con = self._connect()
             # A damaged file can hand back text that is not UTF-8 (quick_check's report, a name): read it
             # with replacement characters so it becomes a GalleryError line, never a UnicodeDecodeError.
             self._con.text_factory = lambda b: b.decode("utf-8", "replace")
             self._con.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
             if exists:
                 self._check_integrity()
-            else:
+            else:  # a new file, or an existing empty one: a new gallery
                 self._create_schema()
             self._check_schema()
         except (sqlite3.DatabaseError, UnicodeDecodeError) as e:  # a damaged file's text need not be UTF-8
@@ -99,11 +124,46 @@ class Gallery:
             raise self._error(e) from e
 
     # -- opening ---------------------------------------------------------------------------------------------
+    def _connect(self) -> sqlite3.Connection:
+        kw = dict(timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
+        if not self.readonly:
+            return sqlite3.connect(str(self.path), **kw)
+        uri = "file:" + urllib.parse.quote(os.fsencode(self.path.resolve())) + "?mode=ro"
+        con = sqlite3.connect(uri, uri=True, **kw)
+        try:
+            con.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
+            return con
+        except sqlite3.OperationalError:
+            # A WAL gallery on a read-only or full file system: SQLite cannot make its -shm file. Nobody can be
+            # writing there either, so read the file as it is (immutable).
+            con.close()
+            return sqlite3.connect(uri + "&immutable=1", uri=True, **kw)
+
+    def _check_writable(self) -> None:
+        """Before any write: the file and its folder (SQLite's journal) take writes; else one line saying so."""
+        why = None
+        try:
+            os.close(os.open(self.path, os.O_RDWR))
+        except OSError as e:
+            why = e.strerror or str(e)
+        if why is None and not _can_write_in(self.path.parent):
+            why = "its folder takes no new files"
+        if why is not None:
+            raise GalleryError(f"{self.path}: the gallery is read-only ({why}); it was left untouched: listing and "
+                               f"verifying work as they are; to enrol or remove, make it writable or pass another "
+                               f"--gallery FILE")
+
     def _error(self, e: Exception) -> GalleryError:
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
         if "locked" in msg or "busy" in msg:
             return GalleryError(f"{self.path}: gallery is locked by another process for over "
                                 f"{BUSY_TIMEOUT_MS // 1000} s ({msg}); try again")
+        if "disk is full" in msg or "disk I/O error" in msg:
+            return GalleryError(f"{self.path}: cannot write the gallery ({msg}); nothing was changed: free some "
+                                f"space and try again")
+        if "readonly" in msg or "read-only" in msg or "unable to open" in msg:
+            return GalleryError(f"{self.path}: the gallery cannot be written ({msg}); nothing was changed: make it "
+                                f"and its folder writable or pass another --gallery FILE")
         return GalleryError(f"{self.path}: not a usable ferkit gallery ({msg}); it was left untouched: "
                             f"restore it from a backup or pass another --gallery FILE")
 
@@ -216,7 +276,7 @@ class Gallery:
                 con.execute("COMMIT")
                 return added
             except BaseException:
-                con.execute("ROLLBACK")
+                _rollback(con)
                 raise
         except sqlite3.DatabaseError as e:
             raise self._error(e) from e
@@ -237,7 +297,7 @@ class Gallery:
             except GalleryError:
                 raise
             except BaseException:
-                con.execute("ROLLBACK")
+                _rollback(con)
                 raise
         except sqlite3.DatabaseError as e:
             raise self._error(e) from e

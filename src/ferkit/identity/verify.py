@@ -58,7 +58,7 @@ def enroll(name: str, photos: Sequence[str | os.PathLike], gallery: str | os.Pat
         raise ConfigError("ferkit enroll: no photos given (pass image files or folders)")
     path = Path(gallery).expanduser() if gallery is not None else default_gallery_path()
     if path.exists():
-        Gallery(path).close()  # validate before the slow part: a corrupt gallery fails fast
+        Gallery(path, create=True).close()  # before the slow part: a corrupt or read-only gallery fails fast
     enc = encoder or FaceEncoder()
     rep = EnrolReport(str(path), name)
     rows = []
@@ -95,7 +95,7 @@ class IdentityMatcher:
     @classmethod
     def from_gallery(cls, gallery: str | os.PathLike | Gallery | None = None, threshold: float | None = None,
                      default_threshold: float = 0.6) -> "IdentityMatcher":
-        g = gallery if isinstance(gallery, Gallery) else Gallery(gallery)
+        g = gallery if isinstance(gallery, Gallery) else Gallery(gallery, readonly=True)
         try:
             names, M, _ = g.embeddings()
             if not names:
@@ -175,8 +175,9 @@ def evaluate_verification(data: str | os.PathLike, out: str | os.PathLike = "ver
     """
     from ferkit.identity.embedder import FaceEncoder
     from ferkit.identity.metrics import pair_distances, verification_metrics, verification_roc
-    from ferkit.utils import atomic_write_json, atomic_write_text, progress
+    from ferkit.utils import atomic_write_json, atomic_write_text, check_output, progress
 
+    check_output(out, "--out", folder=True)  # before any photo is embedded
     root = Path(data)
     if not root.is_dir():
         raise DataError(f"{root}: not a folder; evaluate-verification wants DATA/<identity>/<photos>")

@@ -27,7 +27,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -79,7 +78,9 @@ def export_onnx(model: Any, out: str | os.PathLike | None = None, int8: bool = F
             ref.name if ref is not None else name)
         out = Path(f"{base}{'.int8' if int8 else ''}.onnx")
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    from ferkit.utils import check_output
+
+    check_output(out, "--out")  # before the model is built and traced
     net = build_model(ckpt, str(model) if not isinstance(model, dict) else "<checkpoint>").eval()
     spec = InputSpec.from_dict(ckpt["input"])
     task = ckpt["model"].get("task", "classify")
@@ -99,11 +100,11 @@ def export_onnx(model: Any, out: str | os.PathLike | None = None, int8: bool = F
     outputs = ["logits", "valence", "arousal"] if task == "multitask" else ["logits"]
     x = torch.zeros(2, spec.channels, *spec.size)
     dyn = {"input": {0: "batch"}, **{o: {0: "batch"} for o in outputs}}
-    fd, tmp = tempfile.mkstemp(suffix=".onnx", dir=out.parent)
-    os.close(fd)
-    try:
-        import warnings
+    import warnings
 
+    from ferkit.utils import atomic_path
+
+    with atomic_path(out, suffix=".onnx", what="export") as tmp:
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # TracerWarnings about python ints / constant folding: expected
             torch.onnx.export(wrapped, (x,), tmp, input_names=["input"], output_names=outputs,
@@ -137,11 +138,6 @@ def export_onnx(model: Any, out: str | os.PathLike | None = None, int8: bool = F
                 p = m.metadata_props.add()
                 p.key, p.value = k, v
         onnx.save(m, tmp)
-        os.chmod(tmp, 0o644)  # mkstemp made it 0600; an exported model is meant to be shared
-        os.replace(tmp, out)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return out
 
 

@@ -29,6 +29,7 @@ from ferkit.faces.io import IMAGE_SUFFIXES, VIDEO_SUFFIXES
 from ferkit.faces.io import is_video_path as is_video
 from ferkit.inference.backends import Classifier, make_classifier
 from ferkit.schema import FaceResult, FileResult
+from ferkit.utils import atomic_write_bytes, check_output
 
 __all__ = ["Analyzer", "Classifier", "cached_analyzer", "expand_inputs", "is_video", "make_classifier"]
 
@@ -361,6 +362,34 @@ def cached_analyzer(models: Any = defaults.MODEL, gallery: Any = None, **kwargs)
     return _CACHE[key]
 
 
+class OutputNames:
+    """File stems for one run's per-input outputs (annotated images and videos, per-second CSVs, plots), one
+    folder for all: each input gets its own (``a/x.jpg``, ``a/x.png``, ``b/x.jpg`` -> ``x``, ``x-2``, ``x-3``,
+    given in input order, compared case-insensitively for case-insensitive file systems), and a stem too long
+    for a file name (255 bytes with the longest suffix) is cut and given a hash of the whole path instead."""
+
+    MAX_STEM = 255 - len(".per_second.csv") - 6  # room for the longest suffix and a "-NNNNN"
+
+    def __init__(self):
+        self.used: set[str] = set()
+
+    def stem(self, path: str | os.PathLike) -> str:
+        import hashlib
+
+        stem = Path(path).stem or "input"
+        if len(os.fsencode(stem)) > self.MAX_STEM:
+            digest = hashlib.sha1(os.fsencode(str(path))).hexdigest()[:10]
+            while len(os.fsencode(stem)) > self.MAX_STEM - 11:  # whole characters, never half of one
+                stem = stem[:-1]
+            stem += "~" + digest
+        name, n = stem, 1
+        while name.casefold() in self.used:
+            n += 1
+            name = f"{stem}-{n}"
+        self.used.add(name.casefold())
+        return name
+
+
 def predict_files(analyzer: Analyzer, paths: Iterable[str | os.PathLike], *, annotate=None, stride: int = 1,
                   smooth: float | None = None, max_frames: int | None = None, extras_dir=None) -> Iterator[FileResult]:
     """One FileResult per input, images first (batched, decoded ahead), then videos, each in the given order.
@@ -374,25 +403,30 @@ def predict_files(analyzer: Analyzer, paths: Iterable[str | os.PathLike], *, ann
     paths = list(paths)
     ann = Path(annotate) if annotate else None
     if ann:
-        ann.mkdir(parents=True, exist_ok=True)
+        check_output(ann, "--annotate", folder=True)
     extras = Path(extras_dir) if extras_dir else ann
     images = [p for p in paths if not is_video(p)]
     videos = [p for p in paths if is_video(p)]
+    names = OutputNames()
+    stems = {str(p): names.stem(p) for p in images + videos}  # in input order: the same names every run
     for r, img in analyzer.analyze_paths(images, return_images=True):
         if ann and img is not None and r.faces:
             import cv2
 
             from ferkit.inference.video import annotate as draw
 
-            cv2.imwrite(str(ann / f"{Path(r.path).stem}.annotated.jpg"), draw(img, r.faces))
+            ok, jpg = cv2.imencode(".jpg", draw(img, r.faces))  # encoded here: OpenCV never sees the file name
+            if ok:
+                atomic_write_bytes(ann / f"{stems[str(r.path)]}.annotated.jpg", jpg.tobytes(), what="--annotate")
         yield r
     if videos:
         from ferkit.inference.video import analyze_video
 
         for v in videos:
-            stem = Path(v).stem
+            stem = stems[str(v)]
             try:
                 yield analyze_video(analyzer, str(v), stride=stride, smooth=smooth, annotate_dir=ann,
+                                    annotate_name=f"{stem}.annotated",
                                     per_second_csv=extras / f"{stem}.per_second.csv" if extras else None,
                                     plot=extras / f"{stem}.emotions.png" if extras else None, max_frames=max_frames)
             except DataError as e:

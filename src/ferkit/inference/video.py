@@ -23,6 +23,7 @@ import contextlib
 import csv
 import dataclasses
 import hashlib
+import io
 import sys
 import time
 from dataclasses import dataclass, field
@@ -33,6 +34,7 @@ import numpy as np
 
 from ferkit.errors import ConfigError, DataError
 from ferkit.schema import FaceResult, FileResult
+from ferkit.utils import atomic_open, atomic_path, atomic_write_bytes, discard
 
 FRAMES_PER_BATCH = 8  # analysed frames whose faces share classifier forwards
 CHECK_FRAMES = 3  # frames compared where two ranges meet (stitch_ranges)
@@ -267,7 +269,7 @@ def analyze_video(analyzer, source: Any, stride: int = 1, smooth: float | None =
                   frames_per_batch: int = FRAMES_PER_BATCH, annotate_dir: str | Path | None = None,
                   per_second_csv: str | Path | None = None, plot: str | Path | None = None, show: bool = False,
                   max_frames: int | None = None, on_frame: Callable[[list[FaceResult]], None] | None = None,
-                  start_frame: int = 0, end_frame: int | None = None) -> FileResult:
+                  start_frame: int = 0, end_frame: int | None = None, annotate_name: str | None = None) -> FileResult:
     """Analyse every ``stride``-th frame of a video file (path) or webcam (int index).
 
     Faces of ``frames_per_batch`` frames share classifier forwards. Returns one :class:`FileResult`
@@ -282,10 +284,14 @@ def analyze_video(analyzer, source: Any, stride: int = 1, smooth: float | None =
     timestamp (variable frame rate, an estimated frame count, odd timestamps) the file is read frame by frame up
     to it instead. Tracks start afresh at ``start_frame``: :func:`analyze_range` + :func:`stitch_ranges` give
     the whole file's track ids.
+
+    ``annotate_name``: the annotated video's file name without ``.mp4`` (default ``<stem>.annotated``; the
+    prediction pipeline gives each input its own, see :class:`~ferkit.inference.pipeline.OutputNames`).
     """
     return _analyze(analyzer, source, stride=stride, smooth=smooth, frames_per_batch=frames_per_batch,
                     annotate_dir=annotate_dir, per_second_csv=per_second_csv, plot=plot, show=show,
-                    max_frames=max_frames, on_frame=on_frame, start_frame=start_frame, end_frame=end_frame)[0]
+                    max_frames=max_frames, on_frame=on_frame, start_frame=start_frame, end_frame=end_frame,
+                    annotate_name=annotate_name)[0]
 
 
 def frame_fingerprint(frame: np.ndarray) -> str:
@@ -320,6 +326,14 @@ def _seek(cap, source: Any, start: int, fps: float):
     return cap, None
 
 
+def _drop(writer, video_out) -> None:
+    """An annotated video cut short by an error: closed and removed (a video that stopped is kept)."""
+    if video_out is not None:
+        if writer is not None:
+            writer.release()
+        discard(video_out)
+
+
 def _set_status(result: FileResult, stop: int | None = None, claimed: int = 0) -> None:
     """A video's status and reason from its analysed frames and faces; ``stop``: the frames read when the file
     ended (None: reading was cut short on purpose), ``claimed``: the frame count its header states. A file that
@@ -339,7 +353,8 @@ def _analyze(analyzer, source: Any, stride: int = 1, smooth: float | None = None
              frames_per_batch: int = FRAMES_PER_BATCH, annotate_dir: str | Path | None = None,
              per_second_csv: str | Path | None = None, plot: str | Path | None = None, show: bool = False,
              max_frames: int | None = None, on_frame: Callable[[list[FaceResult]], None] | None = None,
-             start_frame: int = 0, end_frame: int | None = None, check_frames: int = 0) -> tuple[FileResult, dict]:
+             start_frame: int = 0, end_frame: int | None = None, check_frames: int = 0,
+             annotate_name: str | None = None) -> tuple[FileResult, dict]:
     """:func:`analyze_video`, and what :func:`stitch_ranges` needs about the frames read: ``stop`` (index of the
     first frame not read in the range), ``head`` (fingerprints of the first ``check_frames`` frames read from
     ``start_frame``) and ``tail`` (of up to ``check_frames`` frames read on after ``end_frame``)."""
@@ -365,10 +380,10 @@ def _analyze(analyzer, source: Any, stride: int = 1, smooth: float | None = None
     result = analyzer.file_result(name, kind="webcam" if webcam else "video")
     result.frames = 0
     writer = None
-    out_video = None
+    out_video = video_out = None
     if annotate_dir is not None:
         Path(annotate_dir).mkdir(parents=True, exist_ok=True)
-        stem = f"webcam_{source}" if webcam else f"{Path(source).stem}.annotated"
+        stem = annotate_name or (f"webcam_{source}" if webcam else f"{Path(source).stem}.annotated")
         out_video = Path(annotate_dir) / f"{stem}.mp4"
     window = False
     if show:
@@ -385,7 +400,7 @@ def _analyze(analyzer, source: Any, stride: int = 1, smooth: float | None = None
                             "cuts": [], "first_thumb": None, "last_thumb": None}
 
     def flush():
-        nonlocal writer, t_last, live_fps
+        nonlocal writer, video_out, t_last, live_fps
         if not pending:
             return
         imgs = [im for _, im in pending]
@@ -412,8 +427,12 @@ def _analyze(analyzer, source: Any, stride: int = 1, smooth: float | None = None
                 if out_video is not None:
                     if writer is None:
                         h, w = bgr.shape[:2]
-                        writer = cv2.VideoWriter(str(out_video), cv2.VideoWriter_fourcc(*"mp4v"),
-                                                 max(1.0, fps / stride), (w, h))
+                        # written under a temporary UTF-8 name (OpenCV may crash on others), moved into place
+                        cm = atomic_path(out_video, suffix=".mp4", what="--annotate")
+                        tmp = cm.__enter__()
+                        video_out = cm
+                        writer = cv2.VideoWriter(tmp, cv2.VideoWriter_fourcc(*"mp4v"), max(1.0, fps / stride),
+                                                 (w, h))
                     writer.write(bgr)
                 if window:
                     cv2.imshow("ferkit", bgr)
@@ -449,13 +468,19 @@ def _analyze(analyzer, source: Any, stride: int = 1, smooth: float | None = None
         flush()
     except KeyboardInterrupt:
         if not webcam:
+            _drop(writer, video_out)
             raise
+    except BaseException:
+        _drop(writer, video_out)
+        raise
     finally:
         cap.release()
         if writer is not None:
             writer.release()
         if window:
             cv2.destroyAllWindows()
+    if video_out is not None:
+        video_out.__exit__(None, None, None)
     _set_status(result, info["stop"] if info["eof"] and not webcam else None, info["claimed"])
     result.downscaled = bool(result.image_size and analyzer.detect_faces and analyzer.detector.max_size
                              and max(result.image_size) > analyzer.detector.max_size)
@@ -559,8 +584,7 @@ def per_second(result: FileResult, classes: list[str]) -> list[dict]:
 
 def write_per_second(result: FileResult, classes: list[str], path: str | Path) -> Path:
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="") as fh:
+    with atomic_open(path, "w", newline="", what="per-second CSV") as fh:
         w = csv.DictWriter(fh, fieldnames=["second", "faces", "label"] + list(classes), lineterminator="\n")
         w.writeheader()
         w.writerows(per_second(result, classes))
@@ -574,7 +598,6 @@ def plot_over_time(result: FileResult, classes: list[str], path: str | Path) -> 
     import matplotlib.pyplot as plt
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     rows = per_second(result, classes)
     fig, ax = plt.subplots(figsize=(8, 3.5))
     xs = [r["second"] for r in rows]
@@ -583,9 +606,11 @@ def plot_over_time(result: FileResult, classes: list[str], path: str | Path) -> 
     ax.set_xlabel("second")
     ax.set_ylabel("mean probability")
     ax.set_ylim(0, 1)
-    ax.set_title(f"expressions over time: {Path(result.path).name}")
+    ax.set_title(f"expressions over time: {ascii(Path(result.path).name)[1:-1]}")
     ax.legend(fontsize=7, ncol=4, loc="upper right")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
     plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue(), what="plot")
     return path

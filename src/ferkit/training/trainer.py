@@ -34,7 +34,7 @@ from ferkit.training.optim import amp_dtype, build_optimizer, monitor_mode, step
 from ferkit.training.outputs import before_write, epoch_line, write_results_json, write_test_outputs, write_training_curves
 from ferkit.training.state import (StopState, check_resumable, commit_epoch, prepare_run_dir, refuse_existing_run,
                                    restore_state, resume_config, training_state)
-from ferkit.utils import progress, resolve_device, seed_everything
+from ferkit.utils import check_output, progress, resolve_device, seed_everything
 
 FAST_BATCHES = 4
 
@@ -193,6 +193,7 @@ class Trainer:
         check_pretrained_weights(cfg)
         self.dist.init(self.device)
         refuse_existing_run(cfg, self.run_dir)  # before anything slow, in every process before any writes
+        check_output(self.run_dir, "--out", folder=True)  # a read-only or misplaced folder: one line, now
         self.dist.barrier()
         if self.dist.main:
             prepare_run_dir(cfg, self.run_dir, self._resume_ckpt)
