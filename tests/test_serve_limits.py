@@ -129,3 +129,98 @@ def test_eight_big_pngs_keep_memory_bounded(server):
     assert max(peak) < 1536, (base, max(peak))
     time.sleep(1)
     assert _rss_mb(proc.pid) < base + 400, (base, _rss_mb(proc.pid))
+
+
+# ------------------------------------------------------------------ slow keep-alive clients (issue 19.1)
+def _haar_server(**limits):
+    from ferkit.inference.pipeline import Analyzer
+    from ferkit.serve import BackgroundServer, ServeConfig
+
+    return BackgroundServer(ServeConfig(analyzer=Analyzer("fer_minixception", detector="haar"), **limits))
+
+
+def _kept_alive(port: int, source: str = "127.0.0.1") -> socket.socket:
+    """A client that sends one whole GET /healthz, reads its 200, and starts the next request on the same
+    connection (its first header line only), as a slowloris on a kept-alive connection does."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=10, source_address=(source, 0))
+    s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+    got = b""
+    while b'{"status":"ok"}' not in got:
+        chunk = s.recv(4096)
+        assert chunk, got
+        got += chunk
+    assert got.startswith(b"HTTP/1.1 200 ") and b"connection: close" not in got.lower(), got
+    s.sendall(b"GET /healthz HTTP/1.1\r\n")
+    return s
+
+
+def _closed(s: socket.socket, wait: float) -> bool:
+    """Whether the server closed ``s`` within ``wait`` seconds (what it sends before is read and dropped)."""
+    end = time.time() + wait
+    try:
+        while time.time() < end:
+            s.settimeout(max(0.001, end - time.time()))
+            if s.recv(4096) == b"":
+                return True
+    except socket.timeout:
+        return False
+    except OSError:
+        return True
+    return False
+
+
+def test_slow_request_on_a_kept_alive_connection_is_dropped():
+    """The read timeout covers every request on a connection: the second request's headers dribbled one line
+    every 0.3 s are cut at the timeout (1 s), and an idle kept-alive connection is closed too."""
+    with _haar_server(read_timeout_s=1.0) as url:
+        port = int(url.rsplit(":", 1)[1])
+        slow, idle = _kept_alive(port), _kept_alive(port)
+        idle.sendall(b"Host: x\r\n\r\n")  # this one finishes its second request, then sends nothing
+        t0 = time.time()
+        closed = False
+        while not closed and time.time() - t0 < 6:
+            try:
+                slow.sendall(b"X-Slow: 1\r\n")
+            except OSError:
+                closed = True
+                break
+            closed = _closed(slow, 0.3)
+        dropped_after = time.time() - t0
+        assert closed and dropped_after < 2.5, f"slow kept-alive request still open after {dropped_after:.1f} s"
+        assert _closed(idle, 3.0), "an idle kept-alive connection is held open"
+        slow.close()
+        idle.close()
+
+
+def test_well_behaved_clients_get_200_while_slow_clients_fill_the_cap():
+    """More slow kept-alive clients than --max-connections, well inside the read timeout (30 s): new clients
+    still get 200 at once (the longest-idle slow connection makes room), none gets 503 or a closed socket."""
+    with _haar_server(max_connections=16, max_connections_per_ip=16, read_timeout_s=30) as url:
+        port = int(url.rsplit(":", 1)[1])
+        slow = [_kept_alive(port) for _ in range(24)]
+        t0 = time.time()
+        codes = []
+        for _ in range(10):
+            try:
+                codes.append(httpx.get(url + "/healthz", timeout=5).status_code)
+            except httpx.HTTPError as e:
+                codes.append(type(e).__name__)
+        assert codes == [200] * 10 and time.time() - t0 < 5, codes
+        assert sum(_closed(s, 0.05) for s in slow) >= 24 - 16 + 1  # slow ones made room, not good ones
+        for s in slow:
+            s.close()
+
+
+def test_one_address_holds_at_most_its_share_of_connections():
+    """max_connections_per_ip: the 9th slow connection from one address drops that address's longest-idle one;
+    another address is untouched and served."""
+    with _haar_server(max_connections=16, max_connections_per_ip=4, read_timeout_s=30) as url:
+        port = int(url.rsplit(":", 1)[1])
+        other = [_kept_alive(port, "127.0.0.2") for _ in range(2)]
+        mine = [_kept_alive(port) for _ in range(8)]
+        assert [_closed(s, 0.2) for s in mine] == [True] * 4 + [False] * 4  # oldest first
+        assert not any(_closed(s, 0.05) for s in other)
+        with httpx.Client(transport=httpx.HTTPTransport(local_address="127.0.0.2")) as c:
+            assert c.get(url + "/healthz").status_code == 200
+        for s in other + mine:
+            s.close()
