@@ -9,6 +9,7 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 pytest.importorskip("fastapi")
@@ -224,3 +225,86 @@ def test_one_address_holds_at_most_its_share_of_connections():
             assert c.get(url + "/healthz").status_code == 200
         for s in other + mine:
             s.close()
+
+
+# ------------------------------------------------------------------ the decode budget by image mode (issue 19.4)
+def _image_of_mode(mode: str, fmt: str, w: int, h: int) -> bytes:
+    """A w x h image file of ``mode`` (``PT``: palette with a transparent index) saved as ``fmt``."""
+    from PIL import Image
+
+    g = (np.add.outer(np.arange(h), np.arange(w)) % 256).astype(np.uint8)
+    if mode == "I;16":
+        im = Image.fromarray(g.astype(np.uint16) * 257)
+    elif mode == "I":
+        im = Image.fromarray(g.astype(np.int32) * 1000, "I")
+    elif mode == "F":
+        im = Image.fromarray(g.astype(np.float32) / 255, "F")
+    else:
+        im = Image.fromarray(np.stack([g, g[::-1], 255 - g], axis=2), "RGB")
+        im = im.quantize(64) if mode in ("P", "PT") else im if mode == "RGB" else im.convert(mode)
+    buf = io.BytesIO()
+    kw = {"compression": "tiff_deflate"} if fmt == "TIFF" else {"transparency": 0} if mode == "PT" else {}
+    im.save(buf, fmt, **kw)
+    return buf.getvalue()
+
+
+MODES = [("L", "PNG"), ("RGB", "PNG"), ("RGB", "JPEG"), ("RGBA", "PNG"), ("LA", "PNG"), ("P", "PNG"), ("PT", "PNG"),
+         ("P", "GIF"), ("1", "PNG"), ("I;16", "PNG"), ("I;16", "TIFF"), ("I", "TIFF"), ("F", "TIFF"),
+         ("CMYK", "JPEG"), ("CMYK", "TIFF"), ("RGB", "TIFF"), ("RGBA", "TIFF"), ("L", "TIFF"), ("RGB", "WEBP"),
+         ("RGBA", "WEBP"), ("RGB", "BMP"), ("L", "PPM"), ("RGB", "PPM")]
+
+_MEASURE = r"""
+import os, resource, sys
+import numpy as np
+from ferkit.faces.io import decode_image, decode_peak_bytes
+
+def rss():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+
+def peak_of(fn):
+    # a forked child starts its RSS high-water mark afresh: its growth is what fn takes
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        base = rss()
+        fn()
+        os.write(w, str(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base).encode())
+        os._exit(0)
+    os.waitpid(pid, 0)
+    return int(os.read(r, 64))
+
+files = sys.argv[1:]
+for f in files:  # warm-up: codecs loaded, allocator arenas made
+    decode_image(open(f + ".small", "rb").read(), "warm")
+noise = peak_of(lambda: np.ones(1 << 24, np.uint8)) - (1 << 24)  # pages a child touches anyway (copy-on-write)
+for f in files:
+    data = open(f, "rb").read()
+    print(f, peak_of(lambda: decode_image(data, f, max_pixels=None)) - noise, decode_peak_bytes(data, f, None))
+"""
+
+
+def test_decode_peak_bytes_covers_every_mode(tmp_path):
+    """The budget's reservation per image (decode_peak_bytes) is at least the decode's measured peak RSS growth,
+    for every mode and format (uint8 L/RGB/RGBA/LA, palette with and without transparency, bilevel, 16-bit,
+    32-bit int, float32 TIFF, CMYK, WebP, ...), and not far above it. Before: w x h x 3 bytes were reserved while
+    float and 16-bit images passed through full-size float64 buffers (~32 B/px)."""
+    w, h = 2000, 1500
+    files = []
+    for mode, fmt in MODES:
+        f = tmp_path / f"{mode.replace(';', '_')}.{fmt.lower()}"
+        f.write_bytes(_image_of_mode(mode, fmt, w, h))
+        Path(str(f) + ".small").write_bytes(_image_of_mode(mode, fmt, 64, 48))
+        files.append(str(f))
+    r = subprocess.run([sys.executable, "-c", _MEASURE, *files], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    rows = [ln.split() for ln in r.stdout.splitlines()]
+    report = {Path(f).name: (int(peak) / (w * h), int(need) / (w * h)) for f, peak, need in rows}
+    print("\n".join(f"{k:12} peak {p:5.1f} B/px, reserved {n:5.1f} B/px" for k, (p, n) in report.items()))
+    assert len(report) == len(MODES)
+    under = {k: v for k, v in report.items() if v[0] > v[1]}
+    assert not under, f"decodes that take more than their reservation (B/px): {under}"
+    wasteful = {k: v for k, v in report.items() if v[1] > 3 * v[0] + 2}
+    assert not wasteful, wasteful
+    assert max(p for p, _ in report.values()) < 20  # no float64 copy of a whole image (was ~32 B/px)

@@ -98,8 +98,9 @@ _LIMITS = {
 
 
 class PixelBudget:
-    """Bounds the decoded image bytes in flight: a request reserves width x height x 3 bytes (read from the
-    header, before decoding) or is refused, so a burst of big images cannot take the server's memory."""
+    """Bounds the decode memory in flight: a request reserves its image's peak decode bytes (read from the header
+    before decoding, :func:`ferkit.faces.io.decode_peak_bytes`: 5-20 B/px by mode and format) or is refused, so
+    a burst of big images, float or 16-bit ones included, cannot take the server's memory."""
 
     def __init__(self, limit_bytes: int):
         import threading
@@ -277,26 +278,28 @@ class _Requests:
 
     async def _analyze(self, name: str, data: bytes) -> dict:
         from ferkit.errors import DataError
-        from ferkit.faces.io import ImageTooLargeError, peek_size
+        from ferkit.faces.io import ImageTooLargeError, decode_peak_bytes
 
         try:
-            w, h = peek_size(data, name, max_pixels=self.cfg.max_pixels)
+            need = decode_peak_bytes(data, name, max_pixels=self.cfg.max_pixels)
         except ImageTooLargeError as e:
             raise ApiError(413, "too_many_pixels", str(e)) from None
         except DataError as e:
             raise ApiError(400, "bad_image" if data else "empty", str(e)) from None
-        need = w * h * 3
         if not self.budget.try_acquire(need):
             raise ApiError(503, "busy", "server busy: too many large images in flight, retry later")
+        held = need
         try:
-            return await self._decode_and_run(name, data)
+            img = await asyncio.to_thread(decode_image, data, name, self.cfg.max_pixels)
+            self.budget.release(need - img.nbytes)  # the decode's scratch is freed; the RGB image stays till the end
+            held = img.nbytes
+            return await self._run(name, img)
         finally:
-            self.budget.release(need)
+            self.budget.release(held)
             if need > 16 << 20:
                 _trim_heap()
 
-    async def _decode_and_run(self, name: str, data: bytes) -> dict:
-        img = await asyncio.to_thread(decode_image, data, name, self.cfg.max_pixels)
+    async def _run(self, name: str, img: np.ndarray) -> dict:
         try:
             fut = self.batcher.submit(img, name)
         except queue.Full as e:
