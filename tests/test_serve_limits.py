@@ -308,3 +308,37 @@ def test_decode_peak_bytes_covers_every_mode(tmp_path):
     wasteful = {k: v for k, v in report.items() if v[1] > 3 * v[0] + 2}
     assert not wasteful, wasteful
     assert max(p for p, _ in report.values()) < 20  # no float64 copy of a whole image (was ~32 B/px)
+
+
+def test_budget_reserves_a_float_tiffs_real_decode_cost():
+    """A 4000x4000 float32 TIFF (a ~100 KB upload) decodes through ~12 B/px, not the 3 B/px of its RGB result:
+    while another request holds part of a 120 MB budget, it is refused with 503 rather than decoded past the
+    budget; alone, it is served."""
+    from PIL import Image
+
+    from ferkit.inference.pipeline import Analyzer
+    from ferkit.serve import BackgroundServer, ServeConfig
+
+    class Slow(Analyzer):
+        def process(self, *a, **k):
+            time.sleep(2.0)
+            return super().process(*a, **k)
+
+    buf = io.BytesIO()
+    Image.fromarray(np.full((4000, 4000), 0.5, np.float32), "F").save(buf, "TIFF", compression="tiff_deflate")
+    tiff = buf.getvalue()
+    assert len(tiff) < 300_000 and 4000 * 4000 * 3 < 120 * 2**20  # what the old w x h x 3 reservation let in
+    grace = (DATA / "identity" / "obama.jpg").read_bytes()
+    cfg = ServeConfig(analyzer=Slow("fer_minixception", detector="haar"), max_inflight_mb=120, request_timeout_s=60)
+    with BackgroundServer(cfg) as url, httpx.Client(base_url=url, timeout=60) as c:
+        first = []
+        t = threading.Thread(target=lambda: first.append(c.post("/v1/predict", content=grace,
+                                                                headers={"content-type": "image/jpeg"})))
+        t.start()
+        time.sleep(0.8)  # the first is decoded and waits in the (slow) model, holding its image's bytes
+        r = c.post("/v1/predict", content=tiff, headers={"content-type": "image/tiff"})
+        t.join()
+        assert first[0].status_code == 200, first[0].text
+        assert r.status_code == 503 and "large images in flight" in r.json()["reason"], (r.status_code, r.text[:300])
+        alone = c.post("/v1/predict", content=tiff, headers={"content-type": "image/tiff"})
+        assert alone.status_code == 200 and alone.json()["image_size"] == [4000, 4000], alone.text[:300]
