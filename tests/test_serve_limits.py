@@ -83,8 +83,7 @@ def test_half_sent_requests_are_dropped_within_the_timeout(server):
     body.sendall(b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\nContent-Length: 1000\r\n\r\nxx")
     t0 = time.time()
     for s in socks:
-        s.settimeout(10)
-        assert s.recv(1024) == b""  # closed by the server
+        assert _closed(s, 10)  # by the server (a reset when the per-address cap dropped it early)
     body.settimeout(10)
     answer = body.recv(4096)
     assert b" 408 " in answer.split(b"\r\n")[0]
