@@ -328,7 +328,7 @@ def test_cli_serve_refuses_bad_limits(args):
     """Every limit is checked before the model loads: one line naming the option, exit 2 (an empty --api-key
     too, even with $FERKIT_API_KEY set: it would turn authentication off)."""
     r = subprocess.run([sys.executable, "-m", "ferkit", "serve", "--detector", "haar", *args], capture_output=True,
-                       text=True, timeout=120, env=dict(os.environ, FERKIT_API_KEY="s3cret"))
+                       text=True, timeout=60, env=dict(os.environ, FERKIT_API_KEY="s3cret"))
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-2000:]
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and args[0] in lines[0], lines

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import IMAGE_MODES, image_of_mode
 
 pytest.importorskip("fastapi")
 httpx = pytest.importorskip("httpx")
@@ -162,7 +163,7 @@ def _closed(s: socket.socket, wait: float) -> bool:
             s.settimeout(max(0.001, end - time.time()))
             if s.recv(4096) == b"":
                 return True
-    except socket.timeout:
+    except TimeoutError:
         return False
     except OSError:
         return True
@@ -227,31 +228,6 @@ def test_one_address_holds_at_most_its_share_of_connections():
 
 
 # ------------------------------------------------------------------ the decode budget by image mode (issue 19.4)
-def _image_of_mode(mode: str, fmt: str, w: int, h: int) -> bytes:
-    """A w x h image file of ``mode`` (``PT``: palette with a transparent index) saved as ``fmt``."""
-    from PIL import Image
-
-    g = (np.add.outer(np.arange(h), np.arange(w)) % 256).astype(np.uint8)
-    if mode == "I;16":
-        im = Image.fromarray(g.astype(np.uint16) * 257)
-    elif mode == "I":
-        im = Image.fromarray(g.astype(np.int32) * 1000, "I")
-    elif mode == "F":
-        im = Image.fromarray(g.astype(np.float32) / 255, "F")
-    else:
-        im = Image.fromarray(np.stack([g, g[::-1], 255 - g], axis=2), "RGB")
-        im = im.quantize(64) if mode in ("P", "PT") else im if mode == "RGB" else im.convert(mode)
-    buf = io.BytesIO()
-    kw = {"compression": "tiff_deflate"} if fmt == "TIFF" else {"transparency": 0} if mode == "PT" else {}
-    im.save(buf, fmt, **kw)
-    return buf.getvalue()
-
-
-MODES = [("L", "PNG"), ("RGB", "PNG"), ("RGB", "JPEG"), ("RGBA", "PNG"), ("LA", "PNG"), ("P", "PNG"), ("PT", "PNG"),
-         ("P", "GIF"), ("1", "PNG"), ("I;16", "PNG"), ("I;16", "TIFF"), ("I", "TIFF"), ("F", "TIFF"),
-         ("CMYK", "JPEG"), ("CMYK", "TIFF"), ("RGB", "TIFF"), ("RGBA", "TIFF"), ("L", "TIFF"), ("RGB", "WEBP"),
-         ("RGBA", "WEBP"), ("RGB", "BMP"), ("L", "PPM"), ("RGB", "PPM")]
-
 _MEASURE = r"""
 import os, resource, sys
 import numpy as np
@@ -291,17 +267,18 @@ def test_decode_peak_bytes_covers_every_mode(tmp_path):
     float and 16-bit images passed through full-size float64 buffers (~32 B/px)."""
     w, h = 2000, 1500
     files = []
-    for mode, fmt in MODES:
+    for mode, fmt in IMAGE_MODES:
         f = tmp_path / f"{mode.replace(';', '_')}.{fmt.lower()}"
-        f.write_bytes(_image_of_mode(mode, fmt, w, h))
-        Path(str(f) + ".small").write_bytes(_image_of_mode(mode, fmt, 64, 48))
+        f.write_bytes(image_of_mode(mode, fmt, w, h))
+        Path(str(f) + ".small").write_bytes(image_of_mode(mode, fmt, 64, 48))
         files.append(str(f))
-    r = subprocess.run([sys.executable, "-c", _MEASURE, *files], capture_output=True, text=True, timeout=300)
+    r = subprocess.run([sys.executable, "-c", _MEASURE, *files], capture_output=True, text=True, timeout=300,
+                       check=False)
     assert r.returncode == 0, r.stderr[-3000:]
     rows = [ln.split() for ln in r.stdout.splitlines()]
     report = {Path(f).name: (int(peak) / (w * h), int(need) / (w * h)) for f, peak, need in rows}
     print("\n".join(f"{k:12} peak {p:5.1f} B/px, reserved {n:5.1f} B/px" for k, (p, n) in report.items()))
-    assert len(report) == len(MODES)
+    assert len(report) == len(IMAGE_MODES)
     under = {k: v for k, v in report.items() if v[0] > v[1]}
     assert not under, f"decodes that take more than their reservation (B/px): {under}"
     wasteful = {k: v for k, v in report.items() if v[1] > 3 * v[0] + 2}
