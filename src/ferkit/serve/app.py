@@ -41,7 +41,7 @@ class ServeConfig:
     max_pixels: int = 40_000_000
     max_batch_files: int = 16
     request_timeout_s: float = 30.0
-    read_timeout_s: float = 10.0    # each request on a connection (headers and body) must arrive within this
+    read_timeout_s: float = 10.0    # each request's headers (first or kept-alive), then its body, within this
     max_connections: int = 256      # open connections at once; past it the longest-idle one is dropped
     max_connections_per_ip: Optional[int] = None  # one client address's share (default: half of max_connections)
     max_inflight_mb: float = 160.0  # decode memory in flight at once (see faces.io.decode_peak_bytes); past it 503
@@ -482,8 +482,9 @@ def run_server(config: ServeConfig, host: str = "127.0.0.1", port: int = 8000) -
 
 def uvicorn_config(app, config: ServeConfig, host: str, port: int):
     """uvicorn settings with ferkit's connection limits (see :class:`_ConnectionGuard`): every request on a
-    connection, the first or a later kept-alive one, must arrive whole within ``read_timeout_s`` of the
-    connection opening or the previous response (else the connection is dropped; a half-sent body is a 408);
+    connection, the first or a later kept-alive one, must have its headers in within ``read_timeout_s`` of the
+    connection opening or the previous response (else the connection is dropped; idle keep-alive ends sooner,
+    at min(5 s, the read timeout)), and its body within ``read_timeout_s`` more (else 408, in the app);
     at most ``max_connections`` are open at once and ``max_connections_per_ip`` from one address; a new
     connection past either cap takes the place of the longest-idle one there (a busy one is never dropped)."""
     import uvicorn
@@ -549,11 +550,9 @@ class _ConnectionGuard:
     those with a half-sent request first; each address holds at most its share of the total."""
 
     def __init__(self, cap: int, per_ip: int):
-        from collections import defaultdict
-
         self.cap, self.per_ip = cap, per_ip
         self.open: set = set()
-        self.by_ip: dict[str, set] = defaultdict(set)
+        self.by_ip: dict[str, set] = {}
 
     @staticmethod
     def _ip(conn) -> str:
@@ -561,14 +560,14 @@ class _ConnectionGuard:
 
     def admit(self, conn) -> bool:
         ip = self._ip(conn)
-        for pool, limit in ((self.by_ip[ip], self.per_ip), (self.open, self.cap)):
+        for pool, limit in ((self.by_ip.get(ip, ()), self.per_ip), (self.open, self.cap)):
             if len(pool) >= limit:
                 idle = [c for c in pool if c.idle]
                 if not idle:
                     return False
                 min(idle, key=lambda c: (not c.sent_partial, c.idle_since)).drop()
         self.open.add(conn)
-        self.by_ip[ip].add(conn)
+        self.by_ip.setdefault(ip, set()).add(conn)  # an address is only kept while it has connections
         return True
 
     def forget(self, conn) -> None:
