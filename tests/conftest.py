@@ -142,3 +142,20 @@ IMAGE_MODES = [("L", "PNG"), ("RGB", "PNG"), ("RGB", "JPEG"), ("RGBA", "PNG"), (
                ("PT", "PNG"), ("P", "GIF"), ("1", "PNG"), ("I;16", "PNG"), ("I;16", "TIFF"), ("I", "TIFF"),
                ("F", "TIFF"), ("CMYK", "JPEG"), ("CMYK", "TIFF"), ("RGB", "TIFF"), ("RGBA", "TIFF"), ("L", "TIFF"),
                ("RGB", "WEBP"), ("RGBA", "WEBP"), ("RGB", "BMP"), ("L", "PPM"), ("RGB", "PPM")]
+
+
+def slow_kept_alive(port: int, source: str = "127.0.0.1"):
+    """A client that sends one whole GET /healthz, reads its 200, and starts the next request on the same
+    connection (its first header line only), as a slowloris on a kept-alive connection does."""
+    import socket
+
+    s = socket.create_connection(("127.0.0.1", port), timeout=10, source_address=(source, 0))
+    s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+    got = b""
+    while b'{"status":"ok"}' not in got:
+        chunk = s.recv(4096)
+        assert chunk, got
+        got += chunk
+    assert got.startswith(b"HTTP/1.1 200 ") and b"connection: close" not in got.lower(), got
+    s.sendall(b"GET /healthz HTTP/1.1\r\n")
+    return s

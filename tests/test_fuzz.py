@@ -246,7 +246,7 @@ def test_fuzz_http(n_cases):
     real = _real_images()
     ctypes = ["image/jpeg", "image/png", "application/octet-stream", "text/plain", "multipart/form-data",
               "multipart/form-data; boundary=x", "", "image/svg+xml", "application/json"]
-    from conftest import IMAGE_MODES, image_of_mode
+    from conftest import IMAGE_MODES, image_of_mode, slow_kept_alive
 
     slow: list = []  # slowloris clients on kept-alive connections, more than the server's cap
     cfg = ServeConfig(det_size=320, max_upload_bytes=200_000, max_connections=8, read_timeout_s=5)
@@ -254,7 +254,7 @@ def test_fuzz_http(n_cases):
         port = int(url.rsplit(":", 1)[1])
         for i in range(max(30, n_cases // 3)):
             if rng.random() < 0.3:
-                slow.append(_slow_kept_alive(port))
+                slow.append(slow_kept_alive(port))
             for s in slow[:]:
                 try:
                     s.sendall(b"X-Slow: 1\r\n")  # the next request's headers, one line at a time
@@ -298,17 +298,3 @@ def test_fuzz_http(n_cases):
     for s in slow:
         s.close()
 
-
-def _slow_kept_alive(port: int):
-    """A connection that sends one whole request, then only the first line of the next."""
-    import socket
-
-    s = socket.create_connection(("127.0.0.1", port), timeout=10)
-    s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
-    got = b""
-    while b'{"status":"ok"}' not in got:
-        chunk = s.recv(4096)
-        assert chunk, got
-        got += chunk
-    s.sendall(b"GET /healthz HTTP/1.1\r\n")
-    return s

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import IMAGE_MODES, image_of_mode
+from conftest import IMAGE_MODES, image_of_mode, slow_kept_alive
 
 pytest.importorskip("fastapi")
 httpx = pytest.importorskip("httpx")
@@ -140,21 +140,6 @@ def _haar_server(**limits):
     return BackgroundServer(ServeConfig(analyzer=Analyzer("fer_minixception", detector="haar"), **limits))
 
 
-def _kept_alive(port: int, source: str = "127.0.0.1") -> socket.socket:
-    """A client that sends one whole GET /healthz, reads its 200, and starts the next request on the same
-    connection (its first header line only), as a slowloris on a kept-alive connection does."""
-    s = socket.create_connection(("127.0.0.1", port), timeout=10, source_address=(source, 0))
-    s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
-    got = b""
-    while b'{"status":"ok"}' not in got:
-        chunk = s.recv(4096)
-        assert chunk, got
-        got += chunk
-    assert got.startswith(b"HTTP/1.1 200 ") and b"connection: close" not in got.lower(), got
-    s.sendall(b"GET /healthz HTTP/1.1\r\n")
-    return s
-
-
 def _closed(s: socket.socket, wait: float) -> bool:
     """Whether the server closed ``s`` within ``wait`` seconds (what it sends before is read and dropped)."""
     end = time.time() + wait
@@ -175,7 +160,7 @@ def test_slow_request_on_a_kept_alive_connection_is_dropped():
     every 0.3 s are cut at the timeout (1 s), and an idle kept-alive connection is closed too."""
     with _haar_server(read_timeout_s=1.0) as url:
         port = int(url.rsplit(":", 1)[1])
-        slow, idle = _kept_alive(port), _kept_alive(port)
+        slow, idle = slow_kept_alive(port), slow_kept_alive(port)
         idle.sendall(b"Host: x\r\n\r\n")  # this one finishes its second request, then sends nothing
         t0 = time.time()
         closed = False
@@ -198,7 +183,7 @@ def test_well_behaved_clients_get_200_while_slow_clients_fill_the_cap():
     still get 200 at once (the longest-idle slow connection makes room), none gets 503 or a closed socket."""
     with _haar_server(max_connections=16, max_connections_per_ip=16, read_timeout_s=30) as url:
         port = int(url.rsplit(":", 1)[1])
-        slow = [_kept_alive(port) for _ in range(24)]
+        slow = [slow_kept_alive(port) for _ in range(24)]
         t0 = time.time()
         codes = []
         for _ in range(10):
@@ -217,8 +202,8 @@ def test_one_address_holds_at_most_its_share_of_connections():
     another address is untouched and served."""
     with _haar_server(max_connections=16, max_connections_per_ip=4, read_timeout_s=30) as url:
         port = int(url.rsplit(":", 1)[1])
-        other = [_kept_alive(port, "127.0.0.2") for _ in range(2)]
-        mine = [_kept_alive(port) for _ in range(8)]
+        other = [slow_kept_alive(port, "127.0.0.2") for _ in range(2)]
+        mine = [slow_kept_alive(port) for _ in range(8)]
         assert [_closed(s, 0.2) for s in mine] == [True] * 4 + [False] * 4  # oldest first
         assert not any(_closed(s, 0.05) for s in other)
         with httpx.Client(transport=httpx.HTTPTransport(local_address="127.0.0.2")) as c:
