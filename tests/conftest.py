@@ -112,3 +112,50 @@ def run_cli(*args, cwd=None, env=None, timeout=600):
 def pytest_addoption(parser):
     parser.addoption("--fuzz-cases", type=int, default=None,
                      help="cases per fuzz target in tests/test_fuzz.py (default: a CI-sized run; `make fuzz` >= 2000)")
+
+
+def image_of_mode(mode: str, fmt: str, w: int, h: int) -> bytes:
+    """A w x h image file of ``mode`` (``PT``: palette with a transparent index) saved as ``fmt``."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    g = (np.add.outer(np.arange(h), np.arange(w)) % 256).astype(np.uint8)
+    if mode == "I;16":
+        im = Image.fromarray(g.astype(np.uint16) * 257)
+    elif mode == "I":
+        im = Image.fromarray(g.astype(np.int32) * 1000, "I")
+    elif mode == "F":
+        im = Image.fromarray(g.astype(np.float32) / 255, "F")
+    else:
+        im = Image.fromarray(np.stack([g, g[::-1], 255 - g], axis=2), "RGB")
+        im = im.quantize(64) if mode in ("P", "PT") else im if mode == "RGB" else im.convert(mode)
+    buf = io.BytesIO()
+    kw = {"compression": "tiff_deflate"} if fmt == "TIFF" else {"transparency": 0} if mode == "PT" else {}
+    im.save(buf, fmt, **kw)
+    return buf.getvalue()
+
+
+#: every image mode the decoder converts, with a format that stores it (the server's budget is tested on each)
+IMAGE_MODES = [("L", "PNG"), ("RGB", "PNG"), ("RGB", "JPEG"), ("RGBA", "PNG"), ("LA", "PNG"), ("P", "PNG"),
+               ("PT", "PNG"), ("P", "GIF"), ("1", "PNG"), ("I;16", "PNG"), ("I;16", "TIFF"), ("I", "TIFF"),
+               ("F", "TIFF"), ("CMYK", "JPEG"), ("CMYK", "TIFF"), ("RGB", "TIFF"), ("RGBA", "TIFF"), ("L", "TIFF"),
+               ("RGB", "WEBP"), ("RGBA", "WEBP"), ("RGB", "BMP"), ("L", "PPM"), ("RGB", "PPM")]
+
+
+def slow_kept_alive(port: int, source: str = "127.0.0.1"):
+    """A client that sends one whole GET /healthz, reads its 200, and starts the next request on the same
+    connection (its first header line only), as a slowloris on a kept-alive connection does."""
+    import socket
+
+    s = socket.create_connection(("127.0.0.1", port), timeout=10, source_address=(source, 0))
+    s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+    got = b""
+    while b'{"status":"ok"}' not in got:
+        chunk = s.recv(4096)
+        assert chunk, got
+        got += chunk
+    assert got.startswith(b"HTTP/1.1 200 ") and b"connection: close" not in got.lower(), got
+    s.sendall(b"GET /healthz HTTP/1.1\r\n")
+    return s

@@ -246,12 +246,31 @@ def test_fuzz_http(n_cases):
     real = _real_images()
     ctypes = ["image/jpeg", "image/png", "application/octet-stream", "text/plain", "multipart/form-data",
               "multipart/form-data; boundary=x", "", "image/svg+xml", "application/json"]
-    with BackgroundServer(ServeConfig(det_size=320, max_upload_bytes=200_000)) as url, httpx.Client(timeout=60) as c:
+    from conftest import IMAGE_MODES, image_of_mode, slow_kept_alive
+
+    slow: list = []  # slowloris clients on kept-alive connections, more than the server's cap
+    cfg = ServeConfig(det_size=320, max_upload_bytes=200_000, max_connections=8, read_timeout_s=5)
+    with BackgroundServer(cfg) as url, httpx.Client(timeout=60) as c:
+        port = int(url.rsplit(":", 1)[1])
         for i in range(max(30, n_cases // 3)):
-            kind = rng.randrange(5)
+            if rng.random() < 0.3:
+                slow.append(slow_kept_alive(port))
+            for s in slow[:]:
+                try:
+                    s.sendall(b"X-Slow: 1\r\n")  # the next request's headers, one line at a time
+                except OSError:  # dropped by the server: fine, that is its defence
+                    slow.remove(s)
+                    s.close()
+            kind = rng.randrange(6)
             route = rng.choice(["/v1/predict", "/v1/predict/batch", "/v1/predict?x=1", "/v1/models", "/healthz",
                                 "/nope", "/v1/predict/../models"])
-            method = rng.choice(["POST", "POST", "POST", "GET", "PUT", "DELETE", "HEAD"])
+            method = rng.choice(["POST", "POST", "POST", "GET", "PUT", "DELETE", "HEAD", "FOO", "M-SEARCH"])
+            if kind == 5:  # a valid image of any mode (16-bit, 32-bit, float, alpha, palette...): the decode budget
+                mode, fmt = rng.choice(IMAGE_MODES)
+                data = image_of_mode(mode, fmt, rng.randrange(1, 250), rng.randrange(1, 250))  # < the 200 KB limit
+                r = c.post(url + "/v1/predict", content=data, headers={"content-type": "application/octet-stream"})
+                assert r.status_code == 200 and r.json()["status"] in ("ok", "no_face"), (mode, fmt, r.text[:300])
+                continue
             if kind == 0:
                 files = {"file": (rng.choice(["a.jpg", "", "x" * 300, "../../etc/passwd"]), image_case(rng, real),
                                   rng.choice(ctypes))}
@@ -275,6 +294,9 @@ def test_fuzz_http(n_cases):
                 body = r.json()
                 assert set(body) == {"error", "reason"} and "\n" not in body["reason"], body
         assert c.get(url + "/healthz").status_code == 200
+        assert "FOO" not in c.get(url + "/metrics").text  # invented methods are counted as "other"
+    for s in slow:
+        s.close()
 
 
 BAD_VALUES = [None, "x", "", 1.5, -1, 0, True, [], {}, [None], ["a"], float("nan"), float("inf"), 10 ** 30,

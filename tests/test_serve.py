@@ -290,3 +290,58 @@ def test_cli_serve_subprocess(photos, tmp_path):
     finally:
         proc.terminate()
         proc.wait(20)
+
+
+def test_transfer_encoding_with_content_length_is_refused(server):
+    """Two framings in one request (request smuggling, RFC 9112 6.3): 400, and the connection is closed, since
+    where this request ends is not known."""
+    import socket
+
+    port = int(str(server.base_url).rstrip("/").rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n"
+                  b"0\r\n\r\nGET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        got = b""
+        while chunk := s.recv(4096):
+            got += chunk
+    assert got.startswith(b"HTTP/1.1 400 ") and b'"ambiguous_framing"' in got, got[:300]
+    assert got.count(b"HTTP/1.1 ") == 1, got  # the smuggled second request was never answered
+    ok = server.get("/healthz", headers={"content-length": "0"})  # one framing is fine
+    assert ok.status_code == 200
+
+
+def test_metrics_labels_are_bounded(server):
+    """Invented HTTP method names count as method="other": /metrics does not grow with them."""
+    for k in range(40):
+        assert server.request(f"FOO{k}", "/healthz").status_code == 405
+    text = server.get("/metrics").text
+    assert "FOO" not in text and 'method="other",route="/healthz",status="405"} 40' in text, text[:2000]
+    methods = {ln.split('method="')[1].split('"')[0] for ln in text.splitlines() if 'method="' in ln}
+    assert methods <= {"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "other"}, methods
+
+
+@pytest.mark.parametrize("args", [["--port", "99999"], ["--port", "0"], ["--timeout", "-1"], ["--timeout", "nan"],
+                                  ["--read-timeout", "inf"], ["--max-connections", "0"], ["--max-upload-mb", "-1"],
+                                  ["--max-upload-mb", "inf"], ["--max-inflight-mb", "nan"], ["--max-pixels", "0"], ["--batch-wait-ms", "-5"],
+                                  ["--api-key", ""]], ids=lambda a: " ".join(a) or "''")
+def test_cli_serve_refuses_bad_limits(args):
+    """Every limit is checked before the model loads: one line naming the option, exit 2 (an empty --api-key
+    too, even with $FERKIT_API_KEY set: it would turn authentication off)."""
+    r = subprocess.run([sys.executable, "-m", "ferkit", "serve", "--detector", "haar", *args], capture_output=True,
+                       text=True, timeout=60, env=dict(os.environ, FERKIT_API_KEY="s3cret"))
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-2000:]
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and args[0] in lines[0], lines
+
+
+def test_serve_config_refuses_what_the_cli_cannot_say():
+    """The Python API gets the same checks: non-finite sizes, an empty key, a per-address cap over the total."""
+    from ferkit.errors import ConfigError
+
+    for bad in (dict(max_upload_bytes=float("inf")), dict(max_upload_bytes=float("nan")), dict(api_key=""),
+                dict(api_key="  "), dict(max_connections=8, max_connections_per_ip=9), dict(max_queue=0),
+                dict(request_timeout_s=True)):
+        with pytest.raises(ConfigError, match="ferkit serve"):
+            ServeConfig(**bad)
+    assert ServeConfig(max_upload_bytes=2.5 * 1024 * 1024).max_upload_bytes == 2621440
+    assert ServeConfig(max_connections=10).max_connections_per_ip == 5

@@ -295,7 +295,7 @@ def cmd_serve(a) -> int:
 
     return run_server(ServeConfig(models=models_of(a), detector=a.detector, det_size=a.det_size, crop=a.crop,
                                   backend=a.backend, device=a.device, gallery=a.gallery, api_key=a.api_key,
-                                  max_upload_bytes=int(a.max_upload_mb * 1024 * 1024), max_pixels=a.max_pixels,
+                                  max_upload_bytes=a.max_upload_mb * 1024 * 1024, max_pixels=a.max_pixels,
                                   request_timeout_s=a.timeout, batch_max=a.batch_max, batch_wait_ms=a.batch_wait_ms,
                                   read_timeout_s=a.read_timeout, max_connections=a.max_connections,
                                   max_inflight_mb=a.max_inflight_mb),

@@ -128,24 +128,53 @@ def _opened(source, name: str | None, max_pixels: int | None):
         raise DataError(f"{name}: corrupt or truncated image ({msg})") from None
 
 
+def _rotated(im) -> bool:
+    """Whether the header's EXIF orientation is other than upright (or unreadable: Pillow's path decides)."""
+    if im.format == "PNG":
+        # Pillow would decode the whole image to look for a late eXIf chunk; one seen in the header counts.
+        return "exif" in im.info
+    try:
+        return im.getexif().get(0x0112, 1) != 1
+    except Exception:  # noqa: BLE001
+        return True
+
+
+def _fast_path(im) -> bool:
+    """Plain upright 8-bit JPEG / PNG: decoded by OpenCV (:func:`_fast_decode`)."""
+    return (im.format in ("JPEG", "PNG") and im.mode in ("RGB", "L") and "transparency" not in im.info
+            and not _rotated(im))
+
+
+# Bytes per pixel of Pillow's own buffer by mode (3-channel modes are stored in 4 bytes); others: 4.
+_PIL_BYTES = {"1": 1, "L": 1, "P": 1, "I;16": 2, "I;16L": 2, "I;16B": 2, "I;16N": 2}
+
+
+def decode_peak_bytes(source: str | os.PathLike | bytes, name: str | None = None,
+                      max_pixels: int | None = MAX_PIXELS) -> int:
+    """The most memory :func:`decode_image` takes for this image (RSS growth, measured per mode and format in
+    tests/test_serve_limits.py), read from the header alone with the same allowlist and pixel limit: how the
+    server sizes a request's memory before decoding it. Same errors as :func:`decode_image`."""
+    with _opened(source, name, max_pixels) as (im, _raw, _name):
+        px = im.size[0] * im.size[1]
+        if _fast_path(im):
+            return px * 15 + _SLACK  # OpenCV's PNG/JPEG decoders keep row buffers beside the RGB output
+        own = _PIL_BYTES.get(im.mode, 4)
+        per_px = own + 3 + 1  # Pillow's buffer + the RGB output + allocator slack
+        per_px += 8 if im.format == "WEBP" else 0  # libwebp decodes into its own RGBA buffer first
+        per_px += own if _rotated(im) else 0  # exif_transpose makes a turned copy
+        band = min(px, BAND_PIXELS) * (40 if im.mode in _HIGH_BIT_MODES else 24)  # one band's float64 / RGBA scratch
+        return px * per_px + band + _SLACK
+
+
+_SLACK = 1 << 20  # allocator pages touched per decode, whatever the size
+
+
 def _fast_decode(im, source) -> np.ndarray | None:
     """Plain upright 8-bit JPEG / PNG (the common case) decoded by OpenCV straight into one RGB array: about
-    half of Pillow's time and a third of its peak memory (Pillow holds its own buffer, then numpy copies it).
-    Anything else (alpha, palette, 16-bit, CMYK, EXIF rotation, a JPEG without its end marker, a decode OpenCV
-    refuses) returns None and takes Pillow's path, which also gives the precise error."""
-    if im.format not in ("JPEG", "PNG") or im.mode not in ("RGB", "L") or "transparency" in im.info:
+    half of Pillow's time. Anything else (alpha, palette, 16-bit, CMYK, EXIF rotation, a JPEG without its end
+    marker, a decode OpenCV refuses) returns None and takes Pillow's path, which also gives the precise error."""
+    if not _fast_path(im):
         return None
-    if im.format == "PNG":
-        # Pillow would decode the whole image to look for a late eXIf chunk; one seen in the header goes to
-        # Pillow's path, which applies it.
-        if "exif" in im.info:
-            return None
-    else:
-        try:
-            if im.getexif().get(0x0112, 1) != 1:  # EXIF orientation other than upright
-                return None
-        except Exception:  # noqa: BLE001 - unreadable EXIF: let Pillow's path decide
-            return None
     import cv2
 
     if isinstance(source, bytes):
@@ -171,31 +200,52 @@ def _check_size(w: int, h: int, max_pixels: int | None, name: str) -> None:
         raise ImageTooLargeError(f"{name}: {w}x{h} = {w * h} pixels exceeds the limit of {max_pixels}")
 
 
+#: Rows are converted to RGB in bands of about this many pixels, so a float/16-bit/32-bit/alpha image never
+#: has a full-size float64 (8 B/px) or RGBA copy: the decode's peak is Pillow's own buffer + the RGB output.
+BAND_PIXELS = 1 << 19
+_HIGH_BIT_MODES = ("I", "I;16", "I;16L", "I;16B", "I;16N", "F")
+_ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
+
+
 def pil_to_rgb(im, what: str = "image") -> np.ndarray:
-    """A PIL image (any mode) to upright RGB uint8 (H, W, 3): EXIF orientation applied, alpha on white."""
+    """A PIL image (any mode) to upright RGB uint8 (H, W, 3): EXIF orientation applied, alpha on white.
+
+    Converted band by band (:data:`BAND_PIXELS`) into one output array; 32-bit float images in 0..1 are scaled
+    to 0..255, 16-bit (and 32-bit int past 255) ones divided by 257."""
     from PIL import Image, ImageOps
 
     try:
         im = ImageOps.exif_transpose(im, in_place=True) or im  # in place: no full-size copy when upright
     except Exception:  # noqa: BLE001 - broken EXIF must not make a good image unreadable
         pass
+    w, h = im.size
+    if w < 1 or h < 1:
+        raise DataError(f"{what}: decoded to an empty image {(h, w, 3)}")
+    rows = max(1, BAND_PIXELS // w)
+    bands = [(y, min(h, y + rows)) for y in range(0, h, rows)]
     mode = im.mode
-    if mode in ("I", "I;16", "I;16L", "I;16B", "I;16N", "F"):
-        a = np.asarray(im).astype(np.float64)
-        if mode == "F":
-            hi = float(np.nanmax(a)) if a.size else 0.0
-            a = a * 255.0 if hi <= 1.0 else a
-        elif mode.startswith("I;16") or (a.size and a.max() > 255):
-            a = a / 257.0  # 16-bit range 0..65535 -> 0..255
-        a = np.clip(np.nan_to_num(a), 0, 255).round().astype(np.uint8)
-        return np.ascontiguousarray(np.repeat(a[:, :, None], 3, axis=2))
-    has_alpha = mode in ("RGBA", "LA", "PA", "RGBa", "La") or (mode == "P" and "transparency" in im.info)
-    if has_alpha:
-        rgba = im.convert("RGBA")
-        bg = Image.new("RGBA", rgba.size, _ALPHA_BACKGROUND + (255,))
-        im = Image.alpha_composite(bg, rgba)
-    # An RGB image is read straight from Pillow's buffer: convert() would first make a full-size copy.
-    rgb = np.asarray(im if im.mode == "RGB" else im.convert("RGB"), dtype=np.uint8)
-    if rgb.ndim != 3 or rgb.shape[0] < 1 or rgb.shape[1] < 1:
-        raise DataError(f"{what}: decoded to an empty image {rgb.shape}")
-    return np.ascontiguousarray(rgb)
+    if mode in _HIGH_BIT_MODES:
+        def band_of(y0, y1):
+            return np.asarray(im.crop((0, y0, w, y1)))
+        if mode == "F":  # the whole image's range decides the scale: a first pass, band by band
+            highs = [np.nanmax(b) for b in (band_of(*r) for r in bands) if not np.isnan(b).all()]
+            scale = 255.0 if highs and max(highs) <= 1.0 else 1.0
+        else:
+            scale = 1 / 257.0 if mode.startswith("I;16") or max(int(band_of(*r).max()) for r in bands) > 255 else 1.0
+
+        def convert(y0, y1):
+            a = band_of(y0, y1).astype(np.float64) * scale  # 16-bit range 0..65535 -> 0..255, or 0..1 -> 0..255
+            return np.clip(np.nan_to_num(a), 0, 255).round().astype(np.uint8)[:, :, None]
+    elif mode in _ALPHA_MODES or (mode == "P" and "transparency" in im.info):
+        def convert(y0, y1):
+            rgba = im.crop((0, y0, w, y1)).convert("RGBA")
+            bg = Image.new("RGBA", rgba.size, _ALPHA_BACKGROUND + (255,))
+            return np.asarray(Image.alpha_composite(bg, rgba).convert("RGB"))
+    else:
+        def convert(y0, y1):
+            band = im.crop((0, y0, w, y1))
+            return np.asarray(band if band.mode == "RGB" else band.convert("RGB"))
+    out = np.empty((h, w, 3), np.uint8)
+    for y0, y1 in bands:
+        out[y0:y1] = convert(y0, y1)  # a grey band (rows, w, 1) fills all three channels
+    return out

@@ -8,6 +8,8 @@ server is saturated / a request timed out), never a 500 for bad input."""
 
 import asyncio
 import contextlib
+import hmac
+import math
 import os
 import queue
 import time
@@ -34,23 +36,71 @@ class ServeConfig:
     backend: str = defaults.BACKEND
     device: str = defaults.DEVICE
     gallery: Optional[str] = None
-    api_key: Optional[str] = None
+    api_key: Optional[str] = None   # None: $FERKIT_API_KEY (unset or empty: no key); "" is an error
     max_upload_bytes: int = 10 * 1024 * 1024
     max_pixels: int = 40_000_000
     max_batch_files: int = 16
     request_timeout_s: float = 30.0
-    read_timeout_s: float = 10.0    # a request (headers and body) must arrive within this, else 408 / dropped
-    max_connections: int = 256      # open connections at once; more are closed at once
-    max_inflight_mb: float = 160.0  # decoded pixels (RGB bytes) in flight at once (~50 MP); past it 503 busy
+    read_timeout_s: float = 10.0    # each request's headers (first or kept-alive), then its body, within this
+    max_connections: int = 256      # open connections at once; past it the longest-idle one is dropped
+    max_connections_per_ip: Optional[int] = None  # one client address's share (default: half of max_connections)
+    max_inflight_mb: float = 160.0  # decode memory in flight at once (see faces.io.decode_peak_bytes); past it 503
     batch_max: int = 8          # images per micro-batch; 1 = no micro-batching
     batch_wait_ms: float = 5.0
     max_queue: int = 256        # images waiting for the model; beyond it requests get 503 "busy"
     analyzer: Any = None        # a ready Analyzer (tests, embedding); else built from the fields above
 
+    def __post_init__(self):
+        """Every limit checked once, here (the CLI and the Python API both build this): a bad one is one
+        ConfigError line naming the ``ferkit serve`` option, before any model is loaded."""
+        from ferkit.errors import ConfigError
+
+        if self.max_connections_per_ip is None and _is_int(self.max_connections):
+            self.max_connections_per_ip = max(1, self.max_connections // 2)
+        if _is_number(self.max_upload_bytes) and math.isfinite(self.max_upload_bytes):
+            self.max_upload_bytes = int(self.max_upload_bytes)  # the CLI's --max-upload-mb x 2**20
+        for name, (flag, kind, lo, hi) in _LIMITS.items():
+            v = getattr(self, name)
+            ok = (_is_int(v) if kind == "int" else _is_number(v) and math.isfinite(v)) and lo <= v <= hi
+            if not ok:
+                what = "a whole number" if kind == "int" else "a finite number"
+                raise ConfigError(f"ferkit serve {flag} ({name}): must be {what} from {lo:,} to {hi:,}, got {v!r}")
+        if self.api_key is not None and (not isinstance(self.api_key, str) or not self.api_key.strip()):
+            raise ConfigError("ferkit serve --api-key: an empty key would turn authentication off; give a key, or "
+                              f"leave the option out (then ${API_KEY_ENV} is used if set)")
+        if self.max_connections_per_ip > self.max_connections:
+            raise ConfigError(f"ferkit serve: max_connections_per_ip ({self.max_connections_per_ip}) exceeds "
+                              f"--max-connections ({self.max_connections})")
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
+
+
+#: ServeConfig field -> (ferkit serve option, int|float, lowest, highest): every limit is finite and in range.
+_LIMITS = {
+    "max_upload_bytes": ("--max-upload-mb", "int", 1, 1 << 40),
+    "max_pixels": ("--max-pixels", "int", 1, 10**10),
+    "max_batch_files": ("max_batch_files", "int", 1, 10_000),
+    "request_timeout_s": ("--timeout", "float", 1e-3, 86_400),
+    "read_timeout_s": ("--read-timeout", "float", 1e-3, 86_400),
+    "max_connections": ("--max-connections", "int", 1, 1_000_000),
+    "max_connections_per_ip": ("max_connections_per_ip", "int", 1, 1_000_000),
+    "max_inflight_mb": ("--max-inflight-mb", "float", 1e-3, 1 << 30),
+    "batch_max": ("--batch-max", "int", 1, 4096),
+    "batch_wait_ms": ("--batch-wait-ms", "float", 0, 60_000),
+    "max_queue": ("max_queue", "int", 1, 1_000_000),
+}
+
 
 class PixelBudget:
-    """Bounds the decoded image bytes in flight: a request reserves width x height x 3 bytes (read from the
-    header, before decoding) or is refused, so a burst of big images cannot take the server's memory."""
+    """Bounds the decode memory in flight: a request reserves its image's peak decode bytes (read from the header
+    before decoding, :func:`ferkit.faces.io.decode_peak_bytes`: 5-20 B/px by mode and format) or is refused, so
+    a burst of big images, float or 16-bit ones included, cannot take the server's memory."""
 
     def __init__(self, limit_bytes: int):
         import threading
@@ -77,6 +127,12 @@ def _trim_heap() -> None:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     except (OSError, AttributeError):
         pass
+
+
+def _same_key(got: Optional[str], key: str) -> bool:
+    """The client's key against ours in constant time (no timing side channel on how much of it matched)."""
+    return got is not None and hmac.compare_digest(got.encode("utf-8", "surrogatepass"),
+                                                   key.encode("utf-8", "surrogatepass"))
 
 
 class ApiError(Exception):
@@ -222,26 +278,28 @@ class _Requests:
 
     async def _analyze(self, name: str, data: bytes) -> dict:
         from ferkit.errors import DataError
-        from ferkit.faces.io import ImageTooLargeError, peek_size
+        from ferkit.faces.io import ImageTooLargeError, decode_peak_bytes
 
         try:
-            w, h = peek_size(data, name, max_pixels=self.cfg.max_pixels)
+            need = decode_peak_bytes(data, name, max_pixels=self.cfg.max_pixels)
         except ImageTooLargeError as e:
             raise ApiError(413, "too_many_pixels", str(e)) from None
         except DataError as e:
             raise ApiError(400, "bad_image" if data else "empty", str(e)) from None
-        need = w * h * 3
         if not self.budget.try_acquire(need):
             raise ApiError(503, "busy", "server busy: too many large images in flight, retry later")
+        held = need
         try:
-            return await self._decode_and_run(name, data)
+            img = await asyncio.to_thread(decode_image, data, name, self.cfg.max_pixels)
+            self.budget.release(need - img.nbytes)  # the decode's scratch is freed; the RGB image stays till the end
+            held = img.nbytes
+            return await self._run(name, img)
         finally:
-            self.budget.release(need)
+            self.budget.release(held)
             if need > 16 << 20:
                 _trim_heap()
 
-    async def _decode_and_run(self, name: str, data: bytes) -> dict:
-        img = await asyncio.to_thread(decode_image, data, name, self.cfg.max_pixels)
+    async def _run(self, name: str, img: np.ndarray) -> dict:
         try:
             fut = self.batcher.submit(img, name)
         except queue.Full as e:
@@ -306,8 +364,8 @@ def create_app(config: ServeConfig | None = None):
         "Errors are JSON {error, reason}."))
     app.state.config, app.state.analyzer, app.state.batcher, app.state.metrics = cfg, an, batcher, metrics
 
-    def err(status: int, code: str, reason: str) -> JSONResponse:
-        return JSONResponse({"error": code, "reason": reason}, status_code=status)
+    def err(status: int, code: str, reason: str, headers: dict | None = None) -> JSONResponse:
+        return JSONResponse({"error": code, "reason": reason}, status_code=status, headers=headers)
 
     @app.exception_handler(ApiError)
     async def _api_error(_req, e: ApiError):
@@ -332,12 +390,18 @@ def create_app(config: ServeConfig | None = None):
     async def _auth_and_metrics(request: Request, call_next):
         t0 = time.perf_counter()
         path = request.url.path
+        if "transfer-encoding" in request.headers and "content-length" in request.headers:
+            # Two framings: a proxy in front may read the body by the other one (request smuggling, RFC 9112
+            # 6.3). Refuse, and close the connection: where this request ends is not known.
+            metrics.observe_request(request.method, "other", 400, time.perf_counter() - t0)
+            return err(400, "ambiguous_framing", "both Transfer-Encoding and Content-Length: send one",
+                       headers={"connection": "close"})
         if api_key and path != "/healthz":
             got = request.headers.get("x-api-key") or request.query_params.get("api_key")
             auth = request.headers.get("authorization", "")
             if not got and auth.lower().startswith("bearer "):
                 got = auth[7:].strip()
-            if got != api_key:
+            if not _same_key(got, api_key):
                 resp = err(401, "unauthorized", "missing or wrong API key (X-API-Key header, Bearer token or "
                                                 "?api_key=)")
                 metrics.observe_request(request.method, "unauthorized", 401, time.perf_counter() - t0)
@@ -408,6 +472,8 @@ def run_server(config: ServeConfig, host: str = "127.0.0.1", port: int = 8000) -
     except ImportError:
         raise ConfigError("ferkit serve needs fastapi, uvicorn and python-multipart: pip install 'ferkit[serve]'"
                           ) from None
+    if not _is_int(port) or not 1 <= port <= 65535:
+        raise ConfigError(f"ferkit serve --port: must be a TCP port from 1 to 65535, got {port!r}")
     app = create_app(config)
     print(f"ferkit serve: http://{host}:{port}/ (API docs at /docs)", flush=True)
     uvicorn.Server(uvicorn_config(app, config, host, port)).run()
@@ -415,33 +481,103 @@ def run_server(config: ServeConfig, host: str = "127.0.0.1", port: int = 8000) -
 
 
 def uvicorn_config(app, config: ServeConfig, host: str, port: int):
-    """uvicorn settings with ferkit's connection limits: a request must arrive whole within
-    ``read_timeout_s`` (a half-sent one is dropped), at most ``max_connections`` are open at once."""
+    """uvicorn settings with ferkit's connection limits (see :class:`_ConnectionGuard`): every request on a
+    connection, the first or a later kept-alive one, must have its headers in within ``read_timeout_s`` of the
+    connection opening or the previous response (else the connection is dropped; idle keep-alive ends sooner,
+    at min(5 s, the read timeout)), and its body within ``read_timeout_s`` more (else 408, in the app);
+    at most ``max_connections`` are open at once and ``max_connections_per_ip`` from one address; a new
+    connection past either cap takes the place of the longest-idle one there (a busy one is never dropped)."""
     import uvicorn
     from uvicorn.protocols.http.h11_impl import H11Protocol
 
-    read_timeout, cap = float(config.read_timeout_s), int(config.max_connections)
+    read_timeout = float(config.read_timeout_s)
+    guard = _ConnectionGuard(int(config.max_connections), int(config.max_connections_per_ip))
 
     class GuardedH11(H11Protocol):
+        _deadline = None
+
         def connection_made(self, transport):
             super().connection_made(transport)
-            if len(self.connections) > cap:
-                transport.close()  # over the cap: refuse at once rather than queue
-                return
-            self._read_deadline = self.loop.call_later(read_timeout, self._drop_if_stalled)
+            self._wait_for_request()
+            if not guard.admit(self):
+                transport.close()  # every connection there is busy: refuse at once rather than queue
 
-        def _drop_if_stalled(self):
-            if self.cycle is None and not self.transport.is_closing():  # headers never completed
+        def _wait_for_request(self):
+            """From now on the next request must arrive whole within the read timeout."""
+            if self._deadline is not None:
+                self._deadline.cancel()
+            self.awaited, self.idle_since, self.sent_partial = self.cycle, self.loop.time(), False
+            self._deadline = self.loop.call_later(read_timeout, self._drop_if_idle)
+
+        @property
+        def idle(self) -> bool:
+            """No request under way: waiting for one (kept alive, or half-sent headers)."""
+            return self.cycle is self.awaited
+
+        def _drop_if_idle(self):
+            if self.idle:
+                self.drop()
+
+        def drop(self):
+            guard.forget(self)
+            if not self.transport.is_closing():
                 self.transport.close()
 
+        def data_received(self, data):
+            if self.idle:
+                self.sent_partial = True
+            super().data_received(data)
+
+        def on_response_complete(self):
+            self._wait_for_request()  # before super(): a pipelined request it starts is not idle
+            super().on_response_complete()
+
         def connection_lost(self, exc):
-            deadline = getattr(self, "_read_deadline", None)
-            if deadline is not None:
-                deadline.cancel()
+            if self._deadline is not None:
+                self._deadline.cancel()
+            guard.forget(self)
             super().connection_lost(exc)
 
     return uvicorn.Config(app, host=host, port=port, log_level="warning", http=GuardedH11, lifespan="on",
-                          limit_concurrency=cap, timeout_keep_alive=5)
+                          timeout_keep_alive=max(1, min(5, int(read_timeout))))
+
+
+class _ConnectionGuard:
+    """Which connections stay open, shared by one server's connections (all on its event loop, so no lock).
+
+    A client holding connections without sending requests (slowloris, or kept-alive connections dribbling
+    their next request) cannot starve the others: at a cap, the longest-idle connection there makes room,
+    those with a half-sent request first; each address holds at most its share of the total."""
+
+    def __init__(self, cap: int, per_ip: int):
+        self.cap, self.per_ip = cap, per_ip
+        self.open: set = set()
+        self.by_ip: dict[str, set] = {}
+
+    @staticmethod
+    def _ip(conn) -> str:
+        return conn.client[0] if conn.client else ""
+
+    def admit(self, conn) -> bool:
+        ip = self._ip(conn)
+        for pool, limit in ((self.by_ip.get(ip, ()), self.per_ip), (self.open, self.cap)):
+            if len(pool) >= limit:
+                idle = [c for c in pool if c.idle]
+                if not idle:
+                    return False
+                min(idle, key=lambda c: (not c.sent_partial, c.idle_since)).drop()
+        self.open.add(conn)
+        self.by_ip.setdefault(ip, set()).add(conn)  # an address is only kept while it has connections
+        return True
+
+    def forget(self, conn) -> None:
+        self.open.discard(conn)
+        ip = self._ip(conn)
+        pool = self.by_ip.get(ip)
+        if pool is not None:
+            pool.discard(conn)
+            if not pool:
+                del self.by_ip[ip]
 
 
 def free_port(host: str = "127.0.0.1") -> int:

@@ -7,6 +7,7 @@ from collections import defaultdict
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64)
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"})  # others count as "other"
 
 
 class _Histogram:
@@ -42,6 +43,8 @@ class Metrics:
         self.batches = _Histogram(BATCH_BUCKETS)
 
     def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
+        # Label values come from a fixed set: a client inventing method names must not grow /metrics.
+        method = method if method in METHODS else "other"
         with self._lock:
             self.requests[method, route, int(status)] += 1
             self.latency.setdefault(route, _Histogram(LATENCY_BUCKETS)).observe(seconds)
