@@ -310,3 +310,67 @@ def test_file_names_that_are_not_utf8(tmp_path):
                        capture_output=True, timeout=300)
     assert r.returncode == 0 and b"Traceback" not in r.stderr, r.stderr[-2000:]
     assert len((tmp_path / "o.csv").read_bytes().splitlines()) == 2
+
+
+# ------------------------------------------------------------------------------------------------ table cells
+def _cells_match(got, want, col) -> bool:
+    """One table cell against the value to_dict() gives it (an empty cell reads back as None or NaN)."""
+    import math
+
+    if want is None:
+        return got is None or (isinstance(got, float) and math.isnan(got))
+    if isinstance(want, (int, float)) and not isinstance(want, bool):
+        if not isinstance(got, (int, float, np.integer, np.floating)) or isinstance(got, bool):
+            return False
+        tol = 0.5 if col in ("x1", "y1", "x2", "y2") else 1e-3  # another process: last digits may differ
+        return abs(float(got) - float(want)) <= tol
+    return str(got) == str(want)
+
+
+def test_every_cell_under_its_header_with_face_no_face_and_error_rows(tmp_path):
+    """A photo with a face, a picture without one and an unreadable file: in CSV, Parquet and to_pandas() every cell
+    of every row holds what to_dict() says for its column (a no-face/error row one cell too long or short shifts
+    model, detector and the probabilities one column over)."""
+    pytest.importorskip("pyarrow")
+    import pandas as pd
+    from PIL import Image
+
+    import ferkit
+    from ferkit.schema import table_columns
+
+    blank, bad = tmp_path / "blank.png", tmp_path / "bad.jpg"
+    Image.fromarray(np.full((240, 320, 3), 90, np.uint8)).save(blank)
+    bad.write_text("not an image at all\n")
+    files = [str(PHOTOS[1]), str(blank), str(bad)]
+    res = ferkit.predict("fer_minixception", files)
+    assert [r.status for r in res] == ["ok", "no_face", "error"] and len(res[0].faces) == 1
+    classes = list(res[0].faces[0].probabilities)
+    cols = table_columns(classes)
+    want = []
+    for r in res:
+        d = r.to_dict()
+        cells = dict.fromkeys(cols)
+        cells.update(path=d["path"], status=d["status"], reason=d.get("reason"), kind=d["kind"], model=d["model"],
+                     detector=d["detector"])
+        if not d["faces"]:
+            want.append(cells)
+        for f in d["faces"]:
+            x1, y1, x2, y2 = f["box"]
+            want.append({**cells, "face": f["face"], "x1": x1, "y1": y1, "x2": x2, "y2": y2,
+                         "det_score": f["det_score"], "label": f["label"], "score": f["score"],
+                         **{f"p_{c}": f["probabilities"][c] for c in classes}})
+    assert want[1]["model"] == want[2]["model"] == "fer_minixception" and want[2]["reason"]
+    assert want[1]["detector"] == want[2]["detector"] == "retinaface@640"
+    tables = {"to_pandas": res.to_pandas()}
+    for fmt in ("csv", "parquet"):
+        out = tmp_path / f"faces.{fmt}"
+        r = run_cli("predict", "--model", "fer_minixception", *files, "--format", fmt, "--output", out, "--quiet")
+        assert r.returncode == 2, r.stderr[-2000:]  # one file failed: exit 2, the table still written
+        tables[fmt] = pd.read_csv(out, keep_default_na=False, na_values=[""]) if fmt == "csv" else pd.read_parquet(out)
+    for name, df in tables.items():
+        assert list(df.columns) == cols, name
+        rows = df.to_dict("records")
+        assert len(rows) == len(want), (name, len(rows))
+        for i, (row, w) in enumerate(zip(rows, want)):
+            bad_cells = {c: (row[c], w[c]) for c in cols if not _cells_match(row[c], w[c], c)}
+            assert not bad_cells, (name, i, bad_cells)
