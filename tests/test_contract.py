@@ -1,6 +1,7 @@
 """One ferkit: the Python API, the CLI and the server as one contract (names, schema, defaults, errors)."""
 
 import argparse
+import csv
 import importlib
 import json
 import os
@@ -374,3 +375,60 @@ def test_every_cell_under_its_header_with_face_no_face_and_error_rows(tmp_path):
         for i, (row, w) in enumerate(zip(rows, want)):
             bad_cells = {c: (row[c], w[c]) for c in cols if not _cells_match(row[c], w[c], c)}
             assert not bad_cells, (name, i, bad_cells)
+
+
+# ------------------------------------------------------------------------------------------------ run folders
+def _run_folder(run: Path, classes: list[str]) -> dict:
+    """A run folder whose best.pt (epoch 3, says class 0 for everything) and last.pt (epoch 5, class 1) differ in
+    weights and metrics, as after training on past the best epoch; returns each file's sha256."""
+    import hashlib
+
+    from ferkit.checkpoint import make_checkpoint, save_checkpoint
+    from ferkit.data.transforms import InputSpec
+    from ferkit.models import create_model
+
+    sha = {}
+    for name, epoch, cls in (("best.pt", 3, 0), ("last.pt", 5, 1)):
+        m = create_model("linear", num_classes=len(classes), in_channels=1)
+        with torch.no_grad():
+            m.head.weight.zero_()
+            m.head.bias.zero_()
+            m.head.bias[cls] = 5.0
+        save_checkpoint(make_checkpoint(m, model_name="linear", model_kwargs={}, num_classes=len(classes),
+                                        in_channels=1, task="classify", classes=classes,
+                                        input_spec=InputSpec().to_dict(), metrics={"epoch": epoch}), run / name)
+        sha[name] = hashlib.sha256((run / name).read_bytes()).hexdigest()
+    return sha
+
+
+def test_a_run_folder_means_its_best_checkpoint_everywhere(tmp_path, synth_dir):
+    """`ferkit evaluate --checkpoint runs/x`, `ferkit info runs/x` and the API's load_checkpoint, load_model, predict
+    and export use runs/x/best.pt, not the newer last.pt (refs: "a run folder: its best.pt (else last.pt)"); the CLI's
+    predict/export take the same resolver."""
+    import ferkit
+    from ferkit import checkpoint
+
+    classes = ferkit.load_dataset(str(synth_dir)).classes
+    run = tmp_path / "run"
+    sha = _run_folder(run, classes)
+    # the API (and ferkit.checkpoint's own reader) read best.pt
+    assert ferkit.load_checkpoint(run)["metrics"]["epoch"] == 3
+    assert checkpoint.read_checkpoint(run)["metrics"]["epoch"] == 3
+    for model, ck in (ferkit.load_model(run), checkpoint.load_model(run)):
+        assert ck["metrics"]["epoch"] == 3 and int(model.head.bias.argmax()) == 0
+    face = synth_dir / "images" / sorted(p.name for p in (synth_dir / "images").iterdir())[0]
+    assert ferkit.predict(run, [face], detect=False)[0].faces[0].label == classes[0]
+    pytest.importorskip("onnx")
+    assert Path(ferkit.export(run)).name == "best.onnx"
+    # the CLI the same way
+    r = run_cli("info", run, "--json")
+    assert r.returncode == 0 and json.loads(r.stdout)["metrics"]["epoch"] == 3, r.stderr[-2000:]
+    r = run_cli("evaluate", "--checkpoint", run, "--data", synth_dir, "--out", tmp_path / "ev", "--quiet")
+    assert r.returncode == 0, r.stderr[-2000:]
+    metrics = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    assert metrics["checkpoint"]["sha256"] == sha["best.pt"] and Path(metrics["checkpoint"]["path"]).name == "best.pt"
+    preds = list(csv.DictReader(open(tmp_path / "ev" / "predictions.csv")))
+    assert preds and {p["pred"] for p in preds} == {classes[0]}, preds[:3]
+    # without best.pt (a run killed before its first best), the folder means last.pt
+    (run / "best.pt").unlink()
+    assert ferkit.load_checkpoint(run)["metrics"]["epoch"] == checkpoint.read_checkpoint(run)["metrics"]["epoch"] == 5
