@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import FERKIT, run_cli
+from conftest import FERKIT, bias_checkpoint, run_cli
 
 DATA = Path(__file__).parent / "data"
 PHOTOS = [DATA / "multi_face.jpg", DATA / "identity" / "obama.jpg", DATA / "identity" / "biden.jpg"]
@@ -383,20 +383,10 @@ def _run_folder(run: Path, classes: list[str]) -> dict:
     weights and metrics, as after training on past the best epoch; returns each file's sha256."""
     import hashlib
 
-    from ferkit.checkpoint import make_checkpoint, save_checkpoint
-    from ferkit.data.transforms import InputSpec
-    from ferkit.models import create_model
-
     sha = {}
     for name, epoch, cls in (("best.pt", 3, 0), ("last.pt", 5, 1)):
-        m = create_model("linear", num_classes=len(classes), in_channels=1)
-        with torch.no_grad():
-            m.head.weight.zero_()
-            m.head.bias.zero_()
-            m.head.bias[cls] = 5.0
-        save_checkpoint(make_checkpoint(m, model_name="linear", model_kwargs={}, num_classes=len(classes),
-                                        in_channels=1, task="classify", classes=classes,
-                                        input_spec=InputSpec().to_dict(), metrics={"epoch": epoch}), run / name)
+        bias_checkpoint(run / name, classes, [5.0 if i == cls else 0.0 for i in range(len(classes))],
+                        metrics={"epoch": epoch})
         sha[name] = hashlib.sha256((run / name).read_bytes()).hexdigest()
     return sha
 
