@@ -253,3 +253,42 @@ def test_onnx_export_parity(tmp_path):
     r = run_cli("predict", DATA / "multi_face.jpg", "--checkpoint", tmp_path / "fer_minixception.onnx")
     assert r.returncode == 0, r.stderr[-2000:]
     assert len(json.loads(r.stdout)["faces"]) == 5
+
+
+def _faces(*boxes):
+    from ferkit.schema import FaceResult
+
+    return [FaceResult("clip.mp4", i, b, label="happy", score=1.0, probabilities={"happy": 1.0})
+            for i, b in enumerate(boxes)]
+
+
+def test_tracker_gives_overlapping_faces_their_own_ids_and_expires_lost_tracks():
+    """Video track ids: two faces of one frame that both overlap the previous frame's face, or each other, at IoU 1/3
+    (RetinaFace's suppression at 0.4 keeps both) are two tracks; a track missing for max_missed frames is kept, one more and a
+    face in its place is a new track."""
+    from ferkit.inference.video import Tracker
+
+    t = Tracker()
+    first = _faces((0, 0, 100, 100))
+    t.update(first)
+    two = _faces((-50, 0, 50, 100), (50, 0, 150, 100))  # each IoU 1/3 with the first box, 0 with each other
+    t.update(two)
+    assert [f.track for f in first] == [0] and [f.track for f in two] == [0, 1]
+    far = _faces((-50, 0, 50, 100), (300, 300, 400, 400))  # the first stays on track 0, the other is new
+    t.update(far)
+    assert [f.track for f in far] == [0, 2]
+    t = Tracker()
+    t.update(_faces((0, 0, 100, 100)))
+    near = _faces((-25, 0, 75, 100), (25, 0, 125, 100))  # IoU 0.6 with the old box, 1/3 with each other
+    t.update(near)
+    assert [f.track for f in near] == [0, 1]
+
+    box = (10, 10, 60, 60)
+    for missed, same in ((2, True), (3, False)):
+        t = Tracker(max_missed=2)
+        t.update(_faces(box))
+        for _ in range(missed):
+            t.update([])
+        back = _faces(box)
+        t.update(back)
+        assert back[0].track == (0 if same else 1), (missed, back[0].track)
