@@ -406,7 +406,7 @@ def test_a_run_folder_means_its_best_checkpoint_everywhere(tmp_path, synth_dir):
     assert checkpoint.read_checkpoint(run)["metrics"]["epoch"] == 3
     for model, ck in (ferkit.load_model(run), checkpoint.load_model(run)):
         assert ck["metrics"]["epoch"] == 3 and int(model.head.bias.argmax()) == 0
-    face = synth_dir / "images" / sorted(p.name for p in (synth_dir / "images").iterdir())[0]
+    face = min((synth_dir / "images").iterdir())
     assert ferkit.predict(run, [face], detect=False)[0].faces[0].label == classes[0]
     pytest.importorskip("onnx")
     assert Path(ferkit.export(run)).name == "best.onnx"
@@ -417,7 +417,8 @@ def test_a_run_folder_means_its_best_checkpoint_everywhere(tmp_path, synth_dir):
     assert r.returncode == 0, r.stderr[-2000:]
     metrics = json.loads((tmp_path / "ev" / "metrics.json").read_text())
     assert metrics["checkpoint"]["sha256"] == sha["best.pt"] and Path(metrics["checkpoint"]["path"]).name == "best.pt"
-    preds = list(csv.DictReader(open(tmp_path / "ev" / "predictions.csv")))
+    with open(tmp_path / "ev" / "predictions.csv", newline="") as f:
+        preds = list(csv.DictReader(f))
     assert preds and {p["pred"] for p in preds} == {classes[0]}, preds[:3]
     # without best.pt (a run killed before its first best), the folder means last.pt
     (run / "best.pt").unlink()

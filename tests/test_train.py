@@ -348,3 +348,35 @@ def test_cli_refuses_vggface_recipe_without_weights_in_one_line(tmp_path, synth_
                 "--image-size", "32", "--batch-size", "4", "--epochs", "1", "--quiet")
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
     assert "weights_path=vgg_face.pth" in r.stderr and "--no-pretrained" in r.stderr
+
+
+def test_a_checkpoint_write_failing_half_way_leaves_the_previous_one_intact(tmp_path):
+    """A real failure in the middle of writing best.pt, then last.pt (a file size limit: the write gets EFBIG after
+    the first bytes, as on a full disk): the previous file keeps its exact bytes, every checkpoint in the folder
+    still loads, and no partial or temporary file is left."""
+    import resource
+
+    from ferkit.data.synth import generate
+
+    ds = generate(240, seed=3)
+    run = tmp_path / "run"
+    api.train(dataset=ds, model="seed1_cnn", epochs=1, out=str(run), quiet=True, seed=0)
+    first = {p.name: p.stat().st_size for p in run.iterdir()}
+    assert max(n for k, n in first.items() if not k.endswith(".pt")) < first["best.pt"] // 2, first
+    # a resume first rewrites best.pt from last.pt, then trains and writes last.pt: the first limit stops the
+    # best.pt write half-way, the second (between the two sizes) the last.pt write
+    for failing, limit in (("best.pt", first["best.pt"] // 2), ("last.pt", (first["best.pt"] + first["last.pt"]) // 2)):
+        before = {p.name: p.read_bytes() for p in run.iterdir()}
+        soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, hard))  # Python ignores SIGXFSZ: the write raises
+        try:
+            with pytest.raises(Exception) as e:
+                api.train(dataset=ds, resume=str(run / "last.pt"), epochs=2, quiet=True)
+        finally:
+            resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        assert (run / failing).read_bytes() == before[failing], f"{failing} changed by a write that failed"
+        for name in ("best.pt", "last.pt"):
+            assert load_checkpoint(run / name)["model"]["name"] == "seed1_cnn", name
+        left = sorted(p.name for p in run.iterdir() if p.name not in before)
+        assert not left, (failing, left)  # no half-written file, no temporary file
+        assert "file too large" in str(e.value).lower(), e.value  # it was the size limit that stopped the run

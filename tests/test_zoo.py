@@ -350,8 +350,9 @@ def test_synonyms_of_one_class_are_summed_in_an_ensemble(tmp_path):
     ensemble_probs and in an ensemble through ferkit.predict; rows still sum to 1."""
     import math
 
-    import ferkit
     from conftest import bias_checkpoint
+
+    import ferkit
 
     # one model: happy 0.2, joy 0.3, sad 0.5 -> happy 0.5, sad 0.5; the other: happy 0.75, sad 0.25
     a = (np.array([[0.2, 0.3, 0.5], [0.1, 0.1, 0.8]]), ["happy", "joy", "sad"])
