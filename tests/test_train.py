@@ -380,3 +380,32 @@ def test_a_checkpoint_write_failing_half_way_leaves_the_previous_one_intact(tmp_
         left = sorted(p.name for p in run.iterdir() if p.name not in before)
         assert not left, (failing, left)  # no half-written file, no temporary file
         assert "file too large" in str(e.value).lower(), e.value  # it was the size limit that stopped the run
+
+
+def test_validate_every_and_monitor_val_loss_choose_best_pt(tmp_path):
+    """--validate-every 2 over 5 epochs validates epochs 2, 4 and the last; --monitor val_loss keeps the epoch of
+    the LOWEST loss as best.pt. After epoch 2 the model is made over-confident and frozen: accuracy stays the same,
+    the validation loss only grows, so best.pt must stay at epoch 2."""
+    import csv
+
+    from ferkit.data.synth import generate
+
+    def overconfident(trainer, epoch, row):
+        if epoch == 2:
+            with torch.no_grad():
+                for p in trainer.model.parameters():
+                    p.mul_(20.0)  # same argmax, much larger loss on every mistake
+                    p.requires_grad_(False)
+
+    ds = generate(240, seed=5)
+    res = api.train(dataset=ds, model="linear", epochs=5, validate_every=2, monitor="val_loss", lr=5e-3,
+                    out=str(tmp_path / "run"), quiet=True, seed=0, callbacks=[overconfident])
+    validated = [h["epoch"] for h in res.history if h.get("val_loss") is not None]
+    assert validated == [2, 4, 5], res.history
+    loss = {h["epoch"]: h["val_loss"] for h in res.history if h["epoch"] in validated}
+    acc = {h["epoch"]: h["val_acc"] for h in res.history if h["epoch"] in validated}
+    assert loss[4] > loss[2] and acc[4] == acc[2], (loss, acc)  # the premise: only the loss got worse
+    assert res.best_epoch == 2 and load_checkpoint(res.best_checkpoint)["metrics"]["epoch"] == 2
+    with open(res.run_dir / "metrics.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["epoch"] for r in rows if r["val_loss"]] == ["2", "4", "5"], rows
