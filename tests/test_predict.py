@@ -125,8 +125,14 @@ def test_predict_video(tmp_path, astronaut):
     from ferkit.inference.pipeline import Analyzer
     from ferkit.inference.video import analyze_video
 
-    raw = analyze_video(Analyzer(), str(vid), stride=2).faces
+    raw_result = analyze_video(Analyzer(), str(vid), stride=2)
+    raw = raw_result.faces
     assert [f.frame for f in raw] == list(range(0, 20, 2))
+    # the table (CSV / Parquet / to_pandas) puts each video field under its own header
+    table = raw_result.to_pandas()
+    assert list(table["frame"]) == list(range(0, 20, 2)) and set(table["track"]) == {0} and set(table["face"]) == {0}
+    assert list(table["timestamp"]) == pytest.approx([i / 10 for i in range(0, 20, 2)], abs=1e-3)
+    assert set(table["kind"]) == {"video"} and set(table["status"]) == {"ok"}
     classes = list(raw[0].probabilities)
     ema = []
     for f in raw:
