@@ -423,3 +423,26 @@ def test_a_run_folder_means_its_best_checkpoint_everywhere(tmp_path, synth_dir):
     # without best.pt (a run killed before its first best), the folder means last.pt
     (run / "best.pt").unlink()
     assert ferkit.load_checkpoint(run)["metrics"]["epoch"] == checkpoint.read_checkpoint(run)["metrics"]["epoch"] == 5
+
+
+def test_cli_analyzer_flags_reach_the_analyzer():
+    """`ferkit predict --detector mtcnn --det-size 320 --crop box` gives what the API gives with the same settings,
+    and not what the defaults give: no flag silently dropped on the way."""
+    import ferkit
+
+    photo = str(PHOTOS[0])  # five faces, some of them not sure: box and aligned crops differ clearly
+    r = run_cli("predict", photo, "--model", "fer_minixception", "--detector", "mtcnn", "--det-size", "320",
+                "--crop", "box", "--quiet")
+    assert r.returncode == 0, r.stderr[-2000:]
+    cli = json.loads(r.stdout)
+    box = ferkit.predict("fer_minixception", [photo], detector="mtcnn", det_size=320, crop="box")[0].to_dict()
+    aligned = ferkit.predict("fer_minixception", [photo], detector="mtcnn", det_size=320)[0].to_dict()
+    assert cli["detector"] == box["detector"] == "mtcnn@320" and len(cli["faces"]) == len(box["faces"]) == 5
+
+    def probs(res):
+        return np.array([[f["probabilities"][c] for c in sorted(f["probabilities"])] for f in res["faces"]])
+
+    for fc, fb in zip(cli["faces"], box["faces"]):
+        assert np.abs(np.subtract(fc["box"], fb["box"])).max() <= 1
+    assert np.abs(probs(cli) - probs(box)).max() < 1e-4
+    assert np.abs(probs(box) - probs(aligned)).max() > 0.05  # the premise: --crop box changes the results
