@@ -159,3 +159,19 @@ def slow_kept_alive(port: int, source: str = "127.0.0.1"):
     assert got.startswith(b"HTTP/1.1 200 ") and b"connection: close" not in got.lower(), got
     s.sendall(b"GET /healthz HTTP/1.1\r\n")
     return s
+
+
+def bias_checkpoint(path, classes, bias, metrics=None) -> Path:
+    """A ferkit checkpoint (grey 48x48 ``linear`` model, zero weights) whose probabilities are softmax(``bias``)
+    for every input: known outputs without training. Written with ferkit's own save_checkpoint."""
+    from ferkit.checkpoint import make_checkpoint, save_checkpoint
+    from ferkit.data.transforms import InputSpec
+    from ferkit.models import create_model
+
+    m = create_model("linear", num_classes=len(classes), in_channels=1)
+    with torch.no_grad():
+        m.head.weight.zero_()
+        m.head.bias.copy_(torch.as_tensor(bias, dtype=torch.float32))
+    return save_checkpoint(make_checkpoint(m, model_name="linear", model_kwargs={}, num_classes=len(classes),
+                                           in_channels=1, task="classify", classes=list(classes),
+                                           input_spec=InputSpec().to_dict(), metrics=metrics), path)

@@ -1,6 +1,7 @@
 """One ferkit: the Python API, the CLI and the server as one contract (names, schema, defaults, errors)."""
 
 import argparse
+import csv
 import importlib
 import json
 import os
@@ -13,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import FERKIT, run_cli
+from conftest import FERKIT, bias_checkpoint, run_cli
 
 DATA = Path(__file__).parent / "data"
 PHOTOS = [DATA / "multi_face.jpg", DATA / "identity" / "obama.jpg", DATA / "identity" / "biden.jpg"]
@@ -310,3 +311,138 @@ def test_file_names_that_are_not_utf8(tmp_path):
                        capture_output=True, timeout=300)
     assert r.returncode == 0 and b"Traceback" not in r.stderr, r.stderr[-2000:]
     assert len((tmp_path / "o.csv").read_bytes().splitlines()) == 2
+
+
+# ------------------------------------------------------------------------------------------------ table cells
+def _cells_match(got, want, col) -> bool:
+    """One table cell against the value to_dict() gives it (an empty cell reads back as None or NaN)."""
+    import math
+
+    if want is None:
+        return got is None or (isinstance(got, float) and math.isnan(got))
+    if isinstance(want, (int, float)) and not isinstance(want, bool):
+        if not isinstance(got, (int, float, np.integer, np.floating)) or isinstance(got, bool):
+            return False
+        tol = 0.5 if col in ("x1", "y1", "x2", "y2") else 1e-3  # another process: last digits may differ
+        return abs(float(got) - float(want)) <= tol
+    return str(got) == str(want)
+
+
+def test_every_cell_under_its_header_with_face_no_face_and_error_rows(tmp_path):
+    """A photo with a face, a picture without one and an unreadable file: in CSV, Parquet and to_pandas() every cell
+    of every row holds what to_dict() says for its column (a no-face/error row one cell too long or short shifts
+    model, detector and the probabilities one column over)."""
+    pytest.importorskip("pyarrow")
+    import pandas as pd
+    from PIL import Image
+
+    import ferkit
+    from ferkit.schema import table_columns
+
+    blank, bad = tmp_path / "blank.png", tmp_path / "bad.jpg"
+    Image.fromarray(np.full((240, 320, 3), 90, np.uint8)).save(blank)
+    bad.write_text("not an image at all\n")
+    files = [str(PHOTOS[1]), str(blank), str(bad)]
+    res = ferkit.predict("fer_minixception", files)
+    assert [r.status for r in res] == ["ok", "no_face", "error"] and len(res[0].faces) == 1
+    classes = list(res[0].faces[0].probabilities)
+    cols = table_columns(classes)
+    want = []
+    for r in res:
+        d = r.to_dict()
+        cells = dict.fromkeys(cols)
+        cells.update(path=d["path"], status=d["status"], reason=d.get("reason"), kind=d["kind"], model=d["model"],
+                     detector=d["detector"])
+        if not d["faces"]:
+            want.append(cells)
+        for f in d["faces"]:
+            x1, y1, x2, y2 = f["box"]
+            want.append({**cells, "face": f["face"], "x1": x1, "y1": y1, "x2": x2, "y2": y2,
+                         "det_score": f["det_score"], "label": f["label"], "score": f["score"],
+                         **{f"p_{c}": f["probabilities"][c] for c in classes}})
+    assert want[1]["model"] == want[2]["model"] == "fer_minixception" and want[2]["reason"]
+    assert want[1]["detector"] == want[2]["detector"] == "retinaface@640"
+    tables = {"to_pandas": res.to_pandas()}
+    for fmt in ("csv", "parquet"):
+        out = tmp_path / f"faces.{fmt}"
+        r = run_cli("predict", "--model", "fer_minixception", *files, "--format", fmt, "--output", out, "--quiet")
+        assert r.returncode == 2, r.stderr[-2000:]  # one file failed: exit 2, the table still written
+        tables[fmt] = pd.read_csv(out, keep_default_na=False, na_values=[""]) if fmt == "csv" else pd.read_parquet(out)
+    for name, df in tables.items():
+        assert list(df.columns) == cols, name
+        rows = df.to_dict("records")
+        assert len(rows) == len(want), (name, len(rows))
+        for i, (row, w) in enumerate(zip(rows, want)):
+            bad_cells = {c: (row[c], w[c]) for c in cols if not _cells_match(row[c], w[c], c)}
+            assert not bad_cells, (name, i, bad_cells)
+
+
+# ------------------------------------------------------------------------------------------------ run folders
+def _run_folder(run: Path, classes: list[str]) -> dict:
+    """A run folder whose best.pt (epoch 3, says class 0 for everything) and last.pt (epoch 5, class 1) differ in
+    weights and metrics, as after training on past the best epoch; returns each file's sha256."""
+    import hashlib
+
+    sha = {}
+    for name, epoch, cls in (("best.pt", 3, 0), ("last.pt", 5, 1)):
+        bias_checkpoint(run / name, classes, [5.0 if i == cls else 0.0 for i in range(len(classes))],
+                        metrics={"epoch": epoch})
+        sha[name] = hashlib.sha256((run / name).read_bytes()).hexdigest()
+    return sha
+
+
+def test_a_run_folder_means_its_best_checkpoint_everywhere(tmp_path, synth_dir):
+    """`ferkit evaluate --checkpoint runs/x`, `ferkit info runs/x` and the API's load_checkpoint, load_model, predict
+    and export use runs/x/best.pt, not the newer last.pt (refs: "a run folder: its best.pt (else last.pt)"); the CLI's
+    predict/export take the same resolver."""
+    import ferkit
+    from ferkit import checkpoint
+
+    classes = ferkit.load_dataset(str(synth_dir)).classes
+    run = tmp_path / "run"
+    sha = _run_folder(run, classes)
+    # the API (and ferkit.checkpoint's own reader) read best.pt
+    assert ferkit.load_checkpoint(run)["metrics"]["epoch"] == 3
+    assert checkpoint.read_checkpoint(run)["metrics"]["epoch"] == 3
+    for model, ck in (ferkit.load_model(run), checkpoint.load_model(run)):
+        assert ck["metrics"]["epoch"] == 3 and int(model.head.bias.argmax()) == 0
+    face = min((synth_dir / "images").iterdir())
+    assert ferkit.predict(run, [face], detect=False)[0].faces[0].label == classes[0]
+    pytest.importorskip("onnx")
+    assert Path(ferkit.export(run)).name == "best.onnx"
+    # the CLI the same way
+    r = run_cli("info", run, "--json")
+    assert r.returncode == 0 and json.loads(r.stdout)["metrics"]["epoch"] == 3, r.stderr[-2000:]
+    r = run_cli("evaluate", "--checkpoint", run, "--data", synth_dir, "--out", tmp_path / "ev", "--quiet")
+    assert r.returncode == 0, r.stderr[-2000:]
+    metrics = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    assert metrics["checkpoint"]["sha256"] == sha["best.pt"] and Path(metrics["checkpoint"]["path"]).name == "best.pt"
+    with open(tmp_path / "ev" / "predictions.csv", newline="") as f:
+        preds = list(csv.DictReader(f))
+    assert preds and {p["pred"] for p in preds} == {classes[0]}, preds[:3]
+    # without best.pt (a run killed before its first best), the folder means last.pt
+    (run / "best.pt").unlink()
+    assert ferkit.load_checkpoint(run)["metrics"]["epoch"] == checkpoint.read_checkpoint(run)["metrics"]["epoch"] == 5
+
+
+def test_cli_analyzer_flags_reach_the_analyzer():
+    """`ferkit predict --detector mtcnn --det-size 320 --crop box` gives what the API gives with the same settings,
+    and not what the defaults give: no flag silently dropped on the way."""
+    import ferkit
+
+    photo = str(PHOTOS[0])  # five faces, some of them not sure: box and aligned crops differ clearly
+    r = run_cli("predict", photo, "--model", "fer_minixception", "--detector", "mtcnn", "--det-size", "320",
+                "--crop", "box", "--quiet")
+    assert r.returncode == 0, r.stderr[-2000:]
+    cli = json.loads(r.stdout)
+    box = ferkit.predict("fer_minixception", [photo], detector="mtcnn", det_size=320, crop="box")[0].to_dict()
+    aligned = ferkit.predict("fer_minixception", [photo], detector="mtcnn", det_size=320)[0].to_dict()
+    assert cli["detector"] == box["detector"] == "mtcnn@320" and len(cli["faces"]) == len(box["faces"]) == 5
+
+    def probs(res):
+        return np.array([[f["probabilities"][c] for c in sorted(f["probabilities"])] for f in res["faces"]])
+
+    for fc, fb in zip(cli["faces"], box["faces"]):
+        assert np.abs(np.subtract(fc["box"], fb["box"])).max() <= 1
+    assert np.abs(probs(cli) - probs(box)).max() < 1e-4
+    assert np.abs(probs(box) - probs(aligned)).max() > 0.05  # the premise: --crop box changes the results

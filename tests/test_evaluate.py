@@ -422,3 +422,28 @@ def test_cli_evaluate_compare_and_their_errors(tmp_path, synth_dir, runs, capsys
                     "nodata", "no such file or directory")
     _one_line_error(run_cli("compare", tmp_path / "nowhere"), "nowhere")
     _one_line_error(run_cli("experiment"), "permute or freeze-sweep")
+
+
+def test_evaluate_uses_the_training_runs_split_and_names_its_folder(tmp_path):
+    """A dataset without predefined splits: evaluate splits it with the checkpoint's seed and fractions, so its test
+    split is the training run's (README: "a dataset without predefined splits yields the training run's test
+    split"); the default output folder is <run>/eval_<split>[_<tta>], a split alias (validation) means val."""
+    from ferkit.data.synth import write
+
+    data = write(tmp_path / "data", n=200, seed=4, layout="affectnet")
+    (data / "splits.csv").unlink()  # no predefined splits: a seeded stratified split
+    res = api.train(data=str(data), model="linear", epochs=1, seed=5, test_fraction=0.3, val_fraction=0.2,
+                    out=str(tmp_path / "run"), quiet=True)
+    trained = [r["id"] for r in _read_predictions(res.run_dir / "predictions.csv")]
+    sizes = json.loads((res.run_dir / "results.json").read_text())["dataset"]["sizes"]
+    assert sizes["test"] > 50 and sizes["val"] > 30  # 0.3 and 0.2 of 200, not the default 0.1
+    ev = api.evaluate(res.run_dir, data=str(data), quiet=True)
+    assert ev.out_dir == res.run_dir / "eval_test"
+    evaluated = [r["id"] for r in _read_predictions(ev.out_dir / "predictions.csv")]
+    assert evaluated[:len(trained)] == trained and len(evaluated) == sizes["test"], (len(evaluated), sizes)
+    flip = api.evaluate(res.run_dir, data=str(data), tta="flip", quiet=True)
+    assert flip.out_dir == res.run_dir / "eval_test_flip" and (res.run_dir / "eval_test" / "metrics.json").is_file()
+    val = api.evaluate(res.run_dir, data=str(data), split="validation", quiet=True)
+    assert val.out_dir == res.run_dir / "eval_val" and val.metrics["split"] == "val"
+    val_ids = {r["id"] for r in _read_predictions(val.out_dir / "predictions.csv")}
+    assert len(val_ids) == sizes["val"] and not val_ids & set(evaluated)

@@ -125,8 +125,14 @@ def test_predict_video(tmp_path, astronaut):
     from ferkit.inference.pipeline import Analyzer
     from ferkit.inference.video import analyze_video
 
-    raw = analyze_video(Analyzer(), str(vid), stride=2).faces
+    raw_result = analyze_video(Analyzer(), str(vid), stride=2)
+    raw = raw_result.faces
     assert [f.frame for f in raw] == list(range(0, 20, 2))
+    # the table (CSV / Parquet / to_pandas) puts each video field under its own header
+    table = raw_result.to_pandas()
+    assert list(table["frame"]) == list(range(0, 20, 2)) and set(table["track"]) == {0} and set(table["face"]) == {0}
+    assert list(table["timestamp"]) == pytest.approx([i / 10 for i in range(0, 20, 2)], abs=1e-3)
+    assert set(table["kind"]) == {"video"} and set(table["status"]) == {"ok"}
     classes = list(raw[0].probabilities)
     ema = []
     for f in raw:
@@ -286,3 +292,42 @@ def test_labels_of_faces_close_together_do_not_overlap():
     res = ferkit.analyze(img)
     out = annotate(img, res.faces)
     assert out.shape == img.shape[:2] + (3,) and not np.array_equal(out, cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
+
+
+def _faces(*boxes):
+    from ferkit.schema import FaceResult
+
+    return [FaceResult("clip.mp4", i, b, label="happy", score=1.0, probabilities={"happy": 1.0})
+            for i, b in enumerate(boxes)]
+
+
+def test_tracker_gives_overlapping_faces_their_own_ids_and_expires_lost_tracks():
+    """Video track ids: two faces of one frame that both overlap the previous frame's face, or each other, at IoU 1/3
+    (RetinaFace's suppression at 0.4 keeps both) are two tracks; a track missing for max_missed frames is kept, one more and a
+    face in its place is a new track."""
+    from ferkit.inference.video import Tracker
+
+    t = Tracker()
+    first = _faces((0, 0, 100, 100))
+    t.update(first)
+    two = _faces((-50, 0, 50, 100), (50, 0, 150, 100))  # each IoU 1/3 with the first box, 0 with each other
+    t.update(two)
+    assert [f.track for f in first] == [0] and [f.track for f in two] == [0, 1]
+    far = _faces((-50, 0, 50, 100), (300, 300, 400, 400))  # the first stays on track 0, the other is new
+    t.update(far)
+    assert [f.track for f in far] == [0, 2]
+    t = Tracker()
+    t.update(_faces((0, 0, 100, 100)))
+    near = _faces((-25, 0, 75, 100), (25, 0, 125, 100))  # IoU 0.6 with the old box, 1/3 with each other
+    t.update(near)
+    assert [f.track for f in near] == [0, 1]
+
+    box = (10, 10, 60, 60)
+    for missed, same in ((2, True), (3, False)):
+        t = Tracker(max_missed=2)
+        t.update(_faces(box))
+        for _ in range(missed):
+            t.update([])
+        back = _faces(box)
+        t.update(back)
+        assert back[0].track == (0 if same else 1), (missed, back[0].track)

@@ -348,3 +348,64 @@ def test_cli_refuses_vggface_recipe_without_weights_in_one_line(tmp_path, synth_
                 "--image-size", "32", "--batch-size", "4", "--epochs", "1", "--quiet")
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
     assert "weights_path=vgg_face.pth" in r.stderr and "--no-pretrained" in r.stderr
+
+
+def test_a_checkpoint_write_failing_half_way_leaves_the_previous_one_intact(tmp_path):
+    """A real failure in the middle of writing best.pt, then last.pt (a file size limit: the write gets EFBIG after
+    the first bytes, as on a full disk): the previous file keeps its exact bytes, every checkpoint in the folder
+    still loads, and no partial or temporary file is left."""
+    import resource
+
+    from ferkit.data.synth import generate
+
+    ds = generate(240, seed=3)
+    run = tmp_path / "run"
+    api.train(dataset=ds, model="seed1_cnn", epochs=1, out=str(run), quiet=True, seed=0)
+    first = {p.name: p.stat().st_size for p in run.iterdir()}
+    assert max(n for k, n in first.items() if not k.endswith(".pt")) < first["best.pt"] // 2, first
+    # a resume first rewrites best.pt from last.pt, then trains and writes last.pt: the first limit stops the
+    # best.pt write half-way, the second (between the two sizes) the last.pt write
+    for failing, limit in (("best.pt", first["best.pt"] // 2), ("last.pt", (first["best.pt"] + first["last.pt"]) // 2)):
+        before = {p.name: p.read_bytes() for p in run.iterdir()}
+        soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, hard))  # Python ignores SIGXFSZ: the write raises
+        try:
+            with pytest.raises(Exception) as e:
+                api.train(dataset=ds, resume=str(run / "last.pt"), epochs=2, quiet=True)
+        finally:
+            resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        assert (run / failing).read_bytes() == before[failing], f"{failing} changed by a write that failed"
+        for name in ("best.pt", "last.pt"):
+            assert load_checkpoint(run / name)["model"]["name"] == "seed1_cnn", name
+        left = sorted(p.name for p in run.iterdir() if p.name not in before)
+        assert not left, (failing, left)  # no half-written file, no temporary file
+        assert "file too large" in str(e.value).lower(), e.value  # it was the size limit that stopped the run
+
+
+def test_validate_every_and_monitor_val_loss_choose_best_pt(tmp_path):
+    """--validate-every 2 over 5 epochs validates epochs 2, 4 and the last; --monitor val_loss keeps the epoch of
+    the LOWEST loss as best.pt. After epoch 2 the model is made over-confident and frozen: accuracy stays the same,
+    the validation loss only grows, so best.pt must stay at epoch 2."""
+    import csv
+
+    from ferkit.data.synth import generate
+
+    def overconfident(trainer, epoch, row):
+        if epoch == 2:
+            with torch.no_grad():
+                for p in trainer.model.parameters():
+                    p.mul_(20.0)  # same argmax, much larger loss on every mistake
+                    p.requires_grad_(False)
+
+    ds = generate(240, seed=5)
+    res = api.train(dataset=ds, model="linear", epochs=5, validate_every=2, monitor="val_loss", lr=5e-3,
+                    out=str(tmp_path / "run"), quiet=True, seed=0, callbacks=[overconfident])
+    validated = [h["epoch"] for h in res.history if h.get("val_loss") is not None]
+    assert validated == [2, 4, 5], res.history
+    loss = {h["epoch"]: h["val_loss"] for h in res.history if h["epoch"] in validated}
+    acc = {h["epoch"]: h["val_acc"] for h in res.history if h["epoch"] in validated}
+    assert loss[4] > loss[2] and acc[4] == acc[2], (loss, acc)  # the premise: only the loss got worse
+    assert res.best_epoch == 2 and load_checkpoint(res.best_checkpoint)["metrics"]["epoch"] == 2
+    with open(res.run_dir / "metrics.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["epoch"] for r in rows if r["val_loss"]] == ["2", "4", "5"], rows

