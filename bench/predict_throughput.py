@@ -111,9 +111,9 @@ def main() -> None:
 
     cv2.setNumThreads(a.threads)
     from ferkit.checkpoint import build_model
-    from ferkit.refs import load_checkpoint
     from ferkit.data.transforms import InputSpec
     from ferkit.inference.pipeline import Analyzer
+    from ferkit.refs import load_checkpoint
 
     ck = load_checkpoint("fer_minixception")
     model, spec = build_model(ck).eval(), InputSpec.from_dict(ck["input"])

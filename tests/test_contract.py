@@ -1,7 +1,6 @@
 """One ferkit: the Python API, the CLI and the server as one contract (names, schema, defaults, errors)."""
 
 import argparse
-import importlib
 import json
 import os
 import pkgutil
@@ -12,7 +11,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from conftest import FERKIT, run_cli
 
 DATA = Path(__file__).parent / "data"

@@ -12,14 +12,14 @@ import pytest
 import scipy.stats
 import sklearn.metrics as S
 import torch
-
 from conftest import run_cli
+
 from ferkit import api
 from ferkit.checkpoint import build_model, make_checkpoint, save_checkpoint
-from ferkit.refs import load_checkpoint
 from ferkit.data.base import FaceDataset
 from ferkit.errors import CheckpointError, DataError
 from ferkit.evaluation.evaluator import predict_arrays, tta_views
+from ferkit.refs import load_checkpoint
 
 PNG = b"\x89PNG\r\n\x1a\n"
 

@@ -5,19 +5,16 @@ The data loaders' corpus is tests/fuzz_data.py. `make fuzz` runs the same with -
 """
 
 import io
-import json
 import os
 import random
 import sqlite3
 import subprocess
-import sys
 import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-
 from conftest import FERKIT
 
 DATA = Path(__file__).parent / "data"
@@ -293,9 +290,9 @@ def test_checkpoint_metadata_of_every_type(tmp_path):
     raise one FerkitError line, never a traceback; the CLI's ``predict --checkpoint`` gives one line and exit 2."""
     import copy
 
-    import ferkit
     from PIL import Image
 
+    import ferkit
     from ferkit.checkpoint import describe, make_checkpoint, read_checkpoint, save_checkpoint
     from ferkit.data.transforms import InputSpec
     from ferkit.errors import FerkitError

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import run_cli
+
 from ferkit.errors import ConfigError, DataError
 from ferkit.identity import Gallery, GalleryError, calibrate_threshold, validate_name
 from ferkit.identity import metrics as VM

@@ -3,7 +3,6 @@
 
 import csv
 import json
-import os
 import shutil
 from pathlib import Path
 
@@ -11,9 +10,8 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from PIL import Image
-
 from conftest import run_cli
+from PIL import Image
 
 DATA = Path(__file__).parent / "data"
 
@@ -151,7 +149,7 @@ def test_predict_video(tmp_path, astronaut):
 def test_live_window_falls_back_without_gui(tmp_path, astronaut, capsys):
     """opencv-python-headless has no imshow: analyze_video(show=True) warns once and goes on."""
     from ferkit.inference.pipeline import Analyzer
-    from ferkit.inference.video import window_available, analyze_video
+    from ferkit.inference.video import analyze_video, window_available
 
     torch.set_num_threads(1)
     vid = tmp_path / "c.mp4"
@@ -203,9 +201,9 @@ def test_onnx_export_parity(tmp_path):
     pytest.importorskip("onnxruntime")
     from ferkit.checkpoint import build_model, make_checkpoint, save_checkpoint
     from ferkit.data.transforms import InputSpec, to_input
-    from ferkit.models import create_model
     from ferkit.inference.backends import OnnxClassifier
     from ferkit.inference.onnx import export_onnx
+    from ferkit.models import create_model
 
     torch.set_num_threads(1)
     torch.manual_seed(0)

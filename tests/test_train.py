@@ -8,13 +8,13 @@ import sys
 import numpy as np
 import pytest
 import torch
+from conftest import run_cli
 
 from ferkit import api
 from ferkit.checkpoint import build_model, load_state
 from ferkit.errors import CheckpointError, ConfigError, FerkitError, TrainingError
-from ferkit.refs import load_checkpoint
 from ferkit.models import create_model
-from conftest import run_cli
+from ferkit.refs import load_checkpoint
 
 
 def _weights(path):

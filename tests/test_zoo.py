@@ -14,11 +14,11 @@ import torch.nn as nn
 from PIL import Image
 
 from ferkit.checkpoint import build_model, make_checkpoint, save_checkpoint
-from ferkit.refs import load_checkpoint
 from ferkit.data.transforms import InputSpec, to_input
 from ferkit.errors import ConfigError, FerkitError, ModelError
 from ferkit.models import create_model
 from ferkit.models.zoo_models import shifted_means, tf_same_padding
+from ferkit.refs import load_checkpoint
 from ferkit.zoo import SOURCES, fetch, list_zoo, load_zoo_checkpoint, weights_path, zoo_info
 from ferkit.zoo.vocab import COMMON, ensemble_probs, to_common
 
@@ -331,6 +331,7 @@ def test_default_model_is_the_documented_ensemble():
     """The default is the two FER2013 zoo models averaged; each member's card says so, and ``ferkit zoo info``
     shows it. One model stays one flag away (--model), which the CLI's help says."""
     from conftest import run_cli
+
     from ferkit import defaults
     from ferkit.inference.pipeline import Analyzer
     from ferkit.zoo import zoo_info

@@ -10,7 +10,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-
 from typing import TYPE_CHECKING
 
 from ferkit import defaults
@@ -37,7 +36,7 @@ def __getattr__(name: str):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def train(recipe: str | None = None, dataset=None, callbacks=None, **settings) -> "TrainResult":
+def train(recipe: str | None = None, dataset=None, callbacks=None, **settings) -> TrainResult:
     """Train a model; see :class:`ferkit.training.config.TrainConfig` for every setting.
 
     ``dataset`` may be an already-loaded :class:`~ferkit.data.base.FaceDataset` (then ``data`` is not needed).
@@ -217,7 +216,8 @@ def describe_models() -> list[dict]:
     import torch
 
     from ferkit.errors import FerkitError
-    from ferkit.models import count_parameters, create_model, list_models as _list
+    from ferkit.models import count_parameters, create_model
+    from ferkit.models import list_models as _list
 
     rows = []
     for card in _list():

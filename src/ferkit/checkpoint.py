@@ -21,7 +21,6 @@ from __future__ import annotations
 import datetime as _dt
 import os
 import pickle
-import zipfile
 from pathlib import Path
 from typing import Any
 

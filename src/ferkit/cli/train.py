@@ -189,7 +189,6 @@ def cmd_recipes(a) -> int:
 
 def cmd_models(a) -> int:
     from ferkit import api
-
     from ferkit.cli import print_rows
 
     rows = api.describe_models()

@@ -25,8 +25,14 @@ from pathlib import Path
 
 import numpy as np
 
-from ferkit.data.base import (SPLIT_ALIASES, SPLIT_CODES, check_channels, check_fractions, normalize_size,
-                              stratified_split)
+from ferkit.data.base import (
+    SPLIT_ALIASES,
+    SPLIT_CODES,
+    check_channels,
+    check_fractions,
+    normalize_size,
+    stratified_split,
+)
 from ferkit.data.cache import file_stamp, group_by_split, load_or_build
 from ferkit.errors import DataError, quote
 from ferkit.utils import progress

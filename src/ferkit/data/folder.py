@@ -29,14 +29,23 @@ from pathlib import Path
 
 import numpy as np
 
-from ferkit.data.base import (SPLIT_ALIASES, SPLIT_CODES, SPLITS, Problem, check_channels, check_fractions,
-                              normalize_size, stratified_split)
+from ferkit.data.base import (
+    SPLIT_ALIASES,
+    SPLIT_CODES,
+    SPLITS,
+    Problem,
+    check_channels,
+    check_fractions,
+    normalize_size,
+    stratified_split,
+)
 from ferkit.data.cache import group_by_split, load_or_build
 from ferkit.errors import DataError
+from ferkit.faces.io import ALLOWED_FORMATS  # one list of image formats, shared with the decoder
+from ferkit.faces.io import IMAGE_SUFFIXES as IMAGE_EXTENSIONS
 from ferkit.utils import progress
 
 LOADER_VERSION = 1
-from ferkit.faces.io import ALLOWED_FORMATS, IMAGE_SUFFIXES as IMAGE_EXTENSIONS  # noqa: E402 - one list
 DEFAULT_IMAGE_SIZE = 48
 MAX_NATIVE_SIZE = 256
 _GREY_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F", "La"}

@@ -46,9 +46,9 @@ retrying up to ten times.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 from functools import lru_cache
-from typing import Callable
 
 import numpy as np
 import torch

@@ -385,8 +385,8 @@ def evaluate_checkpoint(
     """
     from ferkit.checkpoint import build_model
     from ferkit.data.transforms import InputSpec
-    from ferkit.refs import load_checkpoint, resolve
     from ferkit.evaluation import plots
+    from ferkit.refs import load_checkpoint, resolve
     from ferkit.utils import atomic_write_json, resolve_device
 
     if tta not in TTA_MODES:

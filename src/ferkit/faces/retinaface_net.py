@@ -149,7 +149,7 @@ class RetinaFaceNet(nn.Module):
         logits, boxes, lms = (torch.cat(parts, dim=1) for parts in zip(*outs))
         return logits.softmax(-1)[..., 1], boxes, lms
 
-    def fold(self) -> "RetinaFaceNet":
+    def fold(self) -> RetinaFaceNet:
         for m in self.modules():
             if isinstance(m, ConvNormAct):
                 m.fold()

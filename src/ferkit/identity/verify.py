@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
 from ferkit.errors import ConfigError, DataError
+from ferkit.faces.io import IMAGE_SUFFIXES as IMAGE_EXTS  # noqa: E402 - the one suffix list
 from ferkit.identity.gallery import Gallery, GalleryError, calibrate_threshold, default_gallery_path, validate_name
 from ferkit.identity.metrics import pairwise_distances
-
-from ferkit.faces.io import IMAGE_SUFFIXES as IMAGE_EXTS  # noqa: E402 - the one suffix list
 
 
 def expand_photos(inputs: Sequence[str | os.PathLike]) -> list[Path]:
@@ -94,7 +94,7 @@ class IdentityMatcher:
 
     @classmethod
     def from_gallery(cls, gallery: str | os.PathLike | Gallery | None = None, threshold: float | None = None,
-                     default_threshold: float = 0.6) -> "IdentityMatcher":
+                     default_threshold: float = 0.6) -> IdentityMatcher:
         g = gallery if isinstance(gallery, Gallery) else Gallery(gallery)
         try:
             names, M, _ = g.embeddings()
@@ -283,8 +283,9 @@ def _plot_histogram(path: Path, gen, imp, thr: float, eer_thr: float) -> None:
     ax.set_ylabel("density")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    from ferkit.utils import atomic_write_bytes
     import io
+
+    from ferkit.utils import atomic_write_bytes
 
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100)

@@ -94,7 +94,6 @@ class OnnxClassifier(Classifier):
     def __init__(self, path: str | os.PathLike, device: str = "cpu", threads: int | None = None,
                  name: str | None = None):
         from ferkit.data.spec import InputSpec
-
         from ferkit.inference.onnx import require
 
         ort = require("onnxruntime")

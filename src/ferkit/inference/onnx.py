@@ -30,8 +30,6 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from ferkit.errors import ConfigError, ModelError
 
 OPSET = 17
@@ -59,8 +57,8 @@ def export_onnx(model: Any, out: str | os.PathLike | None = None, int8: bool = F
     import torch
 
     from ferkit.checkpoint import build_model
-    from ferkit.refs import load_checkpoint
     from ferkit.data.transforms import InputSpec
+    from ferkit.refs import load_checkpoint
 
     onnx = require("onnx")
     ckpt = load_checkpoint(model)

@@ -47,8 +47,9 @@ import socket
 import sys
 import time
 import uuid
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 from ferkit import defaults
 from ferkit.errors import ConfigError, DataError

@@ -26,8 +26,8 @@ from ferkit.models.registry import ModelCard, register_model
 from ferkit.models.simple import check_dropout, check_head
 from ferkit.models.torchvision_models import (
     IMAGENET_MEAN,
-    TorchvisionWeights,
     IMAGENET_STD,
+    TorchvisionWeights,
     grey_conv,
     load_state_dict_checked,
     load_torchvision_state_dict,

@@ -13,7 +13,7 @@ import queue
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 
@@ -29,12 +29,12 @@ IMAGE_TYPES = ("image/jpeg", "image/png", "image/webp", "image/bmp", "image/gif"
 class ServeConfig:
     models: list = field(default_factory=lambda: list(defaults.MODEL))
     detector: str = defaults.DETECTOR
-    det_size: Optional[int] = defaults.DET_SIZE
+    det_size: int | None = defaults.DET_SIZE
     crop: str = defaults.CROP
     backend: str = defaults.BACKEND
     device: str = defaults.DEVICE
-    gallery: Optional[str] = None
-    api_key: Optional[str] = None
+    gallery: str | None = None
+    api_key: str | None = None
     max_upload_bytes: int = 10 * 1024 * 1024
     max_pixels: int = 40_000_000
     max_batch_files: int = 16
@@ -137,7 +137,7 @@ def _models():
         classes: list[str]
         model: str
         detector: str
-        det_size: Optional[int]
+        det_size: int | None
         identity: bool
         micro_batching: dict[str, float]
         limits: dict[str, float]

@@ -18,8 +18,8 @@ import numpy as np
 import torch
 
 from ferkit.checkpoint import load_state, save_checkpoint, unwrap
-from ferkit.refs import load_checkpoint
 from ferkit.errors import CheckpointError, ConfigError
+from ferkit.refs import load_checkpoint
 from ferkit.training.config import TrainConfig
 from ferkit.training.outputs import before_write, write_metrics_csv
 

@@ -14,26 +14,40 @@ import contextlib
 import os
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
 import torch.nn as nn
 
 from ferkit.checkpoint import make_checkpoint, save_checkpoint, unwrap
-from ferkit.refs import load_checkpoint
 from ferkit.errors import CheckpointError, ConfigError, TrainingError
 from ferkit.evaluation import metrics as M
+from ferkit.refs import load_checkpoint
 from ferkit.training.batches import epoch_order, seed_epoch, split_tensors
 from ferkit.training.config import TrainConfig
 from ferkit.training.dist import Dist
 from ferkit.training.losses import TaskLoss
 from ferkit.training.optim import amp_dtype, build_optimizer, monitor_mode, step_scheduler
-from ferkit.training.outputs import before_write, epoch_line, write_results_json, write_test_outputs, write_training_curves
-from ferkit.training.state import (StopState, check_resumable, commit_epoch, prepare_run_dir, refuse_existing_run,
-                                   restore_state, resume_config, training_state)
+from ferkit.training.outputs import (
+    before_write,
+    epoch_line,
+    write_results_json,
+    write_test_outputs,
+    write_training_curves,
+)
+from ferkit.training.state import (
+    StopState,
+    check_resumable,
+    commit_epoch,
+    prepare_run_dir,
+    refuse_existing_run,
+    restore_state,
+    resume_config,
+    training_state,
+)
 from ferkit.utils import progress, resolve_device, seed_everything
 
 FAST_BATCHES = 4
