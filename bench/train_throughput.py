@@ -123,7 +123,7 @@ def memory_child(tmp: Path) -> None:
         with open(csv, "w") as f:
             f.write("emotion,pixels,Usage\n")
             for split, s in ds.splits.items():
-                for img, lab in zip(s.images, s.labels):
+                for img, lab in zip(s.images, s.labels, strict=True):
                     f.write(f"{int(lab)},{' '.join(map(str, img[..., 0].ravel().tolist()))},{usage[split]}\n")
         del ds
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

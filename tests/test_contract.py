@@ -91,20 +91,20 @@ def test_cli_api_server_agree_on_the_same_photos(tmp_path, server):
     rest = [httpx.post(server + "/v1/predict", files={"file": (p.name, p.read_bytes(), "image/jpeg")},
                        timeout=60).json() for p in PHOTOS]
     assert len(api_res) == len(cli_res) == len(rest) == len(PHOTOS)
-    for a, c, s in zip(api_res, cli_res, rest):
+    for a, c, s in zip(api_res, cli_res, rest, strict=True):
         a = a.to_dict()
         assert set(a) == set(c) == set(s)
         assert a["model"] == c["model"] == s["model"] == "fer_minixception+human_xception"
         assert a["detector"] == c["detector"] == s["detector"] == "retinaface@640"
         assert a["ferkit_version"] == c["ferkit_version"] == s["ferkit_version"] == ferkit.__version__
         assert len(a["faces"]) == len(c["faces"]) == len(s["faces"]) > 0
-        for fa, fc, fs in zip(a["faces"], c["faces"], s["faces"]):
+        for fa, fc, fs in zip(a["faces"], c["faces"], s["faces"], strict=True):
             assert fa["label"] == fc["label"] == fs["label"]
             assert np.abs(np.subtract(fa["box"], fc["box"])).max() <= 1
             assert np.abs(np.subtract(fa["box"], fs["box"])).max() <= 1
             assert abs(fa["score"] - fs["score"]) < 1e-4 and abs(fa["score"] - fc["score"]) < 1e-4
         sa, sc = _strip(a), _strip(c)
-        for fa, fc in zip(sa.pop("faces"), sc.pop("faces")):  # floats may differ in the last digit across threads
+        for fa, fc in zip(sa.pop("faces"), sc.pop("faces"), strict=True):  # floats may differ in the last digit across threads
             assert set(fa) == set(fc) and fa["probabilities"].keys() == fc["probabilities"].keys()
         assert sa == sc
 

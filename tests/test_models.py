@@ -422,7 +422,7 @@ def test_pretrained_bad_placed_files(torch_home):
 # --------------------------------------------------------------------------------------------- VGG-Face file
 
 _VGG16_CONVS = [(3, 64), (64, 64), (64, 128), (128, 128), (128, 256), (256, 256), (256, 256)] + [(256, 512)] + [(512, 512)] * 5
-_VGGFACE_NAMES = [f"conv{b}_{i}" for b, n in zip(range(1, 6), (2, 2, 3, 3, 3)) for i in range(1, n + 1)]
+_VGGFACE_NAMES = [f"conv{b}_{i}" for b, n in zip(range(1, 6), (2, 2, 3, 3, 3), strict=True) for i in range(1, n + 1)]
 
 
 def _const(value: float, *shape: int) -> torch.Tensor:
@@ -435,7 +435,7 @@ def _vggface_file(fc_as_conv: bool = False, keys: str = "vggface") -> dict:
     fc = [(4096, 512, 7, 7) if fc_as_conv else (4096, 25088), (4096, 4096), (2622, 4096)]
     names = _VGGFACE_NAMES + ["fc6", "fc7", "fc8"]
     sd = {}
-    for i, (n, shape) in enumerate(zip(names, shapes + fc)):
+    for i, (n, shape) in enumerate(zip(names, shapes + fc, strict=True)):
         key = n if keys == "vggface" else (f"features.{i}" if i < 13 else f"classifier.{i - 13}")
         sd[f"{key}.weight"] = _const(i + 1, *shape)
         sd[f"{key}.bias"] = _const(-(i + 1), shape[0])

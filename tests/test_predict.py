@@ -193,7 +193,7 @@ def test_analyze_api_and_ensemble(astronaut):
     pytest.importorskip("onnxruntime")
     ox = Analyzer("fer_minixception", backend="onnx").analyze(img).faces
     assert [f.label for f in ox] == [f.label for f in single[0]]
-    assert max(abs(a.probabilities[c] - b.probabilities[c]) for a, b in zip(ox, single[0])
+    assert max(abs(a.probabilities[c] - b.probabilities[c]) for a, b in zip(ox, single[0], strict=True)
                for c in a.probabilities) < 1e-4
 
 
@@ -271,7 +271,7 @@ def test_labels_of_faces_close_together_do_not_overlap():
         n = int(rng.integers(2, 13))
         xy = rng.integers(0, 260, (n, 2))
         side = rng.integers(20, 60, n)
-        cases.append(([(x, y, x + s, y + s) for (x, y), s in zip(xy, side)], (320, 240)))
+        cases.append(([(x, y, x + s, y + s) for (x, y), s in zip(xy, side, strict=True)], (320, 240)))
     for boxes, size in cases:
         sizes = [(int(rng.integers(40, 120)), 10) for _ in boxes]
         rects = label_boxes(boxes, sizes, size)

@@ -183,11 +183,11 @@ def test_concurrent_requests_are_micro_batched(server, photos):
     order = [list(imgs)[i % len(imgs)] for i in range(16)]
     with ThreadPoolExecutor(8) as ex:
         got = list(ex.map(post, order))
-    for name, body in zip(order, got):
+    for name, body in zip(order, got, strict=True):
         want = alone[name]
         assert body["image_size"] == want["image_size"] and body["status"] == want["status"], name
         assert len(body["faces"]) == len(want["faces"]), name
-        for f, g in zip(body["faces"], want["faces"]):
+        for f, g in zip(body["faces"], want["faces"], strict=True):
             assert f["label"] == g["label"], name
             assert np.abs(np.subtract(f["box"], g["box"])).max() < 0.5, (name, f["box"], g["box"])
             assert max(abs(f["probabilities"][c] - g["probabilities"][c]) for c in g["probabilities"]) < 1e-3, name

@@ -100,7 +100,7 @@ class FaceResult:
         d["face"] = self.face
         d["box"] = [_r(v, 2) for v in self.box]
         if self.landmarks is not None:
-            d["landmarks"] = {n: [_r(x, 2), _r(y, 2)] for n, (x, y) in zip(LANDMARK_NAMES, self.landmarks)}
+            d["landmarks"] = {n: [_r(x, 2), _r(y, 2)] for n, (x, y) in zip(LANDMARK_NAMES, self.landmarks, strict=True)}
             d["landmarks_estimated"] = bool(self.landmarks_estimated)
         d["det_score"] = _r(self.det_score, 5)
         d["label"] = self.label

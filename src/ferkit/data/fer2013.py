@@ -199,7 +199,7 @@ def _parse_pixels(path: Path, rows: list[bytes], linenos: list[int], npx: int) -
     except ValueError:
         pass
     if arr is None or arr.size != len(rows) * npx:
-        for px, ln in zip(rows, linenos):
+        for px, ln in zip(rows, linenos, strict=True):
             toks = px.split()
             bad = next((t for t in toks if not t.isdigit()), None)
             if bad is not None:

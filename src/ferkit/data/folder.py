@@ -448,7 +448,7 @@ def load_folder(path, *, image_size=None, channels=None, seed: int = 0, val_frac
                                             problems=problems, where=str(root))
         kept_codes = codes[order][keep]
         _, ranges = group_by_split(kept_codes)  # already grouped: only the ranges change
-        ids = [p for p, k in zip(paths, keep.tolist()) if k]
+        ids = [p for p, k in zip(paths, keep.tolist(), strict=True) if k]
         arrays = {"images": images, "labels": labels[order][keep]}
         meta = {"name": root.name, "classes": classes, "splits": ranges, "ids": ids,
                 "problems": problems[:len(notes)] + sorted(problems[len(notes):], key=lambda q: q.path)}

@@ -610,7 +610,7 @@ def generate(
     split_seqs = root_seq.spawn(len(SPLITS))
     splits: dict[str, Split] = {}
     offset = 0
-    for name, seq in zip(SPLITS, split_seqs):
+    for name, seq in zip(SPLITS, split_seqs, strict=True):
         m = sizes[name]
         param_seq, render_seq = seq.spawn(2)
         rng = np.random.default_rng(param_seq)
@@ -755,7 +755,7 @@ def _write_layout(root: Path, ds: FaceDataset, layout: str, me_identity: int) ->
         w = csv.writer(buf, lineterminator="\n")
         w.writerow(["emotion", "pixels", "Usage"])
         for name, sp in ds.splits.items():
-            for img, lab in zip(sp.images, sp.labels):
+            for img, lab in zip(sp.images, sp.labels, strict=True):
                 w.writerow([int(lab), " ".join(map(str, img.reshape(-1).tolist())), usage[name]])
         (root / "fer2013.csv").write_text(buf.getvalue())
         return

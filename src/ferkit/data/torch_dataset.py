@@ -24,7 +24,7 @@ class SplitDataset(Dataset):
                  augment: str | None = None, with_va: bool | None = None):
         self.split = ds.split(split)
         self.spec = spec or InputSpec(size=ds.image_size, channels=ds.channels,
-                                      **dict(zip(("mean", "std"), ds.channel_stats("train"))))
+                                      **dict(zip(("mean", "std"), ds.channel_stats("train"), strict=True)))
         self.augment = make_augment(augment) if augment and augment != "none" else None
         self.with_va = self.split.has_va if with_va is None else with_va
 

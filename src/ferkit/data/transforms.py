@@ -502,7 +502,7 @@ class BatchAutoAugment:
         pol, fi, ne = policy.tolist(), fire.tolist(), negate.tolist()
         for slot in (0, 1):
             groups: dict[tuple[str, float], list[int]] = {}
-            for i, (p, f, n) in enumerate(zip(pol, fi, ne)):
+            for i, (p, f, n) in enumerate(zip(pol, fi, ne, strict=True)):
                 if not f[slot]:
                     continue
                 op, mag = self._ops[p][slot]

@@ -167,7 +167,7 @@ def compare_runs(paths: list, out="compare", quiet: bool = False) -> dict:
     if not paths:
         raise ConfigError("ferkit compare: give at least one run or evaluation folder")
     rows = [load_entry(p) for p in paths]
-    for r, name in zip(rows, _names([Path(r["path"]) for r in rows])):
+    for r, name in zip(rows, _names([Path(r["path"]) for r in rows]), strict=True):
         r["name"] = name
 
     # class sets: tag A, B, ... in order of first appearance

@@ -81,7 +81,7 @@ class Face:
             "box": [round(v, 2) for v in self.box],
             "score": round(self.score, 5),
             "landmarks": {n: [round(float(x), 2), round(float(y), 2)]
-                          for n, (x, y) in zip(LANDMARK_NAMES, self.landmarks)},
+                          for n, (x, y) in zip(LANDMARK_NAMES, self.landmarks, strict=True)},
             "landmarks_estimated": self.landmarks_estimated,
         }
 
@@ -259,7 +259,7 @@ class FaceDetector(abc.ABC):
         fitted = [fit_long_side(a, self.max_size) for a in arrays]
         raw = self._detect_many([f[0] for f in fitted], [min(f[1], f[2]) for f in fitted])
         out: list[list[Face]] = []
-        for faces, (_, sx, sy) in zip(raw, fitted):
+        for faces, (_, sx, sy) in zip(raw, fitted, strict=True):
             if sx != 1.0 or sy != 1.0:
                 faces = [f.scaled(1.0 / sx, 1.0 / sy) for f in faces]
             faces = [f for f in faces if f.score >= self.score_threshold and f.size >= self.min_face]

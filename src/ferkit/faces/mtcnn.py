@@ -204,7 +204,7 @@ def cascade(nets: MTCNNNets, imgs: torch.Tensor, min_face: float, thresholds=(0.
         parts.append((n[keep], boxes[keep], score[keep], offs[keep]))
     if not parts:
         return empty
-    n, boxes, score, offs = (torch.cat(t) for t in zip(*parts))
+    n, boxes, score, offs = (torch.cat(t) for t in zip(*parts, strict=True))
     keep = batched_nms(boxes, score, n, 0.7)
     n, boxes = n[keep], _square(_regress(boxes[keep], offs[keep], plus_one=False))
 
@@ -237,7 +237,7 @@ def cascade(nets: MTCNNNets, imgs: torch.Tensor, min_face: float, thresholds=(0.
 
 def _batched(net: nn.Module, x: torch.Tensor, chunk: int = 512):
     outs = [net(x[i:i + chunk]) for i in range(0, len(x), chunk)]
-    return tuple(torch.cat(t) for t in zip(*outs))
+    return tuple(torch.cat(t) for t in zip(*outs, strict=True))
 
 
 @register_backend("mtcnn")

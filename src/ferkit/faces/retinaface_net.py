@@ -89,7 +89,7 @@ class TopDownPyramid(nn.Module):
         self.smooth = nn.ModuleList(ConvNormAct(width, width, 3) for _ in in_channels[:-1])
 
     def forward(self, feats: list[torch.Tensor]) -> list[torch.Tensor]:
-        outs = [lat(f) for lat, f in zip(self.lateral, feats)]
+        outs = [lat(f) for lat, f in zip(self.lateral, feats, strict=True)]
         for i in range(len(outs) - 2, -1, -1):
             up = F.interpolate(outs[i + 1], size=outs[i].shape[-2:], mode="nearest")
             outs[i] = self.smooth[i](outs[i] + up)
@@ -145,8 +145,8 @@ class RetinaFaceNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         levels = self.neck(self.backbone(x))
-        outs = [head(ctx(f)) for head, ctx, f in zip(self.heads, self.context, levels)]
-        logits, boxes, lms = (torch.cat(parts, dim=1) for parts in zip(*outs))
+        outs = [head(ctx(f)) for head, ctx, f in zip(self.heads, self.context, levels, strict=True)]
+        logits, boxes, lms = (torch.cat(parts, dim=1) for parts in zip(*outs, strict=True))
         return logits.softmax(-1)[..., 1], boxes, lms
 
     def fold(self) -> RetinaFaceNet:

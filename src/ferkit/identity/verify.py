@@ -78,7 +78,7 @@ def enroll(name: str, photos: Sequence[str | os.PathLike], gallery: str | os.Pat
         raise DataError(f"ferkit enroll: none of the {len(files)} photo(s) showed exactly one readable face; "
                         f"nothing was enrolled ({rep.skipped[0][0]}: {rep.skipped[0][1]})")
     with Gallery(path, create=True) as g:  # one transaction for the whole call
-        for row, new in zip(rows, g.add(rows)):
+        for row, new in zip(rows, g.add(rows), strict=True):
             (rep.added if new else rep.already).append(row["photo"])
     return rep
 
@@ -156,7 +156,7 @@ def verify(photos: Sequence[str | os.PathLike], gallery: str | os.PathLike | Non
         if not r.faces:
             out.append({"photo": str(f), "status": "no_face", "identity": None})
             continue
-        for i, (face, emb) in enumerate(zip(r.faces, r.embeddings)):
+        for i, (face, emb) in enumerate(zip(r.faces, r.embeddings, strict=True)):
             res = matcher.identify(emb, name)
             out.append({"photo": str(f), "status": "ok", "face": i, "box": [round(v, 1) for v in face.box], **res})
     return out

@@ -195,14 +195,14 @@ class Analyzer:
 
     def _results(self, source: str, faces, preds, frame=None, timestamp=None) -> list[FaceResult]:
         res = []
-        for j, (f, p) in enumerate(zip(faces, preds)):
+        for j, (f, p) in enumerate(zip(faces, preds, strict=True)):
             k = int(np.argmax(p["probs"]))
             res.append(FaceResult(
                 source=source, face=j, box=f.box,
                 landmarks=None if not self.detect_faces else f.landmarks,
                 landmarks_estimated=f.landmarks_estimated, det_score=f.score,
                 label=self.classes[k], score=float(p["probs"][k]),
-                probabilities={c: float(v) for c, v in zip(self.classes, p["probs"])},
+                probabilities={c: float(v) for c, v in zip(self.classes, p["probs"], strict=True)},
                 valence=None if p["va"] is None else float(p["va"][0]),
                 arousal=None if p["va"] is None else float(p["va"][1]),
                 frame=frame, timestamp=timestamp))
@@ -220,10 +220,10 @@ class Analyzer:
             preds = self.classify(images, faces)
         frames = frames or [None] * len(images)
         timestamps = timestamps or [None] * len(images)
-        out = [self._results(s, f, p, fr, ts) for s, f, p, fr, ts in zip(sources, faces, preds, frames, timestamps)]
+        out = [self._results(s, f, p, fr, ts) for s, f, p, fr, ts in zip(sources, faces, preds, frames, timestamps, strict=True)]
         if self.identity is not None:
-            for img, fs, rs in zip(images, faces, out):
-                for r, ident in zip(rs, self.identity.assign(img, fs)):
+            for img, fs, rs in zip(images, faces, out, strict=True):
+                for r, ident in zip(rs, self.identity.assign(img, fs), strict=True):
                     r.identity = ident
         return out
 

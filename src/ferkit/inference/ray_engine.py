@@ -251,7 +251,7 @@ class AnalyzeBatch:
         out: dict[str, list] = {k: [] for k in schema.names}
 
         def add(path, status, faces, rows, seconds, rng=b""):
-            for k, v in zip(schema.names, (path, status, faces, rows, self.worker, seconds, rng)):
+            for k, v in zip(schema.names, (path, status, faces, rows, self.worker, seconds, rng), strict=True):
                 out[k].append(v)
 
         for task in batch["task"]:
@@ -311,7 +311,7 @@ def parquet_schema(classes: list[str]):
             return pa.float64()
         return pa.string()
 
-    return pa.schema([(name, arrow_type(v)) for name, v in zip(table_columns(classes), row)])
+    return pa.schema([(name, arrow_type(v)) for name, v in zip(table_columns(classes), row, strict=True)])
 
 
 def rows_table(rows: list[list[Any]], schema):
@@ -621,7 +621,7 @@ def _write_stream(ds, out: Path, schema, classes: list[str], summary: dict, plan
         if block.num_rows == 0:
             continue
         d = block.to_pydict()
-        for w, sec, rng, path in zip(d["worker"], d["seconds"], d["range"], d["input"]):
+        for w, sec, rng, path in zip(d["worker"], d["seconds"], d["range"], d["input"], strict=True):
             a = per_actor.setdefault(w, {"files": 0, "busy_s": 0.0})
             a["files"] += 1 / plan[path] if rng else 1  # a video range: its share of the video
             a["busy_s"] += sec

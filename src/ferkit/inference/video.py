@@ -87,7 +87,7 @@ def annotate(image_rgb: np.ndarray, faces: list[FaceResult], fps: float | None =
         if f.landmarks is not None and not f.landmarks_estimated:
             for x, y in np.asarray(f.landmarks):
                 cv2.circle(img, (int(x), int(y)), th + 1, (0, 255, 0), -1)
-    for f, text, (lx1, ly1, lx2, ly2), (_, tht) in zip(faces, texts, rects, sizes):  # labels over every box
+    for f, text, (lx1, ly1, lx2, ly2), (_, tht) in zip(faces, texts, rects, sizes, strict=True):  # labels over every box
         cv2.rectangle(img, (lx1, ly1), (lx2 - 1, ly2 - 1), COLOURS.get(f.label, (0, 255, 0)), -1)
         cv2.putText(img, text, (lx1 + 1, ly1 + tht + 2), cv2.FONT_HERSHEY_SIMPLEX, fs, (0, 0, 0), th, cv2.LINE_AA)
     if fps is not None:
@@ -157,7 +157,7 @@ class Tracker:
                 if t["probs"] is not None:
                     p = self.smooth * p + (1 - self.smooth) * t["probs"]
                 t["probs"] = p
-                f.probabilities = dict(zip(f.probabilities, p.tolist()))
+                f.probabilities = dict(zip(f.probabilities, p.tolist(), strict=True))
                 k = int(p.argmax())
                 f.label, f.score = list(f.probabilities)[k], float(p[k])
         for tid in list(free):
@@ -395,7 +395,7 @@ def _analyze(analyzer, source: Any, stride: int = 1, smooth: float | None = None
         now = time.perf_counter()
         live_fps = len(imgs) / max(now - t_last, 1e-6)
         t_last = now
-        for (i, im), faces in zip(pending, per):
+        for (i, im), faces in zip(pending, per, strict=True):
             thumb = scene_thumb(im)
             if is_cut(info["last_thumb"], thumb):
                 tracker.cut()
@@ -511,13 +511,13 @@ def stitch_ranges(ranges: list[VideoRange]) -> FileResult | None:
     (OpenCV's seek landed elsewhere): analyse that file as one range instead."""
     rs = sorted(ranges, key=lambda r: r.start)
     if not rs or rs[0].start != 0 or rs[-1].end is not None or any(
-            a.end != b.start or a.stride != b.stride for a, b in zip(rs, rs[1:])):
+            a.end != b.start or a.stride != b.stride for a, b in zip(rs, rs[1:], strict=False)):
         raise ValueError(f"stitch_ranges: not the consecutive ranges of one file: {[(r.start, r.end) for r in rs]}")
     failed = next((r for r in rs if r.error), None)
     if failed is not None:
         return failed.result
     kept = rs[:1]
-    for prev, cur in zip(rs, rs[1:]):
+    for prev, cur in zip(rs, rs[1:], strict=False):
         if prev.stop < prev.end:
             break
         want = cur.check if cur.end is None else min(cur.check, cur.end - cur.start)
@@ -529,7 +529,7 @@ def stitch_ranges(ranges: list[VideoRange]) -> FileResult | None:
     for f in faces:
         by_frame.setdefault(f.frame, []).append(f)
     cuts = {i for r in kept for i in r.cuts}
-    cuts.update(-(-cur.start // cur.stride) * cur.stride for prev, cur in zip(kept, kept[1:])
+    cuts.update(-(-cur.start // cur.stride) * cur.stride for prev, cur in zip(kept, kept[1:], strict=False)
                 if is_cut(prev.last_thumb, cur.first_thumb))  # a shot change where two ranges meet
     tracker = Tracker()
     for r in kept:
@@ -554,7 +554,7 @@ def per_second(result: FileResult, classes: list[str]) -> list[dict]:
     for s in sorted(rows):
         m = np.mean(rows[s], axis=0)
         out.append({"second": s, "faces": len(rows[s]), "label": classes[int(m.argmax())],
-                    **{c: round(float(v), 6) for c, v in zip(classes, m)}})
+                    **{c: round(float(v), 6) for c, v in zip(classes, m, strict=True)}})
     return out
 
 

@@ -68,7 +68,7 @@ class MicroBatcher:
                     self.on_batch(len(batch), out)
                 except Exception:  # noqa: BLE001 - metrics must never break inference
                     pass
-            for b, r in zip(batch, out):
+            for b, r in zip(batch, out, strict=True):
                 b[2].set_result(r)
 
     def close(self) -> None:

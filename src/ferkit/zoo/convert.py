@@ -441,7 +441,7 @@ def render_card(src: ZooSource, card: dict) -> str:
     L.append(f"| Original preprocessing | {src.preprocessing} |")
     if src.classes:
         pairs = ", ".join(f"{i}: {o}" + (f" (-> {c})" if c != o else "")
-                          for i, (o, c) in enumerate(zip(src.classes, card["common_classes"])))  # fmt: skip
+                          for i, (o, c) in enumerate(zip(src.classes, card["common_classes"], strict=True)))  # fmt: skip
         L.append(f"| Class order (output index: original name, -> ferkit common name) | {pairs} |")
     else:
         L.append("| Classes | ImageNet-1k, torchvision's `MobileNet_V2_Weights.IMAGENET1K_V1.meta['categories']` |")
