@@ -138,7 +138,7 @@ def _checkpoint_cases(rng: random.Random, good: dict, n: int):
             d[path[-1]] = val
         return c
 
-    for i in range(n):
+    for _ in range(n):
         kind = rng.randrange(4)
         if kind == 0:
             c = mutate(copy.deepcopy(good))

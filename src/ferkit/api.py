@@ -16,7 +16,9 @@ from ferkit import defaults
 from ferkit.inference.ray_engine import DEFAULT_FRAMES_PER_TASK
 from ferkit.refs import load_checkpoint, load_model
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the lazy re-exports below, as linters and type checkers see them
+    from ferkit.checkpoint import describe
+    from ferkit.training.config import TrainConfig, list_recipes, make_config
     from ferkit.training.trainer import TrainResult
 
 # Names this module re-exports from modules that import torch: loaded on first use, so that predicting with

@@ -294,8 +294,6 @@ _JSON_TYPES = {"integer": int, "number": float, "string": str, "boolean": bool}
 def openapi_models():
     """Pydantic models (Face, FileResult, BatchResult) built from :data:`FACE_FIELDS` / :data:`FILE_FIELDS`:
     the server documents exactly what ``to_dict`` writes. Needs pydantic (the ``serve`` extra)."""
-    from typing import Optional
-
     from pydantic import ConfigDict, Field, create_model
 
     def annotation(kind: str, face_model=None):
@@ -312,7 +310,7 @@ def openapi_models():
             if required and kind != "any":
                 fields[attr] = (ann, Field(..., alias=key, description=desc))
             else:
-                fields[attr] = (Optional[ann], Field(None, alias=key, description=desc))
+                fields[attr] = (ann | None, Field(None, alias=key, description=desc))
         return create_model(name, __config__=ConfigDict(populate_by_name=True), **fields)
 
     face = build("Face", FACE_FIELDS)

@@ -493,7 +493,7 @@ def _render(idn: dict, p: dict, size: int, channels: int, clutter: float, chunk_
     up, lo = (_c(v) for v in _eye_heights(idn, p["expr"]))
     ew, ey = f("eye_w"), f("eye_y")
     browc = _colour(idn["hair"] * 0.7, C)
-    for side, eye_pts, brow_pts in ((-1, slice(36, 42), slice(17, 22)), (1, slice(42, 48), slice(22, 27))):
+    for side, eye_pts, _brow_pts in ((-1, slice(36, 42), slice(17, 22)), (1, slice(42, 48), slice(22, 27))):
         (ix, iy), (ox, oy), (mx, my2) = _brow_points(idn, p["expr"], side)
         ex0 = side * idn["eye_x"]
         ring = np.stack([np.stack([ex0 - 1.5 * idn["eye_w"], idn["eye_y"] - 1.3 * idn["eye_w"]], -1),
@@ -626,7 +626,7 @@ def generate(
         images = np.empty((m, size, size, channels), np.uint8)
         chunk_seeds = render_seq.generate_state(max(1, -(-m // _CHUNK)), dtype=np.uint64)
 
-        def render_chunk(ci: int) -> None:
+        def render_chunk(ci: int, m=m, images=images, idn=idn, p=p, chunk_seeds=chunk_seeds) -> None:
             sl = slice(ci * _CHUNK, min((ci + 1) * _CHUNK, m))
             images[sl] = _render(
                 {k: v[sl] for k, v in idn.items()}, {k: v[sl] for k, v in p.items()}, size, channels, nz.clutter,

@@ -182,7 +182,7 @@ def compare_runs(paths: list, out="compare", quiet: bool = False) -> dict:
     warnings: list[str] = []
     if len(sets) > 1:
         groups = []
-        for key, tag in sets.items():
+        for tag in sets.values():
             members = [r["name"] for r in rows if r["class_set"] == tag]
             cls = next(r["classes"] for r in rows if r["class_set"] == tag)
             groups.append(f"{tag} = {len(cls)} classes ({', '.join(cls)}): {', '.join(members)}")

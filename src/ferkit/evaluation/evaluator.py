@@ -92,7 +92,7 @@ def tta_views(mode: str) -> list:
         return [None, _hflip]
     if mode == "tencrop":
         spots = [(0.0, 0.0), (0.0, 1.0), (1.0, 0.0), (1.0, 1.0), (0.5, 0.5)]
-        return [_crop_view(t, l, False) for t, l in spots] + [_crop_view(t, l, True) for t, l in spots]
+        return [_crop_view(t, left, False) for t, left in spots] + [_crop_view(t, left, True) for t, left in spots]
     raise ConfigError(f"--tta {mode!r}: use one of {', '.join(TTA_MODES)}")
 
 

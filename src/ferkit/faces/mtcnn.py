@@ -185,7 +185,6 @@ def cascade(nets: MTCNNNets, imgs: torch.Tensor, min_face: float, thresholds=(0.
     """
     from ferkit.faces.base import batched_nms
 
-    dev = imgs.device
     h, w = imgs.shape[2:]
     empty = (torch.zeros(0, dtype=torch.long), torch.zeros(0, 4), torch.zeros(0), torch.zeros(0, 5, 2))
 

@@ -331,7 +331,7 @@ def expand_inputs(inputs: Iterable[str | os.PathLike]) -> list[Path]:
         if p.is_dir():
             found: list[Path] = []
             # An unreadable sub-folder becomes an input of its own, so it is reported (status error), not raised.
-            for root, _dirs, files in os.walk(p, onerror=lambda e: found.append(Path(e.filename))):
+            for root, _dirs, files in os.walk(p, onerror=lambda e, found=found: found.append(Path(e.filename))):
                 found += [Path(root) / f for f in files if Path(f).suffix.lower() in IMAGE_SUFFIXES + VIDEO_SUFFIXES]
             out += sorted(found)
         else:

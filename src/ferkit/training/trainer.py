@@ -81,7 +81,7 @@ class Trainer:
         self.callbacks = list(callbacks or [])
         self.dist = Dist()
         self.device = resolve_device(config.device if not self.dist.enabled or config.device != "auto"
-                                     else ("cuda:%d" % self.dist.local_rank if torch.cuda.is_available() else "cpu"))
+                                     else (f"cuda:{self.dist.local_rank}" if torch.cuda.is_available() else "cpu"))
         self.run_dir = Path(config.out)
         self.history: list[dict] = []
         self.loggers: list = []
@@ -266,7 +266,7 @@ class Trainer:
         self._log(f"ferkit train: {self.model_name} ({n_params / 1e6:.2f}M params, {cfg.task}) on {ds.name} "
                   f"[{ds.format}; train {len(ds.splits['train'])}, val {len(ds.splits['val'])}"
                   f"; {ds.num_classes} classes; input {self.spec.size[0]}x{self.spec.size[1]}x{self.in_channels}]"
-                  f" device {self.device}{' x%d processes' % self.dist.world if self.dist.enabled else ''}"
+                  f" device {self.device}{f' x{self.dist.world} processes' if self.dist.enabled else ''}"
                   f" -> {self.run_dir}")
         if self.dist.main and not cfg.class_weights:  # source 000's balanced-class check (stderr, even --quiet)
             from ferkit.data import imbalance_warning
@@ -344,12 +344,12 @@ class Trainer:
         while True:
             try:
                 return self._step_once(t, idx, gen, epoch)
-            except torch.OutOfMemoryError:
+            except torch.OutOfMemoryError as e:
                 self.optimizer.zero_grad(set_to_none=True)
                 if self.device.type == "cuda":
                     torch.cuda.empty_cache()
                 if self.micro_bs <= 1:
-                    raise TrainingError("out of memory even with a batch of 1: use a smaller --image-size or model")
+                    raise TrainingError("out of memory even with a batch of 1: use a smaller --image-size or model") from e
                 self.micro_bs //= 2
                 self.accumulate *= 2
                 self._log(f"out of memory: batch halved to {self.micro_bs}, accumulating {self.accumulate} "
