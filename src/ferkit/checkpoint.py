@@ -22,7 +22,7 @@ import datetime as _dt
 import os
 import pickle
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn as nn
@@ -40,7 +40,7 @@ def unwrap(model: nn.Module) -> nn.Module:
         if hasattr(model, "module") and isinstance(model.module, nn.Module):
             model = model.module
         elif hasattr(model, "_orig_mod"):
-            model = model._orig_mod
+            model = cast(nn.Module, model._orig_mod)
         else:
             return model
 

@@ -134,7 +134,7 @@ def as_rgb_uint8(image: Any, what: str = "image") -> np.ndarray:
     try:
         from PIL import Image
     except ImportError:  # pragma: no cover - pillow is a dependency
-        Image = None
+        Image = None  # type: ignore[assignment]  # pillow is a dependency: this fallback is never taken
     if Image is not None and isinstance(image, Image.Image):
         from ferkit.faces.io import pil_to_rgb
 

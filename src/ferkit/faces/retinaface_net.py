@@ -42,10 +42,12 @@ class ConvNormAct(nn.Module):
         if not isinstance(self.bn, nn.BatchNorm2d):
             return
         bn, c = self.bn, self.conv
+        assert bn.running_mean is not None and bn.running_var is not None  # a BatchNorm2d tracks them by default
         gain = bn.weight / torch.sqrt(bn.running_var + bn.eps)
-        fused = nn.Conv2d(c.in_channels, c.out_channels, c.kernel_size, c.stride, c.padding,
+        fused = nn.Conv2d(c.in_channels, c.out_channels, c.kernel_size, c.stride, c.padding,  # type: ignore[arg-type]
                           groups=c.groups, bias=True)
         fused.weight.copy_(c.weight * gain.view(-1, 1, 1, 1))
+        assert fused.bias is not None  # bias=True
         fused.bias.copy_(bn.bias - bn.running_mean * gain)
         self.conv, self.bn = fused, nn.Identity()
 

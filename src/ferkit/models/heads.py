@@ -27,6 +27,7 @@ class MultiTaskHead(nn.Module):
     def __init__(self, in_features: int, classifier_module: nn.Module, hidden: int = 0):
         super().__init__()
         self.classifier = classifier_module
+        self.regressor: nn.Module
         if hidden:
             self.regressor = nn.Sequential(nn.Linear(in_features, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, 2))
         else:
@@ -48,6 +49,7 @@ class FerNet(nn.Module):
     """
 
     first_conv: str | None = None
+    head: nn.Module  # set by each subclass before _finish
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError

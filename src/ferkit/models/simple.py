@@ -14,6 +14,8 @@ of ``linear``. For ``task="multitask"`` the valence/arousal regressor of
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -187,7 +189,7 @@ class LinearBaseline(FerNet):
 
     def __init__(self, num_classes: int, in_channels: int, task: str, input_size: tuple[int, int] = (48, 48)):
         super().__init__()
-        self.input_size = tuple(input_size)
+        self.input_size = cast("tuple[int, int]", tuple(input_size))  # (H, W)
         d = in_channels * self.input_size[0] * self.input_size[1]
         self.head = make_head(task, d, nn.Linear(d, num_classes))
         self._finish(task=task, num_classes=num_classes, in_channels=in_channels, feature_dim=d)

@@ -27,6 +27,7 @@ from __future__ import annotations
 import os
 from collections import OrderedDict
 from pathlib import Path
+from typing import cast
 from urllib.parse import urlparse
 
 import torch
@@ -145,10 +146,10 @@ def grey_conv(conv: nn.Conv2d, from_weights: bool) -> nn.Conv2d:
     new = nn.Conv2d(
         1,
         conv.out_channels,
-        kernel_size=conv.kernel_size,
-        stride=conv.stride,
-        padding=conv.padding,
-        dilation=conv.dilation,
+        kernel_size=conv.kernel_size,  # type: ignore[arg-type]  # torch types a Conv2d's pairs as tuple[int, ...]
+        stride=conv.stride,  # type: ignore[arg-type]  # torch types a Conv2d's pairs as tuple[int, ...]
+        padding=conv.padding,  # type: ignore[arg-type]  # torch types a Conv2d's pairs as tuple[int, ...]
+        dilation=conv.dilation,  # type: ignore[arg-type]  # torch types a Conv2d's pairs as tuple[int, ...]
         groups=1,
         bias=conv.bias is not None,
         padding_mode=conv.padding_mode,
@@ -158,7 +159,7 @@ def grey_conv(conv: nn.Conv2d, from_weights: bool) -> nn.Conv2d:
     with torch.no_grad():
         if from_weights:
             new.weight.copy_(conv.weight.sum(dim=1, keepdim=True))
-            if conv.bias is not None:
+            if conv.bias is not None and new.bias is not None:
                 new.bias.copy_(conv.bias)
         else:
             nn.init.kaiming_normal_(new.weight, mode="fan_out", nonlinearity="relu")
@@ -169,7 +170,7 @@ def grey_conv(conv: nn.Conv2d, from_weights: bool) -> nn.Conv2d:
 
 def _get(module: nn.Module, dotted: str) -> nn.Module:
     for part in dotted.split("."):
-        module = module[int(part)] if part.isdigit() else getattr(module, part)
+        module = cast(nn.Sequential, module)[int(part)] if part.isdigit() else getattr(module, part)
     return module
 
 
@@ -177,14 +178,15 @@ def _set(module: nn.Module, dotted: str, value: nn.Module) -> None:
     parent, _, last = dotted.rpartition(".")
     owner = _get(module, parent) if parent else module
     if last.isdigit():
-        owner[int(last)] = value
+        cast(nn.Sequential, owner)[int(last)] = value
     else:
         setattr(owner, last, value)
 
 
 def make_grey(model: FerNet, from_weights: bool) -> None:
     """Turn the model's first conv (``model.first_conv``, a dotted path) into a 1-channel one."""
-    _set(model, model.first_conv, grey_conv(_get(model, model.first_conv), from_weights))
+    assert model.first_conv is not None, "make_grey: the model's input layer is its head"
+    _set(model, model.first_conv, grey_conv(cast(nn.Conv2d, _get(model, model.first_conv)), from_weights))
     model.in_channels = 1
 
 
@@ -259,9 +261,16 @@ class VGGFace(FerNet):
     """VGG16 topology with VGG-Face layer names (conv1_1 ... conv5_3, fc6, fc7); the last fc is our head."""
 
     first_conv = "block1.conv1_1"
+    # set by name in __init__
+    block1: nn.Sequential
+    block2: nn.Sequential
+    block3: nn.Sequential
+    block4: nn.Sequential
+    block5: nn.Sequential
 
     def __init__(self, tv, num_classes: int, task: str, head: str, dropout: float):
         super().__init__()
+        layers: OrderedDict[str, nn.Module]
         block, conv, layers = 1, 0, OrderedDict()
         for m in tv.features:
             if isinstance(m, nn.Conv2d):
@@ -490,7 +499,7 @@ def vggface(
         )
     path, src = read_vggface_file(weights_path)  # fail on a bad file before building 134M parameters
     model = _build("vggface", VGGFace, num_classes, 3, task, False, head, dropout=dropout)
-    load_vggface_weights(model, path, src)
+    load_vggface_weights(cast(VGGFace, model), path, src)
     if in_channels == 1:
         make_grey(model, from_weights=True)
     return model

@@ -16,6 +16,8 @@ its description says (padding 0, 0, 1, 2: 24 -> 20 -> 16 -> pool 8 -> 6 -> 6).
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -80,7 +82,7 @@ def pretrained_vgg11_stem(in_channels: int, what: str) -> nn.Sequential:
     stem = vgg11_stem(3)
     load_state_dict_checked(stem, stem_sd, path, "torchvision vgg11_bn features[0..6]")
     if in_channels == 1:
-        stem[0] = grey_conv(stem[0], from_weights=True)
+        stem[0] = grey_conv(cast(nn.Conv2d, stem[0]), from_weights=True)
     return stem
 
 

@@ -208,6 +208,7 @@ class DenseBlock4(nn.Module):
 
     def __init__(self, in_channels: int, out_channels: int, first: bool):
         super().__init__()
+        self.conv0: nn.Module
         if first:
             self.conv0 = Conv2dSame(in_channels, out_channels, 3, stride=2, bias=True)
         else:
