@@ -125,7 +125,8 @@ def _parse(path: Path, cols: dict[str, int], *, quiet: bool):
     nfields = max(cols.values()) + 1
     npx = side = None
     chunks, labels, codes, linenos = [], [], [], []
-    pend_px, pend_ln = [], []
+    pend_px: list[bytes] = []
+    pend_ln: list[int] = []
     total = os.path.getsize(path)
 
     def flush():

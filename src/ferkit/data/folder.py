@@ -239,6 +239,7 @@ def decode_to_dataset(scratch, paths: list[str], *, size, channels, quiet: bool,
         raise DataError(f"{where}: none of the {n} image files can be read (first: {problems[-n]})")
     c0 = 1 if mode == "L" else 3
     buf = scratch.empty("decode", (len(idx), h, w, c0), np.uint8)
+    assert mode is not None  # from channels, else from the probe
     ok, grey, orig, reasons = decode_images([paths[i] for i in idx], (h, w), mode, buf, quiet=quiet)
     for j, r in enumerate(reasons):
         if r is not None:
@@ -307,8 +308,8 @@ class _Walker:
             d, dreal = stack.pop()
             try:
                 entries = list(os.scandir(d))
-            except OSError as e:
-                self.notes.append(Problem(d, f"skipped: cannot list this folder ({e.strerror or type(e).__name__})"))
+            except OSError as err:
+                self.notes.append(Problem(d, f"skipped: cannot list this folder ({err.strerror or type(err).__name__})"))
                 continue
             for e in sorted(entries, key=_links_last):  # a real file beats a link to it, whatever the names
                 if e.name.startswith("."):

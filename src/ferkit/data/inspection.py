@@ -99,6 +99,7 @@ def _duplicates(ds: FaceDataset) -> tuple[dict, int]:
     if total > _DUP_LIMIT:
         return {"checked": False, "reason": f"skipped: {total / 2**30:.1f} GiB of pixels"}, 0
     seen: dict[bytes, tuple[str, str]] = {}
+    examples: list[list[str]]
     count, examples, blanks = 0, [], 0
     for name in SPLITS:
         s = ds.splits.get(name)

@@ -765,6 +765,8 @@ def _write_layout(root: Path, ds: FaceDataset, layout: str, me_identity: int) ->
         to_aff = {i: AFFECTNET_CLASSES.index(c) for i, c in enumerate(ds.classes)}
         split_rows, id_rows = [], []
         for name, sp in ds.splits.items():
+            assert sp.valence is not None and sp.arousal is not None and sp.landmarks is not None  # synth makes them
+            assert sp.identities is not None
             for i, sid in enumerate(sp.ids):
                 (root / "images" / f"{sid}.png").write_bytes(_png(sp.images[i]))
                 a = root / "annotations"
@@ -782,6 +784,7 @@ def _write_layout(root: Path, ds: FaceDataset, layout: str, me_identity: int) ->
             if layout == "folder":
                 d = root / name / ds.classes[int(sp.labels[i])]
             else:
+                assert sp.identities is not None  # synth makes them
                 d = root / name / ("me" if int(sp.identities[i]) == me_identity else "not_me")
             d.mkdir(parents=True, exist_ok=True)
             (d / f"{sid}.png").write_bytes(_png(sp.images[i]))
