@@ -92,6 +92,7 @@ def load_checkpoint(ref: Any) -> dict:
                               "give the .pt checkpoint it came from")
     from ferkit.checkpoint import read_checkpoint
 
+    assert r.path is not None  # every reference but a zoo name has a file
     return read_checkpoint(r.path)
 
 

@@ -189,8 +189,8 @@ def compare_runs(paths: list, out="compare", quiet: bool = False) -> dict:
         warnings.append("runs have different class sets, so accuracy, balanced accuracy, F1, kappa, alpha, top-2, "
                         "log loss and ECE are comparable only between rows of the same class set; valence/arousal, "
                         "parameters and training time remain comparable. Class sets: " + "; ".join(groups))
-    for key, what in (("data", "datasets"), ("split", "splits"), ("tta", "test-time augmentation")):
-        vals = sorted({str(r.get(key)) for r in rows})
+    for col, what in (("data", "datasets"), ("split", "splits"), ("tta", "test-time augmentation")):
+        vals = sorted({str(r.get(col)) for r in rows})
         if len(vals) > 1:
             warnings.append(f"rows were measured with different {what} ({', '.join(vals)}): differences are not only "
                             "the models'")

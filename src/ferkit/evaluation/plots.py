@@ -245,7 +245,8 @@ def plot_image_grid(images: np.ndarray, captions: list[str], path: str | Path, t
     for i in range(n):
         img = np.asarray(images[i])
         pil = Image.fromarray(img[..., 0] if img.ndim == 3 and img.shape[2] == 1 else img).convert("RGB")
-        pil = pil.resize((tile, h_img), Image.NEAREST)
+        # Pillow sets the module-level filter names at import (no stub sees them); Image.Resampling needs >= 9.1
+        pil = pil.resize((tile, h_img), Image.NEAREST)  # type: ignore[attr-defined]
         r, c = divmod(i, cols)
         x = pad + c * (tile + pad)
         y = head + pad + r * (cap_h + h_img + pad)
