@@ -15,7 +15,7 @@ import csv
 import json
 import math
 from dataclasses import dataclass, field
-from typing import Any, TextIO
+from typing import Any, TextIO, cast
 
 SCHEMA_VERSION = 2
 STATUSES = ("ok", "no_face", "error")
@@ -229,6 +229,7 @@ class ResultWriter:
         self.fmt, self.classes, self.path = fmt, list(classes), path
         self._rows: list = []
         self._tmp = None
+        self.fh: TextIO
         if path is not None and fmt != "parquet":
             import os
             import tempfile
@@ -239,7 +240,7 @@ class ResultWriter:
             fd, self._tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
             self.fh = os.fdopen(fd, "w", newline="", encoding="utf-8", errors="surrogateescape")
         else:
-            self.fh = stream
+            self.fh = cast(TextIO, stream)  # None only for parquet, which never writes through fh
         if fmt == "csv":
             self._csv = csv.writer(self.fh, lineterminator="\n")
             self._csv.writerow(table_columns(self.classes))

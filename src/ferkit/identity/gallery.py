@@ -177,7 +177,7 @@ class Gallery:
 
     def close(self) -> None:
         self._close_quietly()
-        self._con = None
+        self._con = None  # type: ignore[assignment]  # closed: any later use fails, like a closed sqlite3 connection
 
     def __enter__(self) -> Gallery:
         return self

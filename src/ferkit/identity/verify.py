@@ -146,7 +146,7 @@ def verify(photos: Sequence[str | os.PathLike], gallery: str | os.PathLike | Non
     if not files:
         raise ConfigError("ferkit verify: no photos given (pass image files or folders)")
     enc = encoder or FaceEncoder()
-    out = []
+    out: list[dict[str, Any]] = []
     for f in progress(files, desc="verify", unit="photo", quiet=quiet):
         try:
             r = enc.encode_file(f)
@@ -274,7 +274,7 @@ def _plot_histogram(path: Path, gen, imp, thr: float, eer_thr: float) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4))
-    bins = np.linspace(0, max(1.2, float(np.max(np.concatenate([gen, imp]))) + 0.05), 40)
+    bins = np.linspace(0, max(1.2, float(np.max(np.concatenate([gen, imp]))) + 0.05), 40).tolist()
     ax.hist(imp, bins=bins, alpha=0.6, density=True, label=f"impostor ({len(imp)})", color="tab:red")
     ax.hist(gen, bins=bins, alpha=0.6, density=True, label=f"genuine ({len(gen)})", color="tab:green")
     ax.axvline(thr, color="k", ls="--", label=f"threshold {thr:.3f}")

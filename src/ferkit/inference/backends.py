@@ -180,6 +180,7 @@ def make_classifier(model: Any, backend: str = "auto", device: str = "cpu") -> C
 
     ref = resolve(model)
     if ref.kind == "onnx":
+        assert ref.path is not None  # an .onnx reference is a file
         return OnnxClassifier(ref.path, device=device, name=ref.name)
     if backend == "onnx" or (backend == "auto" and _onnx_runs_here(ref, device)):
         from ferkit.inference.onnx import cached_export

@@ -158,6 +158,7 @@ def cached_export_path(model: Any) -> Path:
         raise ConfigError("--backend onnx needs a checkpoint path or zoo name (or an exported .onnx file)")
     ref = resolve(model)
     if ref.kind == "onnx":
+        assert ref.path is not None  # an .onnx reference is a file
         return ref.path
     if ref.path is not None:
         st = ref.path.stat()

@@ -20,7 +20,7 @@ import contextlib
 import os
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, overload
 
 import numpy as np
 
@@ -150,6 +150,7 @@ class Analyzer:
         from ferkit.utils import one_core
 
         with one_core():
+            assert self.detector is not None  # detect_faces
             return self.detector.detect_batch([image])[0]
 
     def detect(self, images: Sequence[np.ndarray]) -> list[list]:
@@ -159,6 +160,7 @@ class Analyzer:
             return [[_face_for_full_image(im)] for im in images]
         if self.workers > 1 and len(images) > 1:
             return list(self._pool().map(self._detect_one, images))
+        assert self.detector is not None  # detect_faces
         return self.detector.detect_batch(list(images))
 
     def classify(self, images: Sequence[np.ndarray], faces_per_image: Sequence[Sequence]) -> list[list[dict]]:
@@ -166,6 +168,7 @@ class Analyzer:
         pairs = [(i, f) for i, fs in enumerate(faces_per_image) for f in fs]
         if not pairs:
             return [[] for _ in images]
+        vas: list[np.ndarray | None]
         members, vas = [], []
         chip_cache: dict[tuple, np.ndarray] = {}
         for clf in self.classifiers:
@@ -173,6 +176,7 @@ class Analyzer:
             if key not in chip_cache:
                 chip_cache[key] = np.stack([self._chip(images[i], f, clf.spec) for i, f in pairs])
             chips = chip_cache[key]
+            va: list[Any]
             ps, va = [], []
             for a in range(0, len(chips), self.batch_size):
                 p, v = clf.predict(chips[a:a + self.batch_size])
@@ -187,10 +191,10 @@ class Analyzer:
 
             probs, _ = ensemble_probs(members, mode="union")
         have_va = [v for v in vas if v is not None]
-        va = np.mean(have_va, axis=0) if have_va else None
+        va_mean = np.mean(have_va, axis=0) if have_va else None
         out: list[list[dict]] = [[] for _ in images]
         for k, (i, _f) in enumerate(pairs):
-            out[i].append({"probs": probs[k], "va": None if va is None else va[k]})
+            out[i].append({"probs": probs[k], "va": None if va_mean is None else va_mean[k]})
         return out
 
     def _results(self, source: str, faces, preds, frame=None, timestamp=None) -> list[FaceResult]:
@@ -246,6 +250,7 @@ class Analyzer:
         if not fr.faces and kind == "image":
             fr.status, fr.reason = "no_face", "no face found"
         if fr.downscaled:
+            assert fr.image_size is not None and self.detector is not None  # downscaled: both known
             note = f"downscaled from {fr.image_size[0]}x{fr.image_size[1]} to long side {self.detector.max_size} " \
                    "for detection"
             fr.reason = f"{fr.reason}; {note}" if fr.reason else note
@@ -265,8 +270,15 @@ class Analyzer:
         source = source or "<array>"
         return self.file_result(source, image, self.process([image], [source])[0])
 
+    @overload
+    def analyze_paths(self, paths: Iterable[str | os.PathLike], group: int = ..., prefetch: int = ...,
+                      return_images: Literal[False] = ..., loader: Any = ...) -> Iterator[FileResult]: ...
+    @overload
+    def analyze_paths(self, paths: Iterable[str | os.PathLike], group: int = ..., prefetch: int = ..., *,
+                      return_images: Literal[True], loader: Any = ...) -> Iterator[tuple[FileResult, np.ndarray | None]]: ...
+
     def analyze_paths(self, paths: Iterable[str | os.PathLike], group: int = 8, prefetch: int = 16,
-                      return_images: bool = False, loader: Any = None) -> Iterator[FileResult]:
+                      return_images: bool = False, loader: Any = None) -> Iterator[Any]:
         """One :class:`FileResult` per image path, in order. Pool threads decode (and, with a detector that
         allows parallel calls, detect: one image per core) up to ``prefetch`` images ahead, while this thread
         classifies groups of up to ``group`` finished images (their faces go through the classifier together). Unreadable files become ``status="error"`` with a one-line reason;
@@ -330,8 +342,12 @@ def expand_inputs(inputs: Iterable[str | os.PathLike]) -> list[Path]:
         p = Path(s)
         if p.is_dir():
             found: list[Path] = []
+
+            def unreadable(e: OSError, found: list[Path] = found) -> None:  # found bound now (B023)
+                found.append(Path(e.filename))
+
             # An unreadable sub-folder becomes an input of its own, so it is reported (status error), not raised.
-            for root, _dirs, files in os.walk(p, onerror=lambda e, found=found: found.append(Path(e.filename))):
+            for root, _dirs, files in os.walk(p, onerror=unreadable):
                 found += [Path(root) / f for f in files if Path(f).suffix.lower() in IMAGE_SUFFIXES + VIDEO_SUFFIXES]
             out += sorted(found)
         else:

@@ -226,8 +226,8 @@ class AnalyzeBatch:
             local = path
             if _is_uri(path):  # OpenCV reads files: stage the object locally
                 fd, tmp = tempfile.mkstemp(suffix=Path(path).suffix)
-                with os.fdopen(fd, "wb") as f:
-                    f.write(read_input_bytes(path))
+                with os.fdopen(fd, "wb") as fh:
+                    fh.write(read_input_bytes(path))
                 local = tmp
             rng = analyze_range(self.analyzer, local, start, end, stride=self.stride)
             rng.result.path = path
@@ -517,7 +517,7 @@ def predict_dataset(sources: str | os.PathLike | Iterable[str | os.PathLike], ou
     sources = [str(s) for s in sources]
     inputs = resolve_sources(sources)
     if not inputs:
-        raise ConfigError(f"no image or video files found in {' '.join(sources)}")
+        raise ConfigError(f"no image or video files found in {' '.join(map(str, sources))}")
     # The classifiers alone give the class list (the Parquet schema) and fail fast on a bad model name.
     classes = Analyzer(models, detect=False, backend=backend).classes
     config = {"models": models, "detector": detector, "det_size": det_size, "crop": crop, "backend": backend,
@@ -615,7 +615,7 @@ def _write_stream(ds, out: Path, schema, classes: list[str], summary: dict, plan
 
     keys = ("input", "status", "faces", "worker", "seconds")
     per_actor: dict[str, dict] = summary["per_actor"]
-    ranges: dict[str, list] = {}
+    ranges: dict[str, dict] = {}
     redo: list[str] = []
     for block in ds.iter_batches(batch_size=None, batch_format="pyarrow", prefetch_batches=0):
         if block.num_rows == 0:

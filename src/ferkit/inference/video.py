@@ -25,7 +25,7 @@ import dataclasses
 import hashlib
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,7 +41,7 @@ COLOURS = {"angry": (0, 0, 255), "disgust": (0, 128, 0), "fear": (128, 0, 128), 
            "sad": (255, 0, 0), "surprise": (255, 200, 0), "neutral": (200, 200, 200), "contempt": (0, 128, 255)}
 
 
-def label_boxes(boxes: list, sizes: list[tuple[int, int]], image_size: tuple[int, int]) -> list[tuple[int, ...]]:
+def label_boxes(boxes: list, sizes: Sequence[Sequence[int]], image_size: tuple[int, int]) -> list[tuple[int, ...]]:
     """Where each face's label goes, ``(x1, y1, x2, y2)`` in pixels, given its face box and its text's
     ``(width, height)``: above the face where there is room, else below it, else moved down in steps of a label's
     height, so no two labels overlap (faces close together in a group photo) and none leaves the image (width,
@@ -518,14 +518,14 @@ def stitch_ranges(ranges: list[VideoRange]) -> FileResult | None:
         return failed.result
     kept = rs[:1]
     for prev, cur in zip(rs, rs[1:], strict=False):
-        if prev.stop < prev.end:
+        if prev.end is not None and prev.stop < prev.end:  # (not None: a later range starts there)
             break
         want = cur.check if cur.end is None else min(cur.check, cur.end - cur.start)
         if cur.head != prev.tail[:len(cur.head)] or (len(cur.head) < want and len(prev.tail) != len(cur.head)):
             return None
         kept.append(cur)
     faces = [dataclasses.replace(f) for r in kept for f in r.result.faces]  # the ranges' own stay as they are
-    by_frame: dict[int, list[FaceResult]] = {}
+    by_frame: dict[int | None, list[FaceResult]] = {}
     for f in faces:
         by_frame.setdefault(f.frame, []).append(f)
     cuts = {i for r in kept for i in r.cuts}
@@ -537,7 +537,7 @@ def stitch_ranges(ranges: list[VideoRange]) -> FileResult | None:
             if i in cuts:
                 tracker.cut()
             tracker.update(by_frame.get(i, []))
-    out = dataclasses.replace(rs[0].result, faces=faces, frames=sum(r.result.frames for r in kept),
+    out = dataclasses.replace(rs[0].result, faces=faces, frames=sum(r.result.frames or 0 for r in kept),
                               status="ok", reason=None,
                               image_size=next((r.result.image_size for r in kept if r.result.image_size), None),
                               downscaled=any(r.result.downscaled for r in kept))

@@ -271,7 +271,7 @@ def create_app(config: ServeConfig | None = None):
     from ferkit.serve.metrics import Metrics
 
     PredictResult, BatchResult, ErrorBody, ModelsInfo = _models()
-    ERRORS = {c: {"model": ErrorBody} for c in (400, 401, 408, 413, 415, 422, 503, 504)}
+    ERRORS: dict[int | str, dict[str, Any]] = {c: {"model": ErrorBody} for c in (400, 401, 408, 413, 415, 422, 503, 504)}
     cfg = config or ServeConfig()
     api_key = cfg.api_key if cfg.api_key is not None else (os.environ.get(API_KEY_ENV) or None)
     an = cfg.analyzer
@@ -291,7 +291,7 @@ def create_app(config: ServeConfig | None = None):
     def on_batch(n, out):
         metrics.observe_batch(n, sum(len(r) for r in out))
 
-    requests = None
+    requests: _Requests  # bound below, before the batcher takes a request
     batcher = MicroBatcher(an.process, max_batch=cfg.batch_max, max_wait_ms=cfg.batch_wait_ms, on_batch=on_batch,
                            max_queue=cfg.max_queue, pending=lambda: requests.inflight)
     requests = _Requests(cfg, an, batcher, budget)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 import re
 import tarfile
 import zipfile
@@ -68,7 +69,7 @@ def read_members(archive: str | Path, members: list[str]) -> dict[str, bytes]:
     return out
 
 
-def verify_artifact(src: ZooSource, archive: str | Path) -> dict[str, bytes]:
+def verify_artifact(src: ZooSource, archive: str | os.PathLike) -> dict[str, bytes]:
     """Check ``archive`` is the pinned artifact of ``src`` (sha256 of the archive and of each file used);
     returns the files (and the licence file) by member name."""
     archive = Path(archive)
