@@ -94,7 +94,8 @@ def baseline(files: list[Path], model, spec) -> list[int]:
 
 
 def recall(found: list[int], refs: list[int]) -> tuple[float, int]:
-    return sum(min(f, r) for f, r in zip(found, refs, strict=True)) / sum(refs), sum(max(0, f - r) for f, r in zip(found, refs, strict=True))
+    return (sum(min(f, r) for f, r in zip(found, refs, strict=True)) / sum(refs),
+            sum(max(0, f - r) for f, r in zip(found, refs, strict=True)))
 
 
 def main() -> None:

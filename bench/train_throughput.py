@@ -132,7 +132,8 @@ def memory_child(tmp: Path) -> None:
                       out=str(tmp / "mem_run"), quiet=True)
     res = Trainer(cfg).fit()
     print(json.dumps({"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-                      "rss_before_mb": base / 1024, "images": res.history[0]["train_samples"], "seconds": round(time.perf_counter() - t0, 1),
+                      "rss_before_mb": base / 1024, "images": res.history[0]["train_samples"],
+                      "seconds": round(time.perf_counter() - t0, 1),
                       "img_s": res.history[0]["train_img_s"]}))
 
 

@@ -292,7 +292,8 @@ def fetch_dataset(name: str, root=None, force: bool = False):
     return _fetch(name, root=root, force=force)
 
 
-__all__ = ["TrainConfig", "TrainResult", "analyze", "analyzer", "collect", "compare", "describe", "describe_models", "enroll", "evaluate",
-           "evaluate_verification", "experiment_permute", "export", "fetch_dataset", "freeze_sweep",
-           "gallery_list", "iter_predict", "gallery_remove", "inspect_dataset", "list_models", "list_recipes", "load_checkpoint",
-           "load_dataset", "load_model", "make_config", "predict", "predict_dataset", "synthesize", "train", "verify"]
+__all__ = ["TrainConfig", "TrainResult", "analyze", "analyzer", "collect", "compare", "describe", "describe_models",
+           "enroll", "evaluate", "evaluate_verification", "experiment_permute", "export", "fetch_dataset",
+           "freeze_sweep", "gallery_list", "iter_predict", "gallery_remove", "inspect_dataset", "list_models",
+           "list_recipes", "load_checkpoint", "load_dataset", "load_model", "make_config", "predict", "predict_dataset",
+           "synthesize", "train", "verify"]

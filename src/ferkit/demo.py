@@ -60,7 +60,8 @@ def run_demo(out: str | Path = "demo_out", quiet: bool = False) -> dict:
 
     summary: dict[str, Any] = {
         "seconds": round(time.time() - t0, 1),
-        "classify": {"run": str(cls.run_dir), "val_acc": cls.metrics.get("val_acc"), "test_acc": cls.metrics.get("test_acc")},
+        "classify": {"run": str(cls.run_dir), "val_acc": cls.metrics.get("val_acc"),
+                     "test_acc": cls.metrics.get("test_acc")},
         "multitask": {"run": str(mt.run_dir), "test_acc": mt.metrics.get("test_acc"),
                       "test_valence_ccc": mt.metrics.get("test_valence_ccc"),
                       "test_arousal_ccc": mt.metrics.get("test_arousal_ccc")},

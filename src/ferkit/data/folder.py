@@ -309,7 +309,8 @@ class _Walker:
             try:
                 entries = list(os.scandir(d))
             except OSError as err:
-                self.notes.append(Problem(d, f"skipped: cannot list this folder ({err.strerror or type(err).__name__})"))
+                self.notes.append(Problem(d, "skipped: cannot list this folder "
+                                             f"({err.strerror or type(err).__name__})"))
                 continue
             for e in sorted(entries, key=_links_last):  # a real file beats a link to it, whatever the names
                 if e.name.startswith("."):

@@ -23,7 +23,8 @@ class SplitDataset(Dataset):
     def __init__(self, ds: FaceDataset, split: str = "train", spec: InputSpec | None = None,
                  augment: str | None = None, with_va: bool | None = None):
         self.split = ds.split(split)
-        self.spec = spec or InputSpec(ds.image_size, ds.channels, *ds.channel_stats("train"))  # size, channels, mean, std
+        # size, channels, then mean and std
+        self.spec = spec or InputSpec(ds.image_size, ds.channels, *ds.channel_stats("train"))
         self.augment = make_augment(augment) if augment and augment != "none" else None
         self.with_va = self.split.has_va if with_va is None else with_va
 

@@ -121,7 +121,8 @@ class Gallery:
         rows = self._con.execute("PRAGMA quick_check").fetchall()
         if [r[0] for r in rows] != ["ok"]:
             lines = [ln.strip() for r in rows for ln in str(r[0]).splitlines() if ln.strip() and "***" not in ln]
-            raise GalleryError(f"{self.path}: gallery is corrupt (SQLite quick_check: {(lines or ['?'])[0]}); it was left "
+            raise GalleryError(f"{self.path}: gallery is corrupt (SQLite quick_check: {(lines or ['?'])[0]}); "
+                               "it was left "
                                f"untouched: restore it from a backup or pass another --gallery FILE")
 
     def _create_schema(self) -> None:

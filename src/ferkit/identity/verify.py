@@ -120,7 +120,8 @@ class IdentityMatcher:
         if name is not None:
             idx = [i for i, n in enumerate(self.names) if n == name]
             if not idx:
-                raise ConfigError(f"--name {name!r} is not in the gallery (enrolled: {', '.join(sorted(set(self.names)))})")
+                raise ConfigError(f"--name {name!r} is not in the gallery "
+                                  f"(enrolled: {', '.join(sorted(set(self.names)))})")
             k = idx[int(np.argmin(D[idx]))]
         else:
             k = int(np.argmin(D))
@@ -250,7 +251,8 @@ def _fmt(v, d=4) -> str:
 
 def _report(m: dict) -> str:
     rows = [f"# Face verification: {m['data']}", "",
-            f"Embedder `{m['embedder']}`, detector `{m['detector']}`; {m['identities']} identities, {m['photos']} photos "
+            f"Embedder `{m['embedder']}`, detector `{m['detector']}`; {m['identities']} identities, "
+            f"{m['photos']} photos "
             f"({m['skipped']} skipped, see skipped.csv); {m['genuine_pairs']} genuine and {m['impostor_pairs']} "
             f"impostor pairs.", "",
             "| metric | value |", "|---|---|",

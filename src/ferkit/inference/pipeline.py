@@ -53,10 +53,10 @@ class Analyzer:
     ``crop``: ``align`` (landmark warp; default) or ``box``. ``batch_size``: faces per classifier forward.
     ``det_size``: long side images are downscaled to for detection (default 640, ``defaults.DET_SIZE``;
     None: the detector's ``max_size``, 1280). The speed knob: RetinaFace at 320 is ~3x cheaper than at 640
-    and still finds faces down to ~16 px at detection scale (~32 px in a 640x480 photo); results are always in original pixels, and files
-    larger than ``det_size`` are reported ``downscaled``. ``workers``: images decoded and detected at once
-    by :meth:`analyze_paths` and :meth:`detect` (default: one per core, each on one core; 1 with detectors
-    that do not allow parallel calls).
+    and still finds faces down to ~16 px at detection scale (~32 px in a 640x480 photo); results are always in
+    original pixels, and files larger than ``det_size`` are reported ``downscaled``. ``workers``: images decoded
+    and detected at once by :meth:`analyze_paths` and :meth:`detect` (default: one per core, each on one core;
+    1 with detectors that do not allow parallel calls).
     """
 
     def __init__(self, models: Any = defaults.MODEL, detector: Any = defaults.DETECTOR,
@@ -224,7 +224,8 @@ class Analyzer:
             preds = self.classify(images, faces)
         frames = frames or [None] * len(images)
         timestamps = timestamps or [None] * len(images)
-        out = [self._results(s, f, p, fr, ts) for s, f, p, fr, ts in zip(sources, faces, preds, frames, timestamps, strict=True)]
+        out = [self._results(s, f, p, fr, ts)
+               for s, f, p, fr, ts in zip(sources, faces, preds, frames, timestamps, strict=True)]
         if self.identity is not None:
             for img, fs, rs in zip(images, faces, out, strict=True):
                 for r, ident in zip(rs, self.identity.assign(img, fs), strict=True):
@@ -275,14 +276,16 @@ class Analyzer:
                       return_images: Literal[False] = ..., loader: Any = ...) -> Iterator[FileResult]: ...
     @overload
     def analyze_paths(self, paths: Iterable[str | os.PathLike], group: int = ..., prefetch: int = ..., *,
-                      return_images: Literal[True], loader: Any = ...) -> Iterator[tuple[FileResult, np.ndarray | None]]: ...
+                      return_images: Literal[True],
+                      loader: Any = ...) -> Iterator[tuple[FileResult, np.ndarray | None]]: ...
 
     def analyze_paths(self, paths: Iterable[str | os.PathLike], group: int = 8, prefetch: int = 16,
                       return_images: bool = False, loader: Any = None) -> Iterator[Any]:
         """One :class:`FileResult` per image path, in order. Pool threads decode (and, with a detector that
         allows parallel calls, detect: one image per core) up to ``prefetch`` images ahead, while this thread
-        classifies groups of up to ``group`` finished images (their faces go through the classifier together). Unreadable files become ``status="error"`` with a one-line reason;
-        images without a face ``status="no_face"``. ``return_images``: yield ``(FileResult, image or None)``.
+        classifies groups of up to ``group`` finished images (their faces go through the classifier together).
+        Unreadable files become ``status="error"`` with a one-line reason; images without a face
+        ``status="no_face"``. ``return_images``: yield ``(FileResult, image or None)``.
         ``loader``: path -> RGB uint8 array (default :func:`ferkit.faces.load_image`; the Ray engine passes one
         that also reads URIs)."""
         from collections import deque

@@ -57,7 +57,8 @@ from ferkit.errors import ConfigError, DataError
 RAY_MISSING = "--engine ray needs Ray: pip install 'ferkit[ray]'"
 LIST_SUFFIXES = (".txt", ".lst", ".list")
 MANIFEST_DIR = "_manifest"
-DEFAULT_BATCH_SIZE = 48  # inputs per actor call: amortises Ray's per-task cost (16: +24% overhead vs plain at 1 actor, 48: -4%)
+# inputs per actor call: amortises Ray's per-task cost (16: +24% overhead vs plain at 1 actor, 48: -4%)
+DEFAULT_BATCH_SIZE = 48
 DEFAULT_FRAMES_PER_TASK = 1800  # about a minute of 30 fps video per actor task
 CONNECT_TIMEOUT_S = 10.0
 
@@ -364,7 +365,8 @@ def _prepare_output(out: Path, config: dict, overwrite: bool) -> set[str]:
         if not isinstance(old, dict):
             raise damaged(cfg_file, "not a JSON object")
         if old != config:
-            diff = ", ".join(f"{k}: {old.get(k)!r} there, {config.get(k)!r} now" for k in config if old.get(k) != config[k])
+            diff = ", ".join(f"{k}: {old.get(k)!r} there, {config.get(k)!r} now"
+                             for k in config if old.get(k) != config[k])
             raise ConfigError(f"{out} holds results of another configuration ({diff}); "
                               f"use another folder or overwrite=True (--overwrite)")
     else:
@@ -526,7 +528,8 @@ def predict_dataset(sources: str | os.PathLike | Iterable[str | os.PathLike], ou
     done = _prepare_output(out, config, overwrite)
     todo = [p for p in inputs if p not in done]
     say = (lambda *a: None) if quiet else (lambda *a: print(*a, file=sys.stderr))
-    summary: dict[str, Any] = {"files": 0, "faces": 0, "ok": 0, "no_face": 0, "errors": 0, "skipped": len(inputs) - len(todo),
+    summary: dict[str, Any] = {"files": 0, "faces": 0, "ok": 0, "no_face": 0, "errors": 0,
+                               "skipped": len(inputs) - len(todo),
                                "seconds": 0.0, "images_per_s": 0.0, "per_actor": {}, "output": str(out), "parts": 0,
                                "video_ranges": 0, "redone": 0}
     if not todo:

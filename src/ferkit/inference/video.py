@@ -87,7 +87,8 @@ def annotate(image_rgb: np.ndarray, faces: list[FaceResult], fps: float | None =
         if f.landmarks is not None and not f.landmarks_estimated:
             for x, y in np.asarray(f.landmarks):
                 cv2.circle(img, (int(x), int(y)), th + 1, (0, 255, 0), -1)
-    for f, text, (lx1, ly1, lx2, ly2), (_, tht) in zip(faces, texts, rects, sizes, strict=True):  # labels over every box
+    # labels over every box
+    for f, text, (lx1, ly1, lx2, ly2), (_, tht) in zip(faces, texts, rects, sizes, strict=True):
         cv2.rectangle(img, (lx1, ly1), (lx2 - 1, ly2 - 1), COLOURS.get(f.label, (0, 255, 0)), -1)
         cv2.putText(img, text, (lx1 + 1, ly1 + tht + 2), cv2.FONT_HERSHEY_SIMPLEX, fs, (0, 0, 0), th, cv2.LINE_AA)
     if fps is not None:

@@ -110,14 +110,16 @@ def load_torchvision_state_dict(weights, what: str, hint: str = "", progress: bo
             raise ModelError(
                 f"pretrained weights for {what} ({weights_label(weights)}) are not available: downloading "
                 f"{weights.url} failed ({_one_line(e, 120)}); put the file {path.name} into {path.parent} "
-                f"(torch.hub.get_dir()/checkpoints, moved by $TORCH_HOME){hint}, or build the model without pretrained weights"
+                f"(torch.hub.get_dir()/checkpoints, moved by $TORCH_HOME){hint}, or build the model without "
+                "pretrained weights"
             ) from e
         raise ModelError(
             f"{path}: cannot be read as a PyTorch state dict ({_one_line(e, 120)}); replace it with "
             f"{path.name} from {weights.url} (a file saved with torch.save(model.state_dict()))"
         ) from e
     if not isinstance(sd, dict):
-        raise ModelError(f"{path}: holds a {type(sd).__name__}, not a state dict; replace it with {path.name} from {weights.url}")
+        raise ModelError(f"{path}: holds a {type(sd).__name__}, not a state dict; replace it with {path.name} "
+                         f"from {weights.url}")
     return sd, path
 
 
@@ -316,7 +318,8 @@ def read_vggface_file(path: str | os.PathLike) -> tuple[Path, list[tuple[str, to
         obj = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as e:
         raise ModelError(
-            f"{p}: cannot be read as a PyTorch state dict ({_one_line(e, 120)}); save it with torch.save(model.state_dict(), ...)"
+            f"{p}: cannot be read as a PyTorch state dict ({_one_line(e, 120)}); "
+            "save it with torch.save(model.state_dict(), ...)"
         ) from e
     sd = _unwrap_state_dict(obj)
     if not isinstance(sd, dict):
@@ -324,7 +327,8 @@ def read_vggface_file(path: str | os.PathLike) -> tuple[Path, list[tuple[str, to
     return p, [(str(k), v) for k, v in sd.items() if isinstance(v, torch.Tensor) and v.is_floating_point()]
 
 
-def load_vggface_weights(model: VGGFace, path: str | os.PathLike, src: list[tuple[str, torch.Tensor]] | None = None) -> None:
+def load_vggface_weights(model: VGGFace, path: str | os.PathLike,
+                         src: list[tuple[str, torch.Tensor]] | None = None) -> None:
     """Copy a user-given VGG-Face (or any VGG16) state dict into ``model`` (3-channel) by tensor order.
 
     Key names are ignored: the file's floating-point tensors, in the order they are stored (which is
@@ -356,7 +360,8 @@ def load_vggface_weights(model: VGGFace, path: str | os.PathLike, src: list[tupl
     leftover = src[len(targets):]
     if len(leftover) > 2:
         raise ModelError(
-            f"{p}: has {len(src)} weight tensors, {len(leftover)} more than VGG16's conv1_1..fc7 (only the last layer's "
+            f"{p}: has {len(src)} weight tensors, {len(leftover)} more than VGG16's conv1_1..fc7 "
+            "(only the last layer's "
             f"weight and bias may follow); first extra: {leftover[0][0]!r}"
         )
 
@@ -447,13 +452,15 @@ VGGFACE_CARD = _card(
 
 
 @register_model(RESNET18_CARD)
-def resnet18(num_classes: int, in_channels: int, task: str, pretrained: bool = False, head: str = "linear") -> nn.Module:
+def resnet18(num_classes: int, in_channels: int, task: str, pretrained: bool = False,
+             head: str = "linear") -> nn.Module:
     check_head(RESNET18_CARD, head)
     return _build("resnet18", ResNetFER, num_classes, in_channels, task, pretrained, head)
 
 
 @register_model(RESNET50_CARD)
-def resnet50(num_classes: int, in_channels: int, task: str, pretrained: bool = False, head: str = "linear") -> nn.Module:
+def resnet50(num_classes: int, in_channels: int, task: str, pretrained: bool = False,
+             head: str = "linear") -> nn.Module:
     check_head(RESNET50_CARD, head)
     return _build("resnet50", ResNetFER, num_classes, in_channels, task, pretrained, head)
 
@@ -464,7 +471,8 @@ def efficientnet_b0(
 ) -> nn.Module:
     check_head(EFFICIENTNET_CARD, head)
     return _build(
-        "efficientnet_b0", _efficientnet_wrap, num_classes, in_channels, task, pretrained, head, dropout=check_dropout(dropout)
+        "efficientnet_b0", _efficientnet_wrap, num_classes, in_channels, task, pretrained, head,
+        dropout=check_dropout(dropout)
     )
 
 
@@ -495,7 +503,8 @@ def vggface(
         return _build("vggface", VGGFace, num_classes, in_channels, task, pretrained, head, dropout=dropout)
     if _check_pretrained(pretrained):
         raise ModelError(
-            "vggface: give either pretrained=True (torchvision's ImageNet VGG16) or weights_path (a VGG-Face file), not both"
+            "vggface: give either pretrained=True (torchvision's ImageNet VGG16) or weights_path (a VGG-Face file), "
+            "not both"
         )
     path, src = read_vggface_file(weights_path)  # fail on a bad file before building 134M parameters
     model = _build("vggface", VGGFace, num_classes, 3, task, False, head, dropout=dropout)

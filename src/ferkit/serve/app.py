@@ -185,7 +185,8 @@ class _Requests:
         body = await self.read_body(request)
         if ctype == "multipart/form-data":
             try:
-                form = await request.form(max_files=self.cfg.max_batch_files + 1, max_fields=self.cfg.max_batch_files + 16)
+                form = await request.form(max_files=self.cfg.max_batch_files + 1,
+                                          max_fields=self.cfg.max_batch_files + 16)
             except Exception as e:  # noqa: BLE001 - malformed multipart
                 raise ApiError(400, "bad_multipart", f"malformed multipart body ({str(e) or type(e).__name__})") from e
             field_name = "files" if many else "file"
@@ -195,7 +196,8 @@ class _Requests:
             if not many and len(items) > 1:
                 raise ApiError(422, "too_many_files", "POST /v1/predict takes one file; use /v1/predict/batch")
             if len(items) > self.cfg.max_batch_files:
-                raise ApiError(413, "too_many_files", f"{len(items)} files exceed the limit of {self.cfg.max_batch_files}")
+                raise ApiError(413, "too_many_files",
+                               f"{len(items)} files exceed the limit of {self.cfg.max_batch_files}")
             out = []
             for i, f in enumerate(items):
                 fct = (f.content_type or "application/octet-stream").split(";")[0].strip().lower()
@@ -271,7 +273,8 @@ def create_app(config: ServeConfig | None = None):
     from ferkit.serve.metrics import Metrics
 
     PredictResult, BatchResult, ErrorBody, ModelsInfo = _models()
-    ERRORS: dict[int | str, dict[str, Any]] = {c: {"model": ErrorBody} for c in (400, 401, 408, 413, 415, 422, 503, 504)}
+    ERRORS: dict[int | str, dict[str, Any]] = {c: {"model": ErrorBody}
+                                               for c in (400, 401, 408, 413, 415, 422, 503, 504)}
     cfg = config or ServeConfig()
     api_key = cfg.api_key if cfg.api_key is not None else (os.environ.get(API_KEY_ENV) or None)
     an = cfg.analyzer

@@ -184,5 +184,5 @@ def restore_state(ckpt: dict, path, model, optimizer, scheduler, scaler) -> tupl
     return st, stop
 
 
-__all__ = ["StopState", "resume_config", "refuse_existing_run", "prepare_run_dir", "commit_epoch", "replay_epoch", "training_state",
-           "check_resumable", "restore_state", "RUN_MARKERS", "RUN_OUTPUTS"]
+__all__ = ["StopState", "resume_config", "refuse_existing_run", "prepare_run_dir", "commit_epoch", "replay_epoch",
+           "training_state", "check_resumable", "restore_state", "RUN_MARKERS", "RUN_OUTPUTS"]

@@ -349,7 +349,8 @@ class Trainer:
                 if self.device.type == "cuda":
                     torch.cuda.empty_cache()
                 if self.micro_bs <= 1:
-                    raise TrainingError("out of memory even with a batch of 1: use a smaller --image-size or model") from e
+                    raise TrainingError("out of memory even with a batch of 1: use a smaller --image-size "
+                                        "or model") from e
                 self.micro_bs //= 2
                 self.accumulate *= 2
                 self._log(f"out of memory: batch halved to {self.micro_bs}, accumulating {self.accumulate} "
@@ -407,7 +408,8 @@ class Trainer:
         probs_all, preds_all, va_all = [], [], []
         for b in batches:
             x, y, (v, a) = self._inputs(t, b, None)
-            with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None):
+            with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,
+                                enabled=self.amp_dtype is not None):
                 out = model(x)
                 loss, _ = self.criterion(out, y, v, a)
             logits = (out["logits"] if isinstance(out, dict) else out).float()
@@ -463,7 +465,8 @@ class Trainer:
             model_name=self.model_name, model_kwargs=self.model_kwargs, num_classes=self.dataset.num_classes,
             in_channels=self.in_channels, task=self.cfg.task, classes=list(self.dataset.classes),
             input_spec=self.spec.to_dict(), config=self.cfg.to_dict(),
-            metrics={k: v for k, v in row.items()} | {"dataset": self.dataset.name, "dataset_format": self.dataset.format},
+            metrics={k: v for k, v in row.items()} | {"dataset": self.dataset.name,
+                                                      "dataset_format": self.dataset.format},
         )
 
     def _save_epoch(self, epoch: int, row: dict, stop: StopState) -> None:
