@@ -104,7 +104,8 @@ def test_cli_api_server_agree_on_the_same_photos(tmp_path, server):
             assert np.abs(np.subtract(fa["box"], fs["box"])).max() <= 1
             assert abs(fa["score"] - fs["score"]) < 1e-4 and abs(fa["score"] - fc["score"]) < 1e-4
         sa, sc = _strip(a), _strip(c)
-        for fa, fc in zip(sa.pop("faces"), sc.pop("faces"), strict=True):  # floats may differ in the last digit across threads
+        # floats may differ in the last digit across threads
+        for fa, fc in zip(sa.pop("faces"), sc.pop("faces"), strict=True):
             assert set(fa) == set(fc) and fa["probabilities"].keys() == fc["probabilities"].keys()
         assert sa == sc
 

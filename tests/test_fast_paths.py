@@ -28,7 +28,8 @@ def photos(tmp_path_factory) -> list[Path]:
     """Real faces in photos of different sizes (some above the detection size), one without a face, one
     broken file: what a folder looks like."""
     d = tmp_path_factory.mktemp("fast")
-    srcs = [np.asarray(Image.open(_grace()).convert("RGB")), np.asarray(Image.open(DATA / "multi_face.jpg").convert("RGB"))]
+    srcs = [np.asarray(Image.open(_grace()).convert("RGB")),
+            np.asarray(Image.open(DATA / "multi_face.jpg").convert("RGB"))]
     out = []
     for i in range(10):
         im = srcs[i % 2]

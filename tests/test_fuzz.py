@@ -40,8 +40,9 @@ def _real_images() -> list[bytes]:
     return out
 
 
-HEADERS = [b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff\xe0", b"GIF89a", b"BM", b"II*\x00", b"MM\x00*", b"RIFF\x00\x00\x00\x00WEBP",
-           b"P6\n", b"%!PS-Adobe-3.0 EPSF-3.0\n", b"<svg xmlns='http://www.w3.org/2000/svg'>", b"8BPS", b"\x00\x00\x01\x00"]
+HEADERS = [b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff\xe0", b"GIF89a", b"BM", b"II*\x00", b"MM\x00*",
+           b"RIFF\x00\x00\x00\x00WEBP", b"P6\n", b"%!PS-Adobe-3.0 EPSF-3.0\n",
+           b"<svg xmlns='http://www.w3.org/2000/svg'>", b"8BPS", b"\x00\x00\x01\x00"]
 
 
 def image_case(rng: random.Random, real: list[bytes]) -> bytes:
@@ -254,7 +255,8 @@ def test_fuzz_http(n_cases):
                                   rng.choice(ctypes))}
                 r = c.request(method, url + route, files=files)
             elif kind == 1:
-                files = [("files", (f"f{k}.png", image_case(rng, real), "image/png")) for k in range(rng.randrange(0, 20))]
+                files = [("files", (f"f{k}.png", image_case(rng, real), "image/png"))
+                         for k in range(rng.randrange(0, 20))]
                 r = c.request(method, url + route, files=files or None, content=None if files else b"")
             elif kind == 2:
                 r = c.request(method, url + route, content=image_case(rng, real),

@@ -60,7 +60,8 @@ def test_forward_backward(name, task, channels):
     assert model.stages[-1] == "head" and isinstance(model.head, nn.Module)
     assert (model.task, model.num_classes, model.in_channels) == (task, 7, channels)
     conv = first_conv(model)
-    assert (conv.in_channels if isinstance(conv, nn.Conv2d) else conv.in_features // (input_side(name) ** 2)) == channels
+    assert (conv.in_channels if isinstance(conv, nn.Conv2d)
+            else conv.in_features // (input_side(name) ** 2)) == channels
     s = input_side(name)
     x = torch.randn(2, channels, s, s)
     model.train()
@@ -250,7 +251,8 @@ def test_inverted_residual_adds_only_when_shapes_match():
     nn.init.zeros_(same.layers[-1].weight), nn.init.zeros_(same.layers[-1].bias)
     assert torch.equal(same(x), x)
     layers = list(same.layers)
-    assert [type(layer) for layer in layers] == [nn.Conv2d, nn.BatchNorm2d, nn.ReLU6, nn.Conv2d, nn.BatchNorm2d, nn.ReLU6, nn.Conv2d, nn.BatchNorm2d]
+    assert [type(layer) for layer in layers] == [nn.Conv2d, nn.BatchNorm2d, nn.ReLU6, nn.Conv2d, nn.BatchNorm2d,
+                                                 nn.ReLU6, nn.Conv2d, nn.BatchNorm2d]
     assert layers[3].groups == 32 and layers[0].kernel_size == (1, 1)
     blocks = [b for b in create_model("vgg11_irb").body if isinstance(b, InvertedResidual)]
     assert [b.use_residual for b in blocks] == [True, True, False, False]
@@ -259,7 +261,8 @@ def test_inverted_residual_adds_only_when_shapes_match():
 def test_wrappers_match_torchvision_forward():
     torch.manual_seed(0)
     x = torch.randn(2, 3, 64, 64)
-    for ctor, wrap in ((torchvision.models.efficientnet_b0, _efficientnet_wrap), (torchvision.models.mobilenet_v2, _mobilenet_wrap)):
+    for ctor, wrap in ((torchvision.models.efficientnet_b0, _efficientnet_wrap),
+                       (torchvision.models.mobilenet_v2, _mobilenet_wrap)):
         tv = ctor().eval()
         with torch.no_grad():
             ref = torch.flatten(nn.functional.adaptive_avg_pool2d(tv.features(x), 1), 1)
@@ -377,7 +380,8 @@ def test_pretrained_from_placed_file(torch_home):
     tv = torchvision.models.resnet18().eval()
     _place(torch_home, "resnet18-f37072fd.pth", tv.state_dict())
     m = create_model("resnet18", pretrained=True, head="mlp").eval()
-    assert torch.equal(m.conv1.weight, tv.conv1.weight) and torch.equal(m.layer4[1].bn2.running_var, tv.layer4[1].bn2.running_var)
+    assert torch.equal(m.conv1.weight, tv.conv1.weight)
+    assert torch.equal(m.layer4[1].bn2.running_var, tv.layer4[1].bn2.running_var)
     tv.fc = nn.Identity()
     x = torch.randn(2, 3, 48, 48)
     with torch.no_grad():
@@ -399,7 +403,8 @@ def test_pretrained_vgg11_stem_from_placed_file(torch_home):
     # only the `features` part of vgg11_bn (the stem needs nothing else), to keep the file small
     _place(torch_home, "vgg11_bn-6002323d.pth", {f"features.{k}": v for k, v in features.state_dict().items()})
     m = create_model("vgg11_conv3x4", pretrained=True, in_channels=3)
-    assert torch.equal(m.stem[4].weight, features[4].weight) and torch.equal(m.stem[5].running_mean, features[5].running_mean)
+    assert torch.equal(m.stem[4].weight, features[4].weight)
+    assert torch.equal(m.stem[5].running_mean, features[5].running_mean)
     g = create_model("vgg11_conv3x4", pretrained=True)  # 1 channel by default
     assert torch.allclose(g.stem[0].weight, features[0].weight.sum(1, keepdim=True))
     assert torch.equal(g.stem[0].bias, features[0].bias)
@@ -415,13 +420,15 @@ def test_pretrained_bad_placed_files(torch_home):
     sd = torchvision.models.resnet18().state_dict()
     sd["layer1.0.conv1.weight"] = sd["layer1.0.conv1.weight"][:32]
     torch.save(sd, path)
-    with pytest.raises(ModelError, match=r"does not fit torchvision resnet18: layer1.0.conv1.weight is \(32, 64, 3, 3\)"):
+    with pytest.raises(ModelError,
+                       match=r"does not fit torchvision resnet18: layer1.0.conv1.weight is \(32, 64, 3, 3\)"):
         create_model("resnet18", pretrained=True)
 
 
 # --------------------------------------------------------------------------------------------- VGG-Face file
 
-_VGG16_CONVS = [(3, 64), (64, 64), (64, 128), (128, 128), (128, 256), (256, 256), (256, 256)] + [(256, 512)] + [(512, 512)] * 5
+_VGG16_CONVS = ([(3, 64), (64, 64), (64, 128), (128, 128), (128, 256), (256, 256), (256, 256)] + [(256, 512)]
+                + [(512, 512)] * 5)
 _VGGFACE_NAMES = [f"conv{b}_{i}" for b, n in zip(range(1, 6), (2, 2, 3, 3, 3), strict=True) for i in range(1, n + 1)]
 
 

@@ -168,8 +168,8 @@ def _check_exactly_once(out, expected, inputs, atol=1e-3):
             # not the reference's; test_same_numbers_as_cli_analyzer_batch_for_batch checks 1e-5 where
             # the batches are the same.
             np.testing.assert_allclose(probs, [w[f"p_{c}"] for c in inputs["classes"]], atol=atol, err_msg=path)
-            np.testing.assert_allclose([g[k] for k in ("x1", "y1", "x2", "y2")], [w[k] for k in ("x1", "y1", "x2", "y2")],
-                                       atol=0.05)
+            np.testing.assert_allclose([g[k] for k in ("x1", "y1", "x2", "y2")],
+                                       [w[k] for k in ("x1", "y1", "x2", "y2")], atol=0.05)
     return rows
 
 

@@ -133,7 +133,8 @@ def test_checkpoint_rebuilds_model_from_the_file_alone(tmp_path, synth_small):
     assert ck["config"]["model"] == "seed1_cnn" and ck["metrics"]["epoch"] == 1
     # the same weights into another architecture: one-line CheckpointError, not a stack of KeyErrors
     with pytest.raises(CheckpointError) as e:
-        load_state(create_model("fashion_cnn", num_classes=7, in_channels=1), ck["state_dict"], "best.pt", "fashion_cnn")
+        load_state(create_model("fashion_cnn", num_classes=7, in_channels=1), ck["state_dict"], "best.pt",
+                   "fashion_cnn")
     assert "\n" not in str(e.value) and "best.pt" in str(e.value)
     # a truncated file is a CheckpointError naming it
     broken = tmp_path / "broken.pt"
