@@ -44,6 +44,7 @@ class ConvNormAct(nn.Module):
         bn, c = self.bn, self.conv
         assert bn.running_mean is not None and bn.running_var is not None  # a BatchNorm2d tracks them by default
         gain = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+        # torch types a Conv2d's kernel_size/stride/padding as tuple[int, ...]; they are pairs
         fused = nn.Conv2d(c.in_channels, c.out_channels, c.kernel_size, c.stride, c.padding,  # type: ignore[arg-type]
                           groups=c.groups, bias=True)
         fused.weight.copy_(c.weight * gain.view(-1, 1, 1, 1))

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from ferkit.errors import ConfigError, DataError
-from ferkit.faces.io import IMAGE_SUFFIXES as IMAGE_EXTS  # noqa: E402 - the one suffix list
+from ferkit.faces.io import IMAGE_SUFFIXES as IMAGE_EXTS  # the one suffix list
 from ferkit.identity.gallery import Gallery, GalleryError, calibrate_threshold, default_gallery_path, validate_name
 from ferkit.identity.metrics import pairwise_distances
 
