@@ -6,7 +6,7 @@ STAMP   := $(VENV)/.ferkit-installed
 PYTEST_ARGS ?= -n 2 --durations=15
 DEMO_OUT ?= demo_out
 
-.PHONY: demo test setup bench clean
+.PHONY: demo test lint setup bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -20,7 +20,12 @@ setup: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/ferkit demo --out $(DEMO_OUT)
 
-test: $(STAMP)
+# lint and types first (configured in pyproject.toml): a finding fails `make test` before pytest starts
+lint: $(STAMP)
+	$(PY) -m ruff check src tests scripts bench
+	$(PY) -m mypy
+
+test: lint
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 bench: $(STAMP)

@@ -34,7 +34,6 @@ def real_chips(spec) -> np.ndarray:
     an = Analyzer()
     chips = []
     for p in sorted((ROOT / "tests" / "data").rglob("*.jpg")):
-        res = an.analyze(str(p))
         from ferkit.faces import load_image
 
         img = load_image(p)

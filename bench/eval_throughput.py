@@ -29,7 +29,8 @@ import torch
 
 
 def make_checkpoint(path: Path, classes: list[str]) -> Path:
-    from ferkit.checkpoint import make_checkpoint as make, save_checkpoint
+    from ferkit.checkpoint import make_checkpoint as make
+    from ferkit.checkpoint import save_checkpoint
     from ferkit.models import create_model
 
     torch.manual_seed(0)
@@ -68,11 +69,11 @@ def main() -> None:
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     from ferkit.checkpoint import build_model
-    from ferkit.refs import load_checkpoint
     from ferkit.data import load_dataset
     from ferkit.data.synth import write
     from ferkit.data.transforms import InputSpec
     from ferkit.evaluation.evaluator import evaluate_checkpoint, predict_arrays
+    from ferkit.refs import load_checkpoint
 
     n = a.n or (600 if a.quick else 2000)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), CPU; resnet18 1x48x48, {n} images")

@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
             full_venv, fsecs = Path(a.full_venv), None
         if full_venv.is_dir():
             full = tree_bytes(full_venv)
-            print(f"full venv ({full_venv}{', built in %.0f s' % fsecs if fsecs else ''}, .[dev]): "
+            print(f"full venv ({full_venv}{f', built in {fsecs:.0f} s' if fsecs else ''}, .[dev]): "
                   f"{full / 1e6:,.0f} MB; the light one is {light / full:.1%} of it")
             print("  biggest: " + ", ".join(f"{n} {b / 1e6:.0f} MB" for n, b in biggest(full_venv)))
         ok = r.returncode == 0 and rows and not has_torch

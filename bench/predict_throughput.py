@@ -94,7 +94,8 @@ def baseline(files: list[Path], model, spec) -> list[int]:
 
 
 def recall(found: list[int], refs: list[int]) -> tuple[float, int]:
-    return sum(min(f, r) for f, r in zip(found, refs)) / sum(refs), sum(max(0, f - r) for f, r in zip(found, refs))
+    return (sum(min(f, r) for f, r in zip(found, refs, strict=True)) / sum(refs),
+            sum(max(0, f - r) for f, r in zip(found, refs, strict=True)))
 
 
 def main() -> None:
@@ -111,9 +112,9 @@ def main() -> None:
 
     cv2.setNumThreads(a.threads)
     from ferkit.checkpoint import build_model
-    from ferkit.refs import load_checkpoint
     from ferkit.data.transforms import InputSpec
     from ferkit.inference.pipeline import Analyzer
+    from ferkit.refs import load_checkpoint
 
     ck = load_checkpoint("fer_minixception")
     model, spec = build_model(ck).eval(), InputSpec.from_dict(ck["input"])

@@ -32,7 +32,8 @@ def make_photos(folder: Path, n: int) -> list[str]:
 
     bases = [Image.fromarray(data.astronaut()),
              Image.open(matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)).convert("RGB")]
-    bases += [Image.open(p).convert("RGB") for p in sorted((Path(__file__).parents[1] / "tests" / "data").glob("*.jpg"))]
+    bases += [Image.open(p).convert("RGB")
+              for p in sorted((Path(__file__).parents[1] / "tests" / "data").glob("*.jpg"))]
     out = []
     for i in range(n):
         im = bases[i % len(bases)].copy()
@@ -111,7 +112,8 @@ def main() -> None:
           f"({len(files)} files, 1 thread)")
     (w1, s1, b1), (w2, s2, _) = rates[1], rates[2]
     print(f"2 actors / 1 actor: steady {s2 / s1:.2f}x, wall {w2 / w1:.2f}x   (goal >= 1.7x)")
-    print(f"Ray overhead at 1 actor vs plain: steady {100 * (1 - s1 / plain):+.1f}%, busy {100 * (1 - b1 / plain):+.1f}%, "
+    print(f"Ray overhead at 1 actor vs plain: steady {100 * (1 - s1 / plain):+.1f}%, "
+          f"busy {100 * (1 - b1 / plain):+.1f}%, "
           f"wall {100 * (1 - w1 / plain):+.1f}%   (goal <= 15%)")
     print(f"machine: {os.cpu_count()} CPUs; load average {os.getloadavg()[0]:.1f}")
 

@@ -46,13 +46,14 @@ def main() -> int:
             for n in (1, a.concurrent):
                 base, peak, codes, stop = rss_mb(proc.pid), [], [], threading.Event()
 
-                def watch():
+                def watch(stop=stop, peak=peak):
                     while not stop.is_set():
                         peak.append(rss_mb(proc.pid))
                         time.sleep(0.01)
 
-                def send():
-                    codes.append(httpx.post(url, content=data, headers={"content-type": ctype}, timeout=300).status_code)
+                def send(codes=codes, data=data, ctype=ctype):
+                    r = httpx.post(url, content=data, headers={"content-type": ctype}, timeout=300)
+                    codes.append(r.status_code)
 
                 w = threading.Thread(target=watch)
                 w.start()

@@ -1,7 +1,7 @@
 """Load test of ``ferkit serve`` on loopback: requests/s and p50/p99 latency at concurrency 1, 8 and 32, with
 and without micro-batching; errors counted; server RSS before and after. Bounded: ``--requests`` per level
-(default 120; the last level is run ``--repeat`` (2) more times to show whether memory stays flat) and ``--max-seconds`` per level (default 60); the server is a subprocess on 127.0.0.1 that is
-stopped at the end.
+(default 120; the last level is run ``--repeat`` (2) more times to show whether memory stays flat) and
+``--max-seconds`` per level (default 60); the server is a subprocess on 127.0.0.1 that is stopped at the end.
 
 With ``--slow-clients N``, N slowloris clients hold kept-alive connections the whole time (each sends one whole
 ``GET /healthz``, then the next request's headers one line every ``--slow-interval`` s, and reconnects when

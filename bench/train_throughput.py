@@ -123,7 +123,7 @@ def memory_child(tmp: Path) -> None:
         with open(csv, "w") as f:
             f.write("emotion,pixels,Usage\n")
             for split, s in ds.splits.items():
-                for img, lab in zip(s.images, s.labels):
+                for img, lab in zip(s.images, s.labels, strict=True):
                     f.write(f"{int(lab)},{' '.join(map(str, img[..., 0].ravel().tolist()))},{usage[split]}\n")
         del ds
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -132,7 +132,8 @@ def memory_child(tmp: Path) -> None:
                       out=str(tmp / "mem_run"), quiet=True)
     res = Trainer(cfg).fit()
     print(json.dumps({"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-                      "rss_before_mb": base / 1024, "images": res.history[0]["train_samples"], "seconds": round(time.perf_counter() - t0, 1),
+                      "rss_before_mb": base / 1024, "images": res.history[0]["train_samples"],
+                      "seconds": round(time.perf_counter() - t0, 1),
                       "img_s": res.history[0]["train_img_s"]}))
 
 

@@ -19,8 +19,8 @@ from __future__ import annotations
 import argparse
 import hashlib
 import io
-import os
 import json
+import os
 import re
 import struct
 import sys

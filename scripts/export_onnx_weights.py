@@ -17,7 +17,6 @@ the files. Re-run it whenever a weights file or a network changes.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import tempfile

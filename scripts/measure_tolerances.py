@@ -36,13 +36,13 @@ def measure(threads: int, mkldnn: bool) -> dict:
 
     torch.set_num_threads(threads)
     torch.backends.mkldnn.enabled = mkldnn
+    import matplotlib
+    import skimage.data
+
     from ferkit.checkpoint import build_model
     from ferkit.data.transforms import InputSpec, to_input
     from ferkit.faces import FaceDetector, load_image
     from ferkit.zoo import load_zoo_checkpoint
-
-    import matplotlib
-    import skimage.data
 
     out: dict = {}
     ref = json.loads((ROOT / "tests/fixtures/faces_reference.json").read_text())

@@ -3,14 +3,11 @@
 import json
 import os
 import shutil
-import subprocess
-import sys
 
 import numpy as np
 import pytest
-from PIL import Image
-
 from conftest import run_cli
+from PIL import Image
 
 
 def _one_line_error(r, *fragments):
@@ -42,7 +39,7 @@ def test_models_lists_every_source_architecture():
     lines = r.stdout.splitlines()
     header, table = lines[0], lines[2::2]
     assert len(table) == len(rows) and all(d.startswith("    ") and d.strip() for d in lines[3::2])
-    for row, text in zip(rows, table):
+    for row, text in zip(rows, table, strict=True):
         for key, head in (("input", "input"), ("channels", "channels"), ("source", "source")):
             assert text.index(row[key], len(row["name"])) == header.index(head), (key, text)
 

@@ -2,7 +2,6 @@
 
 import argparse
 import csv
-import importlib
 import json
 import os
 import pkgutil
@@ -13,7 +12,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from conftest import FERKIT, bias_checkpoint, run_cli
 
 DATA = Path(__file__).parent / "data"
@@ -94,20 +92,21 @@ def test_cli_api_server_agree_on_the_same_photos(tmp_path, server):
     rest = [httpx.post(server + "/v1/predict", files={"file": (p.name, p.read_bytes(), "image/jpeg")},
                        timeout=60).json() for p in PHOTOS]
     assert len(api_res) == len(cli_res) == len(rest) == len(PHOTOS)
-    for a, c, s in zip(api_res, cli_res, rest):
+    for a, c, s in zip(api_res, cli_res, rest, strict=True):
         a = a.to_dict()
         assert set(a) == set(c) == set(s)
         assert a["model"] == c["model"] == s["model"] == "fer_minixception+human_xception"
         assert a["detector"] == c["detector"] == s["detector"] == "retinaface@640"
         assert a["ferkit_version"] == c["ferkit_version"] == s["ferkit_version"] == ferkit.__version__
         assert len(a["faces"]) == len(c["faces"]) == len(s["faces"]) > 0
-        for fa, fc, fs in zip(a["faces"], c["faces"], s["faces"]):
+        for fa, fc, fs in zip(a["faces"], c["faces"], s["faces"], strict=True):
             assert fa["label"] == fc["label"] == fs["label"]
             assert np.abs(np.subtract(fa["box"], fc["box"])).max() <= 1
             assert np.abs(np.subtract(fa["box"], fs["box"])).max() <= 1
             assert abs(fa["score"] - fs["score"]) < 1e-4 and abs(fa["score"] - fc["score"]) < 1e-4
         sa, sc = _strip(a), _strip(c)
-        for fa, fc in zip(sa.pop("faces"), sc.pop("faces")):  # floats may differ in the last digit across threads
+        # floats may differ in the last digit across threads
+        for fa, fc in zip(sa.pop("faces"), sc.pop("faces"), strict=True):
             assert set(fa) == set(fc) and fa["probabilities"].keys() == fc["probabilities"].keys()
         assert sa == sc
 
@@ -372,7 +371,7 @@ def test_every_cell_under_its_header_with_face_no_face_and_error_rows(tmp_path):
         assert list(df.columns) == cols, name
         rows = df.to_dict("records")
         assert len(rows) == len(want), (name, len(rows))
-        for i, (row, w) in enumerate(zip(rows, want)):
+        for i, (row, w) in enumerate(zip(rows, want, strict=True)):
             bad_cells = {c: (row[c], w[c]) for c in cols if not _cells_match(row[c], w[c], c)}
             assert not bad_cells, (name, i, bad_cells)
 
@@ -442,7 +441,7 @@ def test_cli_analyzer_flags_reach_the_analyzer():
     def probs(res):
         return np.array([[f["probabilities"][c] for c in sorted(f["probabilities"])] for f in res["faces"]])
 
-    for fc, fb in zip(cli["faces"], box["faces"]):
+    for fc, fb in zip(cli["faces"], box["faces"], strict=True):
         assert np.abs(np.subtract(fc["box"], fb["box"])).max() <= 1
     assert np.abs(probs(cli) - probs(box)).max() < 1e-4
     assert np.abs(probs(box) - probs(aligned)).max() > 0.05  # the premise: --crop box changes the results

@@ -161,7 +161,7 @@ def test_folder_symlink_loops_and_links_across_classes_are_skipped(tmp_path):
     ds = load_dataset(root, quiet=True, val_fraction=0.0, test_fraction=0.0)
     tr = ds.split("train")
     assert len(tr) == 6
-    by_class = {c: sorted(os.path.basename(i) for i, y in zip(tr.ids, tr.labels) if ds.classes[y] == c)
+    by_class = {c: sorted(os.path.basename(i) for i, y in zip(tr.ids, tr.labels, strict=True) if ds.classes[y] == c)
                 for c in ds.classes}
     assert by_class == {"happy": ["happy0.png", "happy1.png", "happy2.png"], "sad": ["sad0.png", "sad1.png",
                                                                                      "sad2.png"]}

@@ -12,14 +12,14 @@ import pytest
 import scipy.stats
 import sklearn.metrics as S
 import torch
-
 from conftest import run_cli
+
 from ferkit import api
 from ferkit.checkpoint import build_model, make_checkpoint, save_checkpoint
-from ferkit.refs import load_checkpoint
 from ferkit.data.base import FaceDataset
 from ferkit.errors import CheckpointError, DataError
 from ferkit.evaluation.evaluator import predict_arrays, tta_views
+from ferkit.refs import load_checkpoint
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -121,7 +121,7 @@ def test_evaluate_classifier_writes_everything_and_matches_sklearn(runs, ds, tmp
     # ECE with 15 equal bins, computed here the plain way
     conf, correct = P.max(1), (p == t)
     ece = sum(abs(correct[b].mean() - conf[b].mean()) * b.sum() / len(t)
-              for lo, hi in zip(np.linspace(0, 1, 16)[:-1], np.linspace(0, 1, 16)[1:])
+              for lo, hi in zip(np.linspace(0, 1, 16)[:-1], np.linspace(0, 1, 16)[1:], strict=True)
               if (b := (conf > lo) & (conf <= hi)).any())
     assert m["ece"] == pytest.approx(ece, abs=1e-6) and m["ece_bins"] == 15
     # error analysis: the confused pairs are the largest off-diagonal cells, the text file lists them
@@ -263,7 +263,7 @@ def test_top_mistakes_are_the_most_confident_wrong_predictions(ds, tmp_path):
     wrong.sort(key=lambda w: -w[0])
     top = r.metrics["top_mistakes"]
     assert len(top) == 10
-    for got, (conf, row) in zip(top, wrong):
+    for got, (conf, row) in zip(top, wrong, strict=False):
         assert got["confidence"] == pytest.approx(conf, abs=1e-6)
         assert got["true"] == row["true"] != got["pred"] == row["pred"]
         assert got["p_true"] == pytest.approx(float(row[f"p_{row['true']}"]), abs=1e-6)

@@ -472,7 +472,7 @@ def test_batchnorm_folding_keeps_outputs():
     with torch.inference_mode():
         a = build_network(fold=False)(x)
         b = build_network(fold=True)(x)
-    for u, v in zip(a, b):
+    for u, v in zip(a, b, strict=True):
         assert torch.allclose(u, v, atol=1e-3, rtol=1e-3)
 
 

@@ -28,7 +28,8 @@ def photos(tmp_path_factory) -> list[Path]:
     """Real faces in photos of different sizes (some above the detection size), one without a face, one
     broken file: what a folder looks like."""
     d = tmp_path_factory.mktemp("fast")
-    srcs = [np.asarray(Image.open(_grace()).convert("RGB")), np.asarray(Image.open(DATA / "multi_face.jpg").convert("RGB"))]
+    srcs = [np.asarray(Image.open(_grace()).convert("RGB")),
+            np.asarray(Image.open(DATA / "multi_face.jpg").convert("RGB"))]
     out = []
     for i in range(10):
         im = srcs[i % 2]
@@ -65,17 +66,17 @@ def test_parallel_analysis_gives_the_one_at_a_time_answers(photos):
     seq = Analyzer(workers=1)
     assert seq.workers == 1
     want = [seq.analyze(p) if p.name != "broken.jpg" else None for p in photos]
-    for g, w in zip(got, want):
+    for g, w in zip(got, want, strict=True):
         if w is None:
             continue
         assert len(g.faces) == len(w.faces) and g.image_size == w.image_size and g.downscaled == w.downscaled
-        for a, b in zip(g.faces, w.faces):
+        for a, b in zip(g.faces, w.faces, strict=True):
             assert a.label == b.label
             assert np.allclose(a.box, b.box, atol=1e-4) and np.allclose(a.landmarks, b.landmarks, atol=1e-4)
             assert max(abs(a.probabilities[c] - b.probabilities[c]) for c in a.probabilities) < 1e-6
     # detect() over several images (video frames, server micro-batches) runs them in parallel, same faces
     imgs = [np.asarray(Image.open(p).convert("RGB")) for p in photos[:5]]
-    for fa, fb in zip(par.detect(imgs), seq.detect(imgs)):
+    for fa, fb in zip(par.detect(imgs), seq.detect(imgs), strict=True):
         assert [f.box for f in fa] == [f.box for f in fb]
     # stopping early leaves nothing running, and a dropped analyzer takes its threads with it
     import gc
@@ -106,9 +107,9 @@ def test_onnx_runtime_and_torch_give_the_same_faces_and_labels(photos):
     assert [c.backend for c in ort_an.classifiers] == ["onnx", "onnx"]  # the default ensemble, on ONNX Runtime
     assert [c.backend for c in torch_an.classifiers] == ["torch", "torch"]
     assert ort_an.detector.runtime == "onnx" and torch_an.detector.runtime == "torch"
-    for a, b in zip(ort_an.analyze_paths(photos), torch_an.analyze_paths(photos)):
+    for a, b in zip(ort_an.analyze_paths(photos), torch_an.analyze_paths(photos), strict=True):
         assert a.status == b.status and len(a.faces) == len(b.faces)
-        for fa, fb in zip(a.faces, b.faces):
+        for fa, fb in zip(a.faces, b.faces, strict=True):
             assert np.allclose(fa.box, fb.box, atol=1e-2) and np.allclose(fa.landmarks, fb.landmarks, atol=1e-2)
             assert fa.label == fb.label
             # landmarks 1e-3 px apart move the aligned chip's interpolation a little: 1e-3, not 1e-6

@@ -106,9 +106,9 @@ def test_identity_columns_in_csv_parquet_and_dataframe(tmp_path):
     if importlib.util.find_spec("face_recognition_models") is None:
         pytest.skip("face_recognition_models is not installed (the identity extra)")
     import pandas as pd
+    from conftest import run_cli
 
     import ferkit
-    from conftest import run_cli
 
     ids = DATA / "identity"
     g = tmp_path / "people.sqlite3"
@@ -159,9 +159,9 @@ def test_predict_works_without_torch_and_training_says_how_to_get_it(no_torch_en
     want = ferkit.predict(inputs=[DATA]).to_pandas()
     got = sorted((Path(x["path"]).name, int(x["face"]), x["label"], round(float(x["x1"]), 1)) for x in rows)
     assert got == sorted((Path(p).name, int(f), lab, round(float(x1), 1))
-                         for p, f, lab, x1 in zip(want["path"], want["face"], want["label"], want["x1"]))
-    code = ("import ferkit; r = ferkit.analyze(%r); print(len(r.faces), r.faces[0].label)"
-            % str(DATA / "identity" / "obama.jpg"))
+                         for p, f, lab, x1 in zip(want["path"], want["face"], want["label"], want["x1"], strict=True))
+    code = (f"import ferkit; r = ferkit.analyze({str(DATA / 'identity' / 'obama.jpg')!r}); "
+            "print(len(r.faces), r.faces[0].label)")
     p = subprocess.run([sys.executable, "-c", code], env=no_torch_env, capture_output=True, text=True, timeout=300)
     assert p.returncode == 0 and p.stdout.split() == ["1", "happy"], p.stderr[-2000:]
     assert not (Path(no_torch_env["FERKIT_CACHE_DIR"]) / "onnx").exists()  # nothing exported: the shipped graphs
@@ -216,7 +216,8 @@ def test_shipped_onnx_graphs_match_a_fresh_export(tmp_path):
             blobs = [cv2.dnn.blobFromImages([cv2.resize(img, (640, 640 * img.shape[0] // img.shape[1]))], 1.0, None,
                                             (104.0, 117.0, 123.0), swapRB=True, crop=False) for img in photos]
             a, b = ort_session(pkg / rel, 1), ort_session(tmp_path / rel, 1)
-            outs = [(x, y) for blob in blobs for x, y in zip(a.run(None, {"x": blob}), b.run(None, {"x": blob}))]
+            outs = [(x, y) for blob in blobs
+                    for x, y in zip(a.run(None, {"x": blob}), b.run(None, {"x": blob}), strict=True)]
         else:
             a, b = OnnxClassifier(pkg / rel, threads=1), OnnxClassifier(tmp_path / rel, threads=1)
             spec = InputSpec.from_dict(a.spec.to_dict())

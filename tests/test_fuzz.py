@@ -5,19 +5,16 @@ The data loaders' corpus is tests/fuzz_data.py. `make fuzz` runs the same with -
 """
 
 import io
-import json
 import os
 import random
 import sqlite3
 import subprocess
-import sys
 import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-
 from conftest import FERKIT
 
 DATA = Path(__file__).parent / "data"
@@ -43,8 +40,9 @@ def _real_images() -> list[bytes]:
     return out
 
 
-HEADERS = [b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff\xe0", b"GIF89a", b"BM", b"II*\x00", b"MM\x00*", b"RIFF\x00\x00\x00\x00WEBP",
-           b"P6\n", b"%!PS-Adobe-3.0 EPSF-3.0\n", b"<svg xmlns='http://www.w3.org/2000/svg'>", b"8BPS", b"\x00\x00\x01\x00"]
+HEADERS = [b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff\xe0", b"GIF89a", b"BM", b"II*\x00", b"MM\x00*",
+           b"RIFF\x00\x00\x00\x00WEBP", b"P6\n", b"%!PS-Adobe-3.0 EPSF-3.0\n",
+           b"<svg xmlns='http://www.w3.org/2000/svg'>", b"8BPS", b"\x00\x00\x01\x00"]
 
 
 def image_case(rng: random.Random, real: list[bytes]) -> bytes:
@@ -141,7 +139,7 @@ def _checkpoint_cases(rng: random.Random, good: dict, n: int):
             d[path[-1]] = val
         return c
 
-    for i in range(n):
+    for _ in range(n):
         kind = rng.randrange(4)
         if kind == 0:
             c = mutate(copy.deepcopy(good))
@@ -276,7 +274,8 @@ def test_fuzz_http(n_cases):
                                   rng.choice(ctypes))}
                 r = c.request(method, url + route, files=files)
             elif kind == 1:
-                files = [("files", (f"f{k}.png", image_case(rng, real), "image/png")) for k in range(rng.randrange(0, 20))]
+                files = [("files", (f"f{k}.png", image_case(rng, real), "image/png"))
+                         for k in range(rng.randrange(0, 20))]
                 r = c.request(method, url + route, files=files or None, content=None if files else b"")
             elif kind == 2:
                 r = c.request(method, url + route, content=image_case(rng, real),
@@ -315,9 +314,9 @@ def test_checkpoint_metadata_of_every_type(tmp_path):
     raise one FerkitError line, never a traceback; the CLI's ``predict --checkpoint`` gives one line and exit 2."""
     import copy
 
-    import ferkit
     from PIL import Image
 
+    import ferkit
     from ferkit.checkpoint import describe, make_checkpoint, read_checkpoint, save_checkpoint
     from ferkit.data.transforms import InputSpec
     from ferkit.errors import FerkitError

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import run_cli
+
 from ferkit.errors import ConfigError, DataError
 from ferkit.identity import Gallery, GalleryError, calibrate_threshold, validate_name
 from ferkit.identity import metrics as VM
@@ -261,8 +261,8 @@ def test_corrupt_gallery_is_an_error_naming_it_and_untouched(tmp_path):
     # The CLI: one line, exit 2, file untouched, for list, remove and enroll (enroll fails before any model loads).
     f = tmp_path / "garbage.sqlite3"
     before = f.read_bytes()
-    for args in (["gallery", "list"], ["gallery", "remove", "alice"], ["enroll", "--name", "alice", str(DATA / "obama.jpg")],
-                 ["verify", str(DATA / "obama.jpg")]):
+    for args in (["gallery", "list"], ["gallery", "remove", "alice"],
+                 ["enroll", "--name", "alice", str(DATA / "obama.jpg")], ["verify", str(DATA / "obama.jpg")]):
         r = cli(*args, "--gallery", f)
         assert r.returncode == 2, (args, r.stderr)
         lines = [ln for ln in r.stderr.splitlines() if ln.strip()]

@@ -60,7 +60,8 @@ def test_forward_backward(name, task, channels):
     assert model.stages[-1] == "head" and isinstance(model.head, nn.Module)
     assert (model.task, model.num_classes, model.in_channels) == (task, 7, channels)
     conv = first_conv(model)
-    assert (conv.in_channels if isinstance(conv, nn.Conv2d) else conv.in_features // (input_side(name) ** 2)) == channels
+    assert (conv.in_channels if isinstance(conv, nn.Conv2d)
+            else conv.in_features // (input_side(name) ** 2)) == channels
     s = input_side(name)
     x = torch.randn(2, channels, s, s)
     model.train()
@@ -142,15 +143,15 @@ def test_bad_names_and_arguments():
 
 def test_seed1_cnn_is_source_001_model_0():
     m = create_model("seed1_cnn", num_classes=7)  # 3 channels by default, like the source
-    convs = [l for l in m.modules() if isinstance(l, nn.Conv2d)]
+    convs = [layer for layer in m.modules() if isinstance(layer, nn.Conv2d)]
     assert [(c.in_channels, c.out_channels, c.kernel_size, c.padding) for c in convs] == [
         (3, 16, (3, 3), (1, 1)),
         (16, 32, (3, 3), (1, 1)),
         (32, 64, (3, 3), (1, 1)),
     ]
     for b in (m.block1, m.block2, m.block3):
-        assert [type(l) for l in b] == [nn.Conv2d, nn.BatchNorm2d, nn.ReLU, nn.MaxPool2d]
-    assert [type(l) for l in m.fc] == [nn.Linear, nn.Dropout, nn.ReLU]
+        assert [type(layer) for layer in b] == [nn.Conv2d, nn.BatchNorm2d, nn.ReLU, nn.MaxPool2d]
+    assert [type(layer) for layer in m.fc] == [nn.Linear, nn.Dropout, nn.ReLU]
     assert m.fc[0].in_features == 2304 and m.fc[0].out_features == 128 and m.fc[1].p == 0.25
     assert isinstance(m.head, nn.Linear) and (m.head.in_features, m.head.out_features) == (128, 7)
     # conv 3*16*9+16, BN 32, conv 16*32*9+32, BN 64, conv 32*64*9+64, BN 128, fc 2304*128+128, head 128*7+7
@@ -169,15 +170,15 @@ def test_seed1_cnn_is_source_001_model_0():
 def test_fashion_cnn_is_source_002():
     m = create_model("fashion_cnn", num_classes=3)
     assert get_card("fashion_cnn").input_size == (28, 28) and m.in_channels == 1
-    convs = [l for l in m.modules() if isinstance(l, nn.Conv2d)]
+    convs = [layer for layer in m.modules() if isinstance(layer, nn.Conv2d)]
     assert [(c.in_channels, c.out_channels, c.kernel_size[0], c.padding[0]) for c in convs] == [
         (1, 32, 5, 2),
         (32, 32, 5, 2),
         (32, 64, 3, 1),
         (64, 64, 3, 1),
     ]
-    assert [type(l) for l in m.block1] == [nn.Conv2d, nn.ReLU, nn.Conv2d, nn.ReLU, nn.MaxPool2d, nn.Dropout]
-    assert [type(l) for l in m.fc] == [nn.Linear, nn.BatchNorm1d, nn.ReLU, nn.Dropout]
+    assert [type(layer) for layer in m.block1] == [nn.Conv2d, nn.ReLU, nn.Conv2d, nn.ReLU, nn.MaxPool2d, nn.Dropout]
+    assert [type(layer) for layer in m.fc] == [nn.Linear, nn.BatchNorm1d, nn.ReLU, nn.Dropout]
     assert m.fc[0].in_features == 3136 and m.fc[0].out_features == 512 and m.fc[3].p == 0.5
     assert m.block1[-1].p == m.block2[-1].p == 0.25
     # 1*32*25+32, 32*32*25+32, 32*64*9+64, 64*64*9+64, 3136*512+512, BN1d 1024, 512*3+3
@@ -200,7 +201,7 @@ def test_linear_baseline():
 def test_vgg11_stem_matches_torchvision_vgg11_bn():
     features = torchvision.models.vgg.make_layers(torchvision.models.vgg.cfgs["A"], batch_norm=True)
     m = create_model("vgg11_conv3x2", in_channels=3)
-    assert [type(l) for l in m.stem] == [type(features[i]) for i in range(7)]
+    assert [type(layer) for layer in m.stem] == [type(features[i]) for i in range(7)]
     sd = {k: v for k, v in features.state_dict().items() if int(k.split(".")[0]) <= 6}
     m.stem.load_state_dict(sd)  # strict: same keys, same shapes
     m.eval(), features.eval()
@@ -215,7 +216,7 @@ def test_vgg11_variants_reproduce_source_004_shapes():
     # stem 640 + 128 + 73856 + 256, head 4608*512+512, PReLU 1, 512*7+7
     assert count_parameters(m) == 640 + 128 + 73856 + 256 + 2359808 + 1 + 3591
     head = m.head
-    assert [type(l) for l in head] == [nn.Linear, nn.PReLU, nn.Dropout, nn.Linear] and head[2].p == 0.5
+    assert [type(layer) for layer in head] == [nn.Linear, nn.PReLU, nn.Dropout, nn.Linear] and head[2].p == 0.5
     for name, (c, hw) in {
         "vgg11_conv3x2": (512, 12),
         "vgg11_conv3x4": (512, 12),
@@ -230,10 +231,10 @@ def test_vgg11_variants_reproduce_source_004_shapes():
         # the source's fixed pooling (AvgPool2d(2) on 12x12, nothing on 6x6) is what runs at 48x48
         src = nn.AvgPool2d(2, 2)(body) if hw == 12 else body
         assert torch.allclose(m.forward_features(x), src.flatten(1))
-    k5 = [l for l in create_model("vgg11_conv5x4").body.modules() if isinstance(l, nn.Conv2d)]
-    assert [l.kernel_size for l in k5] == [(5, 5)] * 4
+    k5 = [layer for layer in create_model("vgg11_conv5x4").body.modules() if isinstance(layer, nn.Conv2d)]
+    assert [layer.kernel_size for layer in k5] == [(5, 5)] * 4
     prelu = create_model("vgg11_conv3x4", act="prelu")
-    assert sum(isinstance(l, nn.PReLU) for l in prelu.body.modules()) == 4
+    assert sum(isinstance(layer, nn.PReLU) for layer in prelu.body.modules()) == 4
 
 
 def test_inverted_residual_adds_only_when_shapes_match():
@@ -250,7 +251,8 @@ def test_inverted_residual_adds_only_when_shapes_match():
     nn.init.zeros_(same.layers[-1].weight), nn.init.zeros_(same.layers[-1].bias)
     assert torch.equal(same(x), x)
     layers = list(same.layers)
-    assert [type(l) for l in layers] == [nn.Conv2d, nn.BatchNorm2d, nn.ReLU6, nn.Conv2d, nn.BatchNorm2d, nn.ReLU6, nn.Conv2d, nn.BatchNorm2d]
+    assert [type(layer) for layer in layers] == [nn.Conv2d, nn.BatchNorm2d, nn.ReLU6, nn.Conv2d, nn.BatchNorm2d,
+                                                 nn.ReLU6, nn.Conv2d, nn.BatchNorm2d]
     assert layers[3].groups == 32 and layers[0].kernel_size == (1, 1)
     blocks = [b for b in create_model("vgg11_irb").body if isinstance(b, InvertedResidual)]
     assert [b.use_residual for b in blocks] == [True, True, False, False]
@@ -259,7 +261,8 @@ def test_inverted_residual_adds_only_when_shapes_match():
 def test_wrappers_match_torchvision_forward():
     torch.manual_seed(0)
     x = torch.randn(2, 3, 64, 64)
-    for ctor, wrap in ((torchvision.models.efficientnet_b0, _efficientnet_wrap), (torchvision.models.mobilenet_v2, _mobilenet_wrap)):
+    for ctor, wrap in ((torchvision.models.efficientnet_b0, _efficientnet_wrap),
+                       (torchvision.models.mobilenet_v2, _mobilenet_wrap)):
         tv = ctor().eval()
         with torch.no_grad():
             ref = torch.flatten(nn.functional.adaptive_avg_pool2d(tv.features(x), 1), 1)
@@ -377,7 +380,8 @@ def test_pretrained_from_placed_file(torch_home):
     tv = torchvision.models.resnet18().eval()
     _place(torch_home, "resnet18-f37072fd.pth", tv.state_dict())
     m = create_model("resnet18", pretrained=True, head="mlp").eval()
-    assert torch.equal(m.conv1.weight, tv.conv1.weight) and torch.equal(m.layer4[1].bn2.running_var, tv.layer4[1].bn2.running_var)
+    assert torch.equal(m.conv1.weight, tv.conv1.weight)
+    assert torch.equal(m.layer4[1].bn2.running_var, tv.layer4[1].bn2.running_var)
     tv.fc = nn.Identity()
     x = torch.randn(2, 3, 48, 48)
     with torch.no_grad():
@@ -399,7 +403,8 @@ def test_pretrained_vgg11_stem_from_placed_file(torch_home):
     # only the `features` part of vgg11_bn (the stem needs nothing else), to keep the file small
     _place(torch_home, "vgg11_bn-6002323d.pth", {f"features.{k}": v for k, v in features.state_dict().items()})
     m = create_model("vgg11_conv3x4", pretrained=True, in_channels=3)
-    assert torch.equal(m.stem[4].weight, features[4].weight) and torch.equal(m.stem[5].running_mean, features[5].running_mean)
+    assert torch.equal(m.stem[4].weight, features[4].weight)
+    assert torch.equal(m.stem[5].running_mean, features[5].running_mean)
     g = create_model("vgg11_conv3x4", pretrained=True)  # 1 channel by default
     assert torch.allclose(g.stem[0].weight, features[0].weight.sum(1, keepdim=True))
     assert torch.equal(g.stem[0].bias, features[0].bias)
@@ -415,14 +420,16 @@ def test_pretrained_bad_placed_files(torch_home):
     sd = torchvision.models.resnet18().state_dict()
     sd["layer1.0.conv1.weight"] = sd["layer1.0.conv1.weight"][:32]
     torch.save(sd, path)
-    with pytest.raises(ModelError, match=r"does not fit torchvision resnet18: layer1.0.conv1.weight is \(32, 64, 3, 3\)"):
+    with pytest.raises(ModelError,
+                       match=r"does not fit torchvision resnet18: layer1.0.conv1.weight is \(32, 64, 3, 3\)"):
         create_model("resnet18", pretrained=True)
 
 
 # --------------------------------------------------------------------------------------------- VGG-Face file
 
-_VGG16_CONVS = [(3, 64), (64, 64), (64, 128), (128, 128), (128, 256), (256, 256), (256, 256)] + [(256, 512)] + [(512, 512)] * 5
-_VGGFACE_NAMES = [f"conv{b}_{i}" for b, n in zip(range(1, 6), (2, 2, 3, 3, 3)) for i in range(1, n + 1)]
+_VGG16_CONVS = ([(3, 64), (64, 64), (64, 128), (128, 128), (128, 256), (256, 256), (256, 256)] + [(256, 512)]
+                + [(512, 512)] * 5)
+_VGGFACE_NAMES = [f"conv{b}_{i}" for b, n in zip(range(1, 6), (2, 2, 3, 3, 3), strict=True) for i in range(1, n + 1)]
 
 
 def _const(value: float, *shape: int) -> torch.Tensor:
@@ -435,7 +442,7 @@ def _vggface_file(fc_as_conv: bool = False, keys: str = "vggface") -> dict:
     fc = [(4096, 512, 7, 7) if fc_as_conv else (4096, 25088), (4096, 4096), (2622, 4096)]
     names = _VGGFACE_NAMES + ["fc6", "fc7", "fc8"]
     sd = {}
-    for i, (n, shape) in enumerate(zip(names, shapes + fc)):
+    for i, (n, shape) in enumerate(zip(names, shapes + fc, strict=True)):
         key = n if keys == "vggface" else (f"features.{i}" if i < 13 else f"classifier.{i - 13}")
         sd[f"{key}.weight"] = _const(i + 1, *shape)
         sd[f"{key}.bias"] = _const(-(i + 1), shape[0])

@@ -3,7 +3,6 @@
 
 import csv
 import json
-import os
 import shutil
 from pathlib import Path
 
@@ -11,9 +10,8 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from PIL import Image
-
 from conftest import run_cli
+from PIL import Image
 
 DATA = Path(__file__).parent / "data"
 
@@ -157,7 +155,7 @@ def test_predict_video(tmp_path, astronaut):
 def test_live_window_falls_back_without_gui(tmp_path, astronaut, capsys):
     """opencv-python-headless has no imshow: analyze_video(show=True) warns once and goes on."""
     from ferkit.inference.pipeline import Analyzer
-    from ferkit.inference.video import window_available, analyze_video
+    from ferkit.inference.video import analyze_video, window_available
 
     torch.set_num_threads(1)
     vid = tmp_path / "c.mp4"
@@ -201,7 +199,7 @@ def test_analyze_api_and_ensemble(astronaut):
     pytest.importorskip("onnxruntime")
     ox = Analyzer("fer_minixception", backend="onnx").analyze(img).faces
     assert [f.label for f in ox] == [f.label for f in single[0]]
-    assert max(abs(a.probabilities[c] - b.probabilities[c]) for a, b in zip(ox, single[0])
+    assert max(abs(a.probabilities[c] - b.probabilities[c]) for a, b in zip(ox, single[0], strict=True)
                for c in a.probabilities) < 1e-4
 
 
@@ -209,9 +207,9 @@ def test_onnx_export_parity(tmp_path):
     pytest.importorskip("onnxruntime")
     from ferkit.checkpoint import build_model, make_checkpoint, save_checkpoint
     from ferkit.data.transforms import InputSpec, to_input
-    from ferkit.models import create_model
     from ferkit.inference.backends import OnnxClassifier
     from ferkit.inference.onnx import export_onnx
+    from ferkit.models import create_model
 
     torch.set_num_threads(1)
     torch.manual_seed(0)
@@ -279,7 +277,7 @@ def test_labels_of_faces_close_together_do_not_overlap():
         n = int(rng.integers(2, 13))
         xy = rng.integers(0, 260, (n, 2))
         side = rng.integers(20, 60, n)
-        cases.append(([(x, y, x + s, y + s) for (x, y), s in zip(xy, side)], (320, 240)))
+        cases.append(([(x, y, x + s, y + s) for (x, y), s in zip(xy, side, strict=True)], (320, 240)))
     for boxes, size in cases:
         sizes = [(int(rng.integers(40, 120)), 10) for _ in boxes]
         rects = label_boxes(boxes, sizes, size)
@@ -302,9 +300,9 @@ def _faces(*boxes):
 
 
 def test_tracker_gives_overlapping_faces_their_own_ids_and_expires_lost_tracks():
-    """Video track ids: two faces of one frame that both overlap the previous frame's face, or each other, at IoU 1/3
-    (RetinaFace's suppression at 0.4 keeps both) are two tracks; a track missing for max_missed frames is kept, one more and a
-    face in its place is a new track."""
+    """Video track ids: two faces of one frame that both overlap the previous frame's face, or each other, at IoU
+    1/3 (RetinaFace's suppression at 0.4 keeps both) are two tracks; a track missing for max_missed frames is kept,
+    one more and a face in its place is a new track."""
     from ferkit.inference.video import Tracker
 
     t = Tracker()

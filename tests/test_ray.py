@@ -153,9 +153,9 @@ def _check_exactly_once(out, expected, inputs, atol=1e-3):
             assert [g["status"] for g in got] == ["error"] and "no such file" in got[0]["reason"]
             continue
         cols = csv_header(inputs["classes"])
-        want = [dict(zip(cols, row)) for row in inputs["ref"][local]]  # the CLI's rows, by column name
+        want = [dict(zip(cols, row, strict=True)) for row in inputs["ref"][local]]  # the CLI's rows, by column name
         assert len(got) == len(want), f"{path}: {len(got)} rows, CLI analyzer gives {len(want)}"
-        for g, w in zip(sorted(got, key=lambda r: (r["frame"] or 0, r["face"] or 0)), want):
+        for g, w in zip(sorted(got, key=lambda r: (r["frame"] or 0, r["face"] or 0)), want, strict=True):
             assert g["status"] == w["status"]
             if path == local:
                 assert g["reason"] == w["reason"]
@@ -168,8 +168,8 @@ def _check_exactly_once(out, expected, inputs, atol=1e-3):
             # not the reference's; test_same_numbers_as_cli_analyzer_batch_for_batch checks 1e-5 where
             # the batches are the same.
             np.testing.assert_allclose(probs, [w[f"p_{c}"] for c in inputs["classes"]], atol=atol, err_msg=path)
-            np.testing.assert_allclose([g[k] for k in ("x1", "y1", "x2", "y2")], [w[k] for k in ("x1", "y1", "x2", "y2")],
-                                       atol=0.05)
+            np.testing.assert_allclose([g[k] for k in ("x1", "y1", "x2", "y2")],
+                                       [w[k] for k in ("x1", "y1", "x2", "y2")], atol=0.05)
     return rows
 
 
@@ -389,13 +389,13 @@ def _whole_rows(an, video, stride=1):
     from ferkit.schema import table_columns, table_rows
 
     r = analyze_video(an, str(video), stride=stride)
-    return [dict(zip(table_columns(an.classes), row)) for row in table_rows(r, an.classes)]
+    return [dict(zip(table_columns(an.classes), row, strict=True)) for row in table_rows(r, an.classes)]
 
 
 def _assert_same_video_rows(got, want, classes):
     got = sorted(got, key=lambda r: (r["frame"] or 0, r["face"] or 0))
     assert len(got) == len(want)
-    for g, w in zip(got, want):
+    for g, w in zip(got, want, strict=True):
         for k in ("path", "status", "reason", "kind", "frame", "timestamp", "track", "face", "label"):
             assert g[k] == w[k], (k, g, w)
         np.testing.assert_allclose([g[k] for k in ("x1", "y1", "x2", "y2")], [w[k] for k in ("x1", "y1", "x2", "y2")],
@@ -417,10 +417,10 @@ def test_video_ranges_stitch_to_the_whole_file_result(tmp_path, monkeypatch, one
     cols = table_columns(an.classes)
     for stride, bounds in ((1, [0, 32, 64, None]), (2, [0, 16, 32, 48, 64, None]), (3, [0, 30, 60, None])):
         whole = _whole_rows(an, video, stride)
-        ranges = [analyze_range(an, video, s, e, stride=stride) for s, e in zip(bounds, bounds[1:])]
+        ranges = [analyze_range(an, video, s, e, stride=stride) for s, e in zip(bounds, bounds[1:], strict=False)]
         got = stitch_ranges(ranges[::-1])
         assert got is not None and got.frames == len(range(0, 90, stride))
-        rows = [dict(zip(cols, row)) for row in table_rows(got, an.classes)]
+        rows = [dict(zip(cols, row, strict=True)) for row in table_rows(got, an.classes)]
         _assert_same_video_rows(rows, whole, an.classes)
         # face B crosses every range boundary and keeps the one id the whole-file tracker gives it
         b = [r for r in rows if r["x1"] > 110]
@@ -433,7 +433,7 @@ def test_video_ranges_stitch_to_the_whole_file_result(tmp_path, monkeypatch, one
     vfr = _variable_frame_rate(video, tmp_path / "vfr.mp4")
     got = analyze_video(an, vfr, start_frame=48, end_frame=64)
     want = [r for r in _whole_rows(an, vfr) if 48 <= r["frame"] < 64]
-    _assert_same_video_rows([dict(zip(cols, row)) for row in table_rows(got, an.classes)],
+    _assert_same_video_rows([dict(zip(cols, row, strict=True)) for row in table_rows(got, an.classes)],
                             [dict(r, track=0) for r in want], an.classes)
 
     real = cv2.VideoCapture

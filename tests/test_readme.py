@@ -116,9 +116,9 @@ def test_readme_runs_as_written(workdir):
 
 def test_readme_names_only_real_commands():
     """Every `ferkit X` the README mentions in prose is a real subcommand."""
-    from ferkit.cli import build_parser
-
     import argparse
+
+    from ferkit.cli import build_parser
 
     sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
     named = set(re.findall(r"`ferkit ([a-z][a-z-]+)", README.read_text()))

@@ -75,7 +75,8 @@ def test_predict_multipart_and_raw(server, photos):
     raw = _ok(server.post("/v1/predict", content=photos["astronaut"], headers={"content-type": "image/jpeg"}))
     _face_checks(raw, 512, 512)
     # the same image gives the same answer both ways
-    again = _ok(server.post("/v1/predict", content=photos["grace"], headers={"content-type": "application/octet-stream"}))
+    again = _ok(server.post("/v1/predict", content=photos["grace"],
+                            headers={"content-type": "application/octet-stream"}))
     assert again["faces"][0]["probabilities"] == body["faces"][0]["probabilities"]
 
 
@@ -86,7 +87,8 @@ def test_no_face_is_ok_not_error(server):
 
 
 def test_batch(server, photos):
-    files = [("files", ("g.jpg", photos["grace"], "image/jpeg")), ("files", ("a.jpg", photos["astronaut"], "image/jpeg")),
+    files = [("files", ("g.jpg", photos["grace"], "image/jpeg")),
+             ("files", ("a.jpg", photos["astronaut"], "image/jpeg")),
              ("files", ("bad.png", b"not an image", "image/png"))]
     res = _ok(server.post("/v1/predict/batch", files=files))["results"]
     assert [r["status"] for r in res] == ["ok", "ok", "error"]
@@ -183,11 +185,11 @@ def test_concurrent_requests_are_micro_batched(server, photos):
     order = [list(imgs)[i % len(imgs)] for i in range(16)]
     with ThreadPoolExecutor(8) as ex:
         got = list(ex.map(post, order))
-    for name, body in zip(order, got):
+    for name, body in zip(order, got, strict=True):
         want = alone[name]
         assert body["image_size"] == want["image_size"] and body["status"] == want["status"], name
         assert len(body["faces"]) == len(want["faces"]), name
-        for f, g in zip(body["faces"], want["faces"]):
+        for f, g in zip(body["faces"], want["faces"], strict=True):
             assert f["label"] == g["label"], name
             assert np.abs(np.subtract(f["box"], g["box"])).max() < 0.5, (name, f["box"], g["box"])
             assert max(abs(f["probabilities"][c] - g["probabilities"][c]) for c in g["probabilities"]) < 1e-3, name
@@ -246,7 +248,8 @@ def test_api_key(analyzer, photos, monkeypatch):
         assert c.get("/v1/models", headers={"x-api-key": "s3cret"}).status_code == 200
         assert c.get("/v1/models", headers={"authorization": "Bearer s3cret"}).status_code == 200
         assert c.get("/?api_key=s3cret").status_code == 200
-        r = c.post("/v1/predict", content=photos["grace"], headers={"content-type": "image/jpeg", "x-api-key": "s3cret"})
+        r = c.post("/v1/predict", content=photos["grace"],
+                   headers={"content-type": "image/jpeg", "x-api-key": "s3cret"})
         assert r.status_code == 200 and r.json()["faces"]
 
 
@@ -269,8 +272,8 @@ def test_timeout_is_504_json(photos):
 def test_cli_serve_subprocess(photos, tmp_path):
     port = free_port()
     env = dict(os.environ, FERKIT_API_KEY="")
-    proc = subprocess.Popen([sys.executable, "-m", "ferkit", "serve", "--port", str(port), "--model", "fer_minixception",
-                             "--detector", "haar", "--batch-max", "4"], env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "ferkit", "serve", "--port", str(port),
+                             "--model", "fer_minixception", "--detector", "haar", "--batch-max", "4"], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         url = f"http://127.0.0.1:{port}"
@@ -321,8 +324,9 @@ def test_metrics_labels_are_bounded(server):
 
 
 @pytest.mark.parametrize("args", [["--port", "99999"], ["--port", "0"], ["--timeout", "-1"], ["--timeout", "nan"],
-                                  ["--read-timeout", "inf"], ["--max-connections", "0"], ["--max-upload-mb", "-1"],
-                                  ["--max-upload-mb", "inf"], ["--max-inflight-mb", "nan"], ["--max-pixels", "0"], ["--batch-wait-ms", "-5"],
+                                  ["--read-timeout", "inf"], ["--max-connections", "0"],
+                                  ["--max-upload-mb", "-1"], ["--max-upload-mb", "inf"], ["--max-inflight-mb", "nan"],
+                                  ["--max-pixels", "0"], ["--batch-wait-ms", "-5"],
                                   ["--api-key", ""]], ids=lambda a: " ".join(a) or "''")
 def test_cli_serve_refuses_bad_limits(args):
     """Every limit is checked before the model loads: one line naming the option, exit 2 (an empty --api-key

@@ -98,7 +98,8 @@ def test_page_shows_face_box_and_label(tmp_path):
             alpha = driver.execute_script(
                 "const c=document.getElementById('overlay');const f=window.ferkitLast.faces[0];"
                 "const x=Math.round(f.box[0]), y=Math.round((f.box[1]+f.box[3])/2);"
-                "return c.getContext('2d').getImageData(x-1,y,3,1).data[3]+c.getContext('2d').getImageData(x-1,y,3,1).data[7];")
+                "return c.getContext('2d').getImageData(x-1,y,3,1).data[3]"
+                "+c.getContext('2d').getImageData(x-1,y,3,1).data[7];")
             assert alpha > 0, "overlay has no box at the reported face"
             shot = tmp_path / "serve_page.png"
             driver.save_screenshot(str(shot))

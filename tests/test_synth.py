@@ -176,7 +176,7 @@ def test_write_affectnet(tmp_path):
     idrows = {r["id"]: int(r["identity"]) for r in csv.DictReader(open(out / "identities.csv"))}
     assert len(rows) == 70 and len(idrows) == 70
     assert {r["split"] for r in rows} == {"train", "val", "test"}
-    for name, sp in d.splits.items():
+    for sp in d.splits.values():
         for i, sid in enumerate(sp.ids):
             img = _png(out / "images" / f"{sid}.png")
             assert np.array_equal(img, sp.images[i, :, :, 0])  # PNG is lossless

@@ -8,13 +8,13 @@ import sys
 import numpy as np
 import pytest
 import torch
+from conftest import run_cli
 
 from ferkit import api
 from ferkit.checkpoint import build_model, load_state
 from ferkit.errors import CheckpointError, ConfigError, FerkitError, TrainingError
-from ferkit.refs import load_checkpoint
 from ferkit.models import create_model
-from conftest import run_cli
+from ferkit.refs import load_checkpoint
 
 
 def _weights(path):
@@ -133,7 +133,8 @@ def test_checkpoint_rebuilds_model_from_the_file_alone(tmp_path, synth_small):
     assert ck["config"]["model"] == "seed1_cnn" and ck["metrics"]["epoch"] == 1
     # the same weights into another architecture: one-line CheckpointError, not a stack of KeyErrors
     with pytest.raises(CheckpointError) as e:
-        load_state(create_model("fashion_cnn", num_classes=7, in_channels=1), ck["state_dict"], "best.pt", "fashion_cnn")
+        load_state(create_model("fashion_cnn", num_classes=7, in_channels=1), ck["state_dict"], "best.pt",
+                   "fashion_cnn")
     assert "\n" not in str(e.value) and "best.pt" in str(e.value)
     # a truncated file is a CheckpointError naming it
     broken = tmp_path / "broken.pt"

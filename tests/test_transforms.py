@@ -218,9 +218,9 @@ def test_flip_mirrors_exactly():
     flip = BatchAugment(flip_p=1.0)
     assert torch.allclose(flip(x, torch.Generator().manual_seed(0)), x.flip(-1), atol=1e-5)
     half = BatchAugment(flip_p=0.5)(x, torch.Generator().manual_seed(0))
-    flipped = [torch.allclose(h, xi.flip(-1), atol=1e-5) for h, xi in zip(half, x)]
-    kept = [torch.allclose(h, xi, atol=1e-5) for h, xi in zip(half, x)]
-    assert all(f or k for f, k in zip(flipped, kept)) and any(flipped) and any(kept)
+    flipped = [torch.allclose(h, xi.flip(-1), atol=1e-5) for h, xi in zip(half, x, strict=True)]
+    kept = [torch.allclose(h, xi, atol=1e-5) for h, xi in zip(half, x, strict=True)]
+    assert all(f or k for f, k in zip(flipped, kept, strict=True)) and any(flipped) and any(kept)
 
 
 def test_rotation_keeps_a_centred_disc_and_moves_a_corner():

@@ -19,7 +19,6 @@ import threading
 from pathlib import Path
 
 import pytest
-
 from conftest import FERKIT, run_cli
 
 DATA = Path(__file__).parent / "data"
@@ -308,9 +307,7 @@ def test_full_disk_during_training_keeps_the_checkpoints(tmp_path, synth_dir):
 # ------------------------------------------------------------------------------------------------ content
 def test_csv_cells_that_a_spreadsheet_would_run_are_quoted(tmp_path):
     """OWASP's CSV injection advice: a cell starting with = + - @ TAB or CR gets a leading ' (CSV only)."""
-    from ferkit.schema import FaceResult, FileResult, ResultWriter
-
-    from ferkit.schema import csv_cell
+    from ferkit.schema import FaceResult, FileResult, ResultWriter, csv_cell
 
     assert csv_cell("\r=1") == "'\r=1" and csv_cell(-1.5) == -1.5 and csv_cell(None) == ""
     names = ["=cmd|' /C calc'!A0.jpg", "+1.jpg", "-2.jpg", "@SUM(1).jpg", "\tx.jpg", "\rx.jpg", "a\rb.jpg",

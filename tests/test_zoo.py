@@ -14,11 +14,11 @@ import torch.nn as nn
 from PIL import Image
 
 from ferkit.checkpoint import build_model, make_checkpoint, save_checkpoint
-from ferkit.refs import load_checkpoint
 from ferkit.data.transforms import InputSpec, to_input
 from ferkit.errors import ConfigError, FerkitError, ModelError
 from ferkit.models import create_model
 from ferkit.models.zoo_models import shifted_means, tf_same_padding
+from ferkit.refs import load_checkpoint
 from ferkit.zoo import SOURCES, fetch, list_zoo, load_zoo_checkpoint, weights_path, zoo_info
 from ferkit.zoo.vocab import COMMON, ensemble_probs, to_common
 
@@ -116,7 +116,8 @@ def test_tfjs_quantised_weights_decode_like_tfjs():
     q = np.array([0, 1, 255, 7], np.uint8)
     f = np.array([1.5, -2.0], np.float32)
     groups = [{"paths": ["x.bin"], "weights": [
-        {"name": "a", "shape": [2, 2], "dtype": "float32", "quantization": {"dtype": "uint8", "scale": 0.01, "min": -1.2}},
+        {"name": "a", "shape": [2, 2], "dtype": "float32",
+         "quantization": {"dtype": "uint8", "scale": 0.01, "min": -1.2}},
         {"name": "b", "shape": [2], "dtype": "float32"}]}]  # fmt: skip
     out = read_tfjs_weights(groups, [q.tobytes() + f.tobytes()])
     assert np.array_equal(out["a"], (q.astype(np.float64) * 0.01 - 1.2).astype(np.float32).reshape(2, 2))
@@ -136,8 +137,8 @@ def test_card_fields_and_shipped_weights(name):
     assert info["source"]["archive_sha256"] == src.archive_sha256 and info["source"]["files"] == src.files
     assert "Permission is hereby granted" in info["licence_notice"]
     card = info["card"]
-    for text in [src.archive_sha256, *src.files.values(), info["licence_notice"].splitlines()[0], src.package, src.version,
-                 "Training data", "Claimed accuracy", "preprocessing", info["conversion"]["command"]]:
+    for text in [src.archive_sha256, *src.files.values(), info["licence_notice"].splitlines()[0], src.package,
+                 src.version, "Training data", "Claimed accuracy", "preprocessing", info["conversion"]["command"]]:
         assert text in card, text
     if src.delivery == "shipped":
         path = weights_path(name)
@@ -205,7 +206,8 @@ def test_zoo_names_work_as_checkpoints(tmp_path, monkeypatch):
     assert a["input"]["size"] == [64, 64] and a["input"]["mean"] == [0.5] and a["input"]["std"] == [0.5]
     assert a["zoo"]["original_classes"] == list(SOURCES["fer_minixception"].classes)
     fa = load_checkpoint("zoo:faceapi_expression")
-    assert fa["input"]["channels"] == 3 and np.allclose(np.asarray(fa["input"]["mean"]) * 255, [122.782, 117.001, 104.298])
+    assert fa["input"]["channels"] == 3
+    assert np.allclose(np.asarray(fa["input"]["mean"]) * 255, [122.782, 117.001, 104.298])
     assert fa["classes"][4:] == ["fear", "disgust", "surprise"]
     with pytest.raises(ModelError, match="unknown zoo model 'zoo:nope'"):
         load_checkpoint("zoo:nope")
@@ -331,6 +333,7 @@ def test_default_model_is_the_documented_ensemble():
     """The default is the two FER2013 zoo models averaged; each member's card says so, and ``ferkit zoo info``
     shows it. One model stays one flag away (--model), which the CLI's help says."""
     from conftest import run_cli
+
     from ferkit import defaults
     from ferkit.inference.pipeline import Analyzer
     from ferkit.zoo import zoo_info

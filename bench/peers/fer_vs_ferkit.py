@@ -24,8 +24,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 VENV = Path(__file__).resolve().parent / ".venv-fer"
-PEER_PACKAGES = ["tensorflow-cpu", "opencv-contrib-python-headless<5", "setuptools<81", "pandas", "requests", "tqdm", "pillow",
-                 "matplotlib", "moviepy<2", "ffmpeg-python"]
+PEER_PACKAGES = ["tensorflow-cpu", "opencv-contrib-python-headless<5", "setuptools<81", "pandas", "requests", "tqdm",
+                 "pillow", "matplotlib", "moviepy<2", "ffmpeg-python"]
 
 PEER_WORKER = r"""
 import json, sys, time

@@ -10,14 +10,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-
 from typing import TYPE_CHECKING
 
 from ferkit import defaults
 from ferkit.inference.ray_engine import DEFAULT_FRAMES_PER_TASK
 from ferkit.refs import load_checkpoint, load_model
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the lazy re-exports below, as linters and type checkers see them
+    from ferkit.checkpoint import describe
+    from ferkit.training.config import TrainConfig, list_recipes, make_config
     from ferkit.training.trainer import TrainResult
 
 # Names this module re-exports from modules that import torch: loaded on first use, so that predicting with
@@ -37,7 +38,7 @@ def __getattr__(name: str):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def train(recipe: str | None = None, dataset=None, callbacks=None, **settings) -> "TrainResult":
+def train(recipe: str | None = None, dataset=None, callbacks=None, **settings) -> TrainResult:
     """Train a model; see :class:`ferkit.training.config.TrainConfig` for every setting.
 
     ``dataset`` may be an already-loaded :class:`~ferkit.data.base.FaceDataset` (then ``data`` is not needed).
@@ -250,7 +251,8 @@ def describe_models() -> list[dict]:
     import torch
 
     from ferkit.errors import FerkitError
-    from ferkit.models import count_parameters, create_model, list_models as _list
+    from ferkit.models import count_parameters, create_model
+    from ferkit.models import list_models as _list
 
     rows = []
     for card in _list():
@@ -323,7 +325,8 @@ def fetch_dataset(name: str, root=None, force: bool = False):
     return _fetch(name, root=root, force=force)
 
 
-__all__ = ["TrainConfig", "TrainResult", "analyze", "analyzer", "collect", "compare", "describe", "describe_models", "enroll", "evaluate",
-           "evaluate_verification", "experiment_permute", "export", "fetch_dataset", "freeze_sweep",
-           "gallery_list", "iter_predict", "gallery_remove", "inspect_dataset", "list_models", "list_recipes", "load_checkpoint",
-           "load_dataset", "load_model", "make_config", "predict", "predict_dataset", "synthesize", "train", "verify"]
+__all__ = ["TrainConfig", "TrainResult", "analyze", "analyzer", "collect", "compare", "describe", "describe_models",
+           "enroll", "evaluate", "evaluate_verification", "experiment_permute", "export", "fetch_dataset",
+           "freeze_sweep", "gallery_list", "iter_predict", "gallery_remove", "inspect_dataset", "list_models",
+           "list_recipes", "load_checkpoint", "load_dataset", "load_model", "make_config", "predict", "predict_dataset",
+           "synthesize", "train", "verify"]

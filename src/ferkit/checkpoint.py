@@ -21,9 +21,8 @@ from __future__ import annotations
 import datetime as _dt
 import os
 import pickle
-import zipfile
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn as nn
@@ -41,7 +40,7 @@ def unwrap(model: nn.Module) -> nn.Module:
         if hasattr(model, "module") and isinstance(model.module, nn.Module):
             model = model.module
         elif hasattr(model, "_orig_mod"):
-            model = model._orig_mod
+            model = cast(nn.Module, model._orig_mod)
         else:
             return model
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 
 def run_demo(out: str | Path = "demo_out", quiet: bool = False) -> dict:
@@ -53,16 +54,17 @@ def run_demo(out: str | Path = "demo_out", quiet: bool = False) -> dict:
 
     atomic_write_text(pred_file, "".join(json.dumps(p.to_dict()) + "\n" for p in preds))
     for p in preds:
-        f = p.faces[0] if p.faces else None
-        say(f"  {Path(p.path).name}: " + (f"{f.label} ({f.score:.2f})" if f else f"{p.status} ({p.reason})"))
+        face = p.faces[0] if p.faces else None
+        say(f"  {Path(p.path).name}: " + (f"{face.label} ({face.score:.2f})" if face else f"{p.status} ({p.reason})"))
 
     say("[+] evaluating the classifier on the test split (every metric, plots, error analysis, report.html)")
     ev = api.evaluate(cls.best_checkpoint, str(data), quiet=True)
     say(ev.summary())
 
-    summary = {
+    summary: dict[str, Any] = {
         "seconds": round(time.time() - t0, 1),
-        "classify": {"run": str(cls.run_dir), "val_acc": cls.metrics.get("val_acc"), "test_acc": cls.metrics.get("test_acc")},
+        "classify": {"run": str(cls.run_dir), "val_acc": cls.metrics.get("val_acc"),
+                     "test_acc": cls.metrics.get("test_acc")},
         "multitask": {"run": str(mt.run_dir), "test_acc": mt.metrics.get("test_acc"),
                       "test_valence_ccc": mt.metrics.get("test_valence_ccc"),
                       "test_arousal_ccc": mt.metrics.get("test_arousal_ccc")},

@@ -109,6 +109,7 @@ def load_checkpoint(ref: Any) -> dict:
         return load_zoo_checkpoint(r.name)
     from ferkit.checkpoint import read_checkpoint
 
+    assert r.path is not None  # every reference but a zoo name has a file
     return read_checkpoint(r.path)
 
 

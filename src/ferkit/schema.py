@@ -15,7 +15,7 @@ import csv
 import json
 import math
 from dataclasses import dataclass, field
-from typing import Any, TextIO
+from typing import Any, TextIO, cast
 
 SCHEMA_VERSION = 2
 STATUSES = ("ok", "no_face", "error")
@@ -100,7 +100,7 @@ class FaceResult:
         d["face"] = self.face
         d["box"] = [_r(v, 2) for v in self.box]
         if self.landmarks is not None:
-            d["landmarks"] = {n: [_r(x, 2), _r(y, 2)] for n, (x, y) in zip(LANDMARK_NAMES, self.landmarks)}
+            d["landmarks"] = {n: [_r(x, 2), _r(y, 2)] for n, (x, y) in zip(LANDMARK_NAMES, self.landmarks, strict=True)}
             d["landmarks_estimated"] = bool(self.landmarks_estimated)
         d["det_score"] = _r(self.det_score, 5)
         d["label"] = self.label
@@ -285,7 +285,7 @@ class ResultWriter:
                                     what="--output")
             self.fh = self._out.__enter__()
         else:
-            self.fh = stream
+            self.fh = cast(TextIO, stream)  # None only for parquet, which never writes through fh
         if fmt == "csv":
             self._csv = csv.writer(self.fh, lineterminator="\n")
             self._csv_quoted = csv.writer(self.fh, lineterminator="\n", quoting=csv.QUOTE_ALL)
@@ -342,8 +342,6 @@ _JSON_TYPES = {"integer": int, "number": float, "string": str, "boolean": bool}
 def openapi_models():
     """Pydantic models (Face, FileResult, BatchResult) built from :data:`FACE_FIELDS` / :data:`FILE_FIELDS`:
     the server documents exactly what ``to_dict`` writes. Needs pydantic (the ``serve`` extra)."""
-    from typing import Optional
-
     from pydantic import ConfigDict, Field, create_model
 
     def annotation(kind: str, face_model=None):
@@ -360,7 +358,7 @@ def openapi_models():
             if required and kind != "any":
                 fields[attr] = (ann, Field(..., alias=key, description=desc))
             else:
-                fields[attr] = (Optional[ann], Field(None, alias=key, description=desc))
+                fields[attr] = (ann | None, Field(None, alias=key, description=desc))
         return create_model(name, __config__=ConfigDict(populate_by_name=True), **fields)
 
     face = build("Face", FACE_FIELDS)

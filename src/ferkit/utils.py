@@ -19,7 +19,6 @@ import numpy as np
 
 from ferkit.errors import ConfigError, FerkitError, OutputError
 
-
 # ------------------------------------------------------------------------------------------- writing outputs
 # One writer for every file ferkit makes. The rules (README "Output files"):
 #  * a regular file (or a new name) is written to a temporary file beside it and moved into place with one
@@ -75,8 +74,9 @@ def output_error(path, e: OSError, what: str = "output") -> OutputError:
             errno.EROFS: "the file system is read-only: write elsewhere",
             errno.EACCES: "write elsewhere or fix the folder's permissions",
             errno.EPERM: "write elsewhere or fix the folder's permissions",
-            errno.EISDIR: "it is a folder: give a file name", errno.ENOTDIR: "a part of the path is a file, not a folder",
-            errno.EFBIG: "the file is too large for this file system or limit"}.get(e.errno, "write elsewhere")
+            errno.EISDIR: "it is a folder: give a file name",
+            errno.ENOTDIR: "a part of the path is a file, not a folder",
+            errno.EFBIG: "the file is too large for this file system or limit"}.get(e.errno or 0, "write elsewhere")
     err = OutputError(f"{what} {quote(os.fspath(path))}: cannot write ({why}); {hint}", e.errno)
     err.strerror, err.filename = why, os.fspath(path)
     return err
@@ -148,7 +148,7 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb", *, encoding: str | No
     :class:`~ferkit.errors.OutputError` line naming ``path`` (``what`` names it: ``--output``, ``checkpoint``)."""
     if mode not in ("w", "wb"):
         raise ValueError(f"atomic_open writes whole files: mode 'w' or 'wb', not {mode!r}")
-    text = dict(encoding=encoding or "utf-8", errors=errors, newline=newline) if mode == "w" else {}
+    text: dict[str, Any] = dict(encoding=encoding or "utf-8", errors=errors, newline=newline) if mode == "w" else {}
     p = os.fspath(path)
     target = p if p == "-" else _target(p)
     ours = True

@@ -37,7 +37,8 @@ def add_parsers(sub) -> None:
   ferkit data fetch fer2013                 # offline: says which file to download from where, and where to put it
   ferkit data fetch fashion_mnist --root data/""")
     df.add_argument("name", nargs="?", help="dataset name (see --list)")
-    df.add_argument("--root", default=None, help="where datasets live (default $FERKIT_DATA_DIR or ~/.cache/ferkit/data)")
+    df.add_argument("--root", default=None,
+                    help="where datasets live (default $FERKIT_DATA_DIR or ~/.cache/ferkit/data)")
     df.add_argument("--force", action="store_true", help="download again even if the files are already there")
     df.add_argument("--list", action="store_true", help="list the datasets this command knows")
 
@@ -64,4 +65,5 @@ def cmd_data(a) -> int:
             return 0 if a.list else 2
         print(api.fetch_dataset(a.name, root=a.root, force=a.force))
         return 0
-    raise ConfigError("ferkit data: say what to do: inspect PATH, synth --out DIR or fetch NAME (see ferkit data --help)")
+    raise ConfigError("ferkit data: say what to do: inspect PATH, synth --out DIR or fetch NAME "
+                      "(see ferkit data --help)")

@@ -79,9 +79,8 @@ def _gallery_arg(a):
 
 def cmd_enroll(a) -> int:
     from ferkit.identity.embedder import FaceEncoder
-    from ferkit.identity.verify import enroll
-
     from ferkit.identity.gallery import Gallery, default_gallery_path, validate_name
+    from ferkit.identity.verify import enroll
 
     validate_name(a.name)
     path = a.gallery or default_gallery_path()

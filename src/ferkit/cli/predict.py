@@ -50,7 +50,8 @@ def models_of(a) -> list:
 def add_parsers(sub) -> None:
     from ferkit.cli import add_command
 
-    pr = add_command(sub, "predict", "find every face in photos, folders, videos or a webcam and say its expression", """
+    pr = add_command(sub, "predict",
+                     "find every face in photos, folders, videos or a webcam and say its expression", """
   ferkit predict photos/                                  # every face in every image, JSON lines
   ferkit predict party.jpg --model faceapi_expression --annotate out/
   ferkit predict clip.mp4 --stride 2 --smooth 0.5 --annotate out/   # + per-second CSV and plot in out/

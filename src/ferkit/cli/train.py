@@ -74,7 +74,8 @@ def _add_train_options(t: argparse.ArgumentParser, sweep_only: bool = False) -> 
     t.add_argument("--model-arg", dest="model_args", action="append", default=None, metavar="KEY=VALUE",
                    help="extra model constructor argument, e.g. dropout=0.3 or weights_path=vgg_face.pth")
     if not sweep_only:
-        t.add_argument("--freeze-sweep", action="store_true", help="one run per frozen depth, then a table (source 002)")
+        t.add_argument("--freeze-sweep", action="store_true",
+                       help="one run per frozen depth, then a table (source 002)")
     t.add_argument("--quiet", action="store_true", default=None, help="no progress bars or per-epoch lines")
 
 
@@ -199,7 +200,6 @@ def cmd_recipes(a) -> int:
 
 def cmd_models(a) -> int:
     from ferkit import api
-
     from ferkit.cli import print_rows
 
     rows = api.describe_models()
@@ -223,7 +223,8 @@ def cmd_info(a) -> int:
 
     ck = api.load_checkpoint(a.checkpoint)
     if a.json:
-        print(json.dumps({k: v for k, v in ck.items() if k not in ("state_dict", "train_state")}, indent=2, default=str))
+        print(json.dumps({k: v for k, v in ck.items() if k not in ("state_dict", "train_state")}, indent=2,
+                         default=str))
     else:
         print(api.describe(ck))
     return 0

@@ -20,8 +20,13 @@ It imports no loader (nor PIL) until one is needed.
 from __future__ import annotations
 
 from ferkit.data.base import FaceDataset, Problem, Split
-from ferkit.data.inspection import (BINARY_IMBALANCE_RATIO, IMBALANCE_RATIO, format_inspection, imbalance_warning,
-                                    inspect_dataset)
+from ferkit.data.inspection import (
+                                    BINARY_IMBALANCE_RATIO,
+                                    IMBALANCE_RATIO,
+                                    format_inspection,
+                                    imbalance_warning,
+                                    inspect_dataset,
+)
 from ferkit.data.loading import FORMATS, LAYOUTS, detect_format, load_dataset
 
 __all__ = ["BINARY_IMBALANCE_RATIO", "FORMATS", "IMBALANCE_RATIO", "LAYOUTS", "FaceDataset", "Problem", "Split",

@@ -1,7 +1,7 @@
 """AffectNet-style folders: ``ROOT/images/<id>.jpg`` + ``ROOT/annotations/<id>_{exp,val,aro,lnd}.npy``.
 
-* ``<id>_exp.npy``: the expression 0-7 (neutral, happy, sad, surprise, fear, disgust, angry (AffectNet: anger), contempt);
-  ``_val`` / ``_aro``: valence / arousal in [-1, 1]; ``_lnd``: landmarks, 68 (x, y) pairs flattened to
+* ``<id>_exp.npy``: the expression 0-7 (neutral, happy, sad, surprise, fear, disgust, angry (AffectNet: anger),
+  contempt); ``_val`` / ``_aro``: valence / arousal in [-1, 1]; ``_lnd``: landmarks, 68 (x, y) pairs flattened to
   136 values. Each file holds one value (AffectNet stores them as strings such as ``'3'``; numbers work too).
 * Classes are the AffectNet names up to the highest label present: data labelled 0-6 (as source 003's)
   is a 7-class problem, data with contempt (7) an 8-class one.

@@ -43,7 +43,7 @@ class Split:
     def __len__(self) -> int:
         return int(self.labels.shape[0])
 
-    def subset(self, idx: np.ndarray) -> "Split":
+    def subset(self, idx: np.ndarray) -> Split:
         idx = np.asarray(idx)
         take = lambda a: None if a is None else a[idx]  # noqa: E731
         return Split(

@@ -30,8 +30,9 @@ import os
 import shutil
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
+from typing import Any
 
 import numpy as np
 
@@ -100,7 +101,7 @@ def assemble(fmt: str, root: str, arrays: dict, meta: dict) -> FaceDataset:
         a, b = meta["splits"][name]
         if b <= a:
             continue
-        part = {k: (None if arrays.get(k) is None else arrays[k][a:b]) for k in ARRAYS}
+        part: dict[str, Any] = {k: (None if arrays.get(k) is None else arrays[k][a:b]) for k in ARRAYS}
         splits[name] = Split(ids=list(ids[a:b]), **part)
     problems = [p if isinstance(p, Problem) else Problem(*p) for p in meta.get("problems", [])]
     return FaceDataset(name=meta["name"], format=fmt, root=root, classes=list(meta["classes"]), splits=splits,

@@ -25,8 +25,14 @@ from pathlib import Path
 
 import numpy as np
 
-from ferkit.data.base import (SPLIT_ALIASES, SPLIT_CODES, check_channels, check_fractions, normalize_size,
-                              stratified_split)
+from ferkit.data.base import (
+    SPLIT_ALIASES,
+    SPLIT_CODES,
+    check_channels,
+    check_fractions,
+    normalize_size,
+    stratified_split,
+)
 from ferkit.data.cache import file_stamp, group_by_split, load_or_build
 from ferkit.errors import DataError, quote
 from ferkit.utils import progress
@@ -119,7 +125,8 @@ def _parse(path: Path, cols: dict[str, int], *, quiet: bool):
     nfields = max(cols.values()) + 1
     npx = side = None
     chunks, labels, codes, linenos = [], [], [], []
-    pend_px, pend_ln = [], []
+    pend_px: list[bytes] = []
+    pend_ln: list[int] = []
     total = os.path.getsize(path)
 
     def flush():
@@ -193,7 +200,7 @@ def _parse_pixels(path: Path, rows: list[bytes], linenos: list[int], npx: int) -
     except ValueError:
         pass
     if arr is None or arr.size != len(rows) * npx:
-        for px, ln in zip(rows, linenos):
+        for px, ln in zip(rows, linenos, strict=True):
             toks = px.split()
             bad = next((t for t in toks if not t.isdigit()), None)
             if bad is not None:

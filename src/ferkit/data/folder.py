@@ -29,14 +29,23 @@ from pathlib import Path
 
 import numpy as np
 
-from ferkit.data.base import (SPLIT_ALIASES, SPLIT_CODES, SPLITS, Problem, check_channels, check_fractions,
-                              normalize_size, stratified_split)
+from ferkit.data.base import (
+    SPLIT_ALIASES,
+    SPLIT_CODES,
+    SPLITS,
+    Problem,
+    check_channels,
+    check_fractions,
+    normalize_size,
+    stratified_split,
+)
 from ferkit.data.cache import group_by_split, load_or_build
 from ferkit.errors import DataError
+from ferkit.faces.io import ALLOWED_FORMATS  # one list of image formats, shared with the decoder
+from ferkit.faces.io import IMAGE_SUFFIXES as IMAGE_EXTENSIONS
 from ferkit.utils import progress
 
 LOADER_VERSION = 1
-from ferkit.faces.io import ALLOWED_FORMATS, IMAGE_SUFFIXES as IMAGE_EXTENSIONS  # noqa: E402 - one list
 DEFAULT_IMAGE_SIZE = 48
 MAX_NATIVE_SIZE = 256
 _GREY_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F", "La"}
@@ -230,6 +239,7 @@ def decode_to_dataset(scratch, paths: list[str], *, size, channels, quiet: bool,
         raise DataError(f"{where}: none of the {n} image files can be read (first: {problems[-n]})")
     c0 = 1 if mode == "L" else 3
     buf = scratch.empty("decode", (len(idx), h, w, c0), np.uint8)
+    assert mode is not None  # from channels, else from the probe
     ok, grey, orig, reasons = decode_images([paths[i] for i in idx], (h, w), mode, buf, quiet=quiet)
     for j, r in enumerate(reasons):
         if r is not None:
@@ -298,8 +308,9 @@ class _Walker:
             d, dreal = stack.pop()
             try:
                 entries = list(os.scandir(d))
-            except OSError as e:
-                self.notes.append(Problem(d, f"skipped: cannot list this folder ({e.strerror or type(e).__name__})"))
+            except OSError as err:
+                self.notes.append(Problem(d, "skipped: cannot list this folder "
+                                             f"({err.strerror or type(err).__name__})"))
                 continue
             for e in sorted(entries, key=_links_last):  # a real file beats a link to it, whatever the names
                 if e.name.startswith("."):
@@ -439,7 +450,7 @@ def load_folder(path, *, image_size=None, channels=None, seed: int = 0, val_frac
                                             problems=problems, where=str(root))
         kept_codes = codes[order][keep]
         _, ranges = group_by_split(kept_codes)  # already grouped: only the ranges change
-        ids = [p for p, k in zip(paths, keep.tolist()) if k]
+        ids = [p for p, k in zip(paths, keep.tolist(), strict=True) if k]
         arrays = {"images": images, "labels": labels[order][keep]}
         meta = {"name": root.name, "classes": classes, "splits": ranges, "ids": ids,
                 "problems": problems[:len(notes)] + sorted(problems[len(notes):], key=lambda q: q.path)}

@@ -202,7 +202,7 @@ def load_idx(path, *, image_size=None, channels=None, seed: int = 0, val_fractio
         names = _classes_for(path, classes, int(labels.max()) + 1 if len(labels) else 1)
         if len(labels) and labels.max() >= len(names):
             raise DataError(f"{files['train', 'labels']}: label {int(labels.max())} but only {len(names)} classes")
-        given = np.concatenate([np.full(len(y), SPLIT_CODES[p], dtype=np.int8) for p, y in zip(parts, ys)])
+        given = np.concatenate([np.full(len(y), SPLIT_CODES[p], dtype=np.int8) for p, y in zip(parts, ys, strict=True)])
         codes, _ = plan_splits(labels, given, present, seed=seed, val_fraction=val_fraction,
                                test_fraction=test_fraction)
         order, ranges = group_by_split(codes)

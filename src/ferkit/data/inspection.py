@@ -51,7 +51,8 @@ def inspect_dataset(path, **kw) -> dict:
                              f"images, {ds.classes[small]!r} {counts[small]} ({counts[big] / counts[small]:.1f}x); "
                              "consider class weights"})
     for name, h in hist.items():
-        for c, n in zip(ds.classes, h):
+        # h can run past the classes only on an out-of-range label; the report names the known classes
+        for c, n in zip(ds.classes, h, strict=False):
             if n == 0:
                 warnings.append({"path": name, "reason": f"class {c!r} has no images in the {name} split"})
     dups, blanks = _duplicates(ds)
@@ -98,6 +99,7 @@ def _duplicates(ds: FaceDataset) -> tuple[dict, int]:
     if total > _DUP_LIMIT:
         return {"checked": False, "reason": f"skipped: {total / 2**30:.1f} GiB of pixels"}, 0
     seen: dict[bytes, tuple[str, str]] = {}
+    examples: list[list[str]]
     count, examples, blanks = 0, [], 0
     for name in SPLITS:
         s = ds.splits.get(name)
@@ -149,7 +151,7 @@ def format_inspection(info: dict) -> str:
     n_all = max(1, info["num_samples"])
     for i, c in enumerate(info["classes"]):
         row = [info["splits"][s]["histogram"][i] for s in splits]
-        totals = [a + b for a, b in zip(totals, row)]
+        totals = [a + b for a, b in zip(totals, row, strict=True)]
         lines.append(f"  {c:<{width}}" + "".join(f"{v:>9,}" for v in row) + f"{sum(row):>9,}"
                      + f"{100 * sum(row) / n_all:>7.1f}%")
     lines.append(f"  {'total':<{width}}" + "".join(f"{v:>9,}" for v in totals) + f"{sum(totals):>9,}{'':>8}")

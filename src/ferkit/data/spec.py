@@ -61,7 +61,7 @@ class InputSpec:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> "InputSpec":
+    def from_dict(cls, d: dict) -> InputSpec:
         if not isinstance(d, dict):
             raise ConfigError(f"input spec must be a mapping, got {type(d).__name__}")
         known = {f.name for f in fields(cls)}

@@ -492,7 +492,7 @@ def _render(idn: dict, p: dict, size: int, channels: int, clutter: float, chunk_
     up, lo = (_c(v) for v in _eye_heights(idn, p["expr"]))
     ew, ey = f("eye_w"), f("eye_y")
     browc = _colour(idn["hair"] * 0.7, C)
-    for side, eye_pts, brow_pts in ((-1, slice(36, 42), slice(17, 22)), (1, slice(42, 48), slice(22, 27))):
+    for side, eye_pts, _brow_pts in ((-1, slice(36, 42), slice(17, 22)), (1, slice(42, 48), slice(22, 27))):
         (ix, iy), (ox, oy), (mx, my2) = _brow_points(idn, p["expr"], side)
         ex0 = side * idn["eye_x"]
         ring = np.stack([np.stack([ex0 - 1.5 * idn["eye_w"], idn["eye_y"] - 1.3 * idn["eye_w"]], -1),
@@ -609,7 +609,7 @@ def generate(
     split_seqs = root_seq.spawn(len(SPLITS))
     splits: dict[str, Split] = {}
     offset = 0
-    for name, seq in zip(SPLITS, split_seqs):
+    for name, seq in zip(SPLITS, split_seqs, strict=True):
         m = sizes[name]
         param_seq, render_seq = seq.spawn(2)
         rng = np.random.default_rng(param_seq)
@@ -625,7 +625,7 @@ def generate(
         images = np.empty((m, size, size, channels), np.uint8)
         chunk_seeds = render_seq.generate_state(max(1, -(-m // _CHUNK)), dtype=np.uint64)
 
-        def render_chunk(ci: int) -> None:
+        def render_chunk(ci: int, m=m, images=images, idn=idn, p=p, chunk_seeds=chunk_seeds) -> None:
             sl = slice(ci * _CHUNK, min((ci + 1) * _CHUNK, m))
             images[sl] = _render(
                 {k: v[sl] for k, v in idn.items()}, {k: v[sl] for k, v in p.items()}, size, channels, nz.clutter,
@@ -743,7 +743,7 @@ def _write_layout(root: Path, ds: FaceDataset, layout: str, me_identity: int) ->
         w = csv.writer(buf, lineterminator="\n")
         w.writerow(["emotion", "pixels", "Usage"])
         for name, sp in ds.splits.items():
-            for img, lab in zip(sp.images, sp.labels):
+            for img, lab in zip(sp.images, sp.labels, strict=True):
                 w.writerow([int(lab), " ".join(map(str, img.reshape(-1).tolist())), usage[name]])
         (root / "fer2013.csv").write_text(buf.getvalue())
         return
@@ -753,6 +753,8 @@ def _write_layout(root: Path, ds: FaceDataset, layout: str, me_identity: int) ->
         to_aff = {i: AFFECTNET_CLASSES.index(c) for i, c in enumerate(ds.classes)}
         split_rows, id_rows = [], []
         for name, sp in ds.splits.items():
+            assert sp.valence is not None and sp.arousal is not None and sp.landmarks is not None  # synth makes them
+            assert sp.identities is not None
             for i, sid in enumerate(sp.ids):
                 (root / "images" / f"{sid}.png").write_bytes(_png(sp.images[i]))
                 a = root / "annotations"
@@ -770,6 +772,7 @@ def _write_layout(root: Path, ds: FaceDataset, layout: str, me_identity: int) ->
             if layout == "folder":
                 d = root / name / ds.classes[int(sp.labels[i])]
             else:
+                assert sp.identities is not None  # synth makes them
                 d = root / name / ("me" if int(sp.identities[i]) == me_identity else "not_me")
             d.mkdir(parents=True, exist_ok=True)
             (d / f"{sid}.png").write_bytes(_png(sp.images[i]))

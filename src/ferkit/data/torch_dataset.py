@@ -23,8 +23,8 @@ class SplitDataset(Dataset):
     def __init__(self, ds: FaceDataset, split: str = "train", spec: InputSpec | None = None,
                  augment: str | None = None, with_va: bool | None = None):
         self.split = ds.split(split)
-        self.spec = spec or InputSpec(size=ds.image_size, channels=ds.channels,
-                                      **dict(zip(("mean", "std"), ds.channel_stats("train"))))
+        # size, channels, then mean and std
+        self.spec = spec or InputSpec(ds.image_size, ds.channels, *ds.channel_stats("train"))
         self.augment = make_augment(augment) if augment and augment != "none" else None
         self.with_va = self.split.has_va if with_va is None else with_va
 
@@ -36,5 +36,6 @@ class SplitDataset(Dataset):
         x = to_input(img, self.spec, augment=self.augment)[0]
         y = int(self.split.labels[i])
         if self.with_va:
+            assert self.split.valence is not None and self.split.arousal is not None  # with_va: the split has them
             return x, y, float(self.split.valence[i]), float(self.split.arousal[i])
         return x, y

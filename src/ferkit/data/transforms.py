@@ -46,9 +46,9 @@ retrying up to ten times.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 from functools import lru_cache
-from typing import Callable
 
 import numpy as np
 import torch
@@ -502,7 +502,7 @@ class BatchAutoAugment:
         pol, fi, ne = policy.tolist(), fire.tolist(), negate.tolist()
         for slot in (0, 1):
             groups: dict[tuple[str, float], list[int]] = {}
-            for i, (p, f, n) in enumerate(zip(pol, fi, ne)):
+            for i, (p, f, n) in enumerate(zip(pol, fi, ne, strict=True)):
                 if not f[slot]:
                     continue
                 op, mag = self._ops[p][slot]

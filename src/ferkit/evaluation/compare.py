@@ -170,7 +170,7 @@ def compare_runs(paths: list, out="compare", quiet: bool = False) -> dict:
 
     check_output(out, "--out", folder=True)
     rows = [load_entry(p) for p in paths]
-    for r, name in zip(rows, _names([Path(r["path"]) for r in rows])):
+    for r, name in zip(rows, _names([Path(r["path"]) for r in rows]), strict=True):
         r["name"] = name
 
     # class sets: tag A, B, ... in order of first appearance
@@ -185,15 +185,15 @@ def compare_runs(paths: list, out="compare", quiet: bool = False) -> dict:
     warnings: list[str] = []
     if len(sets) > 1:
         groups = []
-        for key, tag in sets.items():
+        for tag in sets.values():
             members = [r["name"] for r in rows if r["class_set"] == tag]
             cls = next(r["classes"] for r in rows if r["class_set"] == tag)
             groups.append(f"{tag} = {len(cls)} classes ({', '.join(cls)}): {', '.join(members)}")
         warnings.append("runs have different class sets, so accuracy, balanced accuracy, F1, kappa, alpha, top-2, "
                         "log loss and ECE are comparable only between rows of the same class set; valence/arousal, "
                         "parameters and training time remain comparable. Class sets: " + "; ".join(groups))
-    for key, what in (("data", "datasets"), ("split", "splits"), ("tta", "test-time augmentation")):
-        vals = sorted({str(r.get(key)) for r in rows})
+    for col, what in (("data", "datasets"), ("split", "splits"), ("tta", "test-time augmentation")):
+        vals = sorted({str(r.get(col)) for r in rows})
         if len(vals) > 1:
             warnings.append(f"rows were measured with different {what} ({', '.join(vals)}): differences are not only "
                             "the models'")

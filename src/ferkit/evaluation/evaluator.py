@@ -31,6 +31,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -92,7 +93,7 @@ def tta_views(mode: str) -> list:
         return [None, _hflip]
     if mode == "tencrop":
         spots = [(0.0, 0.0), (0.0, 1.0), (1.0, 0.0), (1.0, 1.0), (0.5, 0.5)]
-        return [_crop_view(t, l, False) for t, l in spots] + [_crop_view(t, l, True) for t, l in spots]
+        return [_crop_view(t, left, False) for t, left in spots] + [_crop_view(t, left, True) for t, left in spots]
     raise ConfigError(f"--tta {mode!r}: use one of {', '.join(TTA_MODES)}")
 
 
@@ -139,6 +140,7 @@ def predict_arrays(model, images, spec, *, tta: str = "none", batch_size: int = 
                 if isinstance(out, dict) and "valence" in out:
                     va = torch.stack([out["valence"], out["arousal"]], 1).double()
                     va_sum = va if va_sum is None else va_sum + va
+            assert p_sum is not None  # views is never empty
             p_mean = (p_sum / len(views)).cpu().numpy()
             if probs_out is None:
                 probs_out = np.empty((n, p_mean.shape[1]), dtype=np.float64)
@@ -385,8 +387,8 @@ def evaluate_checkpoint(
     """
     from ferkit.checkpoint import build_model
     from ferkit.data.transforms import InputSpec
-    from ferkit.refs import load_checkpoint, resolve
     from ferkit.evaluation import plots
+    from ferkit.refs import load_checkpoint, resolve
     from ferkit.utils import atomic_write_json, check_output, resolve_device
 
     if tta not in TTA_MODES:
@@ -486,7 +488,7 @@ def evaluate_checkpoint(
     files["pr_curves.png"] = plots.plot_pr_curves(y, probs, classes, out / "pr_curves.png", title=f"PR: {what}")
     files["reliability.png"] = plots.plot_reliability(y, probs, out / "reliability.png", n_bins=metrics["ece_bins"],
                                                       title=f"calibration: {what}")
-    if va_true is not None:
+    if va_true is not None and va_pred is not None:
         files["va_scatter.png"] = plots.plot_va_scatter(va_true[0], va_pred[0], va_true[1], va_pred[1],
                                                          out / "va_scatter.png",
                                                          stats={"valence": metrics["valence"],
@@ -560,7 +562,7 @@ def _log_wandb(out: Path, metrics: dict, files: dict, card: dict, project: str) 
         import wandb
     except ImportError as e:
         raise ConfigError("--wandb needs the wandb package: pip install 'ferkit[track]'") from e
-    mode = os.environ.get("WANDB_MODE")
+    mode: Any = os.environ.get("WANDB_MODE")  # the user's value as given: wandb.init validates it
     if mode is None and not os.environ.get("WANDB_API_KEY"):
         mode = "offline"  # never block on a login prompt
     split = metrics["split"]

@@ -40,7 +40,7 @@ def plot_training_curves(history: list[dict], path: str | Path, title: str | Non
     if any("val_valence_ccc" in r for r in history):
         panels.append(("valence / arousal CCC", ["val_valence_ccc", "val_arousal_ccc"]))
     fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.6))
-    for ax, (title, keys) in zip(np.atleast_1d(axes), panels):
+    for ax, (title, keys) in zip(np.atleast_1d(axes), panels, strict=True):
         for k in keys:
             xs, ys = series(k)
             if xs:
@@ -127,7 +127,7 @@ def _one_vs_rest(y_true, probs, classes, path, score, tag: str, draw, finish, la
     path = Path(path)
     t = np.asarray(y_true)
     fig, ax = plt.subplots(figsize=(5.6, 5.0))
-    for c, (name, color) in enumerate(zip(classes, _class_colors(len(classes)))):
+    for c, (name, color) in enumerate(zip(classes, _class_colors(len(classes)), strict=True)):
         value = score(t == c, probs[:, c]) if t.size else float("nan")
         if np.isfinite(value):
             draw(ax, t == c, probs[:, c], color, f"{name} ({tag} {value:.3f})")
@@ -186,7 +186,7 @@ def plot_va_scatter(true_v, pred_v, true_a, pred_a, path: str | Path, stats: dic
     path = Path(path)
     stats = stats or {}
     fig, axes = plt.subplots(1, 2, figsize=(9.6, 4.6))
-    for ax, name, t, p in zip(axes, ("valence", "arousal"), (true_v, true_a), (pred_v, pred_a)):
+    for ax, name, t, p in zip(axes, ("valence", "arousal"), (true_v, true_a), (pred_v, pred_a), strict=True):
         t, p = np.asarray(t, dtype=np.float64), np.asarray(p, dtype=np.float64)
         ax.scatter(t, p, s=6, alpha=0.45, color="#4c72b0", edgecolors="none")
         ax.plot([-1, 1], [-1, 1], color="grey", ls="--", lw=0.9)
@@ -245,7 +245,8 @@ def plot_image_grid(images: np.ndarray, captions: list[str], path: str | Path, t
     for i in range(n):
         img = np.asarray(images[i])
         pil = Image.fromarray(img[..., 0] if img.ndim == 3 and img.shape[2] == 1 else img).convert("RGB")
-        pil = pil.resize((tile, h_img), Image.NEAREST)
+        # Pillow sets the module-level filter names at import (no stub sees them); Image.Resampling needs >= 9.1
+        pil = pil.resize((tile, h_img), Image.NEAREST)  # type: ignore[attr-defined]
         r, c = divmod(i, cols)
         x = pad + c * (tile + pad)
         y = head + pad + r * (cap_h + h_img + pad)
@@ -279,7 +280,7 @@ def plot_compare_bars(names: list[str], metrics: dict[str, list[float | None]], 
                 xs.append(i - 0.4 + width * (j + 0.5))
                 ys.append(v)
         bars = ax.bar(xs, ys, width=width, color=colors[j], label=name)
-        for bar, v in zip(bars, ys):
+        for bar, v in zip(bars, ys, strict=True):
             ax.text(bar.get_x() + bar.get_width() / 2, bar.get_height(), f"{v:.2f}", ha="center", va="bottom",
                     fontsize=6.5)
     ax.set_xticks(range(k), keys, rotation=20, ha="right")

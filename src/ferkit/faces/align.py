@@ -10,6 +10,8 @@ the template's extent on every side (0.2 -> the face fills 1/1.4 of the crop; ne
 
 from __future__ import annotations
 
+from typing import overload
+
 import numpy as np
 
 from ferkit.errors import ConfigError
@@ -85,6 +87,12 @@ def similarity(src: np.ndarray, dst: np.ndarray, weights=None) -> np.ndarray | N
     scale = float(np.trace(np.diag(sig) @ flip)) / var
     t = md - scale * rot @ ms
     return np.hstack([scale * rot, t[:, None]])
+
+
+@overload
+def alignment_matrix(face: Face, size=..., margin: float = ..., weights=...) -> np.ndarray: ...
+@overload
+def alignment_matrix(face: np.ndarray, size=..., margin: float = ..., weights=...) -> np.ndarray | None: ...
 
 
 def alignment_matrix(face: Face | np.ndarray, size=(112, 112), margin: float = 0.0,

@@ -16,14 +16,14 @@ from __future__ import annotations
 
 import abc
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar, Sequence
+from typing import Any, ClassVar
 
 import numpy as np
 
 from ferkit.errors import ConfigError, DataError
-
-from ferkit.schema import LANDMARK_NAMES  # noqa: E402 - one definition, shared with the result schema
+from ferkit.schema import LANDMARK_NAMES  # one definition, shared with the result schema
 
 # What a backend may be asked to downscale to before detection (long side, pixels).
 DEFAULT_MAX_SIZE = 1280
@@ -68,7 +68,7 @@ class Face:
     def center(self) -> tuple[float, float]:
         return ((self.box[0] + self.box[2]) / 2, (self.box[1] + self.box[3]) / 2)
 
-    def scaled(self, sx: float, sy: float | None = None) -> "Face":
+    def scaled(self, sx: float, sy: float | None = None) -> Face:
         """The same face with every coordinate multiplied by (sx, sy)."""
         sy = sx if sy is None else sy
         x1, y1, x2, y2 = self.box
@@ -81,26 +81,26 @@ class Face:
             "box": [round(v, 2) for v in self.box],
             "score": round(self.score, 5),
             "landmarks": {n: [round(float(x), 2), round(float(y), 2)]
-                          for n, (x, y) in zip(LANDMARK_NAMES, self.landmarks)},
+                          for n, (x, y) in zip(LANDMARK_NAMES, self.landmarks, strict=True)},
             "landmarks_estimated": self.landmarks_estimated,
         }
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "Face":
+    def from_dict(cls, d: dict[str, Any]) -> Face:
         lm = d["landmarks"]
         pts = [lm[n] for n in LANDMARK_NAMES] if isinstance(lm, dict) else lm
         return cls(tuple(d["box"]), d["score"], np.asarray(pts, dtype=np.float32),
                    bool(d.get("landmarks_estimated", False)))
 
 
-_BACKENDS: dict[str, type["FaceDetector"]] = {}
+_BACKENDS: dict[str, type[FaceDetector]] = {}
 #: the built-in backends and the module each registers itself from, imported on first use (so that
 #: ``retinaface`` on ONNX Runtime never imports torch for MTCNN's networks)
 BUILTIN_BACKENDS = {"retinaface": "ferkit.faces.retinaface", "mtcnn": "ferkit.faces.mtcnn",
                     "haar": "ferkit.faces.haar"}
 
 
-def register_backend(name: str) -> Callable[[type["FaceDetector"]], type["FaceDetector"]]:
+def register_backend(name: str) -> Callable[[type[FaceDetector]], type[FaceDetector]]:
     """Class decorator: make a :class:`FaceDetector` subclass available to :meth:`FaceDetector.create`."""
 
     def deco(cls: type[FaceDetector]) -> type[FaceDetector]:
@@ -116,7 +116,7 @@ def available_backends() -> list[str]:
     return sorted(set(_BACKENDS) | set(BUILTIN_BACKENDS), key=lambda n: (n != "retinaface", n))
 
 
-def backend_class(name: str) -> type["FaceDetector"]:
+def backend_class(name: str) -> type[FaceDetector]:
     """The class registered as ``name`` (a built-in one is imported here, on first use)."""
     if name not in _BACKENDS and name in BUILTIN_BACKENDS:
         import importlib
@@ -134,7 +134,7 @@ def as_rgb_uint8(image: Any, what: str = "image") -> np.ndarray:
     try:
         from PIL import Image
     except ImportError:  # pragma: no cover - pillow is a dependency
-        Image = None
+        Image = None  # type: ignore[assignment]  # pillow is a dependency: this fallback is never taken
     if Image is not None and isinstance(image, Image.Image):
         from ferkit.faces.io import pil_to_rgb
 
@@ -228,7 +228,7 @@ class FaceDetector(abc.ABC):
 
     @staticmethod
     def create(name: str = "retinaface", device: Any = "cpu", score_threshold: float | None = None,
-               min_face: float = 20, **kwargs: Any) -> "FaceDetector":
+               min_face: float = 20, **kwargs: Any) -> FaceDetector:
         """A detector by backend name (see :func:`available_backends`); ConfigError for an unknown name.
 
         ``score_threshold`` defaults to the backend's own (retinaface 0.8, mtcnn 0.7, haar 0.0);
@@ -259,7 +259,7 @@ class FaceDetector(abc.ABC):
         fitted = [fit_long_side(a, self.max_size) for a in arrays]
         raw = self._detect_many([f[0] for f in fitted], [min(f[1], f[2]) for f in fitted])
         out: list[list[Face]] = []
-        for faces, (_, sx, sy) in zip(raw, fitted):
+        for faces, (_, sx, sy) in zip(raw, fitted, strict=True):
             if sx != 1.0 or sy != 1.0:
                 faces = [f.scaled(1.0 / sx, 1.0 / sy) for f in faces]
             faces = [f for f in faces if f.score >= self.score_threshold and f.size >= self.min_face]

@@ -67,14 +67,14 @@ class HaarDetector(FaceDetector):
         import cv2
 
         out = []
-        for img, s in zip(images, scales):
+        for img, s in zip(images, scales, strict=True):
             grey = cv2.equalizeHist(cv2.cvtColor(img, cv2.COLOR_RGB2GRAY))
             side = max(1, int(self.min_face * s))
             rects, _, weights = self.cascade.detectMultiScale3(
                 grey, scaleFactor=self.scale_factor, minNeighbors=self.min_neighbors, minSize=(side, side),
                 outputRejectLevels=True)
             faces = []
-            for (x, y, w, h), wt in zip(np.asarray(rects).reshape(-1, 4), np.asarray(weights).reshape(-1)):
+            for (x, y, w, h), wt in zip(np.asarray(rects).reshape(-1, 4), np.asarray(weights).reshape(-1), strict=True):
                 box = (float(x), float(y), float(x + w), float(y + h))
                 score = float(1.0 / (1.0 + np.exp(-float(wt))))
                 faces.append(Face(box, score, estimate_landmarks(box), landmarks_estimated=True))

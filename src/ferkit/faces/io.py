@@ -108,7 +108,7 @@ def _opened(source, name: str | None, max_pixels: int | None):
             warnings.simplefilter("ignore")  # Pillow's notes on damaged metadata: the pixels decide, not them
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(fp, formats=ALLOWED_FORMATS) as im:
-                _check_size(*im.size, max_pixels, name)
+                _check_size(im.size[0], im.size[1], max_pixels, name)
                 yield im, raw, name
     except DataError:
         raise

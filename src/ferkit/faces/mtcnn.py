@@ -185,7 +185,6 @@ def cascade(nets: MTCNNNets, imgs: torch.Tensor, min_face: float, thresholds=(0.
     """
     from ferkit.faces.base import batched_nms
 
-    dev = imgs.device
     h, w = imgs.shape[2:]
     empty = (torch.zeros(0, dtype=torch.long), torch.zeros(0, 4), torch.zeros(0), torch.zeros(0, 5, 2))
 
@@ -204,7 +203,7 @@ def cascade(nets: MTCNNNets, imgs: torch.Tensor, min_face: float, thresholds=(0.
         parts.append((n[keep], boxes[keep], score[keep], offs[keep]))
     if not parts:
         return empty
-    n, boxes, score, offs = (torch.cat(t) for t in zip(*parts))
+    n, boxes, score, offs = (torch.cat(t) for t in zip(*parts, strict=True))
     keep = batched_nms(boxes, score, n, 0.7)
     n, boxes = n[keep], _square(_regress(boxes[keep], offs[keep], plus_one=False))
 
@@ -237,7 +236,7 @@ def cascade(nets: MTCNNNets, imgs: torch.Tensor, min_face: float, thresholds=(0.
 
 def _batched(net: nn.Module, x: torch.Tensor, chunk: int = 512):
     outs = [net(x[i:i + chunk]) for i in range(0, len(x), chunk)]
-    return tuple(torch.cat(t) for t in zip(*outs))
+    return tuple(torch.cat(t) for t in zip(*outs, strict=True))
 
 
 @register_backend("mtcnn")

@@ -129,13 +129,15 @@ class RetinaFaceDetector(FaceDetector):
             # RGB -> BGR minus the mean, NCHW float32, in one OpenCV pass (equal to the torch path's numbers).
             # numpy/OpenCV, not torch, before ONNX Runtime: torch's OpenMP threads would stay spinning after
             # their own small ops and take the cores ORT's threads need (measured: 2x slower on 2 cores).
-            x = cv2.dnn.blobFromImages(batch, 1.0, None, BGR_MEAN, swapRB=True, crop=False)
+            # OpenCV's stub wants a size; None (keep each image's size) is what the C++ takes
+            x = cv2.dnn.blobFromImages(batch, 1.0, None, BGR_MEAN, swapRB=True, crop=False)  # type: ignore[call-overload]
             return tuple(self._session_for(call_threads()).run(None, {"x": x}))
         import torch
 
         with torch.inference_mode():
             t = torch.from_numpy(np.stack(batch)).to(self.device)
             x = t.permute(0, 3, 1, 2).flip(1).float() - self._mean  # RGB -> BGR, minus mean
+            assert self.net is not None  # the torch runtime built it
             return tuple(o.float().cpu().numpy() for o in self.net(x))
 
     def _detect_many(self, images: list[np.ndarray], scales: list[float]) -> list[list[Face]]:

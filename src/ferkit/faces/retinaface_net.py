@@ -42,10 +42,13 @@ class ConvNormAct(nn.Module):
         if not isinstance(self.bn, nn.BatchNorm2d):
             return
         bn, c = self.bn, self.conv
+        assert bn.running_mean is not None and bn.running_var is not None  # a BatchNorm2d tracks them by default
         gain = bn.weight / torch.sqrt(bn.running_var + bn.eps)
-        fused = nn.Conv2d(c.in_channels, c.out_channels, c.kernel_size, c.stride, c.padding,
+        # torch types a Conv2d's kernel_size/stride/padding as tuple[int, ...]; they are pairs
+        fused = nn.Conv2d(c.in_channels, c.out_channels, c.kernel_size, c.stride, c.padding,  # type: ignore[arg-type]
                           groups=c.groups, bias=True)
         fused.weight.copy_(c.weight * gain.view(-1, 1, 1, 1))
+        assert fused.bias is not None  # bias=True
         fused.bias.copy_(bn.bias - bn.running_mean * gain)
         self.conv, self.bn = fused, nn.Identity()
 
@@ -89,7 +92,7 @@ class TopDownPyramid(nn.Module):
         self.smooth = nn.ModuleList(ConvNormAct(width, width, 3) for _ in in_channels[:-1])
 
     def forward(self, feats: list[torch.Tensor]) -> list[torch.Tensor]:
-        outs = [lat(f) for lat, f in zip(self.lateral, feats)]
+        outs = [lat(f) for lat, f in zip(self.lateral, feats, strict=True)]
         for i in range(len(outs) - 2, -1, -1):
             up = F.interpolate(outs[i + 1], size=outs[i].shape[-2:], mode="nearest")
             outs[i] = self.smooth[i](outs[i] + up)
@@ -145,11 +148,11 @@ class RetinaFaceNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         levels = self.neck(self.backbone(x))
-        outs = [head(ctx(f)) for head, ctx, f in zip(self.heads, self.context, levels)]
-        logits, boxes, lms = (torch.cat(parts, dim=1) for parts in zip(*outs))
+        outs = [head(ctx(f)) for head, ctx, f in zip(self.heads, self.context, levels, strict=True)]
+        logits, boxes, lms = (torch.cat(parts, dim=1) for parts in zip(*outs, strict=True))
         return logits.softmax(-1)[..., 1], boxes, lms
 
-    def fold(self) -> "RetinaFaceNet":
+    def fold(self) -> RetinaFaceNet:
         for m in self.modules():
             if isinstance(m, ConvNormAct):
                 m.fold()

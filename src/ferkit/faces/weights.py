@@ -7,10 +7,10 @@ Nothing is downloaded at run time.
 
 from __future__ import annotations
 
-from ferkit.utils import sha256_file  # noqa: F401 - re-exported for the conversion scripts
 from pathlib import Path
 
 from ferkit.errors import ModelError
+from ferkit.utils import sha256_file  # noqa: F401 - re-exported for the conversion scripts
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 CARDS_DIR = Path(__file__).resolve().parent / "cards"

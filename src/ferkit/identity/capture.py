@@ -13,9 +13,9 @@ from __future__ import annotations
 import os
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -67,7 +67,7 @@ def collect(source, label: str, count: int = 50, out: str | os.PathLike = "colle
         raise ConfigError(f"--count {count!r}: give a number of crops >= 1")
     say = say or (lambda s: print(s, file=sys.stderr, flush=True))
     det = FaceDetector.create(detector)
-    from ferkit.inference.video import window_available, open_capture
+    from ferkit.inference.video import open_capture, window_available
 
     cap = open_capture(source)
     folder = Path(out) / label

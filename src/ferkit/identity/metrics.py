@@ -6,6 +6,8 @@ pairs accepted, TAR (true accept rate) the share of genuine pairs accepted, FRR 
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 
@@ -106,7 +108,7 @@ def verification_metrics(genuine, impostor, threshold: float | None = None,
     """Everything ``ferkit evaluate-verification`` reports, from the two distance arrays."""
     g = np.asarray(genuine, dtype=np.float64)
     i = np.asarray(impostor, dtype=np.float64)
-    out = {"genuine_pairs": int(g.size), "impostor_pairs": int(i.size),
+    out: dict[str, Any] = {"genuine_pairs": int(g.size), "impostor_pairs": int(i.size),
            "genuine_mean": float(g.mean()) if g.size else float("nan"),
            "impostor_mean": float(i.mean()) if i.size else float("nan"),
            "roc_auc": roc_auc_verification(g, i)}

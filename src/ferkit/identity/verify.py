@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
 from ferkit.errors import ConfigError, DataError
+from ferkit.faces.io import IMAGE_SUFFIXES as IMAGE_EXTS  # the one suffix list
 from ferkit.identity.gallery import Gallery, GalleryError, calibrate_threshold, default_gallery_path, validate_name
 from ferkit.identity.metrics import pairwise_distances
-
-from ferkit.faces.io import IMAGE_SUFFIXES as IMAGE_EXTS  # noqa: E402 - the one suffix list
 
 
 def expand_photos(inputs: Sequence[str | os.PathLike]) -> list[Path]:
@@ -78,7 +78,7 @@ def enroll(name: str, photos: Sequence[str | os.PathLike], gallery: str | os.Pat
         raise DataError(f"ferkit enroll: none of the {len(files)} photo(s) showed exactly one readable face; "
                         f"nothing was enrolled ({rep.skipped[0][0]}: {rep.skipped[0][1]})")
     with Gallery(path, create=True) as g:  # one transaction for the whole call
-        for row, new in zip(rows, g.add(rows)):
+        for row, new in zip(rows, g.add(rows), strict=True):
             (rep.added if new else rep.already).append(row["photo"])
     return rep
 
@@ -94,7 +94,7 @@ class IdentityMatcher:
 
     @classmethod
     def from_gallery(cls, gallery: str | os.PathLike | Gallery | None = None, threshold: float | None = None,
-                     default_threshold: float = 0.6) -> "IdentityMatcher":
+                     default_threshold: float = 0.6) -> IdentityMatcher:
         g = gallery if isinstance(gallery, Gallery) else Gallery(gallery, readonly=True)
         try:
             names, M, _ = g.embeddings()
@@ -120,7 +120,8 @@ class IdentityMatcher:
         if name is not None:
             idx = [i for i, n in enumerate(self.names) if n == name]
             if not idx:
-                raise ConfigError(f"--name {name!r} is not in the gallery (enrolled: {', '.join(sorted(set(self.names)))})")
+                raise ConfigError(f"--name {name!r} is not in the gallery "
+                                  f"(enrolled: {', '.join(sorted(set(self.names)))})")
             k = idx[int(np.argmin(D[idx]))]
         else:
             k = int(np.argmin(D))
@@ -146,7 +147,7 @@ def verify(photos: Sequence[str | os.PathLike], gallery: str | os.PathLike | Non
     if not files:
         raise ConfigError("ferkit verify: no photos given (pass image files or folders)")
     enc = encoder or FaceEncoder()
-    out = []
+    out: list[dict[str, Any]] = []
     for f in progress(files, desc="verify", unit="photo", quiet=quiet):
         try:
             r = enc.encode_file(f)
@@ -156,7 +157,7 @@ def verify(photos: Sequence[str | os.PathLike], gallery: str | os.PathLike | Non
         if not r.faces:
             out.append({"photo": str(f), "status": "no_face", "identity": None})
             continue
-        for i, (face, emb) in enumerate(zip(r.faces, r.embeddings)):
+        for i, (face, emb) in enumerate(zip(r.faces, r.embeddings, strict=True)):
             res = matcher.identify(emb, name)
             out.append({"photo": str(f), "status": "ok", "face": i, "box": [round(v, 1) for v in face.box], **res})
     return out
@@ -251,7 +252,8 @@ def _fmt(v, d=4) -> str:
 
 def _report(m: dict) -> str:
     rows = [f"# Face verification: {m['data']}", "",
-            f"Embedder `{m['embedder']}`, detector `{m['detector']}`; {m['identities']} identities, {m['photos']} photos "
+            f"Embedder `{m['embedder']}`, detector `{m['detector']}`; {m['identities']} identities, "
+            f"{m['photos']} photos "
             f"({m['skipped']} skipped, see skipped.csv); {m['genuine_pairs']} genuine and {m['impostor_pairs']} "
             f"impostor pairs.", "",
             "| metric | value |", "|---|---|",
@@ -275,7 +277,7 @@ def _plot_histogram(path: Path, gen, imp, thr: float, eer_thr: float) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4))
-    bins = np.linspace(0, max(1.2, float(np.max(np.concatenate([gen, imp]))) + 0.05), 40)
+    bins = np.linspace(0, max(1.2, float(np.max(np.concatenate([gen, imp]))) + 0.05), 40).tolist()
     ax.hist(imp, bins=bins, alpha=0.6, density=True, label=f"impostor ({len(imp)})", color="tab:red")
     ax.hist(gen, bins=bins, alpha=0.6, density=True, label=f"genuine ({len(gen)})", color="tab:green")
     ax.axvline(thr, color="k", ls="--", label=f"threshold {thr:.3f}")
@@ -284,8 +286,9 @@ def _plot_histogram(path: Path, gen, imp, thr: float, eer_thr: float) -> None:
     ax.set_ylabel("density")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    from ferkit.utils import atomic_write_bytes
     import io
+
+    from ferkit.utils import atomic_write_bytes
 
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100)

@@ -97,7 +97,6 @@ class OnnxClassifier(Classifier):
     def __init__(self, path: str | os.PathLike, device: str = "cpu", threads: int | None = None,
                  name: str | None = None):
         from ferkit.data.spec import InputSpec
-
         from ferkit.inference.onnx import require
 
         ort = require("onnxruntime")
@@ -184,6 +183,7 @@ def make_classifier(model: Any, backend: str = "auto", device: str = "cpu") -> C
 
     ref = resolve(model)
     if ref.kind == "onnx":
+        assert ref.path is not None  # an .onnx reference is a file
         return OnnxClassifier(ref.path, device=device, name=ref.name)
     if backend == "onnx" or (backend == "auto" and _onnx_runs_here(ref, device)):
         from ferkit.inference.onnx import cached_export

@@ -30,8 +30,6 @@ import os
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from ferkit.errors import ConfigError, ModelError
 
 OPSET = 17
@@ -64,8 +62,8 @@ def export_onnx(model: Any, out: str | os.PathLike | None = None, int8: bool = F
     import torch
 
     from ferkit.checkpoint import build_model
-    from ferkit.refs import load_checkpoint
     from ferkit.data.transforms import InputSpec
+    from ferkit.refs import load_checkpoint
 
     onnx = require("onnx")
     ckpt = load_checkpoint(model)
@@ -163,6 +161,7 @@ def cached_export_path(model: Any) -> Path:
         raise ConfigError("--backend onnx needs a checkpoint path or zoo name (or an exported .onnx file)")
     ref = resolve(model)
     if ref.kind == "onnx":
+        assert ref.path is not None  # an .onnx reference is a file
         return ref.path
     if ref.kind == "zoo":
         from ferkit.zoo import onnx_file

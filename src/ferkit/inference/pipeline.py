@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Literal, overload
 
 import numpy as np
 
@@ -53,10 +54,10 @@ class Analyzer:
     ``crop``: ``align`` (landmark warp; default) or ``box``. ``batch_size``: faces per classifier forward.
     ``det_size``: long side images are downscaled to for detection (default 640, ``defaults.DET_SIZE``;
     None: the detector's ``max_size``, 1280). The speed knob: RetinaFace at 320 is ~3x cheaper than at 640
-    and still finds faces down to ~16 px at detection scale (~32 px in a 640x480 photo); results are always in original pixels, and files
-    larger than ``det_size`` are reported ``downscaled``. ``workers``: images decoded and detected at once
-    by :meth:`analyze_paths` and :meth:`detect` (default: one per core, each on one core; 1 with detectors
-    that do not allow parallel calls).
+    and still finds faces down to ~16 px at detection scale (~32 px in a 640x480 photo); results are always in
+    original pixels, and files larger than ``det_size`` are reported ``downscaled``. ``workers``: images decoded
+    and detected at once by :meth:`analyze_paths` and :meth:`detect` (default: one per core, each on one core;
+    1 with detectors that do not allow parallel calls).
     """
 
     def __init__(self, models: Any = defaults.MODEL, detector: Any = defaults.DETECTOR,
@@ -150,6 +151,7 @@ class Analyzer:
         from ferkit.utils import one_core
 
         with one_core():
+            assert self.detector is not None  # detect_faces
             return self.detector.detect_batch([image])[0]
 
     def detect(self, images: Sequence[np.ndarray]) -> list[list]:
@@ -159,6 +161,7 @@ class Analyzer:
             return [[_face_for_full_image(im)] for im in images]
         if self.workers > 1 and len(images) > 1:
             return list(self._pool().map(self._detect_one, images))
+        assert self.detector is not None  # detect_faces
         return self.detector.detect_batch(list(images))
 
     def classify(self, images: Sequence[np.ndarray], faces_per_image: Sequence[Sequence]) -> list[list[dict]]:
@@ -166,6 +169,7 @@ class Analyzer:
         pairs = [(i, f) for i, fs in enumerate(faces_per_image) for f in fs]
         if not pairs:
             return [[] for _ in images]
+        vas: list[np.ndarray | None]
         members, vas = [], []
         chip_cache: dict[tuple, np.ndarray] = {}
         for clf in self.classifiers:
@@ -173,6 +177,7 @@ class Analyzer:
             if key not in chip_cache:
                 chip_cache[key] = np.stack([self._chip(images[i], f, clf.spec) for i, f in pairs])
             chips = chip_cache[key]
+            va: list[Any]
             ps, va = [], []
             for a in range(0, len(chips), self.batch_size):
                 p, v = clf.predict(chips[a:a + self.batch_size])
@@ -187,22 +192,22 @@ class Analyzer:
 
             probs, _ = ensemble_probs(members, mode="union")
         have_va = [v for v in vas if v is not None]
-        va = np.mean(have_va, axis=0) if have_va else None
+        va_mean = np.mean(have_va, axis=0) if have_va else None
         out: list[list[dict]] = [[] for _ in images]
         for k, (i, _f) in enumerate(pairs):
-            out[i].append({"probs": probs[k], "va": None if va is None else va[k]})
+            out[i].append({"probs": probs[k], "va": None if va_mean is None else va_mean[k]})
         return out
 
     def _results(self, source: str, faces, preds, frame=None, timestamp=None) -> list[FaceResult]:
         res = []
-        for j, (f, p) in enumerate(zip(faces, preds)):
+        for j, (f, p) in enumerate(zip(faces, preds, strict=True)):
             k = int(np.argmax(p["probs"]))
             res.append(FaceResult(
                 source=source, face=j, box=f.box,
                 landmarks=None if not self.detect_faces else f.landmarks,
                 landmarks_estimated=f.landmarks_estimated, det_score=f.score,
                 label=self.classes[k], score=float(p["probs"][k]),
-                probabilities={c: float(v) for c, v in zip(self.classes, p["probs"])},
+                probabilities={c: float(v) for c, v in zip(self.classes, p["probs"], strict=True)},
                 valence=None if p["va"] is None else float(p["va"][0]),
                 arousal=None if p["va"] is None else float(p["va"][1]),
                 frame=frame, timestamp=timestamp))
@@ -220,10 +225,11 @@ class Analyzer:
             preds = self.classify(images, faces)
         frames = frames or [None] * len(images)
         timestamps = timestamps or [None] * len(images)
-        out = [self._results(s, f, p, fr, ts) for s, f, p, fr, ts in zip(sources, faces, preds, frames, timestamps)]
+        out = [self._results(s, f, p, fr, ts)
+               for s, f, p, fr, ts in zip(sources, faces, preds, frames, timestamps, strict=True)]
         if self.identity is not None:
-            for img, fs, rs in zip(images, faces, out):
-                for r, ident in zip(rs, self.identity.assign(img, fs)):
+            for img, fs, rs in zip(images, faces, out, strict=True):
+                for r, ident in zip(rs, self.identity.assign(img, fs), strict=True):
                     r.identity = ident
         return out
 
@@ -246,6 +252,7 @@ class Analyzer:
         if not fr.faces and kind == "image":
             fr.status, fr.reason = "no_face", "no face found"
         if fr.downscaled:
+            assert fr.image_size is not None and self.detector is not None  # downscaled: both known
             note = f"downscaled from {fr.image_size[0]}x{fr.image_size[1]} to long side {self.detector.max_size} " \
                    "for detection"
             fr.reason = f"{fr.reason}; {note}" if fr.reason else note
@@ -265,12 +272,21 @@ class Analyzer:
         source = source or "<array>"
         return self.file_result(source, image, self.process([image], [source])[0])
 
+    @overload
+    def analyze_paths(self, paths: Iterable[str | os.PathLike], group: int = ..., prefetch: int = ...,
+                      return_images: Literal[False] = ..., loader: Any = ...) -> Iterator[FileResult]: ...
+    @overload
+    def analyze_paths(self, paths: Iterable[str | os.PathLike], group: int = ..., prefetch: int = ..., *,
+                      return_images: Literal[True],
+                      loader: Any = ...) -> Iterator[tuple[FileResult, np.ndarray | None]]: ...
+
     def analyze_paths(self, paths: Iterable[str | os.PathLike], group: int = 8, prefetch: int = 16,
-                      return_images: bool = False, loader: Any = None) -> Iterator[FileResult]:
+                      return_images: bool = False, loader: Any = None) -> Iterator[Any]:
         """One :class:`FileResult` per image path, in order. Pool threads decode (and, with a detector that
         allows parallel calls, detect: one image per core) up to ``prefetch`` images ahead, while this thread
-        classifies groups of up to ``group`` finished images (their faces go through the classifier together). Unreadable files become ``status="error"`` with a one-line reason;
-        images without a face ``status="no_face"``. ``return_images``: yield ``(FileResult, image or None)``.
+        classifies groups of up to ``group`` finished images (their faces go through the classifier together).
+        Unreadable files become ``status="error"`` with a one-line reason; images without a face
+        ``status="no_face"``. ``return_images``: yield ``(FileResult, image or None)``.
         ``loader``: path -> RGB uint8 array (default :func:`ferkit.faces.load_image`; the Ray engine passes one
         that also reads URIs)."""
         from collections import deque
@@ -330,8 +346,12 @@ def expand_inputs(inputs: Iterable[str | os.PathLike]) -> list[Path]:
         p = Path(s)
         if p.is_dir():
             found: list[Path] = []
+
+            def unreadable(e: OSError, found: list[Path] = found) -> None:  # found bound now (B023)
+                found.append(Path(e.filename))
+
             # An unreadable sub-folder becomes an input of its own, so it is reported (status error), not raised.
-            for root, _dirs, files in os.walk(p, onerror=lambda e: found.append(Path(e.filename))):
+            for root, _dirs, files in os.walk(p, onerror=unreadable):
                 found += [Path(root) / f for f in files if Path(f).suffix.lower() in IMAGE_SUFFIXES + VIDEO_SUFFIXES]
             out += sorted(found)
         else:

@@ -26,9 +26,10 @@ import hashlib
 import io
 import sys
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -42,7 +43,7 @@ COLOURS = {"angry": (0, 0, 255), "disgust": (0, 128, 0), "fear": (128, 0, 128), 
            "sad": (255, 0, 0), "surprise": (255, 200, 0), "neutral": (200, 200, 200), "contempt": (0, 128, 255)}
 
 
-def label_boxes(boxes: list, sizes: list[tuple[int, int]], image_size: tuple[int, int]) -> list[tuple[int, ...]]:
+def label_boxes(boxes: list, sizes: Sequence[Sequence[int]], image_size: tuple[int, int]) -> list[tuple[int, ...]]:
     """Where each face's label goes, ``(x1, y1, x2, y2)`` in pixels, given its face box and its text's
     ``(width, height)``: above the face where there is room, else below it, else moved down in steps of a label's
     height, so no two labels overlap (faces close together in a group photo) and none leaves the image (width,
@@ -88,7 +89,8 @@ def annotate(image_rgb: np.ndarray, faces: list[FaceResult], fps: float | None =
         if f.landmarks is not None and not f.landmarks_estimated:
             for x, y in np.asarray(f.landmarks):
                 cv2.circle(img, (int(x), int(y)), th + 1, (0, 255, 0), -1)
-    for f, text, (lx1, ly1, lx2, ly2), (_, tht) in zip(faces, texts, rects, sizes):  # labels over every box
+    # labels over every box
+    for f, text, (lx1, ly1, lx2, ly2), (_, tht) in zip(faces, texts, rects, sizes, strict=True):
         cv2.rectangle(img, (lx1, ly1), (lx2 - 1, ly2 - 1), COLOURS.get(f.label, (0, 255, 0)), -1)
         cv2.putText(img, text, (lx1 + 1, ly1 + tht + 2), cv2.FONT_HERSHEY_SIMPLEX, fs, (0, 0, 0), th, cv2.LINE_AA)
     if fps is not None:
@@ -158,7 +160,7 @@ class Tracker:
                 if t["probs"] is not None:
                     p = self.smooth * p + (1 - self.smooth) * t["probs"]
                 t["probs"] = p
-                f.probabilities = dict(zip(f.probabilities, p.tolist()))
+                f.probabilities = dict(zip(f.probabilities, p.tolist(), strict=True))
                 k = int(p.argmax())
                 f.label, f.score = list(f.probabilities)[k], float(p[k])
         for tid in list(free):
@@ -409,7 +411,7 @@ def _analyze(analyzer, source: Any, stride: int = 1, smooth: float | None = None
         now = time.perf_counter()
         live_fps = len(imgs) / max(now - t_last, 1e-6)
         t_last = now
-        for (i, im), faces in zip(pending, per):
+        for (i, im), faces in zip(pending, per, strict=True):
             thumb = scene_thumb(im)
             if is_cut(info["last_thumb"], thumb):
                 tracker.cut()
@@ -535,25 +537,25 @@ def stitch_ranges(ranges: list[VideoRange]) -> FileResult | None:
     (OpenCV's seek landed elsewhere): analyse that file as one range instead."""
     rs = sorted(ranges, key=lambda r: r.start)
     if not rs or rs[0].start != 0 or rs[-1].end is not None or any(
-            a.end != b.start or a.stride != b.stride for a, b in zip(rs, rs[1:])):
+            a.end != b.start or a.stride != b.stride for a, b in zip(rs, rs[1:], strict=False)):
         raise ValueError(f"stitch_ranges: not the consecutive ranges of one file: {[(r.start, r.end) for r in rs]}")
     failed = next((r for r in rs if r.error), None)
     if failed is not None:
         return failed.result
     kept = rs[:1]
-    for prev, cur in zip(rs, rs[1:]):
-        if prev.stop < prev.end:
+    for prev, cur in zip(rs, rs[1:], strict=False):
+        if prev.end is not None and prev.stop < prev.end:  # (not None: a later range starts there)
             break
         want = cur.check if cur.end is None else min(cur.check, cur.end - cur.start)
         if cur.head != prev.tail[:len(cur.head)] or (len(cur.head) < want and len(prev.tail) != len(cur.head)):
             return None
         kept.append(cur)
     faces = [dataclasses.replace(f) for r in kept for f in r.result.faces]  # the ranges' own stay as they are
-    by_frame: dict[int, list[FaceResult]] = {}
+    by_frame: dict[int | None, list[FaceResult]] = {}
     for f in faces:
         by_frame.setdefault(f.frame, []).append(f)
     cuts = {i for r in kept for i in r.cuts}
-    cuts.update(-(-cur.start // cur.stride) * cur.stride for prev, cur in zip(kept, kept[1:])
+    cuts.update(-(-cur.start // cur.stride) * cur.stride for prev, cur in zip(kept, kept[1:], strict=False)
                 if is_cut(prev.last_thumb, cur.first_thumb))  # a shot change where two ranges meet
     tracker = Tracker()
     for r in kept:
@@ -561,7 +563,7 @@ def stitch_ranges(ranges: list[VideoRange]) -> FileResult | None:
             if i in cuts:
                 tracker.cut()
             tracker.update(by_frame.get(i, []))
-    out = dataclasses.replace(rs[0].result, faces=faces, frames=sum(r.result.frames for r in kept),
+    out = dataclasses.replace(rs[0].result, faces=faces, frames=sum(r.result.frames or 0 for r in kept),
                               status="ok", reason=None,
                               image_size=next((r.result.image_size for r in kept if r.result.image_size), None),
                               downscaled=any(r.result.downscaled for r in kept))
@@ -578,7 +580,7 @@ def per_second(result: FileResult, classes: list[str]) -> list[dict]:
     for s in sorted(rows):
         m = np.mean(rows[s], axis=0)
         out.append({"second": s, "faces": len(rows[s]), "label": classes[int(m.argmax())],
-                    **{c: round(float(v), 6) for c, v in zip(classes, m)}})
+                    **{c: round(float(v), 6) for c, v in zip(classes, m, strict=True)}})
     return out
 
 

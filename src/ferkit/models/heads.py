@@ -10,7 +10,8 @@ from ferkit.errors import ModelError
 HEADS = ("linear", "mlp")
 
 
-def classifier(in_features: int, num_classes: int, head: str = "linear", hidden: int = 256, dropout: float = 0.25) -> nn.Module:
+def classifier(in_features: int, num_classes: int, head: str = "linear", hidden: int = 256,
+               dropout: float = 0.25) -> nn.Module:
     """``linear``: one Linear. ``mlp``: Linear(-> hidden), ReLU, Dropout, Linear(-> k) (source 001's head)."""
     if head == "linear":
         return nn.Linear(in_features, num_classes)
@@ -27,6 +28,7 @@ class MultiTaskHead(nn.Module):
     def __init__(self, in_features: int, classifier_module: nn.Module, hidden: int = 0):
         super().__init__()
         self.classifier = classifier_module
+        self.regressor: nn.Module
         if hidden:
             self.regressor = nn.Sequential(nn.Linear(in_features, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, 2))
         else:
@@ -48,6 +50,7 @@ class FerNet(nn.Module):
     """
 
     first_conv: str | None = None
+    head: nn.Module  # set by each subclass before _finish
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError

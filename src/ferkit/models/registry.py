@@ -12,8 +12,8 @@ head last; freezing "up to a stage" and the freeze sweep walk that list.
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Callable
 
 import torch.nn as nn
 
@@ -128,7 +128,7 @@ def create_model(
             raise ModelError(f"model {key} takes no argument {', '.join(bad)}; it takes: {', '.join(ok) or 'none'}")
     model = builder(num_classes=num_classes, in_channels=in_channels, task=task, **kwargs)
     if not hasattr(model, "stages"):
-        model.stages = [n for n, _ in model.named_children()]
+        model.stages = [n for n, _ in model.named_children()]  # type: ignore[assignment]  # torch types module attrs as Tensor | Module
     return model
 
 

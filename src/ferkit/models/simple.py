@@ -14,6 +14,8 @@ of ``linear``. For ``task="multitask"`` the valence/arousal regressor of
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -113,7 +115,8 @@ FASHION_CARD = ModelCard(
     input_size=(28, 28),
     in_channels=1,
     source="source 002 (Fashion-MNIST 3-class CNN)",
-    description="conv5x5 32 x2, pool, conv3x3 64 x2, pool (dropout .25 each) + Linear(3136->512), BN, ReLU, Dropout .5 + Linear(->k)",
+    description="conv5x5 32 x2, pool, conv3x3 64 x2, pool (dropout .25 each) + Linear(3136->512), BN, ReLU, "
+                "Dropout .5 + Linear(->k)",
     heads=("linear",),
     extra={"cam_stage": "block2"},
 )
@@ -143,7 +146,8 @@ class FashionCNN(FerNet):
             nn.MaxPool2d(kernel_size=2, stride=2),
             nn.Dropout(conv_dropout),
         )
-        self.fc = nn.Sequential(nn.Linear(64 * 7 * 7, 512), nn.BatchNorm1d(512), nn.ReLU(inplace=True), nn.Dropout(dropout))
+        self.fc = nn.Sequential(nn.Linear(64 * 7 * 7, 512), nn.BatchNorm1d(512), nn.ReLU(inplace=True),
+                                nn.Dropout(dropout))
         self.head = make_head(task, 512, nn.Linear(512, num_classes))
         self._finish(task=task, num_classes=num_classes, in_channels=in_channels, feature_dim=512)
 
@@ -165,7 +169,8 @@ def fashion_cnn(
 ) -> nn.Module:
     check_head(FASHION_CARD, head)
     return FashionCNN(
-        num_classes, in_channels, task, dropout=check_dropout(dropout), conv_dropout=check_dropout(conv_dropout, "conv_dropout")
+        num_classes, in_channels, task, dropout=check_dropout(dropout),
+        conv_dropout=check_dropout(conv_dropout, "conv_dropout")
     )
 
 
@@ -187,7 +192,7 @@ class LinearBaseline(FerNet):
 
     def __init__(self, num_classes: int, in_channels: int, task: str, input_size: tuple[int, int] = (48, 48)):
         super().__init__()
-        self.input_size = tuple(input_size)
+        self.input_size = cast("tuple[int, int]", tuple(input_size))  # (H, W)
         d = in_channels * self.input_size[0] * self.input_size[1]
         self.head = make_head(task, d, nn.Linear(d, num_classes))
         self._finish(task=task, num_classes=num_classes, in_channels=in_channels, feature_dim=d)
@@ -199,6 +204,7 @@ class LinearBaseline(FerNet):
 
 
 @register_model(LINEAR_CARD)
-def linear(num_classes: int, in_channels: int, task: str, input_size=LINEAR_CARD.input_size, head: str = "linear") -> nn.Module:
+def linear(num_classes: int, in_channels: int, task: str, input_size=LINEAR_CARD.input_size,
+           head: str = "linear") -> nn.Module:
     check_head(LINEAR_CARD, head)
     return LinearBaseline(num_classes, in_channels, task, input_size=_size2(input_size, "input_size"))

@@ -27,6 +27,7 @@ from __future__ import annotations
 import os
 from collections import OrderedDict
 from pathlib import Path
+from typing import cast
 from urllib.parse import urlparse
 
 import torch
@@ -109,14 +110,16 @@ def load_torchvision_state_dict(weights, what: str, hint: str = "", progress: bo
             raise ModelError(
                 f"pretrained weights for {what} ({weights_label(weights)}) are not available: downloading "
                 f"{weights.url} failed ({_one_line(e, 120)}); put the file {path.name} into {path.parent} "
-                f"(torch.hub.get_dir()/checkpoints, moved by $TORCH_HOME){hint}, or build the model without pretrained weights"
+                f"(torch.hub.get_dir()/checkpoints, moved by $TORCH_HOME){hint}, or build the model without "
+                "pretrained weights"
             ) from e
         raise ModelError(
             f"{path}: cannot be read as a PyTorch state dict ({_one_line(e, 120)}); replace it with "
             f"{path.name} from {weights.url} (a file saved with torch.save(model.state_dict()))"
         ) from e
     if not isinstance(sd, dict):
-        raise ModelError(f"{path}: holds a {type(sd).__name__}, not a state dict; replace it with {path.name} from {weights.url}")
+        raise ModelError(f"{path}: holds a {type(sd).__name__}, not a state dict; replace it with {path.name} "
+                         f"from {weights.url}")
     return sd, path
 
 
@@ -145,10 +148,10 @@ def grey_conv(conv: nn.Conv2d, from_weights: bool) -> nn.Conv2d:
     new = nn.Conv2d(
         1,
         conv.out_channels,
-        kernel_size=conv.kernel_size,
-        stride=conv.stride,
-        padding=conv.padding,
-        dilation=conv.dilation,
+        kernel_size=conv.kernel_size,  # type: ignore[arg-type]  # torch types a Conv2d's pairs as tuple[int, ...]
+        stride=conv.stride,  # type: ignore[arg-type]  # torch types a Conv2d's pairs as tuple[int, ...]
+        padding=conv.padding,  # type: ignore[arg-type]  # torch types a Conv2d's pairs as tuple[int, ...]
+        dilation=conv.dilation,  # type: ignore[arg-type]  # torch types a Conv2d's pairs as tuple[int, ...]
         groups=1,
         bias=conv.bias is not None,
         padding_mode=conv.padding_mode,
@@ -158,7 +161,7 @@ def grey_conv(conv: nn.Conv2d, from_weights: bool) -> nn.Conv2d:
     with torch.no_grad():
         if from_weights:
             new.weight.copy_(conv.weight.sum(dim=1, keepdim=True))
-            if conv.bias is not None:
+            if conv.bias is not None and new.bias is not None:
                 new.bias.copy_(conv.bias)
         else:
             nn.init.kaiming_normal_(new.weight, mode="fan_out", nonlinearity="relu")
@@ -169,7 +172,7 @@ def grey_conv(conv: nn.Conv2d, from_weights: bool) -> nn.Conv2d:
 
 def _get(module: nn.Module, dotted: str) -> nn.Module:
     for part in dotted.split("."):
-        module = module[int(part)] if part.isdigit() else getattr(module, part)
+        module = cast(nn.Sequential, module)[int(part)] if part.isdigit() else getattr(module, part)
     return module
 
 
@@ -177,14 +180,15 @@ def _set(module: nn.Module, dotted: str, value: nn.Module) -> None:
     parent, _, last = dotted.rpartition(".")
     owner = _get(module, parent) if parent else module
     if last.isdigit():
-        owner[int(last)] = value
+        cast(nn.Sequential, owner)[int(last)] = value
     else:
         setattr(owner, last, value)
 
 
 def make_grey(model: FerNet, from_weights: bool) -> None:
     """Turn the model's first conv (``model.first_conv``, a dotted path) into a 1-channel one."""
-    _set(model, model.first_conv, grey_conv(_get(model, model.first_conv), from_weights))
+    assert model.first_conv is not None, "make_grey: the model's input layer is its head"
+    _set(model, model.first_conv, grey_conv(cast(nn.Conv2d, _get(model, model.first_conv)), from_weights))
     model.in_channels = 1
 
 
@@ -259,9 +263,16 @@ class VGGFace(FerNet):
     """VGG16 topology with VGG-Face layer names (conv1_1 ... conv5_3, fc6, fc7); the last fc is our head."""
 
     first_conv = "block1.conv1_1"
+    # set by name in __init__
+    block1: nn.Sequential
+    block2: nn.Sequential
+    block3: nn.Sequential
+    block4: nn.Sequential
+    block5: nn.Sequential
 
     def __init__(self, tv, num_classes: int, task: str, head: str, dropout: float):
         super().__init__()
+        layers: OrderedDict[str, nn.Module]
         block, conv, layers = 1, 0, OrderedDict()
         for m in tv.features:
             if isinstance(m, nn.Conv2d):
@@ -307,7 +318,8 @@ def read_vggface_file(path: str | os.PathLike) -> tuple[Path, list[tuple[str, to
         obj = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as e:
         raise ModelError(
-            f"{p}: cannot be read as a PyTorch state dict ({_one_line(e, 120)}); save it with torch.save(model.state_dict(), ...)"
+            f"{p}: cannot be read as a PyTorch state dict ({_one_line(e, 120)}); "
+            "save it with torch.save(model.state_dict(), ...)"
         ) from e
     sd = _unwrap_state_dict(obj)
     if not isinstance(sd, dict):
@@ -315,7 +327,8 @@ def read_vggface_file(path: str | os.PathLike) -> tuple[Path, list[tuple[str, to
     return p, [(str(k), v) for k, v in sd.items() if isinstance(v, torch.Tensor) and v.is_floating_point()]
 
 
-def load_vggface_weights(model: VGGFace, path: str | os.PathLike, src: list[tuple[str, torch.Tensor]] | None = None) -> None:
+def load_vggface_weights(model: VGGFace, path: str | os.PathLike,
+                         src: list[tuple[str, torch.Tensor]] | None = None) -> None:
     """Copy a user-given VGG-Face (or any VGG16) state dict into ``model`` (3-channel) by tensor order.
 
     Key names are ignored: the file's floating-point tensors, in the order they are stored (which is
@@ -347,7 +360,8 @@ def load_vggface_weights(model: VGGFace, path: str | os.PathLike, src: list[tupl
     leftover = src[len(targets):]
     if len(leftover) > 2:
         raise ModelError(
-            f"{p}: has {len(src)} weight tensors, {len(leftover)} more than VGG16's conv1_1..fc7 (only the last layer's "
+            f"{p}: has {len(src)} weight tensors, {len(leftover)} more than VGG16's conv1_1..fc7 "
+            "(only the last layer's "
             f"weight and bias may follow); first extra: {leftover[0][0]!r}"
         )
 
@@ -438,13 +452,15 @@ VGGFACE_CARD = _card(
 
 
 @register_model(RESNET18_CARD)
-def resnet18(num_classes: int, in_channels: int, task: str, pretrained: bool = False, head: str = "linear") -> nn.Module:
+def resnet18(num_classes: int, in_channels: int, task: str, pretrained: bool = False,
+             head: str = "linear") -> nn.Module:
     check_head(RESNET18_CARD, head)
     return _build("resnet18", ResNetFER, num_classes, in_channels, task, pretrained, head)
 
 
 @register_model(RESNET50_CARD)
-def resnet50(num_classes: int, in_channels: int, task: str, pretrained: bool = False, head: str = "linear") -> nn.Module:
+def resnet50(num_classes: int, in_channels: int, task: str, pretrained: bool = False,
+             head: str = "linear") -> nn.Module:
     check_head(RESNET50_CARD, head)
     return _build("resnet50", ResNetFER, num_classes, in_channels, task, pretrained, head)
 
@@ -455,7 +471,8 @@ def efficientnet_b0(
 ) -> nn.Module:
     check_head(EFFICIENTNET_CARD, head)
     return _build(
-        "efficientnet_b0", _efficientnet_wrap, num_classes, in_channels, task, pretrained, head, dropout=check_dropout(dropout)
+        "efficientnet_b0", _efficientnet_wrap, num_classes, in_channels, task, pretrained, head,
+        dropout=check_dropout(dropout)
     )
 
 
@@ -486,11 +503,12 @@ def vggface(
         return _build("vggface", VGGFace, num_classes, in_channels, task, pretrained, head, dropout=dropout)
     if _check_pretrained(pretrained):
         raise ModelError(
-            "vggface: give either pretrained=True (torchvision's ImageNet VGG16) or weights_path (a VGG-Face file), not both"
+            "vggface: give either pretrained=True (torchvision's ImageNet VGG16) or weights_path (a VGG-Face file), "
+            "not both"
         )
     path, src = read_vggface_file(weights_path)  # fail on a bad file before building 134M parameters
     model = _build("vggface", VGGFace, num_classes, 3, task, False, head, dropout=dropout)
-    load_vggface_weights(model, path, src)
+    load_vggface_weights(cast(VGGFace, model), path, src)
     if in_channels == 1:
         make_grey(model, from_weights=True)
     return model

@@ -10,11 +10,14 @@ conv 128, BN, ReLU), so ``pretrained=True`` copies those ImageNet weights into i
 
 The source's conv layers (bias-free conv + BN) used PReLU; ``act`` picks ``relu`` (default),
 ``relu6`` or ``prelu`` (exactly the source). Its inverted residual blocks default to MobileNetV2's
-ReLU6 (``act`` does nothing in vgg11_avgpool, which has no body). Where the source's last "5x5" layer was in fact a 3x3, vgg11_conv5x4 uses four 5x5 layers as
-its description says (padding 0, 0, 1, 2: 24 -> 20 -> 16 -> pool 8 -> 6 -> 6).
+ReLU6 (``act`` does nothing in vgg11_avgpool, which has no body). Where the source's last "5x5" layer was in
+fact a 3x3, vgg11_conv5x4 uses four 5x5 layers as its description says
+(padding 0, 0, 1, 2: 24 -> 20 -> 16 -> pool 8 -> 6 -> 6).
 """
 
 from __future__ import annotations
+
+from typing import cast
 
 import torch
 import torch.nn as nn
@@ -26,8 +29,8 @@ from ferkit.models.registry import ModelCard, register_model
 from ferkit.models.simple import check_dropout, check_head
 from ferkit.models.torchvision_models import (
     IMAGENET_MEAN,
-    TorchvisionWeights,
     IMAGENET_STD,
+    TorchvisionWeights,
     grey_conv,
     load_state_dict_checked,
     load_torchvision_state_dict,
@@ -52,7 +55,8 @@ def _act(name: str, channels: int) -> nn.Module:
 
 def conv_bn_act(cin: int, cout: int, k: int, padding: int, act: str, groups: int = 1) -> nn.Sequential:
     return nn.Sequential(
-        nn.Conv2d(cin, cout, kernel_size=k, padding=padding, groups=groups, bias=False), nn.BatchNorm2d(cout), _act(act, cout)
+        nn.Conv2d(cin, cout, kernel_size=k, padding=padding, groups=groups, bias=False), nn.BatchNorm2d(cout),
+        _act(act, cout)
     )
 
 
@@ -80,7 +84,7 @@ def pretrained_vgg11_stem(in_channels: int, what: str) -> nn.Sequential:
     stem = vgg11_stem(3)
     load_state_dict_checked(stem, stem_sd, path, "torchvision vgg11_bn features[0..6]")
     if in_channels == 1:
-        stem[0] = grey_conv(stem[0], from_weights=True)
+        stem[0] = grey_conv(cast(nn.Conv2d, stem[0]), from_weights=True)
     return stem
 
 
@@ -181,10 +185,12 @@ _VARIANTS = {
         "vgg2_4_ilrb_2",
         _body_irb,
         "relu6",
-        "4 MobileNetV2 inverted residual blocks (128-1024-128 x2 with skip, max pool, 128-1280-256, 256-1280-512), avg pool",
+        "4 MobileNetV2 inverted residual blocks (128-1024-128 x2 with skip, max pool, 128-1280-256, 256-1280-512), "
+        "avg pool",
     ),
     "vgg11_conv3x4": ("vgg2_4_2_conv3", _body_conv3x4, "relu", "conv3x3 128 x2, max pool, conv3x3 256, 512, avg pool"),
-    "vgg11_conv5x4": ("vgg2_4_2_conv5", _body_conv5x4, "relu", "conv5x5 128 x2 (no padding), max pool, conv5x5 256, 512"),
+    "vgg11_conv5x4": ("vgg2_4_2_conv5", _body_conv5x4, "relu",
+                      "conv5x5 128 x2 (no padding), max pool, conv5x5 256, 512"),
 }
 
 

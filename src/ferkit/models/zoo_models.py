@@ -169,7 +169,8 @@ class XceptionBlock(nn.Module):
     def __init__(self, in_channels: int, out_channels: int, relu_in: bool):
         super().__init__()
         self.relu_in = relu_in
-        self.shortcut = nn.Conv2d(in_channels, out_channels, 1, bias=True)  # on every other pixel: see MiniXceptionBlock
+        # on every other pixel: see MiniXceptionBlock
+        self.shortcut = nn.Conv2d(in_channels, out_channels, 1, bias=True)
         self.sep1 = SeparableConv2d(in_channels, out_channels, bias=True)
         self.sep2 = SeparableConv2d(out_channels, out_channels, bias=True)
 
@@ -208,6 +209,7 @@ class DenseBlock4(nn.Module):
 
     def __init__(self, in_channels: int, out_channels: int, first: bool):
         super().__init__()
+        self.conv0: nn.Module
         if first:
             self.conv0 = Conv2dSame(in_channels, out_channels, 3, stride=2, bias=True)
         else:

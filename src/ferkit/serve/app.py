@@ -15,7 +15,7 @@ import queue
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 
@@ -31,19 +31,19 @@ IMAGE_TYPES = ("image/jpeg", "image/png", "image/webp", "image/bmp", "image/gif"
 class ServeConfig:
     models: list = field(default_factory=lambda: list(defaults.MODEL))
     detector: str = defaults.DETECTOR
-    det_size: Optional[int] = defaults.DET_SIZE
+    det_size: int | None = defaults.DET_SIZE
     crop: str = defaults.CROP
     backend: str = defaults.BACKEND
     device: str = defaults.DEVICE
-    gallery: Optional[str] = None
-    api_key: Optional[str] = None   # None: $FERKIT_API_KEY (unset or empty: no key); "" is an error
+    gallery: str | None = None
+    api_key: str | None = None   # None: $FERKIT_API_KEY (unset or empty: no key); "" is an error
     max_upload_bytes: int = 10 * 1024 * 1024
     max_pixels: int = 40_000_000
     max_batch_files: int = 16
     request_timeout_s: float = 30.0
     read_timeout_s: float = 10.0    # each request's headers (first or kept-alive), then its body, within this
     max_connections: int = 256      # open connections at once; past it the longest-idle one is dropped
-    max_connections_per_ip: Optional[int] = None  # one client address's share (default: half of max_connections)
+    max_connections_per_ip: int | None = None  # one client address's share (default: half of max_connections)
     max_inflight_mb: float = 160.0  # decode memory in flight at once (see faces.io.decode_peak_bytes); past it 503
     batch_max: int = 8          # images per micro-batch; 1 = no micro-batching
     batch_wait_ms: float = 5.0
@@ -129,7 +129,7 @@ def _trim_heap() -> None:
         pass
 
 
-def _same_key(got: Optional[str], key: str) -> bool:
+def _same_key(got: str | None, key: str) -> bool:
     """The client's key against ours in constant time (no timing side channel on how much of it matched)."""
     return got is not None and hmac.compare_digest(got.encode("utf-8", "surrogatepass"),
                                                    key.encode("utf-8", "surrogatepass"))
@@ -193,7 +193,7 @@ def _models():
         classes: list[str]
         model: str
         detector: str
-        det_size: Optional[int]
+        det_size: int | None
         identity: bool
         micro_batching: dict[str, float]
         limits: dict[str, float]
@@ -241,7 +241,8 @@ class _Requests:
         body = await self.read_body(request)
         if ctype == "multipart/form-data":
             try:
-                form = await request.form(max_files=self.cfg.max_batch_files + 1, max_fields=self.cfg.max_batch_files + 16)
+                form = await request.form(max_files=self.cfg.max_batch_files + 1,
+                                          max_fields=self.cfg.max_batch_files + 16)
             except Exception as e:  # noqa: BLE001 - malformed multipart
                 raise ApiError(400, "bad_multipart", f"malformed multipart body ({str(e) or type(e).__name__})") from e
             field_name = "files" if many else "file"
@@ -251,7 +252,8 @@ class _Requests:
             if not many and len(items) > 1:
                 raise ApiError(422, "too_many_files", "POST /v1/predict takes one file; use /v1/predict/batch")
             if len(items) > self.cfg.max_batch_files:
-                raise ApiError(413, "too_many_files", f"{len(items)} files exceed the limit of {self.cfg.max_batch_files}")
+                raise ApiError(413, "too_many_files",
+                               f"{len(items)} files exceed the limit of {self.cfg.max_batch_files}")
             out = []
             for i, f in enumerate(items):
                 fct = (f.content_type or "application/octet-stream").split(";")[0].strip().lower()
@@ -329,7 +331,8 @@ def create_app(config: ServeConfig | None = None):
     from ferkit.serve.metrics import Metrics
 
     PredictResult, BatchResult, ErrorBody, ModelsInfo = _models()
-    ERRORS = {c: {"model": ErrorBody} for c in (400, 401, 408, 413, 415, 422, 503, 504)}
+    ERRORS: dict[int | str, dict[str, Any]] = {c: {"model": ErrorBody}
+                                               for c in (400, 401, 408, 413, 415, 422, 503, 504)}
     cfg = config or ServeConfig()
     api_key = cfg.api_key if cfg.api_key is not None else (os.environ.get(API_KEY_ENV) or None)
     an = cfg.analyzer
@@ -349,7 +352,7 @@ def create_app(config: ServeConfig | None = None):
     def on_batch(n, out):
         metrics.observe_batch(n, sum(len(r) for r in out))
 
-    requests = None
+    requests: _Requests  # bound below, before the batcher takes a request
     batcher = MicroBatcher(an.process, max_batch=cfg.batch_max, max_wait_ms=cfg.batch_wait_ms, on_batch=on_batch,
                            max_queue=cfg.max_queue, pending=lambda: requests.inflight)
     requests = _Requests(cfg, an, batcher, budget)
@@ -491,6 +494,7 @@ def uvicorn_config(app, config: ServeConfig, host: str, port: int):
     from uvicorn.protocols.http.h11_impl import H11Protocol
 
     read_timeout = float(config.read_timeout_s)
+    assert config.max_connections_per_ip is not None  # ServeConfig.__post_init__ fills it in
     guard = _ConnectionGuard(int(config.max_connections), int(config.max_connections_per_ip))
 
     class GuardedH11(H11Protocol):

@@ -9,8 +9,9 @@ from __future__ import annotations
 import queue
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -67,7 +68,7 @@ class MicroBatcher:
                     self.on_batch(len(batch), out)
                 except Exception:  # noqa: BLE001 - metrics must never break inference
                     pass
-            for b, r in zip(batch, out):
+            for b, r in zip(batch, out, strict=True):
                 b[2].set_result(r)
 
     def close(self) -> None:

@@ -49,7 +49,9 @@ def epoch_order(n: int, seed: int, epoch: int, dist) -> torch.Tensor:
     if dist.enabled:
         from torch.utils.data import DistributedSampler
 
-        sampler = DistributedSampler(range(n), num_replicas=dist.world, rank=dist.rank, shuffle=True, seed=seed)
+        # the sampler only takes len() of its dataset; torch annotates it as a Dataset
+        sampler: DistributedSampler[int] = DistributedSampler(
+            range(n), num_replicas=dist.world, rank=dist.rank, shuffle=True, seed=seed)  # type: ignore[arg-type]
         sampler.set_epoch(epoch)
         return torch.tensor(list(iter(sampler)), dtype=torch.long)
     g = torch.Generator().manual_seed(seed + epoch)

@@ -92,7 +92,7 @@ class TrainConfig:
         return {f.name for f in dataclasses.fields(self) if getattr(self, f.name) != getattr(default, f.name)}
 
     @classmethod
-    def from_dict(cls, d: dict, where: str = "config") -> "TrainConfig":
+    def from_dict(cls, d: dict, where: str = "config") -> TrainConfig:
         names = {f.name for f in dataclasses.fields(cls)}
         bad = [k for k in d if k not in names]
         if bad:
@@ -101,7 +101,7 @@ class TrainConfig:
         cfg.validate()
         return cfg
 
-    def merged(self, overrides: dict[str, Any]) -> "TrainConfig":
+    def merged(self, overrides: dict[str, Any]) -> TrainConfig:
         """A copy with ``overrides`` applied (``None`` leaves a setting alone); they count as given."""
         d = self.to_dict()
         given = {k: v for k, v in overrides.items() if v is not None}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 from ferkit.errors import ConfigError
 
@@ -50,7 +51,7 @@ class WandbLogger:
         except ImportError as e:
             raise ConfigError("--wandb needs the wandb package: pip install 'ferkit[track]'") from e
         self.wandb = wandb
-        mode = os.environ.get("WANDB_MODE")
+        mode: Any = os.environ.get("WANDB_MODE")  # the user's value as given: wandb.init validates it
         if mode is None and not os.environ.get("WANDB_API_KEY"):
             mode = "offline"  # never block on a login prompt
         self.run = wandb.init(project=cfg.wandb_project, name=Path(cfg.out).name, dir=str(run_dir),

@@ -19,7 +19,7 @@ class TaskLoss:
         self.label_smoothing = float(label_smoothing)
         self.va_weight = float(va_weight)
 
-    def to(self, device) -> "TaskLoss":
+    def to(self, device) -> TaskLoss:
         if self.class_weights is not None:
             self.class_weights = self.class_weights.to(device)
         return self

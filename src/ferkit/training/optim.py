@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 
 from ferkit.errors import ConfigError
 from ferkit.training.config import TrainConfig
 
 # monitor -> whether bigger is better; picks best.pt and drives early stopping / ReduceLROnPlateau
-MONITORS = {"val_acc": "max", "val_loss": "min", "val_balanced_acc": "max"}
+MONITORS: dict[str, Literal["min", "max"]] = {"val_acc": "max", "val_loss": "min", "val_balanced_acc": "max"}
 
 
 def monitor_mode(monitor: str) -> str:
@@ -22,6 +24,8 @@ def monitor_mode(monitor: str) -> str:
 def build_optimizer(cfg: TrainConfig, model: torch.nn.Module, epochs: int):
     """``(optimizer, scheduler or None)`` for the model's parameters as the config asks."""
     params = list(model.parameters())
+    opt: torch.optim.Optimizer
+    sched: torch.optim.lr_scheduler.LRScheduler | None
     if cfg.optimizer == "adam":
         opt = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     elif cfg.optimizer == "adamw":

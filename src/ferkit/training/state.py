@@ -13,13 +13,14 @@ import dataclasses
 import random
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import torch
 
 from ferkit.checkpoint import load_state, save_checkpoint, unwrap
-from ferkit.refs import load_checkpoint
 from ferkit.errors import CheckpointError, ConfigError
+from ferkit.refs import load_checkpoint
 from ferkit.training.config import TrainConfig
 from ferkit.training.outputs import before_write, write_metrics_csv
 
@@ -55,6 +56,7 @@ def resume_config(cfg: TrainConfig) -> tuple[TrainConfig, dict]:
     The run's own settings (stored in ``last.pt``) and folder (the one holding ``last.pt``), except the
     settings given explicitly now, which override them.
     """
+    assert cfg.resume is not None  # called for a resumed run only
     ckpt = load_checkpoint(cfg.resume)
     if "train_state" not in ckpt:
         raise CheckpointError(f"{cfg.resume}: has no training state to resume from (only last.pt has it); "
@@ -71,7 +73,7 @@ def resume_config(cfg: TrainConfig) -> tuple[TrainConfig, dict]:
 
 
 def _resumes_here(cfg: TrainConfig, run_dir: Path) -> bool:
-    return bool(cfg.resume) and Path(cfg.resume).resolve().parent == run_dir.resolve()
+    return bool(cfg.resume and Path(cfg.resume).resolve().parent == run_dir.resolve())
 
 
 def refuse_existing_run(cfg: TrainConfig, run_dir: Path) -> None:
@@ -99,6 +101,7 @@ def prepare_run_dir(cfg: TrainConfig, run_dir: Path, resume_ckpt: dict | None) -
             (run_dir / name).unlink(missing_ok=True)
     if resume_ckpt is None:
         return
+    assert cfg.resume is not None  # resume_ckpt was read from it
     source = Path(cfg.resume).parent
     if not same and (source / "best.pt").exists():
         # the resumed epochs may never beat the stored best: the new folder needs it as well
@@ -128,6 +131,7 @@ def training_state(epoch: int, stop: StopState, model, optimizer, scheduler, sca
     """Everything beyond the weights that the run needs to go on exactly: ``last.pt``'s ``train_state``."""
     from ferkit.models.freeze import frozen_stages
 
+    np_state = cast(tuple, np.random.get_state())  # the global MT19937: always the legacy tuple
     return {
         "epoch": epoch,
         "optimizer": optimizer.state_dict(),
@@ -138,8 +142,7 @@ def training_state(epoch: int, stop: StopState, model, optimizer, scheduler, sca
         "frozen": frozen_stages(unwrap(model)),
         "history": list(history),
         "rng": {"torch": torch.get_rng_state(), "python": list(random.getstate()[1]),
-                "numpy": torch.from_numpy(np.random.get_state()[1].astype(np.int64)),
-                "numpy_pos": int(np.random.get_state()[2])},
+                "numpy": torch.from_numpy(np_state[1].astype(np.int64)), "numpy_pos": int(np_state[2])},
     }
 
 
@@ -181,5 +184,5 @@ def restore_state(ckpt: dict, path, model, optimizer, scheduler, scaler) -> tupl
     return st, stop
 
 
-__all__ = ["StopState", "resume_config", "refuse_existing_run", "prepare_run_dir", "commit_epoch", "replay_epoch", "training_state",
-           "check_resumable", "restore_state", "RUN_MARKERS", "RUN_OUTPUTS"]
+__all__ = ["StopState", "resume_config", "refuse_existing_run", "prepare_run_dir", "commit_epoch", "replay_epoch",
+           "training_state", "check_resumable", "restore_state", "RUN_MARKERS", "RUN_OUTPUTS"]

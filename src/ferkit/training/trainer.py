@@ -14,26 +14,40 @@ import contextlib
 import os
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
 import torch.nn as nn
 
 from ferkit.checkpoint import make_checkpoint, save_checkpoint, unwrap
-from ferkit.refs import load_checkpoint
 from ferkit.errors import CheckpointError, ConfigError, TrainingError
 from ferkit.evaluation import metrics as M
+from ferkit.refs import load_checkpoint
 from ferkit.training.batches import epoch_order, seed_epoch, split_tensors
 from ferkit.training.config import TrainConfig
 from ferkit.training.dist import Dist
 from ferkit.training.losses import TaskLoss
 from ferkit.training.optim import amp_dtype, build_optimizer, monitor_mode, step_scheduler
-from ferkit.training.outputs import before_write, epoch_line, write_results_json, write_test_outputs, write_training_curves
-from ferkit.training.state import (StopState, check_resumable, commit_epoch, prepare_run_dir, refuse_existing_run,
-                                   restore_state, resume_config, training_state)
+from ferkit.training.outputs import (
+    before_write,
+    epoch_line,
+    write_results_json,
+    write_test_outputs,
+    write_training_curves,
+)
+from ferkit.training.state import (
+    StopState,
+    check_resumable,
+    commit_epoch,
+    prepare_run_dir,
+    refuse_existing_run,
+    restore_state,
+    resume_config,
+    training_state,
+)
 from ferkit.utils import check_output, progress, resolve_device, seed_everything
 
 FAST_BATCHES = 4
@@ -67,7 +81,7 @@ class Trainer:
         self.callbacks = list(callbacks or [])
         self.dist = Dist()
         self.device = resolve_device(config.device if not self.dist.enabled or config.device != "auto"
-                                     else ("cuda:%d" % self.dist.local_rank if torch.cuda.is_available() else "cpu"))
+                                     else (f"cuda:{self.dist.local_rank}" if torch.cuda.is_available() else "cpu"))
         self.run_dir = Path(config.out)
         self.history: list[dict] = []
         self.loggers: list = []
@@ -253,7 +267,7 @@ class Trainer:
         self._log(f"ferkit train: {self.model_name} ({n_params / 1e6:.2f}M params, {cfg.task}) on {ds.name} "
                   f"[{ds.format}; train {len(ds.splits['train'])}, val {len(ds.splits['val'])}"
                   f"; {ds.num_classes} classes; input {self.spec.size[0]}x{self.spec.size[1]}x{self.in_channels}]"
-                  f" device {self.device}{' x%d processes' % self.dist.world if self.dist.enabled else ''}"
+                  f" device {self.device}{f' x{self.dist.world} processes' if self.dist.enabled else ''}"
                   f" -> {self.run_dir}")
         if self.dist.main and not cfg.class_weights:  # source 000's balanced-class check (stderr, even --quiet)
             from ferkit.data import imbalance_warning
@@ -331,12 +345,13 @@ class Trainer:
         while True:
             try:
                 return self._step_once(t, idx, gen, epoch)
-            except torch.OutOfMemoryError:
+            except torch.OutOfMemoryError as e:
                 self.optimizer.zero_grad(set_to_none=True)
                 if self.device.type == "cuda":
                     torch.cuda.empty_cache()
                 if self.micro_bs <= 1:
-                    raise TrainingError("out of memory even with a batch of 1: use a smaller --image-size or model")
+                    raise TrainingError("out of memory even with a batch of 1: use a smaller --image-size "
+                                        "or model") from e
                 self.micro_bs //= 2
                 self.accumulate *= 2
                 self._log(f"out of memory: batch halved to {self.micro_bs}, accumulating {self.accumulate} "
@@ -394,7 +409,8 @@ class Trainer:
         probs_all, preds_all, va_all = [], [], []
         for b in batches:
             x, y, (v, a) = self._inputs(t, b, None)
-            with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None):
+            with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,
+                                enabled=self.amp_dtype is not None):
                 out = model(x)
                 loss, _ = self.criterion(out, y, v, a)
             logits = (out["logits"] if isinstance(out, dict) else out).float()
@@ -450,7 +466,8 @@ class Trainer:
             model_name=self.model_name, model_kwargs=self.model_kwargs, num_classes=self.dataset.num_classes,
             in_channels=self.in_channels, task=self.cfg.task, classes=list(self.dataset.classes),
             input_spec=self.spec.to_dict(), config=self.cfg.to_dict(),
-            metrics={k: v for k, v in row.items()} | {"dataset": self.dataset.name, "dataset_format": self.dataset.format},
+            metrics={k: v for k, v in row.items()} | {"dataset": self.dataset.name,
+                                                      "dataset_format": self.dataset.format},
         )
 
     def _save_epoch(self, epoch: int, row: dict, stop: StopState) -> None:

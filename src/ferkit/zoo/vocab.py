@@ -42,7 +42,7 @@ def to_common(classes, strict: bool = True) -> list:
     """
     out = [common_name(c) for c in classes]
     if strict:
-        bad = [c for c, m in zip(classes, out) if m is None]
+        bad = [c for c, m in zip(classes, out, strict=True) if m is None]
         if bad:
             raise ConfigError(f"class name(s) {', '.join(map(repr, bad))} are not in the common expression vocabulary "
                               f"({', '.join(COMMON)}) or its synonyms")
@@ -91,7 +91,7 @@ def ensemble_probs(members, mode: str = "union", weights=None) -> tuple[np.ndarr
     if w.shape != (len(arrays),) or (w < 0).any() or w.sum() <= 0:
         raise ConfigError(f"ensemble_probs: weights {list(np.atleast_1d(w))}: one non-negative weight per member")
     total = np.zeros((n.pop(), len(out_classes)))
-    for p, cls, wi in zip(arrays, names, w):
+    for p, cls, wi in zip(arrays, names, w, strict=True):
         mapped = np.zeros_like(total)
         for k, c in enumerate(cls):
             if c in col:
