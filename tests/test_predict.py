@@ -329,3 +329,21 @@ def test_tracker_gives_overlapping_faces_their_own_ids_and_expires_lost_tracks()
         back = _faces(box)
         t.update(back)
         assert back[0].track == (0 if same else 1), (missed, back[0].track)
+
+
+def test_predict_shows_a_progress_bar_with_progress_and_none_in_logs(tmp_path, astronaut):
+    """`ferkit --progress predict`: a bar with the file count, its rate and the faces so far, the per-file
+    lines above it; without --progress and not at a terminal (a log), no bar and no carriage returns."""
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for k in range(4):
+        Image.fromarray(astronaut[:, ::(-1) ** k]).save(photos / f"a{k}.png")
+    shutil.copy(DATA / "multi_face.jpg", photos / "multi.jpg")
+    r = run_cli("--progress", "predict", photos, "--format", "csv", "--output", tmp_path / "p.csv")
+    assert r.returncode == 0, r.stderr[-2000:]
+    bar = r.stderr.rsplit("\r", 1)[-1]  # the bar's last state
+    assert "ferkit predict: 100%" in bar and "5/5" in bar and "faces=9" in bar, r.stderr
+    assert "file/s" in bar or "s/file" in bar, bar  # tqdm's rate
+    assert r.stderr.count("ok       ") == 5 and "ferkit predict: 5 inputs: 5 ok (9 faces)" in r.stderr
+    r = run_cli("predict", photos, "--format", "csv", "--output", tmp_path / "q.csv")
+    assert r.returncode == 0 and "\r" not in r.stderr and "5/5" not in r.stderr, r.stderr[-2000:]

@@ -712,3 +712,31 @@ def test_ctrl_c_stops_a_ray_run_in_seconds(tmp_path):
             p.kill()
     assert p.returncode == 130 and err.strip().splitlines()[-1] == "ferkit: interrupted", err[-2000:]
     assert time.time() - t0 < 30
+
+
+def test_non_utf8_names_and_unwritable_output_on_ray(cluster, tmp_path, one_thread):
+    """File names that are not UTF-8 (a photo and a video in ranges): the Parquet parts spell them with \\xNN
+    escapes, as the local engine's Parquet does, and a re-run skips them; an --output that cannot take files is
+    one line before Ray starts."""
+    from ferkit.errors import OutputError
+    from ferkit.schema import utf8_text
+
+    src = tmp_path / "in"
+    src.mkdir()
+    photo = os.fsdecode(bytes(src) + b"/\xff\xfe bad.jpg")
+    shutil.copy(Path(__file__).parent / "data" / "multi_face.jpg", photo)
+    video = Path(os.fsdecode(bytes(src) + b"/clip \xe9.mp4"))  # written under a plain name: OpenCV's writer
+    os.replace(_two_faces_video(tmp_path / "clip.mp4", n=24), video)  # crashes on the other (its reader did too)
+    out = tmp_path / "out"
+    s = predict_dataset([src], out, **OPTS, actors=2, frames_per_task=8, ray_address=cluster.address, quiet=True)
+    assert s["files"] == 2 and s["errors"] == 0 and s["video_ranges"] == 3, s
+    rows = read_results(out).to_pylist()
+    assert {r["path"] for r in rows} == {utf8_text(photo), utf8_text(str(video))}
+    assert "\\xff\\xfe bad.jpg" in utf8_text(photo)
+    assert sum(r["path"] == utf8_text(photo) for r in rows) == 5
+    s = predict_dataset([src], out, **OPTS, ray_address=cluster.address, quiet=True)
+    assert s["files"] == 0 and s["skipped"] == 2, s
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    with pytest.raises(OutputError, match="a_file' is a file, not a folder"):
+        predict_dataset([src], blocker / "out", **OPTS, ray_address="127.0.0.1:1", quiet=True)

@@ -507,8 +507,8 @@ def sniff_file_kind(path: str | os.PathLike) -> str | None:
             with zipfile.ZipFile(path) as z:
                 if any(n == "data.pkl" or n.endswith("/data.pkl") for n in z.namelist()):
                     return None  # torch.save's zip format
-        except (zipfile.BadZipFile, OSError):
-            pass
+        except (zipfile.BadZipFile, OSError, NotImplementedError, ValueError, EOFError, RuntimeError):
+            pass  # a damaged zip raises any of these (an unknown version, an encrypted member, a cut-off file)
         return "a zip archive"
     if len(head) >= 8 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") < 100_000_000:
         return "a safetensors file"

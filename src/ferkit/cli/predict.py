@@ -181,12 +181,19 @@ def cmd_predict(a) -> int:
     # videos' per-second CSV and plot: in --annotate, else beside a --output file (never beside a device or FIFO)
     extras_dir = a.annotate or (str(Path(a.output).parent) if a.output and a.output != "-"
                                 and not is_special_file(a.output) else None)
-    results = api.iter_predict(model, a.inputs, annotate=a.annotate,
+    from ferkit.inference.pipeline import expand_inputs
+    from ferkit.utils import progress
+
+    files = expand_inputs(a.inputs)  # listed once here, so the bar knows its total (then taken as given)
+    bar = progress(total=len(files), desc="ferkit predict", unit="file", quiet=a.quiet or not files)
+    results = api.iter_predict(model, files, annotate=a.annotate,
                                stride=a.stride, smooth=a.smooth, max_frames=a.max_frames, extras_dir=extras_dir,
                                **opts) if a.inputs else iter(())
     first = next(results, None)  # loads the models (and raises their errors) before any output is opened
     an = api.analyzer(model, **opts)
-    say = (lambda *x: None) if a.quiet else (lambda *x: print(*x, file=sys.stderr))
+    # with a bar, the per-file lines print above it (tqdm.write), so the bar stays the last line
+    say = (lambda *x: None) if a.quiet else (lambda *x: bar.write(" ".join(map(str, x)), file=sys.stderr)) \
+        if not bar.disable else (lambda *x: print(*x, file=sys.stderr))
     counts = {"ok": 0, "no_face": 0, "error": 0}
     n_faces = n_down = 0
     if a.output in (None, "-") and hasattr(sys.stdout, "reconfigure"):
@@ -200,6 +207,8 @@ def cmd_predict(a) -> int:
         n_faces += len(r.faces)
         n_down += r.downscaled
         writer.write(r)
+        bar.set_postfix(faces=n_faces, failed=counts["error"], refresh=False)
+        bar.update(1)
         what = f"{len(r.faces)} face{'s' * (len(r.faces) != 1)}" if r.status != "error" else ""
         say(f"{r.status:8s} {_printable(r.path)}" + (f"  {what}" if what else "")
             + (f"  ({_printable(r.reason)})" if r.reason else ""))
@@ -212,8 +221,10 @@ def cmd_predict(a) -> int:
         if a.webcam is not None:
             _webcam(a, an, writer)
     except BaseException:
+        bar.close()
         writer.abort()
         raise
+    bar.close()
     writer.close()
     total = sum(counts.values())
     print(f"ferkit predict: {total} input{'s' * (total != 1)}: {counts['ok']} ok ({n_faces} faces), "

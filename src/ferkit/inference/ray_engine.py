@@ -246,12 +246,13 @@ class AnalyzeBatch:
     def __call__(self, batch: dict):
         import pyarrow as pa
 
-        from ferkit.schema import table_rows
+        from ferkit.schema import table_rows, utf8_text
 
         schema = _output_schema()
         out: dict[str, list] = {k: [] for k in schema.names}
 
         def add(path, status, faces, rows, seconds, rng=b""):
+            path = utf8_text(path)  # Arrow text is UTF-8: a file name's other bytes travel as \xNN escapes
             for k, v in zip(schema.names, (path, status, faces, rows, self.worker, seconds, rng), strict=True):
                 out[k].append(v)
 
@@ -316,14 +317,17 @@ def parquet_schema(classes: list[str]):
 
 
 def rows_table(rows: list[list[Any]], schema):
-    """CSV rows -> an Arrow table of ``schema``: empty cells are nulls in typed columns, text stays text."""
+    """CSV rows -> an Arrow table of ``schema``: empty cells are nulls in typed columns, text stays text (valid
+    UTF-8: :func:`ferkit.schema.utf8_text`)."""
     import pyarrow as pa
+
+    from ferkit.schema import utf8_text
 
     cols = []
     for j, fld in enumerate(schema):
         vals = [r[j] if j < len(r) else None for r in rows]
         if pa.types.is_string(fld.type):
-            vals = [None if v is None else str(v) for v in vals]
+            vals = [None if v is None else utf8_text(str(v)) for v in vals]
         else:
             vals = [None if v == "" or v is None else v for v in vals]
         cols.append(pa.array(vals, type=fld.type))
@@ -461,11 +465,12 @@ def _tasks(todo: list[str], batch_size: int, frames_per_task: int | None, stride
     """Ray Data rows, one task each: every video range first (the long tasks), then the images in groups of
     ``batch_size``; and ``{video: number of its ranges}``."""
     from ferkit.inference.pipeline import is_video
+    from ferkit.schema import utf8_text
 
     tasks, plan = [], {}
     for v in (p for p in todo if is_video(p)):
         ranges = frame_ranges(v, frames_per_task, stride)
-        plan[v] = len(ranges)
+        plan[utf8_text(v)] = len(ranges)  # keyed as the results name it
         tasks += [{"task": json.dumps({"video": v, "start": s, "end": e})} for s, e in ranges]
     images = [p for p in todo if not is_video(p)]
     tasks += [{"task": json.dumps({"images": images[i:i + batch_size]})} for i in range(0, len(images), batch_size)]
@@ -521,12 +526,17 @@ def predict_dataset(sources: str | os.PathLike | Iterable[str | os.PathLike], ou
     if not inputs:
         raise ConfigError(f"no image or video files found in {' '.join(map(str, sources))}")
     # The classifiers alone give the class list (the Parquet schema) and fail fast on a bad model name.
+    from ferkit.schema import utf8_text
+    from ferkit.utils import check_output
+
+    check_output(output, "--output", folder=True)  # before Ray starts: a folder that takes files
     classes = Analyzer(models, detect=False, backend=backend).classes
     config = {"models": models, "detector": detector, "det_size": det_size, "crop": crop, "backend": backend,
               "stride": stride, "classes": classes}
     out = Path(output)
     done = _prepare_output(out, config, overwrite)
-    todo = [p for p in inputs if p not in done]
+    todo = [p for p in inputs if utf8_text(p) not in done]  # the manifest names inputs as the results do
+    local_name = {utf8_text(p): p for p in todo}
     say = (lambda *a: None) if quiet else (lambda *a: print(*a, file=sys.stderr))
     summary: dict[str, Any] = {"files": 0, "faces": 0, "ok": 0, "no_face": 0, "errors": 0,
                                "skipped": len(inputs) - len(todo),
@@ -584,7 +594,7 @@ def predict_dataset(sources: str | os.PathLike | Iterable[str | os.PathLike], ou
             redo = _write_stream(ds, out, schema, classes, summary, plan)
             # A video whose ranges did not join up (OpenCV's seek landed elsewhere): once more, whole, in one task.
             plan = {v: 1 for v in redo}
-            tasks = [{"task": json.dumps({"video": v, "start": 0, "end": None})} for v in redo]
+            tasks = [{"task": json.dumps({"video": local_name[v], "start": 0, "end": None})} for v in redo]
             summary["redone"] += len(redo)
         _finish_summary(summary, time.perf_counter() - t0, say)
     finally:

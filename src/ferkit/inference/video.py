@@ -24,6 +24,7 @@ import csv
 import dataclasses
 import hashlib
 import io
+import os
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -208,7 +209,15 @@ def open_capture(source: Any):
         raise DataError(f"{p}: no such video file (or camera index)")
     if p.stat().st_size == 0:
         raise DataError(f"{p}: empty file (0 bytes)")
-    cap = cv2.VideoCapture(str(p))
+    try:
+        str(p).encode("utf-8")
+        cap = cv2.VideoCapture(str(p))
+    except UnicodeEncodeError:  # OpenCV crashes on a name that is not UTF-8: open it by descriptor instead
+        fd = os.open(p, os.O_RDONLY)
+        try:
+            cap = cv2.VideoCapture(f"/proc/self/fd/{fd}")  # FFmpeg opens its own handle on the file now
+        finally:
+            os.close(fd)
     if not cap.isOpened():
         cap.release()
         raise DataError(f"{p}: not a video OpenCV can read")
