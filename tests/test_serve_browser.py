@@ -107,3 +107,42 @@ def test_page_shows_face_box_and_label(tmp_path):
             print(f"screenshot: {shot}")
         finally:
             driver.quit()
+
+
+def test_docs_page_renders_offline(tmp_path):
+    """/docs with every host but the server unreachable (as offline): the page renders each operation of
+    /openapi.json, and every resource it loaded came from the server itself."""
+    chromium, chromedriver = _ensure_chromium()
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    home = tmp_path / "home"
+    home.mkdir()
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = chromium
+    for a in ("--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-dev-shm-usage",
+              "--disable-background-networking", "--disable-component-update", "--disable-sync",
+              "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1",  # no other host resolves
+              f"--user-data-dir={tmp_path / 'profile'}"):
+        opts.add_argument(a)
+    service = Service(chromedriver, env=dict(os.environ, HOME=str(home)))
+    with BackgroundServer(ServeConfig(models=["fer_minixception"], detector="haar")) as url:
+        import httpx
+
+        spec = httpx.get(url + "/openapi.json").json()
+        want = {f"{m.upper()} {p}" for p, item in spec["paths"].items() for m in item}
+        driver = webdriver.Chrome(service=service, options=opts)
+        try:
+            driver.set_page_load_timeout(60)
+            driver.get(url + "/docs")
+            t0 = time.time()
+            while time.time() - t0 < 30 and not driver.execute_script("return document.body.dataset.operations"):
+                time.sleep(0.2)
+            shown = set(driver.execute_script(
+                "return [...document.querySelectorAll('section.op')].map(e => e.dataset.op)"))
+            assert shown == want and {"POST /v1/predict", "POST /v1/predict/batch", "GET /healthz"} <= shown
+            assert "ferkit 1:" in driver.find_element("id", "docs-status").text
+            loaded = driver.execute_script("return performance.getEntriesByType('resource').map(e => e.name)")
+            assert loaded and all(x.startswith(url) for x in loaded), loaded
+        finally:
+            driver.quit()

@@ -362,7 +362,8 @@ def create_app(config: ServeConfig | None = None):
         yield
         batcher.close()
 
-    app = FastAPI(lifespan=lifespan, title="ferkit", version="1", description=(
+    # docs_url/redoc_url off: FastAPI's pages load Swagger UI / ReDoc from a CDN; /docs is ferkit's own page
+    app = FastAPI(lifespan=lifespan, title="ferkit", version="1", docs_url=None, redoc_url=None, description=(
         "Facial expression recognition: faces with boxes, landmarks, labels and probabilities. "
         "Errors are JSON {error, reason}."))
     app.state.config, app.state.analyzer, app.state.batcher, app.state.metrics = cfg, an, batcher, metrics
@@ -458,6 +459,10 @@ def create_app(config: ServeConfig | None = None):
     @app.get("/", include_in_schema=False)
     def index():
         return FileResponse(STATIC / "index.html", media_type="text/html")
+
+    @app.get("/docs", include_in_schema=False)
+    def docs():  # the OpenAPI document rendered by static/docs.js: nothing fetched from outside this server
+        return FileResponse(STATIC / "docs.html", media_type="text/html")
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
