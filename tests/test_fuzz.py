@@ -487,3 +487,53 @@ def test_fuzz_output_targets_cli(tmp_path):
         assert b"\x1b" not in r.stderr, r.stderr
         if r.returncode == 2:
             assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+def test_fuzz_video_headers(tmp_path, n_cases):
+    """Real mp4s whose header integers lie (frame counts, sample durations, time scales, durations; 0, 1,
+    2**31 - 1, 2**32 - 1, random): the frame count ferkit plans with is bounded by the file size and by what can
+    be read, the ranges stay few, and the analysis is a result (ok, no_face or an error naming the counts) or one
+    FerkitError line, never a traceback or a hang."""
+    import struct
+    import time
+
+    import cv2
+
+    from ferkit.errors import FerkitError
+    from ferkit.inference.pipeline import Analyzer
+    from ferkit.inference.ray_engine import frame_ranges
+    from ferkit.inference.video import MIN_FRAME_BYTES, analyze_video, frame_count
+
+    src = tmp_path / "src.mp4"
+    vw = cv2.VideoWriter(str(src), cv2.VideoWriter_fourcc(*"mp4v"), 10, (64, 48))
+    rng_np = np.random.default_rng(5)
+    for _ in range(20):
+        vw.write(rng_np.integers(0, 255, (48, 64, 3), dtype=np.uint8))
+    vw.release()
+    raw = src.read_bytes()
+
+    def box(kind: bytes) -> int:
+        return raw.index(kind) - 4  # the box starts 4 bytes before its type
+
+    fields = [(box(b"stts") + 16, "stts count"), (box(b"stts") + 20, "stts delta"),
+              (box(b"mdhd") + 20, "mdhd time scale"), (box(b"mdhd") + 24, "mdhd duration"),
+              (box(b"mvhd") + 20, "mvhd time scale"), (box(b"mvhd") + 24, "mvhd duration"),
+              (box(b"tkhd") + 28, "tkhd duration")]
+    an = Analyzer(["fer_minixception"], detector="haar")
+    rng = random.Random(11)
+    for i in range(max(8, n_cases // 40)):
+        buf = bytearray(raw)
+        for at, _name in rng.sample(fields, rng.randint(1, 3)):
+            struct.pack_into(">I", buf, at, rng.choice([0, 1, 2, 2 ** 31 - 1, 2 ** 32 - 1, rng.randrange(2 ** 32)]))
+        f = tmp_path / f"v{i}.mp4"
+        f.write_bytes(bytes(buf))
+        t0 = time.perf_counter()
+        n = frame_count(f)
+        assert 0 <= n <= f.stat().st_size // MIN_FRAME_BYTES
+        assert len(frame_ranges(str(f), 8)) <= max(1, -(-n // 8))
+        try:
+            r = analyze_video(an, str(f))
+            assert r.status in ("ok", "no_face", "error") and r.frames is not None and r.frames <= 20
+        except FerkitError as e:
+            _one_line(e)
+        assert time.perf_counter() - t0 < 60, f"case {i}: {time.perf_counter() - t0:.0f} s"
