@@ -57,26 +57,29 @@ def _fake_camera(path, frames=20):
     assert np.asarray(face).shape == (480, 480, 3)
 
 
-def test_page_shows_face_box_and_label(tmp_path):
+def _chrome(tmp_path, *extra: str):
+    """Headless Chromium under selenium with a private profile and home, plus ``extra`` switches."""
     chromium, chromedriver = _ensure_chromium()
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
-    cam = tmp_path / "camera.mjpeg"
-    _fake_camera(cam)
     home = tmp_path / "home"
-    home.mkdir()
+    home.mkdir(exist_ok=True)
     opts = webdriver.ChromeOptions()
     opts.binary_location = chromium
     for a in ("--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-dev-shm-usage",
               "--disable-background-networking", "--disable-component-update", "--disable-sync",
-              "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
-              f"--use-file-for-fake-video-capture={cam}", f"--user-data-dir={tmp_path / 'profile'}",
-              "--window-size=1300,900"):
+              f"--user-data-dir={tmp_path / 'profile'}", *extra):
         opts.add_argument(a)
-    service = Service(chromedriver, env=dict(os.environ, HOME=str(home)))
+    return webdriver.Chrome(service=Service(chromedriver, env=dict(os.environ, HOME=str(home))), options=opts)
+
+
+def test_page_shows_face_box_and_label(tmp_path):
+    cam = tmp_path / "camera.mjpeg"
+    _fake_camera(cam)
     with BackgroundServer(ServeConfig(models=["fer_minixception"], detector="retinaface", det_size=640)) as url:
-        driver = webdriver.Chrome(service=service, options=opts)
+        driver = _chrome(tmp_path, "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+                         f"--use-file-for-fake-video-capture={cam}", "--window-size=1300,900")
         try:
             driver.set_page_load_timeout(60)
             driver.get(url + "/")
@@ -112,26 +115,12 @@ def test_page_shows_face_box_and_label(tmp_path):
 def test_docs_page_renders_offline(tmp_path):
     """/docs with every host but the server unreachable (as offline): the page renders each operation of
     /openapi.json, and every resource it loaded came from the server itself."""
-    chromium, chromedriver = _ensure_chromium()
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    home = tmp_path / "home"
-    home.mkdir()
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = chromium
-    for a in ("--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-dev-shm-usage",
-              "--disable-background-networking", "--disable-component-update", "--disable-sync",
-              "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1",  # no other host resolves
-              f"--user-data-dir={tmp_path / 'profile'}"):
-        opts.add_argument(a)
-    service = Service(chromedriver, env=dict(os.environ, HOME=str(home)))
     with BackgroundServer(ServeConfig(models=["fer_minixception"], detector="haar")) as url:
         import httpx
 
         spec = httpx.get(url + "/openapi.json").json()
         want = {f"{m.upper()} {p}" for p, item in spec["paths"].items() for m in item}
-        driver = webdriver.Chrome(service=service, options=opts)
+        driver = _chrome(tmp_path, "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1")  # nothing else
         try:
             driver.set_page_load_timeout(60)
             driver.get(url + "/docs")
