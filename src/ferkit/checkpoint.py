@@ -105,7 +105,7 @@ def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         raise CheckpointError(f"{path}: is a folder without best.pt or last.pt; pass the checkpoint file itself")
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file (train one with `ferkit train`, or check the path)")
-    from ferkit.refs import check_checkpoint_kind
+    from ferkit.utils import check_checkpoint_kind
 
     check_checkpoint_kind(path)  # a photo or a text file is named as such, not as "pickled objects"
     try:

@@ -4,7 +4,7 @@ keeps the two equal); models a program registers itself are checked against the 
 
 from __future__ import annotations
 
-import sys
+from collections.abc import Callable
 
 from ferkit.errors import ModelError
 
@@ -28,13 +28,16 @@ def unknown_model(name: str, names: list[str]) -> ModelError:
     return ModelError(f"unknown model {name!r}{hint}: `ferkit models` lists the names")
 
 
+#: the live registry's lookup (names registered at run time included), set by :mod:`ferkit.models.registry` when it
+#: is imported, so this module never imports it (nor torch)
+live_lookup: Callable[[str], str] | None = None
+
+
 def check_model_name(name: str) -> str:
     """The canonical name of ``name`` (a name or alias), or :func:`unknown_model`'s error, without importing torch
     unless :mod:`ferkit.models` is loaded already (then its registry, with any models registered at run time)."""
-    if "ferkit.models" in sys.modules:
-        from ferkit.models.registry import canonical_name
-
-        return canonical_name(name)
+    if live_lookup is not None:
+        return live_lookup(name)
     aliases = {a: n for n, al in BUILTIN_MODELS.items() for a in al}
     key = aliases.get(name, name)
     if key not in BUILTIN_MODELS:

@@ -62,6 +62,8 @@ def resolve(ref: Any) -> ModelRef:
                                   "checkpoint file itself")
         if p.suffix.lower() == ".onnx":
             return ModelRef("onnx", s, p)
+        from ferkit.utils import check_checkpoint_kind
+
         check_checkpoint_kind(p)
         return ModelRef("checkpoint", s, p)
     from ferkit.zoo import zoo_name
@@ -79,17 +81,6 @@ def resolve(ref: Any) -> ModelRef:
     close = difflib.get_close_matches(s, list(SOURCES), n=3, cutoff=0.5)
     hint = f"did you mean {', '.join(close)}? " if close else ""
     raise CheckpointError(f"{s[:200]!r}: neither a file nor a zoo model ({hint}`ferkit zoo list` lists them)")
-
-
-def check_checkpoint_kind(path: Path) -> None:
-    """One line naming what ``path`` is when its first bytes say it is no checkpoint (an image, text, an
-    archive, ...), before anything tries to unpickle it (and before torch is imported)."""
-    from ferkit.utils import sniff_file_kind
-
-    kind = sniff_file_kind(path)
-    if kind is not None:
-        raise CheckpointError(f"{path}: is {kind}, not a model checkpoint; give a .pt file `ferkit train` wrote "
-                              "(RUN/best.pt), a run folder, a zoo name or an exported .onnx file")
 
 
 def load_checkpoint(ref: Any) -> dict:

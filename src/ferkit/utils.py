@@ -486,6 +486,17 @@ _SIGNATURES = [
 ]
 
 
+def check_checkpoint_kind(path: str | os.PathLike) -> None:
+    """One line naming what ``path`` is when its first bytes say it is no checkpoint (an image, text, an
+    archive, ...), before anything tries to unpickle it (and before torch is imported)."""
+    from ferkit.errors import CheckpointError
+
+    kind = sniff_file_kind(path)
+    if kind is not None:
+        raise CheckpointError(f"{path}: is {kind}, not a model checkpoint; give a .pt file `ferkit train` wrote "
+                              "(RUN/best.pt), a run folder, a zoo name or an exported .onnx file")
+
+
 def sniff_file_kind(path: str | os.PathLike) -> str | None:
     """What a file that should be a PyTorch checkpoint is instead, from its first bytes: ``"a PNG image"``,
     ``"a zip archive"``, ``"a text file"``, ... ``None`` when it may be a checkpoint (a pickle, or a zip holding

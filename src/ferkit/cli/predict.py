@@ -186,7 +186,7 @@ def cmd_predict(a) -> int:
 
     files = expand_inputs(a.inputs)  # listed once here, so the bar knows its total (then taken as given)
     bar = progress(total=len(files), desc="ferkit predict", unit="file", quiet=a.quiet or not files)
-    results = api.iter_predict(model, files, annotate=a.annotate,
+    results = api.iter_predict(model, files or a.inputs, annotate=a.annotate,  # none found: its one line
                                stride=a.stride, smooth=a.smooth, max_frames=a.max_frames, extras_dir=extras_dir,
                                **opts) if a.inputs else iter(())
     first = next(results, None)  # loads the models (and raises their errors) before any output is opened

@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field
 
 import torch.nn as nn
 
+from ferkit import model_names
 from ferkit.errors import ModelError
 
 TASKS = ("classify", "multitask")
@@ -87,10 +88,11 @@ def canonical_name(name: str) -> str:
     _ensure_loaded()
     key = _ALIASES.get(name, name)
     if key not in _BUILDERS:
-        from ferkit.model_names import unknown_model
-
-        raise unknown_model(name, list(_BUILDERS) + list(_ALIASES))
+        raise model_names.unknown_model(name, list(_BUILDERS) + list(_ALIASES))
     return key
+
+
+model_names.live_lookup = canonical_name  # from now on names are checked against this registry, torch loaded
 
 
 def get_card(name: str) -> ModelCard:
