@@ -347,3 +347,23 @@ def test_predict_shows_a_progress_bar_with_progress_and_none_in_logs(tmp_path, a
     assert r.stderr.count("ok       ") == 5 and "ferkit predict: 5 inputs: 5 ok (9 faces)" in r.stderr
     r = run_cli("predict", photos, "--format", "csv", "--output", tmp_path / "q.csv")
     assert r.returncode == 0 and "\r" not in r.stderr and "5/5" not in r.stderr, r.stderr[-2000:]
+
+
+def test_video_with_a_name_that_is_not_utf8(tmp_path, astronaut):
+    """A video whose file name is not UTF-8 is read (OpenCV's reader used to end the process with a segmentation
+    fault on such a name) and its rows carry the name's exact bytes."""
+    import os
+
+    vid = Path(os.fsdecode(bytes(tmp_path) + b"/clip \xff\xfe.mp4"))
+    _write_video(tmp_path / "plain.mp4", astronaut, n=8)
+    os.replace(tmp_path / "plain.mp4", vid)
+    import io
+    import subprocess
+
+    from conftest import FERKIT
+
+    r = subprocess.run(FERKIT + ["predict", vid, "--format", "csv", "--det-size", "320"], capture_output=True,
+                       timeout=300)
+    assert r.returncode == 0, (r.returncode, r.stderr[-2000:])
+    rows = list(csv.DictReader(io.StringIO(r.stdout.decode("utf-8", "surrogateescape"))))
+    assert len(rows) == 8 and {x["path"] for x in rows} == {str(vid)} and rows[0]["status"] == "ok"
