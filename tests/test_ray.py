@@ -669,6 +669,9 @@ def test_private_runtime_beside_another_jobs_cluster_and_token_clusters(tmp_path
         assert "ferkit predict --engine ray: 1 inputs: 0 ok" in r.stderr, r.stderr
         assert not [x for x in r.stderr.splitlines() if " INFO " in x or "WARNING" in x or "Warning:" in x
                     or "\r" in x], r.stderr
+        r = subprocess.run(cmd + ["--output", str(tmp_path / "mine")], env=env, capture_output=True, text=True,
+                           timeout=300)  # again: nothing to do, and the line names the flag that redoes it
+        assert r.returncode == 0 and r.stderr.strip().endswith("(--overwrite to redo)"), r.stderr[-2000:]
         r = subprocess.run(cmd + ["--output", str(tmp_path / "theirs"), "--ray-address", f"127.0.0.1:{port}"],
                            env=env, capture_output=True, text=True, timeout=300)
         assert r.returncode == 2, r.stderr[-2000:]
