@@ -381,3 +381,18 @@ def test_gallery_read_only_and_empty_files(tmp_path):
     assert r.returncode == 0 and "enrolled 1 new photo" in r.stderr, r.stderr[-2000:]
     with Gallery(empty, readonly=True) as g:
         assert g.names() == ["obama"]
+
+
+def test_the_current_folder_is_never_an_output_folder_to_replace(tmp_path):
+    """`ferkit data synth --out .` in an empty folder: one line, exit 2, the folder untouched (it was a ValueError
+    traceback; replacing the current folder as a whole is never right)."""
+    work = tmp_path / "work"
+    work.mkdir()  # empty: a folder with files is refused earlier ("already exists and is not empty")
+    r = run_cli("data", "synth", "--out", ".", "--n", "20", cwd=work)
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-2000:]
+    assert r.stderr.strip().splitlines() == [
+        "ferkit: error: --out '.': is the current folder (or holds it), which is never replaced as a whole; give "
+        "a new folder name"], r.stderr
+    assert list(work.iterdir()) == []
+    r = run_cli("data", "synth", "--out", "new", "--n", "20", cwd=work)
+    assert r.returncode == 0 and (work / "new" / "splits.csv").is_file(), r.stderr[-2000:]

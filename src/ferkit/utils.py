@@ -226,7 +226,12 @@ def atomic_dir(path: str | os.PathLike, *, replace: bool = False, what: str = "o
     replaced only with ``replace`` (moved aside first, removed once the new one is in place); otherwise a
     non-empty one makes the rename fail (an OSError: another process finished first). On an exception the
     temporary folder is removed."""
-    target = Path(path)
+    target = Path(os.path.abspath(path))  # "." or "..": the folder by its name
+    if target == Path.cwd() or target in Path.cwd().parents:
+        from ferkit.errors import quote
+
+        raise OutputError(f"{what} {quote(os.fspath(path))}: is the current folder (or holds it), which is never "
+                          "replaced as a whole; give a new folder name", errno.EINVAL)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
