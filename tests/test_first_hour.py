@@ -256,3 +256,19 @@ def test_builtin_model_names_are_the_registry():
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     assert {k: tuple(v) for k, v in BUILTIN_MODELS.items()} == {k: tuple(v) for k, v in json.loads(r.stdout).items()}
+
+
+def test_every_tracked_weight_file_has_a_card_naming_it():
+    """Each weights file in the package (safetensors and the ONNX graphs exported from them) is named in a model
+    card together with its sha256: nothing ships without its card."""
+    import hashlib
+
+    pkg = Path(__file__).resolve().parents[1] / "src" / "ferkit"
+    cards = "".join(p.read_text() for d in ("zoo/cards", "faces/cards") for p in (pkg / d).glob("*.md"))
+    files = [p for d in ("zoo/weights", "faces/weights") for p in sorted((pkg / d).iterdir())
+             if p.suffix in (".onnx", ".safetensors")]
+    assert len(files) >= 8
+    for p in files:
+        assert p.name in cards, p.name
+        if p.suffix == ".onnx":
+            assert hashlib.sha256(p.read_bytes()).hexdigest() in cards, p.name

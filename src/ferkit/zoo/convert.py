@@ -457,6 +457,14 @@ def render_card(src: ZooSource, card: dict) -> str:
                  f"`{card['fetch']['target']}` |")
     L.append(f"| Conversion | `{card['conversion']['command']}` ({card['conversion']['converter']}, "
              f"{card['conversion']['date']}) |")
+    manifest = Path(__file__).parents[1] / "inference" / "onnx_manifest.json"
+    onnx = json.loads(manifest.read_text())["files"].get(f"zoo/weights/{Path(src.weights_file).stem}.onnx") \
+        if manifest.is_file() and "weights_sha256" in card else None
+    if onnx:  # the same weights as an ONNX graph, for the torch-free install
+        L.append(f"| ONNX graph | shipped beside it: `ferkit/{Path(onnx['from']).with_suffix('.onnx')}` "
+                 f"({onnx['bytes']:,} bytes), sha256 `{onnx['sha256']}`, exported from the safetensors above "
+                 f"(sha256 `{onnx['from_sha256']}`) by `python scripts/export_onnx_weights.py`; same weights, "
+                 "same licence |")
     par = card.get("parity")
     if par:
         L.append(f"| Parity | max abs difference {par['max_abs_diff_probs']:.2e} (probabilities), "
