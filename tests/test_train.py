@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -101,10 +102,10 @@ def test_resume_into_a_new_folder_keeps_the_stored_best(tmp_path, synth_small):
 
 def test_ddp_ranks_end_with_identical_synchronised_weights(tmp_path, synth_dir):
     out, dumps = tmp_path / "ddp", tmp_path / "ranks"
-    env = dict(os.environ, OMP_NUM_THREADS="1", FERKIT_TEST_DUMP_RANK_STATE=str(dumps))
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    driver = Path(__file__).with_name("ddp_driver.py")  # ferkit.train + an epoch callback saving each rank's weights
     r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                        "-m", "ferkit", "train", "--data", str(synth_dir), "--model", "seed1_cnn", "--epochs", "1",
-                        "--batch-size", "32", "--out", str(out), "--quiet"],
+                        str(driver), str(synth_dir), str(out), str(dumps)],
                        capture_output=True, text=True, env=env, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     results = json.loads((out / "results.json").read_text())

@@ -38,6 +38,10 @@ def ccc(y_true: np.ndarray, y_pred: np.ndarray) -> float:
     return ccc_from_sums(*regression_sums(x, y))
 
 
+# the names of what regression_sums returns, in order: ccc_from_sums(**dict(zip(REGRESSION_SUMS, sums)))
+REGRESSION_SUMS = ("n", "sx", "sy", "sxx", "syy", "sxy", "sse")
+
+
 def regression_sums(x: np.ndarray, y: np.ndarray) -> tuple[float, float, float, float, float, float, float]:
     """(n, Σx, Σy, Σx², Σy², Σxy, Σ(x-y)²): enough to get RMSE and CCC after summing across processes."""
     x = np.asarray(x, dtype=np.float64)

@@ -11,7 +11,6 @@ at each epoch start, so a run resumed from ``last.pt`` continues bit for bit lik
 from __future__ import annotations
 
 import contextlib
-import os
 import sys
 import time
 from collections.abc import Callable
@@ -51,6 +50,18 @@ from ferkit.training.state import (
 from ferkit.utils import check_output, progress, resolve_device, seed_everything
 
 FAST_BATCHES = 4
+
+
+@dataclass
+class SplitEvaluation:
+    """What :meth:`Trainer._evaluate` returns: the split's metrics and confusion matrix, and with
+    ``collect=True`` the predictions for its first ``n`` images (class probabilities, and V/A for multitask)."""
+
+    metrics: dict[str, float]
+    confusion: np.ndarray
+    n: int = 0
+    probs: np.ndarray | None = None
+    va: np.ndarray | None = None
 
 
 @dataclass
@@ -243,7 +254,7 @@ class Trainer:
             row.update(self._train_epoch(epoch, data["train"]))
             validated = epoch % cfg.validate_every == 0 or epoch == self.epochs
             if validated:
-                row.update(self._evaluate(data["val"], "val", epoch))
+                row.update(self._evaluate(data["val"], "val", epoch).metrics)
             step_scheduler(self.scheduler, row, cfg.monitor, validated)
             improved = validated and stop.update(row[cfg.monitor], epoch, mode, cfg.patience)
             row["time_s"] = round(time.time() - t_start, 2)
@@ -258,7 +269,6 @@ class Trainer:
             if stop.stopped:
                 self._log(f"early stop: {cfg.monitor} did not improve for {stop.bad_epochs} validations "
                           f"(best {stop.best:.4f} at epoch {stop.best_epoch})")
-        self._dump_rank_state()
         return self._finish(data, stop, time.time() - t_start)
 
     def _announce(self) -> None:
@@ -275,15 +285,6 @@ class Trainer:
             w = imbalance_warning(ds.classes, ds.histogram("train"))
             if w:
                 print(f"ferkit train: warning: {w}", file=sys.stderr, flush=True)
-
-    def _dump_rank_state(self) -> None:
-        # Test hook, not a user setting: FERKIT_TEST_DUMP_RANK_STATE=DIR makes every process save its final
-        # weights as DIR/rank<N>.pt, so the DDP test can see that all ranks ended with the same model.
-        where = os.environ.get("FERKIT_TEST_DUMP_RANK_STATE")
-        if where:
-            Path(where).mkdir(parents=True, exist_ok=True)
-            torch.save({k: v.detach().cpu() for k, v in unwrap(self.model).state_dict().items()},
-                       Path(where) / f"rank{self.dist.rank}.pt")
 
     def _class_weights(self):
         if not self.cfg.class_weights:
@@ -389,24 +390,24 @@ class Trainer:
         return total_loss / n, correct
 
     @torch.no_grad()
-    def _evaluate(self, t: dict, prefix: str, epoch: int = 0, model=None, collect: bool = False) -> dict:
-        """Loss/accuracy (+ V/A RMSE and CCC) over a split; sharded across processes and summed."""
+    def _evaluate(self, t: dict, prefix: str, epoch: int = 0, model=None, collect: bool = False) -> SplitEvaluation:
+        """Loss/accuracy (+ V/A RMSE and CCC) over a split; sharded across processes and summed.
+
+        ``collect=True`` runs the whole split in this process and keeps every prediction (the test outputs).
+        """
         model = model or self.model
         model.eval()
-        n_total = len(t["labels"])
-        idx = torch.arange(n_total)
+        idx = torch.arange(len(t["labels"]))
         if self.dist.enabled and not collect:
             idx = idx[self.dist.rank::self.dist.world]
-        bs = max(self.micro_bs, 1) * 2
-        batches = list(idx.split(bs))
+        batches = list(idx.split(max(self.micro_bs, 1) * 2))
         if self.cfg.fast:
             batches = batches[:FAST_BATCHES]
         k = self.dataset.num_classes
-        loss_sum = 0.0
-        cm = np.zeros((k, k), dtype=np.int64)
-        sums_v = np.zeros(7)
-        sums_a = np.zeros(7)
-        probs_all, preds_all, va_all = [], [], []
+        multitask = self.cfg.task == "multitask"
+        sums = {"loss": np.zeros(1), "cm": np.zeros((k, k)),
+                "valence": np.zeros(len(M.REGRESSION_SUMS)), "arousal": np.zeros(len(M.REGRESSION_SUMS))}
+        probs_all, va_all = [], []
         for b in batches:
             x, y, (v, a) = self._inputs(t, b, None)
             with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,
@@ -415,39 +416,40 @@ class Trainer:
                 loss, _ = self.criterion(out, y, v, a)
             logits = (out["logits"] if isinstance(out, dict) else out).float()
             pred = logits.argmax(1)
-            loss_sum += loss.item() * len(b)
-            cm += M.confusion_matrix(y.cpu().numpy(), pred.cpu().numpy(), k)
-            if isinstance(out, dict):
-                sums_v += np.array(M.regression_sums(v.cpu().numpy(), out["valence"].float().cpu().numpy()))
-                sums_a += np.array(M.regression_sums(a.cpu().numpy(), out["arousal"].float().cpu().numpy()))
+            sums["loss"] += loss.item() * len(b)
+            sums["cm"] += M.confusion_matrix(y.cpu().numpy(), pred.cpu().numpy(), k)
+            if multitask:
+                for head, target in (("valence", v), ("arousal", a)):
+                    sums[head] += M.regression_sums(target.cpu().numpy(), out[head].float().cpu().numpy())
             if collect:
                 probs_all.append(torch.softmax(logits, 1).cpu())
-                preds_all.append(pred.cpu())
-                if isinstance(out, dict):
+                if multitask:
                     va_all.append(torch.stack([out["valence"], out["arousal"]], 1).float().cpu())
-        flat = [loss_sum] + cm.ravel().tolist() + sums_v.tolist() + sums_a.tolist()
         if not collect:
-            flat = self.dist.all_sum(flat, self.device)
-        loss_sum = flat[0]
-        cm = np.array(flat[1:1 + k * k], dtype=np.int64).reshape(k, k)
-        sums_v = flat[1 + k * k:8 + k * k]
-        sums_a = flat[8 + k * k:]
+            sums = self._all_sum(sums)
+        cm = sums["cm"].astype(np.int64)
         n = max(int(cm.sum()), 1)
         recall = M.per_class_accuracy(cm)
-        res = {f"{prefix}_loss": loss_sum / n, f"{prefix}_acc": float(np.trace(cm) / n),
+        res = {f"{prefix}_loss": float(sums["loss"][0]) / n, f"{prefix}_acc": float(np.trace(cm) / n),
                f"{prefix}_balanced_acc": float(np.nanmean(recall)) if np.isfinite(recall).any() else 0.0}
-        if self.cfg.task == "multitask":
-            res[f"{prefix}_valence_rmse"] = M.rmse_from_sums(sums_v[0], sums_v[6])
-            res[f"{prefix}_arousal_rmse"] = M.rmse_from_sums(sums_a[0], sums_a[6])
-            res[f"{prefix}_valence_ccc"] = M.ccc_from_sums(*sums_v[:6])
-            res[f"{prefix}_arousal_ccc"] = M.ccc_from_sums(*sums_a[:6])
-        if collect:
-            res["_cm"] = cm
-            res["_probs"] = torch.cat(probs_all).numpy() if probs_all else np.zeros((0, k))
-            res["_preds"] = torch.cat(preds_all).numpy() if preds_all else np.zeros(0, dtype=np.int64)
-            res["_n"] = sum(len(b) for b in batches)
-            res["_va"] = torch.cat(va_all).numpy() if va_all else None
-        return res
+        if multitask:
+            for head in ("valence", "arousal"):
+                s = dict(zip(M.REGRESSION_SUMS, sums[head].tolist(), strict=True))
+                res[f"{prefix}_{head}_rmse"] = M.rmse_from_sums(s["n"], s["sse"])
+                res[f"{prefix}_{head}_ccc"] = M.ccc_from_sums(**s)
+        if not collect:
+            return SplitEvaluation(res, cm)
+        return SplitEvaluation(
+            res, cm, n=sum(len(b) for b in batches),
+            probs=torch.cat(probs_all).numpy() if probs_all else np.zeros((0, k)),
+            va=torch.cat(va_all).numpy() if va_all else None)
+
+    def _all_sum(self, parts: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Sum named arrays across processes in one all-reduce; each comes back in its own shape."""
+        flat = self.dist.all_sum(np.concatenate([p.ravel() for p in parts.values()]).tolist(), self.device)
+        ends = np.cumsum([p.size for p in parts.values()])
+        return {name: np.asarray(chunk).reshape(p.shape)
+                for (name, p), chunk in zip(parts.items(), np.split(np.asarray(flat), ends[:-1]), strict=True)}
 
     # ------------------------------------------------------------------ freezing schedule
     def _apply_unfreeze(self, epoch: int) -> None:
@@ -498,16 +500,14 @@ class Trainer:
             result_metrics = dict(best_ckpt["metrics"])
             if "test" in data:
                 model = build_model(best_ckpt, best_path).to(self.device)
-                res = self._evaluate(data["test"], "test", model=model, collect=True)
-                cm, probs, va, n = res.pop("_cm"), res.pop("_probs"), res.pop("_va"), res.pop("_n")
-                res.pop("_preds")
-                result_metrics.update(res)
-                result_metrics["test_confusion_matrix"] = cm.tolist()
+                test = self._evaluate(data["test"], "test", model=model, collect=True)
+                result_metrics.update(test.metrics)
+                result_metrics["test_confusion_matrix"] = test.confusion.tolist()
                 best_ckpt["metrics"] = result_metrics
                 before_write(best_path)
                 save_checkpoint(best_ckpt, best_path)
-                write_test_outputs(self.run_dir, self.dataset.splits["test"], list(self.dataset.classes), cm, probs,
-                                   va, n, self.model_name)
+                write_test_outputs(self.run_dir, self.dataset.splits["test"], list(self.dataset.classes),
+                                   test.confusion, test.probs, test.va, test.n, self.model_name)
             write_training_curves(self.run_dir, self.history)
             n_params = sum(p.numel() for p in self.model.parameters())
             write_results_json(self.run_dir, {
