@@ -27,11 +27,9 @@ from __future__ import annotations
 import csv
 import io
 import math
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -311,7 +309,11 @@ def _load_eval_dataset(data, ckpt: dict, fmt, mapping, quiet: bool):
     return ds, notes
 
 
-def _write_predictions(path: Path, ids, classes, y, probs, va_true=None, va_pred=None) -> None:
+def write_predictions(path: Path, ids, classes, y, probs, va_true=None, va_pred=None) -> None:
+    """predictions.csv: one row per image (id, true, pred, confidence, p_<class>..., and V/A when given).
+
+    The one writer of this file, for ``ferkit evaluate`` and a training run's test split alike.
+    """
     from ferkit.utils import atomic_write_text
 
     buf = io.StringIO()
@@ -497,7 +499,7 @@ def evaluate_checkpoint(
     files["errors.png"] = out / "errors.png"
     files["errors.txt"] = out / "errors.txt"
     metrics["top_mistakes"] = mistakes[:10]
-    _write_predictions(out / "predictions.csv", s.ids, classes, y, probs, va_true, va_pred)
+    write_predictions(out / "predictions.csv", s.ids, classes, y, probs, va_true, va_pred)
     files["predictions.csv"] = out / "predictions.csv"
     metrics["timing"]["total_s"] = round(time.time() - t_start, 3)
     atomic_write_json(out / "metrics.json", finite(metrics))
@@ -530,26 +532,17 @@ def flat_scalars(metrics: dict) -> dict[str, float]:
     return {k: float(v) for k, v in flat.items() if isinstance(v, (int, float)) and math.isfinite(float(v))}
 
 
-def _png_array(path: Path) -> np.ndarray:
-    from PIL import Image
-
-    with Image.open(path) as im:
-        return np.asarray(im.convert("RGB"))
-
-
 def _log_tensorboard(log_dir: Path, metrics: dict, files: dict, card: dict) -> None:
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError as e:
-        raise ConfigError("--tensorboard needs the tensorboard package: pip install 'ferkit[track]'") from e
+    from ferkit.tracking import open_tensorboard, png_array
+
     split = metrics["split"]
-    w = SummaryWriter(log_dir=str(log_dir))
+    w = open_tensorboard(log_dir)
     try:
         for k, v in flat_scalars(metrics).items():
             w.add_scalar(f"eval_{split}/{k}", v, 0)
         for name, p in files.items():
             if name.endswith(".png"):
-                w.add_image(f"eval_{split}/{name[:-4]}", _png_array(p), 0, dataformats="HWC")
+                w.add_image(f"eval_{split}/{name[:-4]}", png_array(p), 0, dataformats="HWC")
         w.add_text(f"eval_{split}/model_card",
                    "\n".join(f"- **{k}**: {v}" for k, v in card.items() if not isinstance(v, dict)), 0)
         w.flush()
@@ -558,17 +551,12 @@ def _log_tensorboard(log_dir: Path, metrics: dict, files: dict, card: dict) -> N
 
 
 def _log_wandb(out: Path, metrics: dict, files: dict, card: dict, project: str) -> None:
-    try:
-        import wandb
-    except ImportError as e:
-        raise ConfigError("--wandb needs the wandb package: pip install 'ferkit[track]'") from e
-    mode: Any = os.environ.get("WANDB_MODE")  # the user's value as given: wandb.init validates it
-    if mode is None and not os.environ.get("WANDB_API_KEY"):
-        mode = "offline"  # never block on a login prompt
+    from ferkit.tracking import start_wandb
+
     split = metrics["split"]
-    run = wandb.init(project=project, name=f"eval-{card['architecture']}-{split}", dir=str(out), job_type="eval",
-                     config=finite({k: v for k, v in card.items() if k != "training"} | {"training": card["training"]}),
-                     mode=mode, reinit=True)
+    wandb, run = start_wandb(project=project, name=f"eval-{card['architecture']}-{split}", dir=str(out),
+                             job_type="eval", config=finite({k: v for k, v in card.items() if k != "training"}
+                                                            | {"training": card["training"]}))
     try:
         scalars = {f"eval_{split}/{k}": v for k, v in flat_scalars(metrics).items()}
         run.log(scalars | {f"eval_{split}/{n[:-4]}": wandb.Image(str(p)) for n, p in files.items()

@@ -60,7 +60,7 @@ def write_training_curves(run_dir: Path, history: list[dict]) -> None:
 
 def write_test_outputs(run_dir: Path, split, classes: list[str], cm, probs, va, n: int, model_name: str) -> None:
     """confusion_matrix.png and predictions.csv (the evaluator's format) for the first ``n`` test images."""
-    from ferkit.evaluation.evaluator import _write_predictions
+    from ferkit.evaluation.evaluator import write_predictions
     from ferkit.evaluation.plots import plot_confusion_matrix
 
     run_dir = Path(run_dir)
@@ -72,7 +72,7 @@ def write_test_outputs(run_dir: Path, split, classes: list[str], cm, probs, va, 
         va_true = (np.asarray(split.valence)[:n], np.asarray(split.arousal)[:n])
         va_pred = (va[:, 0], va[:, 1])
     before_write(run_dir / "predictions.csv")
-    _write_predictions(run_dir / "predictions.csv", list(split.ids)[:n], classes, np.asarray(split.labels)[:n],
+    write_predictions(run_dir / "predictions.csv", list(split.ids)[:n], classes, np.asarray(split.labels)[:n],
                        probs, va_true, va_pred)
 
 

@@ -195,7 +195,7 @@ class Trainer:
     def _open_loggers(self):
         if not self.dist.main:
             return
-        from ferkit.training.loggers import TensorBoardLogger, WandbLogger
+        from ferkit.tracking import TensorBoardLogger, WandbLogger
 
         if self.cfg.tensorboard:
             self.loggers.append(TensorBoardLogger(self.run_dir / "tensorboard"))
