@@ -27,29 +27,6 @@ EXAMPLES = """examples:
 """
 
 
-def add_command(sub, name: str, help: str, examples: str, func=None, **kw) -> argparse.ArgumentParser:
-    """A subcommand with its one-line help and an examples block (every subcommand has one)."""
-    p = sub.add_parser(name, help=help, description=help[:1].upper() + help[1:] + ".",
-                       epilog="examples:\n" + examples.strip("\n"),
-                       formatter_class=argparse.RawDescriptionHelpFormatter, **kw)
-    if func is not None:
-        p.set_defaults(func=func)
-    return p
-
-
-def print_rows(rows: list[dict], as_json: bool, header: str, line) -> int:
-    """A listing command's output: the rows as JSON, or a header and one formatted line per row."""
-    import json
-
-    if as_json:
-        print(json.dumps(rows, indent=2))
-        return 0
-    print(header)
-    for r in rows:
-        print(line(r))
-    return 0
-
-
 def build_parser() -> argparse.ArgumentParser:
     from ferkit import __version__
     from ferkit.cli import data, evaluate, identity, predict, train

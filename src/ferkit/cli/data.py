@@ -8,7 +8,7 @@ from ferkit.errors import ConfigError
 
 
 def add_parsers(sub) -> None:
-    from ferkit.cli import add_command
+    from ferkit.cli.common import add_command
 
     d = add_command(sub, "data", "dataset tools: inspect, synth, fetch", """
   ferkit data inspect data/fer2013.csv

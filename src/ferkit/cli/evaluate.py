@@ -8,7 +8,7 @@ from ferkit.errors import printable
 
 
 def add_parsers(sub) -> None:
-    from ferkit.cli import add_command
+    from ferkit.cli.common import add_command
 
     ev = add_command(sub, "evaluate", "metrics, plots, error analysis and report.html of a checkpoint on a split", """
   ferkit evaluate --checkpoint runs/cnn/best.pt --data data/synth

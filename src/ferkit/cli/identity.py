@@ -15,7 +15,7 @@ GALLERY_HELP = "gallery file (SQLite); default $FERKIT_GALLERY or ~/.local/share
 
 
 def add_parsers(sub) -> None:
-    from ferkit.cli import add_command
+    from ferkit.cli.common import add_command
 
     extra = "needs the identity extra: pip install 'ferkit[identity]'"
     en = add_command(sub, "enroll", "store face embeddings of a person in the identity gallery", f"""

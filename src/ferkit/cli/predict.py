@@ -48,7 +48,7 @@ def models_of(a) -> list:
 
 
 def add_parsers(sub) -> None:
-    from ferkit.cli import add_command
+    from ferkit.cli.common import add_command
 
     pr = add_command(sub, "predict",
                      "find every face in photos, folders, videos or a webcam and say its expression", """
@@ -284,7 +284,7 @@ def cmd_zoo(a) -> int:
     from ferkit import zoo
 
     if a.zoo_command == "list":
-        from ferkit.cli import print_rows
+        from ferkit.cli.common import print_rows
 
         return print_rows(zoo.list_zoo(), a.json,
                           f"{'name':<22} {'kind':<8} {'model':<19} {'input':<10} {'delivery':<8} {'ready':<5} "

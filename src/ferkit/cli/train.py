@@ -80,7 +80,7 @@ def _add_train_options(t: argparse.ArgumentParser, sweep_only: bool = False) -> 
 
 
 def add_parsers(sub) -> None:
-    from ferkit.cli import add_command
+    from ferkit.cli.common import add_command
 
     t = add_command(sub, "train", "train a model", """
   ferkit train --data data/synth --model seed1_cnn --epochs 5 --out runs/cnn
@@ -200,7 +200,7 @@ def cmd_recipes(a) -> int:
 
 def cmd_models(a) -> int:
     from ferkit import api
-    from ferkit.cli import print_rows
+    from ferkit.cli.common import print_rows
 
     rows = api.describe_models()
     # column widths from the rows themselves (a long name or channel note never shifts the next column); the
