@@ -165,7 +165,7 @@ def bias_checkpoint(path, classes, bias, metrics=None) -> Path:
     """A ferkit checkpoint (grey 48x48 ``linear`` model, zero weights) whose probabilities are softmax(``bias``)
     for every input: known outputs without training. Written with ferkit's own save_checkpoint."""
     from ferkit.checkpoint import make_checkpoint, save_checkpoint
-    from ferkit.data.transforms import InputSpec
+    from ferkit.data.spec import InputSpec
     from ferkit.models import create_model
 
     m = create_model("linear", num_classes=len(classes), in_channels=1)

@@ -173,7 +173,7 @@ def test_one_resolver_for_every_command(tmp_path):
 def test_export_writes_beside_the_checkpoint_with_0644(tmp_path):
     pytest.importorskip("onnx")
     from ferkit.checkpoint import make_checkpoint, save_checkpoint
-    from ferkit.data.transforms import InputSpec
+    from ferkit.data.spec import InputSpec
     from ferkit.models import create_model
 
     run = tmp_path / "run"
@@ -215,7 +215,7 @@ def test_broken_checkpoints_are_one_line(tmp_path):
     (tmp_path / "pickle.pt").write_bytes(pickle.dumps(Evil()))
     torch.save({"x": argparse.Namespace(a=1)}, tmp_path / "objects.pt")
     from ferkit.checkpoint import make_checkpoint
-    from ferkit.data.transforms import InputSpec
+    from ferkit.data.spec import InputSpec
     from ferkit.models import create_model
 
     good = make_checkpoint(create_model("linear", num_classes=2, in_channels=1, input_size=8), model_name="linear",

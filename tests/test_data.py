@@ -509,9 +509,10 @@ def test_split_dataset_feeds_a_plain_dataloader_with_ferkit_preprocessing():
     import torch
     from torch.utils.data import DataLoader
 
+    from ferkit.data.spec import InputSpec
     from ferkit.data.synth import generate
     from ferkit.data.torch_dataset import SplitDataset
-    from ferkit.data.transforms import InputSpec, to_input
+    from ferkit.data.transforms import to_input
 
     ds = generate(60, seed=2)
     spec = InputSpec(size=(32, 32), channels=3, mean=[0.5], std=[0.25])

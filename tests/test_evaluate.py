@@ -165,7 +165,8 @@ def test_multitask_va_metrics_match_sklearn_and_scipy(runs, ds, tmp_path):
 
 
 def test_batched_inference_equals_one_image_at_a_time(runs, ds):
-    from ferkit.data.transforms import InputSpec, to_input
+    from ferkit.data.spec import InputSpec
+    from ferkit.data.transforms import to_input
 
     ck = load_checkpoint(runs["mt"].best_checkpoint)
     model, spec = build_model(ck), InputSpec.from_dict(ck["input"])
@@ -206,7 +207,7 @@ def test_tta_flip_on_a_mirror_symmetric_model_changes_nothing(ds, tmp_path):
     # the same check on an asymmetric model: flip TTA does change the probabilities (the views are real)
     asym = _linear_checkpoint(tmp_path / "asym.pt", ds, symmetric=False)
     ck = load_checkpoint(asym)
-    from ferkit.data.transforms import InputSpec
+    from ferkit.data.spec import InputSpec
 
     a = predict_arrays(build_model(ck), ds.splits["test"].images, InputSpec.from_dict(ck["input"]))
     b = predict_arrays(build_model(ck), ds.splits["test"].images, InputSpec.from_dict(ck["input"]), tta="flip")

@@ -117,7 +117,8 @@ def test_onnx_runtime_and_torch_give_the_same_faces_and_labels(photos):
 
 
 def test_numpy_normalisation_equals_to_input():
-    from ferkit.data.transforms import InputSpec, to_input
+    from ferkit.data.spec import InputSpec
+    from ferkit.data.transforms import to_input
     from ferkit.inference.backends import normalise_chips
 
     rng = np.random.default_rng(0)

@@ -190,7 +190,8 @@ def test_shipped_onnx_graphs_match_a_fresh_export(tmp_path):
     import cv2
     import torch
 
-    from ferkit.data.transforms import InputSpec, to_input
+    from ferkit.data.spec import InputSpec
+    from ferkit.data.transforms import to_input
     from ferkit.faces import FaceDetector, align, load_image
     from ferkit.inference.backends import OnnxClassifier
     from ferkit.utils import ort_session, sha256_file

@@ -171,7 +171,7 @@ def _checkpoint_cases(rng: random.Random, good: dict, n: int):
 
 def test_fuzz_checkpoints(tmp_path, n_cases):
     from ferkit.checkpoint import make_checkpoint
-    from ferkit.data.transforms import InputSpec
+    from ferkit.data.spec import InputSpec
     from ferkit.errors import FerkitError
     from ferkit.models import create_model
     from ferkit.refs import load_model
@@ -318,7 +318,7 @@ def test_checkpoint_metadata_of_every_type(tmp_path):
 
     import ferkit
     from ferkit.checkpoint import describe, make_checkpoint, read_checkpoint, save_checkpoint
-    from ferkit.data.transforms import InputSpec
+    from ferkit.data.spec import InputSpec
     from ferkit.errors import FerkitError
     from ferkit.models import create_model
 

@@ -206,7 +206,8 @@ def test_analyze_api_and_ensemble(astronaut):
 def test_onnx_export_parity(tmp_path):
     pytest.importorskip("onnxruntime")
     from ferkit.checkpoint import build_model, make_checkpoint, save_checkpoint
-    from ferkit.data.transforms import InputSpec, to_input
+    from ferkit.data.spec import InputSpec
+    from ferkit.data.transforms import to_input
     from ferkit.inference.backends import OnnxClassifier
     from ferkit.inference.onnx import export_onnx
     from ferkit.models import create_model

@@ -14,7 +14,8 @@ import torch.nn as nn
 from PIL import Image
 
 from ferkit.checkpoint import build_model, make_checkpoint, save_checkpoint
-from ferkit.data.transforms import InputSpec, to_input
+from ferkit.data.spec import InputSpec
+from ferkit.data.transforms import to_input
 from ferkit.errors import ConfigError, FerkitError, ModelError
 from ferkit.models import create_model
 from ferkit.models.zoo_models import shifted_means, tf_same_padding

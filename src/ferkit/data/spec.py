@@ -1,8 +1,8 @@
 """The input a model was trained on: :class:`InputSpec` (size, channels, normalisation, permutation seed).
 
 It is saved in every checkpoint and inference rebuilds the same input from it. Kept apart from
-:mod:`ferkit.data.transforms` so reading a checkpoint's spec needs no torch import;
-``from ferkit.data.transforms import InputSpec`` keeps working.
+:mod:`ferkit.data.transforms` so reading a checkpoint's spec needs no torch import; this module is
+where every caller imports it from.
 """
 
 from __future__ import annotations

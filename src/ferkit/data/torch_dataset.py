@@ -12,7 +12,8 @@ import torch
 from torch.utils.data import Dataset
 
 from ferkit.data.base import FaceDataset
-from ferkit.data.transforms import InputSpec, make_augment, to_input
+from ferkit.data.spec import InputSpec
+from ferkit.data.transforms import make_augment, to_input
 
 
 class SplitDataset(Dataset):

@@ -7,7 +7,7 @@ Python loop, no PIL), which is what makes training at 48x48 fast:
 
     uint8 NHWC -> float [0, 1] NCHW -> channel adapt -> resize -> augment -> pixel permutation -> normalise
 
-:class:`~ferkit.data.spec.InputSpec` (re-exported here) records the input a model was trained on (size,
+:class:`~ferkit.data.spec.InputSpec` records the input a model was trained on (size,
 channels, normalisation, permutation seed); it is saved in every checkpoint and inference rebuilds the
 same input from it.
 
@@ -54,7 +54,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ferkit.data.spec import InputSpec  # noqa: F401 - re-exported: the spec's old home
+from ferkit.data.spec import InputSpec
 from ferkit.errors import ConfigError, DataError
 
 PRESETS = ("none", "basic", "autoaugment", "v2")

@@ -388,7 +388,7 @@ def evaluate_checkpoint(
     reliability.png, errors.png, errors.txt, va_scatter.png (multitask) and report.html.
     """
     from ferkit.checkpoint import build_model
-    from ferkit.data.transforms import InputSpec
+    from ferkit.data.spec import InputSpec
     from ferkit.evaluation import plots
     from ferkit.refs import load_checkpoint, resolve
     from ferkit.utils import atomic_write_json, check_output, resolve_device

@@ -39,7 +39,7 @@ class TorchClassifier(Classifier):
         import torch
 
         from ferkit.checkpoint import build_model
-        from ferkit.data.transforms import InputSpec
+        from ferkit.data.spec import InputSpec
         from ferkit.refs import display_name, load_checkpoint
         from ferkit.utils import resolve_device
 
@@ -90,9 +90,9 @@ class TorchClassifier(Classifier):
 
 
 class OnnxClassifier(Classifier):
-    backend = "onnx"
-
     """A ferkit-exported ONNX model run with onnxruntime (CUDA provider when ``device`` is cuda and present)."""
+
+    backend = "onnx"
 
     def __init__(self, path: str | os.PathLike, device: str = "cpu", threads: int | None = None,
                  name: str | None = None):

@@ -62,7 +62,7 @@ def export_onnx(model: Any, out: str | os.PathLike | None = None, int8: bool = F
     import torch
 
     from ferkit.checkpoint import build_model
-    from ferkit.data.transforms import InputSpec
+    from ferkit.data.spec import InputSpec
     from ferkit.refs import load_checkpoint
 
     onnx = require("onnx")

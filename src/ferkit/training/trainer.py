@@ -123,7 +123,7 @@ class Trainer:
             raise ConfigError(f"{ds.root}: the dataset has no validation split; give it one or set --val-fraction")
 
     def _build_model(self):
-        from ferkit.data.transforms import InputSpec
+        from ferkit.data.spec import InputSpec
         from ferkit.models import create_model, get_card
         from ferkit.models.registry import builder_accepts
 

@@ -208,7 +208,7 @@ def load_zoo_checkpoint(name: str) -> dict:
     """
     from ferkit import __version__
     from ferkit.checkpoint import FORMAT, FORMAT_VERSION
-    from ferkit.data.transforms import InputSpec
+    from ferkit.data.spec import InputSpec
 
     src = _source(name)
     card = _card_data(src.name)

@@ -344,7 +344,8 @@ def parity_report(name: str, state_dict: dict, fixture_dir: str | Path) -> dict 
     fixture = Path(fixture_dir) / f"{name}.json"
     if not fixture.is_file():
         return None
-    from ferkit.data.transforms import InputSpec, to_input
+    from ferkit.data.spec import InputSpec
+    from ferkit.data.transforms import to_input
     from ferkit.models import create_model
 
     src = SOURCES[name]
