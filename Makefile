@@ -6,7 +6,7 @@ STAMP   := $(VENV)/.ferkit-installed
 PYTEST_ARGS ?= -n 2 --durations=15
 DEMO_OUT ?= demo_out
 
-.PHONY: demo test lint setup bench clean
+.PHONY: demo test lint setup bench gpu-check clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -30,6 +30,10 @@ test: lint
 
 bench: $(STAMP)
 	$(PY) bench/train_throughput.py
+
+# on a CUDA machine: one table + gpu_check.json in under 8 minutes; elsewhere one line and a plumbing check
+gpu-check: $(STAMP)
+	$(PY) bench/gpu_check.py
 
 clean:
 	rm -rf demo_out runs .pytest_cache

@@ -36,7 +36,7 @@ def write_folder(root: Path, n: int) -> Path:
     return root
 
 
-def baseline_img_s(train_dir: Path, model_name: str, images: int, augment: bool) -> float:
+def baseline_img_s(train_dir: Path, model_name: str, images: int, augment: bool, device: str = "cpu") -> float:
     import torchvision.transforms as T
     from torch.utils.data import DataLoader
     from torchvision.datasets import ImageFolder
@@ -50,13 +50,14 @@ def baseline_img_s(train_dir: Path, model_name: str, images: int, augment: bool)
     ds = ImageFolder(str(train_dir), transform=T.Compose(tf))
     loader = DataLoader(ds, batch_size=64, shuffle=True)
     torch.manual_seed(0)
-    model = create_model(model_name, num_classes=len(ds.classes), in_channels=1)
+    model = create_model(model_name, num_classes=len(ds.classes), in_channels=1).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     loss_fn = torch.nn.CrossEntropyLoss()
     model.train()
     seen, t0, warm = 0, None, 2
     while seen < images:
         for x, y in loader:
+            x, y = x.to(device), y.to(device)
             opt.zero_grad()
             loss = loss_fn(model(x), y)
             loss.backward()
@@ -69,6 +70,8 @@ def baseline_img_s(train_dir: Path, model_name: str, images: int, augment: bool)
             seen += len(y)
             if seen >= images:
                 break
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()  # the last steps' kernels count too
     return seen / (time.perf_counter() - t0)
 
 
@@ -93,7 +96,8 @@ def model_only_img_s(model_name: str, images: int) -> float:
     return seen / (time.perf_counter() - t0)
 
 
-def ferkit_img_s(data_root: Path, model_name: str, images: int, augment: bool, out: Path) -> tuple[float, float]:
+def ferkit_img_s(data_root: Path, model_name: str, images: int, augment: bool, out: Path,
+                 device: str = "cpu") -> tuple[float, float]:
     from ferkit.data import load_dataset
     from ferkit.training.config import TrainConfig
     from ferkit.training.trainer import Trainer
@@ -104,7 +108,7 @@ def ferkit_img_s(data_root: Path, model_name: str, images: int, augment: bool, o
     n = len(ds.splits["train"])
     epochs = max(1, round(images / n))
     cfg = TrainConfig(model=model_name, epochs=epochs, batch_size=64, augment="basic" if augment else "none",
-                      out=str(out), quiet=True, in_channels=1)
+                      out=str(out), quiet=True, in_channels=1, device=device)
     res = Trainer(cfg, dataset=ds).fit()
     rates = [r["train_img_s"] for r in res.history]
     return float(np.median(rates)), load_s

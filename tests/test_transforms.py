@@ -305,6 +305,7 @@ def test_autoaugment_matches_torchvision_per_sample():
             assert torch.equal(got[i], img), (i, aa.policies[int(policy[i])], fire[i].tolist())
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.parametrize("preset", PRESETS)
 def test_same_result_on_cuda(preset):
