@@ -389,38 +389,54 @@ class _Region:
 def _render(idn: dict, p: dict, size: int, channels: int, clutter: float, chunk_seed: int) -> np.ndarray:
     """Render one chunk: ``idn`` holds per-sample identity params, ``p`` per-sample params."""
     n = len(p["rot"])
-    C = channels
     rng = np.random.default_rng(chunk_seed)
-    ones = np.ones((n, 3), np.float32)
-    e = lambda key: _c(p["expr"][:, _P[key]])  # noqa: E731
-    f = lambda key: _c(idn[key])  # noqa: E731
-
-    # background: base colour, two blobs, a stripe texture and a few straight lines
-    img = np.broadcast_to(_colour(p["bg"], C)[:, None, None, :], (n, size, size, C)).copy()
-    R = _Region(img, p, size)
-    Xc, Yc, X, Y, aa = R.Xc, R.Yc, R.X, R.Y, R.aa
+    # background: base colour, then (with clutter) two blobs, a stripe texture and a few straight lines
+    img = np.broadcast_to(_colour(p["bg"], channels)[:, None, None, :], (n, size, size, channels)).copy()
+    whole = _Region(img, p, size)
     if clutter > 0:
-        for _ in range(2):  # gaussian blobs, separable in x and y
-            bx, by = _c(rng.uniform(-1, 1, n)), _c(rng.uniform(-1, 1, n))
-            k2 = -0.5 / _c(rng.uniform(0.2, 0.7, n)) ** 2
-            a = (np.exp(k2 * (Xc - bx) ** 2) * _c(rng.uniform(0, 0.8 * clutter, n))) * np.exp(k2 * (Yc - by) ** 2)
-            _paint(img, a, _colour(rng.uniform(0, 1, (n, 3)), C))
-        # stripes: 0.5 + 0.5 sin(a x + b y + phase), expanded so that only products are full-size
-        th, fr, ph = _c(rng.uniform(0, np.pi, n)), _c(rng.uniform(2, 9, n)), _c(rng.uniform(0, 2 * np.pi, n))
-        amp = _c(rng.uniform(0, 0.35 * clutter, n)) * 0.5
-        ax_, by_ = fr * np.pi * np.cos(th) * Xc + ph, fr * np.pi * np.sin(th) * Yc
-        stripes = (np.sin(ax_) * amp) * np.cos(by_) + (np.cos(ax_) * amp) * np.sin(by_)
-        stripes += amp
-        _paint(img, stripes, _colour(rng.uniform(0, 1, (n, 3)), C))
-        ends = rng.uniform(-0.1, 1.1, (n, 3, 4)) * size
-        thick = rng.integers(1, max(2, size // 16), (n, 3))
-        on = rng.uniform(0, 1, (n, 3)) < 0.6 * clutter
-        cols = _colour(rng.uniform(0, 1, (n * 3, 3)), C).reshape(n, 3, C)
-        for i in range(n):
-            for j in np.flatnonzero(on[i]):
-                a0, b0, a1, b1 = (int(v) for v in ends[i, j])
-                cv2.line(img[i], (a0, b0), (a1, b1), tuple(float(v) for v in cols[i, j]), int(thick[i, j]))
+        _paint_clutter(img, whole, rng, clutter, size, channels)
+    _paint_head(img, whole, idn, p, channels)
+    lm = _landmarks_face(idn, p)
+    line = _colour(idn["skin"] * 0.45, channels)
+    _paint_forehead_lines(img, idn, p, lm, line, size)
+    m = _mouth_geometry(idn, p["expr"])
+    _paint_nose(img, idn, p, lm, m, line, size, channels)
+    _paint_eyes(img, idn, p, lm, size, channels)
+    _paint_mouth(img, idn, p, lm, m, size, channels)
+    _light_blur_noise(img, whole, p, rng, size, channels)
+    return np.clip(np.rint(img * 255.0), 0, 255).astype(np.uint8)
 
+
+def _paint_clutter(img: np.ndarray, R: _Region, rng: np.random.Generator, clutter: float, size: int, C: int) -> None:
+    """Two gaussian blobs, a stripe texture and up to three straight lines, each as strong as ``clutter``."""
+    n, Xc, Yc = len(img), R.Xc, R.Yc
+    for _ in range(2):  # gaussian blobs, separable in x and y
+        bx, by = _c(rng.uniform(-1, 1, n)), _c(rng.uniform(-1, 1, n))
+        k2 = -0.5 / _c(rng.uniform(0.2, 0.7, n)) ** 2
+        a = (np.exp(k2 * (Xc - bx) ** 2) * _c(rng.uniform(0, 0.8 * clutter, n))) * np.exp(k2 * (Yc - by) ** 2)
+        _paint(img, a, _colour(rng.uniform(0, 1, (n, 3)), C))
+    # stripes: 0.5 + 0.5 sin(a x + b y + phase), expanded so that only products are full-size
+    th, fr, ph = _c(rng.uniform(0, np.pi, n)), _c(rng.uniform(2, 9, n)), _c(rng.uniform(0, 2 * np.pi, n))
+    amp = _c(rng.uniform(0, 0.35 * clutter, n)) * 0.5
+    ax_, by_ = fr * np.pi * np.cos(th) * Xc + ph, fr * np.pi * np.sin(th) * Yc
+    stripes = (np.sin(ax_) * amp) * np.cos(by_) + (np.cos(ax_) * amp) * np.sin(by_)
+    stripes += amp
+    _paint(img, stripes, _colour(rng.uniform(0, 1, (n, 3)), C))
+    ends = rng.uniform(-0.1, 1.1, (n, 3, 4)) * size
+    thick = rng.integers(1, max(2, size // 16), (n, 3))
+    on = rng.uniform(0, 1, (n, 3)) < 0.6 * clutter
+    cols = _colour(rng.uniform(0, 1, (n * 3, 3)), C).reshape(n, 3, C)
+    for i in range(n):
+        for j in np.flatnonzero(on[i]):
+            a0, b0, a1, b1 = (int(v) for v in ends[i, j])
+            cv2.line(img[i], (a0, b0), (a1, b1), tuple(float(v) for v in cols[i, j]), int(thick[i, j]))
+
+
+
+def _paint_head(img: np.ndarray, R: _Region, idn: dict, p: dict, C: int) -> None:
+    """Neck and shoulders, hair, the face oval with its shading, beard, hairline and a mole."""
+    X, Y, aa = R.X, R.Y, R.aa
+    f = lambda key: _c(idn[key])  # noqa: E731
     skin = idn["skin"]
     skinc = _colour(skin, C)
     hairc = _colour(idn["hair"], C)
@@ -452,9 +468,12 @@ def _render(idn: dict, p: dict, size: int, channels: int, clutter: float, chunk_
     d = np.hypot(R.U - f("mole_x"), Y - f("mole_y")) - 0.018
     _paint(img, _cov(d, aa) * f("mole") * 0.8, _colour(skin * 0.35, C))
 
-    lm = _landmarks_face(idn, p)
-    line = _colour(skin * 0.45, C)
-    # forehead lines (surprise / fear / sad), just above the brows
+
+
+def _paint_forehead_lines(img: np.ndarray, idn: dict, p: dict, lm: np.ndarray, line: np.ndarray, size: int) -> None:
+    """Forehead lines (surprise / fear / sad), just above the brows."""
+    n = len(img)
+    e = lambda key: _c(p["expr"][:, _P[key]])  # noqa: E731
     brow_top = np.minimum(lm[:, 17:27, 1].min(axis=1), (idn["eye_y"] - idn["brow_gap"] - e("brow_in_up")[:, 0, 0]))
     fy = brow_top - 0.10
     box = np.stack([np.stack([np.full(n, -0.3), fy - 0.08], -1), np.stack([np.full(n, 0.3), fy + 0.08], -1)], 1)
@@ -466,8 +485,14 @@ def _render(idn: dict, p: dict, size: int, channels: int, clutter: float, chunk_
         _paint(R.patch, _cov(d, R.aa) * fh * 0.7, line)
     R.commit()
 
-    # nose, nose wrinkle (disgust) and nasolabial folds (happy / disgust)
-    m = _mouth_geometry(idn, p["expr"])
+
+
+def _paint_nose(img: np.ndarray, idn: dict, p: dict, lm: np.ndarray, m: dict, line: np.ndarray, size: int,
+                C: int) -> None:
+    """Nose, nose wrinkle (disgust) and nasolabial folds (happy / disgust)."""
+    e = lambda key: _c(p["expr"][:, _P[key]])  # noqa: E731
+    f = lambda key: _c(idn[key])  # noqa: E731
+    skin = idn["skin"]
     mw, my = _c(m["w"]), _c(m["y"])
     R = _Region(img, p, size, np.concatenate([lm[:, 27:36], lm[:, [39, 42, 48, 54]]], 1), 2.5)
     U, Yr, aar = R.U, R.Y, R.aa
@@ -488,7 +513,12 @@ def _render(idn: dict, p: dict, size: int, channels: int, clutter: float, chunk_
         _paint(R.patch, _cov(d * 0.02, aar) * 0.85, _colour(skin * 0.3, C))
     R.commit()
 
-    # eyes (sclera, iris, pupil, upper lid), glasses and brows, one window per side
+
+
+def _paint_eyes(img: np.ndarray, idn: dict, p: dict, lm: np.ndarray, size: int, C: int) -> None:
+    """Eyes (sclera, iris, pupil, upper lid), glasses and brows, one window per side."""
+    f = lambda key: _c(idn[key])  # noqa: E731
+    ones = np.ones((len(img), 3), np.float32)
     up, lo = (_c(v) for v in _eye_heights(idn, p["expr"]))
     ew, ey = f("eye_w"), f("eye_y")
     browc = _colour(idn["hair"] * 0.7, C)
@@ -522,7 +552,13 @@ def _render(idn: dict, p: dict, size: int, channels: int, clutter: float, chunk_
         _paint(R.patch, _cov(d, aar) * 0.95, browc)
         R.commit()
 
-    # mouth: lips around a cavity between an upper and a lower curve, teeth in the cavity
+
+
+def _paint_mouth(img: np.ndarray, idn: dict, p: dict, lm: np.ndarray, m: dict, size: int, C: int) -> None:
+    """Lips around a cavity between an upper and a lower curve, teeth in the cavity."""
+    skin = idn["skin"]
+    ones = np.ones((len(img), 3), np.float32)
+    mw, my = _c(m["w"]), _c(m["y"])
     R = _Region(img, p, size, lm[:, 48:60], 2.0)
     U, Yr, aar = R.U, R.Y, R.aa
     t = U / mw
@@ -541,7 +577,11 @@ def _render(idn: dict, p: dict, size: int, channels: int, clutter: float, chunk_
     _paint(R.patch, _cov(d_teeth, aar) * teeth_on, _colour(ones * 0.93, C))
     R.commit()
 
-    # lighting gradient, brightness / contrast, blur, noise
+
+
+def _light_blur_noise(img: np.ndarray, R: _Region, p: dict, rng: np.random.Generator, size: int, C: int) -> None:
+    """Lighting gradient, brightness / contrast, blur and noise, in place."""
+    n, Xc, Yc = len(img), R.Xc, R.Yc
     ld = p["light_dir"]
     gain = (1 + _c(p["light"]) * (_c(np.cos(ld)) * Xc + _c(np.sin(ld)) * Yc)) * _c(p["contrast"])
     img *= gain[..., None]
@@ -551,7 +591,6 @@ def _render(idn: dict, p: dict, size: int, channels: int, clutter: float, chunk_
         if sg > 0.25:
             img[i] = cv2.GaussianBlur(img[i], (0, 0), sg, borderType=cv2.BORDER_REFLECT).reshape(size, size, C)
     img += rng.standard_normal(img.shape, dtype=np.float32) * _c(p["noise"])[..., None]
-    return np.clip(np.rint(img * 255.0), 0, 255).astype(np.uint8)
 
 
 # --------------------------------------------------------------------------------------------
