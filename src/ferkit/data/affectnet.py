@@ -194,19 +194,9 @@ def _scalar(path: str) -> float:
     return float(v)
 
 
-def load_affectnet(path, *, image_size=None, channels=None, seed: int = 0, val_fraction: float = 0.1,
-                   test_fraction: float = 0.1, cache: bool = True, quiet: bool = False):
-    """Load an AffectNet-style folder (see the module doc): classes, valence, arousal and landmarks."""
-    root = Path(path)
-    if not root.is_dir():
-        raise DataError(f"{root}: no such directory" if not root.exists() else f"{root}: is not a directory")
-    size = normalize_size(image_size)
-    channels = check_channels(channels)
-    subroots = affectnet_roots(root)
-    if not subroots:
-        raise DataError(f"{root}: not an AffectNet-style folder: expected images/ and annotations/ in it "
-                        "(or in train/val/test sub-folders)")
-
+def _scan_entries(root: Path, subroots) -> tuple[list, list, list[Problem]]:
+    """Every image with its annotation files, in natural id order per (sub-)folder; the cache's file listing;
+    what was ignored (duplicate ids, annotations without an image)."""
     notes: list[Problem] = []
     entries = []  # (id, image (path, size, mtime), annotations {kind: path}, given split or None)
     listing = []
@@ -222,6 +212,56 @@ def load_affectnet(path, *, image_size=None, channels=None, seed: int = 0, val_f
             entries.append((sid, images[sid], {k: v[0] for k, v in ann.items()}, split))
             listing.append([os.path.relpath(images[sid][0], root), images[sid][1], images[sid][2]]
                            + [[k, *ann[k][1:]] for k in KINDS if k in ann])
+    return entries, listing, notes
+
+
+def _read_annotations(ipath, ann: dict, used: list[str], n_lnd: int | None):
+    """One image's (expression, (valence, arousal), landmarks or None), or the :class:`Problem` that leaves it out.
+
+    ``n_lnd``: how many landmark values the images read so far have (every image must have as many).
+    """
+    va = np.zeros(2, dtype=np.float32)
+    pts = None
+    kind = "exp"
+    try:
+        y = _scalar(ann["exp"])
+        if not float(y).is_integer() or not 0 <= y <= 7:
+            return Problem(ann["exp"], f"expression {y:g} outside 0-7 "
+                                       "(AffectNet's 8-10 mean none / uncertain / no face)")
+        for j, kind in enumerate(("val", "aro")):
+            if kind in used:
+                v = _scalar(ann[kind])
+                if not (np.isfinite(v) and -1.0 <= v <= 1.0):
+                    word = "valence" if kind == "val" else "arousal"
+                    return Problem(ann[kind], f"{word} {v:g} outside [-1, 1]"
+                                              + (" (AffectNet's 'uncertain' code)" if v == -2 else ""))
+                va[j] = v
+        if "lnd" in used:
+            kind = "lnd"
+            flat = load_npy(ann["lnd"], max_values=4096).astype(np.float32).reshape(-1)
+            if flat.size % 2 or flat.size == 0 or (n_lnd is not None and flat.size != n_lnd):
+                return Problem(ann["lnd"], f"{flat.size} landmark values, expected {n_lnd or 136} ((x, y) pairs)")
+            pts = flat.reshape(-1, 2)
+    except (OSError, ValueError, TypeError, EOFError, UnicodeDecodeError) as e:
+        reason = " ".join(str(e).split())[:200] or type(e).__name__
+        return Problem(ann.get(kind, ipath), f"unreadable annotation ({reason})")
+    return int(y), va, pts
+
+
+def load_affectnet(path, *, image_size=None, channels=None, seed: int = 0, val_fraction: float = 0.1,
+                   test_fraction: float = 0.1, cache: bool = True, quiet: bool = False):
+    """Load an AffectNet-style folder (see the module doc): classes, valence, arousal and landmarks."""
+    root = Path(path)
+    if not root.is_dir():
+        raise DataError(f"{root}: no such directory" if not root.exists() else f"{root}: is not a directory")
+    size = normalize_size(image_size)
+    channels = check_channels(channels)
+    subroots = affectnet_roots(root)
+    if not subroots:
+        raise DataError(f"{root}: not an AffectNet-style folder: expected images/ and annotations/ in it "
+                        "(or in train/val/test sub-folders)")
+
+    entries, listing, notes = _scan_entries(root, subroots)
     if not entries:
         raise DataError(f"{root}: no images in images/ (extensions: jpg jpeg png bmp gif webp tif tiff)")
     split_file = root / "splits.csv"
@@ -272,40 +312,13 @@ def load_affectnet(path, *, image_size=None, channels=None, seed: int = 0, val_f
                 given[i] = SPLIT_CODES[listed[sid]]
             elif split is not None:
                 given[i] = SPLIT_CODES[split]
-            kind = "exp"
-            try:
-                y = _scalar(ann["exp"])
-                if not float(y).is_integer() or not 0 <= y <= 7:
-                    problems.append(Problem(ann["exp"], f"expression {y:g} outside 0-7 "
-                                                        "(AffectNet's 8-10 mean none / uncertain / no face)"))
-                    continue
-                labels[i] = int(y)
-                bad = None
-                for j, kind in enumerate(("val", "aro")):
-                    if kind in used:
-                        v = _scalar(ann[kind])
-                        if not (np.isfinite(v) and -1.0 <= v <= 1.0):
-                            word = "valence" if kind == "val" else "arousal"
-                            bad = Problem(ann[kind], f"{word} {v:g} outside [-1, 1]"
-                                                     + (" (AffectNet's 'uncertain' code)" if v == -2 else ""))
-                            break
-                        va[i, j] = v
-                if bad:
-                    problems.append(bad)
-                    continue
-                if "lnd" in used:
-                    kind = "lnd"
-                    pts = load_npy(ann["lnd"], max_values=4096).astype(np.float32).reshape(-1)
-                    if pts.size % 2 or pts.size == 0 or (n_lnd is not None and pts.size != n_lnd):
-                        problems.append(Problem(ann["lnd"], f"{pts.size} landmark values, expected "
-                                                            f"{n_lnd or 136} ((x, y) pairs)"))
-                        continue
-                    n_lnd = n_lnd or pts.size
-                    lnds[i] = pts.reshape(-1, 2)
-            except (OSError, ValueError, TypeError, EOFError, UnicodeDecodeError) as e:
-                reason = " ".join(str(e).split())[:200] or type(e).__name__
-                problems.append(Problem(ann.get(kind, ipath), f"unreadable annotation ({reason})"))
+            row = _read_annotations(ipath, ann, used, n_lnd)
+            if isinstance(row, Problem):
+                problems.append(row)
                 continue
+            labels[i], va[i], lnds[i] = row
+            if lnds[i] is not None:
+                n_lnd = n_lnd or lnds[i].size
             good[i] = True
         sel = np.flatnonzero(good)
         if len(sel) == 0:

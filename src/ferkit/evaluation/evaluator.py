@@ -362,6 +362,65 @@ def _error_analysis(out: Path, images, ids, classes, y, probs, pairs) -> list[di
 # ---------------------------------------------------------------------------------------------------- evaluate
 
 
+def _default_out(ref, ckpt_file: Path, split: str, tta: str) -> Path:
+    """``<checkpoint folder>/eval_<split>[_<tta>]``; a zoo model's ``eval_<name>_<split>[_<tta>]`` in the working
+    folder."""
+    zoo = ref.name if ref.kind == "zoo" else None
+    name = f"eval_{split}" + ("" if tta == "none" else f"_{tta}")
+    return Path(f"eval_{zoo}_{name[5:]}") if zoo else ckpt_file.parent / name
+
+
+def _split_in_checkpoint_classes(dataset, split: str, ckpt: dict, ckpt_file: Path, class_map: bool,
+                                 notes: list[str]):
+    """The split's images whose class the checkpoint knows, their labels as checkpoint class indices, those
+    classes' names and indices; what was left out, and why, is added to ``notes``."""
+    s = dataset.split(split)  # DataError when the split is missing or empty
+    ck_idx, ds_idx, more = match_classes(ckpt["classes"], dataset.classes, class_map, where=str(ckpt_file))
+    notes += more
+    classes = [ckpt["classes"][i] for i in ck_idx]
+    lut = np.full(dataset.num_classes, -1, dtype=np.int64)
+    lut[ds_idx] = np.arange(len(ds_idx))
+    y = lut[np.asarray(s.labels, dtype=np.int64)]
+    if (y < 0).any():
+        keep = np.flatnonzero(y >= 0)
+        notes.append(f"{len(y) - len(keep)} of {len(y)} {split} images belong to classes the checkpoint lacks and "
+                     "were left out")
+        if not len(keep):
+            raise DataError(f"{dataset.root}: no {split} image belongs to a class the checkpoint knows; nothing to "
+                            "evaluate")
+        s = s.subset(keep)
+        y = y[keep]
+    if len(y) == 0:
+        raise DataError(f"{dataset.root}: the {split} split is empty; nothing to evaluate")
+    return s, y, classes, ck_idx
+
+
+def _plot_all(out: Path, ref, ckpt_file: Path, card: dict, metrics: dict, y, probs, va_true, va_pred) -> dict:
+    """Every plot of an evaluation, each titled with the run, the architecture and the split; name -> file."""
+    from ferkit.evaluation import plots
+
+    split, tta, classes = metrics["split"], metrics["tta"], metrics["classes"]
+    files: dict[str, Path] = {}
+    cm = np.asarray(metrics["confusion_matrix"])
+    # Every plot says which run it is about: the run folder (or zoo name), the architecture and the split.
+    run = ref.name if ref.kind == "zoo" else (ckpt_file.parent.name or str(ckpt_file))
+    what = f"{run} ({card['architecture']}), {split}{'' if tta == 'none' else ', tta ' + tta}"
+    files["confusion_matrix.png"] = plots.plot_confusion_matrix(
+        cm, classes, out / "confusion_matrix.png", title=f"{what}: {len(y)} images")
+    files["confusion_matrix_normalized.png"] = plots.plot_confusion_matrix(
+        cm, classes, out / "confusion_matrix_normalized.png", normalize=True, title=f"{what} (row-normalised)")
+    files["roc_curves.png"] = plots.plot_roc_curves(y, probs, classes, out / "roc_curves.png", title=f"ROC: {what}")
+    files["pr_curves.png"] = plots.plot_pr_curves(y, probs, classes, out / "pr_curves.png", title=f"PR: {what}")
+    files["reliability.png"] = plots.plot_reliability(y, probs, out / "reliability.png", n_bins=metrics["ece_bins"],
+                                                      title=f"calibration: {what}")
+    if va_true is not None and va_pred is not None:
+        files["va_scatter.png"] = plots.plot_va_scatter(va_true[0], va_pred[0], va_true[1], va_pred[1],
+                                                         out / "va_scatter.png",
+                                                         stats={"valence": metrics["valence"],
+                                                                "arousal": metrics["arousal"]})
+    return files
+
+
 def evaluate_checkpoint(
     checkpoint,
     data=None,
@@ -389,7 +448,6 @@ def evaluate_checkpoint(
     """
     from ferkit.checkpoint import build_model
     from ferkit.data.spec import InputSpec
-    from ferkit.evaluation import plots
     from ferkit.refs import load_checkpoint, resolve
     from ferkit.utils import atomic_write_json, check_output, resolve_device
 
@@ -404,11 +462,7 @@ def evaluate_checkpoint(
     from ferkit.data.base import SPLIT_ALIASES
 
     split = SPLIT_ALIASES.get(str(split).strip().lower(), split)  # validation -> val, PrivateTest -> test ...
-    if out is None:
-        zoo = ref.name if ref.kind == "zoo" else None
-        name = f"eval_{split}" + ("" if tta == "none" else f"_{tta}")
-        out = Path(f"eval_{zoo}_{name[5:]}") if zoo else ckpt_file.parent / name  # zoo: in the working folder
-    out = Path(out)
+    out = Path(out) if out is not None else _default_out(ref, ckpt_file, split, tta)
     check_output(out, "--out", folder=True)  # before the data is read and the model built
     dev = resolve_device(device)
     spec = InputSpec.from_dict(ckpt["input"])
@@ -420,24 +474,7 @@ def evaluate_checkpoint(
         from ferkit.data.relabel import relabel
 
         dataset = relabel(dataset, mapping)
-    s = dataset.split(split)  # DataError when the split is missing or empty
-    ck_idx, ds_idx, more = match_classes(ckpt["classes"], dataset.classes, class_map, where=str(ckpt_file))
-    notes += more
-    classes = [ckpt["classes"][i] for i in ck_idx]
-    lut = np.full(dataset.num_classes, -1, dtype=np.int64)
-    lut[ds_idx] = np.arange(len(ds_idx))
-    y = lut[np.asarray(s.labels, dtype=np.int64)]
-    if (y < 0).any():
-        keep = np.flatnonzero(y >= 0)
-        notes.append(f"{len(y) - len(keep)} of {len(y)} {split} images belong to classes the checkpoint lacks and "
-                     "were left out")
-        if not len(keep):
-            raise DataError(f"{dataset.root}: no {split} image belongs to a class the checkpoint knows; nothing to "
-                            "evaluate")
-        s = s.subset(keep)
-        y = y[keep]
-    if len(y) == 0:
-        raise DataError(f"{dataset.root}: the {split} split is empty; nothing to evaluate")
+    s, y, classes, ck_idx = _split_in_checkpoint_classes(dataset, split, ckpt, ckpt_file, class_map, notes)
     if split == "train":
         notes.append("evaluated on the training split: these numbers are optimistic")
     multitask = ckpt["model"].get("task") == "multitask"
@@ -477,24 +514,7 @@ def evaluate_checkpoint(
                          "views": len(tta_views(tta)), "batch_size": int(batch_size), "device": str(dev)}
     metrics["notes"] = notes
 
-    files: dict[str, Path] = {}
-    cm = np.asarray(metrics["confusion_matrix"])
-    # Every plot says which run it is about: the run folder (or zoo name), the architecture and the split.
-    run = ref.name if ref.kind == "zoo" else (ckpt_file.parent.name or str(ckpt_file))
-    what = f"{run} ({card['architecture']}), {split}{'' if tta == 'none' else ', tta ' + tta}"
-    files["confusion_matrix.png"] = plots.plot_confusion_matrix(
-        cm, classes, out / "confusion_matrix.png", title=f"{what}: {len(y)} images")
-    files["confusion_matrix_normalized.png"] = plots.plot_confusion_matrix(
-        cm, classes, out / "confusion_matrix_normalized.png", normalize=True, title=f"{what} (row-normalised)")
-    files["roc_curves.png"] = plots.plot_roc_curves(y, probs, classes, out / "roc_curves.png", title=f"ROC: {what}")
-    files["pr_curves.png"] = plots.plot_pr_curves(y, probs, classes, out / "pr_curves.png", title=f"PR: {what}")
-    files["reliability.png"] = plots.plot_reliability(y, probs, out / "reliability.png", n_bins=metrics["ece_bins"],
-                                                      title=f"calibration: {what}")
-    if va_true is not None and va_pred is not None:
-        files["va_scatter.png"] = plots.plot_va_scatter(va_true[0], va_pred[0], va_true[1], va_pred[1],
-                                                         out / "va_scatter.png",
-                                                         stats={"valence": metrics["valence"],
-                                                                "arousal": metrics["arousal"]})
+    files = _plot_all(out, ref, ckpt_file, card, metrics, y, probs, va_true, va_pred)
     mistakes = _error_analysis(out, s.images, s.ids, classes, y, probs, metrics["confused_pairs"])
     files["errors.png"] = out / "errors.png"
     files["errors.txt"] = out / "errors.txt"
