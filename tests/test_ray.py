@@ -744,3 +744,31 @@ def test_non_utf8_names_and_unwritable_output_on_ray(cluster, tmp_path, one_thre
     blocker.write_text("x")
     with pytest.raises(OutputError, match="a_file' is a file, not a folder"):
         predict_dataset([src], blocker / "out", **OPTS, ray_address="127.0.0.1:1", quiet=True)
+
+
+def test_actors_take_the_settings_object(cluster, tmp_path):
+    """A non-default AnalyzerSettings (another detector, detection size and crop) reaches every actor: the
+    Parquet rows are the API's rows for the same settings object, and the run's config.json records them."""
+    from ferkit import AnalyzerSettings, analyze
+    from ferkit.schema import table_columns, table_rows
+
+    photo = Path(__file__).parent / "data" / "multi_face.jpg"
+    settings = AnalyzerSettings("fer_minixception", detector="haar", det_size=320, crop="box")
+    out = tmp_path / "out"
+    s = predict_dataset([str(photo)], out, settings=settings, actors=1, ray_address=cluster.address, quiet=True)
+    want_result = analyze(photo, settings=settings)
+    classes = [c for c in want_result.faces[0].probabilities]
+    cols = table_columns(classes)
+    want = [dict(zip(cols, r, strict=True)) for r in table_rows(want_result, classes)]
+    got = sorted(read_results(out).to_pylist(), key=lambda r: r["face"])
+    assert s["faces"] == len(want) == 3 and len(got) == 3  # haar at 320 px: three faces (retinaface finds 5)
+    for g, w in zip(got, want, strict=True):
+        assert g["detector"] == w["detector"] == "haar@320" and g["label"] == w["label"]
+        for c in cols:
+            if isinstance(w[c], float):
+                assert abs(g[c] - w[c]) < 1e-4, c
+    config = json.loads((out / "_manifest" / "config.json").read_text())
+    assert {k: config[k] for k in ("models", "detector", "det_size", "crop")} == {
+        "models": ["fer_minixception"], "detector": "haar", "det_size": 320, "crop": "box"}
+    with pytest.raises(ConfigError, match="--no-detect and --gallery"):
+        predict_dataset([str(photo)], tmp_path / "out2", settings=settings.replace(detect=False), quiet=True)
