@@ -506,19 +506,7 @@ def predict_dataset(sources: str | os.PathLike | Iterable[str | os.PathLike], ou
     if gpus_per_actor and gpus_per_actor > 0:
         settings = settings.replace(device="cuda")
     actor_settings = settings.to_dict()  # names only (a loaded model cannot travel): one ConfigError line
-    if actors is not None and (not isinstance(actors, int) or actors < 1):
-        raise ConfigError(f"--actors {actors!r}: give an integer >= 1")
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise ConfigError(f"--batch-size {batch_size!r}: give an integer >= 1")
-    if not isinstance(stride, int) or stride < 1:
-        raise ConfigError(f"--stride {stride!r}: give an integer >= 1")
-    if frames_per_task is not None and (isinstance(frames_per_task, bool) or not isinstance(frames_per_task, int)
-                                        or frames_per_task < 0):
-        raise ConfigError(f"--frames-per-task {frames_per_task!r}: give an integer >= 1 (0: whole videos)")
-    if gpus_per_actor is None or gpus_per_actor < 0:
-        raise ConfigError(f"--gpus-per-actor {gpus_per_actor!r}: give a number >= 0")
-    if _is_uri(str(output)):
-        raise ConfigError(f"--output {output}: give a local folder (or a shared file system mounted here)")
+    _check_run_options(actors, batch_size, stride, frames_per_task, gpus_per_actor, output)
     if isinstance(sources, (str, os.PathLike)):
         sources = [sources]
     sources = [str(s) for s in sources]
@@ -546,33 +534,9 @@ def predict_dataset(sources: str | os.PathLike | Iterable[str | os.PathLike], ou
         say(f"ferkit predict --engine ray: all {len(inputs)} inputs already finished in {out} (--overwrite to redo)")
         return summary
 
-    started = False
-    if not ray.is_initialized():
-        address = ray_address or os.environ.get("RAY_ADDRESS")  # Ray's own variable, as `ray job submit` sets
-        if address:
-            _check_reachable(address)
-            _join(ray, address, quiet)
-        else:
-            # address="local": always a runtime of this call's own, even where another job's cluster runs on this
-            # machine (a bare ray.init() would join that one, and refuse num_cpus)
-            ray.init(address="local", num_cpus=actors or os.cpu_count(), include_dashboard=False,
-                     log_to_driver=not quiet, logging_level="ERROR")
-        started = True
+    started = _start_ray(ray, ray_address, actors, quiet)
     try:
-        from ferkit.utils import progress_enabled
-
-        # Ray Data's bars, its INFO lines ("logging_progress", "execution finished") and its notes on how the
-        # pool is used are for a person at a terminal (or --progress); logs get ferkit's own summary lines.
-        bars = progress_enabled(quiet)
-        if not bars:
-            import logging
-            import warnings
-
-            logging.getLogger("ray.data").setLevel(logging.ERROR)
-            warnings.filterwarnings("ignore", category=UserWarning, module=r"ray\.data\..*")
-        ctx = ray.data.DataContext.get_current()
-        ctx.enable_progress_bars = bars
-        ctx.print_on_execution_start = bars
+        _ray_data_output(ray, quiet)
         res = ray.cluster_resources()
         if actors is None:
             actors = (int(res.get("GPU", 0) // gpus_per_actor) if gpus_per_actor > 0 else int(res.get("CPU", 1)))
@@ -599,6 +563,57 @@ def predict_dataset(sources: str | os.PathLike | Iterable[str | os.PathLike], ou
         if started:
             ray.shutdown()
     return summary
+
+
+def _check_run_options(actors, batch_size, stride, frames_per_task, gpus_per_actor, output) -> None:
+    """The engine's own options (not the analyzer's: AnalyzerSettings checks those), one ConfigError line each."""
+    if actors is not None and (not isinstance(actors, int) or actors < 1):
+        raise ConfigError(f"--actors {actors!r}: give an integer >= 1")
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ConfigError(f"--batch-size {batch_size!r}: give an integer >= 1")
+    if not isinstance(stride, int) or stride < 1:
+        raise ConfigError(f"--stride {stride!r}: give an integer >= 1")
+    if frames_per_task is not None and (isinstance(frames_per_task, bool) or not isinstance(frames_per_task, int)
+                                        or frames_per_task < 0):
+        raise ConfigError(f"--frames-per-task {frames_per_task!r}: give an integer >= 1 (0: whole videos)")
+    if gpus_per_actor is None or gpus_per_actor < 0:
+        raise ConfigError(f"--gpus-per-actor {gpus_per_actor!r}: give a number >= 0")
+    if _is_uri(str(output)):
+        raise ConfigError(f"--output {output}: give a local folder (or a shared file system mounted here)")
+
+
+def _start_ray(ray, ray_address: str | None, actors: int | None, quiet: bool) -> bool:
+    """Join ``ray_address`` (or ``$RAY_ADDRESS``), else start a local runtime of this call's own; False when Ray
+    was already running here (then this call must not shut it down)."""
+    if ray.is_initialized():
+        return False
+    address = ray_address or os.environ.get("RAY_ADDRESS")  # Ray's own variable, as `ray job submit` sets
+    if address:
+        _check_reachable(address)
+        _join(ray, address, quiet)
+    else:
+        # address="local": always a runtime of this call's own, even where another job's cluster runs on this
+        # machine (a bare ray.init() would join that one, and refuse num_cpus)
+        ray.init(address="local", num_cpus=actors or os.cpu_count(), include_dashboard=False,
+                 log_to_driver=not quiet, logging_level="ERROR")
+    return True
+
+
+def _ray_data_output(ray, quiet: bool) -> None:
+    """Ray Data's bars, its INFO lines ("logging_progress", "execution finished") and its notes on how the pool
+    is used are for a person at a terminal (or --progress); logs get ferkit's own summary lines."""
+    from ferkit.utils import progress_enabled
+
+    bars = progress_enabled(quiet)
+    if not bars:
+        import logging
+        import warnings
+
+        logging.getLogger("ray.data").setLevel(logging.ERROR)
+        warnings.filterwarnings("ignore", category=UserWarning, module=r"ray\.data\..*")
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = bars
+    ctx.print_on_execution_start = bars
 
 
 def _write_part(out: Path, schema, rows: list[list[Any]], manifest: dict[str, list], summary: dict) -> None:
