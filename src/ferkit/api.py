@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ferkit.inference.ray_engine import DEFAULT_FRAMES_PER_TASK
+from ferkit.inference.ray_engine import DEFAULT_BATCH_SIZE, DEFAULT_FRAMES_PER_TASK
 from ferkit.inference.settings import AnalyzerSettings
 from ferkit.refs import load_checkpoint, load_model
 
@@ -131,7 +131,7 @@ def iter_predict(model=None, inputs=(), *, settings: AnalyzerSettings | None = N
 
 
 def predict_dataset(sources, output, model=None, *, settings: AnalyzerSettings | None = None,
-                    actors: int | None = None, gpus_per_actor: float = 0.0, batch_size: int = 16,
+                    actors: int | None = None, gpus_per_actor: float = 0.0, batch_size: int = DEFAULT_BATCH_SIZE,
                     ray_address: str | None = None, overwrite: bool = False, quiet: bool = False, stride: int = 1,
                     frames_per_task: int | None = DEFAULT_FRAMES_PER_TASK, **knobs) -> dict:
     """:func:`predict` on a Ray cluster (``pip install 'ferkit[ray]'``): every image and video under ``sources``
