@@ -7,7 +7,9 @@ Inputs: local folders (images and videos, recursively), list files (``.txt``/``.
 URI per line, ``#`` comments; relative paths are relative to the list file), single files, and any URI
 ``pyarrow.fs`` opens (``s3://``, ``gs://``, ``hdfs://``, ``file://``): a URI folder is listed recursively.
 The driver lists the inputs; Ray Data spreads them over ``actors`` actors, each holding one
-:class:`~ferkit.inference.pipeline.Analyzer` built with the CLI's defaults. An actor reads each input itself
+:class:`~ferkit.inference.pipeline.Analyzer` built from the run's
+:class:`~ferkit.inference.settings.AnalyzerSettings` (sent as its dict; the CLI's defaults unless changed). An
+actor reads each input itself
 (local file, or bytes through ``pyarrow.fs``), so inputs never travel through the driver.
 
 Output (a local folder, or a shared file system mounted on the driver):
