@@ -9,8 +9,8 @@ URI per line, ``#`` comments; relative paths are relative to the list file), sin
 The driver lists the inputs; Ray Data spreads them over ``actors`` actors, each holding one
 :class:`~ferkit.inference.pipeline.Analyzer` built from the run's
 :class:`~ferkit.inference.settings.AnalyzerSettings` (sent as its dict; the CLI's defaults unless changed). An
-actor reads each input itself
-(local file, or bytes through ``pyarrow.fs``), so inputs never travel through the driver.
+actor reads each input itself (local file, or bytes through ``pyarrow.fs``), so inputs never travel through the
+driver.
 
 Output (a local folder, or a shared file system mounted on the driver):
 
