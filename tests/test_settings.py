@@ -43,7 +43,8 @@ def test_api_cli_and_server_give_the_same_faces_for_the_same_settings(tmp_path):
     assert len(_faces(default)) != len(_faces(want))  # the settings change the answer: a comparison that can fail
     # the same settings as keyword arguments: one code path, the same object, the same cached analyzer
     assert ferkit.analyzer("fer_minixception", detector="haar", det_size=320, crop="box") is \
-        ferkit.analyzer(settings=SETTINGS)
+        ferkit.analyzer(settings=SETTINGS) is ferkit.analyzer(models=["fer_minixception"], detector="haar",
+                                                              det_size=320, crop="box")
     (kw,) = ferkit.predict("fer_minixception", [PHOTO], detector="haar", det_size=320, crop="box")
     _same(_faces(kw.to_dict()), _faces(want))
 

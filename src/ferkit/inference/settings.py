@@ -73,9 +73,9 @@ class AnalyzerSettings:
         return dataclasses.replace(self, **changes) if changes else self
 
     @classmethod
-    def of(cls, settings: AnalyzerSettings | None = None, models: Any = None, **changes: Any) -> AnalyzerSettings:
+    def of(cls, settings: AnalyzerSettings | None = None, models: Any = None, /, **changes: Any) -> AnalyzerSettings:
         """``settings`` (default: the defaults) with ``models`` (when given) and ``changes``: how the API's and
-        the Analyzer's keyword arguments become one object."""
+        the Analyzer's keyword arguments become one object (``changes`` may name ``models`` too)."""
         if models is not None:
             changes["models"] = models
         return (settings or cls()).replace(**changes)
