@@ -72,16 +72,16 @@ def main() -> None:
     import ray
     import torch
 
-    from ferkit.inference.pipeline import Analyzer
+    from ferkit.inference.pipeline import Analyzer, AnalyzerSettings
     from ferkit.inference.ray_engine import predict_dataset
 
     torch.set_num_threads(1)
     tmp = Path(tempfile.mkdtemp(prefix="ferkit-ray-bench-"))
     (tmp / "in").mkdir()
     files = make_photos(tmp / "in", a.n)
-    opts = dict(models=("fer_minixception",), detector="retinaface", det_size=320, crop="align")
+    settings = AnalyzerSettings("fer_minixception", detector="retinaface", det_size=320, crop="align")
 
-    an = Analyzer(list(opts["models"]), detector=opts["detector"], det_size=opts["det_size"], crop=opts["crop"])
+    an = Analyzer(settings=settings)
     list(an.analyze_paths(files[:8]))  # warm-up
 
     def plain_rate() -> float:
@@ -96,7 +96,7 @@ def main() -> None:
     try:
         for k in (1, 2):
             t = time.perf_counter()
-            s = predict_dataset([str(tmp / "in")], tmp / f"out{k}", **opts, actors=k, batch_size=a.batch_size,
+            s = predict_dataset([str(tmp / "in")], tmp / f"out{k}", settings, actors=k, batch_size=a.batch_size,
                                 overwrite=True, quiet=True)
             wall = s["files"] / (time.perf_counter() - t)
             busy = sum(v["images_per_s"] for v in s["per_actor"].values()) / max(1, len(s["per_actor"]))

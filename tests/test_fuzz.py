@@ -238,6 +238,7 @@ def test_fuzz_http(n_cases):
     pytest.importorskip("fastapi")
     import httpx
 
+    from ferkit.inference.settings import AnalyzerSettings
     from ferkit.serve import BackgroundServer, ServeConfig
 
     rng = random.Random(5)
@@ -247,7 +248,7 @@ def test_fuzz_http(n_cases):
     from conftest import IMAGE_MODES, image_of_mode, slow_kept_alive
 
     slow: list = []  # slowloris clients on kept-alive connections, more than the server's cap
-    cfg = ServeConfig(det_size=320, max_upload_bytes=200_000, max_connections=8, read_timeout_s=5)
+    cfg = ServeConfig(AnalyzerSettings(det_size=320), max_upload_bytes=200_000, max_connections=8, read_timeout_s=5)
     with BackgroundServer(cfg) as url, httpx.Client(timeout=60) as c:
         port = int(url.rsplit(":", 1)[1])
         for i in range(max(30, n_cases // 3)):

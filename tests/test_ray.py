@@ -25,8 +25,9 @@ os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
 ray = pytest.importorskip("ray")
 pq = pytest.importorskip("pyarrow.parquet")
 
+from ferkit.api import predict_dataset  # noqa: E402
 from ferkit.errors import ConfigError  # noqa: E402
-from ferkit.inference.ray_engine import RAY_MISSING, predict_dataset, read_results  # noqa: E402
+from ferkit.inference.ray_engine import RAY_MISSING, read_results  # noqa: E402
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -103,7 +104,7 @@ def inputs(tmp_path_factory):
     listed.write_text("# objects by URI\n" + "".join(f"file://{p}\n" for p in sorted(extra.glob("*.jpg")))
                       + f"file://{extra}/missing.jpg\n")
     local = sorted(str(p) for p in photos.rglob("*") if p.is_file())
-    an = Analyzer(list(OPTS["models"]), detector=OPTS["detector"], det_size=OPTS["det_size"], crop=OPTS["crop"])
+    an = Analyzer(**OPTS)
     # One torch thread, as in each actor (Ray gives a 1-CPU worker OMP_NUM_THREADS=1): with two threads the
     # detector's sums run in another order and probabilities move by up to ~3e-4 on small faces.
     threads = torch.get_num_threads()
@@ -223,7 +224,7 @@ def test_same_numbers_as_cli_analyzer_batch_for_batch(cluster, inputs, tmp_path)
     listed.write_text("\n".join(chosen) + "\n")
     predict_dataset([listed], tmp_path / "out", **OPTS, actors=2, batch_size=1, ray_address=cluster.address,
                     quiet=True)
-    an = Analyzer(list(OPTS["models"]), detector=OPTS["detector"], det_size=OPTS["det_size"], crop=OPTS["crop"])
+    an = Analyzer(**OPTS)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -243,7 +244,7 @@ def test_killed_driver_then_rerun_gives_every_input_once(cluster, inputs, tmp_pa
     subset = tmp_path / "subset.txt"
     chosen = inputs["local"][::3]
     subset.write_text("\n".join(chosen) + "\n")
-    code = ("import sys; from ferkit.inference.ray_engine import predict_dataset; "
+    code = ("import sys; from ferkit.api import predict_dataset; "
             f"predict_dataset([{str(subset)!r}], {str(out)!r}, models=('fer_minixception',), det_size=320, "
             f"actors=2, batch_size=4, ray_address={cluster.address!r}, quiet=True)")
     env = dict(os.environ, PYTHONPATH=SRC + os.pathsep + os.environ.get("PYTHONPATH", ""))
@@ -288,7 +289,7 @@ def test_killed_driver_then_rerun_gives_every_input_once(cluster, inputs, tmp_pa
 def test_without_ray_one_line_config_error(tmp_path):
     code = ("import sys; sys.modules['ray'] = None\n"
             "from ferkit.errors import ConfigError\n"
-            "from ferkit.inference.ray_engine import predict_dataset\n"
+            "from ferkit.api import predict_dataset\n"
             "try:\n    predict_dataset(['x'], 'out')\n"
             "except ConfigError as e:\n    print(json.dumps(str(e)))\n")
     env = dict(os.environ, PYTHONPATH=SRC + os.pathsep + os.environ.get("PYTHONPATH", ""))
@@ -371,7 +372,7 @@ def _variable_frame_rate(src, dst):
 def _video_analyzer():
     from ferkit.inference.pipeline import Analyzer
 
-    return Analyzer(list(OPTS["models"]), detector=OPTS["detector"], det_size=OPTS["det_size"], crop=OPTS["crop"])
+    return Analyzer(**OPTS)
 
 
 @pytest.fixture
@@ -743,3 +744,31 @@ def test_non_utf8_names_and_unwritable_output_on_ray(cluster, tmp_path, one_thre
     blocker.write_text("x")
     with pytest.raises(OutputError, match="a_file' is a file, not a folder"):
         predict_dataset([src], blocker / "out", **OPTS, ray_address="127.0.0.1:1", quiet=True)
+
+
+def test_actors_take_the_settings_object(cluster, tmp_path):
+    """A non-default AnalyzerSettings (another detector, detection size and crop) reaches every actor: the
+    Parquet rows are the API's rows for the same settings object, and the run's config.json records them."""
+    from ferkit import AnalyzerSettings, analyze
+    from ferkit.schema import table_columns, table_rows
+
+    photo = Path(__file__).parent / "data" / "multi_face.jpg"
+    settings = AnalyzerSettings("fer_minixception", detector="haar", det_size=320, crop="box")
+    out = tmp_path / "out"
+    s = predict_dataset([str(photo)], out, settings=settings, actors=1, ray_address=cluster.address, quiet=True)
+    want_result = analyze(photo, settings=settings)
+    classes = [c for c in want_result.faces[0].probabilities]
+    cols = table_columns(classes)
+    want = [dict(zip(cols, r, strict=True)) for r in table_rows(want_result, classes)]
+    got = sorted(read_results(out).to_pylist(), key=lambda r: r["face"])
+    assert s["faces"] == len(want) == 3 and len(got) == 3  # haar at 320 px: three faces (retinaface finds 5)
+    for g, w in zip(got, want, strict=True):
+        assert g["detector"] == w["detector"] == "haar@320" and g["label"] == w["label"]
+        for c in cols:
+            if isinstance(w[c], float):
+                assert abs(g[c] - w[c]) < 1e-4, c
+    config = json.loads((out / "_manifest" / "config.json").read_text())
+    assert {k: config[k] for k in ("models", "detector", "det_size", "crop")} == {
+        "models": ["fer_minixception"], "detector": "haar", "det_size": 320, "crop": "box"}
+    with pytest.raises(ConfigError, match="--no-detect and --gallery"):
+        predict_dataset([str(photo)], tmp_path / "out2", settings=settings.replace(detect=False), quiet=True)

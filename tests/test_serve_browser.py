@@ -16,6 +16,7 @@ pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 pytest.importorskip("selenium")
 
+from ferkit.inference.settings import AnalyzerSettings  # noqa: E402
 from ferkit.serve.app import BackgroundServer, ServeConfig  # noqa: E402
 
 
@@ -77,7 +78,8 @@ def _chrome(tmp_path, *extra: str):
 def test_page_shows_face_box_and_label(tmp_path):
     cam = tmp_path / "camera.mjpeg"
     _fake_camera(cam)
-    with BackgroundServer(ServeConfig(models=["fer_minixception"], detector="retinaface", det_size=640)) as url:
+    settings = AnalyzerSettings("fer_minixception", detector="retinaface", det_size=640)
+    with BackgroundServer(ServeConfig(settings)) as url:
         driver = _chrome(tmp_path, "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
                          f"--use-file-for-fake-video-capture={cam}", "--window-size=1300,900")
         try:
@@ -115,7 +117,7 @@ def test_page_shows_face_box_and_label(tmp_path):
 def test_docs_page_renders_offline(tmp_path):
     """/docs with every host but the server unreachable (as offline): the page renders each operation of
     /openapi.json, and every resource it loaded came from the server itself."""
-    with BackgroundServer(ServeConfig(models=["fer_minixception"], detector="haar")) as url:
+    with BackgroundServer(ServeConfig(AnalyzerSettings("fer_minixception", detector="haar"))) as url:
         import httpx
 
         spec = httpx.get(url + "/openapi.json").json()

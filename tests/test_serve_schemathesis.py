@@ -14,6 +14,7 @@ pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 pytest.importorskip("schemathesis")
 
+from ferkit.inference.settings import AnalyzerSettings  # noqa: E402
 from ferkit.serve.app import BackgroundServer, ServeConfig  # noqa: E402
 
 
@@ -21,7 +22,8 @@ def test_openapi_schema_holds_against_live_server(tmp_path):
     exe = shutil.which("schemathesis") or os.path.join(os.path.dirname(sys.executable), "schemathesis")
     if not os.path.exists(exe):
         pytest.skip("schemathesis CLI not found")
-    cfg = ServeConfig(models=["fer_minixception"], detector="haar", max_upload_bytes=200_000, max_pixels=1_000_000)
+    cfg = ServeConfig(AnalyzerSettings("fer_minixception", detector="haar"), max_upload_bytes=200_000,
+                      max_pixels=1_000_000)
     with BackgroundServer(cfg) as url:
         cmd = [exe, "run", f"{url}/openapi.json", "--max-examples", "30", "--seed", "1", "--no-shrink",
                "--generation-deterministic", "--phases", "examples,coverage,fuzzing", "--workers", "1",

@@ -12,8 +12,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ferkit import defaults
-from ferkit.inference.ray_engine import DEFAULT_FRAMES_PER_TASK
+from ferkit.inference.ray_engine import DEFAULT_BATCH_SIZE, DEFAULT_FRAMES_PER_TASK
+from ferkit.inference.settings import AnalyzerSettings
 from ferkit.refs import load_checkpoint, load_model
 
 if TYPE_CHECKING:  # the lazy re-exports below, as linters and type checkers see them
@@ -88,87 +88,85 @@ def synthesize(out, n: int = 3000, seed: int = 0, **kwargs) -> Path:
     return write(out, n=n, seed=seed, **kwargs)
 
 
-def predict(model=defaults.MODEL, inputs=(), *, detect: bool = True, detector: str = defaults.DETECTOR,
-            det_size: int | None = defaults.DET_SIZE, crop: str = defaults.CROP, backend: str = defaults.BACKEND,
-            batch_size: int = defaults.BATCH_SIZE, device: str = defaults.DEVICE, gallery=None, annotate=None,
-            stride: int = 1, smooth: float | None = None, max_frames: int | None = None):
+_SETTINGS_DOC = """``settings``: an :class:`~ferkit.inference.settings.AnalyzerSettings` (default:
+    :mod:`ferkit.defaults`, the CLI's and the server's); ``model`` and the keyword arguments named like its
+    fields (``detect``, ``detector``, ``det_size``, ``crop``, ``backend``, ``batch_size``, ``device``,
+    ``gallery``, ``workers``) are laid over it."""
+
+
+def predict(model=None, inputs=(), *, settings: AnalyzerSettings | None = None, annotate=None, stride: int = 1,
+            smooth: float | None = None, max_frames: int | None = None, **knobs):
     """Every face in every input (image/video files or folders, searched recursively) with its expression:
     a :class:`~ferkit.schema.Results` list of :class:`~ferkit.schema.FileResult` (``.faces``, ``.to_dict()``,
     ``.to_pandas()``), exactly what ``ferkit predict`` writes.
 
     ``model``: checkpoint file, run folder, zoo name, ``.onnx`` file, or a list of them (an ensemble).
     ``detect=False``: each input is already a face crop (one whole-image face per file). Unreadable inputs are
-    results with ``status="error"`` and a reason, never exceptions. The defaults are the CLI's and the server's
-    (:mod:`ferkit.defaults`). :func:`iter_predict` yields the same results one by one."""
+    results with ``status="error"`` and a reason, never exceptions. :func:`iter_predict` yields the same results
+    one by one. {settings}"""
     from ferkit.schema import Results
 
-    return Results(iter_predict(model, inputs, detect=detect, detector=detector, det_size=det_size, crop=crop,
-                                backend=backend, batch_size=batch_size, device=device, gallery=gallery,
-                                annotate=annotate, stride=stride, smooth=smooth, max_frames=max_frames))
+    return Results(iter_predict(model, inputs, settings=settings, annotate=annotate, stride=stride, smooth=smooth,
+                                max_frames=max_frames, **knobs))
 
 
-def iter_predict(model=defaults.MODEL, inputs=(), *, detect: bool = True, detector: str = defaults.DETECTOR,
-                 det_size: int | None = defaults.DET_SIZE, crop: str = defaults.CROP, backend: str = defaults.BACKEND,
-                 batch_size: int = defaults.BATCH_SIZE, device: str = defaults.DEVICE, gallery=None, annotate=None,
-                 stride: int = 1, smooth: float | None = None, max_frames: int | None = None, extras_dir=None):
+def iter_predict(model=None, inputs=(), *, settings: AnalyzerSettings | None = None, annotate=None,
+                 stride: int = 1, smooth: float | None = None, max_frames: int | None = None, extras_dir=None,
+                 **knobs):
     """:func:`predict` as a generator: one :class:`~ferkit.schema.FileResult` per input as soon as it is done
     (what the CLI streams). ``extras_dir``: where videos' per-second CSV and emotion plot go (default
     ``annotate``)."""
     from ferkit.errors import ConfigError
     from ferkit.inference.pipeline import expand_inputs, predict_files
 
+    settings = AnalyzerSettings.of(settings, model, **knobs)  # checked before any input is listed
     if isinstance(inputs, (str, Path)):
         inputs = [inputs]
     paths = expand_inputs(inputs)
     if inputs and not paths:
         raise ConfigError(f"no image or video files found in {' '.join(map(str, inputs))[:200]}")
-    an = analyzer(model, detect=detect, detector=detector, det_size=det_size, crop=crop, backend=backend,
-                   batch_size=batch_size, device=device, gallery=gallery)
+    an = analyzer(settings=settings)
     yield from predict_files(an, paths, annotate=annotate, stride=stride, smooth=smooth, max_frames=max_frames,
                              extras_dir=extras_dir)
 
 
-def predict_dataset(sources, output, model=defaults.MODEL, *, detector: str = defaults.DETECTOR,
-                    det_size: int | None = defaults.DET_SIZE, crop: str = defaults.CROP,
-                    backend: str = defaults.BACKEND, actors: int | None = None, gpus_per_actor: float = 0.0,
-                    batch_size: int = 16, ray_address: str | None = None, overwrite: bool = False,
-                    quiet: bool = False, stride: int = 1,
-                    frames_per_task: int | None = DEFAULT_FRAMES_PER_TASK) -> dict:
+def predict_dataset(sources, output, model=None, *, settings: AnalyzerSettings | None = None,
+                    actors: int | None = None, gpus_per_actor: float = 0.0, batch_size: int = DEFAULT_BATCH_SIZE,
+                    ray_address: str | None = None, overwrite: bool = False, quiet: bool = False, stride: int = 1,
+                    frames_per_task: int | None = DEFAULT_FRAMES_PER_TASK, **knobs) -> dict:
     """:func:`predict` on a Ray cluster (``pip install 'ferkit[ray]'``): every image and video under ``sources``
     (folders, list files, ``s3://`` / ``gs://`` / ``hdfs://`` URIs) into Parquet parts under ``output`` with the
     CSV's columns, resumable (finished inputs are skipped on a re-run). Same models, defaults and results as
     ``ferkit predict``; a video longer than ``frames_per_task`` frames spreads over actors in ranges of that
-    many frames (0 or None: one actor per video; the rows are the same). Returns a summary (files, faces, errors,
-    images/s, per-actor rates). See :mod:`ferkit.inference.ray_engine`."""
+    many frames (0 or None: one actor per video; the rows are the same). ``batch_size`` here: images per actor
+    call (the analyzer's faces per forward is ``settings.batch_size``). Returns a summary (files, faces, errors,
+    images/s, per-actor rates). See :mod:`ferkit.inference.ray_engine`. {settings}"""
     from ferkit.inference.ray_engine import predict_dataset as _run
 
-    models = list(model) if isinstance(model, (list, tuple)) else [model]
-    return _run(sources, output, models=models, detector=detector, det_size=det_size, crop=crop, backend=backend,
-                actors=actors, gpus_per_actor=gpus_per_actor, batch_size=batch_size, ray_address=ray_address,
-                overwrite=overwrite, quiet=quiet, stride=stride, frames_per_task=frames_per_task)
+    return _run(sources, output, AnalyzerSettings.of(settings, model, **knobs), actors=actors,
+                gpus_per_actor=gpus_per_actor, batch_size=batch_size, ray_address=ray_address, overwrite=overwrite,
+                quiet=quiet, stride=stride, frames_per_task=frames_per_task)
 
 
-def analyzer(model=defaults.MODEL, *, detect: bool = True, detector: str = defaults.DETECTOR,
-             det_size: int | None = defaults.DET_SIZE, crop: str = defaults.CROP, backend: str = defaults.BACKEND,
-             batch_size: int = defaults.BATCH_SIZE, device: str = defaults.DEVICE, gallery=None):
+def analyzer(model=None, *, settings: AnalyzerSettings | None = None, **knobs):
     """The :class:`~ferkit.inference.pipeline.Analyzer` (detector + classifiers) for these settings, built once
-    per process and reused by :func:`predict`, :func:`iter_predict` and :func:`analyze`."""
+    per process (the last few settings stay built) and reused by :func:`predict`, :func:`iter_predict` and
+    :func:`analyze`. {settings}"""
     from ferkit.inference.pipeline import cached_analyzer
 
-    return cached_analyzer(model, gallery=gallery,
-                           detect=detect, detector=detector, det_size=det_size, crop=crop, backend=backend,
-                           batch_size=batch_size, device=device)
+    return cached_analyzer(AnalyzerSettings.of(settings, model, **knobs))
 
 
-def analyze(image, model=defaults.MODEL, *, detect: bool = True, detector: str = defaults.DETECTOR,
-            det_size: int | None = defaults.DET_SIZE, crop: str = defaults.CROP, backend: str = defaults.BACKEND,
-            batch_size: int = defaults.BATCH_SIZE, device: str = defaults.DEVICE, gallery=None):
+def analyze(image, model=None, *, settings: AnalyzerSettings | None = None, **knobs):
     """Every face in one image (a path, an RGB uint8 array or a PIL image) with its expression: a
     :class:`~ferkit.schema.FileResult` (``.faces``: box, landmarks, label, probabilities, ...; ``to_dict()``).
-    Same models and defaults as :func:`predict`; the analyzer is built once per argument set and reused. An
-    unreadable path raises :class:`~ferkit.errors.DataError`."""
-    return analyzer(model, detect=detect, detector=detector, det_size=det_size, crop=crop, backend=backend,
-                     batch_size=batch_size, device=device, gallery=gallery).analyze(image)
+    Same models and defaults as :func:`predict`; the analyzer is built once per settings and reused. An
+    unreadable path raises :class:`~ferkit.errors.DataError`. {settings}"""
+    return analyzer(model, settings=settings, **knobs).analyze(image)
+
+
+for _f in (predict, predict_dataset, analyzer, analyze):
+    _f.__doc__ = (_f.__doc__ or "").replace("{settings}", _SETTINGS_DOC)
 
 
 def export(model, out=None, format: str = "onnx", int8: bool = False, int8_ops=("MatMul", "Gemm")):
@@ -325,7 +323,8 @@ def fetch_dataset(name: str, root=None, force: bool = False):
     return _fetch(name, root=root, force=force)
 
 
-__all__ = ["TrainConfig", "TrainResult", "analyze", "analyzer", "collect", "compare", "describe", "describe_models",
+__all__ = ["AnalyzerSettings",
+           "TrainConfig", "TrainResult", "analyze", "analyzer", "collect", "compare", "describe", "describe_models",
            "enroll", "evaluate", "evaluate_verification", "experiment_permute", "export", "fetch_dataset",
            "freeze_sweep", "gallery_list", "iter_predict", "gallery_remove", "inspect_dataset", "list_models",
            "list_recipes", "load_checkpoint", "load_dataset", "load_model", "make_config", "predict", "predict_dataset",

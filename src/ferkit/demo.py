@@ -95,7 +95,7 @@ def _demo_photos(out: Path, say) -> dict | None:
     import cv2
     import matplotlib
 
-    from ferkit.inference.pipeline import Analyzer
+    from ferkit.inference.pipeline import build_analyzer
     from ferkit.inference.video import annotate
 
     photos = {"grace_hopper": Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg"}
@@ -107,7 +107,7 @@ def _demo_photos(out: Path, say) -> dict | None:
         pass
     say("[+] real photos: detecting faces and predicting expressions with the zoo model fer_minixception")
     try:
-        an = Analyzer()  # ferkit's defaults, the same as `ferkit predict`
+        an = build_analyzer()  # ferkit's default settings, the same as `ferkit predict`
     except Exception as e:  # noqa: BLE001 - the demo's main job is done; say why this extra is skipped
         say(f"  skipped: {e}")
         return None

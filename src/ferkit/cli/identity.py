@@ -9,7 +9,9 @@ import json
 import os
 import sys
 
+from ferkit import defaults
 from ferkit.errors import ConfigError, printable
+from ferkit.faces import available_backends
 
 GALLERY_HELP = "gallery file (SQLite); default $FERKIT_GALLERY or ~/.local/share/ferkit/gallery.sqlite3"
 
@@ -69,7 +71,8 @@ The threshold is calibrated from the enrolled photos (see `ferkit gallery list`)
     co.add_argument("--interval", type=float, default=0.5, help="least seconds between two saved crops (default 0.5)")
     co.add_argument("--no-preview", dest="preview", action="store_false", help="never open a preview window")
     for p in (en, ve, ev, co):
-        p.add_argument("--detector", default="retinaface", help="face detector: retinaface (default), mtcnn, haar")
+        p.add_argument("--detector", default=defaults.DETECTOR,
+                       help=f"face detector: {', '.join(available_backends())} (default {defaults.DETECTOR})")
         p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 

@@ -15,36 +15,53 @@ from pathlib import Path
 from ferkit import defaults
 from ferkit.errors import ConfigError
 from ferkit.inference.ray_engine import DEFAULT_FRAMES_PER_TASK
+from ferkit.inference.settings import AnalyzerSettings
+from ferkit.schema import FORMATS
 
 
 def _models_list(v: str) -> list[str]:
     return [x for x in v.split(",") if x]
 
 
-def add_analyzer_options(p, det_default=defaults.DET_SIZE) -> None:
-    """The options shared by ``predict`` and ``serve`` (same names, same defaults: :mod:`ferkit.defaults`)."""
+def add_analyzer_options(p) -> None:
+    """The options shared by ``predict`` and ``serve``: one per :class:`AnalyzerSettings` field, each named as the
+    field (``dest``), with its default from :mod:`ferkit.defaults` and its choices from their owners (the faces
+    registry, the backends module). Values are checked by AnalyzerSettings, not argparse: one line, exit 2."""
+    from ferkit.faces import available_backends
+    from ferkit.inference.backends import BACKENDS
+
     g = p.add_mutually_exclusive_group()
     g.add_argument("--checkpoint", "--model", dest="model", default=None,
                    help=f"one expression model: zoo name, checkpoint file, run folder or exported .onnx "
                         f"(default: the ensemble {','.join(defaults.MODEL)}; `ferkit zoo list`)")
     g.add_argument("--ensemble", type=_models_list, default=None, metavar="M1,M2,...",
                    help="several models; probabilities averaged over the common vocabulary")
-    p.add_argument("--detector", default=defaults.DETECTOR, choices=defaults.DETECTORS,
-                   help=f"face detector (default {defaults.DETECTOR})")
-    p.add_argument("--det-size", type=int, default=det_default, metavar="PX",
+    p.add_argument("--detector", default=defaults.DETECTOR, metavar="NAME",
+                   help=f"face detector: {', '.join(available_backends())} (default {defaults.DETECTOR})")
+    p.add_argument("--det-size", type=int, default=defaults.DET_SIZE, metavar="PX",
                    help=f"long side photos are shrunk to for detection (default {defaults.DET_SIZE}; results stay in "
                         "original pixels; 320 is faster and still finds faces down to ~32 px in a 640x480 photo)")
-    p.add_argument("--crop", default=defaults.CROP, choices=defaults.CROPS,
+    p.add_argument("--crop", default=defaults.CROP, metavar="|".join(defaults.CROPS),
                    help="align: warp the 5 landmarks to a template (default); box: square crop of the box")
-    p.add_argument("--backend", choices=("auto", "torch", "onnx"), default=defaults.BACKEND,
+    p.add_argument("--backend", default=defaults.BACKEND, metavar="|".join(BACKENDS),
                    help="auto (default: ONNX Runtime for zoo models on the CPU when onnxruntime is installed, "
                         "else torch), torch, or onnx (ONNX Runtime; exports the model once to the cache)")
+    p.add_argument("--batch-size", type=int, default=defaults.BATCH_SIZE, help="faces per classifier forward")
     p.add_argument("--gallery", default=None, help="identity gallery (ferkit enroll): add who each face is")
     p.add_argument("--device", default=defaults.DEVICE, help="cpu (default), cuda, cuda:N or mps")
 
 
 def models_of(a) -> list:
     return a.ensemble or ([a.model] if a.model else list(defaults.MODEL))
+
+
+def settings_from_args(a) -> AnalyzerSettings:
+    """The one :class:`AnalyzerSettings` of a command's arguments (checked there: one ConfigError line): the
+    models of ``--model`` / ``--ensemble``, and every field for which the command has an option of that name."""
+    from ferkit.inference.settings import FIELDS
+
+    given = {f: getattr(a, f) for f in FIELDS if f != "models" and hasattr(a, f)}
+    return AnalyzerSettings(models=models_of(a), **given)
 
 
 def add_parsers(sub) -> None:
@@ -65,9 +82,9 @@ exit code: 0 if no input failed, 2 if any input failed (errors are also one line
                      cmd_predict)
     pr.add_argument("inputs", nargs="*", help="image files, video files, folders (recursive)")
     add_analyzer_options(pr)
-    pr.add_argument("--no-detect", "--crops", dest="no_detect", action="store_true",
+    pr.add_argument("--no-detect", "--crops", dest="detect", action="store_false",
                     help="inputs are face crops: classify each whole image (no detection)")
-    pr.add_argument("--format", choices=("jsonl", "csv", "parquet"), default="jsonl",
+    pr.add_argument("--format", choices=FORMATS, default=FORMATS[0],
                     help="jsonl: one object per input file, faces nested; csv / parquet: one row per face "
                          "(parquet needs pip install 'ferkit[table]' and --output)")
     pr.add_argument("--output", help="write here instead of standard output")
@@ -77,7 +94,6 @@ exit code: 0 if no input failed, 2 if any input failed (errors are also one line
                     help="videos: EMA of each tracked face's probabilities (0 < ALPHA <= 1; off by default)")
     pr.add_argument("--webcam", type=int, metavar="N", help="analyse camera N live (q or Ctrl-C stops)")
     pr.add_argument("--max-frames", type=int, default=None, help="videos/webcam: stop after this many frames")
-    pr.add_argument("--batch-size", type=int, default=defaults.BATCH_SIZE, help="faces per classifier forward")
     pr.add_argument("--quiet", action="store_true", help="no per-file status lines on stderr")
     pr.add_argument("--engine", choices=("local", "ray"), default="local",
                     help="local (default): this process; ray: Ray Data actors, Parquet parts in --output DIR "
@@ -136,18 +152,35 @@ exit code: 0 if no input failed, 2 if any input failed (errors are also one line
     add_analyzer_options(sv)
     sv.add_argument("--api-key", default=None, help="require this key (X-API-Key) on every route but /healthz "
                                                     "(default: $FERKIT_API_KEY)")
-    sv.add_argument("--max-upload-mb", type=float, default=10.0, help="largest accepted upload (default 10 MB)")
-    sv.add_argument("--max-pixels", type=int, default=40_000_000,
-                    help="largest accepted image in pixels, width x height (default 40 M)")
-    sv.add_argument("--timeout", type=float, default=30.0, help="per-request inference timeout, seconds")
-    sv.add_argument("--read-timeout", type=float, default=10.0,
-                    help="seconds a client has to send a whole request; slower ones get 408 or are dropped")
-    sv.add_argument("--max-connections", type=int, default=256, help="open connections at once (default 256)")
-    sv.add_argument("--max-inflight-mb", type=float, default=160.0,
-                    help="decoded image memory in flight at once (default 160 MB, ~50 megapixels); past it requests "
-                         "get 503")
-    sv.add_argument("--batch-max", type=int, default=8, help="images per micro-batch (1 = no micro-batching)")
-    sv.add_argument("--batch-wait-ms", type=float, default=5.0, help="how long a micro-batch waits to fill")
+    d = serve_defaults()  # the server's limits have one owner: ServeConfig
+    mb = 1024 * 1024
+    sv.add_argument("--max-upload-mb", type=float, default=d["max_upload_bytes"] / mb,
+                    help=f"largest accepted upload (default {d['max_upload_bytes'] / mb:g} MB)")
+    sv.add_argument("--max-pixels", type=int, default=d["max_pixels"],
+                    help=f"largest accepted image in pixels, width x height (default {d['max_pixels'] / 1e6:g} M)")
+    sv.add_argument("--timeout", type=float, default=d["request_timeout_s"],
+                    help=f"per-request inference timeout, seconds (default {d['request_timeout_s']:g})")
+    sv.add_argument("--read-timeout", type=float, default=d["read_timeout_s"],
+                    help="seconds a client has to send a whole request; slower ones get 408 or are dropped "
+                         f"(default {d['read_timeout_s']:g})")
+    sv.add_argument("--max-connections", type=int, default=d["max_connections"],
+                    help=f"open connections at once (default {d['max_connections']})")
+    sv.add_argument("--max-inflight-mb", type=float, default=d["max_inflight_mb"],
+                    help=f"decoded image memory in flight at once (default {d['max_inflight_mb']:g} MB, ~50 "
+                         "megapixels); past it requests get 503")
+    sv.add_argument("--batch-max", type=int, default=d["batch_max"],
+                    help=f"images per micro-batch (1 = no micro-batching; default {d['batch_max']})")
+    sv.add_argument("--batch-wait-ms", type=float, default=d["batch_wait_ms"],
+                    help=f"how long a micro-batch waits to fill (default {d['batch_wait_ms']:g} ms)")
+
+
+def serve_defaults() -> dict:
+    """:class:`~ferkit.serve.ServeConfig`'s field defaults (the ``ferkit serve`` options' defaults)."""
+    import dataclasses
+
+    from ferkit.serve.app import ServeConfig
+
+    return {f.name: f.default for f in dataclasses.fields(ServeConfig)}
 
 
 def cmd_predict(a) -> int:
@@ -162,10 +195,9 @@ def cmd_predict(a) -> int:
             check_output(a.output, "--output")
         if a.annotate:
             check_output(a.annotate, "--annotate", folder=True)
+    settings = settings_from_args(a)  # every analyzer setting checked once, before any model loads
     if a.engine == "ray":
-        return _predict_on_ray(a)
-    if a.batch_size < 1:
-        raise ConfigError(f"--batch-size {a.batch_size}: give an integer >= 1")
+        return _predict_on_ray(a, settings)
     if a.stride < 1:
         raise ConfigError(f"--stride {a.stride}: give an integer >= 1")
     if a.smooth is not None and not (0 < a.smooth <= 1):
@@ -174,10 +206,6 @@ def cmd_predict(a) -> int:
         from ferkit.inference.video import open_capture
 
         open_capture(a.webcam).release()
-    models = models_of(a)
-    model = models if len(models) > 1 else models[0]
-    opts = dict(detect=not a.no_detect, detector=a.detector, det_size=a.det_size, crop=a.crop, backend=a.backend,
-                batch_size=a.batch_size, device=a.device, gallery=a.gallery)
     # videos' per-second CSV and plot: in --annotate, else beside a --output file (never beside a device or FIFO)
     extras_dir = a.annotate or (str(Path(a.output).parent) if a.output and a.output != "-"
                                 and not is_special_file(a.output) else None)
@@ -186,11 +214,11 @@ def cmd_predict(a) -> int:
 
     files = expand_inputs(a.inputs)  # listed once here, so the bar knows its total (then taken as given)
     bar = progress(total=len(files), desc="ferkit predict", unit="file", quiet=a.quiet or not files)
-    results = api.iter_predict(model, files or a.inputs, annotate=a.annotate,  # none found: its one line
-                               stride=a.stride, smooth=a.smooth, max_frames=a.max_frames, extras_dir=extras_dir,
-                               **opts) if a.inputs else iter(())
+    results = api.iter_predict(inputs=files or a.inputs, settings=settings, annotate=a.annotate,  # none found: its
+                               stride=a.stride, smooth=a.smooth, max_frames=a.max_frames,  # one line
+                               extras_dir=extras_dir) if a.inputs else iter(())
     first = next(results, None)  # loads the models (and raises their errors) before any output is opened
-    an = api.analyzer(model, **opts)
+    an = api.analyzer(settings=settings)
     # with a bar, the per-file lines print above it (tqdm.write), so the bar stays the last line
     say = (lambda *x: None) if a.quiet else (lambda *x: bar.write(" ".join(map(str, x)), file=sys.stderr)) \
         if not bar.disable else (lambda *x: print(*x, file=sys.stderr))
@@ -235,16 +263,15 @@ def cmd_predict(a) -> int:
     return 2 if counts["error"] else 0
 
 
-def _predict_on_ray(a) -> int:
+def _predict_on_ray(a, settings: AnalyzerSettings) -> int:
     from ferkit import api
 
     if not a.output:
         raise ConfigError("--engine ray writes Parquet parts into a folder: give --output DIR")
-    if a.webcam is not None or a.annotate or a.no_detect or a.gallery:
-        raise ConfigError("--engine ray runs photos and videos with detection: drop --webcam, --annotate, "
-                          "--no-detect and --gallery (or use the local engine)")
-    s = api.predict_dataset(a.inputs, a.output, models_of(a), detector=a.detector, det_size=a.det_size,
-                            crop=a.crop, backend=a.backend, actors=a.actors, gpus_per_actor=a.gpus_per_actor,
+    if a.webcam is not None or a.annotate:
+        raise ConfigError("--engine ray runs photos and videos with detection: drop --webcam and --annotate "
+                          "(or use the local engine)")
+    s = api.predict_dataset(a.inputs, a.output, settings=settings, actors=a.actors, gpus_per_actor=a.gpus_per_actor,
                             ray_address=a.ray_address, overwrite=a.overwrite, quiet=a.quiet, stride=a.stride,
                             frames_per_task=a.frames_per_task)
     return 2 if s.get("errors") else 0
@@ -305,8 +332,7 @@ def cmd_zoo(a) -> int:
 def cmd_serve(a) -> int:
     from ferkit.serve import ServeConfig, run_server
 
-    return run_server(ServeConfig(models=models_of(a), detector=a.detector, det_size=a.det_size, crop=a.crop,
-                                  backend=a.backend, device=a.device, gallery=a.gallery, api_key=a.api_key,
+    return run_server(ServeConfig(settings=settings_from_args(a), api_key=a.api_key,
                                   max_upload_bytes=a.max_upload_mb * 1024 * 1024, max_pixels=a.max_pixels,
                                   request_timeout_s=a.timeout, batch_max=a.batch_max, batch_wait_ms=a.batch_wait_ms,
                                   read_timeout_s=a.read_timeout, max_connections=a.max_connections,

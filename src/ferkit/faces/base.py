@@ -22,6 +22,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from ferkit import defaults
 from ferkit.errors import ConfigError, DataError
 from ferkit.schema import LANDMARK_NAMES  # one definition, shared with the result schema
 
@@ -199,8 +200,9 @@ class FaceDetector(abc.ABC):
             raise ConfigError(f"face detector score_threshold must be in [0, 1], got {score_threshold!r}")
         if not (isinstance(min_face, (int, float)) and min_face >= 0 and math.isfinite(min_face)):
             raise ConfigError(f"face detector min_face must be a size in pixels >= 0, got {min_face!r}")
-        if max_size is not None and (not isinstance(max_size, int) or max_size < 32):
-            raise ConfigError(f"face detector max_size must be an integer >= 32 or None, got {max_size!r}")
+        lo, hi = defaults.DET_SIZE_RANGE  # the range AnalyzerSettings.det_size takes: one range, two doors
+        if max_size is not None and (not isinstance(max_size, int) or not lo <= max_size <= hi):
+            raise ConfigError(f"face detector max_size must be an integer from {lo} to {hi} or None, got {max_size!r}")
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ConfigError(f"face detector batch_size must be an integer >= 1, got {batch_size!r}")
         # "cpu" (the default) is kept as a name until something asks for the torch.device: a backend running

@@ -18,21 +18,24 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
+from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal, overload
 
 import numpy as np
 
-from ferkit import defaults
 from ferkit.errors import ConfigError, DataError
 from ferkit.faces.io import IMAGE_SUFFIXES, VIDEO_SUFFIXES
 from ferkit.faces.io import is_video_path as is_video
 from ferkit.inference.backends import Classifier, make_classifier
+from ferkit.inference.settings import AnalyzerSettings
 from ferkit.schema import FaceResult, FileResult
 from ferkit.utils import atomic_write_bytes, check_output
 
-__all__ = ["Analyzer", "Classifier", "cached_analyzer", "expand_inputs", "is_video", "make_classifier"]
+__all__ = ["Analyzer", "AnalyzerSettings", "Classifier", "build_analyzer", "cached_analyzer", "expand_inputs",
+           "is_video", "make_classifier"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -47,7 +50,10 @@ def _face_for_full_image(img: np.ndarray):
 
 
 class Analyzer:
-    """A face detector + one or more expression classifiers (an ensemble when several).
+    """A face detector + one or more expression classifiers (an ensemble when several), built from one
+    :class:`~ferkit.inference.settings.AnalyzerSettings` (``settings``), with ``models`` and any of its fields
+    given as keyword arguments laid over it (``Analyzer("fer_minixception", det_size=320)``); ``self.settings``
+    is what it was built with.
 
     ``models``: one model or a list (see :func:`make_classifier`). ``detector``: ``retinaface`` | ``mtcnn`` |
     ``haar`` or a :class:`~ferkit.faces.FaceDetector`; ``detect=False`` treats every image as one face crop.
@@ -60,39 +66,26 @@ class Analyzer:
     1 with detectors that do not allow parallel calls).
     """
 
-    def __init__(self, models: Any = defaults.MODEL, detector: Any = defaults.DETECTOR,
-                 device: str = defaults.DEVICE, backend: str = defaults.BACKEND,
-                 batch_size: int = defaults.BATCH_SIZE, detect: bool = True, crop: str = defaults.CROP,
-                 margin: float = 0.0, detector_options: dict | None = None, identity: Any = None,
-                 det_size: int | None = defaults.DET_SIZE, workers: int | None = None):
+    def __init__(self, models: Any = None, *, settings: AnalyzerSettings | None = None, identity: Any = None,
+                 margin: float = 0.0, detector_options: dict | None = None, **knobs: Any):
         from ferkit.faces import FaceDetector
 
-        if isinstance(models, (str, os.PathLike, dict, Classifier)):
-            models = [models]
-        models = list(models)
-        if not models:
-            raise ConfigError("Analyzer: give at least one model (checkpoint path or zoo name)")
-        if crop not in defaults.CROPS:
-            raise ConfigError(f"crop {crop!r}: use align or box")
-        if det_size is not None and (not isinstance(det_size, int) or not 32 <= det_size <= 8192):
-            raise ConfigError(f"det_size {det_size!r}: give a long side in pixels between 32 and 8192")
-        if not isinstance(batch_size, int) or batch_size < 1:
-            raise ConfigError(f"batch_size must be an integer >= 1, got {batch_size!r}")
-        if workers is not None and (not isinstance(workers, int) or workers < 1):
-            raise ConfigError(f"workers must be an integer >= 1, got {workers!r}")
-        self._workers = workers
+        # One validated object: ``settings``, with ``models`` and the keyword arguments (detector, det_size, ...)
+        # laid over it (AnalyzerSettings checks every value, once).
+        s = self.settings = AnalyzerSettings.of(settings, models, **knobs)
+        self._workers = s.workers
         self._executor = None  # the pool of analyze_paths / detect, made on first use
-        self.classifiers = [make_classifier(m, backend=backend, device=device) for m in models]
-        self.detect_faces = bool(detect)
+        self.classifiers = [make_classifier(m, backend=s.backend, device=s.device) for m in s.models]
+        self.detect_faces = s.detect
         self.detector = None
         if self.detect_faces:
             opts = dict(detector_options or {})
-            if det_size is not None:
-                opts["max_size"] = det_size
-            self.detector = detector if isinstance(detector, FaceDetector) else FaceDetector.create(
-                detector, device=device, **opts)
-        self.batch_size = batch_size
-        self.crop = crop
+            if s.det_size is not None:
+                opts["max_size"] = s.det_size
+            self.detector = s.detector if isinstance(s.detector, FaceDetector) else FaceDetector.create(
+                s.detector, device=s.device, **opts)
+        self.batch_size = s.batch_size
+        self.crop = s.crop
         # Optional ferkit.identity.verify.IdentityAssigner: fills FaceResult.identity (predict --gallery).
         self.identity = identity
         self.margin = float(margin)
@@ -105,12 +98,16 @@ class Analyzer:
             self.classes = ensemble_probs(dummy, mode="union")[1]
         # Provenance written into every FileResult: which model(s) and detector produced it.
         self.model_name = "+".join(c.name for c in self.classifiers)
-        if not self.detect_faces:
+        if self.detector is None:
             self.detector_name = "none"
         else:
-            ms = getattr(self.detector, "max_size", None)
-            self.detector_name = f"{getattr(self.detector, 'name', type(self.detector).__name__)}" + (
-                f"@{ms}" if ms else "")
+            self.detector_name = self.detector.name + (f"@{self.det_size}" if self.det_size else "")
+
+    @property
+    def det_size(self) -> int | None:
+        """The long side photos are shrunk to for detection (the detector's own when not set); None without
+        detection."""
+        return None if self.detector is None else self.detector.max_size
 
     # ---------------------------------------------------------------- core
     def _chip(self, img: np.ndarray, face, spec) -> np.ndarray:
@@ -234,8 +231,8 @@ class Analyzer:
         return out
 
     def was_downscaled(self, image: np.ndarray) -> bool:
-        ms = getattr(self.detector, "max_size", None)
-        return bool(self.detect_faces and ms and max(image.shape[:2]) > ms)
+        ms = self.det_size
+        return bool(ms and max(image.shape[:2]) > ms)
 
     # ---------------------------------------------------------------- public
     def file_result(self, path: str, image: np.ndarray | None = None, faces: list[FaceResult] | None = None,
@@ -253,7 +250,7 @@ class Analyzer:
             fr.status, fr.reason = "no_face", "no face found"
         if fr.downscaled:
             assert fr.image_size is not None and self.detector is not None  # downscaled: both known
-            note = f"downscaled from {fr.image_size[0]}x{fr.image_size[1]} to long side {self.detector.max_size} " \
+            note = f"downscaled from {fr.image_size[0]}x{fr.image_size[1]} to long side {self.det_size} " \
                    "for detection"
             fr.reason = f"{fr.reason}; {note}" if fr.reason else note
         return fr
@@ -359,27 +356,44 @@ def expand_inputs(inputs: Iterable[str | os.PathLike]) -> list[Path]:
     return out
 
 
-_CACHE: dict[tuple, Analyzer] = {}
+def build_analyzer(settings: AnalyzerSettings | None = None) -> Analyzer:
+    """The :class:`Analyzer` for ``settings``, with the identity matcher of ``settings.gallery`` when set: the one
+    way the API, the CLI, the server and the Ray actors make one."""
+    s = settings or AnalyzerSettings()
+    identity = None
+    if s.gallery is not None:
+        from ferkit.identity.verify import IdentityAssigner
+
+        identity = IdentityAssigner(s.gallery, None)
+    return Analyzer(settings=s, identity=identity)
 
 
-def cached_analyzer(models: Any = defaults.MODEL, gallery: Any = None, **kwargs) -> Analyzer:
-    """An :class:`Analyzer` for these arguments, built once per process and reused (the API's entry point).
-    ``gallery``: an identity gallery path; its matcher is built with the analyzer, so the key stays the path."""
-    if isinstance(models, (list, tuple)):
-        models = list(models)
-        key_models: Any = tuple(str(m) for m in models)
-    else:
-        key_models = str(models)
-    key = (key_models, None if gallery is None else str(gallery),
-           tuple(sorted((k, str(v)) for k, v in kwargs.items())))
-    if key not in _CACHE:
-        identity = None
-        if gallery is not None:
-            from ferkit.identity.verify import IdentityAssigner
+# Small on purpose: each entry holds loaded models (an ONNX session or a torch module per model, tens of MB) and
+# a detector; a process switches between a handful of settings (a notebook trying det_size values), and an
+# unbounded cache kept every analyzer ever asked for alive. The least recently used one goes first.
+CACHE_SIZE = 4
+_CACHE: OrderedDict[AnalyzerSettings, Analyzer] = OrderedDict()
+# One lock around look-up and build: two threads asking for the same settings build once (the second waits and
+# gets the first's); builds of different settings wait for each other too, which costs only the first call.
+_CACHE_LOCK = threading.Lock()
 
-            identity = IdentityAssigner(gallery, None)
-        _CACHE[key] = Analyzer(models, identity=identity, **kwargs)
-    return _CACHE[key]
+
+def cached_analyzer(settings: AnalyzerSettings | None = None) -> Analyzer:
+    """:func:`build_analyzer`, built once per settings and reused (the API's entry point); the last
+    :data:`CACHE_SIZE` settings stay built. Settings holding a loaded model object are built every time."""
+    s = settings or AnalyzerSettings()
+    try:
+        hash(s)
+    except TypeError:  # a loaded checkpoint dict among the models: nothing to key it by
+        return build_analyzer(s)
+    with _CACHE_LOCK:
+        an = _CACHE.get(s)
+        if an is None:
+            an = _CACHE[s] = build_analyzer(s)
+            while len(_CACHE) > CACHE_SIZE:
+                _CACHE.popitem(last=False)
+        _CACHE.move_to_end(s)
+        return an
 
 
 class OutputNames:

@@ -7,8 +7,10 @@ Inputs: local folders (images and videos, recursively), list files (``.txt``/``.
 URI per line, ``#`` comments; relative paths are relative to the list file), single files, and any URI
 ``pyarrow.fs`` opens (``s3://``, ``gs://``, ``hdfs://``, ``file://``): a URI folder is listed recursively.
 The driver lists the inputs; Ray Data spreads them over ``actors`` actors, each holding one
-:class:`~ferkit.inference.pipeline.Analyzer` built with the CLI's defaults. An actor reads each input itself
-(local file, or bytes through ``pyarrow.fs``), so inputs never travel through the driver.
+:class:`~ferkit.inference.pipeline.Analyzer` built from the run's
+:class:`~ferkit.inference.settings.AnalyzerSettings` (sent as its dict; the CLI's defaults unless changed). An
+actor reads each input itself (local file, or bytes through ``pyarrow.fs``), so inputs never travel through the
+driver.
 
 Output (a local folder, or a shared file system mounted on the driver):
 
@@ -47,12 +49,12 @@ import socket
 import sys
 import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from ferkit import defaults
 from ferkit.errors import ConfigError, DataError
+from ferkit.inference.settings import AnalyzerSettings
 
 RAY_MISSING = "--engine ray needs Ray: pip install 'ferkit[ray]'"
 LIST_SUFFIXES = (".txt", ".lst", ".list")
@@ -193,13 +195,12 @@ class AnalyzeBatch:
     row per video range (``range``: the pickled :class:`~ferkit.inference.video.VideoRange`, which the driver
     stitches with the video's other ranges)."""
 
-    def __init__(self, models: Sequence[Any], detector: str, det_size: int | None, crop: str, backend: str,
-                 stride: int, device: str):
-        from ferkit.inference.pipeline import Analyzer
+    def __init__(self, settings: dict, stride: int):
+        from ferkit.inference.pipeline import build_analyzer
+        from ferkit.inference.settings import AnalyzerSettings
 
         # An actor holds one CPU (num_cpus=1): Ray, not the analyzer's own pool, spreads images over cores.
-        self.analyzer = Analyzer(list(models), detector=detector, det_size=det_size, crop=crop, backend=backend,
-                                 device=device, workers=1)
+        self.analyzer = build_analyzer(AnalyzerSettings.from_dict(settings).replace(workers=1))
         self.stride = stride
         self.worker = f"{socket.gethostname()}:{os.getpid()}"
 
@@ -478,13 +479,12 @@ def _tasks(todo: list[str], batch_size: int, frames_per_task: int | None, stride
 
 
 def predict_dataset(sources: str | os.PathLike | Iterable[str | os.PathLike], output: str | os.PathLike,
-                    models: Sequence[Any] | str = defaults.MODEL, detector: str = defaults.DETECTOR,
-                    det_size: int | None = defaults.DET_SIZE, crop: str = defaults.CROP,
-                    backend: str = defaults.BACKEND,
+                    settings: AnalyzerSettings | None = None,
                     actors: int | None = None, gpus_per_actor: float = 0.0, batch_size: int = DEFAULT_BATCH_SIZE,
                     ray_address: str | None = None, overwrite: bool = False, quiet: bool = False,
                     stride: int = 1, frames_per_task: int | None = DEFAULT_FRAMES_PER_TASK) -> dict:
-    """Analyse every image and video under ``sources`` on Ray Data and write Parquet parts under ``output``.
+    """Analyse every image and video under ``sources`` on Ray Data and write Parquet parts under ``output``, with
+    the analyzer of ``settings`` (default: :mod:`ferkit.defaults`; each actor gets it as a dict).
 
     ``actors``: analyzer actors (default: one per CPU of the cluster, or per ``gpus_per_actor`` share of its
     GPUs); ``batch_size``: images per actor call (and per Parquet part); ``frames_per_task``: frames of a video
@@ -498,27 +498,17 @@ def predict_dataset(sources: str | os.PathLike | Iterable[str | os.PathLike], ou
     analysed part of a video) and ``redone`` (videos analysed again as one task: a range's first frames were not
     where the previous range ended).
     """
-    from ferkit.inference.pipeline import Analyzer
+    from ferkit.inference.pipeline import build_analyzer
 
     ray = _require_ray()
-    if isinstance(models, (str, os.PathLike)):
-        models = [models]
-    models = [str(m) for m in models]
-    if actors is not None and (not isinstance(actors, int) or actors < 1):
-        raise ConfigError(f"--actors {actors!r}: give an integer >= 1")
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise ConfigError(f"--batch-size {batch_size!r}: give an integer >= 1")
-    if not isinstance(stride, int) or stride < 1:
-        raise ConfigError(f"--stride {stride!r}: give an integer >= 1")
-    if frames_per_task is not None and (isinstance(frames_per_task, bool) or not isinstance(frames_per_task, int)
-                                        or frames_per_task < 0):
-        raise ConfigError(f"--frames-per-task {frames_per_task!r}: give an integer >= 1 (0: whole videos)")
-    if gpus_per_actor is None or gpus_per_actor < 0:
-        raise ConfigError(f"--gpus-per-actor {gpus_per_actor!r}: give a number >= 0")
-    if crop not in ("align", "box"):
-        raise ConfigError(f"crop {crop!r}: use align or box")
-    if _is_uri(str(output)):
-        raise ConfigError(f"--output {output}: give a local folder (or a shared file system mounted here)")
+    settings = settings or AnalyzerSettings()
+    if not settings.detect or settings.gallery is not None:
+        raise ConfigError("--engine ray runs photos and videos with detection: drop --no-detect and --gallery "
+                          "(or use the local engine)")
+    if gpus_per_actor and gpus_per_actor > 0:
+        settings = settings.replace(device="cuda")
+    actor_settings = settings.to_dict()  # names only (a loaded model cannot travel): one ConfigError line
+    _check_run_options(actors, batch_size, stride, frames_per_task, gpus_per_actor, output)
     if isinstance(sources, (str, os.PathLike)):
         sources = [sources]
     sources = [str(s) for s in sources]
@@ -530,8 +520,8 @@ def predict_dataset(sources: str | os.PathLike | Iterable[str | os.PathLike], ou
     from ferkit.utils import check_output
 
     check_output(output, "--output", folder=True)  # before Ray starts: a folder that takes files
-    classes = Analyzer(models, detect=False, backend=backend).classes
-    config = {"models": models, "detector": detector, "det_size": det_size, "crop": crop, "backend": backend,
+    classes = build_analyzer(settings.replace(detect=False)).classes
+    config = {**{k: actor_settings[k] for k in ("models", "detector", "det_size", "crop", "backend")},
               "stride": stride, "classes": classes}
     out = Path(output)
     done = _prepare_output(out, config, overwrite)
@@ -546,33 +536,9 @@ def predict_dataset(sources: str | os.PathLike | Iterable[str | os.PathLike], ou
         say(f"ferkit predict --engine ray: all {len(inputs)} inputs already finished in {out} (--overwrite to redo)")
         return summary
 
-    started = False
-    if not ray.is_initialized():
-        address = ray_address or os.environ.get("RAY_ADDRESS")  # Ray's own variable, as `ray job submit` sets
-        if address:
-            _check_reachable(address)
-            _join(ray, address, quiet)
-        else:
-            # address="local": always a runtime of this call's own, even where another job's cluster runs on this
-            # machine (a bare ray.init() would join that one, and refuse num_cpus)
-            ray.init(address="local", num_cpus=actors or os.cpu_count(), include_dashboard=False,
-                     log_to_driver=not quiet, logging_level="ERROR")
-        started = True
+    started = _start_ray(ray, ray_address, actors, quiet)
     try:
-        from ferkit.utils import progress_enabled
-
-        # Ray Data's bars, its INFO lines ("logging_progress", "execution finished") and its notes on how the
-        # pool is used are for a person at a terminal (or --progress); logs get ferkit's own summary lines.
-        bars = progress_enabled(quiet)
-        if not bars:
-            import logging
-            import warnings
-
-            logging.getLogger("ray.data").setLevel(logging.ERROR)
-            warnings.filterwarnings("ignore", category=UserWarning, module=r"ray\.data\..*")
-        ctx = ray.data.DataContext.get_current()
-        ctx.enable_progress_bars = bars
-        ctx.print_on_execution_start = bars
+        _ray_data_output(ray, quiet)
         res = ray.cluster_resources()
         if actors is None:
             actors = (int(res.get("GPU", 0) // gpus_per_actor) if gpus_per_actor > 0 else int(res.get("CPU", 1)))
@@ -588,9 +554,7 @@ def predict_dataset(sources: str | os.PathLike | Iterable[str | os.PathLike], ou
                 AnalyzeBatch, batch_size=1, batch_format="numpy", num_cpus=1,
                 compute=ray.data.ActorPoolStrategy(size=actors),
                 num_gpus=gpus_per_actor or None,
-                fn_constructor_kwargs=dict(models=models, detector=detector, det_size=det_size, crop=crop,
-                                           backend=backend, stride=stride,
-                                           device="cuda" if gpus_per_actor > 0 else "cpu"))
+                fn_constructor_kwargs=dict(settings=actor_settings, stride=stride))
             redo = _write_stream(ds, out, schema, classes, summary, plan)
             # A video whose ranges did not join up (OpenCV's seek landed elsewhere): once more, whole, in one task.
             plan = {v: 1 for v in redo}
@@ -601,6 +565,57 @@ def predict_dataset(sources: str | os.PathLike | Iterable[str | os.PathLike], ou
         if started:
             ray.shutdown()
     return summary
+
+
+def _check_run_options(actors, batch_size, stride, frames_per_task, gpus_per_actor, output) -> None:
+    """The engine's own options (not the analyzer's: AnalyzerSettings checks those), one ConfigError line each."""
+    if actors is not None and (not isinstance(actors, int) or actors < 1):
+        raise ConfigError(f"--actors {actors!r}: give an integer >= 1")
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ConfigError(f"--batch-size {batch_size!r}: give an integer >= 1")
+    if not isinstance(stride, int) or stride < 1:
+        raise ConfigError(f"--stride {stride!r}: give an integer >= 1")
+    if frames_per_task is not None and (isinstance(frames_per_task, bool) or not isinstance(frames_per_task, int)
+                                        or frames_per_task < 0):
+        raise ConfigError(f"--frames-per-task {frames_per_task!r}: give an integer >= 1 (0: whole videos)")
+    if gpus_per_actor is None or gpus_per_actor < 0:
+        raise ConfigError(f"--gpus-per-actor {gpus_per_actor!r}: give a number >= 0")
+    if _is_uri(str(output)):
+        raise ConfigError(f"--output {output}: give a local folder (or a shared file system mounted here)")
+
+
+def _start_ray(ray, ray_address: str | None, actors: int | None, quiet: bool) -> bool:
+    """Join ``ray_address`` (or ``$RAY_ADDRESS``), else start a local runtime of this call's own; False when Ray
+    was already running here (then this call must not shut it down)."""
+    if ray.is_initialized():
+        return False
+    address = ray_address or os.environ.get("RAY_ADDRESS")  # Ray's own variable, as `ray job submit` sets
+    if address:
+        _check_reachable(address)
+        _join(ray, address, quiet)
+    else:
+        # address="local": always a runtime of this call's own, even where another job's cluster runs on this
+        # machine (a bare ray.init() would join that one, and refuse num_cpus)
+        ray.init(address="local", num_cpus=actors or os.cpu_count(), include_dashboard=False,
+                 log_to_driver=not quiet, logging_level="ERROR")
+    return True
+
+
+def _ray_data_output(ray, quiet: bool) -> None:
+    """Ray Data's bars, its INFO lines ("logging_progress", "execution finished") and its notes on how the pool
+    is used are for a person at a terminal (or --progress); logs get ferkit's own summary lines."""
+    from ferkit.utils import progress_enabled
+
+    bars = progress_enabled(quiet)
+    if not bars:
+        import logging
+        import warnings
+
+        logging.getLogger("ray.data").setLevel(logging.ERROR)
+        warnings.filterwarnings("ignore", category=UserWarning, module=r"ray\.data\..*")
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = bars
+    ctx.print_on_execution_start = bars
 
 
 def _write_part(out: Path, schema, rows: list[list[Any]], manifest: dict[str, list], summary: dict) -> None:

@@ -493,8 +493,7 @@ def _analyze(analyzer, source: Any, stride: int = 1, smooth: float | None = None
     if video_out is not None:
         video_out.__exit__(None, None, None)
     _set_status(result, info["stop"] if info["eof"] and not webcam else None, info["claimed"])
-    result.downscaled = bool(result.image_size and analyzer.detect_faces and analyzer.detector.max_size
-                             and max(result.image_size) > analyzer.detector.max_size)
+    result.downscaled = bool(result.image_size and analyzer.det_size and max(result.image_size) > analyzer.det_size)
     if per_second_csv is not None:
         write_per_second(result, analyzer.classes, per_second_csv)
     if plot is not None:

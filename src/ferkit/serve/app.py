@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from ferkit import defaults
+from ferkit.inference.settings import AnalyzerSettings
 
 STATIC = Path(__file__).parent / "static"
 API_KEY_ENV = "FERKIT_API_KEY"
@@ -29,13 +29,10 @@ IMAGE_TYPES = ("image/jpeg", "image/png", "image/webp", "image/bmp", "image/gif"
 
 @dataclass
 class ServeConfig:
-    models: list = field(default_factory=lambda: list(defaults.MODEL))
-    detector: str = defaults.DETECTOR
-    det_size: int | None = defaults.DET_SIZE
-    crop: str = defaults.CROP
-    backend: str = defaults.BACKEND
-    device: str = defaults.DEVICE
-    gallery: str | None = None
+    """What ``ferkit serve`` runs: the analyzer's :class:`~ferkit.inference.settings.AnalyzerSettings` (the
+    CLI's and the API's, validated there) and the server's own limits, checked in ``__post_init__``."""
+
+    settings: AnalyzerSettings = field(default_factory=AnalyzerSettings)  # or its dict (to_dict)
     api_key: str | None = None   # None: $FERKIT_API_KEY (unset or empty: no key); "" is an error
     max_upload_bytes: int = 10 * 1024 * 1024
     max_pixels: int = 40_000_000
@@ -48,13 +45,17 @@ class ServeConfig:
     batch_max: int = 8          # images per micro-batch; 1 = no micro-batching
     batch_wait_ms: float = 5.0
     max_queue: int = 256        # images waiting for the model; beyond it requests get 503 "busy"
-    analyzer: Any = None        # a ready Analyzer (tests, embedding); else built from the fields above
+    analyzer: Any = None        # a ready Analyzer (tests, embedding); else built from ``settings``
 
     def __post_init__(self):
         """Every limit checked once, here (the CLI and the Python API both build this): a bad one is one
         ConfigError line naming the ``ferkit serve`` option, before any model is loaded."""
         from ferkit.errors import ConfigError
 
+        if isinstance(self.settings, dict):
+            self.settings = AnalyzerSettings.from_dict(self.settings)
+        if not isinstance(self.settings, AnalyzerSettings):
+            raise ConfigError(f"ServeConfig.settings: give an AnalyzerSettings, got {type(self.settings).__name__}")
         if self.max_connections_per_ip is None and _is_int(self.max_connections):
             self.max_connections_per_ip = max(1, self.max_connections // 2)
         if _is_number(self.max_upload_bytes) and math.isfinite(self.max_upload_bytes):
@@ -321,33 +322,17 @@ class _Requests:
 
 
 def create_app(config: ServeConfig | None = None):
-    from fastapi import FastAPI, Request
-    from fastapi.exceptions import RequestValidationError
-    from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse
-    from fastapi.staticfiles import StaticFiles
-    from starlette.exceptions import HTTPException as StarletteHTTPException
+    """The FastAPI app over one analyzer (``config.analyzer``, else built from ``config.settings``) and one
+    micro-batcher; its limits are ``config``'s."""
+    from fastapi import FastAPI
 
+    from ferkit.inference.pipeline import build_analyzer
     from ferkit.serve.batching import MicroBatcher
     from ferkit.serve.metrics import Metrics
 
-    PredictResult, BatchResult, ErrorBody, ModelsInfo = _models()
-    ERRORS: dict[int | str, dict[str, Any]] = {c: {"model": ErrorBody}
-                                               for c in (400, 401, 408, 413, 415, 422, 503, 504)}
     cfg = config or ServeConfig()
-    api_key = cfg.api_key if cfg.api_key is not None else (os.environ.get(API_KEY_ENV) or None)
-    an = cfg.analyzer
-    if an is None:
-        from ferkit.inference.pipeline import Analyzer
-
-        ident = None
-        if cfg.gallery:
-            from ferkit.identity.verify import IdentityAssigner
-
-            ident = IdentityAssigner(cfg.gallery, None)
-        an = Analyzer(cfg.models, detector=cfg.detector, device=cfg.device, det_size=cfg.det_size, crop=cfg.crop,
-                      backend=cfg.backend, identity=ident)
+    an = cfg.analyzer if cfg.analyzer is not None else build_analyzer(cfg.settings)
     metrics = Metrics()
-    budget = PixelBudget(int(cfg.max_inflight_mb * 1024 * 1024))
 
     def on_batch(n, out):
         metrics.observe_batch(n, sum(len(r) for r in out))
@@ -355,7 +340,7 @@ def create_app(config: ServeConfig | None = None):
     requests: _Requests  # bound below, before the batcher takes a request
     batcher = MicroBatcher(an.process, max_batch=cfg.batch_max, max_wait_ms=cfg.batch_wait_ms, on_batch=on_batch,
                            max_queue=cfg.max_queue, pending=lambda: requests.inflight)
-    requests = _Requests(cfg, an, batcher, budget)
+    requests = _Requests(cfg, an, batcher, PixelBudget(int(cfg.max_inflight_mb * 1024 * 1024)))
 
     @contextlib.asynccontextmanager
     async def lifespan(_app):
@@ -367,28 +352,50 @@ def create_app(config: ServeConfig | None = None):
         "Facial expression recognition: faces with boxes, landmarks, labels and probabilities. "
         "Errors are JSON {error, reason}."))
     app.state.config, app.state.analyzer, app.state.batcher, app.state.metrics = cfg, an, batcher, metrics
+    _add_error_handlers(app)
+    _add_auth_and_metrics(app, cfg.api_key if cfg.api_key is not None else (os.environ.get(API_KEY_ENV) or None),
+                          metrics)
+    _add_routes(app, cfg, an, requests, metrics)
+    return app
 
-    def err(status: int, code: str, reason: str, headers: dict | None = None) -> JSONResponse:
-        return JSONResponse({"error": code, "reason": reason}, status_code=status, headers=headers)
+
+def _error(status: int, code: str, reason: str, headers: dict | None = None):
+    """The JSON error body every route and handler answers with."""
+    from fastapi.responses import JSONResponse
+
+    return JSONResponse({"error": code, "reason": reason}, status_code=status, headers=headers)
+
+
+def _add_error_handlers(app) -> None:
+    """Every error as ``{"error", "reason"}``: ours, Starlette's HTTP errors, validation, and (a bug) the rest."""
+    from fastapi.exceptions import RequestValidationError
+    from starlette.exceptions import HTTPException as StarletteHTTPException
 
     @app.exception_handler(ApiError)
     async def _api_error(_req, e: ApiError):
-        return err(e.status, e.code, e.reason)
+        return _error(e.status, e.code, e.reason)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(_req, e):
-        resp = err(e.status_code, "http_" + str(e.status_code), str(e.detail))
+        resp = _error(e.status_code, "http_" + str(e.status_code), str(e.detail))
         resp.headers.update(getattr(e, "headers", None) or {})  # e.g. Allow on 405 (RFC 9110)
         return resp
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_req, e):
         first = e.errors()[0] if e.errors() else {}
-        return err(422, "invalid_request", f"{'.'.join(map(str, first.get('loc', [])))}: {first.get('msg', 'invalid')}")
+        return _error(422, "invalid_request",
+                      f"{'.'.join(map(str, first.get('loc', [])))}: {first.get('msg', 'invalid')}")
 
     @app.exception_handler(Exception)
     async def _unexpected(_req, e):  # a bug, but the worker stays alive and the client gets JSON
-        return err(500, "internal", f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+        return _error(500, "internal", f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+
+
+def _add_auth_and_metrics(app, api_key: str | None, metrics) -> None:
+    """The middleware every request passes: ambiguous framing refused, the API key checked (all but
+    ``/healthz``), and each request counted in ``metrics`` by route."""
+    from fastapi import Request
 
     @app.middleware("http")
     async def _auth_and_metrics(request: Request, call_next):
@@ -398,16 +405,16 @@ def create_app(config: ServeConfig | None = None):
             # Two framings: a proxy in front may read the body by the other one (request smuggling, RFC 9112
             # 6.3). Refuse, and close the connection: where this request ends is not known.
             metrics.observe_request(request.method, "other", 400, time.perf_counter() - t0)
-            return err(400, "ambiguous_framing", "both Transfer-Encoding and Content-Length: send one",
-                       headers={"connection": "close"})
+            return _error(400, "ambiguous_framing", "both Transfer-Encoding and Content-Length: send one",
+                          headers={"connection": "close"})
         if api_key and path != "/healthz":
             got = request.headers.get("x-api-key") or request.query_params.get("api_key")
             auth = request.headers.get("authorization", "")
             if not got and auth.lower().startswith("bearer "):
                 got = auth[7:].strip()
             if not _same_key(got, api_key):
-                resp = err(401, "unauthorized", "missing or wrong API key (X-API-Key header, Bearer token or "
-                                                "?api_key=)")
+                resp = _error(401, "unauthorized", "missing or wrong API key (X-API-Key header, Bearer token or "
+                                                   "?api_key=)")
                 metrics.observe_request(request.method, "unauthorized", 401, time.perf_counter() - t0)
                 return resp
         resp = await call_next(request)
@@ -415,6 +422,17 @@ def create_app(config: ServeConfig | None = None):
         name = getattr(route, "path", None) or ("/static" if path.startswith("/static") else "other")
         metrics.observe_request(request.method, name, resp.status_code, time.perf_counter() - t0)
         return resp
+
+
+def _add_routes(app, cfg: ServeConfig, an, requests: _Requests, metrics) -> None:
+    """The routes: predict (one image, a batch), models, health, metrics, the webcam page, docs and static."""
+    from fastapi import Request
+    from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse
+    from fastapi.staticfiles import StaticFiles
+
+    PredictResult, BatchResult, ErrorBody, ModelsInfo = _models()
+    ERRORS: dict[int | str, dict[str, Any]] = {c: {"model": ErrorBody}
+                                               for c in (400, 401, 408, 413, 415, 422, 503, 504)}
 
     @app.post("/v1/predict", response_model=PredictResult, responses=ERRORS, openapi_extra=_IMAGE_BODY,
               summary="Faces and expressions of one image (multipart 'file' or raw image bytes)")
@@ -443,7 +461,7 @@ def create_app(config: ServeConfig | None = None):
                             "channels": int(c.spec.channels), "task": c.task, "backend": c.backend}
                            for c in an.classifiers],
                 "classes": list(an.classes), "model": an.model_name, "detector": an.detector_name,
-                "det_size": getattr(an.detector, "max_size", None), "identity": an.identity is not None,
+                "det_size": an.det_size, "identity": an.identity is not None,
                 "micro_batching": {"max_batch": cfg.batch_max, "max_wait_ms": cfg.batch_wait_ms},
                 "limits": {"max_upload_bytes": cfg.max_upload_bytes, "max_pixels": cfg.max_pixels,
                            "max_batch_files": cfg.max_batch_files, "request_timeout_s": cfg.request_timeout_s}}
@@ -465,8 +483,6 @@ def create_app(config: ServeConfig | None = None):
         return FileResponse(STATIC / "docs.html", media_type="text/html")
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
-
-    return app
 
 
 def run_server(config: ServeConfig, host: str = "127.0.0.1", port: int = 8000) -> int:
