@@ -181,6 +181,24 @@ def test_predict_works_without_torch_and_training_says_how_to_get_it(no_torch_en
     assert not (tmp_path / "run").exists()
 
 
+def test_faceapi_detectors_run_without_torch(no_torch_env):
+    """tinyface and ssd_mobilenet detect from the shipped ONNX graphs where torch, onnx and safetensors are not
+    installed (the default install): every face of the group photo, and `ferkit detectors` lists them."""
+    code = ("from ferkit.faces import FaceDetector, load_image\n"
+            f"img = load_image({str(DATA / 'multi_face.jpg')!r})\n"
+            "for b in ('tinyface', 'ssd_mobilenet'):\n"
+            "    d = FaceDetector.create(b)\n"
+            "    print(b, d.runtime, len(d.detect(img)))\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=no_torch_env, timeout=120)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.stdout.split("\n")[:2] == ["tinyface onnx 5", "ssd_mobilenet onnx 5"], r.stdout
+    r = _ferkit(no_torch_env, "detectors")
+    assert r.returncode == 0, r.stderr[-3000:]
+    lines = {ln.split()[0]: ln for ln in r.stdout.splitlines()[1:] if ln[:1].strip()}
+    assert sorted(lines) == ["haar", "mtcnn", "retinaface", "ssd_mobilenet", "tinyface"], r.stdout
+    assert "needs torch" in lines["mtcnn"] and "needs" not in lines["tinyface"]
+
+
 def test_shipped_onnx_graphs_match_a_fresh_export(tmp_path):
     """Each shipped .onnx equals, on real faces, what scripts/export_onnx_weights.py exports now from the shipped
     safetensors, and the manifest records the files as shipped (sha256, size, source weights' sha256).

@@ -22,6 +22,8 @@ def cmd_detectors(a) -> int:
 
     def line(r: dict) -> str:
         name = r["name"] + (" (default)" if r["default"] else "")
+        if r["score_threshold"] is None:  # its code cannot be imported here
+            return f"{name:<{w}} {r['for']}"
         return (f"{name:<{w}} {r['for']}\n{'':<{w}} input: {r['input']}; landmarks: {r['landmarks']}; "
                 f"speed: {r['speed']}; default score_threshold {r['score_threshold']:g}; licence: {r['licence']}")
 

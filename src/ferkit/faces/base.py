@@ -130,9 +130,15 @@ def detector_info() -> list[dict[str, Any]]:
     """One row per registered backend (default first), from the backends' own class attributes: ``name``,
     ``default``, ``for`` (what it is for), ``input``, ``landmarks``, ``speed``, ``licence``, ``score_threshold``
     (its default)."""
-    rows = []
+    rows: list[dict[str, Any]] = []
     for name in available_backends():
-        cls = backend_class(name)
+        try:
+            cls = backend_class(name)
+        except ModuleNotFoundError as e:  # MTCNN is PyTorch code: a torch-free install lists it as unavailable
+            rows.append({"name": name, "default": name == "retinaface", "for": f"not available here: needs {e.name} "
+                         "(pip install 'ferkit[train]')", "input": "", "landmarks": "", "speed": "", "licence": "",
+                         "score_threshold": None})
+            continue
         rows.append({"name": name, "default": name == "retinaface", "for": cls.summary, "input": cls.input_desc,
                      "landmarks": "5 detected" if cls.has_landmarks else "none (estimated from the box; align crops)",
                      "speed": cls.speed, "licence": cls.licence, "score_threshold": cls.default_score_threshold})

