@@ -24,8 +24,9 @@ Landmarks are ``left_eye, right_eye, nose, mouth_left, mouth_right`` where left/
 (``left_eye`` is the subject's right eye in an un-mirrored photo); see :mod:`ferkit.faces.base`.
 """
 
-# The built-in backends (retinaface, mtcnn, haar, tinyface, ssd_mobilenet) register themselves when FaceDetector.create first names
-# them (ferkit.faces.base.BUILTIN_BACKENDS), so a RetinaFace run on ONNX Runtime imports no torch.
+# The built-in backends (retinaface, mtcnn, haar, tinyface, ssd_mobilenet) register themselves when
+# FaceDetector.create first names them (ferkit.faces.base.BUILTIN_BACKENDS), so a RetinaFace run on ONNX Runtime
+# imports no torch.
 from ferkit.faces.align import align, alignment_matrix, crop, template
 from ferkit.faces.base import (
     LANDMARK_NAMES,
