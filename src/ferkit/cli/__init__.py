@@ -16,6 +16,7 @@ EXAMPLES = """examples:
   ferkit data inspect data/fer2013.csv                      # format, splits, histogram, problems
   ferkit data fetch fer2013                                 # a public dataset (or where to put it offline)
   ferkit models                                             # every registered architecture
+  ferkit detectors                                          # every face detector: use, input, speed, licence
   ferkit train --data data/synth --model seed1_cnn --epochs 5 --out runs/cnn
   ferkit train --recipe fer2013_vgg11_irb --data data/fer2013.csv
   ferkit predict photos/ clip.mp4 --annotate out/           # every face: box, landmarks, expression
@@ -29,7 +30,7 @@ EXAMPLES = """examples:
 
 def build_parser() -> argparse.ArgumentParser:
     from ferkit import __version__
-    from ferkit.cli import data, evaluate, identity, predict, train
+    from ferkit.cli import data, evaluate, faces, identity, predict, train
 
     p = argparse.ArgumentParser(prog="ferkit", description="Facial expression recognition: data, models, training, "
                                 "evaluation, prediction, serving.", epilog=EXAMPLES,
@@ -40,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", dest="progress", action="store_const", const="0",
                    help="never show progress bars (they show only on a terminal by default)")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
-    for module in (data, train, evaluate, predict, identity):
+    for module in (data, train, evaluate, predict, identity, faces):
         module.add_parsers(sub)
     return p
 

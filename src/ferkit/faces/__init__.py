@@ -17,13 +17,16 @@ Backends (all bundled, nothing is downloaded; see ``ferkit/faces/README.md`` and
 ``haar``
     OpenCV's frontal-face Haar cascade: no weights to ship, frontal faces only, landmarks *estimated* from
     the box (``Face.landmarks_estimated``), so :func:`align` falls back to :func:`crop`.
+``tinyface``, ``ssd_mobilenet``
+    face-api 1.7.15's tiny_face_detector and ssd_mobilenetv1: boxes only (landmarks estimated, as Haar's).
 
 Landmarks are ``left_eye, right_eye, nose, mouth_left, mouth_right`` where left/right are the *image's*
 (``left_eye`` is the subject's right eye in an un-mirrored photo); see :mod:`ferkit.faces.base`.
 """
 
-# The built-in backends (retinaface, mtcnn, haar) register themselves when FaceDetector.create first names
-# them (ferkit.faces.base.BUILTIN_BACKENDS), so a RetinaFace run on ONNX Runtime imports no torch.
+# The built-in backends (retinaface, mtcnn, haar, tinyface, ssd_mobilenet) register themselves when
+# FaceDetector.create first names them (ferkit.faces.base.BUILTIN_BACKENDS), so a RetinaFace run on ONNX Runtime
+# imports no torch.
 from ferkit.faces.align import align, alignment_matrix, crop, template
 from ferkit.faces.base import (
     LANDMARK_NAMES,

@@ -98,7 +98,8 @@ _BACKENDS: dict[str, type[FaceDetector]] = {}
 #: the built-in backends and the module each registers itself from, imported on first use (so that
 #: ``retinaface`` on ONNX Runtime never imports torch for MTCNN's networks)
 BUILTIN_BACKENDS = {"retinaface": "ferkit.faces.retinaface", "mtcnn": "ferkit.faces.mtcnn",
-                    "haar": "ferkit.faces.haar"}
+                    "haar": "ferkit.faces.haar", "tinyface": "ferkit.faces.faceapi",
+                    "ssd_mobilenet": "ferkit.faces.faceapi"}
 
 
 def register_backend(name: str) -> Callable[[type[FaceDetector]], type[FaceDetector]]:
@@ -124,6 +125,25 @@ def backend_class(name: str) -> type[FaceDetector]:
 
         importlib.import_module(BUILTIN_BACKENDS[name])
     return _BACKENDS[name]
+
+
+def detector_info() -> list[dict[str, Any]]:
+    """One row per registered backend (default first), from the backends' own class attributes: ``name``,
+    ``default``, ``for`` (what it is for), ``input``, ``landmarks``, ``speed``, ``licence``, ``score_threshold``
+    (its default)."""
+    rows: list[dict[str, Any]] = []
+    for name in available_backends():
+        try:
+            cls = backend_class(name)
+        except ModuleNotFoundError as e:  # MTCNN is PyTorch code: a torch-free install lists it as unavailable
+            rows.append({"name": name, "default": name == "retinaface", "for": f"not available here: needs {e.name} "
+                         "(pip install 'ferkit[train]')", "input": "", "landmarks": "", "speed": "", "licence": "",
+                         "score_threshold": None})
+            continue
+        rows.append({"name": name, "default": name == "retinaface", "for": cls.summary, "input": cls.input_desc,
+                     "landmarks": "5 detected" if cls.has_landmarks else "none (estimated from the box; align crops)",
+                     "speed": cls.speed, "licence": cls.licence, "score_threshold": cls.default_score_threshold})
+    return rows
 
 
 def as_rgb_uint8(image: Any, what: str = "image") -> np.ndarray:
@@ -190,6 +210,12 @@ class FaceDetector(abc.ABC):
     #: :func:`ferkit.utils.one_core` (the analyzer then spreads images over the cores)
     concurrent_calls: ClassVar[bool] = False
     default_score_threshold: ClassVar[float] = 0.5
+    # What `ferkit detectors` says about a backend (from here, the one place): what it is for, the input it
+    # works on, a speed class (fast / medium / slow on a CPU at 640x480) and the weights' licence.
+    summary: ClassVar[str] = ""
+    input_desc: ClassVar[str] = ""
+    speed: ClassVar[str] = ""
+    licence: ClassVar[str] = ""
 
     def __init__(self, device: Any = "cpu", score_threshold: float | None = None, min_face: float = 20,
                  max_size: int | None = DEFAULT_MAX_SIZE, batch_size: int = 16):

@@ -45,6 +45,10 @@ class HaarDetector(FaceDetector):
 
     has_landmarks = False
     default_score_threshold = 0.0
+    summary = "no neural network: frontal, upright faces only; more false positives"
+    input_desc = "grey, equalised; a cascade over scales from min_face"
+    speed = "slow"
+    licence = "Intel open-source licence (OpenCV's cascade, not copied)"
 
     def __init__(self, *args, scale_factor: float = 1.1, min_neighbors: int = 5, **kwargs):
         super().__init__(*args, **kwargs)

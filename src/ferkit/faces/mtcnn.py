@@ -248,6 +248,10 @@ class MTCNNDetector(FaceDetector):
     """
 
     default_score_threshold = 0.7
+    summary = "three-stage cascade with 5 landmarks; weaker on profiles, slower on big images"
+    input_desc = "an image pyramid from min_face up (PyTorch)"
+    speed = "slow"
+    licence = "MIT (facenet-pytorch 2.6.0)"
 
     def __init__(self, *args, stage_thresholds: tuple[float, float] = (0.6, 0.7), factor: float = 0.709,
                  **kwargs):

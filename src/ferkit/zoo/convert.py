@@ -167,11 +167,13 @@ _TFJS_DTYPES = {"float32": np.float32, "int32": np.int32, "bool": np.bool_}
 _QUANT = {"uint8": np.uint8, "uint16": np.uint16, "float16": np.float16}
 
 
-def read_tfjs_weights(groups: list[dict], shards: list[bytes]) -> dict[str, np.ndarray]:
+def read_tfjs_weights(groups: list[dict], shards: list[bytes],
+                      quantised: dict[str, tuple[np.ndarray, float, float]] | None = None) -> dict[str, np.ndarray]:
     """Decode a TF.js weights manifest (list of ``{paths, weights}`` groups) over the concatenated shards.
 
     Quantised tensors become float32 as TF.js's ``decodeWeights`` makes them: ``q * scale + min``
-    computed in double precision, then stored in a Float32Array.
+    computed in double precision, then stored in a Float32Array. ``quantised``, when given, also receives
+    each uint8/uint16 tensor as stored, ``name -> (q, scale, min)`` (so it can be shipped at its own size).
     """
     out: dict[str, np.ndarray] = {}
     buf = b"".join(shards)
@@ -189,6 +191,8 @@ def read_tfjs_weights(groups: list[dict], shards: list[bytes]) -> dict[str, np.n
                     vals = raw.astype(np.float32)
                 else:
                     vals = (raw.astype(np.float64) * float(q["scale"]) + float(q["min"])).astype(np.float32)
+                    if quantised is not None:
+                        quantised[spec["name"]] = (raw.reshape(shape), float(q["scale"]), float(q["min"]))
             else:
                 dt = np.dtype(_TFJS_DTYPES[spec["dtype"]])
                 vals = np.frombuffer(buf, dtype=dt, count=n, offset=off).copy()
