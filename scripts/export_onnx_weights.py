@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(1)
-    from ferkit.faces import retinaface_net
+    from ferkit.faces import blazeface_net, retinaface_net
     from ferkit.faces.weights import onnx_weights_path, weights_path
     from ferkit.inference.onnx import export_onnx
     from ferkit.utils import atomic_write_json, sha256_file
@@ -44,7 +44,8 @@ def main(argv: list[str] | None = None) -> int:
     from ferkit.zoo import weights_path as zoo_weights
 
     pkg, out = Path(weights_path("retinaface")).parents[2], Path(a.out)
-    jobs = [(onnx_weights_path("retinaface"), weights_path("retinaface"), retinaface_net.export_onnx)]
+    jobs = [(onnx_weights_path("retinaface"), weights_path("retinaface"), retinaface_net.export_onnx),
+            (onnx_weights_path("blazeface"), weights_path("blazeface"), blazeface_net.export_onnx)]
     for name, src in SOURCES.items():
         if src.delivery == "shipped":
             jobs.append((onnx_file(name), zoo_weights(name), lambda path, n=name: export_onnx(n, path)))

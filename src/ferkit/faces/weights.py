@@ -19,6 +19,7 @@ CARDS_DIR = Path(__file__).resolve().parent / "cards"
 WEIGHT_FILES = {
     "retinaface": "retinaface_mobilenet0.25.safetensors",
     "mtcnn": "mtcnn.safetensors",
+    "blazeface": "blazeface.safetensors",
 }
 
 
