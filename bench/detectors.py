@@ -72,7 +72,7 @@ SOURCES = [
 INSTALLED = "scikit-image astronaut + camera (public domain / no known restrictions), matplotlib grace_hopper.jpg"
 SETS = ("photos", "groups", "video")
 #: long sides each detector is run at (Analyzer det_size); a detector not listed runs at 640
-SIZES = {"retinaface": (320, 640), "mtcnn": (640,), "haar": (640,), "blazeface": (640,)}
+SIZES = {"retinaface": (320, 640), "mtcnn": (640,), "haar": (640,), "blazeface": (256,)}
 VIDEO_FRAMES_PER_S = 1.0
 MAX_FRAMES_PER_VIDEO = 12
 
@@ -258,6 +258,8 @@ PRESETS = {
     "default": [],
     "blazeface + fer_minixception": ["--detector", "blazeface", "--model", "fer_minixception"],
     "blazeface + ensemble": ["--detector", "blazeface"],
+    "blazeface, box crops + ensemble": ["--detector", "blazeface", "--crop", "box"],
+    "retinaface@320 + ensemble": ["--det-size", "320"],
     "retinaface@320 + fer_minixception": ["--det-size", "320", "--model", "fer_minixception"],
 }
 

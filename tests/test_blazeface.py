@@ -48,13 +48,16 @@ def test_parity_with_tfjs(runtime, reference):
 
 
 def test_finds_each_face_of_real_photos_where_retinaface_does():
-    """On the committed group photo (5 people) and the astronaut, every RetinaFace face has a blazeface box at IoU
-    >= 0.5, with eyes on the image's left/right, and the mapped landmarks land inside the box."""
+    """On the committed group photo (5 people), the astronaut and a 200-px astronaut (enlarged into the letterbox),
+    every RetinaFace face has a blazeface box at IoU >= 0.5, with eyes on the image's left/right, and the mapped
+    landmarks land inside the box."""
+    import cv2
     import skimage.data
 
     retina = FaceDetector.create("retinaface")
     blaze = FaceDetector.create("blazeface")
-    for img in (load_image(ROOT / "tests" / "data" / "multi_face.jpg"), skimage.data.astronaut()):
+    small = cv2.resize(skimage.data.astronaut(), (200, 200), interpolation=cv2.INTER_AREA)
+    for img in (load_image(ROOT / "tests" / "data" / "multi_face.jpg"), skimage.data.astronaut(), small):
         want, got = retina.detect(img), blaze.detect(img)
         assert len(got) == len(want)
         for w in want:
@@ -88,3 +91,24 @@ def _iou(a, b) -> float:
     iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
     inter = ix * iy
     return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
+
+
+def test_fast_preset_finds_the_default_pipelines_faces():
+    """defaults.FAST (the --fast preset) builds through the public API and finds every face >= 40 px that the
+    default pipeline finds on the committed photos (a group photo and four portraits), with labels from its model."""
+    from ferkit import api, defaults
+
+    assert set(defaults.FAST) <= {"model", "detector", "det_size", "crop"}
+    paths = [ROOT / "tests" / "data" / "multi_face.jpg", *sorted((ROOT / "tests" / "data" / "identity").glob("*.jpg"))]
+    fast, default = api.analyzer(**defaults.FAST), api.analyzer()
+    n = 0
+    for p in paths:
+        img = load_image(p)
+        want = [f for f in default.detect([img])[0] if f.size >= 40]
+        got = fast.detect([img])[0]
+        n += len(want)
+        for w in want:
+            assert max((_iou(g.box, w.box) for g in got), default=0) >= 0.5, (p.name, w.box)
+        res = fast.analyze(img, source=p.name)
+        assert {f.label for f in res.faces} <= set(fast.classes) and len(res.faces) == len(got)
+    assert n >= 8
