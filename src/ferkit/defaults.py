@@ -20,3 +20,10 @@ CROPS = ("align", "box")
 BACKEND = "auto"  # ONNX Runtime on the CPU when onnxruntime is installed, else PyTorch
 BATCH_SIZE = 64
 DEVICE = "cpu"
+
+# The fast mode (`--fast`, wired by the CLI): RetinaFace at 320 px and one model. Chosen by bench/detectors.py
+# (50 images of different real people: portraits, group photos, video frames; README "Benchmarks"): of the
+# presets measured it is the fastest that keeps >= 0.95 of the default's faces >= 40 px (60/63; BlazeFace keeps
+# 57/63: it misses small faces in group photos and costs about what RetinaFace at 320 does on a CPU). What it
+# gives up: faces under ~30 px in a 640-px photo, and 0.83 of faces keep the default ensemble's label.
+FAST = {"detector": "retinaface", "det_size": 320, "model": "fer_minixception"}

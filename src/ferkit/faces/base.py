@@ -99,7 +99,8 @@ _BACKENDS: dict[str, type[FaceDetector]] = {}
 #: ``retinaface`` on ONNX Runtime never imports torch for MTCNN's networks)
 BUILTIN_BACKENDS = {"retinaface": "ferkit.faces.retinaface", "mtcnn": "ferkit.faces.mtcnn",
                     "haar": "ferkit.faces.haar", "tinyface": "ferkit.faces.faceapi",
-                    "ssd_mobilenet": "ferkit.faces.faceapi"}
+                    "ssd_mobilenet": "ferkit.faces.faceapi",
+                    "blazeface": "ferkit.faces.blazeface"}
 
 
 def register_backend(name: str) -> Callable[[type[FaceDetector]], type[FaceDetector]]:

@@ -21,6 +21,7 @@ WEIGHT_FILES = {
     "mtcnn": "mtcnn.safetensors",
     "tinyface": "faceapi_tiny_face_detector.safetensors",
     "ssd_mobilenet": "faceapi_ssd_mobilenetv1.safetensors",
+    "blazeface": "blazeface.safetensors",
 }
 
 #: key suffixes of a tensor shipped as TF.js stores it (uint8 ``q`` and float64 ``[scale, min]``): the value is

@@ -489,3 +489,75 @@ def render_card(src: ZooSource, card: dict) -> str:
         L += ["", "The weights file itself is torchvision's (BSD-3-Clause, Copyright (c) Soumith Chintala 2016, "
               "all rights reserved); torchvision's LICENSE applies to it."]  # fmt: skip
     return "\n".join(L) + "\n"
+
+
+def convert_tfjs_blazeface(model_json: bytes, weights_bin: bytes,
+                           blocks: list[tuple[int, int, int]]) -> dict[str, torch.Tensor]:
+    """Human's ``blazeface.json`` + ``.bin`` (TF.js graph model) -> state dict of
+    :class:`ferkit.faces.blazeface_net.BlazeFaceNet`.
+
+    The graph's convolutions are walked in graph order and matched one by one to the module's layers; each
+    node's kernel shape, stride, padding and fused ops are checked, the four heads are found by the output
+    they reshape into, and the two channel paddings of the widening shortcuts must append zeros. ``blocks`` is
+    the module's plan (``ferkit.faces.blazeface_net.BLOCKS``: in, out channels and stride of each residual block),
+    passed in so that zoo does not import faces.
+    """
+
+    m = json.loads(model_json)
+    if m.get("format") != "graph-model":
+        raise ConversionError(f"blazeface.json: format {m.get('format')!r}, expected graph-model")
+    w = read_tfjs_weights(m["weightsManifest"], [weights_bin])
+    nodes = m["modelTopology"]["node"]
+    heads: dict[str, str] = {}  # conv node name -> head name
+    for n in nodes:
+        if n["op"] == "Reshape":
+            hit = re.search(r"(classificators|regressors)_([12])$", n["name"])
+            if hit:
+                kind = {"classificators": "cls", "regressors": "reg"}[hit[1]]
+                heads[n["input"][0]] = kind + ("16" if hit[2] == "1" else "8")
+    if len(heads) != 4:
+        raise ConversionError(f"blazeface.json: {len(heads)} output heads, expected 4")
+    for n in nodes:
+        if n["op"] == "Pad":
+            pads = w[n["input"][1]].tolist()
+            if pads[:3] != [[0, 0]] * 3 or pads[3][0] != 0:
+                raise ConversionError(f"blazeface.json: {n['name']} pads {pads}, expected zeros appended to channels")
+
+    def info(n: dict) -> tuple[list[int], str, list[str]]:
+        a = n.get("attr", {})
+        return ([int(i) for i in a["strides"]["list"]["i"]][1:3], _b64(a["padding"]["s"]),
+                [_b64(s) for s in a.get("fused_ops", {}).get("list", {}).get("s", [])])
+
+    body = [n for n in nodes if n["op"] in ("_FusedConv2D", "DepthwiseConv2dNative") and n["name"] not in heads]
+    # (node op, ferkit prefix, kernel shape, stride, padding, fused ops)
+    plan: list[tuple[str, str, tuple[int, ...], int, str, list[str] | None]] = [
+        ("_FusedConv2D", "stem", (5, 5, 3, 24), 2, "SAME", ["BiasAdd", "Relu"])]
+    for i, (cin, cout, s) in enumerate([*blocks, (96, 96, 2)]):
+        prefix = f"blocks.{i}" if i < len(blocks) else "down"
+        plan.append(("DepthwiseConv2dNative", f"{prefix}.dw", (3, 3, cin, 1), s, "SAME", None))
+        plan.append(("_FusedConv2D", f"{prefix}.pw", (1, 1, cin, cout), 1, "VALID",
+                     ["BiasAdd"] if i < len(blocks) else ["BiasAdd", "Relu"]))
+    if len(body) != len(plan):
+        raise ConversionError(f"blazeface.json: {len(body)} trunk convolutions, expected {len(plan)}")
+    sd: dict[str, torch.Tensor] = {}
+    for n, (op, prefix, shape, stride, padding, fused) in zip(body, plan, strict=True):
+        strides, pad, got_fused = info(n)
+        kernel = w[n["input"][1]]
+        if n["op"] != op or tuple(kernel.shape) != shape or strides != [stride, stride] or pad != padding or (
+                fused is not None and got_fused != fused):
+            raise ConversionError(f"blazeface.json: node {n['name']} is {n['op']} {tuple(kernel.shape)} stride "
+                                  f"{strides} {pad} {got_fused}; expected {op} {shape} stride {stride} {padding} "
+                                  f"{fused}")
+        if op == "DepthwiseConv2dNative":
+            sd[f"{prefix}.weight"] = _dw_w(kernel)
+        else:
+            sd[f"{prefix}.weight"] = _conv_w(kernel)
+            sd[f"{prefix}.bias"] = _t(w[n["input"][2]])
+    for n in nodes:
+        if n["name"] in heads:
+            strides, pad, got_fused = info(n)
+            if strides != [1, 1] or got_fused != ["BiasAdd"]:
+                raise ConversionError(f"blazeface.json: head {n['name']} is stride {strides} {got_fused}")
+            sd[f"{heads[n['name']]}.weight"] = _conv_w(w[n["input"][1]])
+            sd[f"{heads[n['name']]}.bias"] = _t(w[n["input"][2]])
+    return sd
