@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ferkit.cli import add_command, print_rows
+from ferkit.cli.common import add_command, print_rows
 
 
 def add_parsers(sub) -> None:

@@ -86,7 +86,7 @@ class BlazeFaceDetector(FaceDetector):
     from ~1/20 of the image's long side up."""
 
     default_score_threshold = 0.5
-    summary = "MediaPipe BlazeFace (back model): faces not small in the frame; eyes + nose detected, mouth corners placed"
+    summary = "MediaPipe BlazeFace (back model): faces not small in the frame; eyes + nose detected, mouth placed"
     input_desc = "letterboxed to 256x256"
     speed = "fast (ONNX Runtime; about RetinaFace at 320 px)"
     licence = "Apache-2.0 (MediaPipe model) via MIT Human 3.3.6"
