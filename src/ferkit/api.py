@@ -91,7 +91,8 @@ def synthesize(out, n: int = 3000, seed: int = 0, **kwargs) -> Path:
 def predict(model=defaults.MODEL, inputs=(), *, detect: bool = True, detector: str = defaults.DETECTOR,
             det_size: int | None = defaults.DET_SIZE, crop: str = defaults.CROP, backend: str = defaults.BACKEND,
             batch_size: int = defaults.BATCH_SIZE, device: str = defaults.DEVICE, gallery=None, annotate=None,
-            stride: int = 1, smooth: float | None = None, max_frames: int | None = None):
+            stride: int = 1, smooth: float | None = None, max_frames: int | None = None,
+            detect_every: int = defaults.DETECT_EVERY):
     """Every face in every input (image/video files or folders, searched recursively) with its expression:
     a :class:`~ferkit.schema.Results` list of :class:`~ferkit.schema.FileResult` (``.faces``, ``.to_dict()``,
     ``.to_pandas()``), exactly what ``ferkit predict`` writes.
@@ -104,13 +105,15 @@ def predict(model=defaults.MODEL, inputs=(), *, detect: bool = True, detector: s
 
     return Results(iter_predict(model, inputs, detect=detect, detector=detector, det_size=det_size, crop=crop,
                                 backend=backend, batch_size=batch_size, device=device, gallery=gallery,
-                                annotate=annotate, stride=stride, smooth=smooth, max_frames=max_frames))
+                                annotate=annotate, stride=stride, smooth=smooth, max_frames=max_frames,
+                                detect_every=detect_every))
 
 
 def iter_predict(model=defaults.MODEL, inputs=(), *, detect: bool = True, detector: str = defaults.DETECTOR,
                  det_size: int | None = defaults.DET_SIZE, crop: str = defaults.CROP, backend: str = defaults.BACKEND,
                  batch_size: int = defaults.BATCH_SIZE, device: str = defaults.DEVICE, gallery=None, annotate=None,
-                 stride: int = 1, smooth: float | None = None, max_frames: int | None = None, extras_dir=None):
+                 stride: int = 1, smooth: float | None = None, max_frames: int | None = None, extras_dir=None,
+                 detect_every: int = defaults.DETECT_EVERY):
     """:func:`predict` as a generator: one :class:`~ferkit.schema.FileResult` per input as soon as it is done
     (what the CLI streams). ``extras_dir``: where videos' per-second CSV and emotion plot go (default
     ``annotate``)."""
@@ -125,7 +128,7 @@ def iter_predict(model=defaults.MODEL, inputs=(), *, detect: bool = True, detect
     an = analyzer(model, detect=detect, detector=detector, det_size=det_size, crop=crop, backend=backend,
                    batch_size=batch_size, device=device, gallery=gallery)
     yield from predict_files(an, paths, annotate=annotate, stride=stride, smooth=smooth, max_frames=max_frames,
-                             extras_dir=extras_dir)
+                             extras_dir=extras_dir, detect_every=detect_every)
 
 
 def predict_dataset(sources, output, model=defaults.MODEL, *, detector: str = defaults.DETECTOR,

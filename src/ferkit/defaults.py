@@ -19,3 +19,8 @@ CROPS = ("align", "box")
 BACKEND = "auto"  # ONNX Runtime on the CPU when onnxruntime is installed, else PyTorch
 BATCH_SIZE = 64
 DEVICE = "cpu"
+# Videos: the face detector runs on every 4th analysed frame (and on the first, after a shot change, and where a
+# face is lost); faces are followed by optical flow in between and every frame is still classified. Chosen by
+# measurement (bench/video_throughput.py, README "Benchmarks"); a divisor of 8 (video.FRAMES_PER_BATCH), so the
+# Ray engine's frame ranges detect on the same frames as one whole-file run. --detect-every 1: every frame.
+DETECT_EVERY = 4

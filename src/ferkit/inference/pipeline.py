@@ -411,8 +411,10 @@ class OutputNames:
 
 
 def predict_files(analyzer: Analyzer, paths: Iterable[str | os.PathLike], *, annotate=None, stride: int = 1,
-                  smooth: float | None = None, max_frames: int | None = None, extras_dir=None) -> Iterator[FileResult]:
+                  smooth: float | None = None, max_frames: int | None = None, extras_dir=None,
+                  detect_every: int = defaults.DETECT_EVERY) -> Iterator[FileResult]:
     """One FileResult per input, images first (batched, decoded ahead), then videos, each in the given order.
+    ``detect_every``: videos' detection interval (:func:`ferkit.inference.video.analyze_video`).
 
     ``annotate``: folder for annotated images/videos; ``extras_dir``: where videos' per-second CSV and plot go
     (default: ``annotate``). The CLI, the Python API and the Ray engine all run photos through here."""
@@ -448,6 +450,7 @@ def predict_files(analyzer: Analyzer, paths: Iterable[str | os.PathLike], *, ann
                 yield analyze_video(analyzer, str(v), stride=stride, smooth=smooth, annotate_dir=ann,
                                     annotate_name=f"{stem}.annotated",
                                     per_second_csv=extras / f"{stem}.per_second.csv" if extras else None,
-                                    plot=extras / f"{stem}.emotions.png" if extras else None, max_frames=max_frames)
+                                    plot=extras / f"{stem}.emotions.png" if extras else None, max_frames=max_frames,
+                                    detect_every=detect_every)
             except DataError as e:
                 yield analyzer.file_result(str(v), error=str(e), kind="video")
