@@ -117,8 +117,9 @@ def scene_thumb(frame: np.ndarray) -> np.ndarray:
     """A 32x32 grey thumbnail of a frame, for :func:`is_cut`."""
     import cv2
 
-    grey = frame.mean(axis=2, dtype=np.float32) if frame.ndim == 3 else frame.astype(np.float32)
-    return cv2.resize(grey, (32, 32), interpolation=cv2.INTER_AREA)
+    # shrunk first, then averaged over channels (both are means): a 32x32 job, not a whole frame's
+    small = cv2.resize(frame, (32, 32), interpolation=cv2.INTER_AREA)
+    return small.mean(axis=2, dtype=np.float32) if small.ndim == 3 else small.astype(np.float32)
 
 
 def is_cut(a: np.ndarray | None, b: np.ndarray | None) -> bool:
