@@ -28,7 +28,7 @@ from ferkit import defaults
 from ferkit.errors import ConfigError, DataError
 from ferkit.faces.io import IMAGE_SUFFIXES, VIDEO_SUFFIXES
 from ferkit.faces.io import is_video_path as is_video
-from ferkit.inference.backends import Classifier, make_classifier
+from ferkit.inference.backends import Classifier, fuse_classifiers, make_classifier
 from ferkit.schema import FaceResult, FileResult
 from ferkit.utils import atomic_write_bytes, check_output
 
@@ -83,6 +83,9 @@ class Analyzer:
         self._workers = workers
         self._executor = None  # the pool of analyze_paths / detect, made on first use
         self.classifiers = [make_classifier(m, backend=backend, device=device) for m in models]
+        fused = fuse_classifiers(self.classifiers)
+        if fused is not None:  # an ensemble on ONNX Runtime: one session, one graph, one input (same probabilities)
+            self.classifiers = [fused]
         self.detect_faces = bool(detect)
         self.detector = None
         if self.detect_faces:
