@@ -95,7 +95,8 @@ _SETTINGS_DOC = """``settings``: an :class:`~ferkit.inference.settings.AnalyzerS
 
 
 def predict(model=None, inputs=(), *, settings: AnalyzerSettings | None = None, annotate=None, stride: int = 1,
-            smooth: float | None = None, max_frames: int | None = None, **knobs):
+            smooth: float | None = None, max_frames: int | None = None,
+            detect_every: int = defaults.DETECT_EVERY, **knobs):
     """Every face in every input (image/video files or folders, searched recursively) with its expression:
     a :class:`~ferkit.schema.Results` list of :class:`~ferkit.schema.FileResult` (``.faces``, ``.to_dict()``,
     ``.to_pandas()``), exactly what ``ferkit predict`` writes.
@@ -107,12 +108,12 @@ def predict(model=None, inputs=(), *, settings: AnalyzerSettings | None = None, 
     from ferkit.schema import Results
 
     return Results(iter_predict(model, inputs, settings=settings, annotate=annotate, stride=stride, smooth=smooth,
-                                max_frames=max_frames, **knobs))
+                                max_frames=max_frames, detect_every=detect_every, **knobs))
 
 
 def iter_predict(model=None, inputs=(), *, settings: AnalyzerSettings | None = None, annotate=None,
                  stride: int = 1, smooth: float | None = None, max_frames: int | None = None, extras_dir=None,
-                 **knobs):
+                 detect_every: int = defaults.DETECT_EVERY, **knobs):
     """:func:`predict` as a generator: one :class:`~ferkit.schema.FileResult` per input as soon as it is done
     (what the CLI streams). ``extras_dir``: where videos' per-second CSV and emotion plot go (default
     ``annotate``)."""
@@ -127,7 +128,7 @@ def iter_predict(model=None, inputs=(), *, settings: AnalyzerSettings | None = N
         raise ConfigError(f"no image or video files found in {' '.join(map(str, inputs))[:200]}")
     an = analyzer(settings=settings)
     yield from predict_files(an, paths, annotate=annotate, stride=stride, smooth=smooth, max_frames=max_frames,
-                             extras_dir=extras_dir)
+                             extras_dir=extras_dir, detect_every=detect_every)
 
 
 def predict_dataset(sources, output, model=None, *, settings: AnalyzerSettings | None = None,

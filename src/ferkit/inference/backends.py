@@ -120,6 +120,10 @@ class OnnxClassifier(Classifier):
         self.spec = InputSpec.from_dict(json.loads(meta["ferkit.input"]))
         self.task = meta.get("ferkit.task", "classify")
         self.outputs = [o.name for o in self.sess.get_outputs()]
+        self.path = path
+        self.device = device
+        # a fused ensemble (inference.onnx.fuse_ensemble) returns probabilities already
+        self.gives_probs = meta.get("ferkit.outputs") == "probs"
 
     def run_raw(self, x: np.ndarray) -> list[np.ndarray]:
         return self.sess.run(self.outputs, {"input": np.ascontiguousarray(x, dtype=np.float32)})
@@ -131,6 +135,8 @@ class OnnxClassifier(Classifier):
 
             x = to_input(np.ascontiguousarray(chips), self.spec).numpy()
         outs = self.run_raw(x)
+        if self.gives_probs:
+            return outs[0].astype(np.float32), None
         logits = outs[0].astype(np.float64)
         e = np.exp(logits - logits.max(1, keepdims=True))
         probs = (e / e.sum(1, keepdims=True)).astype(np.float32)
@@ -190,3 +196,25 @@ def make_classifier(model: Any, backend: str = "auto", device: str = "cpu") -> C
 
         return OnnxClassifier(cached_export(ref), device=device, name=ref.name)
     return TorchClassifier(ref, device=device, name=ref.name)
+
+
+def fuse_classifiers(classifiers: list[Classifier]) -> Classifier | None:
+    """An ensemble of ONNX Runtime classifiers with one input spec, as ONE session (:func:`ferkit.inference.onnx.
+    fuse_ensemble`: both members in one graph, one input, the averaged probabilities out), its graph built once
+    into the cache; None where that cannot be (a PyTorch member, different inputs, valence/arousal heads, or the
+    ``onnx`` package missing to build it: then each member runs its own session, with the same numbers)."""
+    from ferkit.inference.onnx import fuse_ensemble, fused_ensemble_path
+    from ferkit.utils import installed
+
+    if len(classifiers) < 2 or not all(isinstance(c, OnnxClassifier) and not c.gives_probs for c in classifiers):
+        return None
+    members = [c for c in classifiers if isinstance(c, OnnxClassifier)]  # (all of them; narrowed for types)
+    if len({json.dumps(c.spec.to_dict(), sort_keys=True) for c in members}) != 1 or \
+            any(c.task != "classify" or c.outputs != ["logits"] for c in members):
+        return None
+    out = fused_ensemble_path([c.path for c in members])
+    if not out.is_file():
+        if not installed("onnx"):
+            return None
+        fuse_ensemble([c.path for c in members], out)
+    return OnnxClassifier(out, device=members[0].device, name="+".join(c.name for c in members))

@@ -187,3 +187,69 @@ def cached_export(model: Any) -> Path:
     if ref.kind != "onnx" and not out.is_file():
         export_onnx(ref.path if ref.path is not None else ref.name, out)
     return out
+
+
+FUSION_VERSION = "1"  # bump when fuse_ensemble's graph changes: the cached files are keyed by it
+
+
+def fuse_ensemble(paths: list[str | os.PathLike], out: str | os.PathLike) -> Path:
+    """One ONNX graph for an ensemble of ferkit-exported classifiers that take the same input (size, channels,
+    normalisation): the shared ``input`` feeds every member, each member's softmax is mapped onto the common
+    vocabulary (:func:`ferkit.zoo.vocab.ensemble_probs`, union mode, equal weights) and the graph returns the
+    averaged ``probs`` - what the members' sessions and ``ensemble_probs`` give, in one ONNX Runtime call
+    (one thread pool, one batch, no Python between the members). Needs the ``onnx`` package; written
+    atomically. The metadata says ``ferkit.outputs = probs`` (already probabilities, not logits)."""
+    import numpy as np
+
+    onnx = require("onnx")
+    from onnx import TensorProto, compose, helper, numpy_helper
+
+    from ferkit.utils import atomic_path
+    from ferkit.zoo.vocab import COMMON, to_common
+
+    models = [onnx.load(str(p)) for p in paths]
+    metas = [{p.key: p.value for p in m.metadata_props} for m in models]
+    specs = {m["ferkit.input"] for m in metas}
+    if len(models) < 2 or len(specs) != 1 or any(m.get("ferkit.task", "classify") != "classify" for m in metas):
+        raise ConfigError("fuse_ensemble: give two or more classifiers with the same input spec (task classify)")
+    member_classes = [to_common(json.loads(m["ferkit.classes"])) for m in metas]
+    union = [c for c in COMMON if any(c in cls for cls in member_classes)]
+    nodes, inits = [], []
+    for i, (m, cls) in enumerate(zip(models, member_classes, strict=True)):
+        g = compose.add_prefix(m, f"m{i}/").graph
+        nodes.append(helper.make_node("Identity", ["input"], [f"m{i}/input"]))
+        nodes.extend(g.node)
+        inits.extend(g.initializer)
+        to_union = np.zeros((len(cls), len(union)), np.float32)
+        for k, c in enumerate(cls):
+            to_union[k, union.index(c)] = 1.0 / len(models)  # equal weights: the mean of the members
+        inits.append(numpy_helper.from_array(to_union, f"m{i}/to_union"))
+        nodes.append(helper.make_node("Softmax", [f"m{i}/logits"], [f"m{i}/probs"], axis=1))
+        nodes.append(helper.make_node("MatMul", [f"m{i}/probs", f"m{i}/to_union"], [f"m{i}/share"]))
+    nodes.append(helper.make_node("Sum", [f"m{i}/share" for i in range(len(models))], ["probs"]))
+    graph = helper.make_graph(nodes, "ferkit_ensemble", [models[0].graph.input[0]],
+                              [helper.make_tensor_value_info("probs", TensorProto.FLOAT, ["batch", len(union)])],
+                              inits)
+    fused = helper.make_model(graph, opset_imports=list(models[0].opset_import))
+    fused.ir_version = models[0].ir_version
+    meta = {"ferkit.classes": json.dumps(union), "ferkit.input": specs.pop(), "ferkit.task": "classify",
+            "ferkit.model": "+".join(m.get("ferkit.model", "?") for m in metas), "ferkit.schema": "1",
+            "ferkit.outputs": "probs", "ferkit.fusion": FUSION_VERSION}
+    for key, value in meta.items():
+        prop = fused.metadata_props.add()
+        prop.key, prop.value = key, value
+    onnx.checker.check_model(fused)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out, suffix=".onnx", what="fused ensemble") as tmp:
+        onnx.save(fused, tmp)
+    return out
+
+
+def fused_ensemble_path(paths: list[Path]) -> Path:
+    """Where :func:`fuse_ensemble` keeps the graph of these member files: ``<ferkit cache>/onnx``, keyed by
+    each file's path, size and mtime and by ``FUSION_VERSION``."""
+    from ferkit.utils import cache_root
+
+    key = "|".join(f"{p.resolve()}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in paths) + FUSION_VERSION
+    return cache_root() / "onnx" / f"ensemble-{hashlib.sha256(key.encode()).hexdigest()[:16]}.onnx"

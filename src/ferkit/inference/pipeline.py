@@ -29,7 +29,7 @@ import numpy as np
 from ferkit.errors import ConfigError, DataError
 from ferkit.faces.io import IMAGE_SUFFIXES, VIDEO_SUFFIXES
 from ferkit.faces.io import is_video_path as is_video
-from ferkit.inference.backends import Classifier, make_classifier
+from ferkit.inference.backends import Classifier, fuse_classifiers, make_classifier
 from ferkit.inference.settings import AnalyzerSettings
 from ferkit.schema import FaceResult, FileResult
 from ferkit.utils import atomic_write_bytes, check_output
@@ -76,6 +76,9 @@ class Analyzer:
         self._workers = s.workers
         self._executor = None  # the pool of analyze_paths / detect, made on first use
         self.classifiers = [make_classifier(m, backend=s.backend, device=s.device) for m in s.models]
+        fused = fuse_classifiers(self.classifiers)
+        if fused is not None:  # an ensemble on ONNX Runtime: one session, one graph, one input (same probabilities)
+            self.classifiers = [fused]
         self.detect_faces = s.detect
         self.detector = None
         if self.detect_faces:
@@ -425,8 +428,10 @@ class OutputNames:
 
 
 def predict_files(analyzer: Analyzer, paths: Iterable[str | os.PathLike], *, annotate=None, stride: int = 1,
-                  smooth: float | None = None, max_frames: int | None = None, extras_dir=None) -> Iterator[FileResult]:
+                  smooth: float | None = None, max_frames: int | None = None, extras_dir=None,
+                  detect_every: int = defaults.DETECT_EVERY) -> Iterator[FileResult]:
     """One FileResult per input, images first (batched, decoded ahead), then videos, each in the given order.
+    ``detect_every``: videos' detection interval (:func:`ferkit.inference.video.analyze_video`).
 
     ``annotate``: folder for annotated images/videos; ``extras_dir``: where videos' per-second CSV and plot go
     (default: ``annotate``). The CLI, the Python API and the Ray engine all run photos through here."""
@@ -462,6 +467,7 @@ def predict_files(analyzer: Analyzer, paths: Iterable[str | os.PathLike], *, ann
                 yield analyze_video(analyzer, str(v), stride=stride, smooth=smooth, annotate_dir=ann,
                                     annotate_name=f"{stem}.annotated",
                                     per_second_csv=extras / f"{stem}.per_second.csv" if extras else None,
-                                    plot=extras / f"{stem}.emotions.png" if extras else None, max_frames=max_frames)
+                                    plot=extras / f"{stem}.emotions.png" if extras else None, max_frames=max_frames,
+                                    detect_every=detect_every)
             except DataError as e:
                 yield analyzer.file_result(str(v), error=str(e), kind="video")

@@ -34,11 +34,13 @@ from typing import Any
 
 import numpy as np
 
+from ferkit import defaults
 from ferkit.errors import ConfigError, DataError
 from ferkit.schema import FaceResult, FileResult
 from ferkit.utils import atomic_open, atomic_path, atomic_write_bytes, discard
 
 FRAMES_PER_BATCH = 8  # analysed frames whose faces share classifier forwards
+DETECT_EVERY = defaults.DETECT_EVERY  # the detector runs on every N-th analysed frame; faces followed in between
 CHECK_FRAMES = 3  # frames compared where two ranges meet (stitch_ranges)
 COLOURS = {"angry": (0, 0, 255), "disgust": (0, 128, 0), "fear": (128, 0, 128), "happy": (0, 200, 255),
            "sad": (255, 0, 0), "surprise": (255, 200, 0), "neutral": (200, 200, 200), "contempt": (0, 128, 255)}
@@ -115,8 +117,9 @@ def scene_thumb(frame: np.ndarray) -> np.ndarray:
     """A 32x32 grey thumbnail of a frame, for :func:`is_cut`."""
     import cv2
 
-    grey = frame.mean(axis=2, dtype=np.float32) if frame.ndim == 3 else frame.astype(np.float32)
-    return cv2.resize(grey, (32, 32), interpolation=cv2.INTER_AREA)
+    # shrunk first, then averaged over channels (both are means): a 32x32 job, not a whole frame's
+    small = cv2.resize(frame, (32, 32), interpolation=cv2.INTER_AREA)
+    return small.mean(axis=2, dtype=np.float32) if small.ndim == 3 else small.astype(np.float32)
 
 
 def is_cut(a: np.ndarray | None, b: np.ndarray | None) -> bool:
@@ -280,7 +283,8 @@ def analyze_video(analyzer, source: Any, stride: int = 1, smooth: float | None =
                   frames_per_batch: int = FRAMES_PER_BATCH, annotate_dir: str | Path | None = None,
                   per_second_csv: str | Path | None = None, plot: str | Path | None = None, show: bool = False,
                   max_frames: int | None = None, on_frame: Callable[[list[FaceResult]], None] | None = None,
-                  start_frame: int = 0, end_frame: int | None = None, annotate_name: str | None = None) -> FileResult:
+                  start_frame: int = 0, end_frame: int | None = None, annotate_name: str | None = None,
+                  detect_every: int = DETECT_EVERY) -> FileResult:
     """Analyse every ``stride``-th frame of a video file (path) or webcam (int index).
 
     Faces of ``frames_per_batch`` frames share classifier forwards. Returns one :class:`FileResult`
@@ -298,11 +302,17 @@ def analyze_video(analyzer, source: Any, stride: int = 1, smooth: float | None =
 
     ``annotate_name``: the annotated video's file name without ``.mp4`` (default ``<stem>.annotated``; the
     prediction pipeline gives each input its own, see :class:`~ferkit.inference.pipeline.OutputNames`).
+
+    ``detect_every``: the face detector runs on every N-th analysed frame (default ``defaults.DETECT_EVERY``),
+    on the first, after a shot change and wherever a face is lost; the frames in between get the previous
+    frame's faces followed by optical flow (:class:`FaceFollower`) and are classified as every frame is, so every
+    analysed frame still has its faces. 1: detect on every analysed frame. Frames are decoded in a thread of
+    their own (:class:`FrameReader`) while the previous ones are analysed.
     """
     return _analyze(analyzer, source, stride=stride, smooth=smooth, frames_per_batch=frames_per_batch,
                     annotate_dir=annotate_dir, per_second_csv=per_second_csv, plot=plot, show=show,
                     max_frames=max_frames, on_frame=on_frame, start_frame=start_frame, end_frame=end_frame,
-                    annotate_name=annotate_name)[0]
+                    annotate_name=annotate_name, detect_every=detect_every)[0]
 
 
 def frame_fingerprint(frame: np.ndarray) -> str:
@@ -360,26 +370,232 @@ def _set_status(result: FileResult, stop: int | None = None, claimed: int = 0) -
         result.status, result.reason = "no_face", f"no face found in {result.frames} analysed frames"
 
 
+class FrameReader:
+    """``cap.read()`` in a thread of its own, up to ``ahead`` frames ahead of the caller, so decoding overlaps
+    detection and classification (OpenCV releases the GIL while it decodes); the queue is bounded so a fast
+    decoder never holds more than ``ahead`` frames in memory. ``threaded=False`` (a webcam: live frames, not
+    buffered ones) reads in the caller. ``first``: a frame already read (:func:`_seek`), given back first."""
+
+    def __init__(self, cap, first: np.ndarray | None = None, ahead: int = 16, threaded: bool = True):
+        import queue
+        import threading
+
+        self.cap = cap
+        self.first = first
+        self.thread: threading.Thread | None = None
+        if threaded:
+            self.queue: queue.Queue = queue.Queue(maxsize=max(1, ahead))
+            self.stop = threading.Event()
+            self.thread = threading.Thread(target=self._run, name="ferkit-video-reader", daemon=True)
+            self.thread.start()
+
+    def _run(self) -> None:
+        import queue
+
+        while not self.stop.is_set():
+            try:
+                item: Any = self.cap.read()
+            except BaseException as e:  # noqa: BLE001 - handed to the caller, raised there
+                item = e
+            while not self.stop.is_set():
+                try:
+                    self.queue.put(item, timeout=0.1)
+                    break
+                except queue.Full:
+                    continue
+            if not isinstance(item, tuple) or not item[0]:
+                return
+
+    def read(self) -> tuple[bool, Any]:
+        """The next frame as ``cap.read()`` gives it: ``(ok, frame)``."""
+        if self.first is not None:
+            frame, self.first = self.first, None
+            return True, frame
+        if self.thread is None:
+            return self.cap.read()
+        item = self.queue.get()
+        if isinstance(item, BaseException):
+            raise item
+        if not item[0]:
+            self.queue.put(item)  # the end stays the end for every later read
+        return item
+
+    def close(self) -> None:
+        """The thread stopped (before ``cap`` is released)."""
+        if self.thread is not None:
+            self.stop.set()
+            self.thread.join()
+            self.thread = None
+
+
+FOLLOW_MIN_POINTS = 3  # of a face's five landmarks that must be followed from one frame to the next
+
+
+def follow_faces(prev_grey: np.ndarray, grey: np.ndarray, faces: list) -> list | None:
+    """``faces`` (:class:`~ferkit.faces.Face`, found in grey frame ``prev_grey``) moved to the next analysed
+    frame ``grey`` by pyramidal Lucas-Kanade optical flow of their five landmarks, each checked by flowing it
+    back (forward-backward error within 2 % of the face's width, at least 1 px); a point that fails keeps the
+    face's median motion. None when some face keeps fewer than ``FOLLOW_MIN_POINTS`` points (lost: detect)."""
+    import cv2
+
+    from ferkit.faces import Face
+
+    if not faces:
+        return []
+    start = np.concatenate([np.asarray(f.landmarks, np.float32) for f in faces]).reshape(-1, 1, 2)
+    crit = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 20, 0.03)
+    moved, st1, _ = cv2.calcOpticalFlowPyrLK(prev_grey, grey, start, np.empty(0), winSize=(21, 21), maxLevel=3,
+                                             criteria=crit)
+    back, st2, _ = cv2.calcOpticalFlowPyrLK(grey, prev_grey, moved, np.empty(0), winSize=(21, 21), maxLevel=3,
+                                            criteria=crit)
+    fb = np.linalg.norm((back - start).reshape(-1, 2), axis=1)
+    ok = (st1.reshape(-1) == 1) & (st2.reshape(-1) == 1)
+    p0, p1 = start.reshape(-1, 2), moved.reshape(-1, 2)
+    goods = [ok[5 * k:5 * k + 5] & (fb[5 * k:5 * k + 5] <= max(1.0, 0.02 * f.width)) for k, f in enumerate(faces)]
+    if any(int(g.sum()) < FOLLOW_MIN_POINTS for g in goods):
+        return None
+    out = []
+    for k, (f, good) in enumerate(zip(faces, goods, strict=True)):
+        sl = slice(5 * k, 5 * k + 5)
+        d = np.median(p1[sl][good] - p0[sl][good], axis=0)
+        lm = np.where(good[:, None], p1[sl], p0[sl] + d)
+        x1, y1, x2, y2 = f.box
+        out.append(Face((x1 + d[0], y1 + d[1], x2 + d[0], y2 + d[1]), f.score, lm, f.landmarks_estimated))
+    return out
+
+
+class FaceFollower:
+    """Which analysed frames get a detection, and the faces of the others: the detector runs on every
+    ``detect_every``-th analysed frame (counted from the file's first frame, so a range of a file started at a
+    multiple of ``detect_every * stride`` schedules the frames as the whole file does), on the first frame
+    analysed, after a shot change (:func:`is_cut`) and where following loses a face; in between, the previous
+    frame's faces are followed by optical flow (:func:`follow_faces`). A face that enters between two
+    detections is found at the next one. ``detect_every=1``: every analysed frame is detected."""
+
+    def __init__(self, analyzer, detect_every: int, stride: int):
+        self.analyzer, self.every, self.stride = analyzer, detect_every, stride
+        self.follow = detect_every > 1 and analyzer.detect_faces
+        self.grey: np.ndarray | None = None
+        self.faces: list | None = None
+        self.detected = 0  # analysed frames the detector ran on
+
+    def scheduled(self, index: int, cut: bool) -> bool:
+        """Whether analysed frame ``index`` (``cut``: a shot change before it) gets a detection, following aside."""
+        return cut or (index // self.stride) % self.every == 0
+
+    def faces_of(self, frames: list[tuple[int, np.ndarray]], cuts: list[bool]) -> list[list]:
+        """Each frame's faces (in order; the scheduled detections run together, on all cores)."""
+        import cv2
+
+        if not self.follow:
+            self.detected += len(frames)
+            return self.analyzer.detect([im for _, im in frames])
+        keys = [k for k, ((i, _), c) in enumerate(zip(frames, cuts, strict=True))
+                if self.scheduled(i, c) or (k == 0 and self.faces is None)]
+        found = dict(zip(keys, self.analyzer.detect([frames[k][1] for k in keys]) if keys else [], strict=True))
+        self.detected += len(keys)
+        out = []
+        for k, (_, im) in enumerate(frames):
+            grey = cv2.cvtColor(im, cv2.COLOR_RGB2GRAY)
+            faces = found.get(k)
+            if faces is None:
+                assert self.grey is not None and self.faces is not None  # not a key: a frame came before
+                faces = follow_faces(self.grey, grey, self.faces)
+                if faces is None:  # a face was lost: this frame is detected after all
+                    faces = self.analyzer.detect([im])[0]
+                    self.detected += 1
+            self.grey, self.faces = grey, faces
+            out.append(faces)
+        return out
+
+
+class _VideoOutputs:
+    """Where analysed frames go besides the result: the annotated mp4 (written under a temporary UTF-8 name,
+    moved into place on :meth:`close`) and the live window."""
+
+    def __init__(self, source: Any, webcam: bool, fps: float, stride: int, annotate_dir: str | Path | None,
+                 annotate_name: str | None, show: bool):
+        self.webcam, self.fps, self.stride = webcam, fps, stride
+        self.writer: Any = None
+        self.video_out: Any = None
+        self.out_video: Path | None = None
+        if annotate_dir is not None:
+            Path(annotate_dir).mkdir(parents=True, exist_ok=True)
+            stem = annotate_name or (f"webcam_{source}" if webcam else f"{Path(source).stem}.annotated")
+            self.out_video = Path(annotate_dir) / f"{stem}.mp4"
+        self.window = False
+        if show:
+            self.window = window_available()
+            if not self.window:
+                print("ferkit: warning: this OpenCV has no GUI (opencv-python-headless); no live window - "
+                      "pip install opencv-python for one. Printing results"
+                      + (f" and writing {self.out_video}" if self.out_video else "") + " instead.", file=sys.stderr)
+
+    @property
+    def wanted(self) -> bool:
+        return self.out_video is not None or self.window
+
+    def write(self, im: np.ndarray, faces: list[FaceResult], live_fps: float | None) -> None:
+        import cv2
+
+        bgr = annotate(im, faces, fps=live_fps if self.webcam else None)
+        if self.out_video is not None:
+            if self.writer is None:
+                h, w = bgr.shape[:2]
+                cm = atomic_path(self.out_video, suffix=".mp4", what="--annotate")
+                tmp = cm.__enter__()
+                self.video_out = cm
+                self.writer = cv2.VideoWriter(tmp, cv2.VideoWriter.fourcc(*"mp4v"), max(1.0, self.fps / self.stride),
+                                              (w, h))
+            self.writer.write(bgr)
+        if self.window:
+            cv2.imshow("ferkit", bgr)
+            if cv2.waitKey(1) & 0xFF in (ord("q"), 27):
+                raise KeyboardInterrupt
+
+    def drop(self) -> None:
+        _drop(self.writer, self.video_out)
+
+    def release(self) -> None:
+        import cv2
+
+        if self.writer is not None:
+            self.writer.release()
+        if self.window:
+            cv2.destroyAllWindows()
+
+    def close(self) -> None:
+        if self.video_out is not None:
+            self.video_out.__exit__(None, None, None)
+
+
+def _check_video_args(stride: Any, start_frame: Any, end_frame: Any, detect_every: Any, webcam: bool) -> None:
+    if not isinstance(stride, int) or stride < 1:
+        raise ConfigError(f"--stride {stride!r}: give an integer >= 1")
+    if not isinstance(detect_every, int) or isinstance(detect_every, bool) or detect_every < 1:
+        raise ConfigError(f"--detect-every {detect_every!r}: give an integer >= 1 (1: detect on every analysed frame)")
+    if not isinstance(start_frame, int) or start_frame < 0:
+        raise ConfigError(f"start_frame {start_frame!r}: give an integer >= 0")
+    if end_frame is not None and (not isinstance(end_frame, int) or end_frame < start_frame):
+        raise ConfigError(f"end_frame {end_frame!r}: give an integer >= start_frame ({start_frame}), or None")
+    if webcam and (start_frame or end_frame is not None):
+        raise ConfigError("start_frame / end_frame: only for video files, not a webcam")
+
+
 def _analyze(analyzer, source: Any, stride: int = 1, smooth: float | None = None,
              frames_per_batch: int = FRAMES_PER_BATCH, annotate_dir: str | Path | None = None,
              per_second_csv: str | Path | None = None, plot: str | Path | None = None, show: bool = False,
              max_frames: int | None = None, on_frame: Callable[[list[FaceResult]], None] | None = None,
              start_frame: int = 0, end_frame: int | None = None, check_frames: int = 0,
-             annotate_name: str | None = None) -> tuple[FileResult, dict]:
+             annotate_name: str | None = None, detect_every: int = DETECT_EVERY) -> tuple[FileResult, dict]:
     """:func:`analyze_video`, and what :func:`stitch_ranges` needs about the frames read: ``stop`` (index of the
     first frame not read in the range), ``head`` (fingerprints of the first ``check_frames`` frames read from
-    ``start_frame``) and ``tail`` (of up to ``check_frames`` frames read on after ``end_frame``)."""
+    ``start_frame``), ``tail`` (of up to ``check_frames`` frames read on after ``end_frame``) and ``detected``
+    (analysed frames the detector ran on)."""
     import cv2
 
-    if not isinstance(stride, int) or stride < 1:
-        raise ConfigError(f"--stride {stride!r}: give an integer >= 1")
-    if not isinstance(start_frame, int) or start_frame < 0:
-        raise ConfigError(f"start_frame {start_frame!r}: give an integer >= 0")
-    if end_frame is not None and (not isinstance(end_frame, int) or end_frame < start_frame):
-        raise ConfigError(f"end_frame {end_frame!r}: give an integer >= start_frame ({start_frame}), or None")
     webcam = isinstance(source, int)
-    if webcam and (start_frame or end_frame is not None):
-        raise ConfigError("start_frame / end_frame: only for video files, not a webcam")
+    _check_video_args(stride, start_frame, end_frame, detect_every, webcam)
     name = f"webcam:{source}" if webcam else str(source)
     cap = open_capture(source)
     claimed = 0 if webcam else int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
@@ -388,73 +604,50 @@ def _analyze(analyzer, source: Any, stride: int = 1, smooth: float | None = None
         fps = 30.0
     cap, first = _seek(cap, source, start_frame, fps)
     tracker = Tracker(smooth)
+    follower = FaceFollower(analyzer, detect_every, stride)
     result = analyzer.file_result(name, kind="webcam" if webcam else "video")
     result.frames = 0
-    writer = None
-    out_video = video_out = None
-    if annotate_dir is not None:
-        Path(annotate_dir).mkdir(parents=True, exist_ok=True)
-        stem = annotate_name or (f"webcam_{source}" if webcam else f"{Path(source).stem}.annotated")
-        out_video = Path(annotate_dir) / f"{stem}.mp4"
-    window = False
-    if show:
-        window = window_available()
-        if not window:
-            print("ferkit: warning: this OpenCV has no GUI (opencv-python-headless); no live window - "
-                  "pip install opencv-python for one. Printing results"
-                  + (f" and writing {out_video}" if out_video else "") + " instead.", file=sys.stderr)
+    outputs = _VideoOutputs(source, webcam, fps, stride, annotate_dir, annotate_name, show)
     pending: list[tuple[int, np.ndarray]] = []
     t_last = time.perf_counter()
-    live_fps = None
     idx = start_frame - 1
     info: dict[str, Any] = {"stop": start_frame, "head": [], "tail": [], "claimed": max(0, claimed), "eof": False,
-                            "cuts": [], "first_thumb": None, "last_thumb": None}
+                            "cuts": [], "first_thumb": None, "last_thumb": None, "detected": 0}
 
     def flush():
-        nonlocal writer, video_out, t_last, live_fps
+        nonlocal t_last
         if not pending:
             return
-        imgs = [im for _, im in pending]
-        per = analyzer.process(imgs, [name] * len(imgs), frames=[i for i, _ in pending],
-                               timestamps=[i / fps for i, _ in pending])
-        now = time.perf_counter()
-        live_fps = len(imgs) / max(now - t_last, 1e-6)
-        t_last = now
-        for (i, im), faces in zip(pending, per, strict=True):
+        cuts = []
+        for _, im in pending:  # a shot change ends every track and forces a detection
             thumb = scene_thumb(im)
-            if is_cut(info["last_thumb"], thumb):
-                tracker.cut()
-                info["cuts"].append(i)
+            cuts.append(is_cut(info["last_thumb"], thumb))
             if info["first_thumb"] is None:
                 info["first_thumb"] = thumb
             info["last_thumb"] = thumb
+        imgs = [im for _, im in pending]
+        per = analyzer.process(imgs, [name] * len(imgs), frames=[i for i, _ in pending],
+                               timestamps=[i / fps for i, _ in pending], faces=follower.faces_of(pending, cuts))
+        now = time.perf_counter()
+        live_fps = len(imgs) / max(now - t_last, 1e-6)
+        t_last = now
+        for (i, im), faces, cut in zip(pending, per, cuts, strict=True):
+            if cut:
+                tracker.cut()
+                info["cuts"].append(i)
             tracker.update(faces)
             result.faces.extend(faces)
             result.frames += 1
             if on_frame is not None:
                 on_frame(faces)
-            if out_video is not None or window:
-                bgr = annotate(im, faces, fps=live_fps if webcam else None)
-                if out_video is not None:
-                    if writer is None:
-                        h, w = bgr.shape[:2]
-                        # written under a temporary UTF-8 name (OpenCV may crash on others), moved into place
-                        cm = atomic_path(out_video, suffix=".mp4", what="--annotate")
-                        tmp = cm.__enter__()
-                        video_out = cm
-                        writer = cv2.VideoWriter(tmp, cv2.VideoWriter_fourcc(*"mp4v"), max(1.0, fps / stride),
-                                                 (w, h))
-                    writer.write(bgr)
-                if window:
-                    cv2.imshow("ferkit", bgr)
-                    if cv2.waitKey(1) & 0xFF in (ord("q"), 27):
-                        raise KeyboardInterrupt
+            if outputs.wanted:
+                outputs.write(im, faces, live_fps)
         pending.clear()
 
+    reader = FrameReader(cap, first, ahead=2 * frames_per_batch, threaded=not webcam)
     try:
         while True:
-            ok, frame = (True, first) if first is not None else cap.read()
-            first = None
+            ok, frame = reader.read()
             if not ok:
                 info["eof"] = True
                 break
@@ -462,7 +655,7 @@ def _analyze(analyzer, source: Any, stride: int = 1, smooth: float | None = None
             if end_frame is not None and idx >= end_frame:
                 while check_frames and ok and len(info["tail"]) < check_frames:  # the next range starts here
                     info["tail"].append(frame_fingerprint(frame))
-                    ok, frame = cap.read()
+                    ok, frame = reader.read()
                 break
             if max_frames is not None and idx >= max_frames:
                 break
@@ -479,19 +672,17 @@ def _analyze(analyzer, source: Any, stride: int = 1, smooth: float | None = None
         flush()
     except KeyboardInterrupt:
         if not webcam:
-            _drop(writer, video_out)
+            outputs.drop()
             raise
     except BaseException:
-        _drop(writer, video_out)
+        outputs.drop()
         raise
     finally:
+        reader.close()
         cap.release()
-        if writer is not None:
-            writer.release()
-        if window:
-            cv2.destroyAllWindows()
-    if video_out is not None:
-        video_out.__exit__(None, None, None)
+        outputs.release()
+    outputs.close()
+    info["detected"] = follower.detected
     _set_status(result, info["stop"] if info["eof"] and not webcam else None, info["claimed"])
     result.downscaled = bool(result.image_size and analyzer.det_size and max(result.image_size) > analyzer.det_size)
     if per_second_csv is not None:
@@ -520,20 +711,22 @@ class VideoRange:
     cuts: list[int] = field(default_factory=list)  # analysed frames where a shot change ended every track
     first_thumb: Any = None  # scene_thumb of the first and last analysed frames (a cut where two ranges meet)
     last_thumb: Any = None
+    detected: int = 0  # analysed frames the face detector ran on (the others' faces were followed)
 
 
 def analyze_range(analyzer, source: str | Path, start: int = 0, end: int | None = None, stride: int = 1,
-                  check: int = CHECK_FRAMES) -> VideoRange:
+                  check: int = CHECK_FRAMES, detect_every: int = DETECT_EVERY) -> VideoRange:
     """Frames ``start <= index < end`` of a video file, analysed as :func:`analyze_video` analyses them (no
     smoothing), plus the fingerprints of the ``check`` frames where the range starts and of the ``check``
     frames read on after its end, so :func:`stitch_ranges` can tell that the next range's seek landed on
     exactly those frames. A start that is a multiple of ``FRAMES_PER_BATCH * stride`` batches frames as the
-    whole-file run does (the same numbers, not just the same faces). Errors raise as in analyze_video."""
+    whole-file run does (the same numbers, not just the same faces; ``FRAMES_PER_BATCH`` is a multiple of
+    ``detect_every`` there, so detections fall on the same frames too). Errors raise as in analyze_video."""
     result, info = _analyze(analyzer, str(source), stride=stride, start_frame=start, end_frame=end,
-                            check_frames=check)
+                            check_frames=check, detect_every=detect_every)
     return VideoRange(start, end, stride, result, stop=info["stop"], head=info["head"], tail=info["tail"],
                       check=check, claimed=info["claimed"], eof=info["eof"], cuts=info["cuts"],
-                      first_thumb=info["first_thumb"], last_thumb=info["last_thumb"])
+                      first_thumb=info["first_thumb"], last_thumb=info["last_thumb"], detected=info["detected"])
 
 
 def stitch_ranges(ranges: list[VideoRange]) -> FileResult | None:
