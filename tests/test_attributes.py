@@ -132,3 +132,53 @@ def test_unknown_attribute_is_one_line():
 
     with pytest.raises(ConfigError, match="unknown attribute 'mesh': choose from age, gender"):
         describe(np.zeros((10, 10, 3), np.uint8), [], ["mesh"])
+
+
+def test_schema_carries_attributes_only_when_asked(photos, detector, tmp_path):
+    """FaceResult keeps the describe() row: JSON gets the fields (null + attribute_reasons when withheld), the CSV
+    gets the attribute columns only when asked, and a run without attributes writes the version-2 columns."""
+    import csv
+
+    from ferkit.schema import (
+        ATTRIBUTE_COLUMNS,
+        BASE_COLUMNS,
+        SCHEMA_VERSION,
+        FaceResult,
+        FileResult,
+        Results,
+        ResultWriter,
+        openapi_models,
+    )
+
+    img = photos["grace_hopper"]
+    face = detector.detect(img)[0]
+    (row,) = describe(img, [face], "all")
+    (small,) = describe(np.ascontiguousarray(img[::8, ::8]), [face.scaled(1 / 8)], ["age", "pose"])
+    probs = {"happy": 0.9, "neutral": 0.1}
+    described = FileResult("g.jpg", faces=[FaceResult("g.jpg", 0, face.box, label="happy", score=0.9,
+                                                      probabilities=probs, attributes=row),
+                                           FaceResult("g.jpg", 1, face.box, label="happy", score=0.9,
+                                                      probabilities=probs, attributes=small)])
+    plain = FileResult("p.jpg", faces=[FaceResult("p.jpg", 0, face.box, label="happy", score=0.9, probabilities=probs)])
+    d = described.to_dict()["faces"]
+    assert d[0]["schema"] == SCHEMA_VERSION == 3 and d[0]["gender"] == row["gender"] and d[0]["yaw"] == row["yaw"]
+    assert len(d[0]["landmarks68"]) == 68 and d[0]["attribute_reasons"] == {}
+    assert d[1]["age"] is None and "px < 32 px minimum" in d[1]["attribute_reasons"]["age"] and "gender" not in d[1]
+    assert not set(plain.to_dict()["faces"][0]) & {"age", "yaw", "attribute_reasons"}
+    face_model = openapi_models()[0]
+    assert face_model.model_validate(d[0]).age == row["age"]
+    for attrs, results in ((True, [described, plain]), (False, [plain])):
+        out = tmp_path / f"r{attrs}.csv"
+        w = ResultWriter("csv", list(probs), out, attributes=attrs)
+        for r in results:
+            w.write(r)
+        w.close()
+        table = list(csv.DictReader(out.open()))
+        header = list(table[0])
+        assert header[: len(BASE_COLUMNS)] == list(BASE_COLUMNS)
+        assert (set(ATTRIBUTE_COLUMNS) <= set(header)) is attrs
+        if attrs:
+            assert float(table[0]["age"]) == row["age"] and table[0]["gender"] == row["gender"]
+            assert table[1]["age"] == "" and table[2]["age"] == ""  # withheld; not asked
+    df = Results([described, plain]).to_pandas()
+    assert df["gender"].iloc[0] == row["gender"] and "age" not in Results([plain]).to_pandas().columns
