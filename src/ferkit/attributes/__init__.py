@@ -12,7 +12,8 @@ quality's frontalness), ``human_antispoof`` (spoof). See ``ferkit zoo info NAME`
 
 Output, per face, only the keys of the attributes asked for:
 
-* ``age``: years (face-api's regression), ``gender``: ``"female"``/``"male"``, ``gender_score``: the
+* ``age``: years (face-api's regression on the detection box made square, as face-api's
+  ``detectAllFaces().withAgeAndGender()`` frames it, averaged with its mirror image), ``gender``: ``"female"``/``"male"``, ``gender_score``: the
   probability of that label;
 * ``landmarks68``: 68 ``[x, y]`` in pixels of the image given, iBUG 300-W order;
 * ``yaw``, ``pitch``, ``roll``: degrees, from the 68 landmarks by ``cv2.solvePnP`` on :data:`MEAN_FACE_3D`.
@@ -198,11 +199,12 @@ def describe(image_rgb: np.ndarray, faces, names=ATTRIBUTES, backend: str = "onn
     need_lm = bool({"landmarks68", "pose", "quality"} & set(names))
     # why each face gets no model answer at all
     withheld: list[str | None] = []
-    chips112, chips128, mats = [], [], []
+    chips112, chips128, chipsbox, mats = [], [], [], []
     for face in faces:
         mats.append(crop_matrix(face, CROP_MARGIN, (112, 112))[0])
         chips112.append(crop(image, face, CROP_MARGIN, (112, 112)))
         chips128.append(crop(image, face, CROP_MARGIN, (128, 128)))
+        chipsbox.append(crop(image, face, 0.0, (112, 112)))
         if face.size < MIN_FACE_PX:
             withheld.append(f"face {face.size:.0f} px < {MIN_FACE_PX} px minimum")
         elif float(chips112[-1].std()) < FLAT_STD:
@@ -214,10 +216,19 @@ def describe(image_rgb: np.ndarray, faces, names=ATTRIBUTES, backend: str = "onn
     ok = [i for i, why in enumerate(withheld) if why is None]
     x112 = np.stack([chips112[i] for i in ok]) if ok else None
     out: dict[str, np.ndarray] = {}
-    if x112 is not None and {"age", "gender"} & set(names):
-        out["ag"] = decode(AGEGENDER, _model(AGEGENDER, backend)(_normalise(x112, AGEGENDER)))
+    lms: dict[int, np.ndarray] = {}
     if x112 is not None and need_lm and not crop_only:
         out["lm"] = decode(LANDMARKS, _model(LANDMARKS, backend)(_normalise(x112, LANDMARKS)))
+        for k, j in enumerate(ok):
+            a, t = mats[j][:, :2], mats[j][:, 2]
+            lms[j] = (out["lm"][k].reshape(68, 2) * 112.0 - t) @ np.linalg.inv(a).T  # crop pixels -> image pixels
+    if ok and {"age", "gender"} & set(names):
+        # face-api's detectAllFaces().withAgeAndGender() framing: the detection box, squared; and its mirror image,
+        # averaged (the model moves by up to ~0.4 in P(male) between a face and its mirror image, see the README)
+        xag = np.stack([chipsbox[i] for i in ok])
+        both = decode(AGEGENDER, _model(AGEGENDER, backend)(_normalise(np.concatenate([xag, xag[:, :, ::-1]]),
+                                                                         AGEGENDER)))
+        out["ag"] = (both[: len(ok)] + both[len(ok):]) / 2
     if ok and "spoof" in names:
         x128 = np.stack([chips128[i] for i in ok])
         out["sp"] = decode(ANTISPOOF, _model(ANTISPOOF, backend)(_normalise(x128, ANTISPOOF)))
@@ -225,12 +236,8 @@ def describe(image_rgb: np.ndarray, faces, names=ATTRIBUTES, backend: str = "onn
     for j, row in enumerate(rows):
         why = withheld[j]
         k = ok.index(j) if why is None else -1
-        lm68 = pose = None
-        if k >= 0 and "lm" in out:
-            frac = out["lm"][k].reshape(68, 2) * 112.0  # 112x112 crop pixels
-            a, t = mats[j][:, :2], mats[j][:, 2]
-            lm68 = (frac - t) @ np.linalg.inv(a).T
-            pose = head_pose(lm68, image.shape[:2])
+        lm68 = lms.get(j)
+        pose = head_pose(lm68, image.shape[:2]) if lm68 is not None else None
         if "age" in names:
             row["age"] = round(float(out["ag"][k, 0]), 2) if k >= 0 else None
             if k < 0:
