@@ -13,8 +13,8 @@ quality's frontalness), ``human_antispoof`` (spoof). See ``ferkit zoo info NAME`
 Output, per face, only the keys of the attributes asked for:
 
 * ``age``: years (face-api's regression on the detection box made square, as face-api's
-  ``detectAllFaces().withAgeAndGender()`` frames it, averaged with its mirror image), ``gender``: ``"female"``/``"male"``, ``gender_score``: the
-  probability of that label;
+  ``detectAllFaces().withAgeAndGender()`` frames it, averaged with its mirror image), ``gender``:
+  ``"female"``/``"male"``, ``gender_score``: the probability of that label;
 * ``landmarks68``: 68 ``[x, y]`` in pixels of the image given, iBUG 300-W order;
 * ``yaw``, ``pitch``, ``roll``: degrees, from the 68 landmarks by ``cv2.solvePnP`` on :data:`MEAN_FACE_3D`.
   **yaw > 0**: the face turns to its own left (its nose towards the image's right in an un-mirrored photo);
