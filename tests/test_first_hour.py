@@ -224,8 +224,11 @@ def test_shipped_onnx_graphs_match_a_fresh_export(tmp_path):
                                                 "faces/weights/faceapi_ssd_mobilenetv1.onnx",
                                                 "faces/weights/faceapi_tiny_face_detector.onnx",
                                                 "faces/weights/retinaface_mobilenet0.25.onnx",
+                                                "zoo/weights/faceapi_agegender.onnx",
                                                 "zoo/weights/faceapi_expression.onnx",
-                                                "zoo/weights/fer_minixception.onnx", "zoo/weights/human_xception.onnx"]
+                                                "zoo/weights/faceapi_landmarks68.onnx",
+                                                "zoo/weights/fer_minixception.onnx", "zoo/weights/human_antispoof.onnx",
+                                                "zoo/weights/human_xception.onnx"]
     photos = [load_image(p) for p in [DATA / "multi_face.jpg", *sorted((DATA / "identity").glob("*.jpg"))]]
     det = FaceDetector.create("retinaface", max_size=640)
     faces = [(img, f) for img in photos for f in det.detect(img)]

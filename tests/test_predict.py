@@ -71,7 +71,7 @@ def test_predict_folder_with_good_and_bad_files(tmp_path, photo_dir):
     assert "downscaled" in rows["huge.jpg"]["reason"]
     assert rows["astronaut.png"]["downscaled"] is False
     face = rows["astronaut.png"]["faces"][0]
-    assert face["schema"] == 2 and face["label"] == "happy" and face["identity"] is None
+    assert face["schema"] == 3 and face["label"] == "happy" and face["identity"] is None
     assert set(face["landmarks"]) == {"left_eye", "right_eye", "nose", "mouth_left", "mouth_right"}
     assert abs(sum(face["probabilities"].values()) - 1) < 1e-4
     x1, y1, x2, y2 = face["box"]

@@ -25,6 +25,7 @@ from ferkit.zoo.vocab import COMMON, ensemble_probs, to_common
 
 FIXTURES = Path(__file__).parent / "fixtures" / "zoo"
 SHIPPED = ["fer_minixception", "human_xception", "faceapi_expression"]
+ATTRIBUTE_MODELS = ["faceapi_agegender", "faceapi_landmarks68", "human_antispoof"]
 # The README's promise, set from scripts/measure_tolerances.py (thread counts, oneDNN on/off, SSE4.1/AVX2/AVX-512):
 # probabilities moved at most 1.3e-6 (TOL is ~8x that); logits, unbounded and up to ~20 in size, moved at most
 # 1.0e-5 (faceapi_expression with oneDNN limited to AVX2; 1.05e-5 on the machine that converted the weights, as
@@ -72,6 +73,22 @@ def test_parity_with_original_runtime(name):
     assert np.abs(logits.numpy() - np.asarray(ref["logits"])).max() < LOGIT_TOL
     # the reference's class names, mapped, are the checkpoint's classes in the same order
     assert to_common(ref["classes"]) == ckpt["classes"]
+
+
+@pytest.mark.parametrize("name", ATTRIBUTE_MODELS)
+def test_attribute_model_parity_with_original_runtime(name):
+    """Age (years), gender probabilities, landmark fractions and the spoof score, decoded by the one decoder
+    (ferkit.zoo.outputs), against face-api's / Human's own TF.js code on the recorded inputs."""
+    from ferkit.zoo.outputs import decode, reference_logits
+
+    ref = json.loads((FIXTURES / f"{name}.json").read_text())
+    assert sha256(FIXTURES / ref["inputs"]) == ref["inputs_sha256"], "fixture inputs changed since recording"
+    ckpt = load_zoo_checkpoint(name)
+    x = to_input(np.load(FIXTURES / ref["inputs"]), InputSpec.from_dict(ckpt["input"]))
+    with torch.no_grad():
+        raw = build_model(ckpt)(x).double().numpy()
+    assert np.abs(decode(name, raw) - np.asarray(ref["outputs"])).max() < TOL
+    assert np.abs(reference_logits(name, raw) - np.asarray(ref["logits"])).max() < LOGIT_TOL
 
 
 def test_human_pipeline_grey_quirk_is_small():
@@ -147,7 +164,8 @@ def test_card_fields_and_shipped_weights(name):
         assert sha256(path) == info["weights_sha256"]
         assert info["weights_sha256"] in card
         assert info["parity"]["max_abs_diff_probs"] < TOL and info["parity"]["max_abs_diff_logits"] < LOGIT_TOL
-        assert info["classes"] == list(src.classes) and len(info["common_classes"]) == len(src.classes)
+        assert info["classes"] == list(src.classes)
+        assert len(info["common_classes"]) == (len(src.classes) if src.kind == "emotion" else 0)
     else:
         assert "ferkit zoo fetch" in card and "BSD-3-Clause" in card
 
@@ -321,7 +339,7 @@ def test_fetch_backbone_from_artifact_and_init(tmp_path, monkeypatch, registry_a
     assert torch.equal(m.state_dict()["stem.0.weight"], ckpt["state_dict"]["stem.0.weight"])
 
 
-@pytest.mark.parametrize("name", SHIPPED)
+@pytest.mark.parametrize("name", SHIPPED + ATTRIBUTE_MODELS)
 def test_conversion_reproduces_shipped_weights(name, tmp_path, registry_artifacts):
     from ferkit.zoo.convert import convert, write_entry
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ferkit import defaults
 from ferkit.inference.ray_engine import DEFAULT_BATCH_SIZE, DEFAULT_FRAMES_PER_TASK
 from ferkit.inference.settings import AnalyzerSettings
 from ferkit.refs import load_checkpoint, load_model

@@ -4,6 +4,12 @@ holding one :class:`FaceResult` per face. A run on face crops (``detect=False``)
 the whole image. Versioned by :data:`SCHEMA_VERSION`: bump it when a field changes meaning or goes away
 (adding an optional field does not need a bump).
 
+Version 3 adds the optional per-face attributes of :mod:`ferkit.attributes` (age, gender, 68 landmarks, head
+pose, spoof score, quality; :data:`ATTRIBUTE_FIELDS`). They are written only for faces that were described
+(``FaceResult.attributes``), and their table columns (:data:`ATTRIBUTE_COLUMNS`) only when asked, so a run
+without attributes writes exactly what version 2 wrote, apart from the version number; a version-2 reader
+still finds every field it knows, with the same meaning.
+
 The field tables :data:`FACE_FIELDS` and :data:`FILE_FIELDS` are the single definition: ``to_dict`` writes only
 these keys, the server's OpenAPI models are built from them (:func:`openapi_models`), and the CSV / Parquet
 columns come from :func:`table_columns`.
@@ -17,7 +23,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, TextIO, cast
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 STATUSES = ("ok", "no_face", "error")
 LANDMARK_NAMES = ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")
 
@@ -40,6 +46,24 @@ FACE_FIELDS: dict[str, tuple[str, bool, str]] = {
     "arousal": ("number", False, "multitask models: arousal in [-1, 1]"),
     "identity": ("any", True, "with a gallery: best match, distance, threshold; else null"),
 }
+# the per-face attributes (ferkit.attributes), present only on faces that were described
+ATTRIBUTE_FIELDS: dict[str, tuple[str, bool, str]] = {
+    "age": ("number", False, "attributes: apparent age in years (face-api AgeGenderNet); null with a reason"),
+    "gender": ("string", False, "attributes: apparent gender, female | male (face-api AgeGenderNet)"),
+    "gender_score": ("number", False, "attributes: the probability of that gender label"),
+    "landmarks68": ("points", False, "attributes: 68 [x, y] in pixels of the original image, iBUG 300-W order"),
+    "yaw": ("number", False, "attributes: degrees, positive when the face turns to its own left"),
+    "pitch": ("number", False, "attributes: degrees, positive when the face looks up"),
+    "roll": ("number", False, "attributes: degrees, positive when the head tilts to its own left shoulder"),
+    "spoof_score": ("number", False, "attributes: P(real face) of the anti-spoofing model (1 = real)"),
+    "spoof_model": ("string", False, "attributes: the anti-spoofing model's zoo name"),
+    "sharpness": ("number", False, "attributes: variance of the Laplacian of the 112x112 grey face crop"),
+    "face_px": ("number", False, "attributes: the face box's shorter side in pixels"),
+    "frontalness": ("number", False, "attributes: cos of the angle between the face's direction and the camera's"),
+    "quality_reason": ("string", False, "attributes: why the face is a poor input for expression, or null"),
+    "attribute_reasons": ("any", False, "attributes: {attribute: why it is null}, for each attribute withheld"),
+}
+FACE_FIELDS.update(ATTRIBUTE_FIELDS)
 FILE_FIELDS: dict[str, tuple[str, bool, str]] = {
     "schema": ("integer", True, "schema version (SCHEMA_VERSION)"),
     "path": ("string", True, "the input (file path, upload name)"),
@@ -87,6 +111,7 @@ class FaceResult:
     timestamp: float | None = None
     track: int | None = None
     identity: Any = None
+    attributes: dict[str, Any] | None = None  # one row of ferkit.attributes.describe, when asked
     schema: int = SCHEMA_VERSION
 
     def to_dict(self) -> dict[str, Any]:
@@ -111,6 +136,12 @@ class FaceResult:
         if self.arousal is not None:
             d["arousal"] = _r(self.arousal)
         d["identity"] = self.identity
+        if self.attributes is not None:
+            for key, value in self.attributes.items():
+                if key == "reasons":
+                    d["attribute_reasons"] = dict(value)
+                elif key in ATTRIBUTE_FIELDS:
+                    d[key] = _r(value, 4) if isinstance(value, float) else value
         return d
 
 
@@ -160,14 +191,19 @@ class Results(list):
                 seen.update(dict.fromkeys(f.probabilities))
         return list(seen)
 
-    def to_pandas(self, classes: list[str] | None = None, identity: bool | None = None):
+    def to_pandas(self, classes: list[str] | None = None, identity: bool | None = None,
+                  attributes: bool | None = None):
         """A pandas DataFrame with one row per face plus one row per file without faces or with an error; the
         columns are the CSV's (:func:`table_columns`; ``identity`` columns by default when any face was matched
-        against a gallery), text as in Parquet (:func:`utf8_text`). Needs pandas (``pip install 'ferkit[table]'``)."""
+        against a gallery, ``attributes`` columns when any face was described), text as in Parquet
+        (:func:`utf8_text`). Needs pandas (``pip install 'ferkit[table]'``)."""
         classes = classes or self.classes
         if identity is None:
             identity = any(f.identity is not None for r in self for f in r.faces)
-        return table_frame([row for r in self for row in table_rows(r, classes, identity)], classes, identity)
+        if attributes is None:
+            attributes = any(f.attributes is not None for r in self for f in r.faces)
+        return table_frame([row for r in self for row in table_rows(r, classes, identity, attributes)], classes,
+                           identity, attributes)
 
 
 def _need_pandas():
@@ -187,28 +223,35 @@ BASE_COLUMNS = ("path", "status", "reason", "kind", "frame", "timestamp", "track
 
 #: with a gallery (``identity=True``): the best match's name ("unknown" past the threshold) and its distance
 IDENTITY_COLUMNS = ("identity", "identity_distance")
+#: with attributes (``attributes=True``): the scalar ones (the 68 landmarks stay in JSON lines); empty when withheld
+ATTRIBUTE_COLUMNS = ("age", "gender", "gender_score", "yaw", "pitch", "roll", "spoof_score", "sharpness", "face_px",
+                     "frontalness", "quality_reason")
 
 
-def table_columns(classes: list[str], identity: bool = False) -> list[str]:
+def table_columns(classes: list[str], identity: bool = False, attributes: bool = False) -> list[str]:
     """The columns of CSV / Parquet / DataFrame output: the base columns, :data:`IDENTITY_COLUMNS` when a gallery
-    names the faces (``identity``), then one ``p_<class>`` per class."""
-    return list(BASE_COLUMNS) + list(IDENTITY_COLUMNS if identity else ()) + [f"p_{c}" for c in classes]
+    names the faces (``identity``), :data:`ATTRIBUTE_COLUMNS` when faces were described (``attributes``), then
+    one ``p_<class>`` per class."""
+    return (list(BASE_COLUMNS) + list(IDENTITY_COLUMNS if identity else ()) + list(ATTRIBUTE_COLUMNS if attributes
+            else ()) + [f"p_{c}" for c in classes])  # fmt: skip
 
 
-def table_frame(rows: list[list[Any]], classes: list[str], identity: bool = False):
+def table_frame(rows: list[list[Any]], classes: list[str], identity: bool = False, attributes: bool = False):
     """:func:`table_rows` as a pandas DataFrame, text as valid UTF-8 (:func:`utf8_text`): pandas may keep text as
     Arrow strings and Parquet must, so a file name that is not UTF-8 is spelt with ``\\xNN`` escapes there."""
     pd = _need_pandas()
-    return pd.DataFrame([[utf8_text(v) for v in row] for row in rows], columns=table_columns(classes, identity))
+    return pd.DataFrame([[utf8_text(v) for v in row] for row in rows],
+                        columns=table_columns(classes, identity, attributes))
 
 
-def table_rows(r: FileResult, classes: list[str], identity: bool = False) -> list[list[Any]]:
+def table_rows(r: FileResult, classes: list[str], identity: bool = False, attributes: bool = False) -> list[list[Any]]:
     """One row per face; a file without faces gets one row with its status and reason (None = empty cell)."""
     head = [r.path, r.status, r.reason]
     n_id = len(IDENTITY_COLUMNS) if identity else 0
+    n_attr = len(ATTRIBUTE_COLUMNS) if attributes else 0
     if not r.faces:
         return [head + [r.kind] + [None] * (len(BASE_COLUMNS) - 6) + [r.model, r.detector]
-                + [None] * (n_id + len(classes))]
+                + [None] * (n_id + n_attr + len(classes))]
     rows = []
     for f in r.faces:
         d = f.to_dict()
@@ -216,7 +259,7 @@ def table_rows(r: FileResult, classes: list[str], identity: bool = False) -> lis
         ident = [who.get("name"), _r(who.get("distance"))][:n_id]
         rows.append(head + [r.kind, f.frame, d.get("timestamp"), f.track, f.face, *d["box"], d["det_score"], f.label,
                             d["score"], d.get("valence"), d.get("arousal"), r.model, r.detector] + ident
-                    + [d["probabilities"].get(c) for c in classes])
+                    + [d.get(c) for c in ATTRIBUTE_COLUMNS][:n_attr] + [d["probabilities"].get(c) for c in classes])
     return rows
 
 
@@ -259,7 +302,7 @@ class ResultWriter:
     become ``\\xNN`` in Parquet; CSV text cells starting with ``= + - @``, tab or CR get a leading ``'``."""
 
     def __init__(self, fmt: str, classes: list[str], path=None, stream: TextIO | None = None,
-                 identity: bool = False):
+                 identity: bool = False, attributes: bool = False):
         from ferkit.errors import ConfigError
 
         if fmt not in FORMATS:
@@ -276,6 +319,7 @@ class ResultWriter:
             path = None
         self.fmt, self.classes, self.path = fmt, list(classes), path
         self.identity = identity  # a gallery names the faces: identity columns in csv / parquet
+        self.attributes = attributes  # faces were described: attribute columns in csv / parquet
         self._rows: list = []
         self._out = None
         if path is not None and fmt != "parquet":
@@ -289,17 +333,17 @@ class ResultWriter:
         if fmt == "csv":
             self._csv = csv.writer(self.fh, lineterminator="\n")
             self._csv_quoted = csv.writer(self.fh, lineterminator="\n", quoting=csv.QUOTE_ALL)
-            self._csv.writerow(table_columns(self.classes, self.identity))
+            self._csv.writerow(table_columns(self.classes, self.identity, self.attributes))
 
     def write(self, r: FileResult) -> None:
         if self.fmt == "parquet":
-            self._rows.extend(table_rows(r, self.classes, self.identity))
+            self._rows.extend(table_rows(r, self.classes, self.identity, self.attributes))
             return
         try:
             if self.fmt == "jsonl":
                 self.fh.write(json.dumps(r.to_dict(), ensure_ascii=True) + "\n")
             else:
-                for row in table_rows(r, self.classes, self.identity):
+                for row in table_rows(r, self.classes, self.identity, self.attributes):
                     cells = [csv_cell(v) for v in row]
                     # Python's csv quotes a cell holding "\n" but not one holding a lone "\r" (our lines end in
                     # "\n"), and readers end the row there: such a row is written with every cell quoted
@@ -320,7 +364,7 @@ class ResultWriter:
             from ferkit.utils import atomic_path
 
             with atomic_path(self.path, suffix=".parquet", what="--output") as tmp:
-                table_frame(self._rows, self.classes, self.identity).to_parquet(tmp, index=False)
+                table_frame(self._rows, self.classes, self.identity, self.attributes).to_parquet(tmp, index=False)
             return
         if self._out is not None:
             out, self._out = self._out, None
@@ -348,7 +392,8 @@ def openapi_models():
         if kind in _JSON_TYPES:
             return _JSON_TYPES[kind]
         return {"box": list[float], "size": list[int], "landmarks": dict[str, list[float]],
-                "probabilities": dict[str, float], "any": Any, "faces": list[face_model]}[kind]
+                "probabilities": dict[str, float], "any": Any, "faces": list[face_model],
+                "points": list[list[float]]}[kind]
 
     def build(name, table, face_model=None):
         fields = {}

@@ -26,6 +26,7 @@ from typing import Any, Literal, overload
 
 import numpy as np
 
+from ferkit import defaults
 from ferkit.errors import ConfigError, DataError
 from ferkit.faces.io import IMAGE_SUFFIXES, VIDEO_SUFFIXES
 from ferkit.faces.io import is_video_path as is_video

@@ -11,7 +11,15 @@
 * ``faceapi_expression``: face-api.js's FaceExpressionNet: four "dense blocks" (a stride-2 conv, then
   three depthwise-separable convs, each fed the ReLU of the sum of all previous outputs of the block;
   32, 64, 128, 256 channels), global average pool, fully connected layer. 112x112 RGB.
-  Stages: dense0, dense1, dense2, dense3, head.
+  Stages: dense0, dense1, dense2, dense3, head. The same network with a 136-output head is face-api's
+  FaceLandmark68Net (zoo entry ``faceapi_landmarks68``: x, y of 68 points in [0, 1] of the 112x112 input).
+* ``faceapi_agegender``: face-api.js's AgeGenderNet: TinyXception(2) (3x3/2 conv, 32; two reduction
+  blocks, 64, 128; two main blocks; an exit reduction block, 256; a separable conv, 512), global average
+  pool, then one Linear to 3 outputs: face-api's age regression (years) and its two gender logits
+  (male, female) stacked into one layer. 112x112 RGB. Stages: stem, block1, block2, middle, exit, head.
+* ``human_antispoof``: @vladmandic/human's anti-spoofing CNN: three 3x3 "valid" convs (64, 32, 16), each
+  followed by a 2x2 max pool and a ReLU, flattened in TensorFlow's NHWC order, a 128-unit ReLU layer and
+  one output (sigmoid: "real" score). 128x128 RGB in [0, 1]. Stages: conv0, conv1, conv2, fc, head.
 
 Padding follows TensorFlow's ``"same"`` rule (:func:`tf_same_pad`): when the total padding is odd the
 extra pixel goes to the bottom/right, which a symmetric PyTorch ``padding=`` cannot express; max
@@ -245,6 +253,82 @@ class FaceApiExpressionNet(FerNet):
         return torch.flatten(F.adaptive_avg_pool2d(x, 1), 1)
 
 
+# ------------------------------------------------------------------------------ face-api AgeGenderNet
+
+
+class ReductionBlock(nn.Module):
+    """TinyXception ``reductionBlock``: [ReLU] sep conv, ReLU, sep conv, 3x3/2 max pool ("same"), plus a
+    1x1/2 expansion conv of the block's input (TF "same" needs no padding for a 1x1 kernel)."""
+
+    def __init__(self, in_channels: int, out_channels: int, activate_input: bool):
+        super().__init__()
+        self.activate_input = activate_input
+        self.separable_conv0 = SeparableConv2d(in_channels, out_channels, bias=True)
+        self.separable_conv1 = SeparableConv2d(out_channels, out_channels, bias=True)
+        self.expansion_conv = nn.Conv2d(in_channels, out_channels, 1, stride=2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.relu(x) if self.activate_input else x
+        out = self.separable_conv1(F.relu(self.separable_conv0(out)))
+        return max_pool_same(out, 3, 2) + self.expansion_conv(x)
+
+
+class MainBlock(nn.Module):
+    """TinyXception ``mainBlock``: three (ReLU, sep conv) and the block's input added back."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.separable_conv0 = SeparableConv2d(channels, channels, bias=True)
+        self.separable_conv1 = SeparableConv2d(channels, channels, bias=True)
+        self.separable_conv2 = SeparableConv2d(channels, channels, bias=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.separable_conv0(F.relu(x))
+        out = self.separable_conv1(F.relu(out))
+        return self.separable_conv2(F.relu(out)) + x
+
+
+class FaceApiAgeGenderNet(FerNet):
+    first_conv = "stem"
+
+    def __init__(self, num_classes: int, in_channels: int, task: str, head: str):
+        super().__init__()
+        self.stem = Conv2dSame(in_channels, 32, 3, stride=2, bias=True)
+        self.block1 = ReductionBlock(32, 64, activate_input=False)
+        self.block2 = ReductionBlock(64, 128, activate_input=True)
+        self.middle = nn.Sequential(MainBlock(128), MainBlock(128))
+        self.exit = ReductionBlock(128, 256, activate_input=True)
+        self.exit_conv = SeparableConv2d(256, 512, bias=True)
+        self.head = make_head(task, 512, classifier(512, num_classes, head))
+        self._finish(task=task, num_classes=num_classes, in_channels=in_channels, feature_dim=512)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.exit(self.middle(self.block2(self.block1(F.relu(self.stem(x))))))
+        # face-api: avgPool(7x7, stride 2, "valid") on the 7x7 map of a 112x112 input = the global mean
+        return torch.flatten(F.adaptive_avg_pool2d(F.relu(self.exit_conv(x)), 1), 1)
+
+
+# ---------------------------------------------------------------------------------- Human antispoof
+
+
+class HumanAntispoofNet(FerNet):
+    first_conv = "conv0"
+
+    def __init__(self, num_classes: int, in_channels: int, task: str, head: str):
+        super().__init__()
+        self.conv0 = nn.Conv2d(in_channels, 64, 3)
+        self.conv1 = nn.Conv2d(64, 32, 3)
+        self.conv2 = nn.Conv2d(32, 16, 3)
+        self.fc = nn.Linear(14 * 14 * 16, 128)  # a 128x128 input only (the original's flatten is fixed too)
+        self.head = make_head(task, 128, classifier(128, num_classes, head))
+        self._finish(task=task, num_classes=num_classes, in_channels=in_channels, feature_dim=128)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        for conv in (self.conv0, self.conv1, self.conv2):
+            x = F.relu(F.max_pool2d(conv(x), 2))
+        return F.relu(self.fc(torch.flatten(x.permute(0, 2, 3, 1), 1)))  # TF flattens NHWC
+
+
 # ------------------------------------------------------------------------------------------- registration
 
 MINIXCEPTION_CARD = ModelCard(
@@ -303,3 +387,40 @@ def human_xception(num_classes: int, in_channels: int, task: str, head: str = "l
 @register_model(FACEAPI_CARD)
 def faceapi_expression(num_classes: int, in_channels: int, task: str, head: str = "linear") -> nn.Module:
     return FaceApiExpressionNet(num_classes, in_channels, task, check_head(FACEAPI_CARD, head))
+
+
+AGEGENDER_CARD = ModelCard(
+    name="faceapi_agegender",
+    input_size=(112, 112),
+    in_channels=3,
+    source="zoo: @vladmandic/face-api 1.7.15 (face-api.js AgeGenderNet)",
+    description="face-api.js AgeGenderNet: TinyXception(2) (32-512) + GAP + Linear to [age, male, female]; "
+                "zoo weights: `ferkit zoo info faceapi_agegender`",
+    mean=(122.782 / 255, 117.001 / 255, 104.298 / 255),
+    std=(1.0, 1.0, 1.0),
+    heads=("linear", "mlp"),
+    extra={"cam_stage": "exit", "zoo": "faceapi_agegender"},
+)
+
+ANTISPOOF_CARD = ModelCard(
+    name="human_antispoof",
+    input_size=(128, 128),
+    in_channels=3,
+    source="zoo: @vladmandic/human 3.3.6 (antispoof.json)",
+    description="Human's anti-spoofing CNN: 3 conv/pool (64, 32, 16) + Linear(3136, 128) + Linear to 1 (sigmoid: "
+                "real); 128x128 only; zoo weights: `ferkit zoo info human_antispoof`",
+    mean=(0.0, 0.0, 0.0),
+    std=(1.0, 1.0, 1.0),
+    heads=("linear", "mlp"),
+    extra={"cam_stage": "conv2", "zoo": "human_antispoof"},
+)
+
+
+@register_model(AGEGENDER_CARD)
+def faceapi_agegender(num_classes: int, in_channels: int, task: str, head: str = "linear") -> nn.Module:
+    return FaceApiAgeGenderNet(num_classes, in_channels, task, check_head(AGEGENDER_CARD, head))
+
+
+@register_model(ANTISPOOF_CARD)
+def human_antispoof(num_classes: int, in_channels: int, task: str, head: str = "linear") -> nn.Module:
+    return HumanAntispoofNet(num_classes, in_channels, task, check_head(ANTISPOOF_CARD, head))

@@ -105,7 +105,8 @@ def list_zoo() -> list[dict]:
             "delivery": src.delivery,
             "available": is_available(name),
             "input": f"{src.input['size'][0]}x{src.input['size'][1]}x{src.input['channels']}",
-            "classes": to_common(src.classes) if src.classes else ["imagenet-1k"],
+            "classes": (to_common(src.classes) if src.kind == "emotion" else list(src.classes[:3]) if src.classes
+                        else ["imagenet-1k"]),
         })  # fmt: skip
     return rows
 
@@ -115,7 +116,7 @@ def zoo_info(name: str) -> dict:
     src = _source(name)
     info = {k: getattr(src, k) for k in src.__dataclass_fields__}
     info["classes"] = list(src.classes)
-    info["common_classes"] = to_common(src.classes) if src.classes else []
+    info["common_classes"] = to_common(src.classes) if src.kind == "emotion" else []
     info["fetch_command"] = src.fetch_command
     info.update(_card_data(src.name))
     info["available"] = is_available(src.name)
@@ -219,7 +220,8 @@ def load_zoo_checkpoint(name: str) -> dict:
         from safetensors.torch import load_file
 
         state_dict = load_file(str(_verified_weights(src)))
-        classes = to_common(src.classes)
+        # an attribute model's "classes" are its raw output names (see ferkit.zoo.outputs)
+        classes = to_common(src.classes) if src.kind == "emotion" else list(src.classes)
     ckpt = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,

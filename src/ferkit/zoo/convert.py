@@ -280,8 +280,8 @@ def convert_tfjs_bigxception(model_json: bytes, weights_bin: bytes) -> dict[str,
 
 
 def convert_tfjs_faceapi(manifest: bytes, shard: bytes) -> dict[str, torch.Tensor]:
-    """face-api's ``face_expression_model`` manifest + shard -> state dict of
-    :class:`ferkit.models.zoo_models.FaceApiExpressionNet`."""
+    """face-api's ``face_expression_model`` (or ``face_landmark_68_model``: the same feature extractor with a
+    136-output fc) manifest + shard -> state dict of :class:`ferkit.models.zoo_models.FaceApiExpressionNet`."""
     w = read_tfjs_weights(json.loads(manifest), [shard])
     sd: dict[str, torch.Tensor] = {}
     for b in range(4):
@@ -301,6 +301,73 @@ def convert_tfjs_faceapi(manifest: bytes, shard: bytes) -> dict[str, torch.Tenso
     return sd
 
 
+def convert_tfjs_agegender(manifest: bytes, shard: bytes) -> dict[str, torch.Tensor]:
+    """face-api's ``age_gender_model`` -> state dict of :class:`ferkit.models.zoo_models.FaceApiAgeGenderNet`;
+    fc/age (512 -> 1) and fc/gender (512 -> 2) become rows 0 and 1-2 of one Linear(512, 3)."""
+    w = read_tfjs_weights(json.loads(manifest), [shard])
+    sd: dict[str, torch.Tensor] = {}
+
+    def sep(src: str, dst: str) -> None:
+        sd[f"{dst}.depthwise.weight"] = _dw_w(w.pop(f"{src}/depthwise_filter"))
+        sd[f"{dst}.pointwise.weight"] = _conv_w(w.pop(f"{src}/pointwise_filter"))
+        sd[f"{dst}.pointwise.bias"] = _t(w.pop(f"{src}/bias"))
+
+    def reduction(src: str, dst: str) -> None:
+        sep(f"{src}/separable_conv0", f"{dst}.separable_conv0")
+        sep(f"{src}/separable_conv1", f"{dst}.separable_conv1")
+        sd[f"{dst}.expansion_conv.weight"] = _conv_w(w.pop(f"{src}/expansion_conv/filters"))
+        sd[f"{dst}.expansion_conv.bias"] = _t(w.pop(f"{src}/expansion_conv/bias"))
+
+    sd["stem.weight"] = _conv_w(w.pop("entry_flow/conv_in/filters"))
+    sd["stem.bias"] = _t(w.pop("entry_flow/conv_in/bias"))
+    reduction("entry_flow/reduction_block_0", "block1")
+    reduction("entry_flow/reduction_block_1", "block2")
+    for b in range(2):
+        for c in range(3):
+            sep(f"middle_flow/main_block_{b}/separable_conv{c}", f"middle.{b}.separable_conv{c}")
+    reduction("exit_flow/reduction_block", "exit")
+    sep("exit_flow/separable_conv", "exit_conv")
+    sd["head.weight"] = _t(np.concatenate([w.pop("fc/age/weights"), w.pop("fc/gender/weights")], 1).T)
+    sd["head.bias"] = _t(np.concatenate([w.pop("fc/age/bias"), w.pop("fc/gender/bias")]))
+    if w:
+        raise ConversionError(f"age_gender_model: unused weights {sorted(w)[:3]}")
+    return sd
+
+
+def convert_tfjs_antispoof(model_json: bytes, weights_bin: bytes) -> dict[str, torch.Tensor]:
+    """Human's ``antispoof.json`` + ``.bin`` (graph model) -> state dict of
+    :class:`ferkit.models.zoo_models.HumanAntispoofNet`; the graph's op sequence is checked first."""
+    m = json.loads(model_json)
+    if m.get("format") != "graph-model":
+        raise ConversionError(f"antispoof.json: format {m.get('format')!r}, expected graph-model")
+    w = read_tfjs_weights(m["weightsManifest"], [weights_bin])
+    nodes = [n for n in m["modelTopology"]["node"] if n["op"] not in ("Const", "Placeholder", "Identity")]
+    ops = [n["op"] for n in nodes]
+    want = ["_FusedConv2D", "MaxPool", "Relu"] * 3 + ["Reshape", "_FusedMatMul", "_FusedMatMul", "Sigmoid"]
+    if ops != want:
+        raise ConversionError(f"antispoof.json: ops {ops}, expected {want}")
+    for n in nodes:
+        a = n.get("attr", {})
+        if n["op"] in ("_FusedConv2D", "MaxPool") and _b64(a["padding"]["s"]) != "VALID":
+            raise ConversionError(f"antispoof.json: {n['name']} is not VALID padding")
+        if n["op"] == "_FusedConv2D" and [_b64(s) for s in a["fused_ops"]["list"]["s"]] != ["BiasAdd"]:
+            raise ConversionError(f"antispoof.json: {n['name']} fuses more than BiasAdd")
+    convs = [n for n in nodes if n["op"] == "_FusedConv2D"]
+    mms = [n for n in nodes if n["op"] == "_FusedMatMul"]
+    sd: dict[str, torch.Tensor] = {}
+    for i, n in enumerate(convs):
+        sd[f"conv{i}.weight"] = _conv_w(w[n["input"][1]])
+        sd[f"conv{i}.bias"] = _t(w[n["input"][2]])
+    sd["fc.weight"] = _t(w[mms[0]["input"][1]].T)
+    sd["fc.bias"] = _t(w[mms[0]["input"][2]])
+    # sigmoid(z) == softmax([0, z])[1]: a zero "spoof" logit before the "real" one makes the head an ordinary
+    # two-class classifier with exactly the original's score
+    k, b = w[mms[1]["input"][1]], w[mms[1]["input"][2]]
+    sd["head.weight"] = _t(np.concatenate([np.zeros_like(k), k], 1).T)
+    sd["head.bias"] = _t(np.concatenate([np.zeros_like(b), b]))
+    return sd
+
+
 # --------------------------------------------------------------------------------------------- driver
 
 CONVERTERS = {
@@ -309,6 +376,12 @@ CONVERTERS = {
                                                          f["package/models/emotion.bin"]),
     "faceapi_expression": lambda f: convert_tfjs_faceapi(f["package/model/face_expression_model-weights_manifest.json"],
                                                          f["package/model/face_expression_model.bin"]),
+    "faceapi_agegender": lambda f: convert_tfjs_agegender(f["package/model/age_gender_model-weights_manifest.json"],
+                                                          f["package/model/age_gender_model.bin"]),
+    "faceapi_landmarks68": lambda f: convert_tfjs_faceapi(
+        f["package/model/face_landmark_68_model-weights_manifest.json"], f["package/model/face_landmark_68_model.bin"]),
+    "human_antispoof": lambda f: convert_tfjs_antispoof(f["package/models/antispoof.json"],
+                                                        f["package/models/antispoof.bin"]),
 }
 
 
@@ -338,19 +411,27 @@ LIMITS = {
     "emotion": "Trained on posed and web-scraped faces; expect lower accuracy on other populations, poses, lighting "
                "and occlusions, and demographic biases inherited from the training data. Expression is not "
                "emotion: the output says how a face looks, not what a person feels. Not for decisions about people.",
+    "attribute": "A per-face attribute model (ferkit.attributes). Trained on the data named above; expect larger "
+                 "errors on other populations, poses, lighting and occlusions, and demographic biases inherited from "
+                 "the training data. Age and gender are what a face looks like, not who a person is; a spoof score "
+                 "was not validated here (no spoof data). Not for decisions about people.",
     "backbone": "An ImageNet classifier: useful as initial weights for fine-tuning (e.g. `ferkit train --model "
                 "mobilenet_v2 --pretrained` or `--init mobilenet_v2_imagenet`), not as an expression model.",
 }
 
 
 def parity_report(name: str, state_dict: dict, fixture_dir: str | Path) -> dict | None:
-    """Max abs differences between our outputs and the reference runtime's, from ``fixture_dir/NAME.json``."""
+    """Max abs differences between our outputs and the reference runtime's, from ``fixture_dir/NAME.json``.
+
+    Expression models: probabilities and logits; attribute models: their decoded outputs
+    (:func:`ferkit.zoo.outputs.decode`) and raw outputs."""
     fixture = Path(fixture_dir) / f"{name}.json"
     if not fixture.is_file():
         return None
     from ferkit.data.spec import InputSpec
     from ferkit.data.transforms import to_input
     from ferkit.models import create_model
+    from ferkit.zoo.outputs import decode, reference_logits
 
     src = SOURCES[name]
     ref = json.loads(fixture.read_text())
@@ -359,14 +440,15 @@ def parity_report(name: str, state_dict: dict, fixture_dir: str | Path) -> dict 
     model.eval()
     x = to_input(np.load(Path(fixture_dir) / ref["inputs"]), InputSpec(**src.input))
     with torch.no_grad():
-        logits = model(x).double()
-    probs = torch.softmax(logits, 1).numpy()
+        logits = model(x).double().numpy()
+    key = "outputs" if src.kind == "attribute" else "probs"
     return {
         "reference": ref["runtime"],
         "fixture": f"tests/fixtures/zoo/{fixture.name}",
-        "inputs": len(probs),
-        "max_abs_diff_probs": float(np.abs(probs - np.asarray(ref["probs"])).max()),
-        "max_abs_diff_logits": float(np.abs(logits.numpy() - np.asarray(ref["logits"])).max()),
+        "inputs": len(logits),
+        "compared": "decoded outputs" if src.kind == "attribute" else "probabilities",
+        "max_abs_diff_probs": float(np.abs(decode(name, logits) - np.asarray(ref[key])).max()),
+        "max_abs_diff_logits": float(np.abs(reference_logits(name, logits) - np.asarray(ref["logits"])).max()),
     }
 
 
@@ -391,7 +473,7 @@ def write_entry(name: str, state_dict: dict, files: dict[str, bytes], out_dir: s
         "licence": src.licence,
         "licence_notice": files[src.licence_file].decode("utf-8", "replace").strip(),
         "classes": list(src.classes),
-        "common_classes": to_common(src.classes) if src.classes else [],
+        "common_classes": to_common(src.classes) if src.kind == "emotion" else [],
         "input": dict(src.input),
         "conversion": {"command": command, "converter": f"ferkit.zoo.convert (ferkit {__version__})",
                        "date": _dt.date.today().isoformat()},
@@ -427,6 +509,9 @@ def render_card(src: ZooSource, card: dict) -> str:
     if src.kind == "emotion":
         L += [f"An expression classifier converted for ferkit from a pinned registry artifact. ferkit architecture: "
               f"`{src.model}`.", ""]
+    elif src.kind == "attribute":
+        L += [f"A per-face attribute model converted for ferkit from a pinned registry artifact, run by "
+              f"`ferkit.attributes`. ferkit architecture: `{src.model}`.", ""]
     else:
         L += [f"An ImageNet backbone for fine-tuning, taken unchanged from a pinned registry artifact. ferkit "
               f"architecture: `{src.model}`.", ""]
@@ -445,7 +530,10 @@ def render_card(src: ZooSource, card: dict) -> str:
     L.append(f"| Input | {spec['size'][0]}x{spec['size'][1]}, {'grey' if spec['channels'] == 1 else 'RGB'}; "
              f"ferkit InputSpec mean {[round(m, 6) for m in spec['mean']]}, std {spec['std']} ([0, 1] units) |")
     L.append(f"| Original preprocessing | {src.preprocessing} |")
-    if src.classes:
+    if src.kind == "attribute":
+        L.append(f"| Outputs (raw, in order) | {', '.join(src.classes[:6])}{', ...' if len(src.classes) > 6 else ''} "
+                 f"({len(src.classes)} values); decoded by `ferkit.zoo.outputs.decode` |")
+    elif src.classes:
         pairs = ", ".join(f"{i}: {o}" + (f" (-> {c})" if c != o else "")
                           for i, (o, c) in enumerate(zip(src.classes, card["common_classes"],
                                                          strict=True)))  # fmt: skip
@@ -472,14 +560,17 @@ def render_card(src: ZooSource, card: dict) -> str:
                  "same licence |")
     par = card.get("parity")
     if par:
-        L.append(f"| Parity | max abs difference {par['max_abs_diff_probs']:.2e} (probabilities), "
+        what = par.get("compared", "probabilities")
+        L.append(f"| Parity | max abs difference {par['max_abs_diff_probs']:.2e} ({what}), "
                  f"{par['max_abs_diff_logits']:.2e} (logits) against {par['reference']} on the {par['inputs']} "
                  f"inputs of `{par['fixture']}` |")
     L.append(f"| Limits | {LIMITS[src.kind]} |")
     for note in src.notes:
         L.append(f"| Note | {note} |")
     L += ["", "## Use", "", "```"]
-    if src.kind == "emotion":
+    if src.kind == "attribute":
+        L += ["from ferkit.attributes import describe", "describe(image_rgb, faces, names)"]
+    elif src.kind == "emotion":
         L += [f"ferkit predict --checkpoint {src.name} face.png", f"ferkit train --init {src.name} --model {src.model} "
               f"--image-size {spec['size'][0]} --in-channels {spec['channels']} --normalize pretrained --data DATA"]
     else:

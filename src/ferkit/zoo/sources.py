@@ -186,3 +186,104 @@ _add(ZooSource(
     notes=("Fetched on demand (14 MB): `ferkit zoo fetch mobilenet_v2_imagenet` puts mobilenet_v2-b0353104.pth into "
            "torch.hub.get_dir()/checkpoints, where torchvision (and `--pretrained` for mobilenet_v2) looks for it.",),
 ))
+
+
+# ------------------------------------------------------------------------------------- attribute models
+# kind="attribute": per-face attribute models (ferkit.attributes), not expression classifiers. ``classes``
+# names the raw outputs in output order; ``ferkit.zoo.outputs.decode`` turns them into values.
+
+FACEAPI_AGEGENDER_OUTPUTS = ("age", "male", "female")
+LANDMARKS68_OUTPUTS = tuple(f"{axis}{i}" for i in range(68) for axis in "xy")
+FACEAPI_INPUT = {"size": [112, 112], "channels": 3, "mean": [122.782 / 255, 117.001 / 255, 104.298 / 255],
+                 "std": [1.0, 1.0, 1.0]}
+
+_add(ZooSource(
+    name="faceapi_agegender",
+    kind="attribute",
+    model="faceapi_agegender",
+    package="@vladmandic/face-api",
+    version="1.7.15",
+    registry="npm",
+    archive="vladmandic-face-api-1.7.15.tgz",
+    archive_sha256="0d77fffeef362ef9c0939cf6c567f3a2e8e177f114fa257a3270cbd2e509b031",
+    files={
+        "package/model/age_gender_model-weights_manifest.json":
+            "74b60bf3ebf981bf4e661e9cca3a185614e10b25d797118b62e2a68d3ff2569f",
+        "package/model/age_gender_model.bin": "49f92bbc0afef2342c4385e4a2b0acb6d7a727c6f0aa539499719a81acf9abaa",
+    },
+    licence="MIT",
+    licence_file="package/LICENSE",
+    classes=FACEAPI_AGEGENDER_OUTPUTS,
+    input=FACEAPI_INPUT,
+    training_data="UTK, FGNET, Chalearn, Wiki, IMDB (cleaned), CACD (cleaned), MegaAge, MegaAge-Asian, 80/20 "
+                  "train/test split each (face-api.js TUTORIAL.md, 'Age and Gender Recognition Model')",
+    claimed_accuracy="age MAE 4.54 years, gender accuracy 95% on those test splits (MAE 5.43 at 29-40, 6.17 at "
+                     "60-80; gender 0.69 at 0-3 years); not re-measured by ferkit",
+    preprocessing="RGB face crop padded to a square (centred, black), resized to 112x112 (bilinear), 0..255 minus "
+                  "[122.782, 117.001, 104.298], / 255 (TinyXception.forwardInput)",
+    upstream="https://github.com/vladmandic/face-api (model from https://github.com/justadudewhohacks/face-api.js)",
+    architecture="AgeGenderNet: TinyXception(2) + 7x7 average pool + fc/age (1) and fc/gender (2), stacked here into "
+                 "one Linear(512, 3); TF.js layers weights, uint8-quantised, dequantised as TF.js does",
+    notes=("Outputs: age = raw regression in years; gender = softmax of the two gender logits, face-api's "
+           "probMale = output 1 (predictAgeAndGender: male when probMale > 0.5).",),
+))
+
+_add(ZooSource(
+    name="faceapi_landmarks68",
+    kind="attribute",
+    model="faceapi_expression",
+    package="@vladmandic/face-api",
+    version="1.7.15",
+    registry="npm",
+    archive="vladmandic-face-api-1.7.15.tgz",
+    archive_sha256="0d77fffeef362ef9c0939cf6c567f3a2e8e177f114fa257a3270cbd2e509b031",
+    files={
+        "package/model/face_landmark_68_model-weights_manifest.json":
+            "ca4886639f86e99b39fed0c155f81b63317225773bd9616716e887b0153389c9",
+        "package/model/face_landmark_68_model.bin": "4611ef65c87d836d03d684b30eec4d195d8b219fa1dd58fc58945831c6b9299b",
+    },
+    licence="MIT",
+    licence_file="package/LICENSE",
+    classes=LANDMARKS68_OUTPUTS,
+    input=FACEAPI_INPUT,
+    training_data="'a dataset of ~35k face images labeled with 68 face landmark points' (face-api.js TUTORIAL.md); "
+                  "the dataset is not named",
+    claimed_accuracy="none stated; not re-measured by ferkit",
+    preprocessing="as faceapi_expression: RGB crop padded to a square (centred, black), 112x112 bilinear, minus "
+                  "[122.782, 117.001, 104.298], / 255; outputs x0, y0, ..., x67, y67 in [0, 1] of the padded "
+                  "square (FaceLandmark68NetBase.postProcess), in the iBUG 300-W 68-point order",
+    upstream="https://github.com/vladmandic/face-api (model from https://github.com/justadudewhohacks/face-api.js)",
+    architecture="FaceLandmark68Net: the FaceExpressionNet feature extractor (4 dense blocks, 32-256) + GAP + "
+                 "fc (256 -> 136); ferkit architecture faceapi_expression with 136 outputs; uint8-quantised",
+))
+
+_add(ZooSource(
+    name="human_antispoof",
+    kind="attribute",
+    model="human_antispoof",
+    package="@vladmandic/human",
+    version="3.3.6",
+    registry="npm",
+    archive="vladmandic-human-3.3.6.tgz",
+    archive_sha256="425e9c51dbbca0c8934362b170cb0d54c2529c11c654b3c03092b16e9d6ad3f7",
+    files={
+        "package/models/antispoof.json": "7fd698ae1cebabbcad79d3b8b448587b0365eb7911987418231bdcf36583112a",
+        "package/models/antispoof.bin": "4490fecb2becdb6869edc7e60f5e59962be013a8def8719b1373afb0f905c094",
+    },
+    licence="MIT",
+    licence_file="package/LICENSE",
+    classes=("spoof", "real"),
+    input={"size": [128, 128], "channels": 3, "mean": [0.0, 0.0, 0.0], "std": [1.0, 1.0, 1.0]},
+    training_data="Kaggle 'fake-face-detection' notebook by anku420 (antispoof.json: generatedBy "
+                  "https://www.kaggle.com/anku420/fake-face-detection, convertedBy vladmandic); Human's "
+                  "models/README.md points to its wiki 'List of Models & Credits'. The training set of that notebook "
+                  "(real vs. printed/replayed face photos) is not documented further in the package",
+    claimed_accuracy="none stated; ferkit had no spoof data to validate any threshold",
+    preprocessing="face crop as RGB in [0, 1] (Human's detector output), resized to 128x128 bilinear "
+                  "(src/face/antispoof.ts); output: sigmoid 'real' score, Human rounds it to 2 decimals",
+    upstream="https://github.com/vladmandic/human (model from https://www.kaggle.com/anku420/fake-face-detection)",
+    architecture="3 x (conv3x3 valid + maxpool 2x2 + ReLU) with 64, 32, 16 channels, flatten (NHWC), dense 128 + "
+                 "ReLU, dense 1 + sigmoid; TF.js graph model, float32. The last layer is stored as two logits "
+                 "[0, z] so that softmax(...)[1] == sigmoid(z), the original 'real' score, exactly",
+    spdx="MIT",
+))
