@@ -49,6 +49,9 @@ def add_analyzer_options(p) -> None:
     p.add_argument("--batch-size", type=int, default=defaults.BATCH_SIZE, help="faces per classifier forward")
     p.add_argument("--gallery", default=None, help="identity gallery (ferkit enroll): add who each face is")
     p.add_argument("--device", default=defaults.DEVICE, help="cpu (default), cuda, cuda:N or mps")
+    p.add_argument("--attributes", default="none", metavar="age,gender,landmarks68,pose,spoof,quality|all|none",
+                   help="per-face attributes to add (default none: `all` costs about as much as the whole "
+                        "default pipeline; see the README's 'Every face')")
 
 
 def models_of(a) -> list:
@@ -233,7 +236,8 @@ def cmd_predict(a) -> int:
     if a.output in (None, "-") and hasattr(sys.stdout, "reconfigure"):
         # file names need not be valid UTF-8: write their bytes back as they came, never a UnicodeEncodeError
         sys.stdout.reconfigure(errors="surrogateescape")
-    writer = ResultWriter(a.format, an.classes, path=a.output, stream=sys.stdout, identity=an.identity is not None)
+    writer = ResultWriter(a.format, an.classes, path=a.output, stream=sys.stdout, identity=an.identity is not None,
+                          attributes=bool(an.settings.attributes))
 
     def record(r: FileResult):
         nonlocal n_faces, n_down

@@ -228,6 +228,14 @@ class Analyzer:
         timestamps = timestamps or [None] * len(images)
         out = [self._results(s, f, p, fr, ts)
                for s, f, p, fr, ts in zip(sources, faces, preds, frames, timestamps, strict=True)]
+        if self.settings.attributes:  # one describe per photo, with all its faces (--no-detect: crop-only)
+            from ferkit.attributes import describe
+
+            names = list(self.settings.attributes)
+            for img, fs, rs in zip(images, faces, out, strict=True):
+                rows = describe(img, fs if self.detect_faces else None, names) if fs else []
+                for r, attrs in zip(rs, rows, strict=True):
+                    r.attributes = attrs
         if self.identity is not None:
             for img, fs, rs in zip(images, faces, out, strict=True):
                 for r, ident in zip(rs, self.identity.assign(img, fs), strict=True):

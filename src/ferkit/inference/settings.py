@@ -36,7 +36,9 @@ class AnalyzerSettings:
     or a ready ``FaceDetector``. ``det_size``: the long side photos are shrunk to for detection (None: the
     detector's own 1280). ``crop``: align | box. ``backend``: auto | torch | onnx. ``batch_size``: faces per
     classifier forward. ``device``: cpu, cuda, cuda:N, mps. ``gallery``: an identity gallery to name each face.
-    ``workers``: images decoded and detected at once (None: one per core).
+    ``workers``: images decoded and detected at once (None: one per core). ``attributes``: the per-face
+    attributes of :mod:`ferkit.attributes` to add (names, a comma string, ``"all"`` or ``"none"``; default none:
+    ``all`` costs about as much as the whole default pipeline).
     """
 
     models: Any = defaults.MODEL
@@ -49,6 +51,7 @@ class AnalyzerSettings:
     device: str = defaults.DEVICE
     gallery: str | None = None
     workers: int | None = None
+    attributes: Any = ()
 
     def __post_init__(self) -> None:
         models = self.models
@@ -60,6 +63,7 @@ class AnalyzerSettings:
         object.__setattr__(self, "models", models)
         object.__setattr__(self, "gallery", gallery)
         object.__setattr__(self, "detector", detector)
+        object.__setattr__(self, "attributes", parse_attributes(self.attributes))
         for f in dataclasses.fields(self):
             problem = _check(f.name, getattr(self, f.name))
             if problem:
@@ -100,6 +104,29 @@ class AnalyzerSettings:
         return self.models[0] if len(self.models) == 1 else list(self.models)
 
 
+def parse_attributes(v: Any) -> Any:
+    """The one reading of an ``attributes`` value (CLI, HTTP query, API): ``"all"``, ``"none"``, ``""``, a comma
+    string or a sequence of names -> a tuple of names in :data:`ferkit.attributes.ATTRIBUTES` order (an unknown
+    name is kept, for ``_check`` to name it)."""
+    if v is None:
+        return ()
+    if isinstance(v, str):
+        key = v.strip().lower()
+        if key in ("", "none"):
+            return ()
+        if key == "all":
+            from ferkit.attributes import ATTRIBUTES
+
+            return tuple(ATTRIBUTES)
+        v = key.split(",")
+    if not isinstance(v, (list, tuple, set, frozenset)):
+        return v
+    from ferkit.attributes import ATTRIBUTES
+
+    names = [str(n).strip().lower() for n in v if str(n).strip()]
+    return tuple(a for a in ATTRIBUTES if a in names) + tuple(dict.fromkeys(n for n in names if n not in ATTRIBUTES))
+
+
 FIELDS = tuple(f.name for f in dataclasses.fields(AnalyzerSettings))
 
 
@@ -135,4 +162,9 @@ def _check(name: str, v: Any) -> str | None:
         return None if isinstance(v, str) and v.strip() else "give cpu, cuda, cuda:N or mps"
     if name == "gallery":
         return None if v is None or isinstance(v, str) and v else "give the path of a gallery (ferkit enroll)"
+    if name == "attributes":
+        from ferkit.attributes import ATTRIBUTES
+
+        return None if isinstance(v, tuple) and all(n in ATTRIBUTES for n in v) else \
+            f"choose from {', '.join(ATTRIBUTES)} (comma-separated), all or none"
     return None
