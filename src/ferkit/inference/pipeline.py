@@ -215,9 +215,11 @@ class Analyzer:
         return res
 
     def process(self, images: Sequence[np.ndarray], sources: Sequence[str], frames=None,
-                timestamps=None, faces: Sequence[list] | None = None) -> list[list[FaceResult]]:
+                timestamps=None, faces: Sequence[list] | None = None,
+                attributes: Sequence[tuple[str, ...] | None] | None = None) -> list[list[FaceResult]]:
         """Detect + classify a batch of RGB uint8 images; one list of FaceResult per image. ``faces``: the
-        images' detections when already made (:meth:`detect`)."""
+        images' detections when already made (:meth:`detect`). ``attributes``: per image, the attribute names to
+        describe when not ``settings.attributes`` (None: the settings'; the server's per-request override)."""
         from ferkit.utils import one_core
 
         faces = self.detect(images) if faces is None else list(faces)
@@ -228,12 +230,12 @@ class Analyzer:
         timestamps = timestamps or [None] * len(images)
         out = [self._results(s, f, p, fr, ts)
                for s, f, p, fr, ts in zip(sources, faces, preds, frames, timestamps, strict=True)]
-        if self.settings.attributes:  # one describe per photo, with all its faces (--no-detect: crop-only)
+        per_image = [self.settings.attributes if a is None else a for a in attributes or [None] * len(images)]
+        if any(per_image):  # one describe per photo, with all its faces (--no-detect: crop-only)
             from ferkit.attributes import describe
 
-            names = list(self.settings.attributes)
-            for img, fs, rs in zip(images, faces, out, strict=True):
-                rows = describe(img, fs if self.detect_faces else None, names) if fs else []
+            for img, fs, rs, names in zip(images, faces, out, per_image, strict=True):
+                rows = describe(img, fs if self.detect_faces else None, list(names)) if fs and names else []
                 for r, attrs in zip(rs, rows, strict=True):
                     r.attributes = attrs
         if self.identity is not None:

@@ -271,15 +271,15 @@ class _Requests:
                                                           "application/octet-stream) or multipart/form-data")
         return [("upload", body)]
 
-    async def analyze(self, name: str, data: bytes) -> dict:
-        """One image's FileResult (as a dict), or ApiError."""
+    async def analyze(self, name: str, data: bytes, attributes: tuple[str, ...] | None = None) -> dict:
+        """One image's FileResult (as a dict), or ApiError. ``attributes``: the request's own (else the server's)."""
         self.inflight += 1
         try:
-            return await self._analyze(name, data)
+            return await self._analyze(name, data, attributes)
         finally:
             self.inflight -= 1
 
-    async def _analyze(self, name: str, data: bytes) -> dict:
+    async def _analyze(self, name: str, data: bytes, attributes: tuple[str, ...] | None) -> dict:
         from ferkit.errors import DataError
         from ferkit.faces.io import ImageTooLargeError, decode_peak_bytes
 
@@ -296,15 +296,15 @@ class _Requests:
             img = await asyncio.to_thread(decode_image, data, name, self.cfg.max_pixels)
             self.budget.release(need - img.nbytes)  # the decode's scratch is freed; the RGB image stays till the end
             held = img.nbytes
-            return await self._run(name, img)
+            return await self._run(name, img, attributes)
         finally:
             self.budget.release(held)
             if need > 16 << 20:
                 _trim_heap()
 
-    async def _run(self, name: str, img: np.ndarray) -> dict:
+    async def _run(self, name: str, img: np.ndarray, attributes: tuple[str, ...] | None) -> dict:
         try:
-            fut = self.batcher.submit(img, name)
+            fut = self.batcher.submit(img, name, attributes)
         except queue.Full as e:
             raise ApiError(503, "busy", "server saturated: too many queued images, retry later") from e
         try:
@@ -424,6 +424,20 @@ def _add_auth_and_metrics(app, api_key: str | None, metrics) -> None:
         return resp
 
 
+def _request_attributes(request, an) -> tuple[str, ...] | None:
+    """A request's ``?attributes=`` (names, comma-separated, all or none) as the one field of the server's
+    settings it may change, checked by AnalyzerSettings; None when not given. A bad value: HTTP 422, one line."""
+    from ferkit.errors import ConfigError
+
+    given = request.query_params.get("attributes")
+    if given is None:
+        return None
+    try:
+        return tuple(an.settings.replace(attributes=given).attributes)
+    except ConfigError as e:
+        raise ApiError(422, "bad_attributes", str(e)) from None
+
+
 def _add_routes(app, cfg: ServeConfig, an, requests: _Requests, metrics) -> None:
     """The routes: predict (one image, a batch), models, health, metrics, the webcam page, docs and static."""
     from fastapi import Request
@@ -437,17 +451,19 @@ def _add_routes(app, cfg: ServeConfig, an, requests: _Requests, metrics) -> None
     @app.post("/v1/predict", response_model=PredictResult, responses=ERRORS, openapi_extra=_IMAGE_BODY,
               summary="Faces and expressions of one image (multipart 'file' or raw image bytes)")
     async def predict(request: Request):
+        attrs = _request_attributes(request, an)
         (name, data), = await requests.read_images(request, many=False)
-        return JSONResponse(await requests.analyze(name, data))
+        return JSONResponse(await requests.analyze(name, data, attrs))
 
     @app.post("/v1/predict/batch", response_model=BatchResult, responses=ERRORS, openapi_extra=_BATCH_BODY,
               summary="Several images (multipart 'files'); a bad image is an item with status 'error'")
     async def predict_batch(request: Request):
+        attrs = _request_attributes(request, an)
         items = await requests.read_images(request, many=True)
 
         async def one(name, data):
             try:
-                return await requests.analyze(name, data)
+                return await requests.analyze(name, data, attrs)
             except ApiError as e:
                 if e.status in (503, 504):
                     raise

@@ -17,7 +17,7 @@ import numpy as np
 
 
 class MicroBatcher:
-    def __init__(self, process: Callable[[list[np.ndarray], list[str]], list[Any]], max_batch: int = 8,
+    def __init__(self, process: Callable[..., list[Any]], max_batch: int = 8,
                  max_wait_ms: float = 5.0, on_batch: Callable[[int, list[Any]], None] | None = None,
                  max_queue: int = 256, pending: Callable[[], int] | None = None):
         self.process = process
@@ -32,10 +32,11 @@ class MicroBatcher:
         self._t = threading.Thread(target=self._run, name="ferkit-microbatch", daemon=True)
         self._t.start()
 
-    def submit(self, image: np.ndarray, source: str) -> Future:
-        """A Future of the image's result list. Raises ``queue.Full`` when the server is saturated."""
+    def submit(self, image: np.ndarray, source: str, attributes: tuple[str, ...] | None = None) -> Future:
+        """A Future of the image's result list. ``attributes``: this image's per-face attributes when not the
+        analyzer's own (a request's ``?attributes=``). Raises ``queue.Full`` when the server is saturated."""
         fut: Future = Future()
-        self._q.put_nowait((image, source, fut))
+        self._q.put_nowait((image, source, fut, attributes))
         return fut
 
     def _run(self) -> None:
@@ -58,7 +59,8 @@ class MicroBatcher:
             if not batch:
                 continue
             try:
-                out = self.process([b[0] for b in batch], [b[1] for b in batch])
+                extra = {"attributes": [b[3] for b in batch]} if any(b[3] is not None for b in batch) else {}
+                out = self.process([b[0] for b in batch], [b[1] for b in batch], **extra)
             except BaseException as e:  # noqa: BLE001 - the error belongs to these requests, the worker lives on
                 for b in batch:
                     b[2].set_exception(e)
