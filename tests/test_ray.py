@@ -776,3 +776,20 @@ def test_actors_take_the_settings_object(cluster, tmp_path):
         "models": ["fer_minixception"], "detector": "haar", "det_size": 320, "crop": "box"}
     with pytest.raises(ConfigError, match="--no-detect and --gallery"):
         predict_dataset([str(photo)], tmp_path / "out2", settings=settings.replace(detect=False), quiet=True)
+
+
+def test_ray_parquet_carries_the_attributes_the_api_gives(cluster, tmp_path):
+    """predict_dataset(..., attributes=...): the Parquet parts get the attribute columns, same values as the API."""
+    from ferkit import analyze
+
+    photo = Path(__file__).parent / "data" / "multi_face.jpg"
+    ask = "age,gender,pose,spoof"
+    out = tmp_path / "out"
+    predict_dataset([str(photo)], out, attributes=ask, actors=1, ray_address=cluster.address, quiet=True)
+    want = sorted((f.to_dict() for f in analyze(photo, attributes=ask).faces), key=lambda f: f["face"])
+    got = sorted(read_results(out).to_pylist(), key=lambda r: r["face"])
+    assert len(got) == len(want) == 5
+    for g, w in zip(got, want, strict=True):
+        assert g["gender"] == w["gender"] and isinstance(g["gender"], str), (g, w)
+        for k in ("age", "yaw", "pitch", "roll", "spoof_score"):
+            assert abs(g[k] - w[k]) <= 1e-4, (k, g[k], w[k])

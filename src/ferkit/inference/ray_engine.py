@@ -270,7 +270,8 @@ class AnalyzeBatch:
             classes = self.analyzer.classes
             share = (time.perf_counter() - t0) / max(1, len(paths))
             for p in paths:
-                add(p, results[p].status, len(results[p].faces), json.dumps(table_rows(results[p], classes)), share)
+                rows = table_rows(results[p], classes, attributes=bool(self.analyzer.settings.attributes))
+                add(p, results[p].status, len(results[p].faces), json.dumps(rows), share)
         return pa.table(out, schema=schema)
 
 
@@ -291,10 +292,10 @@ def _one_line(path: str, e: BaseException) -> str:
 # the output folder
 
 
-def parquet_schema(classes: list[str]):
+def parquet_schema(classes: list[str], attributes: bool = False):
     """The Arrow schema of the Parquet parts: the names of :func:`ferkit.schema.table_columns`, each typed by
     the value :func:`ferkit.schema.table_rows` puts there for a fully filled-in face (so a column the schema
-    gains appears here by itself)."""
+    gains appears here by itself); with the attribute columns when ``attributes``."""
     import numpy as np
     import pyarrow as pa
 
@@ -303,7 +304,12 @@ def parquet_schema(classes: list[str]):
     face = FaceResult(source="x", face=0, box=(0.0, 0.0, 1.0, 1.0), landmarks=np.zeros((5, 2)), det_score=1.0,
                       label=classes[0], score=1.0, probabilities={c: 1.0 for c in classes}, valence=0.0,
                       arousal=0.0, frame=0, timestamp=0.0, track=0)
-    row = table_rows(FileResult(path="x", faces=[face]), classes)[0]
+    if attributes:  # a described face: text where ferkit.attributes gives text, else numbers
+        from ferkit.schema import ATTRIBUTE_COLUMNS
+
+        face.attributes = {c: "x" if c in ("gender", "spoof_model", "quality_reason") else 0.0
+                           for c in ATTRIBUTE_COLUMNS} | {"reasons": {}}
+    row = table_rows(FileResult(path="x", faces=[face]), classes, attributes=attributes)[0]
 
     def arrow_type(v):
         if isinstance(v, bool):
@@ -314,7 +320,8 @@ def parquet_schema(classes: list[str]):
             return pa.float64()
         return pa.string()
 
-    return pa.schema([(name, arrow_type(v)) for name, v in zip(table_columns(classes), row, strict=True)])
+    return pa.schema([(name, arrow_type(v))
+                      for name, v in zip(table_columns(classes, attributes=attributes), row, strict=True)])
 
 
 def rows_table(rows: list[list[Any]], schema):
@@ -522,7 +529,7 @@ def predict_dataset(sources: str | os.PathLike | Iterable[str | os.PathLike], ou
     check_output(output, "--output", folder=True)  # before Ray starts: a folder that takes files
     classes = build_analyzer(settings.replace(detect=False)).classes
     config = {**{k: actor_settings[k] for k in ("models", "detector", "det_size", "crop", "backend")},
-              "stride": stride, "classes": classes}
+              "stride": stride, "classes": classes, "attributes": list(settings.attributes)}
     out = Path(output)
     done = _prepare_output(out, config, overwrite)
     todo = [p for p in inputs if utf8_text(p) not in done]  # the manifest names inputs as the results do
@@ -545,7 +552,7 @@ def predict_dataset(sources: str | os.PathLike | Iterable[str | os.PathLike], ou
             actors = max(1, actors)
         tasks, plan = _tasks(todo, batch_size, frames_per_task, stride)
         summary["video_ranges"] = sum(n for n in plan.values() if n > 1)
-        schema = parquet_schema(classes)
+        schema = parquet_schema(classes, attributes=bool(settings.attributes))
         t0 = time.perf_counter()
         while tasks:
             # One task per actor call (an images task holds batch_size images), so video ranges spread over actors.
@@ -555,7 +562,7 @@ def predict_dataset(sources: str | os.PathLike | Iterable[str | os.PathLike], ou
                 compute=ray.data.ActorPoolStrategy(size=actors),
                 num_gpus=gpus_per_actor or None,
                 fn_constructor_kwargs=dict(settings=actor_settings, stride=stride))
-            redo = _write_stream(ds, out, schema, classes, summary, plan)
+            redo = _write_stream(ds, out, schema, classes, summary, plan, bool(settings.attributes))
             # A video whose ranges did not join up (OpenCV's seek landed elsewhere): once more, whole, in one task.
             plan = {v: 1 for v in redo}
             tasks = [{"task": json.dumps({"video": local_name[v], "start": 0, "end": None})} for v in redo]
@@ -634,7 +641,8 @@ def _write_part(out: Path, schema, rows: list[list[Any]], manifest: dict[str, li
         summary["errors" if s == "error" else s] += 1
 
 
-def _write_stream(ds, out: Path, schema, classes: list[str], summary: dict, plan: dict[str, int]) -> list[str]:
+def _write_stream(ds, out: Path, schema, classes: list[str], summary: dict, plan: dict[str, int],
+                  attributes: bool = False) -> list[str]:
     """Drain the dataset block by block and tally the summary. Images: a block's rows as one part. Video ranges:
     held until all ``plan[video]`` ranges of a video are in, then stitched and written as one part. Returns the
     videos whose ranges did not join up (to analyse again as one range)."""
@@ -669,7 +677,7 @@ def _write_stream(ds, out: Path, schema, classes: list[str], summary: dict, plan
             if result is None:
                 redo.append(path)
                 continue
-            _write_part(out, schema, table_rows(result, classes),
+            _write_part(out, schema, table_rows(result, classes, attributes=attributes),
                         {"input": [path], "status": [result.status], "faces": [len(result.faces)],
                          "worker": [",".join(sorted({g[1] for g in got.values()}))],
                          "seconds": [sum(g[2] for g in got.values())]}, summary)
