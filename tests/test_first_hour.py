@@ -195,7 +195,7 @@ def test_faceapi_detectors_run_without_torch(no_torch_env):
     r = _ferkit(no_torch_env, "detectors")
     assert r.returncode == 0, r.stderr[-3000:]
     lines = {ln.split()[0]: ln for ln in r.stdout.splitlines()[1:] if ln[:1].strip()}
-    assert sorted(lines) == ["haar", "mtcnn", "retinaface", "ssd_mobilenet", "tinyface"], r.stdout
+    assert sorted(lines) == ["blazeface", "haar", "mtcnn", "retinaface", "ssd_mobilenet", "tinyface"], r.stdout
     assert "needs torch" in lines["mtcnn"] and "needs" not in lines["tinyface"]
 
 

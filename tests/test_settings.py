@@ -91,7 +91,8 @@ def test_bad_settings_are_one_line_from_the_one_validation(tmp_path):
     assert "det_size 5" in r.stderr and "from 32 to 8192" in r.stderr, r.stderr
     r = run_cli("predict", PHOTO, "--detector", "nope")
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1
-    assert "detector 'nope'" in r.stderr and "retinaface, haar, mtcnn" in r.stderr, r.stderr
+    assert "detector 'nope'" in r.stderr, r.stderr
+    assert "retinaface, blazeface, haar, mtcnn, ssd_mobilenet, tinyface" in r.stderr, r.stderr
     r = run_cli("serve", "--port", "1", "--crop", "diagonal")  # refused before the port is tried
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1
     assert "crop 'diagonal'" in r.stderr and "align, box" in r.stderr, r.stderr
