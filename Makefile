@@ -23,6 +23,7 @@ demo: $(STAMP)
 # lint and types first (configured in pyproject.toml): a finding fails `make test` before pytest starts
 lint: $(STAMP)
 	$(PY) -m ruff check src tests scripts bench
+	$(PY) -m ruff format --check src tests scripts bench
 	$(PY) -m mypy
 
 test: lint

@@ -61,14 +61,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{'attribute':<14}{'ms/face':>9}{'ms/photo':>10}{'x default':>11}")
         for name in [*ATTRIBUTES, "all"]:
             names = ATTRIBUTES if name == "all" else [name]
-            t = best(lambda names=names: [describe(img, f, names) for img, f in zip(images, faces, strict=True)],
-                     a.repeat)
+            t = best(
+                lambda names=names: [describe(img, f, names) for img, f in zip(images, faces, strict=True)], a.repeat
+            )
             print(f"{name:<14}{1000 * t / n_faces:>9.2f}{1000 * t / n_photos:>10.2f}{t / base:>11.3f}")
-        ages = {Path(f).stem: [(r["age"], r["gender"], r["gender_score"]) for r in describe(img, fa, ["age", "gender"])]
-                for f, img, fa in zip(files, images, faces, strict=True)}
+        ages = {
+            Path(f).stem: [(r["age"], r["gender"], r["gender_score"]) for r in describe(img, fa, ["age", "gender"])]
+            for f, img, fa in zip(files, images, faces, strict=True)
+        }
         for k, v in ages.items():
-            print(f"  {k}: " + ", ".join(f"{age:.0f} {g} {s:.2f}" if age is not None else "withheld"
-                                          for age, g, s in v))
+            print(
+                f"  {k}: " + ", ".join(f"{age:.0f} {g} {s:.2f}" if age is not None else "withheld" for age, g, s in v)
+            )
     return 0
 
 

@@ -69,13 +69,15 @@ def ort_options(threads: int, seconds: float, rounds: int, batch: int) -> None:
 
     members = [OnnxClassifier(onnx_file(m), threads=threads) for m in ("fer_minixception", "human_xception")]
     fused = fuse_classifiers(members)
-    rows = {f"ferkit's session (all, {threads} threads, no spinning)": clf.predict,
-            "graph optimisation: basic": session(level.ORT_ENABLE_BASIC),
-            "graph optimisation: extended": session(level.ORT_ENABLE_EXTENDED),
-            "graph optimisation: disabled": session(level.ORT_DISABLE_ALL),
-            "spinning threads": session(spin="1"),
-            "1 thread": session(n=1),
-            "ensemble: two sessions (faces/s of both)": lambda c: [m.predict(c) for m in members]}
+    rows = {
+        f"ferkit's session (all, {threads} threads, no spinning)": clf.predict,
+        "graph optimisation: basic": session(level.ORT_ENABLE_BASIC),
+        "graph optimisation: extended": session(level.ORT_ENABLE_EXTENDED),
+        "graph optimisation: disabled": session(level.ORT_DISABLE_ALL),
+        "spinning threads": session(spin="1"),
+        "1 thread": session(n=1),
+        "ensemble: two sessions (faces/s of both)": lambda c: [m.predict(c) for m in members],
+    }
     if fused is not None:
         rows["ensemble: one fused session"] = fused.predict
     got: dict[str, list[float]] = {k: [] for k in rows}
@@ -115,9 +117,11 @@ def main() -> None:
             int8 = OnnxClassifier(export_onnx(name, Path(tmp) / f"{name}.int8.onnx", int8=True), threads=a.threads)
             chips = real_chips(tc.spec)
             p_ref, p_q = tc.predict(chips)[0], int8.predict(chips)[0]
-            print(f"{name:<20} {rate(tc.predict, x, a.seconds):8.0f} {rate(fp32.predict, x, a.seconds):9.0f} "
-                  f"{rate(int8.predict, x, a.seconds):9.0f} {np.abs(p_ref - p_q).max():14.4f} "
-                  f"{(p_ref.argmax(1) == p_q.argmax(1)).mean():17.3f}")
+            print(
+                f"{name:<20} {rate(tc.predict, x, a.seconds):8.0f} {rate(fp32.predict, x, a.seconds):9.0f} "
+                f"{rate(int8.predict, x, a.seconds):9.0f} {np.abs(p_ref - p_q).max():14.4f} "
+                f"{(p_ref.argmax(1) == p_q.argmax(1)).mean():17.3f}"
+            )
 
 
 if __name__ == "__main__":

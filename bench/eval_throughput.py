@@ -35,9 +35,16 @@ def make_checkpoint(path: Path, classes: list[str]) -> Path:
 
     torch.manual_seed(0)
     model = create_model("resnet18", num_classes=len(classes), in_channels=1)
-    ck = make(model, model_name="resnet18", model_kwargs={}, num_classes=len(classes), in_channels=1,
-              task="classify", classes=classes, input_spec={"size": [48, 48], "channels": 1, "mean": [0.5],
-                                                            "std": [0.25]})
+    ck = make(
+        model,
+        model_name="resnet18",
+        model_kwargs={},
+        num_classes=len(classes),
+        in_channels=1,
+        task="classify",
+        classes=classes,
+        input_spec={"size": [48, 48], "channels": 1, "mean": [0.5], "std": [0.25]},
+    )
     return save_checkpoint(ck, path)
 
 
@@ -92,25 +99,30 @@ def main() -> None:
         model, spec = build_model(ck), InputSpec.from_dict(ck["input"])
 
         b_rate, b_pred = baseline_img_s(ids, model)
-        predict_arrays(model, images[:a.batch_size], spec, batch_size=a.batch_size)  # warm-up
+        predict_arrays(model, images[: a.batch_size], spec, batch_size=a.batch_size)  # warm-up
         t0 = time.perf_counter()
         out = predict_arrays(model, images, spec, batch_size=a.batch_size)
         f_rate = len(images) / (time.perf_counter() - t0)
         agree = float((out["probs"].argmax(1) == b_pred).mean())
 
         t0 = time.perf_counter()
-        ev = evaluate_checkpoint(ckpt_path, dataset=ds, out=tmp / "eval", quiet=True, device="cpu",
-                                 batch_size=a.batch_size)
+        ev = evaluate_checkpoint(
+            ckpt_path, dataset=ds, out=tmp / "eval", quiet=True, device="cpu", batch_size=a.batch_size
+        )
         full_s = time.perf_counter() - t0
 
     print(f"per-image baseline (PIL -> ToTensor -> model):  {b_rate:8.1f} img/s")
     print(f"ferkit batched evaluator (uint8 cache, b={a.batch_size}): {f_rate:8.1f} img/s")
     print(f"ratio: {f_rate / b_rate:.1f}x (goal >= 5x); the two loops' predictions agree on {agree:.1%} of images")
-    print(f"first decode into the cache: {decode_s:.1f} s for {len(ids)} files (once per dataset); whole "
-          f"`ferkit evaluate` of the {ev.metrics['n']}-image test split incl. metrics, 7 plots and report.html: "
-          f"{full_s:.1f} s")
-    print(f"\n| loop | img/s |\n|---|---:|\n| per-image (PIL, ToTensor) | {b_rate:.0f} |\n"
-          f"| ferkit batched | {f_rate:.0f} |\n| ratio | {f_rate / b_rate:.1f}x |")
+    print(
+        f"first decode into the cache: {decode_s:.1f} s for {len(ids)} files (once per dataset); whole "
+        f"`ferkit evaluate` of the {ev.metrics['n']}-image test split incl. metrics, 7 plots and report.html: "
+        f"{full_s:.1f} s"
+    )
+    print(
+        f"\n| loop | img/s |\n|---|---:|\n| per-image (PIL, ToTensor) | {b_rate:.0f} |\n"
+        f"| ferkit batched | {f_rate:.0f} |\n| ratio | {f_rate / b_rate:.1f}x |"
+    )
 
 
 if __name__ == "__main__":

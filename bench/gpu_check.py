@@ -49,8 +49,9 @@ class Context:
 
 
 def _run(cmd: list[str], timeout: float, env: dict | None = None, cwd: Path | None = None):
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=cwd,
-                          env=dict(os.environ, **(env or {})))
+    return subprocess.run(
+        cmd, capture_output=True, text=True, timeout=timeout, cwd=cwd, env=dict(os.environ, **(env or {}))
+    )
 
 
 def _tail(text: str, lines: int = 6) -> str:
@@ -79,8 +80,7 @@ def _parse_cli(args: list[str]) -> None:
 
 # ------------------------------------------------------------------------------------------------ sections
 def section_cuda_tests(ctx: Context) -> dict:
-    files = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "tests").glob("test_*.py")
-                   if "mark.cuda" in p.read_text())
+    files = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "tests").glob("test_*.py") if "mark.cuda" in p.read_text())
     if not files:
         return {"status": "fail", "figure": "no test is marked @pytest.mark.cuda"}
     cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:xdist", "-m", "cuda", *files]
@@ -91,8 +91,12 @@ def section_cuda_tests(ctx: Context) -> dict:
     if ctx.dry:
         return {"status": "plumbing" if r.returncode == 0 else "fail", "figure": summary, "files": files}
     ok = r.returncode == 0 and "skipped" not in summary
-    return {"status": "ok" if ok else "fail", "figure": summary, "files": files,
-            **({} if ok else {"tail": _tail(r.stdout, 20)})}
+    return {
+        "status": "ok" if ok else "fail",
+        "figure": summary,
+        "files": files,
+        **({} if ok else {"tail": _tail(r.stdout, 20)}),
+    }
 
 
 def section_train(ctx: Context) -> dict:
@@ -113,9 +117,14 @@ def section_train(ctx: Context) -> dict:
         ours, _ = tt.ferkit_img_s(root, model, images, True, ctx.tmp / f"run_{model}", device="cuda")
         rows[model] = {"textbook_img_s": round(base), "ferkit_img_s": round(ours), "ratio": round(ours / base, 2)}
     worst = min(r["ratio"] for r in rows.values())
-    return {"status": "ok" if worst >= 3 else "below goal",
-            "figure": ", ".join(f"{m} {r['ferkit_img_s']} vs {r['textbook_img_s']} img/s = {r['ratio']}x"
-                                for m, r in rows.items()) + " (goal >= 3x)", "models": rows}
+    return {
+        "status": "ok" if worst >= 3 else "below goal",
+        "figure": ", ".join(
+            f"{m} {r['ferkit_img_s']} vs {r['textbook_img_s']} img/s = {r['ratio']}x" for m, r in rows.items()
+        )
+        + " (goal >= 3x)",
+        "models": rows,
+    }
 
 
 def section_amp(ctx: Context) -> dict:
@@ -130,6 +139,7 @@ def section_amp(ctx: Context) -> dict:
             if epoch == 1:  # epoch 2's forwards are recorded: the hook sees what autocast really ran in
                 conv = next(m for m in trainer.model.modules() if isinstance(m, torch.nn.Conv2d))
                 conv.register_forward_hook(lambda mod, inp, out: seen[name].add(str(out.dtype)))
+
         return callback
 
     wanted = {"fp16": "torch.float16", "bf16": "torch.bfloat16"}
@@ -142,12 +152,23 @@ def section_amp(ctx: Context) -> dict:
     data = _synth(ctx)
     for amp in wanted:
         seen[amp] = set()
-        api.train(data=str(data), model="seed1_cnn", epochs=2, batch_size=64, amp=amp, device="cuda",
-                  out=str(ctx.tmp / f"amp_{amp}"), quiet=True, callbacks=[hook_after_first_epoch(amp)])
+        api.train(
+            data=str(data),
+            model="seed1_cnn",
+            epochs=2,
+            batch_size=64,
+            amp=amp,
+            device="cuda",
+            out=str(ctx.tmp / f"amp_{amp}"),
+            quiet=True,
+            callbacks=[hook_after_first_epoch(amp)],
+        )
     ok = all(seen[a] == {wanted[a]} for a in wanted)
-    return {"status": "ok" if ok else "fail",
-            "figure": "; ".join(f"--amp {a}: conv output {sorted(seen[a])}" for a in wanted),
-            "dtypes": {a: sorted(v) for a, v in seen.items()}}
+    return {
+        "status": "ok" if ok else "fail",
+        "figure": "; ".join(f"--amp {a}: conv output {sorted(seen[a])}" for a in wanted),
+        "dtypes": {a: sorted(v) for a, v in seen.items()},
+    }
 
 
 OOM_CAP_MB = 256  # resnet18 at 1024 px needs far more than this for one image (activations alone ~0.5 GB)
@@ -155,9 +176,26 @@ OOM_CAP_MB = 256  # resnet18 at 1024 px needs far more than this for one image (
 
 def section_oom(ctx: Context) -> dict:
     data = ctx.tmp / "synth_600"
-    args = ["train", "--data", str(data), "--model", "resnet18", "--no-pretrained", "--in-channels", "1",
-            "--image-size", "1024", "--batch-size", "16", "--epochs", "1", "--device", "cuda",
-            "--out", str(ctx.tmp / "oom_run")]
+    args = [
+        "train",
+        "--data",
+        str(data),
+        "--model",
+        "resnet18",
+        "--no-pretrained",
+        "--in-channels",
+        "1",
+        "--image-size",
+        "1024",
+        "--batch-size",
+        "16",
+        "--epochs",
+        "1",
+        "--device",
+        "cuda",
+        "--out",
+        str(ctx.tmp / "oom_run"),
+    ]
     if ctx.dry:
         _parse_cli(args)
         return {"status": "plumbing"}
@@ -174,8 +212,12 @@ def section_oom(ctx: Context) -> dict:
     lines = [ln for ln in err.getvalue().splitlines() if ln.strip() and "warning" not in ln]
     halvings = out.getvalue().count("out of memory: batch halved")
     ok = code == 2 and len(lines) == 1 and "out of memory" in lines[0] and halvings >= 1
-    return {"status": "ok" if ok else "fail", "exit_code": code, "halvings": halvings,
-            "figure": f"exit {code} after {halvings} halvings (16 -> 1): {lines[-1] if lines else '(no message)'}"}
+    return {
+        "status": "ok" if ok else "fail",
+        "exit_code": code,
+        "halvings": halvings,
+        "figure": f"exit {code} after {halvings} halvings (16 -> 1): {lines[-1] if lines else '(no message)'}",
+    }
 
 
 def _photos(ctx: Context, n: int) -> Path:
@@ -200,9 +242,23 @@ def section_predict(ctx: Context) -> dict:
             runs["onnxruntime-cuda"] = ["--backend", "onnx"]
     except ImportError:
         pass
-    cmds = {name: ["predict", str(folder), "--device", "cuda", "--detector", "retinaface", *extra, "--quiet",
-                   "--format", "jsonl", "--output", str(ctx.tmp / f"pred_{name}.jsonl")]
-            for name, extra in runs.items()}
+    cmds = {
+        name: [
+            "predict",
+            str(folder),
+            "--device",
+            "cuda",
+            "--detector",
+            "retinaface",
+            *extra,
+            "--quiet",
+            "--format",
+            "jsonl",
+            "--output",
+            str(ctx.tmp / f"pred_{name}.jsonl"),
+        ]
+        for name, extra in runs.items()
+    }
     if ctx.dry:
         for args in cmds.values():
             _parse_cli(args)
@@ -217,13 +273,23 @@ def section_predict(ctx: Context) -> dict:
             res[name] = {"error": _tail(r.stderr, 3)}
             continue
         rows = [json.loads(ln) for ln in Path(args[-1]).read_text().splitlines() if ln.strip()]
-        res[name] = {"photos_s": round(n / secs, 1), "whole_process_s": round(secs, 2), "rows": len(rows),
-                     "faces": sum(len(r.get("faces") or []) for r in rows)}
+        res[name] = {
+            "photos_s": round(n / secs, 1),
+            "whole_process_s": round(secs, 2),
+            "rows": len(rows),
+            "faces": sum(len(r.get("faces") or []) for r in rows),
+        }
     ok = all("error" not in v and v["rows"] == n for v in res.values())
     note = "" if "onnxruntime-cuda" in res else " (no ONNX Runtime CUDA provider installed)"
-    return {"status": "ok" if ok else "fail", "backends": res,
-            "figure": ", ".join(f"{k} {v['photos_s']} photos/s ({v['faces']} faces)" if "error" not in v
-                                else f"{k} failed: {v['error']}" for k, v in res.items()) + note}
+    return {
+        "status": "ok" if ok else "fail",
+        "backends": res,
+        "figure": ", ".join(
+            f"{k} {v['photos_s']} photos/s ({v['faces']} faces)" if "error" not in v else f"{k} failed: {v['error']}"
+            for k, v in res.items()
+        )
+        + note,
+    }
 
 
 def section_ddp(ctx: Context) -> dict:
@@ -231,24 +297,55 @@ def section_ddp(ctx: Context) -> dict:
 
     gpus = torch.cuda.device_count() if not ctx.dry else 2
     out = ctx.tmp / "ddp_run"
-    train = ["train", "--data", str(ctx.tmp / "synth_600"), "--model", "seed1_cnn", "--epochs", "1",
-             "--batch-size", "64", "--device", "auto", "--out", str(out), "--quiet"]
+    train = [
+        "train",
+        "--data",
+        str(ctx.tmp / "synth_600"),
+        "--model",
+        "seed1_cnn",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "64",
+        "--device",
+        "auto",
+        "--out",
+        str(out),
+        "--quiet",
+    ]
     if ctx.dry:
         _parse_cli(train)
         import torch.distributed
 
         return {"status": "plumbing" if torch.distributed.is_available() else "fail"}
     _synth(ctx)
-    r = _run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(gpus),
-              "-m", "ferkit", *train], timeout=240, env={"NCCL_DEBUG": "INFO"})
+    r = _run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node",
+            str(gpus),
+            "-m",
+            "ferkit",
+            *train,
+        ],
+        timeout=240,
+        env={"NCCL_DEBUG": "INFO"},
+    )
     if r.returncode != 0:
         return {"status": "fail", "figure": _tail(r.stderr, 3)}
     results = json.loads((out / "results.json").read_text())
     nccl = "NCCL INFO" in r.stdout + r.stderr
     ok = results["world_size"] == gpus and nccl
-    return {"status": "ok" if ok else "fail", "world_size": results["world_size"], "nccl_seen": nccl,
-            "figure": f"{gpus} GPU(s), world {results['world_size']}, NCCL {'seen' if nccl else 'NOT seen'}, "
-                      f"{results['history'][0]['train_img_s']} img/s"}
+    return {
+        "status": "ok" if ok else "fail",
+        "world_size": results["world_size"],
+        "nccl_seen": nccl,
+        "figure": f"{gpus} GPU(s), world {results['world_size']}, NCCL {'seen' if nccl else 'NOT seen'}, "
+        f"{results['history'][0]['train_img_s']} img/s",
+    }
 
 
 SECTIONS: dict[str, tuple[Callable[[Context], dict], int]] = {  # name -> (function, seconds it may take)
@@ -271,8 +368,11 @@ def run_section(name: str, tmp: Path, dry: bool, limit: float) -> dict:
         r = _run(cmd + (["--dry"] if dry else []), timeout=limit)
     except subprocess.TimeoutExpired:
         return {"status": "timeout", "figure": f"stopped after {limit:.0f} s", "seconds": round(limit, 1)}
-    res = json.loads(result_file.read_text()) if result_file.exists() else {
-        "status": "crashed", "figure": f"exit {r.returncode}: {_tail(r.stderr, 2)}"}
+    res = (
+        json.loads(result_file.read_text())
+        if result_file.exists()
+        else {"status": "crashed", "figure": f"exit {r.returncode}: {_tail(r.stderr, 2)}"}
+    )
     res["seconds"] = round(time.perf_counter() - t0, 1)
     return res
 
@@ -326,9 +426,14 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{name}: {results[name]['status']} ({results[name].get('seconds')} s)", flush=True)
             elif results[name]["status"] != "plumbing":
                 print(f"gpu_check: section {name} fails its plumbing check: {results[name].get('figure')}")
-    report = {"cuda": cuda, "device": torch.cuda.get_device_name(0) if cuda else None,
-              "gpus": torch.cuda.device_count() if cuda else 0, "torch": torch.__version__,
-              "budget_s": a.budget, "sections": results}
+    report = {
+        "cuda": cuda,
+        "device": torch.cuda.get_device_name(0) if cuda else None,
+        "gpus": torch.cuda.device_count() if cuda else 0,
+        "torch": torch.__version__,
+        "budget_s": a.budget,
+        "sections": results,
+    }
     from ferkit.utils import atomic_write_json
 
     atomic_write_json(a.json, report)
@@ -337,8 +442,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"gpu_check: results in {a.json}")
         return 0
     broken = [n for n, r in results.items() if r["status"] != "plumbing"]
-    print(f"gpu_check: no CUDA device here, nothing measured; plumbing of {len(results) - len(broken)}/"
-          f"{len(results)} sections checked, results in {a.json}")
+    print(
+        f"gpu_check: no CUDA device here, nothing measured; plumbing of {len(results) - len(broken)}/"
+        f"{len(results)} sections checked, results in {a.json}"
+    )
     return 1 if broken else 0
 
 

@@ -45,8 +45,11 @@ def site_packages(venv: Path) -> Path:
 
 def biggest(venv: Path, n: int = 8) -> list[tuple[str, int]]:
     sp = site_packages(venv)
-    sizes = [(p.name, tree_bytes(p) if p.is_dir() else p.stat().st_size) for p in sp.iterdir()
-             if not p.name.endswith((".dist-info", ".pth")) and p.name != "__pycache__"]
+    sizes = [
+        (p.name, tree_bytes(p) if p.is_dir() else p.stat().st_size)
+        for p in sp.iterdir()
+        if not p.name.endswith((".dist-info", ".pth")) and p.name != "__pycache__"
+    ]
     return sorted(sizes, key=lambda x: -x[1])[:n]
 
 
@@ -73,17 +76,30 @@ def main(argv: list[str] | None = None) -> int:
         venv, secs = make_venv(tmp / "light", str(repo))
         light = tree_bytes(venv)
         env = dict(os.environ, FERKIT_CACHE_DIR=str(tmp / "cache"), PYTHONPATH="")
-        has_torch = subprocess.run([str(venv / "bin" / "python"), "-c", "import torch"], capture_output=True,
-                                   env=env).returncode == 0
+        has_torch = (
+            subprocess.run(
+                [str(venv / "bin" / "python"), "-c", "import torch"], capture_output=True, env=env
+            ).returncode
+            == 0
+        )
         t = time.time()
-        r = subprocess.run([str(venv / "bin" / "ferkit"), "predict", str(repo / "tests" / "data"), "--format", "csv"],
-                           capture_output=True, text=True, env=env, cwd=tmp)
+        r = subprocess.run(
+            [str(venv / "bin" / "ferkit"), "predict", str(repo / "tests" / "data"), "--format", "csv"],
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=tmp,
+        )
         predict_s = time.time() - t
         rows = list(csv.DictReader(io.StringIO(r.stdout))) if r.returncode == 0 else []
-        print(f"light venv (pip install {repo.name}, no extra): {light / 1e6:,.0f} MB, installed in {secs:.0f} s; "
-              f"torch importable: {has_torch}")
-        print(f"  ferkit predict tests/data: exit {r.returncode} in {predict_s:.1f} s, {len(rows)} faces, labels "
-              f"{sorted({x['label'] for x in rows})}; {(r.stderr.strip().splitlines() or [''])[-1]}")
+        print(
+            f"light venv (pip install {repo.name}, no extra): {light / 1e6:,.0f} MB, installed in {secs:.0f} s; "
+            f"torch importable: {has_torch}"
+        )
+        print(
+            f"  ferkit predict tests/data: exit {r.returncode} in {predict_s:.1f} s, {len(rows)} faces, labels "
+            f"{sorted({x['label'] for x in rows})}; {(r.stderr.strip().splitlines() or [''])[-1]}"
+        )
         print("  biggest: " + ", ".join(f"{n} {b / 1e6:.0f} MB" for n, b in biggest(venv)))
         if a.build_full:
             full_venv, fsecs = make_venv(tmp / "full", f"{repo}[dev]")
@@ -91,8 +107,10 @@ def main(argv: list[str] | None = None) -> int:
             full_venv, fsecs = Path(a.full_venv), None
         if full_venv.is_dir():
             full = tree_bytes(full_venv)
-            print(f"full venv ({full_venv}{f', built in {fsecs:.0f} s' if fsecs else ''}, .[dev]): "
-                  f"{full / 1e6:,.0f} MB; the light one is {light / full:.1%} of it")
+            print(
+                f"full venv ({full_venv}{f', built in {fsecs:.0f} s' if fsecs else ''}, .[dev]): "
+                f"{full / 1e6:,.0f} MB; the light one is {light / full:.1%} of it"
+            )
             print("  biggest: " + ", ".join(f"{n} {b / 1e6:.0f} MB" for n, b in biggest(full_venv)))
         ok = r.returncode == 0 and rows and not has_torch
         return 0 if ok else 1

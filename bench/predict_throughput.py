@@ -66,7 +66,7 @@ def make_photos(folder: Path, n: int, seed: int = 0) -> list[tuple[Path, int]]:
             small = small[:, ::-1]
         canvas = np.full((480, 640, 3), rng.integers(0, 255, 3), np.uint8)
         y, x = rng.integers(0, 480 - small.shape[0] + 1), rng.integers(0, 640 - small.shape[1] + 1)
-        canvas[y:y + small.shape[0], x:x + small.shape[1]] = small
+        canvas[y : y + small.shape[0], x : x + small.shape[1]] = small
         p = folder / f"{i:03d}_{name}.jpg"
         cv2.imwrite(str(p), cv2.cvtColor(canvas, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 90])
         files.append((p, ref))
@@ -85,7 +85,7 @@ def baseline(files: list[Path], model, spec) -> list[int]:
         grey = cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY)
         boxes = cascade.detectMultiScale(grey, scaleFactor=1.1, minNeighbors=5, minSize=(30, 30))
         for x, y, w, h in boxes:
-            face = cv2.resize(grey[y:y + h, x:x + w], tuple(spec.size[::-1]))
+            face = cv2.resize(grey[y : y + h, x : x + w], tuple(spec.size[::-1]))
             t = torch.from_numpy(face).float().div(255).sub(mean).div(std)[None, None]
             with torch.no_grad():
                 model(t).softmax(1)
@@ -94,16 +94,22 @@ def baseline(files: list[Path], model, spec) -> list[int]:
 
 
 def recall(found: list[int], refs: list[int]) -> tuple[float, int]:
-    return (sum(min(f, r) for f, r in zip(found, refs, strict=True)) / sum(refs),
-            sum(max(0, f - r) for f, r in zip(found, refs, strict=True)))
+    return (
+        sum(min(f, r) for f, r in zip(found, refs, strict=True)) / sum(refs),
+        sum(max(0, f - r) for f, r in zip(found, refs, strict=True)),
+    )
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--n", type=int, default=40)
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--det-size", type=int, default=None,
-                    help="ferkit's detection long side (default: the detector's 1280, i.e. 640x480 at full size)")
+    ap.add_argument(
+        "--det-size",
+        type=int,
+        default=None,
+        help="ferkit's detection long side (default: the detector's 1280, i.e. 640x480 at full size)",
+    )
     ap.add_argument("--latency-threads", type=lambda v: [int(x) for x in v.split(",")], default=[1, 2])
     ap.add_argument("--repeats", type=int, default=2, help="timed passes over the files (best kept)")
     a = ap.parse_args()
@@ -136,14 +142,22 @@ def main() -> None:
         rb, xb = recall(fb, refs)
         rf, xf = recall(ff, refs)
         nb, nf = sum(fb), sum(ff)
-        print(f"{a.n} photos 640x480 ({sum(refs)} reference faces), {a.threads} thread(s), best of {a.repeats}, "
-              f"ferkit det_size {a.det_size or 'default (full size)'}")
-        print(f"  baseline (per image, Haar, per-face forward): {tb and min(tb):.2f} s  {nb / min(tb):7.1f} faces/s  "
-              f"{a.n / min(tb):6.1f} img/s  recall {rb:.3f}  extra {xb}")
-        print(f"  ferkit   (batched, RetinaFace, aligned)     : {min(tf):.2f} s  {nf / min(tf):7.1f} faces/s  "
-              f"{a.n / min(tf):6.1f} img/s  recall {rf:.3f}  extra {xf}")
-        print(f"  speed-up: {(nf / min(tf)) / max(nb / min(tb), 1e-9):.2f}x faces/s, "
-              f"{min(tb) / min(tf):.2f}x images/s (goal >= 5x at equal or better recall)")
+        print(
+            f"{a.n} photos 640x480 ({sum(refs)} reference faces), {a.threads} thread(s), best of {a.repeats}, "
+            f"ferkit det_size {a.det_size or 'default (full size)'}"
+        )
+        print(
+            f"  baseline (per image, Haar, per-face forward): {tb and min(tb):.2f} s  {nb / min(tb):7.1f} faces/s  "
+            f"{a.n / min(tb):6.1f} img/s  recall {rb:.3f}  extra {xb}"
+        )
+        print(
+            f"  ferkit   (batched, RetinaFace, aligned)     : {min(tf):.2f} s  {nf / min(tf):7.1f} faces/s  "
+            f"{a.n / min(tf):6.1f} img/s  recall {rf:.3f}  extra {xf}"
+        )
+        print(
+            f"  speed-up: {(nf / min(tf)) / max(nb / min(tb), 1e-9):.2f}x faces/s, "
+            f"{min(tb) / min(tf):.2f}x images/s (goal >= 5x at equal or better recall)"
+        )
         one = files[0]
         for th in a.latency_threads:
             torch.set_num_threads(th)
@@ -154,8 +168,10 @@ def main() -> None:
                 t = time.perf_counter()
                 an.analyze(one)
                 lat.append((time.perf_counter() - t) * 1000)
-            print(f"  single-image latency ({th} thread{'s' * (th > 1)}, 640x480 JPEG, decode included): "
-                  f"p50 {np.percentile(lat, 50):.1f} ms  p90 {np.percentile(lat, 90):.1f} ms (goal < 50 ms on 2 cores)")
+            print(
+                f"  single-image latency ({th} thread{'s' * (th > 1)}, 640x480 JPEG, decode included): "
+                f"p50 {np.percentile(lat, 50):.1f} ms  p90 {np.percentile(lat, 90):.1f} ms (goal < 50 ms on 2 cores)"
+            )
 
 
 if __name__ == "__main__":

@@ -30,10 +30,13 @@ def make_photos(folder: Path, n: int) -> list[str]:
     from PIL import Image
     from skimage import data
 
-    bases = [Image.fromarray(data.astronaut()),
-             Image.open(matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)).convert("RGB")]
-    bases += [Image.open(p).convert("RGB")
-              for p in sorted((Path(__file__).parents[1] / "tests" / "data").glob("*.jpg"))]
+    bases = [
+        Image.fromarray(data.astronaut()),
+        Image.open(matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)).convert("RGB"),
+    ]
+    bases += [
+        Image.open(p).convert("RGB") for p in sorted((Path(__file__).parents[1] / "tests" / "data").glob("*.jpg"))
+    ]
     out = []
     for i in range(n):
         im = bases[i % len(bases)].copy()
@@ -64,8 +67,12 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=600, help="images (default 600)")
     from ferkit.inference.ray_engine import DEFAULT_BATCH_SIZE
 
-    ap.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE,
-                    help=f"inputs per actor call (default {DEFAULT_BATCH_SIZE}, the engine's)")
+    ap.add_argument(
+        "--batch-size",
+        type=int,
+        default=DEFAULT_BATCH_SIZE,
+        help=f"inputs per actor call (default {DEFAULT_BATCH_SIZE}, the engine's)",
+    )
     a = ap.parse_args()
 
     os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -96,25 +103,38 @@ def main() -> None:
     try:
         for k in (1, 2):
             t = time.perf_counter()
-            s = predict_dataset([str(tmp / "in")], tmp / f"out{k}", settings, actors=k, batch_size=a.batch_size,
-                                overwrite=True, quiet=True)
+            s = predict_dataset(
+                [str(tmp / "in")],
+                tmp / f"out{k}",
+                settings,
+                actors=k,
+                batch_size=a.batch_size,
+                overwrite=True,
+                quiet=True,
+            )
             wall = s["files"] / (time.perf_counter() - t)
             busy = sum(v["images_per_s"] for v in s["per_actor"].values()) / max(1, len(s["per_actor"]))
             steady = steady_rate(tmp / f"out{k}")
             rates[k] = (wall, steady, busy)
-            print(f"ray {k} actor{'s' * (k > 1)}: {wall:6.1f} images/s wall, {steady:6.1f} steady, "
-                  f"{busy:6.1f} per actor while busy ({s['files']} files, {len(s['per_actor'])} workers)")
+            print(
+                f"ray {k} actor{'s' * (k > 1)}: {wall:6.1f} images/s wall, {steady:6.1f} steady, "
+                f"{busy:6.1f} per actor while busy ({s['files']} files, {len(s['per_actor'])} workers)"
+            )
     finally:
         ray.shutdown()
     plain_after = plain_rate()  # again: on a shared machine the load moves; the ratios use the mean
     plain = (plain_before + plain_after) / 2
-    print(f"plain in-process: {plain_before:6.1f} images/s before the Ray runs, {plain_after:6.1f} after "
-          f"({len(files)} files, 1 thread)")
+    print(
+        f"plain in-process: {plain_before:6.1f} images/s before the Ray runs, {plain_after:6.1f} after "
+        f"({len(files)} files, 1 thread)"
+    )
     (w1, s1, b1), (w2, s2, _) = rates[1], rates[2]
     print(f"2 actors / 1 actor: steady {s2 / s1:.2f}x, wall {w2 / w1:.2f}x   (goal >= 1.7x)")
-    print(f"Ray overhead at 1 actor vs plain: steady {100 * (1 - s1 / plain):+.1f}%, "
-          f"busy {100 * (1 - b1 / plain):+.1f}%, "
-          f"wall {100 * (1 - w1 / plain):+.1f}%   (goal <= 15%)")
+    print(
+        f"Ray overhead at 1 actor vs plain: steady {100 * (1 - s1 / plain):+.1f}%, "
+        f"busy {100 * (1 - b1 / plain):+.1f}%, "
+        f"wall {100 * (1 - w1 / plain):+.1f}%   (goal <= 15%)"
+    )
     print(f"machine: {os.cpu_count()} CPUs; load average {os.getloadavg()[0]:.1f}")
 
 

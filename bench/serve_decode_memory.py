@@ -64,8 +64,11 @@ def main() -> int:
                     t.join()
                 stop.set()
                 w.join()
-                print(f"{n:3d} x {a.size}x{a.size} {name} ({len(data) / 1e3:.0f} KB): server RSS {base:.0f} MB -> "
-                      f"peak {max(peak):.0f} MB; {codes.count(200)} x 200, {codes.count(503)} x 503", flush=True)
+                print(
+                    f"{n:3d} x {a.size}x{a.size} {name} ({len(data) / 1e3:.0f} KB): server RSS {base:.0f} MB -> "
+                    f"peak {max(peak):.0f} MB; {codes.count(200)} x 200, {codes.count(503)} x 503",
+                    flush=True,
+                )
                 time.sleep(1)
     finally:
         proc.terminate()

@@ -36,10 +36,31 @@ def rss_mb(pid: int) -> float:
 def start(port: int, batch_max: int, det_size: int, wait_ms: float):
     import httpx
 
-    proc = subprocess.Popen([sys.executable, "-m", "ferkit", "serve", "--host", "127.0.0.1", "--port", str(port),
-                             "--model", "fer_minixception", "--detector", "retinaface", "--det-size", str(det_size),
-                             "--batch-max", str(batch_max), "--batch-wait-ms", str(wait_ms)],
-                            env=dict(os.environ, FERKIT_API_KEY=""), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "ferkit",
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--model",
+            "fer_minixception",
+            "--detector",
+            "retinaface",
+            "--det-size",
+            str(det_size),
+            "--batch-max",
+            str(batch_max),
+            "--batch-wait-ms",
+            str(wait_ms),
+        ],
+        env=dict(os.environ, FERKIT_API_KEY=""),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     t0 = time.time()
     while time.time() - t0 < 120:
         try:
@@ -127,6 +148,7 @@ def level(url: str, data: bytes, conc: int, n: int, max_s: float) -> dict:
     lat, errors, busy, conn = [], 0, 0, 0
     deadline = time.perf_counter() + max_s
     with httpx.Client(base_url=url, timeout=60, limits=httpx.Limits(max_connections=conc)) as c:
+
         def one(_):
             if time.perf_counter() > deadline:
                 return None
@@ -156,8 +178,15 @@ def level(url: str, data: bytes, conc: int, n: int, max_s: float) -> dict:
                 conn += res[2] == "conn"
         wall = time.perf_counter() - t0
     a = np.array(lat) * 1000
-    return {"n": len(lat), "rps": len(lat) / wall, "p50": float(np.percentile(a, 50)),
-            "p99": float(np.percentile(a, 99)), "errors": errors, "503": busy, "conn": conn}
+    return {
+        "n": len(lat),
+        "rps": len(lat) / wall,
+        "p50": float(np.percentile(a, 50)),
+        "p99": float(np.percentile(a, 99)),
+        "errors": errors,
+        "503": busy,
+        "conn": conn,
+    }
 
 
 def main() -> int:
@@ -173,8 +202,12 @@ def main() -> int:
     ap.add_argument("--repeat", type=int, default=2, help="run the last level this many more times (memory check)")
     ap.add_argument("--modes", default="batch,nobatch", help="batch, nobatch or both (comma-separated)")
     ap.add_argument("--image", default=None, help="default: matplotlib's grace_hopper.jpg (512x600, one face)")
-    ap.add_argument("--slow-clients", type=int, default=0,
-                    help="slowloris clients holding kept-alive connections meanwhile (the server's cap is 256)")
+    ap.add_argument(
+        "--slow-clients",
+        type=int,
+        default=0,
+        help="slowloris clients holding kept-alive connections meanwhile (the server's cap is 256)",
+    )
     ap.add_argument("--slow-interval", type=float, default=2.0, help="seconds between a slow client's header lines")
     a = ap.parse_args()
     if a.image:
@@ -184,12 +217,16 @@ def main() -> int:
 
         data = open(os.path.join(matplotlib.get_data_path(), "sample_data", "grace_hopper.jpg"), "rb").read()
     levels = [int(x) for x in a.levels.split(",")]
-    print(f"# ferkit serve load: {a.requests} requests/level (<= {a.max_seconds:g} s), det_size {a.det_size}, "
-          f"{os.cpu_count()} CPUs, loopback")
+    print(
+        f"# ferkit serve load: {a.requests} requests/level (<= {a.max_seconds:g} s), det_size {a.det_size}, "
+        f"{os.cpu_count()} CPUs, loopback"
+    )
     if a.slow_clients:
         print(f"# {a.slow_clients} slow clients on kept-alive connections, one header line every {a.slow_interval:g} s")
-    print(f"{'mode':<22}{'conc':>5}{'n':>6}{'req/s':>8}{'p50 ms':>9}{'p99 ms':>9}{'errors':>7}{'503':>5}{'conn':>5}"
-          f"{'RSS MB':>8}")
+    print(
+        f"{'mode':<22}{'conc':>5}{'n':>6}{'req/s':>8}{'p50 ms':>9}{'p99 ms':>9}{'errors':>7}{'503':>5}{'conn':>5}"
+        f"{'RSS MB':>8}"
+    )
     failed = 0
     modes = {"batch": (f"micro-batch {a.batch_max}/{a.batch_wait_ms:g}ms", a.batch_max), "nobatch": ("no batching", 1)}
     for mode, bm in (modes[m] for m in a.modes.split(",")):
@@ -204,12 +241,17 @@ def main() -> int:
                     r = level(f"http://127.0.0.1:{port}", data, conc, a.requests, a.max_seconds)
                     failed += r["errors"]
                     n, n503 = n + r["n"], n503 + r["503"]
-                    print(f"{mode:<22}{conc:>5}{r['n']:>6}{r['rps']:>8.2f}{r['p50']:>9.1f}{r['p99']:>9.1f}"
-                          f"{r['errors']:>7}{r['503']:>5}{r['conn']:>5}{rss_mb(proc.pid):>8.0f}", flush=True)
+                    print(
+                        f"{mode:<22}{conc:>5}{r['n']:>6}{r['rps']:>8.2f}{r['p50']:>9.1f}{r['p99']:>9.1f}"
+                        f"{r['errors']:>7}{r['503']:>5}{r['conn']:>5}{rss_mb(proc.pid):>8.0f}",
+                        flush=True,
+                    )
                 if a.slow_clients:
-                    print(f"{mode:<22} well-behaved 503 rate {n503}/{n} = {n503 / max(n, 1):.1%} while "
-                          f"{len(slow.open)} of {a.slow_clients} slow clients held connections (the server dropped "
-                          f"{slow.dropped}, refused {slow.refused} of their connections)")
+                    print(
+                        f"{mode:<22} well-behaved 503 rate {n503}/{n} = {n503 / max(n, 1):.1%} while "
+                        f"{len(slow.open)} of {a.slow_clients} slow clients held connections (the server dropped "
+                        f"{slow.dropped}, refused {slow.refused} of their connections)"
+                    )
             rss1 = rss_mb(proc.pid)
             print(f"{mode:<22} server RSS {rss0:.0f} MB after start-up -> {rss1:.0f} MB after all levels")
         finally:

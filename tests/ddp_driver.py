@@ -19,8 +19,10 @@ from ferkit.checkpoint import unwrap
 def main(data: str, out: str, dumps: str) -> None:
     def dump_weights(trainer, epoch, row):
         Path(dumps).mkdir(parents=True, exist_ok=True)
-        torch.save({k: v.detach().cpu() for k, v in unwrap(trainer.model).state_dict().items()},
-                   Path(dumps) / f"rank{trainer.dist.rank}.pt")
+        torch.save(
+            {k: v.detach().cpu() for k, v in unwrap(trainer.model).state_dict().items()},
+            Path(dumps) / f"rank{trainer.dist.rank}.pt",
+        )
 
     api.train(data=data, model="seed1_cnn", epochs=1, batch_size=32, out=out, quiet=True, callbacks=[dump_weights])
 

@@ -63,7 +63,7 @@ def _mangle(rng, data: bytes) -> bytes:
     """One random byte-level defect: truncate, flip bytes, insert junk, or leave as is."""
     op = int(rng.integers(0, 5))
     if op == 0 and data:
-        return data[:int(rng.integers(0, len(data)))]
+        return data[: int(rng.integers(0, len(data)))]
     if op == 1 and data:
         b = bytearray(data)
         for _ in range(int(rng.integers(1, 8))):
@@ -76,10 +76,22 @@ def _mangle(rng, data: bytes) -> bytes:
 
 
 # ------------------------------------------------------------------------------------------------ CSV
-_HEADERS = ["emotion,pixels,Usage", "emotion,pixels", "label,pixels", "pixels,Usage", "emotion, Usage, pixels",
-            "\ufeffemotion,pixels,Usage", "", "emotion", "pixels", "emotion,pixels,pixels,Usage",
-            "EMOTION,PIXELS,USAGE", "emotion;pixels;Usage", ",".join(f"c{i}" for i in range(20_000)),
-            "emotion,pixels," + "x" * 50_000]
+_HEADERS = [
+    "emotion,pixels,Usage",
+    "emotion,pixels",
+    "label,pixels",
+    "pixels,Usage",
+    "emotion, Usage, pixels",
+    "\ufeffemotion,pixels,Usage",
+    "",
+    "emotion",
+    "pixels",
+    "emotion,pixels,pixels,Usage",
+    "EMOTION,PIXELS,USAGE",
+    "emotion;pixels;Usage",
+    ",".join(f"c{i}" for i in range(20_000)),
+    "emotion,pixels," + "x" * 50_000,
+]
 _TOKENS = ["0", "255", "256", "-1", "nan", "1e5", "", "x", "٣", "0x10", "1.5", " ", "\t", "99999999999999999999"]
 
 
@@ -89,17 +101,20 @@ def _csv_case(rng, d: Path) -> Path:
     header = _pick(rng, _HEADERS[:3]) if mild else _pick(rng, _HEADERS)
     lines = [header]
     for _ in range(int(rng.integers(0, 12))):
-        y = _pick(rng, ["0", "3", "6", "7", "-1", "a", "", "1.0", "9" * 40]) if rng.random() < 0.2 else str(
-            int(rng.integers(0, 7)))
+        y = (
+            _pick(rng, ["0", "3", "6", "7", "-1", "a", "", "1.0", "9" * 40])
+            if rng.random() < 0.2
+            else str(int(rng.integers(0, 7)))
+        )
         px = rng.integers(0, 256, side * side).astype(str).tolist()
         if rng.random() < (0.02 if mild else 0.3) and px:
             px[int(rng.integers(0, len(px)))] = _pick(rng, _TOKENS)
         if rng.random() < 0.15:
-            px = px[:int(rng.integers(0, len(px) + 1))]
+            px = px[: int(rng.integers(0, len(px) + 1))]
         usage = _pick(rng, ["Training", "PublicTest", "PrivateTest", "train", "Holdout", ""])
         fields = [y, " ".join(px), usage]
         if rng.random() < 0.1:
-            fields = fields[:int(rng.integers(0, 3))]
+            fields = fields[: int(rng.integers(0, 3))]
         if rng.random() < 0.05:
             fields.append("x" * int(rng.integers(1, 300_000)))
         lines.append(",".join(fields))
@@ -120,12 +135,17 @@ def _npy_bytes(rng, kind: str) -> bytes:
     buf = io.BytesIO()
     r = rng.random()
     if r < 0.4:  # a valid value, sometimes out of range
-        v = {"exp": _pick(rng, [0, 3, 7, 8, 10, -1, 1.5, "3", "x", "nan"]),
-             "val": _pick(rng, [0.5, -2, 1.5, "0.2", "nan", "inf"]),
-             "aro": _pick(rng, [0.1, -2, 3.0, "0.3"]),
-             "lnd": None}[kind]
-        a = rng.random(int(_pick(rng, [136, 136, 10, 0, 137]))).astype(_pick(rng, ["f4", "f8", "U8"])) \
-            if kind == "lnd" else np.array(v)
+        v = {
+            "exp": _pick(rng, [0, 3, 7, 8, 10, -1, 1.5, "3", "x", "nan"]),
+            "val": _pick(rng, [0.5, -2, 1.5, "0.2", "nan", "inf"]),
+            "aro": _pick(rng, [0.1, -2, 3.0, "0.3"]),
+            "lnd": None,
+        }[kind]
+        a = (
+            rng.random(int(_pick(rng, [136, 136, 10, 0, 137]))).astype(_pick(rng, ["f4", "f8", "U8"]))
+            if kind == "lnd"
+            else np.array(v)
+        )
         np.save(buf, a)
         return _mangle(rng, buf.getvalue()) if rng.random() < 0.2 else buf.getvalue()
     if r < 0.5:  # an .npz under an .npy name
@@ -133,8 +153,9 @@ def _npy_bytes(rng, kind: str) -> bytes:
         return buf.getvalue()
     if r < 0.6:  # a header claiming a huge shape
         shape = tuple(int(_pick(rng, [10**6, 10**9, 2**31, 0, 1])) for _ in range(int(rng.integers(1, 4))))
-        np.lib.format.write_array_header_1_0(buf, {"descr": _pick(rng, ["<f8", "|u1", "<U100"]),
-                                                   "fortran_order": False, "shape": shape})
+        np.lib.format.write_array_header_1_0(
+            buf, {"descr": _pick(rng, ["<f8", "|u1", "<U100"]), "fortran_order": False, "shape": shape}
+        )
         return buf.getvalue() + _junk(rng, 16)
     if r < 0.68:  # a pickled object array
         np.save(buf, np.array([{"a": 1}], dtype=object), allow_pickle=True)
@@ -163,20 +184,40 @@ def _affectnet_case(rng, d: Path) -> Path:
                 (sub / "annotations" / f"{sid}_{kind}.npy").write_bytes(_npy_bytes(rng, kind))
     for name in ("splits.csv", "identities.csv"):
         if rng.random() < 0.35:
-            body = _pick(rng, [b"id,split\n0,train\n1,val\n2,test\n", b"id,identity\n0,1\n1,2\n",
-                               b"0," + b"9" * 30 + b"\n", b"\xff\xfe\x00a", b"1," + b"x" * 200_000 + b"\n",
-                               b"id,split\n0,holdout\n", b"", b"\n\n\n", b"id\n0\n"])
+            body = _pick(
+                rng,
+                [
+                    b"id,split\n0,train\n1,val\n2,test\n",
+                    b"id,identity\n0,1\n1,2\n",
+                    b"0," + b"9" * 30 + b"\n",
+                    b"\xff\xfe\x00a",
+                    b"1," + b"x" * 200_000 + b"\n",
+                    b"id,split\n0,holdout\n",
+                    b"",
+                    b"\n\n\n",
+                    b"id\n0\n",
+                ],
+            )
             (root / name).write_bytes(_mangle(rng, body) if rng.random() < 0.3 else body)
     return root
 
 
 # ------------------------------------------------------------------------------------------------ IDX
 def _idx_bytes(arr: np.ndarray, code: int | None = None) -> bytes:
-    codes = {np.dtype(np.uint8): 0x08, np.dtype(np.int8): 0x09, np.dtype(np.int16): 0x0B, np.dtype(np.int32): 0x0C,
-             np.dtype(np.float32): 0x0D, np.dtype(np.float64): 0x0E}
+    codes = {
+        np.dtype(np.uint8): 0x08,
+        np.dtype(np.int8): 0x09,
+        np.dtype(np.int16): 0x0B,
+        np.dtype(np.int32): 0x0C,
+        np.dtype(np.float32): 0x0D,
+        np.dtype(np.float64): 0x0E,
+    }
     code = codes[arr.dtype] if code is None else code
-    return (bytes([0, 0, code, arr.ndim]) + struct.pack(f">{arr.ndim}I", *arr.shape)
-            + arr.astype(arr.dtype.newbyteorder(">")).tobytes())
+    return (
+        bytes([0, 0, code, arr.ndim])
+        + struct.pack(f">{arr.ndim}I", *arr.shape)
+        + arr.astype(arr.dtype.newbyteorder(">")).tobytes()
+    )
 
 
 def _idx_case(rng, d: Path) -> Path:
@@ -197,7 +238,7 @@ def _idx_case(rng, d: Path) -> Path:
             with np.errstate(all="ignore"):
                 y[int(rng.integers(0, n))] = np.asarray(v, dtype=np.float64).astype(y.dtype)
         if rng.random() < 0.1:
-            y = y[:max(0, n - 1)]
+            y = y[: max(0, n - 1)]
         gz = rng.random() < 0.3
         for kind, arr in (("images-idx3", x), ("labels-idx1", y)):
             data = _idx_bytes(arr, code=int(_pick(rng, [0x07, 0x0A, 0x0E])) if rng.random() < 0.05 else None)
@@ -219,8 +260,13 @@ def _folder_case(rng, d: Path) -> Path:
             cd.mkdir(parents=True, exist_ok=True)
             for i in range(int(rng.integers(0, 4))):
                 r = rng.random()
-                data = (_png_bytes(rng, mode=_pick(rng, ["L", "RGB"])) if r < 0.7 else
-                        _mangle(rng, _png_bytes(rng)) if r < 0.85 else _junk(rng))
+                data = (
+                    _png_bytes(rng, mode=_pick(rng, ["L", "RGB"]))
+                    if r < 0.7
+                    else _mangle(rng, _png_bytes(rng))
+                    if r < 0.85
+                    else _junk(rng)
+                )
                 (cd / f"{i}.{_pick(rng, ['png', 'jpg', 'JPEG', 'gif', 'txt'])}").write_bytes(data)
             if rng.random() < 0.15:
                 os.symlink(_pick(rng, [".", "..", "../..", "/", "nowhere", f"../{c}"]), cd / "link")
@@ -260,8 +306,7 @@ def _misc_case(rng, d: Path) -> Path:
     return d / "does-not-exist"
 
 
-_MAKERS = {"csv": _csv_case, "affectnet": _affectnet_case, "idx": _idx_case, "folder": _folder_case,
-           "misc": _misc_case}
+_MAKERS = {"csv": _csv_case, "affectnet": _affectnet_case, "idx": _idx_case, "folder": _folder_case, "misc": _misc_case}
 
 
 def make_case(rng, folder: Path) -> tuple[str, Path]:
@@ -298,8 +343,18 @@ def run_fuzz(n: int = 300, seed: int = 0, *, per_case_s: float = 20.0, workdir=N
     alarm = hasattr(signal, "setitimer") and _main_thread()
     if alarm:
         old_handler = signal.signal(signal.SIGALRM, _raise_hang)
-    stats = {"cases": 0, "loaded": 0, "errors": 0, "tracebacks": 0, "bad_messages": 0, "hangs": 0,
-             "by_kind": {k: 0 for k in KINDS}, "findings": [], "seconds": 0.0, "slowest_s": 0.0}
+    stats = {
+        "cases": 0,
+        "loaded": 0,
+        "errors": 0,
+        "tracebacks": 0,
+        "bad_messages": 0,
+        "hangs": 0,
+        "by_kind": {k: 0 for k in KINDS},
+        "findings": [],
+        "seconds": 0.0,
+        "slowest_s": 0.0,
+    }
     t0 = time.monotonic()
     try:
         for i in range(n):
@@ -339,8 +394,7 @@ def run_fuzz(n: int = 300, seed: int = 0, *, per_case_s: float = 20.0, workdir=N
                 stats["hangs"] += 1
                 finding = f"hang: {took:.1f} s"
             if finding:
-                stats["findings"].append({"case": i, "seed": seed, "kind": kind, "path": str(path),
-                                          "finding": finding})
+                stats["findings"].append({"case": i, "seed": seed, "kind": kind, "path": str(path), "finding": finding})
                 if verbose:
                     print(f"case {i} ({kind}): {finding}", file=sys.stderr)
             else:
@@ -372,8 +426,13 @@ def run_cli_cases(n: int = 5, seed: int = 0, *, timeout: float = 120.0) -> list[
             d.mkdir()
             kind, path = make_case(np.random.default_rng([seed, 10**6 + i]), d)
             try:
-                r = subprocess.run([sys.executable, "-m", "ferkit", "data", "inspect", str(path)], env=env,
-                                   capture_output=True, text=True, timeout=timeout)
+                r = subprocess.run(
+                    [sys.executable, "-m", "ferkit", "data", "inspect", str(path)],
+                    env=env,
+                    capture_output=True,
+                    text=True,
+                    timeout=timeout,
+                )
             except subprocess.TimeoutExpired:
                 findings.append({"case": i, "kind": kind, "finding": f"hang: over {timeout:g} s"})
                 continue
@@ -414,10 +473,12 @@ def main(argv=None) -> int:
     if a.json:
         print(json.dumps(stats, indent=2))
     else:
-        print(f"{stats['cases']} cases in {stats['seconds']} s ({stats['by_kind']}): {stats['loaded']} loaded, "
-              f"{stats['errors']} one-line errors; findings: {stats['tracebacks']} tracebacks, "
-              f"{stats['bad_messages']} bad messages, {stats['hangs']} hangs; CLI: {a.cli} cases, "
-              f"{len(stats['cli_findings'])} findings; slowest case {stats['slowest_s']} s")
+        print(
+            f"{stats['cases']} cases in {stats['seconds']} s ({stats['by_kind']}): {stats['loaded']} loaded, "
+            f"{stats['errors']} one-line errors; findings: {stats['tracebacks']} tracebacks, "
+            f"{stats['bad_messages']} bad messages, {stats['hangs']} hangs; CLI: {a.cli} cases, "
+            f"{len(stats['cli_findings'])} findings; slowest case {stats['slowest_s']} s"
+        )
         for f in stats["findings"] + stats["cli_findings"]:
             print(f"  {f}")
     return 1 if stats["findings"] or stats["cli_findings"] else 0

@@ -120,8 +120,17 @@ def test_bad_inputs_are_null_with_a_reason(photos, detector):
     assert row["landmarks68"] is None and row["quality_reason"] == row["reasons"]["age"] and row["face_px"] < 32
     # a grey image
     grey = np.full((300, 300, 3), 128, np.uint8)
-    (row,) = describe(grey, [Face((50, 50, 250, 250), 0.9, face.landmarks * 0 + [[120, 120], [180, 120], [150, 150],
-                                                                                 [125, 190], [175, 190]])], "all")
+    (row,) = describe(
+        grey,
+        [
+            Face(
+                (50, 50, 250, 250),
+                0.9,
+                face.landmarks * 0 + [[120, 120], [180, 120], [150, 150], [125, 190], [175, 190]],
+            )
+        ],
+        "all",
+    )
     assert row["age"] is None and "flat image" in row["reasons"]["age"] and row["frontalness"] is None
     # a profile: the nose beyond the eyes
     lm = face.landmarks.copy()
@@ -164,10 +173,13 @@ def test_schema_carries_attributes_only_when_asked(photos, detector, tmp_path):
     (row,) = describe(img, [face], "all")
     (small,) = describe(np.ascontiguousarray(img[::8, ::8]), [face.scaled(1 / 8)], ["age", "pose"])
     probs = {"happy": 0.9, "neutral": 0.1}
-    described = FileResult("g.jpg", faces=[FaceResult("g.jpg", 0, face.box, label="happy", score=0.9,
-                                                      probabilities=probs, attributes=row),
-                                           FaceResult("g.jpg", 1, face.box, label="happy", score=0.9,
-                                                      probabilities=probs, attributes=small)])
+    described = FileResult(
+        "g.jpg",
+        faces=[
+            FaceResult("g.jpg", 0, face.box, label="happy", score=0.9, probabilities=probs, attributes=row),
+            FaceResult("g.jpg", 1, face.box, label="happy", score=0.9, probabilities=probs, attributes=small),
+        ],
+    )
     plain = FileResult("p.jpg", faces=[FaceResult("p.jpg", 0, face.box, label="happy", score=0.9, probabilities=probs)])
     d = described.to_dict()["faces"]
     assert d[0]["schema"] == SCHEMA_VERSION == 3 and d[0]["gender"] == row["gender"] and d[0]["yaw"] == row["yaw"]

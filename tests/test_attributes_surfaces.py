@@ -45,9 +45,13 @@ def test_cli_api_server_give_the_same_attributes(tmp_path):
     assert {"age", "gender", "yaw", "spoof_score"} <= set(csv.stdout.splitlines()[0].split(",")), csv.stdout[:300]
 
     port = free_port()
-    proc = subprocess.Popen(FERKIT + ["serve", "--port", str(port), "--attributes", ASK],
-                            env=dict(os.environ, FERKIT_API_KEY=""), stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        FERKIT + ["serve", "--port", str(port), "--attributes", ASK],
+        env=dict(os.environ, FERKIT_API_KEY=""),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         url = f"http://127.0.0.1:{port}"
         t0 = time.time()
@@ -62,8 +66,12 @@ def test_cli_api_server_give_the_same_attributes(tmp_path):
             time.sleep(0.3)
 
         def post(query: str = "") -> httpx.Response:
-            return httpx.post(url + "/v1/predict" + query, content=PHOTO.read_bytes(),
-                              headers={"content-type": "image/jpeg"}, timeout=120)
+            return httpx.post(
+                url + "/v1/predict" + query,
+                content=PHOTO.read_bytes(),
+                headers={"content-type": "image/jpeg"},
+                timeout=120,
+            )
 
         served = post()
         assert served.status_code == 200, served.text

@@ -72,8 +72,12 @@ def test_converter_reproduces_the_shipped_weights_and_refuses_another_tarball(tm
     from ferkit.faces.weights import WEIGHT_FILES, WEIGHTS_DIR, sha256_file
 
     tgz = registry_artifacts / "vladmandic-human-3.3.6.tgz"
-    r = subprocess.run([sys.executable, str(ROOT / "scripts" / "convert_detectors.py"), "--human", str(tgz),
-                        "--out", str(tmp_path)], capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "convert_detectors.py"), "--human", str(tgz), "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 0, r.stderr
     out = tmp_path / WEIGHT_FILES["blazeface"]
     assert sha256_file(out) == sha256_file(WEIGHTS_DIR / WEIGHT_FILES["blazeface"])
@@ -81,8 +85,19 @@ def test_converter_reproduces_the_shipped_weights_and_refuses_another_tarball(tm
     assert sha256_file(out) in card and "Apache" in card and "MIT" in card
     bad = tmp_path / "other.tgz"
     bad.write_bytes(tgz.read_bytes()[:-1] + b"\0")
-    r = subprocess.run([sys.executable, str(ROOT / "scripts" / "convert_detectors.py"), "--human", str(bad),
-                        "--out", str(tmp_path / "bad")], capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "scripts" / "convert_detectors.py"),
+            "--human",
+            str(bad),
+            "--out",
+            str(tmp_path / "bad"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode != 0 and "is not the pinned" in r.stderr and not (tmp_path / "bad").exists()
 
 

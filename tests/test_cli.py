@@ -29,8 +29,21 @@ def test_help_shows_working_examples():
 def test_models_lists_every_source_architecture():
     r = run_cli("models")
     assert r.returncode == 0, r.stderr
-    for name in ("seed1_cnn", "fashion_cnn", "resnet18", "resnet50", "efficientnet_b0", "mobilenet_v2", "vggface",
-                 "vgg11_avgpool", "vgg11_conv3x2", "vgg11_irb", "vgg11_conv3x4", "vgg11_conv5x4", "vgg2_4_ilrb_2"):
+    for name in (
+        "seed1_cnn",
+        "fashion_cnn",
+        "resnet18",
+        "resnet50",
+        "efficientnet_b0",
+        "mobilenet_v2",
+        "vggface",
+        "vgg11_avgpool",
+        "vgg11_conv3x2",
+        "vgg11_irb",
+        "vgg11_conv3x4",
+        "vgg11_conv5x4",
+        "vgg2_4_ilrb_2",
+    ):
         assert name in r.stdout, name
     rows = json.loads(run_cli("models", "--json").stdout)
     seed1 = next(r for r in rows if r["name"] == "seed1_cnn")
@@ -91,8 +104,20 @@ def test_predict_matches_trainer_predictions(tmp_path, synth_dir):
     assert [p.faces[0].label for p in preds] == trainer_pred
 
 
-@pytest.mark.parametrize("case", ["missing_data", "bad_columns", "bad_row", "unknown_model", "bad_option",
-                                  "corrupt_checkpoint", "mismatched_resume", "missing_checkpoint", "bad_recipe"])
+@pytest.mark.parametrize(
+    "case",
+    [
+        "missing_data",
+        "bad_columns",
+        "bad_row",
+        "unknown_model",
+        "bad_option",
+        "corrupt_checkpoint",
+        "mismatched_resume",
+        "missing_checkpoint",
+        "bad_recipe",
+    ],
+)
 def test_bad_input_gives_one_line_and_exit_2(tmp_path, synth_dir, case):
     if case == "missing_data":
         _one_line_error(run_cli("train", "--data", tmp_path / "nope.csv", "--out", tmp_path / "o"), "nope.csv")
@@ -106,11 +131,13 @@ def test_bad_input_gives_one_line_and_exit_2(tmp_path, synth_dir, case):
         p.write_text(f"emotion,pixels,Usage\n0,{good},Training\n3,1 2 3,Training\n")
         _one_line_error(run_cli("data", "inspect", p), "fer.csv", "3")
     elif case == "unknown_model":
-        _one_line_error(run_cli("train", "--data", synth_dir, "--model", "resnet9000", "--out", tmp_path / "o"),
-                        "resnet9000")
+        _one_line_error(
+            run_cli("train", "--data", synth_dir, "--model", "resnet9000", "--out", tmp_path / "o"), "resnet9000"
+        )
     elif case == "bad_option":
-        _one_line_error(run_cli("train", "--data", synth_dir, "--optimizer", "rmsprop", "--out", tmp_path / "o"),
-                        "rmsprop")
+        _one_line_error(
+            run_cli("train", "--data", synth_dir, "--optimizer", "rmsprop", "--out", tmp_path / "o"), "rmsprop"
+        )
     elif case == "corrupt_checkpoint":
         p = tmp_path / "bad.pt"
         p.write_bytes(b"\x00garbage" * 100)
@@ -121,7 +148,21 @@ def test_bad_input_gives_one_line_and_exit_2(tmp_path, synth_dir, case):
         out = tmp_path / "a"
         r = run_cli("train", "--data", synth_dir, "--model", "linear", "--epochs", "1", "--out", out, "--quiet")
         assert r.returncode == 0, r.stderr
-        _one_line_error(run_cli("train", "--data", synth_dir, "--model", "seed1_cnn", "--resume", out / "last.pt",
-                                "--out", tmp_path / "b", "--quiet"), "last.pt", "linear")
+        _one_line_error(
+            run_cli(
+                "train",
+                "--data",
+                synth_dir,
+                "--model",
+                "seed1_cnn",
+                "--resume",
+                out / "last.pt",
+                "--out",
+                tmp_path / "b",
+                "--quiet",
+            ),
+            "last.pt",
+            "linear",
+        )
     elif case == "bad_recipe":
         _one_line_error(run_cli("train", "--recipe", "nonexistent", "--data", synth_dir), "nonexistent")

@@ -89,8 +89,10 @@ def test_cli_api_server_agree_on_the_same_photos(tmp_path, server):
     r = run_cli("predict", *PHOTOS, "--quiet")
     assert r.returncode == 0, r.stderr
     cli_res = [json.loads(line) for line in r.stdout.splitlines()]
-    rest = [httpx.post(server + "/v1/predict", files={"file": (p.name, p.read_bytes(), "image/jpeg")},
-                       timeout=60).json() for p in PHOTOS]
+    rest = [
+        httpx.post(server + "/v1/predict", files={"file": (p.name, p.read_bytes(), "image/jpeg")}, timeout=60).json()
+        for p in PHOTOS
+    ]
     assert len(api_res) == len(cli_res) == len(rest) == len(PHOTOS)
     for a, c, s in zip(api_res, cli_res, rest, strict=True):
         a = a.to_dict()
@@ -178,9 +180,19 @@ def test_export_writes_beside_the_checkpoint_with_0644(tmp_path):
 
     run = tmp_path / "run"
     m = create_model("seed1_cnn", num_classes=3, in_channels=1)
-    save_checkpoint(make_checkpoint(m, model_name="seed1_cnn", model_kwargs={}, num_classes=3, in_channels=1,
-                                    task="classify", classes=["a", "b", "c"], input_spec=InputSpec().to_dict()),
-                    run / "best.pt")
+    save_checkpoint(
+        make_checkpoint(
+            m,
+            model_name="seed1_cnn",
+            model_kwargs={},
+            num_classes=3,
+            in_channels=1,
+            task="classify",
+            classes=["a", "b", "c"],
+            input_spec=InputSpec().to_dict(),
+        ),
+        run / "best.pt",
+    )
     cwd = tmp_path / "elsewhere"
     cwd.mkdir()
     r = run_cli("export", run, cwd=cwd)
@@ -218,14 +230,23 @@ def test_broken_checkpoints_are_one_line(tmp_path):
     from ferkit.data.spec import InputSpec
     from ferkit.models import create_model
 
-    good = make_checkpoint(create_model("linear", num_classes=2, in_channels=1, input_size=8), model_name="linear",
-                           model_kwargs={"input_size": 8}, num_classes=2, in_channels=1, task="classify",
-                           classes=["a", "b"], input_spec=InputSpec(size=(8, 8), channels=1).to_dict())
-    broken = {"name_int": lambda c: c["model"].__setitem__("name", 5),
-              "one_class": lambda c: (c.__setitem__("classes", ["a"]), c["model"].__setitem__("num_classes", 1)),
-              "huge_input": lambda c: c["input"].__setitem__("size", [100000, 100000]),
-              "no_model": lambda c: c.pop("model"),
-              "nan_weights": lambda c: [v.fill_(float("nan")) for v in c["state_dict"].values()]}
+    good = make_checkpoint(
+        create_model("linear", num_classes=2, in_channels=1, input_size=8),
+        model_name="linear",
+        model_kwargs={"input_size": 8},
+        num_classes=2,
+        in_channels=1,
+        task="classify",
+        classes=["a", "b"],
+        input_spec=InputSpec(size=(8, 8), channels=1).to_dict(),
+    )
+    broken = {
+        "name_int": lambda c: c["model"].__setitem__("name", 5),
+        "one_class": lambda c: (c.__setitem__("classes", ["a"]), c["model"].__setitem__("num_classes", 1)),
+        "huge_input": lambda c: c["input"].__setitem__("size", [100000, 100000]),
+        "no_model": lambda c: c.pop("model"),
+        "nan_weights": lambda c: [v.fill_(float("nan")) for v in c["state_dict"].values()],
+    }
     for name, f in broken.items():
         import copy
 
@@ -245,8 +266,10 @@ def test_error_lines(tmp_path):
     assert "did you mean" in _one_line_exit_2(run_cli("predict", "--model", "fer_minixcepton", PHOTOS[0]))
     assert "no image or video" in _one_line_exit_2(run_cli("predict", tmp_path))
     # serve without the extra: one line naming it (the extra's modules made unimportable)
-    code = ("import sys; sys.modules['fastapi'] = None; sys.modules['uvicorn'] = None; "
-            "from ferkit.cli import main; raise SystemExit(main(['serve']))")
+    code = (
+        "import sys; sys.modules['fastapi'] = None; sys.modules['uvicorn'] = None; "
+        "from ferkit.cli import main; raise SystemExit(main(['serve']))"
+    )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert "pip install 'ferkit[serve]'" in _one_line_exit_2(r)
 
@@ -254,12 +277,13 @@ def test_error_lines(tmp_path):
 def test_closed_stdout_ends_quietly():
     """`ferkit recipes | head -1`: the reader goes away; ferkit stops quietly with exit 0. The pipe's read end is
     closed before ferkit writes, so the write fails for certain (a real `| head` may race and win)."""
-    code = ("import os, sys; r, w = os.pipe(); os.close(r); os.dup2(w, 1); from ferkit.cli import main; "
-            "raise SystemExit(main(['recipes']))")
+    code = (
+        "import os, sys; r, w = os.pipe(); os.close(r); os.dup2(w, 1); from ferkit.cli import main; "
+        "raise SystemExit(main(['recipes']))"
+    )
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert p.returncode == 0 and p.stderr == "", p.stderr[-2000:]
-    p = subprocess.run(" ".join(FERKIT) + " recipes | head -1", shell=True, capture_output=True, text=True,
-                       timeout=300)
+    p = subprocess.run(" ".join(FERKIT) + " recipes | head -1", shell=True, capture_output=True, text=True, timeout=300)
     assert p.returncode == 0 and len(p.stdout.splitlines()) == 1 and "Traceback" not in p.stderr
 
 
@@ -288,8 +312,9 @@ def test_every_subcommand_has_examples_and_every_option_a_description():
 
 
 def test_progress_bars_only_on_a_terminal(tmp_path, synth_dir):
-    r = run_cli("evaluate", "--checkpoint", "fer_minixception", "--data", synth_dir, "--out", tmp_path / "e",
-                "--class-map")
+    r = run_cli(
+        "evaluate", "--checkpoint", "fer_minixception", "--data", synth_dir, "--out", tmp_path / "e", "--class-map"
+    )
     assert "\r" not in r.stderr, r.stderr[:500]
 
 
@@ -302,12 +327,19 @@ def test_file_names_that_are_not_utf8(tmp_path):
     name = os.fsdecode(b"caf\xe9_\xff.jpg")
     shutil.copy(PHOTOS[1], folder / name)
     strict = dict(os.environ, PYTHONIOENCODING="utf-8:strict", PYTHONUTF8="0")  # a UTF-8 terminal's settings
-    r = subprocess.run(FERKIT + ["predict", str(folder), "--format", "csv", "--det-size", "320"],
-                       capture_output=True, timeout=300, env=strict)
+    r = subprocess.run(
+        FERKIT + ["predict", str(folder), "--format", "csv", "--det-size", "320"],
+        capture_output=True,
+        timeout=300,
+        env=strict,
+    )
     assert r.returncode == 0 and b"Traceback" not in r.stderr, r.stderr[-2000:]
     assert os.fsencode(str(folder / name)) in r.stdout and len(r.stdout.splitlines()) == 2
-    r = subprocess.run(FERKIT + ["predict", str(folder), "--format", "csv", "--output", str(tmp_path / "o.csv")],
-                       capture_output=True, timeout=300)
+    r = subprocess.run(
+        FERKIT + ["predict", str(folder), "--format", "csv", "--output", str(tmp_path / "o.csv")],
+        capture_output=True,
+        timeout=300,
+    )
     assert r.returncode == 0 and b"Traceback" not in r.stderr, r.stderr[-2000:]
     assert len((tmp_path / "o.csv").read_bytes().splitlines()) == 2
 
@@ -350,15 +382,32 @@ def test_every_cell_under_its_header_with_face_no_face_and_error_rows(tmp_path):
     for r in res:
         d = r.to_dict()
         cells = dict.fromkeys(cols)
-        cells.update(path=d["path"], status=d["status"], reason=d.get("reason"), kind=d["kind"], model=d["model"],
-                     detector=d["detector"])
+        cells.update(
+            path=d["path"],
+            status=d["status"],
+            reason=d.get("reason"),
+            kind=d["kind"],
+            model=d["model"],
+            detector=d["detector"],
+        )
         if not d["faces"]:
             want.append(cells)
         for f in d["faces"]:
             x1, y1, x2, y2 = f["box"]
-            want.append({**cells, "face": f["face"], "x1": x1, "y1": y1, "x2": x2, "y2": y2,
-                         "det_score": f["det_score"], "label": f["label"], "score": f["score"],
-                         **{f"p_{c}": f["probabilities"][c] for c in classes}})
+            want.append(
+                {
+                    **cells,
+                    "face": f["face"],
+                    "x1": x1,
+                    "y1": y1,
+                    "x2": x2,
+                    "y2": y2,
+                    "det_score": f["det_score"],
+                    "label": f["label"],
+                    "score": f["score"],
+                    **{f"p_{c}": f["probabilities"][c] for c in classes},
+                }
+            )
     assert want[1]["model"] == want[2]["model"] == "fer_minixception" and want[2]["reason"]
     assert want[1]["detector"] == want[2]["detector"] == "retinaface@640"
     tables = {"to_pandas": res.to_pandas()}
@@ -384,8 +433,9 @@ def _run_folder(run: Path, classes: list[str]) -> dict:
 
     sha = {}
     for name, epoch, cls in (("best.pt", 3, 0), ("last.pt", 5, 1)):
-        bias_checkpoint(run / name, classes, [5.0 if i == cls else 0.0 for i in range(len(classes))],
-                        metrics={"epoch": epoch})
+        bias_checkpoint(
+            run / name, classes, [5.0 if i == cls else 0.0 for i in range(len(classes))], metrics={"epoch": epoch}
+        )
         sha[name] = hashlib.sha256((run / name).read_bytes()).hexdigest()
     return sha
 
@@ -430,8 +480,19 @@ def test_cli_analyzer_flags_reach_the_analyzer():
     import ferkit
 
     photo = str(PHOTOS[0])  # five faces, some of them not sure: box and aligned crops differ clearly
-    r = run_cli("predict", photo, "--model", "fer_minixception", "--detector", "mtcnn", "--det-size", "320",
-                "--crop", "box", "--quiet")
+    r = run_cli(
+        "predict",
+        photo,
+        "--model",
+        "fer_minixception",
+        "--detector",
+        "mtcnn",
+        "--det-size",
+        "320",
+        "--crop",
+        "box",
+        "--quiet",
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     cli = json.loads(r.stdout)
     box = ferkit.predict("fer_minixception", [photo], detector="mtcnn", det_size=320, crop="box")[0].to_dict()

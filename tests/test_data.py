@@ -100,15 +100,18 @@ def test_fer2013_without_usage_seeded_split_and_resize(tmp_path):
     assert r.split("train").images.shape == (112, 32, 32, 3)
 
 
-@pytest.mark.parametrize("bad_row, needle", [
-    ("3," + " ".join(["1"] * 2303) + ",Training", "line 3: 2303 pixel values, expected 2304"),
-    ("3," + " ".join(["1"] * 2303) + " x,Training", "line 3: pixel value 'x' is not an integer"),
-    ("3," + " ".join(["1"] * 2303) + " 256,Training", "line 3: pixel value 256 is outside 0-255"),
-    ("7," + " ".join(["1"] * 2304) + ",Training", "line 3: emotion 7 is out of range 0-6"),
-    ("a," + " ".join(["1"] * 2304) + ",Training", "line 3: emotion 'a' is not an integer"),
-    ("3," + " ".join(["1"] * 2304) + ",Holdout", "line 3: Usage 'Holdout'"),
-    ("3", "line 3: 1 field(s), expected 3"),
-])
+@pytest.mark.parametrize(
+    "bad_row, needle",
+    [
+        ("3," + " ".join(["1"] * 2303) + ",Training", "line 3: 2303 pixel values, expected 2304"),
+        ("3," + " ".join(["1"] * 2303) + " x,Training", "line 3: pixel value 'x' is not an integer"),
+        ("3," + " ".join(["1"] * 2303) + " 256,Training", "line 3: pixel value 256 is outside 0-255"),
+        ("7," + " ".join(["1"] * 2304) + ",Training", "line 3: emotion 7 is out of range 0-6"),
+        ("a," + " ".join(["1"] * 2304) + ",Training", "line 3: emotion 'a' is not an integer"),
+        ("3," + " ".join(["1"] * 2304) + ",Holdout", "line 3: Usage 'Holdout'"),
+        ("3", "line 3: 1 field(s), expected 3"),
+    ],
+)
 def test_fer2013_malformed_row_names_file_and_line(tmp_path, bad_row, needle):
     good = "0," + " ".join(["7"] * 2304) + ",Training"
     p = tmp_path / "bad.csv"
@@ -344,8 +347,11 @@ def test_idx_fashion_names_mismatch_and_truncation(tmp_path):
     assert ds.classes == FASHION_CLASSES and ds.name == "FashionMNIST"
     assert load_idx(d, classes="a,b,c,d,e,f,g,h,i,j", quiet=True).classes[0] == "a"
     write_idx(d / "t10k-labels-idx1-ubyte.gz", np.zeros(19, np.uint8))
-    with pytest.raises(DataError, match=r"t10k-images-idx3-ubyte.gz has 20 images but .*t10k-labels-idx1-ubyte.gz "
-                                         r"has 19 labels"):
+    with pytest.raises(
+        DataError,
+        match=r"t10k-images-idx3-ubyte.gz has 20 images but .*t10k-labels-idx1-ubyte.gz "
+        r"has 19 labels",
+    ):
         load_idx(d, quiet=True)
     raw = tmp_path / "trunc"
     _write_mnist(raw, gz=False)

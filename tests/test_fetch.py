@@ -78,8 +78,11 @@ def test_torchvision_download_offline_fails_fast_naming_url_and_folder(tmp_path,
         fetch_dataset(name)
     assert time.monotonic() - t < 30
     sub = "MNIST" if name == "mnist" else "FashionMNIST"
-    _assert_one_line(str(e.value), f"from {DATASETS[name].url} into {tmp_path / 'data' / name / sub / 'raw'}",
-                     "t10k-labels-idx1-ubyte.gz")
+    _assert_one_line(
+        str(e.value),
+        f"from {DATASETS[name].url} into {tmp_path / 'data' / name / sub / 'raw'}",
+        "t10k-labels-idx1-ubyte.gz",
+    )
     assert not list((tmp_path / "data").glob(".*.tmp")), "the staging folder is cleaned up"
     # nothing half-written is left to pass for a placed dataset
     assert not (tmp_path / "data" / name).exists()
@@ -105,6 +108,7 @@ def test_ferplus_without_fer2013_csv_says_where_to_put_it(tmp_path):
 def test_kaggle_without_kagglehub_or_network_names_page_and_folder(tmp_path, name):
     try:
         import kagglehub  # noqa: F401
+
         if _online():
             pytest.skip("kagglehub installed and online: this would download")
     except ImportError:
@@ -169,18 +173,23 @@ def test_ferplus_built_from_placed_label_csv_without_network(tmp_path):
     data = tmp_path / "data"
     _fer_csv(data / "fer2013" / "fer2013.csv", n=6)
     head = "Usage,Image name,neutral,happiness,surprise,sadness,anger,disgust,fear,contempt,unknown,NF\n"
-    rows = ["Training,fer0000000.png,10,0,0,0,0,0,0,0,0,0",  # neutral
-            "Training,fer0000001.png,0,6,4,0,0,0,0,0,0,0",  # happiness
-            "Training,fer0000002.png,0,5,5,0,0,0,0,0,0,0",  # no majority: dropped
-            "Training,,0,0,0,0,0,0,0,0,0,10",  # not a face: dropped
-            "PublicTest,fer0000004.png,0,0,0,9,0,0,0,0,1,0",  # sadness
-            "PrivateTest,fer0000005.png,0,0,0,0,0,0,0,0,8,2"]  # unknown: dropped
+    rows = [
+        "Training,fer0000000.png,10,0,0,0,0,0,0,0,0,0",  # neutral
+        "Training,fer0000001.png,0,6,4,0,0,0,0,0,0,0",  # happiness
+        "Training,fer0000002.png,0,5,5,0,0,0,0,0,0,0",  # no majority: dropped
+        "Training,,0,0,0,0,0,0,0,0,0,10",  # not a face: dropped
+        "PublicTest,fer0000004.png,0,0,0,9,0,0,0,0,1,0",  # sadness
+        "PrivateTest,fer0000005.png,0,0,0,0,0,0,0,0,8,2",
+    ]  # unknown: dropped
     (data / "ferplus").mkdir(parents=True)
     (data / "ferplus" / "fer2013new.csv").write_text(head + "\n".join(rows) + "\n")
     p = fetch_dataset("ferplus")
     assert p == data / "ferplus" / "images"
     assert sorted(q.relative_to(p).as_posix() for q in p.rglob("*.png")) == [
-        "train/happiness/fer00001.png", "train/neutral/fer00000.png", "val/sadness/fer00004.png"]
+        "train/happiness/fer00001.png",
+        "train/neutral/fer00000.png",
+        "val/sadness/fer00004.png",
+    ]
     assert fetch_dataset("ferplus") == p  # now placed: returned as is
     ds = load_dataset(p, quiet=True, val_fraction=0.0, test_fraction=0.0)
     assert ds.classes == ["happiness", "neutral", "sadness"]

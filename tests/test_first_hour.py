@@ -51,14 +51,17 @@ def no_torch_env(tmp_path_factory):
 
 
 def _ferkit(env, *args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "ferkit", *map(str, args)], capture_output=True, text=True,
-                          env=env, cwd=cwd, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "ferkit", *map(str, args)], capture_output=True, text=True, env=env, cwd=cwd, timeout=300
+    )
 
 
 def _one_line_2(r) -> str:
     lines = [x for x in r.stderr.splitlines() if x.strip()]
-    assert r.returncode == 2 and len(lines) == 1 and lines[0].startswith("ferkit: error: "), (r.returncode,
-                                                                                             r.stderr[-3000:])
+    assert r.returncode == 2 and len(lines) == 1 and lines[0].startswith("ferkit: error: "), (
+        r.returncode,
+        r.stderr[-3000:],
+    )
     return lines[0]
 
 
@@ -83,8 +86,12 @@ def test_a_non_checkpoint_file_is_named_for_what_it_is(tmp_path, capsys):
         info = tarfile.TarInfo("best.pt")
         info.size = 4
         t.addfile(info, io.BytesIO(b"\x80\x04N."))
-    want = {"face.png": "is a PNG image", "notes.pt": "is a text file", "weights.zip": "is a zip archive",
-            "run.tar": "is a tar archive"}
+    want = {
+        "face.png": "is a PNG image",
+        "notes.pt": "is a text file",
+        "weights.zip": "is a zip archive",
+        "run.tar": "is a tar archive",
+    }
     for name, what in want.items():
         line = _one_error_line(capsys, ["predict", "--checkpoint", tmp_path / name, DATA / "multi_face.jpg"])
         assert str(tmp_path / name) in line and what in line and "pickle" not in line, line
@@ -152,23 +159,33 @@ def test_predict_works_without_torch_and_training_says_how_to_get_it(no_torch_en
     per_file = {Path(x["path"]).name: [] for x in rows}
     for x in rows:
         per_file[Path(x["path"]).name].append(x["label"])
-    assert {k: len(v) for k, v in per_file.items()} == {"multi_face.jpg": 5, "obama.jpg": 1, "obama2.jpg": 1,
-                                                        "obama3.jpg": 1, "biden.jpg": 1}
+    assert {k: len(v) for k, v in per_file.items()} == {
+        "multi_face.jpg": 5,
+        "obama.jpg": 1,
+        "obama2.jpg": 1,
+        "obama3.jpg": 1,
+        "biden.jpg": 1,
+    }
     assert per_file["obama.jpg"] == ["happy"] and per_file["multi_face.jpg"].count("happy") >= 4
     # the same faces, boxes and labels as this full install's default run
     want = ferkit.predict(inputs=[DATA]).to_pandas()
     got = sorted((Path(x["path"]).name, int(x["face"]), x["label"], round(float(x["x1"]), 1)) for x in rows)
-    assert got == sorted((Path(p).name, int(f), lab, round(float(x1), 1))
-                         for p, f, lab, x1 in zip(want["path"], want["face"], want["label"], want["x1"], strict=True))
-    code = (f"import ferkit; r = ferkit.analyze({str(DATA / 'identity' / 'obama.jpg')!r}); "
-            "print(len(r.faces), r.faces[0].label)")
+    assert got == sorted(
+        (Path(p).name, int(f), lab, round(float(x1), 1))
+        for p, f, lab, x1 in zip(want["path"], want["face"], want["label"], want["x1"], strict=True)
+    )
+    code = (
+        f"import ferkit; r = ferkit.analyze({str(DATA / 'identity' / 'obama.jpg')!r}); "
+        "print(len(r.faces), r.faces[0].label)"
+    )
     p = subprocess.run([sys.executable, "-c", code], env=no_torch_env, capture_output=True, text=True, timeout=300)
     assert p.returncode == 0 and p.stdout.split() == ["1", "happy"], p.stderr[-2000:]
     assert not (Path(no_torch_env["FERKIT_CACHE_DIR"]) / "onnx").exists()  # nothing exported: the shipped graphs
     # a command that needs torch: one line, the install line, exit 2 (CLI and API)
     ferkit.synthesize(tmp_path / "synth", n=60, seed=0)
-    line = _one_line_2(_ferkit(no_torch_env, "train", "--data", tmp_path / "synth", "--epochs", "1",
-                               "--out", tmp_path / "run"))
+    line = _one_line_2(
+        _ferkit(no_torch_env, "train", "--data", tmp_path / "synth", "--epochs", "1", "--out", tmp_path / "run")
+    )
     assert "needs PyTorch" in line and "pip install 'ferkit[train]'" in line, line
     line = _one_line_2(_ferkit(no_torch_env, "predict", "--backend", "torch", DATA / "multi_face.jpg"))
     assert "pip install 'ferkit[train]'" in line, line
@@ -184,11 +201,13 @@ def test_predict_works_without_torch_and_training_says_how_to_get_it(no_torch_en
 def test_faceapi_detectors_run_without_torch(no_torch_env):
     """tinyface and ssd_mobilenet detect from the shipped ONNX graphs where torch, onnx and safetensors are not
     installed (the default install): every face of the group photo, and `ferkit detectors` lists them."""
-    code = ("from ferkit.faces import FaceDetector, load_image\n"
-            f"img = load_image({str(DATA / 'multi_face.jpg')!r})\n"
-            "for b in ('tinyface', 'ssd_mobilenet'):\n"
-            "    d = FaceDetector.create(b)\n"
-            "    print(b, d.runtime, len(d.detect(img)))\n")
+    code = (
+        "from ferkit.faces import FaceDetector, load_image\n"
+        f"img = load_image({str(DATA / 'multi_face.jpg')!r})\n"
+        "for b in ('tinyface', 'ssd_mobilenet'):\n"
+        "    d = FaceDetector.create(b)\n"
+        "    print(b, d.runtime, len(d.detect(img)))\n"
+    )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=no_torch_env, timeout=120)
     assert r.returncode == 0, r.stderr[-3000:]
     assert r.stdout.split("\n")[:2] == ["tinyface onnx 5", "ssd_mobilenet onnx 5"], r.stdout
@@ -214,21 +233,32 @@ def test_shipped_onnx_graphs_match_a_fresh_export(tmp_path):
     from ferkit.inference.backends import OnnxClassifier
     from ferkit.utils import ort_session, sha256_file
 
-    r = subprocess.run([sys.executable, str(ROOT / "scripts" / "export_onnx_weights.py"), "--out", tmp_path],
-                       capture_output=True, text=True, timeout=600)
+    r = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "export_onnx_weights.py"), "--out", tmp_path],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     pkg = ROOT / "src" / "ferkit"
     shipped = json.loads((pkg / "inference" / "onnx_manifest.json").read_text())["files"]
     fresh = json.loads((tmp_path / "inference" / "onnx_manifest.json").read_text())["files"]
-    assert sorted(shipped) == sorted(fresh) == ["faces/weights/blazeface.onnx",
-                                                "faces/weights/faceapi_ssd_mobilenetv1.onnx",
-                                                "faces/weights/faceapi_tiny_face_detector.onnx",
-                                                "faces/weights/retinaface_mobilenet0.25.onnx",
-                                                "zoo/weights/faceapi_agegender.onnx",
-                                                "zoo/weights/faceapi_expression.onnx",
-                                                "zoo/weights/faceapi_landmarks68.onnx",
-                                                "zoo/weights/fer_minixception.onnx", "zoo/weights/human_antispoof.onnx",
-                                                "zoo/weights/human_xception.onnx"]
+    assert (
+        sorted(shipped)
+        == sorted(fresh)
+        == [
+            "faces/weights/blazeface.onnx",
+            "faces/weights/faceapi_ssd_mobilenetv1.onnx",
+            "faces/weights/faceapi_tiny_face_detector.onnx",
+            "faces/weights/retinaface_mobilenet0.25.onnx",
+            "zoo/weights/faceapi_agegender.onnx",
+            "zoo/weights/faceapi_expression.onnx",
+            "zoo/weights/faceapi_landmarks68.onnx",
+            "zoo/weights/fer_minixception.onnx",
+            "zoo/weights/human_antispoof.onnx",
+            "zoo/weights/human_xception.onnx",
+        ]
+    )
     photos = [load_image(p) for p in [DATA / "multi_face.jpg", *sorted((DATA / "identity").glob("*.jpg"))]]
     det = FaceDetector.create("retinaface", max_size=640)
     faces = [(img, f) for img in photos for f in det.detect(img)]
@@ -241,22 +271,43 @@ def test_shipped_onnx_graphs_match_a_fresh_export(tmp_path):
             from ferkit.faces.faceapi import square_resize
 
             side = 512 if "ssd" in rel else 416
-            blobs = [np.ascontiguousarray((square_resize(img, side)[0] / 127.5 - 1)[None].transpose(0, 3, 1, 2))
-                     for img in photos]
+            blobs = [
+                np.ascontiguousarray((square_resize(img, side)[0] / 127.5 - 1)[None].transpose(0, 3, 1, 2))
+                for img in photos
+            ]
         elif rel == "faces/weights/blazeface.onnx":
             from ferkit.faces.blazeface import letterbox
 
-            blobs = [np.ascontiguousarray((letterbox(img)[0][None] / np.float32(127.5) - 1).transpose(0, 3, 1, 2),
-                                          dtype=np.float32) for img in photos]
+            blobs = [
+                np.ascontiguousarray(
+                    (letterbox(img)[0][None] / np.float32(127.5) - 1).transpose(0, 3, 1, 2), dtype=np.float32
+                )
+                for img in photos
+            ]
             a, b = ort_session(pkg / rel, 1), ort_session(tmp_path / rel, 1)
-            outs = [(x, y) for blob in blobs
-                    for x, y in zip(a.run(None, {"x": blob}), b.run(None, {"x": blob}), strict=True)]
+            outs = [
+                (x, y)
+                for blob in blobs
+                for x, y in zip(a.run(None, {"x": blob}), b.run(None, {"x": blob}), strict=True)
+            ]
         elif rel.startswith("faces/"):
-            blobs = [cv2.dnn.blobFromImages([cv2.resize(img, (640, 640 * img.shape[0] // img.shape[1]))], 1.0, None,
-                                            (104.0, 117.0, 123.0), swapRB=True, crop=False) for img in photos]
+            blobs = [
+                cv2.dnn.blobFromImages(
+                    [cv2.resize(img, (640, 640 * img.shape[0] // img.shape[1]))],
+                    1.0,
+                    None,
+                    (104.0, 117.0, 123.0),
+                    swapRB=True,
+                    crop=False,
+                )
+                for img in photos
+            ]
             a, b = ort_session(pkg / rel, 1), ort_session(tmp_path / rel, 1)
-            outs = [(x, y) for blob in blobs
-                    for x, y in zip(a.run(None, {"x": blob}), b.run(None, {"x": blob}), strict=True)]
+            outs = [
+                (x, y)
+                for blob in blobs
+                for x, y in zip(a.run(None, {"x": blob}), b.run(None, {"x": blob}), strict=True)
+            ]
         else:
             a, b = OnnxClassifier(pkg / rel, threads=1), OnnxClassifier(tmp_path / rel, threads=1)
             spec = InputSpec.from_dict(a.spec.to_dict())
@@ -290,8 +341,10 @@ def test_builtin_model_names_are_the_registry():
     register models of their own)."""
     from ferkit.model_names import BUILTIN_MODELS
 
-    code = ("import json; from ferkit.models import list_models; "
-            "print(json.dumps({c.name: c.aliases for c in list_models()}))")
+    code = (
+        "import json; from ferkit.models import list_models; "
+        "print(json.dumps({c.name: c.aliases for c in list_models()}))"
+    )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     assert {k: tuple(v) for k, v in BUILTIN_MODELS.items()} == {k: tuple(v) for k, v in json.loads(r.stdout).items()}
@@ -304,8 +357,12 @@ def test_every_tracked_weight_file_has_a_card_naming_it():
 
     pkg = Path(__file__).resolve().parents[1] / "src" / "ferkit"
     cards = "".join(p.read_text() for d in ("zoo/cards", "faces/cards") for p in (pkg / d).glob("*.md"))
-    files = [p for d in ("zoo/weights", "faces/weights") for p in sorted((pkg / d).iterdir())
-             if p.suffix in (".onnx", ".safetensors")]
+    files = [
+        p
+        for d in ("zoo/weights", "faces/weights")
+        for p in sorted((pkg / d).iterdir())
+        if p.suffix in (".onnx", ".safetensors")
+    ]
     assert len(files) >= 8
     for p in files:
         assert p.name in cards, p.name

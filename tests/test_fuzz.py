@@ -40,9 +40,20 @@ def _real_images() -> list[bytes]:
     return out
 
 
-HEADERS = [b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff\xe0", b"GIF89a", b"BM", b"II*\x00", b"MM\x00*",
-           b"RIFF\x00\x00\x00\x00WEBP", b"P6\n", b"%!PS-Adobe-3.0 EPSF-3.0\n",
-           b"<svg xmlns='http://www.w3.org/2000/svg'>", b"8BPS", b"\x00\x00\x01\x00"]
+HEADERS = [
+    b"\x89PNG\r\n\x1a\n",
+    b"\xff\xd8\xff\xe0",
+    b"GIF89a",
+    b"BM",
+    b"II*\x00",
+    b"MM\x00*",
+    b"RIFF\x00\x00\x00\x00WEBP",
+    b"P6\n",
+    b"%!PS-Adobe-3.0 EPSF-3.0\n",
+    b"<svg xmlns='http://www.w3.org/2000/svg'>",
+    b"8BPS",
+    b"\x00\x00\x01\x00",
+]
 
 
 def image_case(rng: random.Random, real: list[bytes]) -> bytes:
@@ -70,7 +81,8 @@ def image_case(rng: random.Random, real: list[bytes]) -> bytes:
         Image.new("L", (2, 2)).save(b, "PNG")
         raw = bytearray(b.getvalue())
         raw[16:24] = rng.choice([0xFFFFFFF, 60000, 0, 1]).to_bytes(4, "big") + rng.choice(
-            [0xFFFFFFF, 60000, 0, 1]).to_bytes(4, "big")
+            [0xFFFFFFF, 60000, 0, 1]
+        ).to_bytes(4, "big")
         return bytes(raw)
     if kind == 5:
         return rng.randbytes(rng.randrange(0, 2000))
@@ -108,8 +120,13 @@ def test_fuzz_images_decoder_and_predict(tmp_path, n_cases):
     assert decoded and refused
     # the same files through the CLI: a row per file, exit 0/2, no traceback, nothing written elsewhere
     before = set(os.listdir(tmp_path))
-    r = subprocess.run(FERKIT + ["predict", str(folder), "--format", "csv", "--output", str(tmp_path / "o.csv"),
-                                 "--det-size", "320"], capture_output=True, text=True, timeout=900, cwd=tmp_path)
+    r = subprocess.run(
+        FERKIT + ["predict", str(folder), "--format", "csv", "--output", str(tmp_path / "o.csv"), "--det-size", "320"],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        cwd=tmp_path,
+    )
     assert r.returncode in (0, 2) and "Traceback" not in r.stderr, r.stderr[-3000:]
     assert set(os.listdir(tmp_path)) - before == {"o.csv"}
     import csv
@@ -122,17 +139,44 @@ def _checkpoint_cases(rng: random.Random, good: dict, n: int):
     import copy
 
     def mutate(c):
-        paths = [("model",), ("model", "name"), ("model", "num_classes"), ("model", "kwargs"), ("classes",),
-                 ("input",), ("input", "size"), ("input", "channels"), ("input", "mean"), ("state_dict",),
-                 ("format_version",), ("model", "task"), ("metrics",)]
+        paths = [
+            ("model",),
+            ("model", "name"),
+            ("model", "num_classes"),
+            ("model", "kwargs"),
+            ("classes",),
+            ("input",),
+            ("input", "size"),
+            ("input", "channels"),
+            ("input", "mean"),
+            ("state_dict",),
+            ("format_version",),
+            ("model", "task"),
+            ("metrics",),
+        ]
         path = rng.choice(paths)
         d = c
         for k in path[:-1]:
             d = d.get(k) if isinstance(d, dict) else None
             if d is None:
                 return c
-        val = rng.choice([None, 5, -1, 10**12, "x" * rng.randrange(1, 300), [], [1], {}, 1.5, float("nan"),
-                          ["a"], [10**6, 10**6], torch.zeros(3)])
+        val = rng.choice(
+            [
+                None,
+                5,
+                -1,
+                10**12,
+                "x" * rng.randrange(1, 300),
+                [],
+                [1],
+                {},
+                1.5,
+                float("nan"),
+                ["a"],
+                [10**6, 10**6],
+                torch.zeros(3),
+            ]
+        )
         if rng.random() < 0.3 and isinstance(d, dict):
             d.pop(path[-1], None)
         elif isinstance(d, dict):
@@ -164,8 +208,18 @@ def _checkpoint_cases(rng: random.Random, good: dict, n: int):
             yield b.getvalue() if rng.random() < 0.5 else rng.randbytes(rng.randrange(0, 4000))
         else:  # other torch-saved objects
             buf = io.BytesIO()
-            torch.save(rng.choice([[1, 2], {"w": torch.zeros(2)}, "text", {"format": "ferkit-checkpoint"},
-                                   {"format": "ferkit-checkpoint", "format_version": 99}]), buf)
+            torch.save(
+                rng.choice(
+                    [
+                        [1, 2],
+                        {"w": torch.zeros(2)},
+                        "text",
+                        {"format": "ferkit-checkpoint"},
+                        {"format": "ferkit-checkpoint", "format_version": 99},
+                    ]
+                ),
+                buf,
+            )
             yield buf.getvalue()
 
 
@@ -176,9 +230,16 @@ def test_fuzz_checkpoints(tmp_path, n_cases):
     from ferkit.models import create_model
     from ferkit.refs import load_model
 
-    good = make_checkpoint(create_model("linear", num_classes=2, in_channels=1, input_size=8), model_name="linear",
-                           model_kwargs={"input_size": 8}, num_classes=2, in_channels=1, task="classify",
-                           classes=["a", "b"], input_spec=InputSpec(size=(8, 8), channels=1).to_dict())
+    good = make_checkpoint(
+        create_model("linear", num_classes=2, in_channels=1, input_size=8),
+        model_name="linear",
+        model_kwargs={"input_size": 8},
+        num_classes=2,
+        in_channels=1,
+        task="classify",
+        classes=["a", "b"],
+        input_spec=InputSpec(size=(8, 8), channels=1).to_dict(),
+    )
     rng = random.Random(99)
     files = []
     for i, data in enumerate(_checkpoint_cases(rng, good, n_cases)):
@@ -243,8 +304,17 @@ def test_fuzz_http(n_cases):
 
     rng = random.Random(5)
     real = _real_images()
-    ctypes = ["image/jpeg", "image/png", "application/octet-stream", "text/plain", "multipart/form-data",
-              "multipart/form-data; boundary=x", "", "image/svg+xml", "application/json"]
+    ctypes = [
+        "image/jpeg",
+        "image/png",
+        "application/octet-stream",
+        "text/plain",
+        "multipart/form-data",
+        "multipart/form-data; boundary=x",
+        "",
+        "image/svg+xml",
+        "application/json",
+    ]
     from conftest import IMAGE_MODES, image_of_mode, slow_kept_alive
 
     slow: list = []  # slowloris clients on kept-alive connections, more than the server's cap
@@ -261,8 +331,17 @@ def test_fuzz_http(n_cases):
                     slow.remove(s)
                     s.close()
             kind = rng.randrange(6)
-            route = rng.choice(["/v1/predict", "/v1/predict/batch", "/v1/predict?x=1", "/v1/models", "/healthz",
-                                "/nope", "/v1/predict/../models"])
+            route = rng.choice(
+                [
+                    "/v1/predict",
+                    "/v1/predict/batch",
+                    "/v1/predict?x=1",
+                    "/v1/models",
+                    "/healthz",
+                    "/nope",
+                    "/v1/predict/../models",
+                ]
+            )
             method = rng.choice(["POST", "POST", "POST", "GET", "PUT", "DELETE", "HEAD", "FOO", "M-SEARCH"])
             if kind == 5:  # a valid image of any mode (16-bit, 32-bit, float, alpha, palette...): the decode budget
                 mode, fmt = rng.choice(IMAGE_MODES)
@@ -271,24 +350,37 @@ def test_fuzz_http(n_cases):
                 assert r.status_code == 200 and r.json()["status"] in ("ok", "no_face"), (mode, fmt, r.text[:300])
                 continue
             if kind == 0:
-                files = {"file": (rng.choice(["a.jpg", "", "x" * 300, "../../etc/passwd"]), image_case(rng, real),
-                                  rng.choice(ctypes))}
+                files = {
+                    "file": (
+                        rng.choice(["a.jpg", "", "x" * 300, "../../etc/passwd"]),
+                        image_case(rng, real),
+                        rng.choice(ctypes),
+                    )
+                }
                 r = c.request(method, url + route, files=files)
             elif kind == 1:
-                files = [("files", (f"f{k}.png", image_case(rng, real), "image/png"))
-                         for k in range(rng.randrange(0, 20))]
+                files = [
+                    ("files", (f"f{k}.png", image_case(rng, real), "image/png")) for k in range(rng.randrange(0, 20))
+                ]
                 r = c.request(method, url + route, files=files or None, content=None if files else b"")
             elif kind == 2:
-                r = c.request(method, url + route, content=image_case(rng, real),
-                              headers={"content-type": rng.choice(ctypes)})
+                r = c.request(
+                    method, url + route, content=image_case(rng, real), headers={"content-type": rng.choice(ctypes)}
+                )
             elif kind == 3:
-                r = c.request(method, url + route, content=rng.randbytes(rng.randrange(0, 300_000)),
-                              headers={"content-type": rng.choice(ctypes)})
+                r = c.request(
+                    method,
+                    url + route,
+                    content=rng.randbytes(rng.randrange(0, 300_000)),
+                    headers={"content-type": rng.choice(ctypes)},
+                )
             else:
-                body = b"--x\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.jpg\"\r\n\r\n" + \
-                    rng.randbytes(rng.randrange(0, 500))
-                r = c.request(method, url + route, content=body,
-                              headers={"content-type": "multipart/form-data; boundary=x"})
+                body = b'--x\r\nContent-Disposition: form-data; name="file"; filename="a.jpg"\r\n\r\n' + rng.randbytes(
+                    rng.randrange(0, 500)
+                )
+                r = c.request(
+                    method, url + route, content=body, headers={"content-type": "multipart/form-data; boundary=x"}
+                )
             assert r.status_code < 500, (i, route, method, r.status_code, r.text[:300])
             if r.status_code >= 400 and method != "HEAD":
                 body = r.json()
@@ -299,14 +391,48 @@ def test_fuzz_http(n_cases):
         s.close()
 
 
-BAD_VALUES = [None, "x", "", 1.5, -1, 0, True, [], {}, [None], ["a"], float("nan"), float("inf"), 10 ** 30,
-              [1, 2, 3, 4], {"a": 1}]
+BAD_VALUES = [
+    None,
+    "x",
+    "",
+    1.5,
+    -1,
+    0,
+    True,
+    [],
+    {},
+    [None],
+    ["a"],
+    float("nan"),
+    float("inf"),
+    10**30,
+    [1, 2, 3, 4],
+    {"a": 1},
+]
 # every metadata field a reader touches (model section, class names, input spec, training record)
-METADATA_FIELDS = [("model",), ("model", "name"), ("model", "kwargs"), ("model", "num_classes"),
-                   ("model", "in_channels"), ("model", "task"), ("classes",), ("input",), ("input", "size"),
-                   ("input", "channels"), ("input", "mean"), ("input", "std"), ("input", "permute_seed"),
-                   ("config",), ("metrics",), ("metrics", "epoch"), ("metrics", "val_acc"), ("metrics", "test_acc"),
-                   ("format_version",), ("created",), ("ferkit_version",)]
+METADATA_FIELDS = [
+    ("model",),
+    ("model", "name"),
+    ("model", "kwargs"),
+    ("model", "num_classes"),
+    ("model", "in_channels"),
+    ("model", "task"),
+    ("classes",),
+    ("input",),
+    ("input", "size"),
+    ("input", "channels"),
+    ("input", "mean"),
+    ("input", "std"),
+    ("input", "permute_seed"),
+    ("config",),
+    ("metrics",),
+    ("metrics", "epoch"),
+    ("metrics", "val_acc"),
+    ("metrics", "test_acc"),
+    ("format_version",),
+    ("created",),
+    ("ferkit_version",),
+]
 
 
 def test_checkpoint_metadata_of_every_type(tmp_path):
@@ -324,10 +450,18 @@ def test_checkpoint_metadata_of_every_type(tmp_path):
     from ferkit.models import create_model
 
     torch.manual_seed(0)
-    good = make_checkpoint(create_model("seed1_cnn", num_classes=2, in_channels=1), model_name="seed1_cnn",
-                           model_kwargs={}, num_classes=2, in_channels=1, task="classify", classes=["a", "b"],
-                           input_spec=InputSpec(size=(48, 48), channels=1).to_dict(),
-                           config={"epochs": 1}, metrics={"epoch": 1, "val_acc": 0.5, "test_acc": 0.5})
+    good = make_checkpoint(
+        create_model("seed1_cnn", num_classes=2, in_channels=1),
+        model_name="seed1_cnn",
+        model_kwargs={},
+        num_classes=2,
+        in_channels=1,
+        task="classify",
+        classes=["a", "b"],
+        input_spec=InputSpec(size=(48, 48), channels=1).to_dict(),
+        config={"epochs": 1},
+        metrics={"epoch": 1, "val_acc": 0.5, "test_acc": 0.5},
+    )
     face = tmp_path / "face.png"
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (60, 50, 3), dtype=np.uint8)).save(face)
     failed, cli = [], []
@@ -351,16 +485,31 @@ def test_checkpoint_metadata_of_every_type(tmp_path):
                 failed.append(f"{'.'.join(keys)}={value!r}: {type(e).__name__}: {e}"[:200])
     assert not failed, "\n".join(failed)
     for f in cli[:: max(1, len(cli) // 6)]:  # a few through the command itself
-        r = subprocess.run(FERKIT + ["predict", "--checkpoint", str(f), str(face), "--no-detect"],
-                           capture_output=True, text=True, timeout=300)
+        r = subprocess.run(
+            FERKIT + ["predict", "--checkpoint", str(f), str(face), "--no-detect"],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert r.returncode in (0, 2) and "Traceback" not in r.stderr, r.stderr[-2000:]
         if r.returncode == 2:
             assert len(r.stderr.strip().splitlines()) == 1, r.stderr
 
 
 # ------------------------------------------------------------------------------------------------ output targets
-_NAMES = [b"plain", b"caf\xc3\xa9", b"\xff\xfe bad", b"=cmd|calc", b"esc\x1b[31m", b"cr\rlf\n", b"L" * 250,
-          b"-", b".hidden", b"sp ace", b"\xe2\x80\xaeevil"]
+_NAMES = [
+    b"plain",
+    b"caf\xc3\xa9",
+    b"\xff\xfe bad",
+    b"=cmd|calc",
+    b"esc\x1b[31m",
+    b"cr\rlf\n",
+    b"L" * 250,
+    b"-",
+    b".hidden",
+    b"sp ace",
+    b"\xe2\x80\xaeevil",
+]
 
 
 def _output_target(rng: random.Random, d: Path):
@@ -370,8 +519,9 @@ def _output_target(rng: random.Random, d: Path):
 
     name = os.fsdecode(rng.choice(_NAMES) + rng.choice([b".csv", b".jsonl", b".parquet", b""]))
     p = d / name
-    kind = rng.choice(["new", "existing", "fifo", "null", "full", "link", "dangling", "loop", "folder",
-                       "under_file", "new_dir"])
+    kind = rng.choice(
+        ["new", "existing", "fifo", "null", "full", "link", "dangling", "loop", "folder", "under_file", "new_dir"]
+    )
     if len(os.fsencode(name)) > 255 and kind not in ("new", "new_dir", "under_file"):
         kind = "new"  # too long to make anything by that name: the writer's one line is the case
     if kind == "existing":
@@ -422,9 +572,11 @@ def test_fuzz_output_targets(tmp_path, n_cases):
         p, kind = _output_target(rng, d)
         readers = []
         if kind == "fifo":
+
             def drain(path=p):
                 with open(path, "rb") as f:
                     f.read()
+
             t = threading.Thread(target=drain, daemon=True)
             t.start()
             readers.append(t)
@@ -436,8 +588,21 @@ def test_fuzz_output_targets(tmp_path, n_cases):
             if how in ("jsonl", "csv", "parquet"):
                 w = ResultWriter(how, ["happy"], path=p)
                 for q in paths:
-                    w.write(FileResult(path=q, faces=[FaceResult(source=q, face=0, box=(0, 0, 1, 1), label="happy",
-                                                                 score=1.0, probabilities={"happy": 1.0})]))
+                    w.write(
+                        FileResult(
+                            path=q,
+                            faces=[
+                                FaceResult(
+                                    source=q,
+                                    face=0,
+                                    box=(0, 0, 1, 1),
+                                    label="happy",
+                                    score=1.0,
+                                    probabilities={"happy": 1.0},
+                                )
+                            ],
+                        )
+                    )
                 w.close()
             elif how == "bytes":
                 atomic_write_bytes(p, "".join(paths).encode("utf-8", "surrogateescape"))
@@ -516,16 +681,21 @@ def test_fuzz_video_headers(tmp_path, n_cases):
     def box(kind: bytes) -> int:
         return raw.index(kind) - 4  # the box starts 4 bytes before its type
 
-    fields = [(box(b"stts") + 16, "stts count"), (box(b"stts") + 20, "stts delta"),
-              (box(b"mdhd") + 20, "mdhd time scale"), (box(b"mdhd") + 24, "mdhd duration"),
-              (box(b"mvhd") + 20, "mvhd time scale"), (box(b"mvhd") + 24, "mvhd duration"),
-              (box(b"tkhd") + 28, "tkhd duration")]
+    fields = [
+        (box(b"stts") + 16, "stts count"),
+        (box(b"stts") + 20, "stts delta"),
+        (box(b"mdhd") + 20, "mdhd time scale"),
+        (box(b"mdhd") + 24, "mdhd duration"),
+        (box(b"mvhd") + 20, "mvhd time scale"),
+        (box(b"mvhd") + 24, "mvhd duration"),
+        (box(b"tkhd") + 28, "tkhd duration"),
+    ]
     an = Analyzer(["fer_minixception"], detector="haar")
     rng = random.Random(11)
     for i in range(max(8, n_cases // 40)):
         buf = bytearray(raw)
         for at, _name in rng.sample(fields, rng.randint(1, 3)):
-            struct.pack_into(">I", buf, at, rng.choice([0, 1, 2, 2 ** 31 - 1, 2 ** 32 - 1, rng.randrange(2 ** 32)]))
+            struct.pack_into(">I", buf, at, rng.choice([0, 1, 2, 2**31 - 1, 2**32 - 1, rng.randrange(2**32)]))
         f = tmp_path / f"v{i}.mp4"
         f.write_bytes(bytes(buf))
         t0 = time.perf_counter()

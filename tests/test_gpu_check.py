@@ -15,8 +15,7 @@ SCRIPT = Path(__file__).resolve().parents[1] / "bench" / "gpu_check.py"
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the CUDA path is what `make gpu-check` itself runs")
 def test_without_cuda_it_says_so_in_one_line_and_checks_its_plumbing(tmp_path):
     out = tmp_path / "gpu.json"
-    r = subprocess.run([sys.executable, str(SCRIPT), "--json", str(out)], capture_output=True, text=True,
-                       timeout=600)
+    r = subprocess.run([sys.executable, str(SCRIPT), "--json", str(out)], capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stdout + r.stderr[-2000:]
     lines = r.stdout.strip().splitlines()
     assert len(lines) == 1 and "no CUDA" in lines[0] and "6/6" in lines[0], r.stdout

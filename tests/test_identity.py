@@ -169,8 +169,14 @@ def test_binary_metrics_two_class():
 
 def _row(name: str, i: int, dim: int = 128) -> dict:
     v = np.random.default_rng(i).normal(size=dim).astype(np.float32)
-    return {"name": name, "sha256": f"{name}-{i:064d}"[-64:], "photo": f"/photos/{name}/{i}.jpg",
-            "embedder": "dlib_resnet_v1", "vector": v, "box": (0, 0, 10, 10)}
+    return {
+        "name": name,
+        "sha256": f"{name}-{i:064d}"[-64:],
+        "photo": f"/photos/{name}/{i}.jpg",
+        "embedder": "dlib_resnet_v1",
+        "vector": v,
+        "box": (0, 0, 10, 10),
+    }
 
 
 def test_gallery_idempotent_and_remove(tmp_path):
@@ -214,8 +220,10 @@ def test_concurrent_enrolment_two_processes(tmp_path):
     import sys
 
     p = tmp_path / "shared.sqlite3"  # does not exist yet: both processes race to create it too
-    procs = [subprocess.Popen([sys.executable, "-c", _WORKER, str(p), who, "60"], stderr=subprocess.PIPE, text=True)
-             for who in ("alice", "bob")]
+    procs = [
+        subprocess.Popen([sys.executable, "-c", _WORKER, str(p), who, "60"], stderr=subprocess.PIPE, text=True)
+        for who in ("alice", "bob")
+    ]
     for q in procs:
         _, err = q.communicate(timeout=120)
         assert q.returncode == 0, err
@@ -242,7 +250,7 @@ def _corrupt_files(tmp_path) -> list[Path]:
     con.close()
     raw = bytearray(damaged.read_bytes())
     page = int.from_bytes(raw[16:18], "big")
-    raw[page + 100: page * 3] = b"\xff" * (page * 3 - page - 100)
+    raw[page + 100 : page * 3] = b"\xff" * (page * 3 - page - 100)
     damaged.write_bytes(bytes(raw))
     for suffix in ("-wal", "-shm"):
         Path(str(damaged) + suffix).unlink(missing_ok=True)
@@ -261,8 +269,12 @@ def test_corrupt_gallery_is_an_error_naming_it_and_untouched(tmp_path):
     # The CLI: one line, exit 2, file untouched, for list, remove and enroll (enroll fails before any model loads).
     f = tmp_path / "garbage.sqlite3"
     before = f.read_bytes()
-    for args in (["gallery", "list"], ["gallery", "remove", "alice"],
-                 ["enroll", "--name", "alice", str(DATA / "obama.jpg")], ["verify", str(DATA / "obama.jpg")]):
+    for args in (
+        ["gallery", "list"],
+        ["gallery", "remove", "alice"],
+        ["enroll", "--name", "alice", str(DATA / "obama.jpg")],
+        ["verify", str(DATA / "obama.jpg")],
+    ):
         r = cli(*args, "--gallery", f)
         assert r.returncode == 2, (args, r.stderr)
         lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
@@ -281,8 +293,9 @@ def test_enrol_and_verify_real_photos(tmp_path, encoder, photos):
     g = tmp_path / "people.sqlite3"
     rep = enroll("obama", [photos["obama"], photos["obama2"]], gallery=g, encoder=encoder)
     assert len(rep.added) == 2 and not rep.skipped
-    rep = enroll("biden", [photos["biden"], photos["biden_mirror"], photos["multi"], photos["blank"]], gallery=g,
-                 encoder=encoder)
+    rep = enroll(
+        "biden", [photos["biden"], photos["biden_mirror"], photos["multi"], photos["blank"]], gallery=g, encoder=encoder
+    )
     assert len(rep.added) == 2
     reasons = dict(rep.skipped)
     assert "5 faces" in reasons[str(photos["multi"])] and "no face" in reasons[str(photos["blank"])]
@@ -333,8 +346,7 @@ def test_enrol_and_verify_real_photos(tmp_path, encoder, photos):
 
 def test_cli_enroll_verify_gallery(tmp_path, encoder, photos):
     g = tmp_path / "cli.sqlite3"
-    r = cli("enroll", "--name", "obama", "--gallery", g, photos["obama"], photos["obama2"], photos["multi"],
-            "--quiet")
+    r = cli("enroll", "--name", "obama", "--gallery", g, photos["obama"], photos["obama2"], photos["multi"], "--quiet")
     assert r.returncode == 0, r.stderr
     assert "skipped" in r.stderr and "enrolled 2 new photo(s) of obama" in r.stderr
     r = cli("verify", "--gallery", g, "--json", "--quiet", photos["obama3"], photos["hopper"])
@@ -348,8 +360,15 @@ def test_cli_enroll_verify_gallery(tmp_path, encoder, photos):
     assert (g.stat().st_mode & 0o777) == 0o600  # biometric templates: owner only
     r = cli("gallery", "remove", "obama", "--gallery", g)
     assert r.returncode == 0
-    r = run_cli("enroll", "--name", "x", "--gallery", tmp_path / "m.sqlite3", photos["obama"],
-                env={"FERKIT_DLIB_MODELS": str(tmp_path / "no_models")})
+    r = run_cli(
+        "enroll",
+        "--name",
+        "x",
+        "--gallery",
+        tmp_path / "m.sqlite3",
+        photos["obama"],
+        env={"FERKIT_DLIB_MODELS": str(tmp_path / "no_models")},
+    )
     assert r.returncode == 2 and "FERKIT_DLIB_MODELS" in r.stderr and len(r.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "m.sqlite3").exists()
     r = cli("verify", "--gallery", g, photos["obama3"])
@@ -360,8 +379,13 @@ def test_evaluate_verification(tmp_path, encoder, photos):
     from ferkit.identity import evaluate_verification
 
     data = tmp_path / "people"
-    layout = {"obama": ["obama", "obama2", "obama3"], "biden": ["biden", "biden_mirror", "biden_probe"],
-              "strangers_hopper": ["hopper"], "strangers_astronaut": ["astronaut"], "nobody": ["blank"]}
+    layout = {
+        "obama": ["obama", "obama2", "obama3"],
+        "biden": ["biden", "biden_mirror", "biden_probe"],
+        "strangers_hopper": ["hopper"],
+        "strangers_astronaut": ["astronaut"],
+        "nobody": ["blank"],
+    }
     for who, names in layout.items():
         (data / who).mkdir(parents=True)
         for n in names:
@@ -388,8 +412,11 @@ def test_collect_from_video_file(tmp_path, photos):
     # A replayable "camera": frames with one face, with no face, and with five faces.
     one = cv2.imread(str(photos["obama"]))
     H, W = 360, 480
-    frames = [cv2.resize(one, (W, H))] * 6 + [np.full((H, W, 3), 90, np.uint8)] * 3 + \
-             [cv2.resize(cv2.imread(str(MULTI)), (W, H))] * 2
+    frames = (
+        [cv2.resize(one, (W, H))] * 6
+        + [np.full((H, W, 3), 90, np.uint8)] * 3
+        + [cv2.resize(cv2.imread(str(MULTI)), (W, H))] * 2
+    )
     video = tmp_path / "cam.avi"
     vw = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 10, (W, H))
     if not vw.isOpened():
@@ -418,8 +445,19 @@ def test_binary_classifier_recipe_end_to_end(tmp_path):
     for f in me[: len(me) // 2]:  # skew the classes 2:1: the balanced-class check must say so
         f.unlink()
     run = tmp_path / "run"
-    r = cli("train", "--recipe", "face_resnet18_scratch", "--data", data, "--fast", "--image-size", "48",
-            "--out", run, "--quiet")
+    r = cli(
+        "train",
+        "--recipe",
+        "face_resnet18_scratch",
+        "--data",
+        data,
+        "--fast",
+        "--image-size",
+        "48",
+        "--out",
+        run,
+        "--quiet",
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     assert "warning: class imbalance in train: 'not_me'" in r.stderr and "--class-weights" in r.stderr
     r = cli("evaluate", "--checkpoint", run / "best.pt", "--data", data, "--out", tmp_path / "ev", "--quiet")

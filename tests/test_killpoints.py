@@ -16,8 +16,19 @@ import torch
 from ferkit import api
 from ferkit.refs import load_checkpoint
 
-SETTINGS = dict(model="seed1_cnn", epochs=5, batch_size=32, lr=3e-3, optimizer="adamw", scheduler="step",
-                step_size=2, gamma=1e-6, patience=2, augment="basic", seed=7)
+SETTINGS = dict(
+    model="seed1_cnn",
+    epochs=5,
+    batch_size=32,
+    lr=3e-3,
+    optimizer="adamw",
+    scheduler="step",
+    step_size=2,
+    gamma=1e-6,
+    patience=2,
+    augment="basic",
+    seed=7,
+)
 TIMING = ("time_s", "train_img_s", "train_time_s")
 DRIVER = Path(__file__).with_name("killpoint_driver.py")
 
@@ -68,8 +79,11 @@ def assert_same_run(ref: Path, run: Path) -> None:
         assert ("train_state" in a) == ("train_state" in b)
         if "train_state" in a:
             sa, sb = a["train_state"], b["train_state"]
-            _same(_untimed({k: v for k, v in sa.items() if k != "rng"}),
-                  _untimed({k: v for k, v in sb.items() if k != "rng"}), f"{run / name}: train_state")
+            _same(
+                _untimed({k: v for k, v in sa.items() if k != "rng"}),
+                _untimed({k: v for k, v in sb.items() if k != "rng"}),
+                f"{run / name}: train_state",
+            )
     assert _results(ref) == _results(run), run
     assert _metrics_csv(ref) == _metrics_csv(run), run
     for name in ("training_curves.png", "confusion_matrix.png"):
@@ -82,8 +96,12 @@ def assert_same_run(ref: Path, run: Path) -> None:
 def kill_runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("kill")
     data = api.synthesize(root / "data", n=200, seed=3, size=32)
-    r = subprocess.run([sys.executable, str(DRIVER), str(root), str(data), json.dumps(SETTINGS)],
-                       capture_output=True, text=True, timeout=600)
+    r = subprocess.run(
+        [sys.executable, str(DRIVER), str(root), str(data), json.dumps(SETTINGS)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     return root, json.loads(r.stdout.strip().splitlines()[-1]), r.stderr
 

@@ -183,7 +183,7 @@ def test_confused_pairs_from_confusion_matrix():
 def test_streaming_sums_match_array_forms():
     rng = np.random.default_rng(1)
     x, y = rng.normal(size=100), rng.normal(size=100)
-    parts = [M.regression_sums(x[i:i + 30], y[i:i + 30]) for i in range(0, 100, 30)]
+    parts = [M.regression_sums(x[i : i + 30], y[i : i + 30]) for i in range(0, 100, 30)]
     total = np.sum(parts, axis=0)
     assert M.ccc_from_sums(*total[:6]) == pytest.approx(M.ccc(x, y))
     assert M.rmse_from_sums(total[0], total[6]) == pytest.approx(M.rmse(x, y))

@@ -35,8 +35,6 @@ def input_side(name: str) -> int:
     return 48 if h == 224 else h
 
 
-
-
 def first_conv(model: nn.Module) -> nn.Module:
     """The layer that sees the input channels, found via ``model.first_conv`` and checked against module order."""
     if model.first_conv:
@@ -60,8 +58,9 @@ def test_forward_backward(name, task, channels):
     assert model.stages[-1] == "head" and isinstance(model.head, nn.Module)
     assert (model.task, model.num_classes, model.in_channels) == (task, 7, channels)
     conv = first_conv(model)
-    assert (conv.in_channels if isinstance(conv, nn.Conv2d)
-            else conv.in_features // (input_side(name) ** 2)) == channels
+    assert (
+        conv.in_channels if isinstance(conv, nn.Conv2d) else conv.in_features // (input_side(name) ** 2)
+    ) == channels
     s = input_side(name)
     x = torch.randn(2, channels, s, s)
     model.train()
@@ -251,8 +250,16 @@ def test_inverted_residual_adds_only_when_shapes_match():
     nn.init.zeros_(same.layers[-1].weight), nn.init.zeros_(same.layers[-1].bias)
     assert torch.equal(same(x), x)
     layers = list(same.layers)
-    assert [type(layer) for layer in layers] == [nn.Conv2d, nn.BatchNorm2d, nn.ReLU6, nn.Conv2d, nn.BatchNorm2d,
-                                                 nn.ReLU6, nn.Conv2d, nn.BatchNorm2d]
+    assert [type(layer) for layer in layers] == [
+        nn.Conv2d,
+        nn.BatchNorm2d,
+        nn.ReLU6,
+        nn.Conv2d,
+        nn.BatchNorm2d,
+        nn.ReLU6,
+        nn.Conv2d,
+        nn.BatchNorm2d,
+    ]
     assert layers[3].groups == 32 and layers[0].kernel_size == (1, 1)
     blocks = [b for b in create_model("vgg11_irb").body if isinstance(b, InvertedResidual)]
     assert [b.use_residual for b in blocks] == [True, True, False, False]
@@ -261,8 +268,10 @@ def test_inverted_residual_adds_only_when_shapes_match():
 def test_wrappers_match_torchvision_forward():
     torch.manual_seed(0)
     x = torch.randn(2, 3, 64, 64)
-    for ctor, wrap in ((torchvision.models.efficientnet_b0, _efficientnet_wrap),
-                       (torchvision.models.mobilenet_v2, _mobilenet_wrap)):
+    for ctor, wrap in (
+        (torchvision.models.efficientnet_b0, _efficientnet_wrap),
+        (torchvision.models.mobilenet_v2, _mobilenet_wrap),
+    ):
         tv = ctor().eval()
         with torch.no_grad():
             ref = torch.flatten(nn.functional.adaptive_avg_pool2d(tv.features(x), 1), 1)
@@ -420,15 +429,17 @@ def test_pretrained_bad_placed_files(torch_home):
     sd = torchvision.models.resnet18().state_dict()
     sd["layer1.0.conv1.weight"] = sd["layer1.0.conv1.weight"][:32]
     torch.save(sd, path)
-    with pytest.raises(ModelError,
-                       match=r"does not fit torchvision resnet18: layer1.0.conv1.weight is \(32, 64, 3, 3\)"):
+    with pytest.raises(
+        ModelError, match=r"does not fit torchvision resnet18: layer1.0.conv1.weight is \(32, 64, 3, 3\)"
+    ):
         create_model("resnet18", pretrained=True)
 
 
 # --------------------------------------------------------------------------------------------- VGG-Face file
 
-_VGG16_CONVS = ([(3, 64), (64, 64), (64, 128), (128, 128), (128, 256), (256, 256), (256, 256)] + [(256, 512)]
-                + [(512, 512)] * 5)
+_VGG16_CONVS = (
+    [(3, 64), (64, 64), (64, 128), (128, 128), (128, 256), (256, 256), (256, 256)] + [(256, 512)] + [(512, 512)] * 5
+)
 _VGGFACE_NAMES = [f"conv{b}_{i}" for b, n in zip(range(1, 6), (2, 2, 3, 3, 3), strict=True) for i in range(1, n + 1)]
 
 
@@ -505,10 +516,14 @@ def test_predicting_with_a_zoo_model_does_not_import_torchvision():
     import subprocess
     import sys
 
-    code = ("import sys, ferkit; ferkit.analyze('tests/data/identity/obama.jpg'); "
-            "print('torchvision' in sys.modules)")
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
-                       cwd=__import__("pathlib").Path(__file__).parents[1])
+    code = "import sys, ferkit; ferkit.analyze('tests/data/identity/obama.jpg'); print('torchvision' in sys.modules)"
+    r = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=__import__("pathlib").Path(__file__).parents[1],
+    )
     assert r.returncode == 0 and r.stdout.strip() == "False", r.stderr[-2000:]
 
 
@@ -519,9 +534,11 @@ def test_zoo_models_train_in_channels_last(name):
     import subprocess
     import sys
 
-    code = (f"import torch; from ferkit.models import create_model; m = create_model({name!r}, num_classes=7, "
-            "in_channels=1).to(memory_format=torch.channels_last); x = torch.randn(8, 1, 64, 64).to("
-            "memory_format=torch.channels_last); o = m(x); (o['logits'] if isinstance(o, dict) else o).sum()"
-            ".backward(); print('ok')")
+    code = (
+        f"import torch; from ferkit.models import create_model; m = create_model({name!r}, num_classes=7, "
+        "in_channels=1).to(memory_format=torch.channels_last); x = torch.randn(8, 1, 64, 64).to("
+        "memory_format=torch.channels_last); o = m(x); (o['logits'] if isinstance(o, dict) else o).sum()"
+        ".backward(); print('ok')"
+    )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0 and r.stdout.strip() == "ok", (r.returncode, r.stderr[-1000:])

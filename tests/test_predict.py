@@ -37,7 +37,7 @@ def photo_dir(tmp_path_factory, astronaut) -> Path:
     shutil.copy(_grace(), d / "grace.jpg")
     shutil.copy(DATA / "multi_face.jpg", sub / "multi.jpg")
     Image.open(_grace()).convert("CMYK").save(d / "cmyk.jpg")
-    grey16 = (np.asarray(Image.fromarray(astronaut).convert("L"), dtype=np.uint16) * 257)
+    grey16 = np.asarray(Image.fromarray(astronaut).convert("L"), dtype=np.uint16) * 257
     Image.fromarray(grey16).save(d / "grey16.png")
     assert Image.open(d / "grey16.png").mode.startswith("I")
     Image.fromarray(np.dstack([astronaut, np.full(astronaut.shape[:2], 200, np.uint8)])).save(d / "rgba.png")
@@ -59,9 +59,19 @@ def test_predict_folder_with_good_and_bad_files(tmp_path, photo_dir):
     rows = {Path(x["path"]).name: x for x in map(json.loads, r.stdout.splitlines())}
     assert len(rows) == 11
     status = {k: v["status"] for k, v in rows.items()}
-    assert status == {"astronaut.png": "ok", "grace.jpg": "ok", "multi.jpg": "ok", "cmyk.jpg": "ok",
-                      "grey16.png": "ok", "rgba.png": "ok", "huge.jpg": "ok", "blank.png": "no_face",
-                      "empty.jpg": "error", "truncated.jpg": "error", "notes.jpg": "error"}, status
+    assert status == {
+        "astronaut.png": "ok",
+        "grace.jpg": "ok",
+        "multi.jpg": "ok",
+        "cmyk.jpg": "ok",
+        "grey16.png": "ok",
+        "rgba.png": "ok",
+        "huge.jpg": "ok",
+        "blank.png": "no_face",
+        "empty.jpg": "error",
+        "truncated.jpg": "error",
+        "notes.jpg": "error",
+    }, status
     for name in ("empty.jpg", "truncated.jpg", "notes.jpg"):
         assert rows[name]["reason"] and "\n" not in rows[name]["reason"] and name in rows[name]["reason"]
     assert len(rows["multi.jpg"]["faces"]) == 5
@@ -98,7 +108,7 @@ def _write_video(path: Path, img: np.ndarray, n: int = 20, fps: float = 10.0) ->
     assert w.isOpened()
     for i in range(n):  # the face drifts across the frame
         x0, y0 = 100 + 4 * i, 60 + 2 * i
-        frame = cv2.resize(big[y0:y0 + 480, x0:x0 + 640], (320, 240))
+        frame = cv2.resize(big[y0 : y0 + 480, x0 : x0 + 640], (320, 240))
         w.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
     w.release()
 
@@ -199,8 +209,14 @@ def test_analyze_api_and_ensemble(astronaut):
     pytest.importorskip("onnxruntime")
     ox = Analyzer("fer_minixception", backend="onnx").analyze(img).faces
     assert [f.label for f in ox] == [f.label for f in single[0]]
-    assert max(abs(a.probabilities[c] - b.probabilities[c]) for a, b in zip(ox, single[0], strict=True)
-               for c in a.probabilities) < 1e-4
+    assert (
+        max(
+            abs(a.probabilities[c] - b.probabilities[c])
+            for a, b in zip(ox, single[0], strict=True)
+            for c in a.probabilities
+        )
+        < 1e-4
+    )
 
 
 def test_onnx_export_parity(tmp_path):
@@ -216,8 +232,16 @@ def test_onnx_export_parity(tmp_path):
     torch.manual_seed(0)
     net = create_model("seed1_cnn", num_classes=3, in_channels=1, task="multitask")
     spec = InputSpec(size=(48, 48), channels=1, mean=[0.4], std=[0.25])
-    ck = make_checkpoint(net, model_name="seed1_cnn", model_kwargs={}, num_classes=3, in_channels=1,
-                         task="multitask", classes=["happy", "sad", "neutral"], input_spec=spec.to_dict())
+    ck = make_checkpoint(
+        net,
+        model_name="seed1_cnn",
+        model_kwargs={},
+        num_classes=3,
+        in_channels=1,
+        task="multitask",
+        classes=["happy", "sad", "neutral"],
+        input_spec=spec.to_dict(),
+    )
     save_checkpoint(ck, tmp_path / "mt.pt")
     img = np.asarray(Image.open(DATA / "multi_face.jpg").convert("RGB"))
     rng = np.random.default_rng(0)
@@ -232,8 +256,9 @@ def test_onnx_export_parity(tmp_path):
             oc = OnnxClassifier(out)
             model = build_model(ck if spec_ is not None else __import__("ferkit").load_checkpoint(src)).eval()
             s = oc.spec
-            crops = np.stack([cv2.resize(img[y:y + 150, x:x + 120], s.size[::-1])
-                              for x, y in rng.integers(0, 500, (6, 2))])
+            crops = np.stack(
+                [cv2.resize(img[y : y + 150, x : x + 120], s.size[::-1]) for x, y in rng.integers(0, 500, (6, 2))]
+            )
             crops = crops.mean(-1, keepdims=True).astype(np.uint8) if s.channels == 1 else crops
             x = to_input(crops, s)
             with torch.no_grad():
@@ -272,8 +297,11 @@ def test_labels_of_faces_close_together_do_not_overlap():
         return not (a[2] <= b[0] or b[2] <= a[0] or a[3] <= b[1] or b[3] <= a[1])
 
     rng = np.random.default_rng(0)
-    cases = [([(10, 50, 60, 100), (55, 52, 105, 102), (100, 48, 150, 98)], (160, 120)),  # a row of faces
-             ([(30, 40, 90, 100)], (160, 120)), ([(30, 2, 90, 60)], (160, 120))]  # room above it, and none
+    cases = [
+        ([(10, 50, 60, 100), (55, 52, 105, 102), (100, 48, 150, 98)], (160, 120)),  # a row of faces
+        ([(30, 40, 90, 100)], (160, 120)),
+        ([(30, 2, 90, 60)], (160, 120)),
+    ]  # room above it, and none
     for _ in range(200):  # crowds: 2-12 faces of 20-60 px in a 320x240 image, labels 40-120 px wide
         n = int(rng.integers(2, 13))
         xy = rng.integers(0, 260, (n, 2))
@@ -284,7 +312,7 @@ def test_labels_of_faces_close_together_do_not_overlap():
         rects = label_boxes(boxes, sizes, size)
         for i, r in enumerate(rects):
             assert 0 <= r[0] and r[2] <= size[0] and r[2] - r[0] == sizes[i][0] + 2, (r, size)
-            assert all(not overlap(r, o) for o in rects[i + 1:]), (boxes, rects)
+            assert all(not overlap(r, o) for o in rects[i + 1 :]), (boxes, rects)
         if len(boxes) == 1:  # room above: the label sits right on the face; none: right under it
             assert rects[0][3] == boxes[0][1] if boxes[0][1] >= 15 else rects[0][1] == boxes[0][3] + 1
     img = np.asarray(Image.open(DATA / "multi_face.jpg").convert("RGB"))
@@ -296,8 +324,10 @@ def test_labels_of_faces_close_together_do_not_overlap():
 def _faces(*boxes):
     from ferkit.schema import FaceResult
 
-    return [FaceResult("clip.mp4", i, b, label="happy", score=1.0, probabilities={"happy": 1.0})
-            for i, b in enumerate(boxes)]
+    return [
+        FaceResult("clip.mp4", i, b, label="happy", score=1.0, probabilities={"happy": 1.0})
+        for i, b in enumerate(boxes)
+    ]
 
 
 def test_tracker_gives_overlapping_faces_their_own_ids_and_expires_lost_tracks():
@@ -338,7 +368,7 @@ def test_predict_shows_a_progress_bar_with_progress_and_none_in_logs(tmp_path, a
     photos = tmp_path / "photos"
     photos.mkdir()
     for k in range(4):
-        Image.fromarray(astronaut[:, ::(-1) ** k]).save(photos / f"a{k}.png")
+        Image.fromarray(astronaut[:, :: (-1) ** k]).save(photos / f"a{k}.png")
     shutil.copy(DATA / "multi_face.jpg", photos / "multi.jpg")
     r = run_cli("--progress", "predict", photos, "--format", "csv", "--output", tmp_path / "p.csv")
     assert r.returncode == 0, r.stderr[-2000:]
@@ -363,8 +393,9 @@ def test_video_with_a_name_that_is_not_utf8(tmp_path, astronaut):
 
     from conftest import FERKIT
 
-    r = subprocess.run(FERKIT + ["predict", vid, "--format", "csv", "--det-size", "320"], capture_output=True,
-                       timeout=300)
+    r = subprocess.run(
+        FERKIT + ["predict", vid, "--format", "csv", "--det-size", "320"], capture_output=True, timeout=300
+    )
     assert r.returncode == 0, (r.returncode, r.stderr[-2000:])
     rows = list(csv.DictReader(io.StringIO(r.stdout.decode("utf-8", "surrogateescape"))))
     assert len(rows) == 8 and {x["path"] for x in rows} == {str(vid)} and rows[0]["status"] == "ok"

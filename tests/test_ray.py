@@ -46,8 +46,10 @@ def cluster():
     from ray._common.utils import get_default_ray_temp_dir, reset_ray_address
 
     os.makedirs(get_default_ray_temp_dir(), exist_ok=True)
-    c = Cluster(initialize_head=True, head_node_args=dict(
-        num_cpus=1, node_ip_address="127.0.0.1", temp_dir=tmp, include_dashboard=False))
+    c = Cluster(
+        initialize_head=True,
+        head_node_args=dict(num_cpus=1, node_ip_address="127.0.0.1", temp_dir=tmp, include_dashboard=False),
+    )
     c.add_node(num_cpus=1, node_ip_address="127.0.0.1")
     c.wait_for_nodes()
     yield c
@@ -72,8 +74,10 @@ def inputs(tmp_path_factory):
     root = tmp_path_factory.mktemp("ray_inputs")
     photos = root / "photos"
     photos.mkdir()
-    bases = {"astro": Image.fromarray(data.astronaut()),
-             "grace": Image.open(matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)).convert("RGB")}
+    bases = {
+        "astro": Image.fromarray(data.astronaut()),
+        "grace": Image.open(matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)).convert("RGB"),
+    }
     for p in sorted((Path(__file__).parent / "data").glob("*.jpg")):
         bases[p.stem] = Image.open(p).convert("RGB")
     k = 0
@@ -86,8 +90,11 @@ def inputs(tmp_path_factory):
                 v = v.transpose(Image.FLIP_LEFT_RIGHT)
             v.save(photos / f"{name}_{k:03d}.{'png' if k % 7 == 0 else 'jpg'}", quality=90)
             k += 1
-    for name, arr in {"coffee": data.coffee(), "grey": np.full((96, 128, 3), 120, np.uint8),
-                      "noise": np.random.default_rng(0).integers(0, 255, (100, 100, 3), dtype=np.uint8)}.items():
+    for name, arr in {
+        "coffee": data.coffee(),
+        "grey": np.full((96, 128, 3), 120, np.uint8),
+        "noise": np.random.default_rng(0).integers(0, 255, (100, 100, 3), dtype=np.uint8),
+    }.items():
         Image.fromarray(arr).resize((128, 96)).save(photos / f"noface_{name}.jpg")
     bad = photos / "bad"
     bad.mkdir()
@@ -101,8 +108,11 @@ def inputs(tmp_path_factory):
     for i, p in enumerate(sorted(photos.glob("grace_*.jpg"))[:6]):
         shutil.copy(p, extra / f"uri_{i}.jpg")
     listed = root / "more.txt"
-    listed.write_text("# objects by URI\n" + "".join(f"file://{p}\n" for p in sorted(extra.glob("*.jpg")))
-                      + f"file://{extra}/missing.jpg\n")
+    listed.write_text(
+        "# objects by URI\n"
+        + "".join(f"file://{p}\n" for p in sorted(extra.glob("*.jpg")))
+        + f"file://{extra}/missing.jpg\n"
+    )
     local = sorted(str(p) for p in photos.rglob("*") if p.is_file())
     an = Analyzer(**OPTS)
     # One torch thread, as in each actor (Ray gives a 1-CPU worker OMP_NUM_THREADS=1): with two threads the
@@ -110,8 +120,10 @@ def inputs(tmp_path_factory):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        ref = {r.path: csv_rows(r, an.classes)
-               for r in an.analyze_paths(local + sorted(str(p) for p in extra.glob("*.jpg")))}
+        ref = {
+            r.path: csv_rows(r, an.classes)
+            for r in an.analyze_paths(local + sorted(str(p) for p in extra.glob("*.jpg")))
+        }
     finally:
         torch.set_num_threads(threads)
     return {"photos": photos, "list": listed, "extra": extra, "local": local, "ref": ref, "classes": an.classes}
@@ -131,8 +143,11 @@ def _write_video(path, photo, n=8):
 
 
 def _manifest_inputs(out):
-    return [x for f in sorted((Path(out) / "_manifest").glob("part-*.parquet"))
-            for x in pq.read_table(f, columns=["input"]).column("input").to_pylist()]
+    return [
+        x
+        for f in sorted((Path(out) / "_manifest").glob("part-*.parquet"))
+        for x in pq.read_table(f, columns=["input"]).column("input").to_pylist()
+    ]
 
 
 def _check_exactly_once(out, expected, inputs, atol=1e-3):
@@ -169,8 +184,9 @@ def _check_exactly_once(out, expected, inputs, atol=1e-3):
             # not the reference's; test_same_numbers_as_cli_analyzer_batch_for_batch checks 1e-5 where
             # the batches are the same.
             np.testing.assert_allclose(probs, [w[f"p_{c}"] for c in inputs["classes"]], atol=atol, err_msg=path)
-            np.testing.assert_allclose([g[k] for k in ("x1", "y1", "x2", "y2")],
-                                       [w[k] for k in ("x1", "y1", "x2", "y2")], atol=0.05)
+            np.testing.assert_allclose(
+                [g[k] for k in ("x1", "y1", "x2", "y2")], [w[k] for k in ("x1", "y1", "x2", "y2")], atol=0.05
+            )
     return rows
 
 
@@ -193,11 +209,15 @@ def test_job_matches_cli_analyzer_and_survives_a_killed_worker(cluster, inputs, 
     t = threading.Thread(target=kill_one_worker, daemon=True)
     t.start()
     t0 = time.time()
-    s = predict_dataset([inputs["photos"], inputs["list"]], out, **OPTS, actors=2, batch_size=8,
-                        ray_address=cluster.address, quiet=True)
+    s = predict_dataset(
+        [inputs["photos"], inputs["list"]], out, **OPTS, actors=2, batch_size=8, ray_address=cluster.address, quiet=True
+    )
     t.join(5)
-    expected = inputs["local"] + [f"file://{p}" for p in sorted(inputs["extra"].glob("*.jpg"))] + [
-        f"file://{inputs['extra']}/missing.jpg"]
+    expected = (
+        inputs["local"]
+        + [f"file://{p}" for p in sorted(inputs["extra"].glob("*.jpg"))]
+        + [f"file://{inputs['extra']}/missing.jpg"]
+    )
     assert killed and killed["at"] < len(expected), "a worker was killed while inputs were left"
     assert not os.path.exists(f"/proc/{killed['pid']}")
     rows = _check_exactly_once(out, expected, inputs)
@@ -222,19 +242,23 @@ def test_same_numbers_as_cli_analyzer_batch_for_batch(cluster, inputs, tmp_path)
     chosen += [str(video), f"file://{video}"]  # a video: one whole-file task (by path, and by URI)
     listed = tmp_path / "chosen.txt"
     listed.write_text("\n".join(chosen) + "\n")
-    predict_dataset([listed], tmp_path / "out", **OPTS, actors=2, batch_size=1, ray_address=cluster.address,
-                    quiet=True)
+    predict_dataset([listed], tmp_path / "out", **OPTS, actors=2, batch_size=1, ray_address=cluster.address, quiet=True)
     an = Analyzer(**OPTS)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        alone = {p: csv_rows(r, an.classes) for p in chosen if not p.endswith(".mp4")
-                 for r in an.analyze_paths([p.removeprefix("file://")])}
+        alone = {
+            p: csv_rows(r, an.classes)
+            for p in chosen
+            if not p.endswith(".mp4")
+            for r in an.analyze_paths([p.removeprefix("file://")])
+        }
         alone[str(video)] = csv_rows(analyze_video(an, str(video)), an.classes)
     finally:
         torch.set_num_threads(threads)
-    rows = _check_exactly_once(tmp_path / "out", chosen,
-                               dict(inputs, ref={k.removeprefix("file://"): v for k, v in alone.items()}), atol=1e-5)
+    rows = _check_exactly_once(
+        tmp_path / "out", chosen, dict(inputs, ref={k.removeprefix("file://"): v for k, v in alone.items()}), atol=1e-5
+    )
     frames = [r for r in rows if r["path"] == str(video)]
     assert len(frames) >= 6 and all(r["frame"] is not None and r["track"] is not None for r in frames)
 
@@ -244,12 +268,15 @@ def test_killed_driver_then_rerun_gives_every_input_once(cluster, inputs, tmp_pa
     subset = tmp_path / "subset.txt"
     chosen = inputs["local"][::3]
     subset.write_text("\n".join(chosen) + "\n")
-    code = ("import sys; from ferkit.api import predict_dataset; "
-            f"predict_dataset([{str(subset)!r}], {str(out)!r}, models=('fer_minixception',), det_size=320, "
-            f"actors=2, batch_size=4, ray_address={cluster.address!r}, quiet=True)")
+    code = (
+        "import sys; from ferkit.api import predict_dataset; "
+        f"predict_dataset([{str(subset)!r}], {str(out)!r}, models=('fer_minixception',), det_size=320, "
+        f"actors=2, batch_size=4, ray_address={cluster.address!r}, quiet=True)"
+    )
     env = dict(os.environ, PYTHONPATH=SRC + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    proc = subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
+    )
     try:
         deadline = time.time() + 240
         while time.time() < deadline and len(_manifest_inputs(out)) < 8 and proc.poll() is None:
@@ -280,21 +307,30 @@ def test_killed_driver_then_rerun_gives_every_input_once(cluster, inputs, tmp_pa
     (out / "_manifest" / "config.json").write_text('{"models": ["fer_minix')
     with pytest.raises(ConfigError, match=r"config\.json: damaged \(not readable JSON.*--overwrite"):
         predict_dataset([subset], out, **OPTS, ray_address="127.0.0.1:1", quiet=True)
-    s = predict_dataset([subset], out, **OPTS, actors=2, batch_size=16, ray_address=cluster.address, quiet=True,
-                        overwrite=True)
+    s = predict_dataset(
+        [subset], out, **OPTS, actors=2, batch_size=16, ray_address=cluster.address, quiet=True, overwrite=True
+    )
     assert s["files"] == len(chosen) and s["skipped"] == 0
     _check_exactly_once(out, chosen, inputs)
 
 
 def test_without_ray_one_line_config_error(tmp_path):
-    code = ("import sys; sys.modules['ray'] = None\n"
-            "from ferkit.errors import ConfigError\n"
-            "from ferkit.api import predict_dataset\n"
-            "try:\n    predict_dataset(['x'], 'out')\n"
-            "except ConfigError as e:\n    print(json.dumps(str(e)))\n")
+    code = (
+        "import sys; sys.modules['ray'] = None\n"
+        "from ferkit.errors import ConfigError\n"
+        "from ferkit.api import predict_dataset\n"
+        "try:\n    predict_dataset(['x'], 'out')\n"
+        "except ConfigError as e:\n    print(json.dumps(str(e)))\n"
+    )
     env = dict(os.environ, PYTHONPATH=SRC + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    r = subprocess.run([sys.executable, "-c", "import json\n" + code], env=env, capture_output=True, text=True,
-                       timeout=120, cwd=tmp_path)
+    r = subprocess.run(
+        [sys.executable, "-c", "import json\n" + code],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     assert json.loads(r.stdout) == RAY_MISSING == "--engine ray needs Ray: pip install 'ferkit[ray]'"
 
@@ -314,9 +350,9 @@ def _two_faces_video(path, n=90):
     for i in range(n):
         frame = np.full((240, 320, 3), 110, np.uint8)
         if i < 20:
-            frame[60:156, 10 + i:106 + i] = a
+            frame[60:156, 10 + i : 106 + i] = a
         if i >= 10:
-            frame[70:166, 120 + i:216 + i] = b
+            frame[70:166, 120 + i : 216 + i] = b
         vw.write(frame)
     vw.release()
     return path
@@ -328,7 +364,7 @@ def _mp4_box(buf, path, start=0, end=None, chain=()):
 
     i, end = start, len(buf) if end is None else end
     while i < end:
-        size, kind = struct.unpack(">I4s", buf[i:i + 8])
+        size, kind = struct.unpack(">I4s", buf[i : i + 8])
         if kind.decode() == path[0]:
             return chain + (i,) if len(path) == 1 else _mp4_box(buf, path[1:], i + 8, i + size, chain + (i,))
         i += size
@@ -343,7 +379,7 @@ def _lying_header(src, dst, what):
     buf = bytearray(Path(src).read_bytes())
     if what == "frames":
         at = _mp4_box(buf, ["moov", "trak", "mdia", "minf", "stbl", "stts"])[-1]
-        struct.pack_into(">I", buf, at + 16, 2 ** 31 - 1)
+        struct.pack_into(">I", buf, at + 16, 2**31 - 1)
     else:
         at = _mp4_box(buf, ["moov", "trak", "mdia", "mdhd"])[-1]
         struct.pack_into(">I", buf, at + 20, 0)  # version 0: size, type, flags, created, modified, time scale
@@ -358,13 +394,13 @@ def _variable_frame_rate(src, dst):
 
     buf = bytearray(Path(src).read_bytes())
     chain = _mp4_box(buf, ["moov", "trak", "mdia", "minf", "stbl", "stts"])
-    size, _, _, entries, n, delta = struct.unpack(">I4sIIII", buf[chain[-1]:chain[-1] + 24])
+    size, _, _, entries, n, delta = struct.unpack(">I4sIIII", buf[chain[-1] : chain[-1] + 24])
     assert entries == 1 and n % 3 == 0 and delta % 2 == 0
     new = struct.pack(">I4sII6I", 40, b"stts", 0, 3, n // 3, delta * 3 // 2, n // 3, delta // 2, n // 3, delta)
-    buf[chain[-1]:chain[-1] + size] = new
+    buf[chain[-1] : chain[-1] + size] = new
     for off in chain[:-1]:  # the boxes holding it grow with it (moov comes after mdat: no offsets move)
-        (s,) = struct.unpack(">I", buf[off:off + 4])
-        buf[off:off + 4] = struct.pack(">I", s + len(new) - size)
+        (s,) = struct.unpack(">I", buf[off : off + 4])
+        buf[off : off + 4] = struct.pack(">I", s + len(new) - size)
     Path(dst).write_bytes(bytes(buf))
     return dst
 
@@ -399,8 +435,9 @@ def _assert_same_video_rows(got, want, classes):
     for g, w in zip(got, want, strict=True):
         for k in ("path", "status", "reason", "kind", "frame", "timestamp", "track", "face", "label"):
             assert g[k] == w[k], (k, g, w)
-        np.testing.assert_allclose([g[k] for k in ("x1", "y1", "x2", "y2")], [w[k] for k in ("x1", "y1", "x2", "y2")],
-                                   atol=1e-3)
+        np.testing.assert_allclose(
+            [g[k] for k in ("x1", "y1", "x2", "y2")], [w[k] for k in ("x1", "y1", "x2", "y2")], atol=1e-3
+        )
         np.testing.assert_allclose([g[f"p_{c}"] for c in classes], [w[f"p_{c}"] for c in classes], atol=1e-3)
 
 
@@ -438,8 +475,11 @@ def test_video_ranges_stitch_to_the_whole_file_result(tmp_path, monkeypatch, one
     vfr = _variable_frame_rate(video, tmp_path / "vfr.mp4")
     got = analyze_video(an, vfr, start_frame=48, end_frame=64)
     want = [r for r in _whole_rows(an, vfr) if 48 <= r["frame"] < 64]
-    _assert_same_video_rows([dict(zip(cols, row, strict=True)) for row in table_rows(got, an.classes)],
-                            [dict(r, track=0) for r in want], an.classes)
+    _assert_same_video_rows(
+        [dict(zip(cols, row, strict=True)) for row in table_rows(got, an.classes)],
+        [dict(r, track=0) for r in want],
+        an.classes,
+    )
 
     real = cv2.VideoCapture
 
@@ -483,22 +523,32 @@ def test_video_ranges_stitch_to_the_whole_file_result(tmp_path, monkeypatch, one
             return iter(self.blocks)
 
     def block(rs, worker):
-        return pa.table({"input": [str(video)] * len(rs), "status": [r.result.status for r in rs],
-                         "faces": [len(r.result.faces) for r in rs], "rows": [""] * len(rs),
-                         "worker": [worker] * len(rs), "seconds": [1.0] * len(rs),
-                         "range": [pickle.dumps(r) for r in rs]}, schema=_output_schema())
+        return pa.table(
+            {
+                "input": [str(video)] * len(rs),
+                "status": [r.result.status for r in rs],
+                "faces": [len(r.result.faces) for r in rs],
+                "rows": [""] * len(rs),
+                "worker": [worker] * len(rs),
+                "seconds": [1.0] * len(rs),
+                "range": [pickle.dumps(r) for r in rs],
+            },
+            schema=_output_schema(),
+        )
 
     out = tmp_path / "out"
     (out / MANIFEST_DIR).mkdir(parents=True)
     summary = {"files": 0, "faces": 0, "ok": 0, "no_face": 0, "errors": 0, "parts": 0, "per_actor": {}}
     schema = parquet_schema(an.classes)
-    redo = _write_stream(Blocks(block(ranges[:1], "a:1"), block(ranges[1:], "b:2")), out, schema, an.classes,
-                         summary, {str(video): 3})
+    redo = _write_stream(
+        Blocks(block(ranges[:1], "a:1"), block(ranges[1:], "b:2")), out, schema, an.classes, summary, {str(video): 3}
+    )
     assert redo == [str(video)] and summary["files"] == 0 and not list(out.glob("part-*.parquet"))
     monkeypatch.undo()
     ranges = [analyze_range(an, video, s, e) for s, e in ((0, 32), (32, 64), (64, None))]
-    redo = _write_stream(Blocks(block(ranges[2:], "b:2"), block(ranges[:2], "a:1")), out, schema, an.classes,
-                         summary, {str(video): 3})
+    redo = _write_stream(
+        Blocks(block(ranges[2:], "b:2"), block(ranges[:2], "a:1")), out, schema, an.classes, summary, {str(video): 3}
+    )
     assert redo == [] and summary["files"] == summary["parts"] == summary["ok"] == 1
     manifest = [r for f in (out / MANIFEST_DIR).glob("part-*.parquet") for r in pq.read_table(f).to_pylist()]
     assert [(r["input"], r["worker"], r["seconds"]) for r in manifest] == [(str(video), "a:1,b:2", 3.0)]
@@ -520,7 +570,7 @@ def _spliced_video(path):
     for i in range(32):
         shot_b = 12 <= i < 24
         frame = np.full((240, 320, 3), 40 if shot_b else 200, np.uint8)
-        frame[60:170, 100 + (i % 4):210 + (i % 4)] = b if shot_b else a
+        frame[60:170, 100 + (i % 4) : 210 + (i % 4)] = b if shot_b else a
         vw.write(frame)
     vw.release()
     return path
@@ -554,7 +604,7 @@ def test_video_headers_are_claims(tmp_path, one_thread):
     zero = _lying_header(two, tmp_path / "zero_fps.mp4", "zero_fps")
     import cv2
 
-    assert cv2.VideoCapture(str(lying)).get(cv2.CAP_PROP_FRAME_COUNT) == 2 ** 31 - 1  # the claim
+    assert cv2.VideoCapture(str(lying)).get(cv2.CAP_PROP_FRAME_COUNT) == 2**31 - 1  # the claim
     assert frame_count(two) == frame_count(lying) == 20 and frame_count(zero) == 1
     t0 = time.perf_counter()
     assert frame_ranges(str(lying), 8) == [(0, 8), (8, 16), (16, None)]
@@ -589,8 +639,9 @@ def test_long_video_spreads_over_actors_same_rows_as_one_run(cluster, tmp_path, 
     wait = ctx.wait_for_min_actors_s
     ctx.wait_for_min_actors_s = 240  # both actors up before the first task, so the ranges go to both
     try:
-        s = predict_dataset([videos], out, **OPTS, actors=2, frames_per_task=30, ray_address=cluster.address,
-                            quiet=True)
+        s = predict_dataset(
+            [videos], out, **OPTS, actors=2, frames_per_task=30, ray_address=cluster.address, quiet=True
+        )
     finally:
         ctx.wait_for_min_actors_s = wait
     assert s["files"] == 3 and s["errors"] == 1 and s["video_ranges"] == 6 and s["redone"] == 0, s
@@ -608,8 +659,16 @@ def test_long_video_spreads_over_actors_same_rows_as_one_run(cluster, tmp_path, 
     # a stride: ranges of 48 frames (30 rounded up to 8 x 3), frames 0, 3, 6, ... as in the whole-file run
     # and a copy whose header claims 2**31 - 1 frames: 2 ranges of its 90 real frames (not 44 million tasks)
     lying = _lying_header(two, tmp_path / "lying.mp4", "frames")
-    s = predict_dataset([two, lying], tmp_path / "out3", **OPTS, actors=2, frames_per_task=30, stride=3,
-                        ray_address=cluster.address, quiet=True)
+    s = predict_dataset(
+        [two, lying],
+        tmp_path / "out3",
+        **OPTS,
+        actors=2,
+        frames_per_task=30,
+        stride=3,
+        ray_address=cluster.address,
+        quiet=True,
+    )
     assert s["video_ranges"] == 4 and s["redone"] == 0 and s["errors"] == 1, s
     rows = read_results(tmp_path / "out3").to_pylist()
     for v in (two, lying):
@@ -629,14 +688,31 @@ def test_unreachable_ray_address_is_one_line_within_seconds(tmp_path):
     env = dict(os.environ, PYTHONPATH=SRC + os.pathsep + os.environ.get("PYTHONPATH", ""))
     env.pop("RAY_ADDRESS", None)
     t0 = time.time()
-    r = subprocess.run([sys.executable, "-m", "ferkit", "predict", str(tmp_path / "grey.jpg"), "--engine", "ray",
-                        "--ray-address", f"127.0.0.1:{port}", "--output", str(tmp_path / "out")], env=env,
-                       capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "ferkit",
+            "predict",
+            str(tmp_path / "grey.jpg"),
+            "--engine",
+            "ray",
+            "--ray-address",
+            f"127.0.0.1:{port}",
+            "--output",
+            str(tmp_path / "out"),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     took = time.time() - t0
     assert r.returncode == 2, r.stderr[-2000:]
     assert r.stderr.strip().splitlines() == [
         f"ferkit: error: --ray-address 127.0.0.1:{port}: cannot join that Ray cluster (nothing answers at "
-        f"127.0.0.1:{port}: Connection refused)"], r.stderr[-2000:]
+        f"127.0.0.1:{port}: Connection refused)"
+    ], r.stderr[-2000:]
     assert took < 60, f"{took:.0f} s"
 
 
@@ -655,35 +731,70 @@ def test_private_runtime_beside_another_jobs_cluster_and_token_clusters(tmp_path
     for k in ("RAY_ADDRESS", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH", "RAY_AUTH_MODE"):
         env.pop(k, None)
     ray_cli = str(Path(sys.executable).with_name("ray"))
-    head = subprocess.Popen([ray_cli, "start", "--head", "--block", "--num-cpus", "1", "--port", str(port),
-                             "--node-ip-address", "127.0.0.1", "--include-dashboard=false"],
-                            env=dict(env, RAY_AUTH_MODE="token", RAY_AUTH_TOKEN="0123456789abcdef" * 2),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    head = subprocess.Popen(
+        [
+            ray_cli,
+            "start",
+            "--head",
+            "--block",
+            "--num-cpus",
+            "1",
+            "--port",
+            str(port),
+            "--node-ip-address",
+            "127.0.0.1",
+            "--include-dashboard=false",
+        ],
+        env=dict(env, RAY_AUTH_MODE="token", RAY_AUTH_TOKEN="0123456789abcdef" * 2),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     try:
         deadline = time.time() + 120
         while not list(Path(ray_tmp).glob("ray/ray_current_cluster")):  # the file a bare ray.init() looks for
             assert head.poll() is None and time.time() < deadline, "the other job's cluster did not start"
             time.sleep(0.5)
-        cmd = [sys.executable, "-m", "ferkit", "predict", str(tmp_path / "grey.jpg"), "--engine", "ray",
-               "--model", "fer_minixception", "--det-size", "320"]
-        r = subprocess.run(cmd + ["--output", str(tmp_path / "mine")], env=env, capture_output=True, text=True,
-                           timeout=300)
+        cmd = [
+            sys.executable,
+            "-m",
+            "ferkit",
+            "predict",
+            str(tmp_path / "grey.jpg"),
+            "--engine",
+            "ray",
+            "--model",
+            "fer_minixception",
+            "--det-size",
+            "320",
+        ]
+        r = subprocess.run(
+            cmd + ["--output", str(tmp_path / "mine")], env=env, capture_output=True, text=True, timeout=300
+        )
         assert r.returncode == 0, r.stderr[-2000:]
         assert read_results(tmp_path / "mine").to_pylist()[0]["status"] == "no_face"
         # not a terminal, no --progress: ferkit's summary, none of Ray Data's INFO/WARNING lines or bars
         assert "ferkit predict --engine ray: 1 inputs: 0 ok" in r.stderr, r.stderr
-        assert not [x for x in r.stderr.splitlines() if " INFO " in x or "WARNING" in x or "Warning:" in x
-                    or "\r" in x], r.stderr
-        r = subprocess.run(cmd + ["--output", str(tmp_path / "mine")], env=env, capture_output=True, text=True,
-                           timeout=300)  # again: nothing to do, and the line names the flag that redoes it
+        assert not [
+            x for x in r.stderr.splitlines() if " INFO " in x or "WARNING" in x or "Warning:" in x or "\r" in x
+        ], r.stderr
+        r = subprocess.run(
+            cmd + ["--output", str(tmp_path / "mine")], env=env, capture_output=True, text=True, timeout=300
+        )  # again: nothing to do, and the line names the flag that redoes it
         assert r.returncode == 0 and r.stderr.strip().endswith("(--overwrite to redo)"), r.stderr[-2000:]
-        r = subprocess.run(cmd + ["--output", str(tmp_path / "theirs"), "--ray-address", f"127.0.0.1:{port}"],
-                           env=env, capture_output=True, text=True, timeout=300)
+        r = subprocess.run(
+            cmd + ["--output", str(tmp_path / "theirs"), "--ray-address", f"127.0.0.1:{port}"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert r.returncode == 2, r.stderr[-2000:]
         assert r.stderr.strip().splitlines() == [
             f"ferkit: error: --ray-address 127.0.0.1:{port}: cannot join that Ray cluster (the cluster uses token "
             "authentication and no token is set: export RAY_AUTH_TOKEN=<its token> (or RAY_AUTH_TOKEN_PATH=<file>) "
-            "and RAY_AUTH_MODE=token)"], r.stderr[-2000:]
+            "and RAY_AUTH_MODE=token)"
+        ], r.stderr[-2000:]
     finally:
         os.killpg(head.pid, signal.SIGTERM)  # --block: the head's own processes go with it
         try:
@@ -703,9 +814,28 @@ def test_ctrl_c_stops_a_ray_run_in_seconds(tmp_path):
     env = dict(os.environ, PYTHONPATH=SRC + os.pathsep + os.environ.get("PYTHONPATH", ""))
     env.pop("RAY_ADDRESS", None)
     out = tmp_path / "out"
-    p = subprocess.Popen([sys.executable, "-m", "ferkit", "predict", str(videos), "--engine", "ray", "--output",
-                          str(out), "--frames-per-task", "8", "--model", "fer_minixception", "--quiet"], env=env,
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    p = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "ferkit",
+            "predict",
+            str(videos),
+            "--engine",
+            "ray",
+            "--output",
+            str(out),
+            "--frames-per-task",
+            "8",
+            "--model",
+            "fer_minixception",
+            "--quiet",
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         deadline = time.time() + 240
         while not list(out.glob("part-*.parquet")):  # the actors are at work
@@ -773,7 +903,11 @@ def test_actors_take_the_settings_object(cluster, tmp_path):
                 assert abs(g[c] - w[c]) < 1e-4, c
     config = json.loads((out / "_manifest" / "config.json").read_text())
     assert {k: config[k] for k in ("models", "detector", "det_size", "crop")} == {
-        "models": ["fer_minixception"], "detector": "haar", "det_size": 320, "crop": "box"}
+        "models": ["fer_minixception"],
+        "detector": "haar",
+        "det_size": 320,
+        "crop": "box",
+    }
     with pytest.raises(ConfigError, match="--no-detect and --gallery"):
         predict_dataset([str(photo)], tmp_path / "out2", settings=settings.replace(detect=False), quiet=True)
 

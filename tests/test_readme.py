@@ -79,10 +79,11 @@ def checkout_files() -> set[str]:
 def test_readme_runs_as_written(workdir):
     ran = 0
     before = checkout_files()
-    for kind, body in blocks()[int(os.environ.get("FERKIT_README_FROM_BLOCK", "0")):]:
+    for kind, body in blocks()[int(os.environ.get("FERKIT_README_FROM_BLOCK", "0")) :]:
         if kind == "python":
-            r = subprocess.run([sys.executable, "-c", body], cwd=workdir, capture_output=True, text=True,
-                               env=_env(), timeout=900)
+            r = subprocess.run(
+                [sys.executable, "-c", body], cwd=workdir, capture_output=True, text=True, env=_env(), timeout=900
+            )
             assert r.returncode == 0, f"README python block failed:\n{body}\n{r.stderr[-3000:]}"
             ran += 1
             continue
@@ -96,8 +97,7 @@ def test_readme_runs_as_written(workdir):
             script.append(line)
         # One shell per block, as a user types it; stop at the first failing line.
         code = "set -e\n" + "\n".join(script) + "\n"
-        r = subprocess.run(["bash", "-c", code], cwd=workdir, capture_output=True, text=True, env=_env(),
-                           timeout=1200)
+        r = subprocess.run(["bash", "-c", code], cwd=workdir, capture_output=True, text=True, env=_env(), timeout=1200)
         assert r.returncode == 0, f"README bash block failed:\n{code}\n--- stderr ---\n{r.stderr[-4000:]}"
         assert "Traceback" not in r.stderr, r.stderr[-4000:]
         ran += len(script)
@@ -108,9 +108,18 @@ def test_readme_runs_as_written(workdir):
         return  # a partial run (debugging one block): the totals below need the whole README
     assert ran >= 35  # the README's commands and blocks, not a handful
     # What the text promises the commands leave behind.
-    for f in ("runs/cnn/best.pt", "runs/cnn/eval_test/report.html", "preds.csv", "faces.parquet", "out",
-              "runs/cnn/best.int8.onnx", "runs/ddp/results.json", "compare/compare.html", "face.png",
-              "demo_out/demo_summary.json"):
+    for f in (
+        "runs/cnn/best.pt",
+        "runs/cnn/eval_test/report.html",
+        "preds.csv",
+        "faces.parquet",
+        "out",
+        "runs/cnn/best.int8.onnx",
+        "runs/ddp/results.json",
+        "compare/compare.html",
+        "face.png",
+        "demo_out/demo_summary.json",
+    ):
         assert (workdir / f).exists(), f
 
 

@@ -45,8 +45,9 @@ def analyzer():
 
 @pytest.fixture(scope="module")
 def server(analyzer):
-    cfg = ServeConfig(analyzer=analyzer, max_upload_bytes=2_000_000, max_pixels=4_000_000, batch_max=8,
-                      batch_wait_ms=10)
+    cfg = ServeConfig(
+        analyzer=analyzer, max_upload_bytes=2_000_000, max_pixels=4_000_000, batch_max=8, batch_wait_ms=10
+    )
     with BackgroundServer(cfg) as url:
         with httpx.Client(base_url=url, timeout=60) as c:
             yield c
@@ -75,21 +76,27 @@ def test_predict_multipart_and_raw(server, photos):
     raw = _ok(server.post("/v1/predict", content=photos["astronaut"], headers={"content-type": "image/jpeg"}))
     _face_checks(raw, 512, 512)
     # the same image gives the same answer both ways
-    again = _ok(server.post("/v1/predict", content=photos["grace"],
-                            headers={"content-type": "application/octet-stream"}))
+    again = _ok(
+        server.post("/v1/predict", content=photos["grace"], headers={"content-type": "application/octet-stream"})
+    )
     assert again["faces"][0]["probabilities"] == body["faces"][0]["probabilities"]
 
 
 def test_no_face_is_ok_not_error(server):
-    body = _ok(server.post("/v1/predict", content=_jpeg(np.full((120, 160, 3), 128, np.uint8)),
-                           headers={"content-type": "image/jpeg"}))
+    body = _ok(
+        server.post(
+            "/v1/predict", content=_jpeg(np.full((120, 160, 3), 128, np.uint8)), headers={"content-type": "image/jpeg"}
+        )
+    )
     assert body["status"] == "no_face" and body["faces"] == []
 
 
 def test_batch(server, photos):
-    files = [("files", ("g.jpg", photos["grace"], "image/jpeg")),
-             ("files", ("a.jpg", photos["astronaut"], "image/jpeg")),
-             ("files", ("bad.png", b"not an image", "image/png"))]
+    files = [
+        ("files", ("g.jpg", photos["grace"], "image/jpeg")),
+        ("files", ("a.jpg", photos["astronaut"], "image/jpeg")),
+        ("files", ("bad.png", b"not an image", "image/png")),
+    ]
     res = _ok(server.post("/v1/predict/batch", files=files))["results"]
     assert [r["status"] for r in res] == ["ok", "ok", "error"]
     assert [r["path"] for r in res] == ["g.jpg", "a.jpg", "bad.png"] and "not an image" in res[2]["reason"]
@@ -107,8 +114,21 @@ def test_batch_file_limit(server, photos):
     assert ok.status_code == 200 and len(ok.json()["results"]) == limit
 
 
-@pytest.mark.parametrize("case", ["text", "truncated", "empty", "wrong_type", "too_large", "too_many_pixels",
-                                  "no_file_field", "bad_multipart", "batch_not_multipart", "garbage_png"])
+@pytest.mark.parametrize(
+    "case",
+    [
+        "text",
+        "truncated",
+        "empty",
+        "wrong_type",
+        "too_large",
+        "too_many_pixels",
+        "no_file_field",
+        "bad_multipart",
+        "batch_not_multipart",
+        "garbage_png",
+    ],
+)
 def test_bad_input_is_4xx_json(server, photos, case):
     from PIL import Image
 
@@ -165,10 +185,14 @@ def test_concurrent_requests_are_micro_batched(server, photos):
 
     multi = (Path(__file__).parent / "data" / "multi_face.jpg").read_bytes()
     astro = np.asarray(Image.open(io.BytesIO(photos["astronaut"])))
-    imgs = {"grace": photos["grace"], "astronaut": photos["astronaut"], "multi": multi,
-            "small_astronaut": _jpeg(np.asarray(Image.fromarray(astro).resize((300, 300)))),
-            "mirror_grace": _jpeg(np.asarray(Image.open(io.BytesIO(photos["grace"])))[:, ::-1].copy()),
-            "blank": _jpeg(np.full((200, 260, 3), 128, np.uint8))}
+    imgs = {
+        "grace": photos["grace"],
+        "astronaut": photos["astronaut"],
+        "multi": multi,
+        "small_astronaut": _jpeg(np.asarray(Image.fromarray(astro).resize((300, 300)))),
+        "mirror_grace": _jpeg(np.asarray(Image.open(io.BytesIO(photos["grace"])))[:, ::-1].copy()),
+        "blank": _jpeg(np.full((200, 260, 3), 128, np.uint8)),
+    }
 
     def post(name):
         r = server.post("/v1/predict", content=imgs[name], headers={"content-type": "image/jpeg"})
@@ -210,6 +234,7 @@ def test_saturated_server_answers_503_json(photos):
     an = Slow("fer_minixception", detector="haar")
     cfg = ServeConfig(analyzer=an, batch_max=1, max_queue=1, request_timeout_s=60)
     with BackgroundServer(cfg) as url, httpx.Client(base_url=url, timeout=60) as c:
+
         def post(_):
             return c.post("/v1/predict", content=photos["grace"], headers={"content-type": "image/jpeg"})
 
@@ -248,8 +273,9 @@ def test_api_key(analyzer, photos, monkeypatch):
         assert c.get("/v1/models", headers={"x-api-key": "s3cret"}).status_code == 200
         assert c.get("/v1/models", headers={"authorization": "Bearer s3cret"}).status_code == 200
         assert c.get("/?api_key=s3cret").status_code == 200
-        r = c.post("/v1/predict", content=photos["grace"],
-                   headers={"content-type": "image/jpeg", "x-api-key": "s3cret"})
+        r = c.post(
+            "/v1/predict", content=photos["grace"], headers={"content-type": "image/jpeg", "x-api-key": "s3cret"}
+        )
         assert r.status_code == 200 and r.json()["faces"]
 
 
@@ -272,9 +298,26 @@ def test_timeout_is_504_json(photos):
 def test_cli_serve_subprocess(photos, tmp_path):
     port = free_port()
     env = dict(os.environ, FERKIT_API_KEY="")
-    proc = subprocess.Popen([sys.executable, "-m", "ferkit", "serve", "--port", str(port),
-                             "--model", "fer_minixception", "--detector", "haar", "--batch-max", "4"], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "ferkit",
+            "serve",
+            "--port",
+            str(port),
+            "--model",
+            "fer_minixception",
+            "--detector",
+            "haar",
+            "--batch-max",
+            "4",
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         url = f"http://127.0.0.1:{port}"
         t0 = time.time()
@@ -302,8 +345,10 @@ def test_transfer_encoding_with_content_length_is_refused(server):
 
     port = int(str(server.base_url).rstrip("/").rsplit(":", 1)[1])
     with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
-        s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n"
-                  b"0\r\n\r\nGET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        s.sendall(
+            b"GET /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"0\r\n\r\nGET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+        )
         got = b""
         while chunk := s.recv(4096):
             got += chunk
@@ -323,16 +368,34 @@ def test_metrics_labels_are_bounded(server):
     assert methods <= {"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "other"}, methods
 
 
-@pytest.mark.parametrize("args", [["--port", "99999"], ["--port", "0"], ["--timeout", "-1"], ["--timeout", "nan"],
-                                  ["--read-timeout", "inf"], ["--max-connections", "0"],
-                                  ["--max-upload-mb", "-1"], ["--max-upload-mb", "inf"], ["--max-inflight-mb", "nan"],
-                                  ["--max-pixels", "0"], ["--batch-wait-ms", "-5"],
-                                  ["--api-key", ""]], ids=lambda a: " ".join(a) or "''")
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--port", "99999"],
+        ["--port", "0"],
+        ["--timeout", "-1"],
+        ["--timeout", "nan"],
+        ["--read-timeout", "inf"],
+        ["--max-connections", "0"],
+        ["--max-upload-mb", "-1"],
+        ["--max-upload-mb", "inf"],
+        ["--max-inflight-mb", "nan"],
+        ["--max-pixels", "0"],
+        ["--batch-wait-ms", "-5"],
+        ["--api-key", ""],
+    ],
+    ids=lambda a: " ".join(a) or "''",
+)
 def test_cli_serve_refuses_bad_limits(args):
     """Every limit is checked before the model loads: one line naming the option, exit 2 (an empty --api-key
     too, even with $FERKIT_API_KEY set: it would turn authentication off)."""
-    r = subprocess.run([sys.executable, "-m", "ferkit", "serve", "--detector", "haar", *args], capture_output=True,
-                       text=True, timeout=60, env=dict(os.environ, FERKIT_API_KEY="s3cret"))
+    r = subprocess.run(
+        [sys.executable, "-m", "ferkit", "serve", "--detector", "haar", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=dict(os.environ, FERKIT_API_KEY="s3cret"),
+    )
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-2000:]
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and args[0] in lines[0], lines
@@ -342,9 +405,15 @@ def test_serve_config_refuses_what_the_cli_cannot_say():
     """The Python API gets the same checks: non-finite sizes, an empty key, a per-address cap over the total."""
     from ferkit.errors import ConfigError
 
-    for bad in (dict(max_upload_bytes=float("inf")), dict(max_upload_bytes=float("nan")), dict(api_key=""),
-                dict(api_key="  "), dict(max_connections=8, max_connections_per_ip=9), dict(max_queue=0),
-                dict(request_timeout_s=True)):
+    for bad in (
+        dict(max_upload_bytes=float("inf")),
+        dict(max_upload_bytes=float("nan")),
+        dict(api_key=""),
+        dict(api_key="  "),
+        dict(max_connections=8, max_connections_per_ip=9),
+        dict(max_queue=0),
+        dict(request_timeout_s=True),
+    ):
         with pytest.raises(ConfigError, match="ferkit serve"):
             ServeConfig(**bad)
     assert ServeConfig(max_upload_bytes=2.5 * 1024 * 1024).max_upload_bytes == 2621440

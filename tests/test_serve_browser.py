@@ -25,11 +25,15 @@ def _ensure_chromium() -> tuple[str, str]:
     that cannot get a browser fails this test loudly instead of skipping it."""
     if not (shutil.which("chromium") and shutil.which("chromedriver")):
         if not hasattr(os, "geteuid") or os.geteuid() != 0 or not shutil.which("apt-get"):
-            pytest.fail("chromium/chromium-driver missing and not root with apt-get: install them "
-                        "(apt-get install chromium chromium-driver) to run the browser test")
+            pytest.fail(
+                "chromium/chromium-driver missing and not root with apt-get: install them "
+                "(apt-get install chromium chromium-driver) to run the browser test"
+            )
         env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-        for cmd, timeout in ((["apt-get", "update"], 300),
-                             (["apt-get", "install", "-y", "chromium", "chromium-driver"], 900)):
+        for cmd, timeout in (
+            (["apt-get", "update"], 300),
+            (["apt-get", "install", "-y", "chromium", "chromium-driver"], 900),
+        ):
             try:
                 r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
             except (subprocess.SubprocessError, OSError) as e:
@@ -68,9 +72,18 @@ def _chrome(tmp_path, *extra: str):
     home.mkdir(exist_ok=True)
     opts = webdriver.ChromeOptions()
     opts.binary_location = chromium
-    for a in ("--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-dev-shm-usage",
-              "--disable-background-networking", "--disable-component-update", "--disable-sync",
-              f"--user-data-dir={tmp_path / 'profile'}", *extra):
+    for a in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--no-first-run",
+        "--disable-dev-shm-usage",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={tmp_path / 'profile'}",
+        *extra,
+    ):
         opts.add_argument(a)
     return webdriver.Chrome(service=Service(chromedriver, env=dict(os.environ, HOME=str(home))), options=opts)
 
@@ -80,8 +93,13 @@ def test_page_shows_face_box_and_label(tmp_path):
     _fake_camera(cam)
     settings = AnalyzerSettings("fer_minixception", detector="retinaface", det_size=640)
     with BackgroundServer(ServeConfig(settings)) as url:
-        driver = _chrome(tmp_path, "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
-                         f"--use-file-for-fake-video-capture={cam}", "--window-size=1300,900")
+        driver = _chrome(
+            tmp_path,
+            "--use-fake-ui-for-media-stream",
+            "--use-fake-device-for-media-stream",
+            f"--use-file-for-fake-video-capture={cam}",
+            "--window-size=1300,900",
+        )
         try:
             driver.set_page_load_timeout(60)
             driver.get(url + "/")
@@ -104,7 +122,8 @@ def test_page_shows_face_box_and_label(tmp_path):
                 "const c=document.getElementById('overlay');const f=window.ferkitLast.faces[0];"
                 "const x=Math.round(f.box[0]), y=Math.round((f.box[1]+f.box[3])/2);"
                 "return c.getContext('2d').getImageData(x-1,y,3,1).data[3]"
-                "+c.getContext('2d').getImageData(x-1,y,3,1).data[7];")
+                "+c.getContext('2d').getImageData(x-1,y,3,1).data[7];"
+            )
             assert alpha > 0, "overlay has no box at the reported face"
             shot = tmp_path / "serve_page.png"
             driver.save_screenshot(str(shot))
@@ -129,8 +148,9 @@ def test_docs_page_renders_offline(tmp_path):
             t0 = time.time()
             while time.time() - t0 < 30 and not driver.execute_script("return document.body.dataset.operations"):
                 time.sleep(0.2)
-            shown = set(driver.execute_script(
-                "return [...document.querySelectorAll('section.op')].map(e => e.dataset.op)"))
+            shown = set(
+                driver.execute_script("return [...document.querySelectorAll('section.op')].map(e => e.dataset.op)")
+            )
             assert shown == want and {"POST /v1/predict", "POST /v1/predict/batch", "GET /healthz"} <= shown
             assert "ferkit 1:" in driver.find_element("id", "docs-status").text
             loaded = driver.execute_script("return performance.getEntriesByType('resource').map(e => e.name)")

@@ -28,8 +28,22 @@ def _free_port():
 @pytest.fixture(scope="module")
 def server():
     port = _free_port()
-    p = subprocess.Popen([sys.executable, "-m", "ferkit", "serve", "--port", str(port), "--read-timeout", "2",
-                          "--max-connections", "64"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    p = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "ferkit",
+            "serve",
+            "--port",
+            str(port),
+            "--read-timeout",
+            "2",
+            "--max-connections",
+            "64",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     url = f"http://127.0.0.1:{port}"
     t0 = time.time()
     while time.time() - t0 < 120:
@@ -113,8 +127,9 @@ def test_eight_big_pngs_keep_memory_bounded(server):
             time.sleep(0.05)
 
     def send():
-        codes.append(httpx.post(url + "/v1/predict", files={"file": ("big.png", png, "image/png")},
-                                timeout=120).status_code)
+        codes.append(
+            httpx.post(url + "/v1/predict", files={"file": ("big.png", png, "image/png")}, timeout=120).status_code
+        )
 
     w = threading.Thread(target=watch)
     w.start()
@@ -257,8 +272,9 @@ def test_decode_peak_bytes_covers_every_mode(tmp_path):
         f.write_bytes(image_of_mode(mode, fmt, w, h))
         Path(str(f) + ".small").write_bytes(image_of_mode(mode, fmt, 64, 48))
         files.append(str(f))
-    r = subprocess.run([sys.executable, "-c", _MEASURE, *files], capture_output=True, text=True, timeout=300,
-                       check=False)
+    r = subprocess.run(
+        [sys.executable, "-c", _MEASURE, *files], capture_output=True, text=True, timeout=300, check=False
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     rows = [ln.split() for ln in r.stdout.splitlines()]
     report = {Path(f).name: (int(peak) / (w * h), int(need) / (w * h)) for f, peak, need in rows}
@@ -293,8 +309,9 @@ def test_budget_reserves_a_float_tiffs_real_decode_cost():
     cfg = ServeConfig(analyzer=Slow("fer_minixception", detector="haar"), max_inflight_mb=120, request_timeout_s=60)
     with BackgroundServer(cfg) as url, httpx.Client(base_url=url, timeout=60) as c:
         first = []
-        t = threading.Thread(target=lambda: first.append(c.post("/v1/predict", content=grace,
-                                                                headers={"content-type": "image/jpeg"})))
+        t = threading.Thread(
+            target=lambda: first.append(c.post("/v1/predict", content=grace, headers={"content-type": "image/jpeg"}))
+        )
         t.start()
         time.sleep(0.8)  # the first is decoded and waits in the (slow) model, holding its image's bytes
         r = c.post("/v1/predict", content=tiff, headers={"content-type": "image/tiff"})

@@ -42,9 +42,11 @@ def test_api_cli_and_server_give_the_same_faces_for_the_same_settings(tmp_path):
     default = ferkit.analyze(PHOTO).to_dict()
     assert len(_faces(default)) != len(_faces(want))  # the settings change the answer: a comparison that can fail
     # the same settings as keyword arguments: one code path, the same object, the same cached analyzer
-    assert ferkit.analyzer("fer_minixception", detector="haar", det_size=320, crop="box") is \
-        ferkit.analyzer(settings=SETTINGS) is ferkit.analyzer(models=["fer_minixception"], detector="haar",
-                                                              det_size=320, crop="box")
+    assert (
+        ferkit.analyzer("fer_minixception", detector="haar", det_size=320, crop="box")
+        is ferkit.analyzer(settings=SETTINGS)
+        is ferkit.analyzer(models=["fer_minixception"], detector="haar", det_size=320, crop="box")
+    )
     (kw,) = ferkit.predict("fer_minixception", [PHOTO], detector="haar", det_size=320, crop="box")
     _same(_faces(kw.to_dict()), _faces(want))
 
@@ -59,8 +61,9 @@ def test_api_cli_and_server_give_the_same_faces_for_the_same_settings(tmp_path):
     from ferkit.serve.app import free_port
 
     port = free_port()
-    proc = subprocess.Popen(FERKIT + ["serve", "--port", str(port), *FLAGS], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        FERKIT + ["serve", "--port", str(port), *FLAGS], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
     try:
         url = f"http://127.0.0.1:{port}"
         deadline = time.time() + 120
@@ -75,8 +78,7 @@ def test_api_cli_and_server_give_the_same_faces_for_the_same_settings(tmp_path):
             time.sleep(0.2)
         info = httpx.get(f"{url}/v1/models", timeout=30).json()
         assert info["detector"] == "haar@320" and info["det_size"] == 320 and info["model"] == "fer_minixception"
-        got = httpx.post(f"{url}/v1/predict", files={"file": ("p.jpg", PHOTO.read_bytes(), "image/jpeg")},
-                         timeout=60)
+        got = httpx.post(f"{url}/v1/predict", files={"file": ("p.jpg", PHOTO.read_bytes(), "image/jpeg")}, timeout=60)
         assert got.status_code == 200, got.text
         _same(_faces(got.json()), _faces(want))
     finally:

@@ -152,8 +152,14 @@ def test_colour_and_size():
 
 @pytest.mark.parametrize(
     "kwargs",
-    [dict(n=0), dict(n=10, channels=2), dict(n=10, size=8), dict(n=10, val_fraction=0.6, test_fraction=0.5),
-     dict(n=10, me_identity=30), dict(n=10, num_identities=0)],  # fmt: skip
+    [
+        dict(n=0),
+        dict(n=10, channels=2),
+        dict(n=10, size=8),
+        dict(n=10, val_fraction=0.6, test_fraction=0.5),
+        dict(n=10, me_identity=30),
+        dict(n=10, num_identities=0),
+    ],  # fmt: skip
 )
 def test_bad_arguments(kwargs):
     with pytest.raises(ConfigError):

@@ -26,13 +26,29 @@ def test_seed1_cnn_reaches_90_percent_on_synthetic_faces(tmp_path):
     from ferkit.data.synth import generate
 
     ds = generate(5000, seed=1)
-    res = api.train(dataset=ds, model="seed1_cnn", epochs=8, batch_size=64, lr=2e-3, scheduler="cosine",
-                    out=str(tmp_path / "run"), quiet=True, seed=1)
+    res = api.train(
+        dataset=ds,
+        model="seed1_cnn",
+        epochs=8,
+        batch_size=64,
+        lr=2e-3,
+        scheduler="cosine",
+        out=str(tmp_path / "run"),
+        quiet=True,
+        seed=1,
+    )
     assert res.metrics["val_acc"] >= 0.90, res.history
     assert res.metrics["test_acc"] >= 0.85
     # the run directory is complete and self-describing
-    for name in ("best.pt", "last.pt", "metrics.csv", "training_curves.png", "results.json",
-                 "confusion_matrix.png", "predictions.csv"):
+    for name in (
+        "best.pt",
+        "last.pt",
+        "metrics.csv",
+        "training_curves.png",
+        "results.json",
+        "confusion_matrix.png",
+        "predictions.csv",
+    ):
         assert (res.run_dir / name).stat().st_size > 0, name
     ck = load_checkpoint(res.best_checkpoint)
     assert ck["model"]["name"] == "seed1_cnn" and ck["classes"] == ds.classes
@@ -43,8 +59,9 @@ def test_seed1_cnn_reaches_90_percent_on_synthetic_faces(tmp_path):
     cm = np.array(results["metrics"]["test_confusion_matrix"])
     assert cm.sum() == len(ds.splits["test"])
     # learnable but not trivial: logistic regression on the same pixels is clearly worse
-    lin = api.train(dataset=ds, model="linear", epochs=8, lr=1e-3, scheduler="cosine", out=str(tmp_path / "lin"),
-                    quiet=True, seed=1)
+    lin = api.train(
+        dataset=ds, model="linear", epochs=8, lr=1e-3, scheduler="cosine", out=str(tmp_path / "lin"), quiet=True, seed=1
+    )
     assert lin.metrics["val_acc"] < res.metrics["val_acc"] - 0.2, (lin.metrics["val_acc"], res.metrics["val_acc"])
 
 
@@ -70,15 +87,31 @@ def test_training_over_an_existing_run_is_refused_unless_overwrite(tmp_path, syn
 
 def test_resume_takes_the_runs_own_settings_and_folder(tmp_path, synth_dir):
     run = tmp_path / "a"
-    api.train(data=str(synth_dir), model="linear", epochs=1, lr=2e-3, batch_size=16, optimizer="sgd", seed=4,
-              out=str(run), quiet=True)
+    api.train(
+        data=str(synth_dir),
+        model="linear",
+        epochs=1,
+        lr=2e-3,
+        batch_size=16,
+        optimizer="sgd",
+        seed=4,
+        out=str(run),
+        quiet=True,
+    )
     # no --data, no --out: both from the run; --epochs given, so it overrides the stored 1
     r = run_cli("train", "--resume", run / "last.pt", "--epochs", "2", "--quiet", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     results = json.loads((run / "results.json").read_text())
     cfg = results["config"]
-    assert (cfg["data"], cfg["model"], cfg["lr"], cfg["batch_size"], cfg["optimizer"], cfg["seed"], cfg["epochs"]) \
-        == (str(synth_dir), "linear", 2e-3, 16, "sgd", 4, 2)
+    assert (cfg["data"], cfg["model"], cfg["lr"], cfg["batch_size"], cfg["optimizer"], cfg["seed"], cfg["epochs"]) == (
+        str(synth_dir),
+        "linear",
+        2e-3,
+        16,
+        "sgd",
+        4,
+        2,
+    )
     assert [h["epoch"] for h in results["history"]] == [1, 2]
     assert not (tmp_path / "runs").exists()  # nothing written to the CLI's default folder
 
@@ -88,8 +121,9 @@ def test_resume_into_a_new_folder_keeps_the_stored_best(tmp_path, synth_small):
         for p in trainer.model.parameters():
             p.requires_grad_(False)
 
-    first = api.train(dataset=synth_small, model="linear", epochs=2, out=str(tmp_path / "a"), quiet=True,
-                      callbacks=[halt])
+    first = api.train(
+        dataset=synth_small, model="linear", epochs=2, out=str(tmp_path / "a"), quiet=True, callbacks=[halt]
+    )
     assert first.best_epoch == 1
     # no epoch left to train, so nothing can beat the stored best: NEW/best.pt must still be there
     res = api.train(dataset=synth_small, resume=str(first.last_checkpoint), out=str(tmp_path / "new"), quiet=True)
@@ -104,9 +138,24 @@ def test_ddp_ranks_end_with_identical_synchronised_weights(tmp_path, synth_dir):
     out, dumps = tmp_path / "ddp", tmp_path / "ranks"
     env = dict(os.environ, OMP_NUM_THREADS="1")
     driver = Path(__file__).with_name("ddp_driver.py")  # ferkit.train + an epoch callback saving each rank's weights
-    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                        str(driver), str(synth_dir), str(out), str(dumps)],
-                       capture_output=True, text=True, env=env, timeout=600)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node",
+            "2",
+            str(driver),
+            str(synth_dir),
+            str(out),
+            str(dumps),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     results = json.loads((out / "results.json").read_text())
     n_train = results["dataset"]["sizes"]["train"]
@@ -134,8 +183,9 @@ def test_checkpoint_rebuilds_model_from_the_file_alone(tmp_path, synth_small):
     assert ck["config"]["model"] == "seed1_cnn" and ck["metrics"]["epoch"] == 1
     # the same weights into another architecture: one-line CheckpointError, not a stack of KeyErrors
     with pytest.raises(CheckpointError) as e:
-        load_state(create_model("fashion_cnn", num_classes=7, in_channels=1), ck["state_dict"], "best.pt",
-                   "fashion_cnn")
+        load_state(
+            create_model("fashion_cnn", num_classes=7, in_channels=1), ck["state_dict"], "best.pt", "fashion_cnn"
+        )
     assert "\n" not in str(e.value) and "best.pt" in str(e.value)
     # a truncated file is a CheckpointError naming it
     broken = tmp_path / "broken.pt"
@@ -147,8 +197,14 @@ def test_checkpoint_rebuilds_model_from_the_file_alone(tmp_path, synth_small):
 def test_resume_with_other_architecture_is_refused(tmp_path, synth_small):
     res = api.train(dataset=synth_small, model="seed1_cnn", epochs=1, out=str(tmp_path / "a"), quiet=True)
     with pytest.raises(CheckpointError, match="resume with the same settings"):
-        api.train(dataset=synth_small, model="linear", epochs=2, out=str(tmp_path / "b"), quiet=True,
-                  resume=str(res.last_checkpoint))
+        api.train(
+            dataset=synth_small,
+            model="linear",
+            epochs=2,
+            out=str(tmp_path / "b"),
+            quiet=True,
+            resume=str(res.last_checkpoint),
+        )
 
 
 def test_early_stopping_stops_and_keeps_best(tmp_path, synth_small):
@@ -159,8 +215,16 @@ def test_early_stopping_stops_and_keeps_best(tmp_path, synth_small):
             if isinstance(m, torch.nn.BatchNorm2d | torch.nn.BatchNorm1d):
                 m.momentum = 0.0
 
-    res = api.train(dataset=synth_small, model="seed1_cnn", epochs=10, patience=2, lr=2e-3,
-                    out=str(tmp_path / "es"), quiet=True, callbacks=[halt])
+    res = api.train(
+        dataset=synth_small,
+        model="seed1_cnn",
+        epochs=10,
+        patience=2,
+        lr=2e-3,
+        out=str(tmp_path / "es"),
+        quiet=True,
+        callbacks=[halt],
+    )
     results = json.loads((res.run_dir / "results.json").read_text())
     assert results["stopped_early"] is True
     assert [r["epoch"] for r in res.history] == [1, 2, 3]  # best at 1, then 2 validations without improvement
@@ -175,8 +239,9 @@ def test_nan_loss_stops_with_message_and_keeps_last_good_checkpoint(tmp_path, sy
                 g["lr"] = float("inf")
 
     with pytest.raises(TrainingError, match="last good checkpoint") as e:
-        api.train(dataset=synth_small, model="seed1_cnn", epochs=3, out=str(tmp_path / "nan"), quiet=True,
-                  callbacks=[explode])
+        api.train(
+            dataset=synth_small, model="seed1_cnn", epochs=3, out=str(tmp_path / "nan"), quiet=True, callbacks=[explode]
+        )
     assert "\n" not in str(e.value)
     ck = load_checkpoint(tmp_path / "nan" / "last.pt")
     assert ck["train_state"]["epoch"] == 1
@@ -186,8 +251,16 @@ def test_nan_loss_stops_with_message_and_keeps_last_good_checkpoint(tmp_path, sy
 def test_multitask_trains_valence_arousal(tmp_path):
     from ferkit.data.synth import generate
 
-    res = api.train(dataset=generate(3000, seed=4), model="seed1_cnn", task="multitask", epochs=5, lr=2e-3,
-                    scheduler="cosine", out=str(tmp_path / "mt"), quiet=True)
+    res = api.train(
+        dataset=generate(3000, seed=4),
+        model="seed1_cnn",
+        task="multitask",
+        epochs=5,
+        lr=2e-3,
+        scheduler="cosine",
+        out=str(tmp_path / "mt"),
+        quiet=True,
+    )
     m = res.metrics
     for k in ("val_valence_rmse", "val_arousal_rmse", "val_valence_ccc", "test_valence_ccc"):
         assert k in m
@@ -222,10 +295,18 @@ def test_oom_halves_batch_and_keeps_effective_batch(tmp_path, synth_small):
 
     if name not in registry._BUILDERS:
         register_model(ModelCard(name=name, input_size=(48, 48), in_channels=1, source="test", description="test"))(
-            lambda num_classes, in_channels, task: Picky(seed1_cnn(num_classes, in_channels, task)))
+            lambda num_classes, in_channels, task: Picky(seed1_cnn(num_classes, in_channels, task))
+        )
     seen = []
-    res = api.train(dataset=synth_small, model=name, epochs=2, batch_size=64, out=str(tmp_path / "oom"), quiet=True,
-                    callbacks=[lambda t, e, r: seen.append((t.micro_bs, t.accumulate))])
+    res = api.train(
+        dataset=synth_small,
+        model=name,
+        epochs=2,
+        batch_size=64,
+        out=str(tmp_path / "oom"),
+        quiet=True,
+        callbacks=[lambda t, e, r: seen.append((t.micro_bs, t.accumulate))],
+    )
     assert seen[0] == (16, 4)  # 64 -> 32 -> 16, 4 micro-batches per step: effective batch still 64
     assert res.history[0]["train_samples"] > 0
 
@@ -239,8 +320,17 @@ def test_frozen_stages_do_not_change_and_unfreeze_schedule_releases_them(tmp_pat
     ref = create_model("seed1_cnn", num_classes=7, in_channels=1)
     first = ref.stages[0]
     torch.manual_seed(0)
-    api.train(dataset=synth_small, model="seed1_cnn", epochs=2, freeze_upto=first, unfreeze=["2:all"], seed=0,
-              out=str(tmp_path / "fz"), quiet=True, callbacks=[snap])
+    api.train(
+        dataset=synth_small,
+        model="seed1_cnn",
+        epochs=2,
+        freeze_upto=first,
+        unfreeze=["2:all"],
+        seed=0,
+        out=str(tmp_path / "fz"),
+        quiet=True,
+        callbacks=[snap],
+    )
     init = build_model(load_checkpoint(tmp_path / "fz" / "last.pt"))  # just for key names
     keys = [k for k in init.state_dict() if k.startswith(first + ".") and "num_batches" not in k]
     assert keys
@@ -254,10 +344,29 @@ def test_frozen_stages_do_not_change_and_unfreeze_schedule_releases_them(tmp_pat
 
 
 def test_gradient_accumulation_matches_the_big_batch(tmp_path, synth_small):
-    a = api.train(dataset=synth_small, model="linear", epochs=1, batch_size=64, optimizer="sgd", lr=0.05,
-                  out=str(tmp_path / "a"), quiet=True, seed=3)
-    b = api.train(dataset=synth_small, model="linear", epochs=1, batch_size=16, accumulate=4, optimizer="sgd", lr=0.05,
-                  out=str(tmp_path / "b"), quiet=True, seed=3)
+    a = api.train(
+        dataset=synth_small,
+        model="linear",
+        epochs=1,
+        batch_size=64,
+        optimizer="sgd",
+        lr=0.05,
+        out=str(tmp_path / "a"),
+        quiet=True,
+        seed=3,
+    )
+    b = api.train(
+        dataset=synth_small,
+        model="linear",
+        epochs=1,
+        batch_size=16,
+        accumulate=4,
+        optimizer="sgd",
+        lr=0.05,
+        out=str(tmp_path / "b"),
+        quiet=True,
+        seed=3,
+    )
     wa, wb = _weights(a.last_checkpoint), _weights(b.last_checkpoint)
     for k in wa:
         assert torch.allclose(wa[k], wb[k], atol=1e-5), k
@@ -287,8 +396,16 @@ def test_bf16_autocast_really_runs_on_cpu(tmp_path, synth_small, amp, dtype):
                 if isinstance(m, torch.nn.Linear | torch.nn.Conv2d):
                     m.register_forward_hook(lambda mod, inp, out: seen.add(out.dtype))
 
-    res = api.train(dataset=synth_small, model="seed1_cnn", epochs=2, amp=amp, out=str(tmp_path / "bf"), quiet=True,
-                    callbacks=[watch], batch_size=128)
+    res = api.train(
+        dataset=synth_small,
+        model="seed1_cnn",
+        epochs=2,
+        amp=amp,
+        out=str(tmp_path / "bf"),
+        quiet=True,
+        callbacks=[watch],
+        batch_size=128,
+    )
     assert seen == {dtype}
     assert np.isfinite(res.history[-1]["train_loss"])
 
@@ -297,8 +414,15 @@ def test_trackers_write_tensorboard_and_offline_wandb(tmp_path, synth_small, mon
     pytest.importorskip("tensorboard")
     pytest.importorskip("wandb")
     monkeypatch.setenv("WANDB_MODE", "offline")
-    res = api.train(dataset=synth_small, model="linear", epochs=2, tensorboard=True, wandb=True,
-                    out=str(tmp_path / "trk"), quiet=True)
+    res = api.train(
+        dataset=synth_small,
+        model="linear",
+        epochs=2,
+        tensorboard=True,
+        wandb=True,
+        out=str(tmp_path / "trk"),
+        quiet=True,
+    )
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     ev = EventAccumulator(str(res.run_dir / "tensorboard"))
@@ -313,8 +437,13 @@ def test_every_recipe_is_valid_and_one_trains_fast(tmp_path, synth_small):
     assert len(recipes) >= 20
     for name in recipes:
         cfg = api.make_config(name)
-        create_model(cfg.model, num_classes=3, in_channels=cfg.in_channels or 3, task=cfg.task,
-                     **({"head": cfg.head} if cfg.head else {}))
+        create_model(
+            cfg.model,
+            num_classes=3,
+            in_channels=cfg.in_channels or 3,
+            task=cfg.task,
+            **({"head": cfg.head} if cfg.head else {}),
+        )
         if cfg.freeze_upto:
             assert cfg.freeze_upto in create_model(cfg.model, num_classes=3).stages
     res = api.train(recipe="fer_seed1_cnn", dataset=synth_small, fast=True, out=str(tmp_path / "rc"), quiet=True)
@@ -335,8 +464,16 @@ def test_freeze_sweep_table(tmp_path, synth_small):
 def test_recipe_built_on_vggface_weights_never_trains_from_random_weights(tmp_path, synth_small, recipe):
     with pytest.raises(ConfigError) as e:
         # (fast, small: were the check missing, the test would fail in seconds, not train VGG16 for hours)
-        api.train(recipe=recipe, dataset=synth_small, out=str(tmp_path / "v"), quiet=True, fast=True, image_size=32,
-                  batch_size=4, epochs=1)
+        api.train(
+            recipe=recipe,
+            dataset=synth_small,
+            out=str(tmp_path / "v"),
+            quiet=True,
+            fast=True,
+            image_size=32,
+            batch_size=4,
+            epochs=1,
+        )
     assert "--model-arg weights_path=vgg_face.pth" in str(e.value) and "\n" not in str(e.value)
     assert not (tmp_path / "v").exists()
     # saying so explicitly is allowed: the run gets past that check (and here stops at the missing data)
@@ -346,8 +483,23 @@ def test_recipe_built_on_vggface_weights_never_trains_from_random_weights(tmp_pa
 
 
 def test_cli_refuses_vggface_recipe_without_weights_in_one_line(tmp_path, synth_dir):
-    r = run_cli("train", "--recipe", "emotion_vggface", "--data", synth_dir, "--out", tmp_path / "v", "--fast",
-                "--image-size", "32", "--batch-size", "4", "--epochs", "1", "--quiet")
+    r = run_cli(
+        "train",
+        "--recipe",
+        "emotion_vggface",
+        "--data",
+        synth_dir,
+        "--out",
+        tmp_path / "v",
+        "--fast",
+        "--image-size",
+        "32",
+        "--batch-size",
+        "4",
+        "--epochs",
+        "1",
+        "--quiet",
+    )
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
     assert "weights_path=vgg_face.pth" in r.stderr and "--no-pretrained" in r.stderr
 
@@ -400,8 +552,18 @@ def test_validate_every_and_monitor_val_loss_choose_best_pt(tmp_path):
                     p.requires_grad_(False)
 
     ds = generate(240, seed=5)
-    res = api.train(dataset=ds, model="linear", epochs=5, validate_every=2, monitor="val_loss", lr=5e-3,
-                    out=str(tmp_path / "run"), quiet=True, seed=0, callbacks=[overconfident])
+    res = api.train(
+        dataset=ds,
+        model="linear",
+        epochs=5,
+        validate_every=2,
+        monitor="val_loss",
+        lr=5e-3,
+        out=str(tmp_path / "run"),
+        quiet=True,
+        seed=0,
+        callbacks=[overconfident],
+    )
     validated = [h["epoch"] for h in res.history if h.get("val_loss") is not None]
     assert validated == [2, 4, 5], res.history
     loss = {h["epoch"]: h["val_loss"] for h in res.history if h["epoch"] in validated}

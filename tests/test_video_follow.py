@@ -31,7 +31,7 @@ def _drifting_video(path: Path, n: int = 20) -> Path:
     vw = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"mp4v"), 10, (320, 240))
     for i in range(n):
         frame = background.copy()
-        frame[50 + i:160 + i, 30 + 3 * i:140 + 3 * i] = face
+        frame[50 + i : 160 + i, 30 + 3 * i : 140 + 3 * i] = face
         vw.write(frame)
     vw.release()
     return path

@@ -53,8 +53,9 @@ def _namespace_ok() -> bool:
     global _NS
     if _NS is None:
         try:
-            r = subprocess.run(["unshare", "-m", "sh", "-c", "mount -t tmpfs -o size=64k tmpfs /mnt"],
-                               capture_output=True, timeout=30)
+            r = subprocess.run(
+                ["unshare", "-m", "sh", "-c", "mount -t tmpfs -o size=64k tmpfs /mnt"], capture_output=True, timeout=30
+            )
             _NS = r.returncode == 0
         except (OSError, subprocess.SubprocessError):
             _NS = False
@@ -65,8 +66,13 @@ def _run_mounted(setup: str, argv: list, cwd=None, timeout=600):
     """``argv`` run after the shell commands ``setup`` in a private mount namespace (skip where not allowed)."""
     if not _namespace_ok():
         pytest.skip("no private mount namespace here (unshare -m / mount not permitted)")
-    return subprocess.run(["unshare", "-m", "sh", "-c", setup + ' && exec "$@"', "sh"] + [str(a) for a in argv],
-                          capture_output=True, text=True, cwd=cwd, timeout=timeout)
+    return subprocess.run(
+        ["unshare", "-m", "sh", "-c", setup + ' && exec "$@"', "sh"] + [str(a) for a in argv],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=timeout,
+    )
 
 
 def _read_only(folder: Path) -> str:
@@ -187,19 +193,27 @@ def test_file_names_that_are_not_utf8_in_every_writer(tmp_path):
     shutil.copy(PHOTO, folder / name)
     bad = str(folder / name)
     out = tmp_path / "out"
-    r = subprocess.run(FERKIT + ["predict", bad, "--annotate", str(out), "--format", "parquet", "--output",
-                                 str(out / "r.parquet"), *FAST], capture_output=True, timeout=300)
+    r = subprocess.run(
+        FERKIT
+        + ["predict", bad, "--annotate", str(out), "--format", "parquet", "--output", str(out / "r.parquet"), *FAST],
+        capture_output=True,
+        timeout=300,
+    )
     assert r.returncode == 0 and b"Traceback" not in r.stderr, r.stderr[-2000:]
     assert (out / os.fsdecode(b"\xff\xfe bad.annotated.jpg")).stat().st_size > 1000
     df = pd.read_parquet(out / "r.parquet")
     assert list(df["path"]) == [os.fsencode(bad).decode("utf-8", "backslashreplace")] and df["status"][0] == "ok"
-    r = subprocess.run(FERKIT + ["predict", bad, "--format", "csv", "--output", str(out / "r.csv"), *FAST],
-                       capture_output=True, timeout=300)
+    r = subprocess.run(
+        FERKIT + ["predict", bad, "--format", "csv", "--output", str(out / "r.csv"), *FAST],
+        capture_output=True,
+        timeout=300,
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     rows = (out / "r.csv").read_bytes().splitlines()
     assert len(rows) == 2 and rows[1].startswith(os.fsencode(bad) + b",ok,")
-    r = subprocess.run(FERKIT + ["predict", bad, "--output", str(out / "r.jsonl"), *FAST], capture_output=True,
-                       timeout=300)
+    r = subprocess.run(
+        FERKIT + ["predict", bad, "--output", str(out / "r.jsonl"), *FAST], capture_output=True, timeout=300
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     assert os.fsencode(json.loads((out / "r.jsonl").read_text())["path"]) == os.fsencode(bad)
     import ferkit
@@ -289,13 +303,22 @@ def test_full_disk_during_training_keeps_the_checkpoints(tmp_path, synth_dir):
     mnt.mkdir()
     run = mnt / "run"
     probe = f"import torch; print('EPOCH', torch.load('{run / 'last.pt'}', weights_only=False)['train_state']['epoch'])"
-    cmd = ["sh", "-c", '"$@"; rc=$?; ls -a "$RUN" >&2; python -c "$PROBE"; exit $rc', "sh"] + FERKIT + [
-        "train", "--data", synth_dir, "--model", "linear", "--epochs", "3", "--out", run, "--quiet"]
+    cmd = (
+        ["sh", "-c", '"$@"; rc=$?; ls -a "$RUN" >&2; python -c "$PROBE"; exit $rc', "sh"]
+        + FERKIT
+        + ["train", "--data", synth_dir, "--model", "linear", "--epochs", "3", "--out", run, "--quiet"]
+    )
     if not _namespace_ok():
         pytest.skip("no private mount namespace here (unshare -m / mount not permitted)")
     env = dict(os.environ, RUN=str(run), PROBE=probe, PATH=f"{Path(FERKIT[0]).parent}:{os.environ['PATH']}")
-    r = subprocess.run(["unshare", "-m", "sh", "-c", f"mount -t tmpfs -o size=400k tmpfs '{mnt}' && exec \"$@\"",
-                        "sh"] + [str(a) for a in cmd], capture_output=True, text=True, env=env, timeout=600)
+    r = subprocess.run(
+        ["unshare", "-m", "sh", "-c", f"mount -t tmpfs -o size=400k tmpfs '{mnt}' && exec \"$@\"", "sh"]
+        + [str(a) for a in cmd],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
     lines = [x for x in r.stderr.splitlines() if x.startswith("ferkit: error: ")]
     assert r.returncode == 2 and len(lines) == 1 and "Traceback" not in r.stderr, r.stderr[-3000:]
     assert "No space left on device" in lines[0] and "intact" in lines[0], lines[0]
@@ -310,12 +333,32 @@ def test_csv_cells_that_a_spreadsheet_would_run_are_quoted(tmp_path):
     from ferkit.schema import FaceResult, FileResult, ResultWriter, csv_cell
 
     assert csv_cell("\r=1") == "'\r=1" and csv_cell(-1.5) == -1.5 and csv_cell(None) == ""
-    names = ["=cmd|' /C calc'!A0.jpg", "+1.jpg", "-2.jpg", "@SUM(1).jpg", "\tx.jpg", "\rx.jpg", "a\rb.jpg",
-             "plain=.jpg"]
-    results = [FileResult(path=n, status="error", reason="=HYPERLINK(\"http://x\")") for n in names]
-    results.append(FileResult(path="face.jpg", faces=[FaceResult(source="face.jpg", face=0, box=(-5, 0, 3, 4),
-                                                                 label="happy", score=0.9,
-                                                                 probabilities={"happy": 0.9, "sad": 0.1})]))
+    names = [
+        "=cmd|' /C calc'!A0.jpg",
+        "+1.jpg",
+        "-2.jpg",
+        "@SUM(1).jpg",
+        "\tx.jpg",
+        "\rx.jpg",
+        "a\rb.jpg",
+        "plain=.jpg",
+    ]
+    results = [FileResult(path=n, status="error", reason='=HYPERLINK("http://x")') for n in names]
+    results.append(
+        FileResult(
+            path="face.jpg",
+            faces=[
+                FaceResult(
+                    source="face.jpg",
+                    face=0,
+                    box=(-5, 0, 3, 4),
+                    label="happy",
+                    score=0.9,
+                    probabilities={"happy": 0.9, "sad": 0.1},
+                )
+            ],
+        )
+    )
     for fmt in ("csv", "jsonl"):
         w = ResultWriter(fmt, ["happy", "sad"], path=tmp_path / f"r.{fmt}")
         for r in results:
@@ -350,8 +393,18 @@ def _gallery(path: Path) -> None:
     from ferkit.identity.gallery import Gallery
 
     with Gallery(path, create=True) as g:
-        g.add([{"name": "alice", "sha256": "a" * 64, "photo": "a.jpg", "embedder": "e", "vector": np.ones(8),
-                "box": (0, 0, 1, 1)}])
+        g.add(
+            [
+                {
+                    "name": "alice",
+                    "sha256": "a" * 64,
+                    "photo": "a.jpg",
+                    "embedder": "e",
+                    "vector": np.ones(8),
+                    "box": (0, 0, 1, 1),
+                }
+            ]
+        )
 
 
 def test_gallery_read_only_and_empty_files(tmp_path):
@@ -392,7 +445,8 @@ def test_the_current_folder_is_never_an_output_folder_to_replace(tmp_path):
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-2000:]
     assert r.stderr.strip().splitlines() == [
         "ferkit: error: --out '.': is the current folder (or holds it), which is never replaced as a whole; give "
-        "a new folder name"], r.stderr
+        "a new folder name"
+    ], r.stderr
     assert list(work.iterdir()) == []
     r = run_cli("data", "synth", "--out", "new", "--n", "20", cwd=work)
     assert r.returncode == 0 and (work / "new" / "splits.csv").is_file(), r.stderr[-2000:]

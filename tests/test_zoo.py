@@ -149,14 +149,34 @@ def test_tfjs_quantised_weights_decode_like_tfjs():
 def test_card_fields_and_shipped_weights(name):
     info = zoo_info(name)
     src = SOURCES[name]
-    for key in ("licence", "licence_notice", "training_data", "claimed_accuracy", "preprocessing", "input", "source",
-                "conversion", "card", "upstream", "fetch_command"):
+    for key in (
+        "licence",
+        "licence_notice",
+        "training_data",
+        "claimed_accuracy",
+        "preprocessing",
+        "input",
+        "source",
+        "conversion",
+        "card",
+        "upstream",
+        "fetch_command",
+    ):
         assert info.get(key), key
     assert info["source"]["archive_sha256"] == src.archive_sha256 and info["source"]["files"] == src.files
     assert "Permission is hereby granted" in info["licence_notice"]
     card = info["card"]
-    for text in [src.archive_sha256, *src.files.values(), info["licence_notice"].splitlines()[0], src.package,
-                 src.version, "Training data", "Claimed accuracy", "preprocessing", info["conversion"]["command"]]:
+    for text in [
+        src.archive_sha256,
+        *src.files.values(),
+        info["licence_notice"].splitlines()[0],
+        src.package,
+        src.version,
+        "Training data",
+        "Claimed accuracy",
+        "preprocessing",
+        info["conversion"]["command"],
+    ]:
         assert text in card, text
     if src.delivery == "shipped":
         path = weights_path(name)
@@ -184,7 +204,14 @@ def test_list_zoo():
 
 def test_vocabulary_mapping():
     assert to_common(["neutral", "happy", "sad", "angry", "fearful", "disgusted", "surprised"]) == [
-        "neutral", "happy", "sad", "angry", "fear", "disgust", "surprise"]
+        "neutral",
+        "happy",
+        "sad",
+        "angry",
+        "fear",
+        "disgust",
+        "surprise",
+    ]
     assert to_common(["Anger", " Contempt ", "happiness"]) == ["angry", "contempt", "happy"]
     assert to_common(["me", "angry"], strict=False) == [None, "angry"]
     with pytest.raises(ConfigError, match="'me'"):
@@ -220,8 +247,11 @@ def test_ensemble_probs():
 def test_zoo_names_work_as_checkpoints(tmp_path, monkeypatch):
     a = load_checkpoint("fer_minixception")
     b = load_checkpoint("zoo:fer_minixception")
-    assert a["model"] == b["model"] == {"name": "fer_minixception", "kwargs": {}, "num_classes": 7, "in_channels": 1,
-                                        "task": "classify"}
+    assert (
+        a["model"]
+        == b["model"]
+        == {"name": "fer_minixception", "kwargs": {}, "num_classes": 7, "in_channels": 1, "task": "classify"}
+    )
     assert a["input"]["size"] == [64, 64] and a["input"]["mean"] == [0.5] and a["input"]["std"] == [0.5]
     assert a["zoo"]["original_classes"] == list(SOURCES["fer_minixception"].classes)
     fa = load_checkpoint("zoo:faceapi_expression")

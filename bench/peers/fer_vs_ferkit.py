@@ -24,8 +24,18 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 VENV = Path(__file__).resolve().parent / ".venv-fer"
-PEER_PACKAGES = ["tensorflow-cpu", "opencv-contrib-python-headless<5", "setuptools<81", "pandas", "requests", "tqdm",
-                 "pillow", "matplotlib", "moviepy<2", "ffmpeg-python"]
+PEER_PACKAGES = [
+    "tensorflow-cpu",
+    "opencv-contrib-python-headless<5",
+    "setuptools<81",
+    "pandas",
+    "requests",
+    "tqdm",
+    "pillow",
+    "matplotlib",
+    "moviepy<2",
+    "ffmpeg-python",
+]
 
 PEER_WORKER = r"""
 import json, sys, time
@@ -122,8 +132,11 @@ def matched(ref: dict, other: dict, thr: float = 0.3) -> tuple[int, int, int]:
 
 def run_ferkit(folder: Path, extra: list[str], out: Path) -> tuple[float, dict]:
     t = time.perf_counter()
-    r = subprocess.run([sys.executable, "-m", "ferkit", "predict", str(folder), "--quiet", "--output", str(out),
-                        *extra], capture_output=True, text=True)
+    r = subprocess.run(
+        [sys.executable, "-m", "ferkit", "predict", str(folder), "--quiet", "--output", str(out), *extra],
+        capture_output=True,
+        text=True,
+    )
     wall = time.perf_counter() - t
     if r.returncode not in (0, 2):
         raise SystemExit(r.stderr[-2000:])
@@ -157,8 +170,12 @@ def main() -> None:
         tmp = Path(tmp)
         photos = make_photos(tmp / "photos", args.n)
         t = time.perf_counter()
-        r = subprocess.run([str(py), "-c", PEER_WORKER, *map(str, photos)], capture_output=True, text=True,
-                           env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+        r = subprocess.run(
+            [str(py), "-c", PEER_WORKER, *map(str, photos)],
+            capture_output=True,
+            text=True,
+            env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"),
+        )
         fer_wall = time.perf_counter() - t
         if r.returncode:
             raise SystemExit(r.stderr[-3000:])
@@ -169,25 +186,35 @@ def main() -> None:
             runs[name] = run_ferkit(tmp / "photos", extra, tmp / f"{len(runs)}.jsonl")
         steady = {name: steady_ferkit(photos, kw) for name, kw in STEADY.items()}
     n = len(photos)
-    print(f"{n} photos (480-800 px, real faces), one process each, start-up included; "
-          f"{os.cpu_count()} cores, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}")
-    print(f"{'pipeline':<44} {'img/s':>7} {'ms/img':>7} {'steady ms':>9} {'x fer':>6} {'faces':>6} "
-          f"{'fer faces found':>16} {'same label':>10}")
+    print(
+        f"{n} photos (480-800 px, real faces), one process each, start-up included; "
+        f"{os.cpu_count()} cores, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}"
+    )
+    print(
+        f"{'pipeline':<44} {'img/s':>7} {'ms/img':>7} {'steady ms':>9} {'x fer':>6} {'faces':>6} "
+        f"{'fer faces found':>16} {'same label':>10}"
+    )
     nf = sum(len(v) for v in fer_res.values())
-    print(f"{'fer (Haar + mini-Xception, TF)':<44} {n / fer_wall:7.1f} {fer_wall / n * 1000:7.1f} "
-          f"{peer['steady_ms']:9.1f} {1.0:6.2f} {nf:6d}")
+    print(
+        f"{'fer (Haar + mini-Xception, TF)':<44} {n / fer_wall:7.1f} {fer_wall / n * 1000:7.1f} "
+        f"{peer['steady_ms']:9.1f} {1.0:6.2f} {nf:6d}"
+    )
     for name, (wall, res) in runs.items():
         _, found, same = matched(fer_res, res)
         st = f"{steady[name]:9.1f}" if name in steady else f"{'':9}"
-        print(f"{name:<44} {n / wall:7.1f} {wall / n * 1000:7.1f} {st} {fer_wall / wall:6.2f} "
-              f"{sum(len(v) for v in res.values()):6d} {found:>7d}/{nf:<8d} {same / max(found, 1):10.3f}")
+        print(
+            f"{name:<44} {n / wall:7.1f} {wall / n * 1000:7.1f} {st} {fer_wall / wall:6.2f} "
+            f"{sum(len(v) for v in res.values()):6d} {found:>7d}/{nf:<8d} {same / max(found, 1):10.3f}"
+        )
     base_res = runs[REFERENCE][1]
     for name, (_, res) in runs.items():
         if name == REFERENCE:
             continue
         d_n, d_found, d_same = matched(base_res, res)
-        print(f"{name} vs 0.1's default ({REFERENCE}): finds {d_found}/{d_n} of its faces, same label on "
-              f"{d_same / max(d_found, 1):.3f} of them")
+        print(
+            f"{name} vs 0.1's default ({REFERENCE}): finds {d_found}/{d_n} of its faces, same label on "
+            f"{d_same / max(d_found, 1):.3f} of them"
+        )
 
 
 # (row name, extra `ferkit predict` arguments): whole-process runs
@@ -200,9 +227,11 @@ PIPELINES = (
     (REFERENCE, ["--model", "fer_minixception", "--det-size", "1280", "--backend", "torch"]),
 )
 # in-process steady state (analyzer warm), same rows
-STEADY = {"ferkit (default: 2-model ensemble, det 640)": {},
-          "ferkit --model fer_minixception": {"model": "fer_minixception"},
-          "ferkit --det-size 320": {"det_size": 320}}
+STEADY = {
+    "ferkit (default: 2-model ensemble, det 640)": {},
+    "ferkit --model fer_minixception": {"model": "fer_minixception"},
+    "ferkit --det-size 320": {"det_size": 320},
+}
 
 
 if __name__ == "__main__":

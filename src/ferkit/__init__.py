@@ -14,13 +14,40 @@ imported on first use.
 __version__ = "0.2.0"
 
 # Kept equal to ferkit.api.__all__ (a test checks): listing it here keeps `import ferkit` free of torch.
-API_NAMES = ("AnalyzerSettings",
-             "TrainConfig", "TrainResult", "analyze", "analyzer", "collect", "compare", "describe",
-             "describe_detectors", "describe_models",
-             "enroll", "evaluate", "evaluate_verification", "experiment_permute", "export", "fetch_dataset",
-             "freeze_sweep", "gallery_list", "gallery_remove", "inspect_dataset", "iter_predict", "list_models",
-             "list_recipes", "load_checkpoint", "load_dataset", "load_model", "make_config", "predict",
-             "predict_dataset", "synthesize", "train", "verify")
+API_NAMES = (
+    "AnalyzerSettings",
+    "TrainConfig",
+    "TrainResult",
+    "analyze",
+    "analyzer",
+    "collect",
+    "compare",
+    "describe",
+    "describe_detectors",
+    "describe_models",
+    "enroll",
+    "evaluate",
+    "evaluate_verification",
+    "experiment_permute",
+    "export",
+    "fetch_dataset",
+    "freeze_sweep",
+    "gallery_list",
+    "gallery_remove",
+    "inspect_dataset",
+    "iter_predict",
+    "list_models",
+    "list_recipes",
+    "load_checkpoint",
+    "load_dataset",
+    "load_model",
+    "make_config",
+    "predict",
+    "predict_dataset",
+    "synthesize",
+    "train",
+    "verify",
+)
 
 
 def __getattr__(name):

@@ -1,10 +1,10 @@
 """The Python API; the CLI is a thin layer over these functions.
 
-    import ferkit
-    ds = ferkit.load_dataset("fer2013.csv")
-    res = ferkit.train(data="fer2013.csv", model="seed1_cnn", epochs=5, out="runs/cnn")
-    model, ckpt = ferkit.load_model(res.best_checkpoint)
-    results = ferkit.predict(res.best_checkpoint, ["face.png"])
+import ferkit
+ds = ferkit.load_dataset("fer2013.csv")
+res = ferkit.train(data="fer2013.csv", model="seed1_cnn", epochs=5, out="runs/cnn")
+model, ckpt = ferkit.load_model(res.best_checkpoint)
+results = ferkit.predict(res.best_checkpoint, ["face.png"])
 """
 
 from __future__ import annotations
@@ -24,9 +24,13 @@ if TYPE_CHECKING:  # the lazy re-exports below, as linters and type checkers see
 
 # Names this module re-exports from modules that import torch: loaded on first use, so that predicting with
 # models on ONNX Runtime never imports torch (start-up ~1.3 s less).
-_REEXPORTS = {"describe": "ferkit.checkpoint", "TrainConfig": "ferkit.training.config",
-              "list_recipes": "ferkit.training.config", "make_config": "ferkit.training.config",
-              "TrainResult": "ferkit.training.trainer"}
+_REEXPORTS = {
+    "describe": "ferkit.checkpoint",
+    "TrainConfig": "ferkit.training.config",
+    "list_recipes": "ferkit.training.config",
+    "make_config": "ferkit.training.config",
+    "TrainResult": "ferkit.training.trainer",
+}
 
 
 def __getattr__(name: str):
@@ -95,9 +99,18 @@ _SETTINGS_DOC = """``settings``: an :class:`~ferkit.inference.settings.AnalyzerS
     ``gallery``, ``workers``) are laid over it."""
 
 
-def predict(model=None, inputs=(), *, settings: AnalyzerSettings | None = None, annotate=None, stride: int = 1,
-            smooth: float | None = None, max_frames: int | None = None,
-            detect_every: int = defaults.DETECT_EVERY, **knobs):
+def predict(
+    model=None,
+    inputs=(),
+    *,
+    settings: AnalyzerSettings | None = None,
+    annotate=None,
+    stride: int = 1,
+    smooth: float | None = None,
+    max_frames: int | None = None,
+    detect_every: int = defaults.DETECT_EVERY,
+    **knobs,
+):
     """Every face in every input (image/video files or folders, searched recursively) with its expression:
     a :class:`~ferkit.schema.Results` list of :class:`~ferkit.schema.FileResult` (``.faces``, ``.to_dict()``,
     ``.to_pandas()``), exactly what ``ferkit predict`` writes.
@@ -108,13 +121,34 @@ def predict(model=None, inputs=(), *, settings: AnalyzerSettings | None = None, 
     one by one. {settings}"""
     from ferkit.schema import Results
 
-    return Results(iter_predict(model, inputs, settings=settings, annotate=annotate, stride=stride, smooth=smooth,
-                                max_frames=max_frames, detect_every=detect_every, **knobs))
+    return Results(
+        iter_predict(
+            model,
+            inputs,
+            settings=settings,
+            annotate=annotate,
+            stride=stride,
+            smooth=smooth,
+            max_frames=max_frames,
+            detect_every=detect_every,
+            **knobs,
+        )
+    )
 
 
-def iter_predict(model=None, inputs=(), *, settings: AnalyzerSettings | None = None, annotate=None,
-                 stride: int = 1, smooth: float | None = None, max_frames: int | None = None, extras_dir=None,
-                 detect_every: int = defaults.DETECT_EVERY, **knobs):
+def iter_predict(
+    model=None,
+    inputs=(),
+    *,
+    settings: AnalyzerSettings | None = None,
+    annotate=None,
+    stride: int = 1,
+    smooth: float | None = None,
+    max_frames: int | None = None,
+    extras_dir=None,
+    detect_every: int = defaults.DETECT_EVERY,
+    **knobs,
+):
     """:func:`predict` as a generator: one :class:`~ferkit.schema.FileResult` per input as soon as it is done
     (what the CLI streams). ``extras_dir``: where videos' per-second CSV and emotion plot go (default
     ``annotate``)."""
@@ -128,14 +162,34 @@ def iter_predict(model=None, inputs=(), *, settings: AnalyzerSettings | None = N
     if inputs and not paths:
         raise ConfigError(f"no image or video files found in {' '.join(map(str, inputs))[:200]}")
     an = analyzer(settings=settings)
-    yield from predict_files(an, paths, annotate=annotate, stride=stride, smooth=smooth, max_frames=max_frames,
-                             extras_dir=extras_dir, detect_every=detect_every)
+    yield from predict_files(
+        an,
+        paths,
+        annotate=annotate,
+        stride=stride,
+        smooth=smooth,
+        max_frames=max_frames,
+        extras_dir=extras_dir,
+        detect_every=detect_every,
+    )
 
 
-def predict_dataset(sources, output, model=None, *, settings: AnalyzerSettings | None = None,
-                    actors: int | None = None, gpus_per_actor: float = 0.0, batch_size: int = DEFAULT_BATCH_SIZE,
-                    ray_address: str | None = None, overwrite: bool = False, quiet: bool = False, stride: int = 1,
-                    frames_per_task: int | None = DEFAULT_FRAMES_PER_TASK, **knobs) -> dict:
+def predict_dataset(
+    sources,
+    output,
+    model=None,
+    *,
+    settings: AnalyzerSettings | None = None,
+    actors: int | None = None,
+    gpus_per_actor: float = 0.0,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    ray_address: str | None = None,
+    overwrite: bool = False,
+    quiet: bool = False,
+    stride: int = 1,
+    frames_per_task: int | None = DEFAULT_FRAMES_PER_TASK,
+    **knobs,
+) -> dict:
     """:func:`predict` on a Ray cluster (``pip install 'ferkit[ray]'``): every image and video under ``sources``
     (folders, list files, ``s3://`` / ``gs://`` / ``hdfs://`` URIs) into Parquet parts under ``output`` with the
     CSV's columns, resumable (finished inputs are skipped on a re-run). Same models, defaults and results as
@@ -145,9 +199,19 @@ def predict_dataset(sources, output, model=None, *, settings: AnalyzerSettings |
     images/s, per-actor rates). See :mod:`ferkit.inference.ray_engine`. {settings}"""
     from ferkit.inference.ray_engine import predict_dataset as _run
 
-    return _run(sources, output, AnalyzerSettings.of(settings, model, **knobs), actors=actors,
-                gpus_per_actor=gpus_per_actor, batch_size=batch_size, ray_address=ray_address, overwrite=overwrite,
-                quiet=quiet, stride=stride, frames_per_task=frames_per_task)
+    return _run(
+        sources,
+        output,
+        AnalyzerSettings.of(settings, model, **knobs),
+        actors=actors,
+        gpus_per_actor=gpus_per_actor,
+        batch_size=batch_size,
+        ray_address=ray_address,
+        overwrite=overwrite,
+        quiet=quiet,
+        stride=stride,
+        frames_per_task=frames_per_task,
+    )
 
 
 def analyzer(model=None, *, settings: AnalyzerSettings | None = None, **knobs):
@@ -185,8 +249,16 @@ def export(model, out=None, format: str = "onnx", int8: bool = False, int8_ops=(
     return export_onnx(model, out, int8=int8, int8_ops=tuple(int8_ops))
 
 
-def evaluate(checkpoint, data=None, split: str = "test", out=None, tta: str = "none", class_map: bool = False,
-             dataset=None, **kwargs):
+def evaluate(
+    checkpoint,
+    data=None,
+    split: str = "test",
+    out=None,
+    tta: str = "none",
+    class_map: bool = False,
+    dataset=None,
+    **kwargs,
+):
     """Evaluate a checkpoint on a dataset split: metrics.json, predictions.csv, plots and report.html in ``out``
     (default ``<checkpoint folder>/eval_<split>``); returns an :class:`~ferkit.evaluation.evaluator.EvalResult`.
 
@@ -205,8 +277,9 @@ def evaluate(checkpoint, data=None, split: str = "test", out=None, tta: str = "n
     require_torch("evaluation")
     from ferkit.evaluation.evaluator import evaluate_checkpoint
 
-    return evaluate_checkpoint(checkpoint, data, split=split, out=out, tta=tta, class_map=class_map, dataset=dataset,
-                               **kwargs)
+    return evaluate_checkpoint(
+        checkpoint, data, split=split, out=out, tta=tta, class_map=class_map, dataset=dataset, **kwargs
+    )
 
 
 def compare(paths, out="compare", quiet: bool = False) -> dict:
@@ -219,8 +292,15 @@ def compare(paths, out="compare", quiet: bool = False) -> dict:
     return compare_runs(list(paths), out=out, quiet=quiet)
 
 
-def experiment_permute(data=None, dataset=None, model: str = "fashion_cnn", epochs: int | None = None, mapping=None,
-                       out="runs/permute", **settings) -> dict:
+def experiment_permute(
+    data=None,
+    dataset=None,
+    model: str = "fashion_cnn",
+    epochs: int | None = None,
+    mapping=None,
+    out="runs/permute",
+    **settings,
+) -> dict:
     """Source 002's pixel-permutation experiment: train with and without a fixed pixel permutation, report both
     test accuracies and the difference (see :mod:`ferkit.experiments`)."""
     from ferkit.utils import require_torch
@@ -228,8 +308,9 @@ def experiment_permute(data=None, dataset=None, model: str = "fashion_cnn", epoc
     require_torch("the permutation experiment")
     from ferkit.experiments import permute_experiment
 
-    return permute_experiment(data=data, dataset=dataset, model=model, epochs=epochs, mapping=mapping, out=out,
-                              **settings)
+    return permute_experiment(
+        data=data, dataset=dataset, model=model, epochs=epochs, mapping=mapping, out=out, **settings
+    )
 
 
 def list_models():
@@ -271,9 +352,18 @@ def describe_models() -> list[dict]:
             n = None
         # Every model takes the data's channels; pretrained weights fix them (grey data is replicated).
         channels = f"data's; {card.in_channels} pretrained" if card.pretrained else "data's (1 or 3)"
-        rows.append({"name": card.name, "params": n, "input": f"{card.input_size[0]}x{card.input_size[1]}",
-                     "channels": channels, "source": card.source, "aliases": list(card.aliases),
-                     "pretrained": card.pretrained, "description": card.description})
+        rows.append(
+            {
+                "name": card.name,
+                "params": n,
+                "input": f"{card.input_size[0]}x{card.input_size[1]}",
+                "channels": channels,
+                "source": card.source,
+                "aliases": list(card.aliases),
+                "pretrained": card.pretrained,
+                "description": card.description,
+            }
+        )
     return rows
 
 
@@ -290,8 +380,13 @@ def verify(photos, gallery=None, name: str | None = None, threshold: float | Non
     1:1 verification against that identity (see :mod:`ferkit.identity`)."""
     from ferkit.identity.verify import verify as _verify
 
-    return _verify([photos] if isinstance(photos, (str, Path)) else photos, gallery=gallery, name=name,
-                   threshold=threshold, quiet=quiet)
+    return _verify(
+        [photos] if isinstance(photos, (str, Path)) else photos,
+        gallery=gallery,
+        name=name,
+        threshold=threshold,
+        quiet=quiet,
+    )
 
 
 def gallery_list(gallery=None) -> list[dict]:
@@ -333,10 +428,37 @@ def fetch_dataset(name: str, root=None, force: bool = False):
     return _fetch(name, root=root, force=force)
 
 
-__all__ = ["AnalyzerSettings",
-           "TrainConfig", "TrainResult", "analyze", "analyzer", "collect", "compare", "describe",
-           "describe_detectors", "describe_models",
-           "enroll", "evaluate", "evaluate_verification", "experiment_permute", "export", "fetch_dataset",
-           "freeze_sweep", "gallery_list", "iter_predict", "gallery_remove", "inspect_dataset", "list_models",
-           "list_recipes", "load_checkpoint", "load_dataset", "load_model", "make_config", "predict", "predict_dataset",
-           "synthesize", "train", "verify"]
+__all__ = [
+    "AnalyzerSettings",
+    "TrainConfig",
+    "TrainResult",
+    "analyze",
+    "analyzer",
+    "collect",
+    "compare",
+    "describe",
+    "describe_detectors",
+    "describe_models",
+    "enroll",
+    "evaluate",
+    "evaluate_verification",
+    "experiment_permute",
+    "export",
+    "fetch_dataset",
+    "freeze_sweep",
+    "gallery_list",
+    "iter_predict",
+    "gallery_remove",
+    "inspect_dataset",
+    "list_models",
+    "list_recipes",
+    "load_checkpoint",
+    "load_dataset",
+    "load_model",
+    "make_config",
+    "predict",
+    "predict_dataset",
+    "synthesize",
+    "train",
+    "verify",
+]

@@ -118,24 +118,30 @@ def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         if "weights_only" in str(e) or "Unsupported global" in str(e):
             raise CheckpointError(
                 f"{path}: holds pickled Python objects, which ferkit never loads (they can run code); it is not a "
-                "ferkit checkpoint: re-save its state_dict as plain tensors") from None
-        raise CheckpointError(f"{path}: not a PyTorch checkpoint (unreadable pickle data); it may be truncated or "
-                              "from another tool") from None
+                "ferkit checkpoint: re-save its state_dict as plain tensors"
+            ) from None
+        raise CheckpointError(
+            f"{path}: not a PyTorch checkpoint (unreadable pickle data); it may be truncated or from another tool"
+        ) from None
     except MemoryError:
         raise CheckpointError(f"{path}: too large to load into memory") from None
     except Exception:  # noqa: BLE001 - torch.load raises anything on random bytes (IndexError, KeyError, ...)
-        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint (truncated, corrupt or another format)"
-                              ) from None
+        raise CheckpointError(
+            f"{path}: not a readable PyTorch checkpoint (truncated, corrupt or another format)"
+        ) from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         hint = ""
         if isinstance(ckpt, dict) and ckpt and all(isinstance(v, torch.Tensor) for v in ckpt.values()):
-            hint = (" (a bare state dict: wrap it with ferkit.checkpoint.make_checkpoint and its model name, or "
-                    "fine-tune from a ferkit checkpoint with `ferkit train --init`)")
+            hint = (
+                " (a bare state dict: wrap it with ferkit.checkpoint.make_checkpoint and its model name, or "
+                "fine-tune from a ferkit checkpoint with `ferkit train --init`)"
+            )
         raise CheckpointError(f"{path}: not a ferkit checkpoint{hint}")
     if not isinstance(ckpt.get("format_version"), int) or ckpt["format_version"] > FORMAT_VERSION:
         raise CheckpointError(
             f"{path}: checkpoint format v{str(ckpt.get('format_version'))[:20]} is not one this ferkit understands "
-            f"(v{FORMAT_VERSION}); upgrade ferkit")
+            f"(v{FORMAT_VERSION}); upgrade ferkit"
+        )
     validate_checkpoint(ckpt, path)
     return ckpt
 
@@ -172,15 +178,21 @@ def validate_checkpoint(ckpt: dict, path: Any = "<checkpoint>") -> None:
     if not isinstance(inp, dict):
         raise bad("no input section")
     size = inp.get("size")
-    if (not isinstance(size, (list, tuple)) or len(size) != 2
-            or not all(isinstance(v, int) and 4 <= v <= MAX_INPUT_SIDE for v in size)):
+    if (
+        not isinstance(size, (list, tuple))
+        or len(size) != 2
+        or not all(isinstance(v, int) and 4 <= v <= MAX_INPUT_SIDE for v in size)
+    ):
         raise bad(f"input size {str(size)[:40]} (each side 4..{MAX_INPUT_SIDE})")
     if inp.get("channels") not in (1, 3):
         raise bad(f"input channels {str(inp.get('channels'))[:20]}")
     for k in ("mean", "std"):
         v = inp.get(k)
-        if not isinstance(v, (list, tuple)) or not v or not all(
-                isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in v):
+        if (
+            not isinstance(v, (list, tuple))
+            or not v
+            or not all(isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in v)
+        ):
             raise bad(f"input {k} is not a list of numbers")
     if any(x == 0 for x in inp.get("std") or []):
         raise bad("input std has a zero")
@@ -207,8 +219,10 @@ def validate_checkpoint(ckpt: dict, path: Any = "<checkpoint>") -> None:
         raise bad("state_dict is not a mapping of tensors")
     for k, v in sd.items():
         if v.is_floating_point() and not bool(torch.isfinite(v).all()):
-            raise CheckpointError(f"{path}: weight {str(k)[:80]} holds NaN or infinite values (the training "
-                                  "diverged): use an earlier checkpoint or a lower learning rate")
+            raise CheckpointError(
+                f"{path}: weight {str(k)[:80]} holds NaN or infinite values (the training "
+                "diverged): use an earlier checkpoint or a lower learning rate"
+            )
 
 
 def build_model(ckpt: dict, path: str | os.PathLike = "<checkpoint>") -> nn.Module:
@@ -220,13 +234,20 @@ def build_model(ckpt: dict, path: str | os.PathLike = "<checkpoint>") -> nn.Modu
     kwargs.pop("pretrained", None)  # weights come from the checkpoint, never from a download
     kwargs.pop("weights_path", None)
     try:
-        model = create_model(m["name"], num_classes=m["num_classes"], in_channels=m["in_channels"],
-                             task=m.get("task", "classify"), **kwargs)
+        model = create_model(
+            m["name"],
+            num_classes=m["num_classes"],
+            in_channels=m["in_channels"],
+            task=m.get("task", "classify"),
+            **kwargs,
+        )
     except FerkitError as e:
         raise CheckpointError(f"{path}: {e}") from e
     except (TypeError, ValueError, RuntimeError, OverflowError, MemoryError) as e:  # kwargs a builder cannot take
-        raise CheckpointError(f"{path}: damaged ferkit checkpoint (model {m['name']!r} cannot be built from its "
-                              f"arguments: {str(e).splitlines()[0][:120] if str(e) else type(e).__name__})") from None
+        raise CheckpointError(
+            f"{path}: damaged ferkit checkpoint (model {m['name']!r} cannot be built from its "
+            f"arguments: {str(e).splitlines()[0][:120] if str(e) else type(e).__name__})"
+        ) from None
     load_state(model, ckpt["state_dict"], path, m["name"])
     model.eval()
     return model
@@ -242,8 +263,10 @@ def load_state(model: nn.Module, state_dict: dict, path: Any, what: str) -> None
         parts = []
         if shape:
             k = shape[0]
-            parts.append(f"{len(shape)} shape mismatches, e.g. {k} is {tuple(state_dict[k].shape)} in the file "
-                         f"but {tuple(own[k].shape)} in the model")
+            parts.append(
+                f"{len(shape)} shape mismatches, e.g. {k} is {tuple(state_dict[k].shape)} in the file "
+                f"but {tuple(own[k].shape)} in the model"
+            )
         if missing:
             parts.append(f"{len(missing)} weights missing, e.g. {missing[0]}")
         if unexpected:

@@ -35,12 +35,32 @@ def run_demo(out: str | Path = "demo_out", quiet: bool = False) -> dict:
     say("[3/5] training seed1_cnn (source 001's model 0) on the expression labels")
     # No augmentation here: the synthetic faces are small and already posed/lit at random, and rotating
     # them +-15 degrees on top slows learning far past a demo's 8 epochs.
-    cls = api.train(data=str(data), model="seed1_cnn", epochs=8, batch_size=64, lr=2e-3, scheduler="cosine",
-                    seed=1, out=str(out / "runs" / "seed1_cnn"), quiet=quiet, overwrite=True)  # a rerun redoes it
+    cls = api.train(
+        data=str(data),
+        model="seed1_cnn",
+        epochs=8,
+        batch_size=64,
+        lr=2e-3,
+        scheduler="cosine",
+        seed=1,
+        out=str(out / "runs" / "seed1_cnn"),
+        quiet=quiet,
+        overwrite=True,
+    )  # a rerun redoes it
     say("[4/5] training a multitask model (expression + valence/arousal, source 003's task)")
-    mt = api.train(data=str(data), model="seed1_cnn", task="multitask", epochs=5, batch_size=64, lr=2e-3,
-                   scheduler="cosine", seed=1, out=str(out / "runs" / "seed1_cnn_multitask"), quiet=quiet,
-                   overwrite=True)
+    mt = api.train(
+        data=str(data),
+        model="seed1_cnn",
+        task="multitask",
+        epochs=5,
+        batch_size=64,
+        lr=2e-3,
+        scheduler="cosine",
+        seed=1,
+        out=str(out / "runs" / "seed1_cnn_multitask"),
+        quiet=quiet,
+        overwrite=True,
+    )
 
     say("[5/5] predicting on a few held-out test crops with the trained checkpoint")
     import csv
@@ -63,24 +83,36 @@ def run_demo(out: str | Path = "demo_out", quiet: bool = False) -> dict:
 
     summary: dict[str, Any] = {
         "seconds": round(time.time() - t0, 1),
-        "classify": {"run": str(cls.run_dir), "val_acc": cls.metrics.get("val_acc"),
-                     "test_acc": cls.metrics.get("test_acc")},
-        "multitask": {"run": str(mt.run_dir), "test_acc": mt.metrics.get("test_acc"),
-                      "test_valence_ccc": mt.metrics.get("test_valence_ccc"),
-                      "test_arousal_ccc": mt.metrics.get("test_arousal_ccc")},
+        "classify": {
+            "run": str(cls.run_dir),
+            "val_acc": cls.metrics.get("val_acc"),
+            "test_acc": cls.metrics.get("test_acc"),
+        },
+        "multitask": {
+            "run": str(mt.run_dir),
+            "test_acc": mt.metrics.get("test_acc"),
+            "test_valence_ccc": mt.metrics.get("test_valence_ccc"),
+            "test_arousal_ccc": mt.metrics.get("test_arousal_ccc"),
+        },
         "predictions": str(pred_file),
     }
     summary["report"] = str(ev.report)
     summary["photos"] = _demo_photos(out, say)
     (out / "demo_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     say("")
-    say(f"demo finished in {summary['seconds']:.0f} s (synthetic data: these numbers show the pipeline works, "
-        "they are not real-world accuracy)")
-    say(f"  classifier  {cls.run_dir}/: test acc {cls.metrics.get('test_acc', float('nan')):.3f}; best.pt, "
-        "metrics.csv, training_curves.png, confusion_matrix.png, predictions.csv, results.json")
-    say(f"  multitask   {mt.run_dir}/: test acc {mt.metrics.get('test_acc', float('nan')):.3f}, valence CCC "
+    say(
+        f"demo finished in {summary['seconds']:.0f} s (synthetic data: these numbers show the pipeline works, "
+        "they are not real-world accuracy)"
+    )
+    say(
+        f"  classifier  {cls.run_dir}/: test acc {cls.metrics.get('test_acc', float('nan')):.3f}; best.pt, "
+        "metrics.csv, training_curves.png, confusion_matrix.png, predictions.csv, results.json"
+    )
+    say(
+        f"  multitask   {mt.run_dir}/: test acc {mt.metrics.get('test_acc', float('nan')):.3f}, valence CCC "
         f"{mt.metrics.get('test_valence_ccc', float('nan')):.3f}, arousal CCC "
-        f"{mt.metrics.get('test_arousal_ccc', float('nan')):.3f}")
+        f"{mt.metrics.get('test_arousal_ccc', float('nan')):.3f}"
+    )
     say(f"  predictions {pred_file}")
     say(f"  report      {ev.report}")
     if summary["photos"]:
@@ -124,7 +156,6 @@ def _demo_photos(out: Path, say) -> dict | None:
         path = out / "photos" / f"{name}.annotated.jpg"
         cv2.imwrite(str(path), annotate(img, faces))
         annotated = annotated or path
-        say(f"  {name}: " + (", ".join(f"{f.label} ({f.score:.2f})" for f in faces) or "no face found")
-            + f" -> {path}")
+        say(f"  {name}: " + (", ".join(f"{f.label} ({f.score:.2f})" for f in faces) or "no face found") + f" -> {path}")
     (out / "photos" / "predictions.json").write_text(json.dumps(res, indent=1) + "\n")
     return {"annotated": str(annotated), "faces": {k: len(v) for k, v in res.items()}}

@@ -32,7 +32,6 @@ class TrainingError(FerkitError):
     """Training cannot go on (e.g. the loss became NaN); the last good checkpoint is kept."""
 
 
-
 def quote(s, limit: int = 200) -> str:
     """Quote user data for a one-line message: a ``repr`` of at most about ``limit`` characters.
 
@@ -47,7 +46,7 @@ def quote(s, limit: int = 200) -> str:
         n = len(s)
     r = repr(s[:limit])
     if len(r) > limit + 2:  # escapes (\n, \x00) made it longer
-        r = r[:limit + 1] + r[0]
+        r = r[: limit + 1] + r[0]
     elif n <= limit:
         return r
     return r + f"...({n:,} characters in all)"

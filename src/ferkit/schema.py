@@ -191,8 +191,7 @@ class Results(list):
                 seen.update(dict.fromkeys(f.probabilities))
         return list(seen)
 
-    def to_pandas(self, classes: list[str] | None = None, identity: bool | None = None,
-                  attributes: bool | None = None):
+    def to_pandas(self, classes: list[str] | None = None, identity: bool | None = None, attributes: bool | None = None):
         """A pandas DataFrame with one row per face plus one row per file without faces or with an error; the
         columns are the CSV's (:func:`table_columns`; ``identity`` columns by default when any face was matched
         against a gallery, ``attributes`` columns when any face was described), text as in Parquet
@@ -202,8 +201,9 @@ class Results(list):
             identity = any(f.identity is not None for r in self for f in r.faces)
         if attributes is None:
             attributes = any(f.attributes is not None for r in self for f in r.faces)
-        return table_frame([row for r in self for row in table_rows(r, classes, identity, attributes)], classes,
-                           identity, attributes)
+        return table_frame(
+            [row for r in self for row in table_rows(r, classes, identity, attributes)], classes, identity, attributes
+        )
 
 
 def _need_pandas():
@@ -217,15 +217,45 @@ def _need_pandas():
 
 
 # ------------------------------------------------------------------------------------------- tables
-BASE_COLUMNS = ("path", "status", "reason", "kind", "frame", "timestamp", "track", "face", "x1", "y1", "x2", "y2",
-                "det_score", "label", "score", "valence", "arousal", "model", "detector")
+BASE_COLUMNS = (
+    "path",
+    "status",
+    "reason",
+    "kind",
+    "frame",
+    "timestamp",
+    "track",
+    "face",
+    "x1",
+    "y1",
+    "x2",
+    "y2",
+    "det_score",
+    "label",
+    "score",
+    "valence",
+    "arousal",
+    "model",
+    "detector",
+)
 
 
 #: with a gallery (``identity=True``): the best match's name ("unknown" past the threshold) and its distance
 IDENTITY_COLUMNS = ("identity", "identity_distance")
 #: with attributes (``attributes=True``): the scalar ones (the 68 landmarks stay in JSON lines); empty when withheld
-ATTRIBUTE_COLUMNS = ("age", "gender", "gender_score", "yaw", "pitch", "roll", "spoof_score", "sharpness", "face_px",
-                     "frontalness", "quality_reason")
+ATTRIBUTE_COLUMNS = (
+    "age",
+    "gender",
+    "gender_score",
+    "yaw",
+    "pitch",
+    "roll",
+    "spoof_score",
+    "sharpness",
+    "face_px",
+    "frontalness",
+    "quality_reason",
+)
 
 
 def table_columns(classes: list[str], identity: bool = False, attributes: bool = False) -> list[str]:
@@ -240,8 +270,9 @@ def table_frame(rows: list[list[Any]], classes: list[str], identity: bool = Fals
     """:func:`table_rows` as a pandas DataFrame, text as valid UTF-8 (:func:`utf8_text`): pandas may keep text as
     Arrow strings and Parquet must, so a file name that is not UTF-8 is spelt with ``\\xNN`` escapes there."""
     pd = _need_pandas()
-    return pd.DataFrame([[utf8_text(v) for v in row] for row in rows],
-                        columns=table_columns(classes, identity, attributes))
+    return pd.DataFrame(
+        [[utf8_text(v) for v in row] for row in rows], columns=table_columns(classes, identity, attributes)
+    )
 
 
 def table_rows(r: FileResult, classes: list[str], identity: bool = False, attributes: bool = False) -> list[list[Any]]:
@@ -250,16 +281,39 @@ def table_rows(r: FileResult, classes: list[str], identity: bool = False, attrib
     n_id = len(IDENTITY_COLUMNS) if identity else 0
     n_attr = len(ATTRIBUTE_COLUMNS) if attributes else 0
     if not r.faces:
-        return [head + [r.kind] + [None] * (len(BASE_COLUMNS) - 6) + [r.model, r.detector]
-                + [None] * (n_id + n_attr + len(classes))]
+        return [
+            head
+            + [r.kind]
+            + [None] * (len(BASE_COLUMNS) - 6)
+            + [r.model, r.detector]
+            + [None] * (n_id + n_attr + len(classes))
+        ]
     rows = []
     for f in r.faces:
         d = f.to_dict()
         who = f.identity if isinstance(f.identity, dict) else {}
         ident = [who.get("name"), _r(who.get("distance"))][:n_id]
-        rows.append(head + [r.kind, f.frame, d.get("timestamp"), f.track, f.face, *d["box"], d["det_score"], f.label,
-                            d["score"], d.get("valence"), d.get("arousal"), r.model, r.detector] + ident
-                    + [d.get(c) for c in ATTRIBUTE_COLUMNS][:n_attr] + [d["probabilities"].get(c) for c in classes])
+        rows.append(
+            head
+            + [
+                r.kind,
+                f.frame,
+                d.get("timestamp"),
+                f.track,
+                f.face,
+                *d["box"],
+                d["det_score"],
+                f.label,
+                d["score"],
+                d.get("valence"),
+                d.get("arousal"),
+                r.model,
+                r.detector,
+            ]
+            + ident
+            + [d.get(c) for c in ATTRIBUTE_COLUMNS][:n_attr]
+            + [d["probabilities"].get(c) for c in classes]
+        )
     return rows
 
 
@@ -301,8 +355,15 @@ class ResultWriter:
     followed. File names that are not UTF-8 keep their bytes in CSV and JSON lines (``\\udcNN`` escapes) and
     become ``\\xNN`` in Parquet; CSV text cells starting with ``= + - @``, tab or CR get a leading ``'``."""
 
-    def __init__(self, fmt: str, classes: list[str], path=None, stream: TextIO | None = None,
-                 identity: bool = False, attributes: bool = False):
+    def __init__(
+        self,
+        fmt: str,
+        classes: list[str],
+        path=None,
+        stream: TextIO | None = None,
+        identity: bool = False,
+        attributes: bool = False,
+    ):
         from ferkit.errors import ConfigError
 
         if fmt not in FORMATS:
@@ -325,8 +386,7 @@ class ResultWriter:
         if path is not None and fmt != "parquet":
             from ferkit.utils import atomic_open
 
-            self._out = atomic_open(path, "w", newline="", encoding="utf-8", errors="surrogateescape",
-                                    what="--output")
+            self._out = atomic_open(path, "w", newline="", encoding="utf-8", errors="surrogateescape", what="--output")
             self.fh = self._out.__enter__()
         else:
             self.fh = cast(TextIO, stream)  # None only for parquet, which never writes through fh
@@ -391,9 +451,15 @@ def openapi_models():
     def annotation(kind: str, face_model=None):
         if kind in _JSON_TYPES:
             return _JSON_TYPES[kind]
-        return {"box": list[float], "size": list[int], "landmarks": dict[str, list[float]],
-                "probabilities": dict[str, float], "any": Any, "faces": list[face_model],
-                "points": list[list[float]]}[kind]
+        return {
+            "box": list[float],
+            "size": list[int],
+            "landmarks": dict[str, list[float]],
+            "probabilities": dict[str, float],
+            "any": Any,
+            "faces": list[face_model],
+            "points": list[list[float]],
+        }[kind]
 
     def build(name, table, face_model=None):
         fields = {}
@@ -410,4 +476,3 @@ def openapi_models():
     file = build("FileResult", FILE_FIELDS, face)
     batch = create_model("BatchResult", results=(list[file], ...))
     return face, file, batch
-

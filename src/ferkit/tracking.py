@@ -79,12 +79,19 @@ class WandbLogger:
     """A training run in W&B; offline (see :func:`start_wandb`) keeps everything in ``RUN/wandb``."""
 
     def __init__(self, cfg, run_dir: Path):
-        self.wandb, self.run = start_wandb(project=cfg.wandb_project, name=Path(cfg.out).name, dir=str(run_dir),
-                                           config=cfg.to_dict())
+        self.wandb, self.run = start_wandb(
+            project=cfg.wandb_project, name=Path(cfg.out).name, dir=str(run_dir), config=cfg.to_dict()
+        )
 
     def log(self, row: dict, step: int) -> None:
-        self.run.log({k.replace("_", "/", 1) if k.startswith(("train_", "val_")) else k: v
-                      for k, v in row.items() if isinstance(v, (int, float))}, step=step)
+        self.run.log(
+            {
+                k.replace("_", "/", 1) if k.startswith(("train_", "val_")) else k: v
+                for k, v in row.items()
+                if isinstance(v, (int, float))
+            },
+            step=step,
+        )
 
     def summary(self, metrics: dict, run_dir: Path) -> None:
         for k, v in metrics.items():

@@ -70,13 +70,16 @@ def output_error(path, e: OSError, what: str = "output") -> OutputError:
     from ferkit.errors import quote
 
     why = e.strerror or str(e) or type(e).__name__
-    hint = {errno.ENOSPC: "free some space or write elsewhere", errno.EDQUOT: "free some space or write elsewhere",
-            errno.EROFS: "the file system is read-only: write elsewhere",
-            errno.EACCES: "write elsewhere or fix the folder's permissions",
-            errno.EPERM: "write elsewhere or fix the folder's permissions",
-            errno.EISDIR: "it is a folder: give a file name",
-            errno.ENOTDIR: "a part of the path is a file, not a folder",
-            errno.EFBIG: "the file is too large for this file system or limit"}.get(e.errno or 0, "write elsewhere")
+    hint = {
+        errno.ENOSPC: "free some space or write elsewhere",
+        errno.EDQUOT: "free some space or write elsewhere",
+        errno.EROFS: "the file system is read-only: write elsewhere",
+        errno.EACCES: "write elsewhere or fix the folder's permissions",
+        errno.EPERM: "write elsewhere or fix the folder's permissions",
+        errno.EISDIR: "it is a folder: give a file name",
+        errno.ENOTDIR: "a part of the path is a file, not a folder",
+        errno.EFBIG: "the file is too large for this file system or limit",
+    }.get(e.errno or 0, "write elsewhere")
     err = OutputError(f"{what} {quote(os.fspath(path))}: cannot write ({why}); {hint}", e.errno)
     err.strerror, err.filename = why, os.fspath(path)
     return err
@@ -140,8 +143,15 @@ def _drop(tmp: str, e: BaseException, path: str, what: str, ours: bool):
 
 
 @contextlib.contextmanager
-def atomic_open(path: str | os.PathLike, mode: str = "wb", *, encoding: str | None = None, errors: str | None = None,
-                newline: str | None = None, what: str = "output"):
+def atomic_open(
+    path: str | os.PathLike,
+    mode: str = "wb",
+    *,
+    encoding: str | None = None,
+    errors: str | None = None,
+    newline: str | None = None,
+    what: str = "output",
+):
     """Open ``path`` for writing as a whole: yields a file object; on a clean exit the written file is in place
     by the rules above (regular files atomically, devices / FIFOs / ``-`` directly, symbolic links followed);
     on an exception the temporary file is removed and ``path`` is as it was. OS errors of writing become one
@@ -230,8 +240,11 @@ def atomic_dir(path: str | os.PathLike, *, replace: bool = False, what: str = "o
     if target == Path.cwd() or target in Path.cwd().parents:
         from ferkit.errors import quote
 
-        raise OutputError(f"{what} {quote(os.fspath(path))}: is the current folder (or holds it), which is never "
-                          "replaced as a whole; give a new folder name", errno.EINVAL)
+        raise OutputError(
+            f"{what} {quote(os.fspath(path))}: is the current folder (or holds it), which is never "
+            "replaced as a whole; give a new folder name",
+            errno.EINVAL,
+        )
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
@@ -278,8 +291,9 @@ def check_output(path: str | os.PathLike, what: str = "--output", *, folder: boo
         return
     target = _target(p)
     if not folder and os.path.isdir(target):
-        raise OutputError(f"{what} {quote(p)} is a folder: give a file name, e.g. "
-                          f"{quote(os.path.join(p, 'results'))}", errno.EISDIR)
+        raise OutputError(
+            f"{what} {quote(p)} is a folder: give a file name, e.g. {quote(os.path.join(p, 'results'))}", errno.EISDIR
+        )
     if not folder and is_special_file(target):
         if not os.access(target, os.W_OK):
             raise OutputError(f"{what} {quote(p)}: cannot write (permission denied); write elsewhere", errno.EACCES)
@@ -290,8 +304,9 @@ def check_output(path: str | os.PathLike, what: str = "--output", *, folder: boo
     while not os.path.lexists(probe_dir):
         probe_dir = os.path.dirname(probe_dir)
     if not os.path.isdir(probe_dir):
-        raise OutputError(f"{what} {quote(p)}: {quote(probe_dir)} is a file, not a folder; write elsewhere",
-                          errno.ENOTDIR)
+        raise OutputError(
+            f"{what} {quote(p)}: {quote(probe_dir)} is a file, not a folder; write elsewhere", errno.ENOTDIR
+        )
     try:
         fd, probe = tempfile.mkstemp(prefix=".ferkit-probe-", dir=probe_dir)
         os.close(fd)
@@ -465,8 +480,16 @@ def progress(iterable=None, *, total=None, desc=None, unit="it", quiet=False, le
     """A tqdm bar with throughput, shown only when :func:`progress_enabled` says so."""
     from tqdm.auto import tqdm
 
-    return tqdm(iterable, total=total, desc=desc, unit=unit, disable=not progress_enabled(quiet), leave=leave,
-                dynamic_ncols=True, **kw)
+    return tqdm(
+        iterable,
+        total=total,
+        desc=desc,
+        unit=unit,
+        disable=not progress_enabled(quiet),
+        leave=leave,
+        dynamic_ncols=True,
+        **kw,
+    )
 
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
@@ -482,11 +505,21 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
 
 # (magic bytes, offset, what the file is) for formats people hand ferkit by mistake; checked in this order
 _SIGNATURES = [
-    (b"\x89PNG\r\n\x1a\n", 0, "a PNG image"), (b"\xff\xd8\xff", 0, "a JPEG image"), (b"GIF8", 0, "a GIF image"),
-    (b"II*\x00", 0, "a TIFF image"), (b"MM\x00*", 0, "a TIFF image"), (b"WEBP", 8, "a WebP image"),
-    (b"BM", 0, "a BMP image"), (b"%PDF", 0, "a PDF document"), (b"\x1f\x8b", 0, "a gzip archive"),
-    (b"BZh", 0, "a bzip2 archive"), (b"\xfd7zXZ\x00", 0, "an xz archive"), (b"7z\xbc\xaf\x27\x1c", 0, "a 7z archive"),
-    (b"\x28\xb5\x2f\xfd", 0, "a zstd archive"), (b"ustar", 257, "a tar archive"), (b"\x89HDF", 0, "an HDF5 file"),
+    (b"\x89PNG\r\n\x1a\n", 0, "a PNG image"),
+    (b"\xff\xd8\xff", 0, "a JPEG image"),
+    (b"GIF8", 0, "a GIF image"),
+    (b"II*\x00", 0, "a TIFF image"),
+    (b"MM\x00*", 0, "a TIFF image"),
+    (b"WEBP", 8, "a WebP image"),
+    (b"BM", 0, "a BMP image"),
+    (b"%PDF", 0, "a PDF document"),
+    (b"\x1f\x8b", 0, "a gzip archive"),
+    (b"BZh", 0, "a bzip2 archive"),
+    (b"\xfd7zXZ\x00", 0, "an xz archive"),
+    (b"7z\xbc\xaf\x27\x1c", 0, "a 7z archive"),
+    (b"\x28\xb5\x2f\xfd", 0, "a zstd archive"),
+    (b"ustar", 257, "a tar archive"),
+    (b"\x89HDF", 0, "an HDF5 file"),
     (b"\x93NUMPY", 0, "a numpy .npy array"),
 ]
 
@@ -498,8 +531,10 @@ def check_checkpoint_kind(path: str | os.PathLike) -> None:
 
     kind = sniff_file_kind(path)
     if kind is not None:
-        raise CheckpointError(f"{path}: is {kind}, not a model checkpoint; give a .pt file `ferkit train` wrote "
-                              "(RUN/best.pt), a run folder, a zoo name or an exported .onnx file")
+        raise CheckpointError(
+            f"{path}: is {kind}, not a model checkpoint; give a .pt file `ferkit train` wrote "
+            "(RUN/best.pt), a run folder, a zoo name or an exported .onnx file"
+        )
 
 
 def sniff_file_kind(path: str | os.PathLike) -> str | None:
@@ -514,7 +549,7 @@ def sniff_file_kind(path: str | os.PathLike) -> str | None:
     if not head:
         return "an empty file (0 bytes)"
     for magic, at, what in _SIGNATURES:
-        if head[at:at + len(magic)] == magic:
+        if head[at : at + len(magic)] == magic:
             return what
     if head.startswith(b"PK\x03\x04"):
         import zipfile
@@ -547,8 +582,10 @@ TRAIN_MODULES = ("torch", "torchvision", "onnx", "safetensors")
 def missing_train_extra(what: str, module: str = "torch") -> ConfigError:
     """The one-line error for ``what`` (a command or function) needing ``module`` from the train extra."""
     name = {"torch": "PyTorch", "torchvision": "torchvision", "onnx": "onnx (for export)"}.get(module, module)
-    return ConfigError(f"{what} needs {name}, which this install lacks (plain `pip install ferkit` predicts with the "
-                       f"zoo models on ONNX Runtime only): {TRAIN_INSTALL}")
+    return ConfigError(
+        f"{what} needs {name}, which this install lacks (plain `pip install ferkit` predicts with the "
+        f"zoo models on ONNX Runtime only): {TRAIN_INSTALL}"
+    )
 
 
 def require_torch(what: str) -> None:

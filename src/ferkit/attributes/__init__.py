@@ -226,9 +226,10 @@ def describe(image_rgb: np.ndarray, faces, names=ATTRIBUTES, backend: str = "onn
         # face-api's detectAllFaces().withAgeAndGender() framing: the detection box, squared; and its mirror image,
         # averaged (the model moves by up to ~0.4 in P(male) between a face and its mirror image, see the README)
         xag = np.stack([chipsbox[i] for i in ok])
-        both = decode(AGEGENDER, _model(AGEGENDER, backend)(_normalise(np.concatenate([xag, xag[:, :, ::-1]]),
-                                                                         AGEGENDER)))
-        out["ag"] = (both[: len(ok)] + both[len(ok):]) / 2
+        both = decode(
+            AGEGENDER, _model(AGEGENDER, backend)(_normalise(np.concatenate([xag, xag[:, :, ::-1]]), AGEGENDER))
+        )
+        out["ag"] = (both[: len(ok)] + both[len(ok) :]) / 2
     if ok and "spoof" in names:
         x128 = np.stack([chips128[i] for i in ok])
         out["sp"] = decode(ANTISPOOF, _model(ANTISPOOF, backend)(_normalise(x128, ANTISPOOF)))

@@ -32,14 +32,28 @@ def build_parser() -> argparse.ArgumentParser:
     from ferkit import __version__
     from ferkit.cli import data, evaluate, faces, identity, predict, train
 
-    p = argparse.ArgumentParser(prog="ferkit", description="Facial expression recognition: data, models, training, "
-                                "evaluation, prediction, serving.", epilog=EXAMPLES,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="ferkit",
+        description="Facial expression recognition: data, models, training, evaluation, prediction, serving.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--version", action="version", version=f"ferkit {__version__}")
-    p.add_argument("--progress", dest="progress", action="store_const", const="1", default=None,
-                   help="show progress bars even when stderr is not a terminal")
-    p.add_argument("--no-progress", dest="progress", action="store_const", const="0",
-                   help="never show progress bars (they show only on a terminal by default)")
+    p.add_argument(
+        "--progress",
+        dest="progress",
+        action="store_const",
+        const="1",
+        default=None,
+        help="show progress bars even when stderr is not a terminal",
+    )
+    p.add_argument(
+        "--no-progress",
+        dest="progress",
+        action="store_const",
+        const="0",
+        help="never show progress bars (they show only on a terminal by default)",
+    )
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     for module in (data, train, evaluate, predict, identity, faces):
         module.add_parsers(sub)

@@ -10,9 +10,14 @@ import argparse
 
 def add_command(sub, name: str, help: str, examples: str, func=None, **kw) -> argparse.ArgumentParser:
     """A subcommand with its one-line help and an examples block (every subcommand has one)."""
-    p = sub.add_parser(name, help=help, description=help[:1].upper() + help[1:] + ".",
-                       epilog="examples:\n" + examples.strip("\n"),
-                       formatter_class=argparse.RawDescriptionHelpFormatter, **kw)
+    p = sub.add_parser(
+        name,
+        help=help,
+        description=help[:1].upper() + help[1:] + ".",
+        epilog="examples:\n" + examples.strip("\n"),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        **kw,
+    )
     if func is not None:
         p.set_defaults(func=func)
     return p

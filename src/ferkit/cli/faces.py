@@ -6,11 +6,16 @@ from ferkit.cli.common import add_command, print_rows
 
 
 def add_parsers(sub) -> None:
-    d = add_command(sub, "detectors", "list the face detectors (what each is for, input, landmarks, speed, licence)",
-                    """
+    d = add_command(
+        sub,
+        "detectors",
+        "list the face detectors (what each is for, input, landmarks, speed, licence)",
+        """
   ferkit detectors
   ferkit detectors --json
-  ferkit predict photos/ --detector tinyface""", cmd_detectors)
+  ferkit predict photos/ --detector tinyface""",
+        cmd_detectors,
+    )
     d.add_argument("--json", action="store_true", help="machine-readable output")
 
 
@@ -24,7 +29,9 @@ def cmd_detectors(a) -> int:
         name = r["name"] + (" (default)" if r["default"] else "")
         if r["score_threshold"] is None:  # its code cannot be imported here
             return f"{name:<{w}} {r['for']}"
-        return (f"{name:<{w}} {r['for']}\n{'':<{w}} input: {r['input']}; landmarks: {r['landmarks']}; "
-                f"speed: {r['speed']}; default score_threshold {r['score_threshold']:g}; licence: {r['licence']}")
+        return (
+            f"{name:<{w}} {r['for']}\n{'':<{w}} input: {r['input']}; landmarks: {r['landmarks']}; "
+            f"speed: {r['speed']}; default score_threshold {r['score_threshold']:g}; licence: {r['licence']}"
+        )
 
     return print_rows(rows, a.json, f"{'detector':<{w}} what it is for", line)

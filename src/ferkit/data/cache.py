@@ -56,9 +56,19 @@ def file_stamp(path: str | os.PathLike) -> list[int]:
 
 def cache_key(fmt: str, path: str | os.PathLike, listing, params: dict, loader_version: int) -> str:
     """A directory name for one decoded dataset: ``<format>-<name>-<sha256 prefix>``."""
-    payload = json.dumps({"cache": CACHE_VERSION, "format": fmt, "path": str(Path(path).resolve()),
-                          "listing": listing, "params": params, "loader": loader_version},
-                         sort_keys=True, separators=(",", ":"), default=str)
+    payload = json.dumps(
+        {
+            "cache": CACHE_VERSION,
+            "format": fmt,
+            "path": str(Path(path).resolve()),
+            "listing": listing,
+            "params": params,
+            "loader": loader_version,
+        },
+        sort_keys=True,
+        separators=(",", ":"),
+        default=str,
+    )
     digest = hashlib.sha256(payload.encode("utf-8")).hexdigest()[:32]
     name = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in Path(path).name)[:40] or "data"
     return f"{fmt}-{name}-{digest}"
@@ -104,8 +114,9 @@ def assemble(fmt: str, root: str, arrays: dict, meta: dict) -> FaceDataset:
         part: dict[str, Any] = {k: (None if arrays.get(k) is None else arrays[k][a:b]) for k in ARRAYS}
         splits[name] = Split(ids=list(ids[a:b]), **part)
     problems = [p if isinstance(p, Problem) else Problem(*p) for p in meta.get("problems", [])]
-    return FaceDataset(name=meta["name"], format=fmt, root=root, classes=list(meta["classes"]), splits=splits,
-                       problems=problems)
+    return FaceDataset(
+        name=meta["name"], format=fmt, root=root, classes=list(meta["classes"]), splits=splits, problems=problems
+    )
 
 
 def load_entry(directory: Path, fmt: str, root: str) -> FaceDataset | None:
@@ -132,8 +143,9 @@ def load_entry(directory: Path, fmt: str, root: str) -> FaceDataset | None:
     return assemble(fmt, root, arrays, meta)
 
 
-def load_or_build(fmt: str, root: str | os.PathLike, *, listing, params: dict, loader_version: int,
-                  build: BuildFn, cache: bool = True) -> FaceDataset:
+def load_or_build(
+    fmt: str, root: str | os.PathLike, *, listing, params: dict, loader_version: int, build: BuildFn, cache: bool = True
+) -> FaceDataset:
     """Return the cached dataset for these inputs, building (and caching) it first when needed.
 
     With ``cache=False`` the dataset is built in memory and nothing is written.
@@ -156,8 +168,12 @@ def load_or_build(fmt: str, root: str | os.PathLike, *, listing, params: dict, l
     try:
         tmp = entry.__enter__()
     except OSError as e:  # a read-only home, a full disk: still load, just without the cache
-        warnings.warn(f"dataset cache {base} is not writable ({e.strerror or e}); decoding into memory this time "
-                      "(set FERKIT_CACHE_DIR to a writable folder to cache)", RuntimeWarning, stacklevel=2)
+        warnings.warn(
+            f"dataset cache {base} is not writable ({e.strerror or e}); decoding into memory this time "
+            "(set FERKIT_CACHE_DIR to a writable folder to cache)",
+            RuntimeWarning,
+            stacklevel=2,
+        )
         arrays, meta = build(Scratch(None))
         return assemble(fmt, root, arrays, meta)
     try:
@@ -177,13 +193,16 @@ def load_or_build(fmt: str, root: str | os.PathLike, *, listing, params: dict, l
     if ds is None:  # pragma: no cover - only if the disk lost what we just wrote
         from ferkit.errors import DataError
 
-        raise DataError(f"{final}: the dataset cache entry just written cannot be read back; check the disk or "
-                        "set FERKIT_CACHE_DIR to another place")
+        raise DataError(
+            f"{final}: the dataset cache entry just written cannot be read back; check the disk or "
+            "set FERKIT_CACHE_DIR to another place"
+        )
     return ds
 
 
-def _write_entry(tmp: Path, arrays: dict, meta: dict, *, fmt: str, root: str, params: dict,
-                 loader_version: int) -> None:
+def _write_entry(
+    tmp: Path, arrays: dict, meta: dict, *, fmt: str, root: str, params: dict, loader_version: int
+) -> None:
     present = []
     for name in ARRAYS:
         arr = arrays.get(name)
@@ -196,19 +215,22 @@ def _write_entry(tmp: Path, arrays: dict, meta: dict, *, fmt: str, root: str, pa
         else:
             np.save(target, np.ascontiguousarray(arr))
     atomic_write_json(tmp / "ids.json", list(meta["ids"]))
-    atomic_write_json(tmp / "meta.json", {
-        "cache_version": CACHE_VERSION,
-        "format": fmt,
-        "root": root,
-        "name": meta["name"],
-        "classes": list(meta["classes"]),
-        "splits": {k: [int(a), int(b)] for k, (a, b) in meta["splits"].items()},
-        "arrays": present,
-        "problems": [{"path": p.path, "reason": p.reason} for p in meta.get("problems", [])],
-        "params": params,
-        "loader_version": loader_version,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
-    })
+    atomic_write_json(
+        tmp / "meta.json",
+        {
+            "cache_version": CACHE_VERSION,
+            "format": fmt,
+            "root": root,
+            "name": meta["name"],
+            "classes": list(meta["classes"]),
+            "splits": {k: [int(a), int(b)] for k, (a, b) in meta["splits"].items()},
+            "arrays": present,
+            "problems": [{"path": p.path, "reason": p.reason} for p in meta.get("problems", [])],
+            "params": params,
+            "loader_version": loader_version,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        },
+    )
 
 
 def _remove_tree(path: Path) -> None:

@@ -43,8 +43,17 @@ EXPECTED_COLUMNS = ("emotion", "pixels", "Usage")
 _CHUNK = 2048
 
 
-def load_fer2013(path, *, image_size=None, channels=None, seed: int = 0, val_fraction: float = 0.1,
-                 test_fraction: float = 0.1, cache: bool = True, quiet: bool = False):
+def load_fer2013(
+    path,
+    *,
+    image_size=None,
+    channels=None,
+    seed: int = 0,
+    val_fraction: float = 0.1,
+    test_fraction: float = 0.1,
+    cache: bool = True,
+    quiet: bool = False,
+):
     """Load a FER2013-style CSV into a :class:`~ferkit.data.base.FaceDataset` (classes in FER2013 order:
     angry, disgust, fear, happy, sad, surprise, neutral). Images keep the file's size (48x48) and one
     channel unless ``image_size`` / ``channels`` say otherwise."""
@@ -70,18 +79,25 @@ def load_fer2013(path, *, image_size=None, channels=None, seed: int = 0, val_fra
         n = len(labels)
         images = scratch.empty("images", (n, h, w, c), np.uint8)
         for s in range(0, n, _CHUNK):
-            rows = pixels[order[s:s + _CHUNK]].reshape(-1, side, side)
+            rows = pixels[order[s : s + _CHUNK]].reshape(-1, side, side)
             if (h, w) != (side, side):
                 rows = _resize_all(rows, h, w)
-            images[s:s + len(rows)] = rows[..., None]
+            images[s : s + len(rows)] = rows[..., None]
         del pixels
         ids = [f"{path.name}:{linenos[i]}" for i in order.tolist()]
         arrays = {"images": images, "labels": labels[order].astype(np.int64)}
         meta = {"name": path.name, "classes": list(FER2013_CLASSES), "splits": ranges, "ids": ids, "problems": []}
         return arrays, meta
 
-    return load_or_build("fer2013", path, listing=file_stamp(path), params=params, loader_version=LOADER_VERSION,
-                         build=build, cache=cache)
+    return load_or_build(
+        "fer2013",
+        path,
+        listing=file_stamp(path),
+        params=params,
+        loader_version=LOADER_VERSION,
+        build=build,
+        cache=cache,
+    )
 
 
 def _resize_all(rows: np.ndarray, h: int, w: int) -> np.ndarray:
@@ -111,11 +127,15 @@ def _read_columns(path: Path) -> dict[str, int]:
         cols["emotion"] = cols["label"]
     found = quote(", ".join(names), 80) if any(names) else "none (empty first line)"
     if "pixels" not in cols:
-        raise DataError(f"{path}: not a FER2013 CSV: columns found: {found}; expected: {', '.join(EXPECTED_COLUMNS)} "
-                        "(Usage optional)")
+        raise DataError(
+            f"{path}: not a FER2013 CSV: columns found: {found}; expected: {', '.join(EXPECTED_COLUMNS)} "
+            "(Usage optional)"
+        )
     if "emotion" not in cols:
-        raise DataError(f"{path}: has no 'emotion' (or 'label') column (columns found: {found}): unlabelled "
-                        "images cannot be trained or evaluated on; use `ferkit predict` for them")
+        raise DataError(
+            f"{path}: has no 'emotion' (or 'label') column (columns found: {found}): unlabelled "
+            "images cannot be trained or evaluated on; use `ferkit predict` for them"
+        )
     return cols
 
 
@@ -135,8 +155,10 @@ def _parse(path: Path, cols: dict[str, int], *, quiet: bool):
             pend_px.clear()
             pend_ln.clear()
 
-    with open(path, "rb") as f, progress(total=total, desc=f"parse {path.name}", unit="B", unit_scale=True,
-                                         quiet=quiet) as bar:
+    with (
+        open(path, "rb") as f,
+        progress(total=total, desc=f"parse {path.name}", unit="B", unit_scale=True, quiet=quiet) as bar,
+    ):
         header = f.readline()
         done = len(header)
         lineno = 1
@@ -149,31 +171,36 @@ def _parse(path: Path, cols: dict[str, int], *, quiet: bool):
             fields = _split_fields(line)
             if len(fields) < nfields:
                 names = ", ".join(k for k, _ in sorted(cols.items(), key=lambda kv: kv[1]))
-                raise DataError(f"{path}: line {lineno}: {len(fields)} field(s), expected {nfields} "
-                                f"(columns {quote(names, 100)})")
+                raise DataError(
+                    f"{path}: line {lineno}: {len(fields)} field(s), expected {nfields} (columns {quote(names, 100)})"
+                )
             raw = fields[ie]
             try:
                 y = int(raw)
             except ValueError:
-                raise DataError(f"{path}: line {lineno}: emotion {quote(raw, 100)} is not an integer "
-                                "0-6") from None
+                raise DataError(f"{path}: line {lineno}: emotion {quote(raw, 100)} is not an integer 0-6") from None
             if not 0 <= y <= 6:
-                raise DataError(f"{path}: line {lineno}: emotion {y} is out of range 0-6 "
-                                f"({', '.join(f'{i}={n}' for i, n in enumerate(FER2013_CLASSES))})")
+                raise DataError(
+                    f"{path}: line {lineno}: emotion {y} is out of range 0-6 "
+                    f"({', '.join(f'{i}={n}' for i, n in enumerate(FER2013_CLASSES))})"
+                )
             if iu is not None:
                 u = fields[iu].decode(errors="replace")
                 split = SPLIT_ALIASES.get(u.lower())
                 if split is None:
-                    raise DataError(f"{path}: line {lineno}: Usage {quote(u, 100)} is not one of Training, PublicTest, "
-                                    "PrivateTest")
+                    raise DataError(
+                        f"{path}: line {lineno}: Usage {quote(u, 100)} is not one of Training, PublicTest, PrivateTest"
+                    )
                 codes.append(SPLIT_CODES[split])
             px = fields[ip]
             if npx is None:
                 npx = len(px.split())
                 side = math.isqrt(npx)
                 if side * side != npx or npx == 0:
-                    raise DataError(f"{path}: line {lineno}: {npx} pixel values do not make a square image "
-                                    "(FER2013 rows have 48x48 = 2304)")
+                    raise DataError(
+                        f"{path}: line {lineno}: {npx} pixel values do not make a square image "
+                        "(FER2013 rows have 48x48 = 2304)"
+                    )
             labels.append(y)
             linenos.append(lineno)
             pend_px.append(px)
@@ -204,11 +231,12 @@ def _parse_pixels(path: Path, rows: list[bytes], linenos: list[int], npx: int) -
             toks = px.split()
             bad = next((t for t in toks if not t.isdigit()), None)
             if bad is not None:
-                raise DataError(f"{path}: line {ln}: pixel value {quote(bad, 100)} is not an "
-                                "integer 0-255")
+                raise DataError(f"{path}: line {ln}: pixel value {quote(bad, 100)} is not an integer 0-255")
             if len(toks) != npx:
-                raise DataError(f"{path}: line {ln}: {len(toks)} pixel values, expected {npx} "
-                                f"({math.isqrt(npx)}x{math.isqrt(npx)}) like the first row")
+                raise DataError(
+                    f"{path}: line {ln}: {len(toks)} pixel values, expected {npx} "
+                    f"({math.isqrt(npx)}x{math.isqrt(npx)}) like the first row"
+                )
         raise DataError(f"{path}: lines {linenos[0]}-{linenos[-1]}: pixel values cannot be parsed")  # pragma: no cover
     arr = arr.reshape(len(rows), npx)
     if arr.size and (arr.min() < 0 or arr.max() > 255):

@@ -36,11 +36,16 @@ from ferkit.utils import atomic_dir, atomic_write_bytes, cache_root
 DATA_DIR_ENV = "FERKIT_DATA_DIR"
 TIMEOUT_ENV = "FERKIT_FETCH_TIMEOUT"
 FERPLUS_URL = "https://raw.githubusercontent.com/microsoft/FERPlus/master/fer2013new.csv"
-FER2013_CSV_URL = ("https://www.kaggle.com/c/challenges-in-representation-learning-facial-expression-recognition-"
-                   "challenge/data")
+FER2013_CSV_URL = (
+    "https://www.kaggle.com/c/challenges-in-representation-learning-facial-expression-recognition-challenge/data"
+)
 FERPLUS_CLASSES = ["neutral", "happiness", "surprise", "sadness", "anger", "disgust", "fear", "contempt"]
-_IDX_FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz",
-              "t10k-labels-idx1-ubyte.gz")
+_IDX_FILES = (
+    "train-images-idx3-ubyte.gz",
+    "train-labels-idx1-ubyte.gz",
+    "t10k-images-idx3-ubyte.gz",
+    "t10k-labels-idx1-ubyte.gz",
+)
 
 
 @dataclass(frozen=True)
@@ -55,27 +60,53 @@ class DatasetInfo:
     format: str  # the ferkit format the returned path loads as
 
 
-DATASETS: dict[str, DatasetInfo] = {d.name: d for d in (
-    DatasetInfo("fer2013", "FER2013: 35,887 grey 48x48 faces, 7 expressions (Kaggle folders or the classic CSV)",
-                "https://www.kaggle.com/datasets/msambare/fer2013",
-                "research use only (ICML 2013 challenge data; no explicit licence)",
-                "fer2013/train/<class>/*.png + fer2013/test/<class>/*.png, or fer2013/fer2013.csv", "folder|fer2013"),
-    DatasetInfo("face-expression", "Face Expression Recognition Dataset (source 001): 48x48 faces, 7 classes, "
-                "images/train + images/validation",
-                "https://www.kaggle.com/datasets/jonathanoheix/face-expression-recognition-dataset",
-                "see the Kaggle page (FER2013-derived; research use)",
-                "face-expression/images/{train,validation}/<class>/*.jpg", "folder"),
-    DatasetInfo("ferplus", "FER+: FER2013 images relabelled by 10 annotators into 8 classes (majority vote)",
-                FERPLUS_URL, "labels MIT (microsoft/FERPlus); images as FER2013 (research use only)",
-                "ferplus/fer2013new.csv + fer2013.csv (here or in fer2013/) -> ferplus/images/{train,val,test}/"
-                "<class>/*.png", "folder"),
-    DatasetInfo("mnist", "MNIST: 70,000 grey 28x28 handwritten digits, 10 classes",
-                "https://ossci-datasets.s3.amazonaws.com/mnist/", "CC BY-SA 3.0 (Yann LeCun and Corinna Cortes)",
-                "mnist/MNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz]", "idx"),
-    DatasetInfo("fashion-mnist", "Fashion-MNIST: 70,000 grey 28x28 clothing images, 10 classes (source 002)",
-                "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/", "MIT (Zalando Research)",
-                "fashion-mnist/FashionMNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz]", "idx"),
-)}
+DATASETS: dict[str, DatasetInfo] = {
+    d.name: d
+    for d in (
+        DatasetInfo(
+            "fer2013",
+            "FER2013: 35,887 grey 48x48 faces, 7 expressions (Kaggle folders or the classic CSV)",
+            "https://www.kaggle.com/datasets/msambare/fer2013",
+            "research use only (ICML 2013 challenge data; no explicit licence)",
+            "fer2013/train/<class>/*.png + fer2013/test/<class>/*.png, or fer2013/fer2013.csv",
+            "folder|fer2013",
+        ),
+        DatasetInfo(
+            "face-expression",
+            "Face Expression Recognition Dataset (source 001): 48x48 faces, 7 classes, "
+            "images/train + images/validation",
+            "https://www.kaggle.com/datasets/jonathanoheix/face-expression-recognition-dataset",
+            "see the Kaggle page (FER2013-derived; research use)",
+            "face-expression/images/{train,validation}/<class>/*.jpg",
+            "folder",
+        ),
+        DatasetInfo(
+            "ferplus",
+            "FER+: FER2013 images relabelled by 10 annotators into 8 classes (majority vote)",
+            FERPLUS_URL,
+            "labels MIT (microsoft/FERPlus); images as FER2013 (research use only)",
+            "ferplus/fer2013new.csv + fer2013.csv (here or in fer2013/) -> ferplus/images/{train,val,test}/"
+            "<class>/*.png",
+            "folder",
+        ),
+        DatasetInfo(
+            "mnist",
+            "MNIST: 70,000 grey 28x28 handwritten digits, 10 classes",
+            "https://ossci-datasets.s3.amazonaws.com/mnist/",
+            "CC BY-SA 3.0 (Yann LeCun and Corinna Cortes)",
+            "mnist/MNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz]",
+            "idx",
+        ),
+        DatasetInfo(
+            "fashion-mnist",
+            "Fashion-MNIST: 70,000 grey 28x28 clothing images, 10 classes (source 002)",
+            "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
+            "MIT (Zalando Research)",
+            "fashion-mnist/FashionMNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz]",
+            "idx",
+        ),
+    )
+}
 _KAGGLE = {"fer2013": "msambare/fer2013", "face-expression": "jonathanoheix/face-expression-recognition-dataset"}
 
 
@@ -97,8 +128,17 @@ def list_datasets(root=None) -> list[dict]:
             placed = _placed(info.name, base / info.name) is not None
         except DataError:
             placed = False
-        rows.append({"name": info.name, "description": info.description, "url": info.url, "licence": info.licence,
-                     "layout": info.layout, "path": str(base / info.name), "placed": placed})
+        rows.append(
+            {
+                "name": info.name,
+                "description": info.description,
+                "url": info.url,
+                "licence": info.licence,
+                "layout": info.layout,
+                "path": str(base / info.name),
+                "placed": placed,
+            }
+        )
     return rows
 
 
@@ -107,8 +147,10 @@ def fetch_dataset(name: str, root=None, force: bool = False) -> Path:
     load it from. An already placed copy is returned as is unless ``force`` (then it is downloaded again)."""
     key = str(name).strip().lower().replace("_", "-")
     if key not in DATASETS:
-        raise ConfigError(f"unknown dataset {quote(name)}: use one of {', '.join(DATASETS)} "
-                          "(`ferkit data fetch --list` describes them)")
+        raise ConfigError(
+            f"unknown dataset {quote(name)}: use one of {', '.join(DATASETS)} "
+            "(`ferkit data fetch --list` describes them)"
+        )
     target = data_root(root) / key
     if not force:
         found = _placed(key, target)
@@ -122,8 +164,10 @@ def fetch_dataset(name: str, root=None, force: bool = False) -> Path:
         _fetch_torchvision(key, target)
     found = _placed(key, target)
     if found is None:  # pragma: no cover - a download that succeeded but holds another layout
-        raise DataError(f"{target}: the download finished but does not hold {DATASETS[key].layout}; remove the "
-                        f"folder and fetch again, or place the files by hand from {DATASETS[key].url}")
+        raise DataError(
+            f"{target}: the download finished but does not hold {DATASETS[key].layout}; remove the "
+            f"folder and fetch again, or place the files by hand from {DATASETS[key].url}"
+        )
     return found
 
 
@@ -165,11 +209,13 @@ def _check(path: Path, fmt: str) -> Path:
 
             _read_columns(path)
     except DataError as e:
-        raise DataError(f"{path}: is there but not usable ({_reason(e)}); remove it and fetch again (--force)") \
-            from None
+        raise DataError(
+            f"{path}: is there but not usable ({_reason(e)}); remove it and fetch again (--force)"
+        ) from None
     if got != fmt:
-        raise DataError(f"{path}: is there but reads as {got} data, expected {fmt}; remove it and fetch again "
-                        "(--force)")
+        raise DataError(
+            f"{path}: is there but reads as {got} data, expected {fmt}; remove it and fetch again (--force)"
+        )
     return path
 
 
@@ -207,8 +253,10 @@ def _optional_import(module: str, key: str, by_hand: str):
 
 def _fetch_kaggle(key: str, target: Path, force: bool) -> None:
     info = DATASETS[key]
-    by_hand = (f"download it from {info.url} (Download -> archive.zip) and unzip it into {target} so that "
-               f"{target.parent}/{info.layout.split(', or ')[0]} exists, then run this again")
+    by_hand = (
+        f"download it from {info.url} (Download -> archive.zip) and unzip it into {target} so that "
+        f"{target.parent}/{info.layout.split(', or ')[0]} exists, then run this again"
+    )
     kagglehub = _optional_import("kagglehub", key, by_hand)
     try:
         with _network_timeout():
@@ -225,15 +273,19 @@ def _download(url: str, dest: Path, *, what: str) -> None:
         with urllib.request.urlopen(url, timeout=_timeout()) as r:
             data = r.read()
     except Exception as e:  # noqa: BLE001 - URLError, timeouts, HTTP errors, resets
-        raise DataError(f"{what}: cannot download {url} ({_reason(e)}); download it by hand and save it as "
-                        f"{dest}, then run this again") from None
+        raise DataError(
+            f"{what}: cannot download {url} ({_reason(e)}); download it by hand and save it as "
+            f"{dest}, then run this again"
+        ) from None
     atomic_write_bytes(dest, data)
 
 
 def _fetch_torchvision(key: str, target: Path) -> None:
     info = DATASETS[key]
-    by_hand = (f"download {', '.join(_IDX_FILES)} from {info.url} into "
-               f"{target / ('MNIST' if key == 'mnist' else 'FashionMNIST') / 'raw'}, then run this again")
+    by_hand = (
+        f"download {', '.join(_IDX_FILES)} from {info.url} into "
+        f"{target / ('MNIST' if key == 'mnist' else 'FashionMNIST') / 'raw'}, then run this again"
+    )
     datasets = _optional_import("torchvision.datasets", key, by_hand)
     cls = datasets.MNIST if key == "mnist" else datasets.FashionMNIST
     try:
@@ -249,11 +301,14 @@ def _fetch_torchvision(key: str, target: Path) -> None:
 
 def _fetch_ferplus(target: Path, force: bool) -> None:
     labels = target / "fer2013new.csv"
-    fer_csv = next((p for p in (target / "fer2013.csv", target.parent / "fer2013" / "fer2013.csv") if p.is_file()),
-                   None)
+    fer_csv = next(
+        (p for p in (target / "fer2013.csv", target.parent / "fer2013" / "fer2013.csv") if p.is_file()), None
+    )
     if fer_csv is None:
-        raise DataError(f"ferplus: needs the FER2013 pixels: download fer2013.csv (fer2013.tar.gz) from "
-                        f"{FER2013_CSV_URL} and save it as {target / 'fer2013.csv'}, then run this again")
+        raise DataError(
+            f"ferplus: needs the FER2013 pixels: download fer2013.csv (fer2013.tar.gz) from "
+            f"{FER2013_CSV_URL} and save it as {target / 'fer2013.csv'}, then run this again"
+        )
     if force or not labels.is_file():
         _download(FERPLUS_URL, labels, what="ferplus")
     build_ferplus(fer_csv, labels, target / "images")
@@ -275,24 +330,30 @@ def build_ferplus(fer_csv, labels_csv, out) -> dict[str, int]:
         with open(labels_csv, newline="", encoding="utf-8-sig") as f:
             rows = list(csv.reader(f))
     except (OSError, UnicodeDecodeError) as e:
-        raise DataError(f"{labels_csv}: cannot be read as fer2013new.csv ({_reason(e)}); download it again from "
-                        f"{FERPLUS_URL}") from None
+        raise DataError(
+            f"{labels_csv}: cannot be read as fer2013new.csv ({_reason(e)}); download it again from {FERPLUS_URL}"
+        ) from None
     head = [c.strip().lower() for c in rows[0]] if rows else []
     if head[:2] != ["usage", "image name"] or len(head) < 12:
-        raise DataError(f"{labels_csv}: not FER+'s fer2013new.csv (header {quote(','.join(rows[0]) if rows else '')}"
-                        f"; expected Usage,Image name,neutral,...,NF); download it again from {FERPLUS_URL}")
+        raise DataError(
+            f"{labels_csv}: not FER+'s fer2013new.csv (header {quote(','.join(rows[0]) if rows else '')}"
+            f"; expected Usage,Image name,neutral,...,NF); download it again from {FERPLUS_URL}"
+        )
     body = [r for r in rows[1:] if r]
     if len(body) != len(pixels):
-        raise DataError(f"{labels_csv}: {len(body)} rows but {fer_csv} has {len(pixels)}: the FER+ labels belong to "
-                        "the original 35,887-row fer2013.csv")
+        raise DataError(
+            f"{labels_csv}: {len(body)} rows but {fer_csv} has {len(pixels)}: the FER+ labels belong to "
+            "the original 35,887-row fer2013.csv"
+        )
     counts: dict[str, int] = {}
     with atomic_dir(out, replace=True) as tmp:
         for i, r in enumerate(body):
             try:
                 votes = np.array([float(v) for v in r[2:12]])
             except ValueError:
-                raise DataError(f"{labels_csv}: line {i + 2}: vote counts {quote(','.join(r[2:12]))} are not "
-                                "numbers") from None
+                raise DataError(
+                    f"{labels_csv}: line {i + 2}: vote counts {quote(','.join(r[2:12]))} are not numbers"
+                ) from None
             split = SPLIT_ALIASES.get(r[0].strip().lower())
             if split is None or not r[1].strip() or votes.sum() <= 0:
                 continue

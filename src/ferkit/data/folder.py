@@ -162,8 +162,9 @@ def _decode_one(path: str, size_hw: tuple[int, int], mode: str):
     return arr, grey, orig
 
 
-def decode_images(paths: list[str], size_hw: tuple[int, int], mode: str, out: np.ndarray, *, quiet: bool = False,
-                  desc: str = "decode"):
+def decode_images(
+    paths: list[str], size_hw: tuple[int, int], mode: str, out: np.ndarray, *, quiet: bool = False, desc: str = "decode"
+):
     """Decode ``paths`` into ``out[i]`` (``mode`` "L" -> 1 channel, "RGB" -> 3), resized to ``size_hw``.
 
     Returns ``(ok, grey, orig_sizes, reasons)``: a bool per image, whether it is grey, its original
@@ -212,8 +213,17 @@ def choose_size(shapes: list) -> tuple[int, int]:
     return DEFAULT_IMAGE_SIZE, DEFAULT_IMAGE_SIZE
 
 
-def decode_to_dataset(scratch, paths: list[str], *, size, channels, quiet: bool, problems: list[Problem],
-                      where: str, report_paths: list[str] | None = None):
+def decode_to_dataset(
+    scratch,
+    paths: list[str],
+    *,
+    size,
+    channels,
+    quiet: bool,
+    problems: list[Problem],
+    where: str,
+    report_paths: list[str] | None = None,
+):
     """Probe (when size/channels must be chosen), decode and compact: the shared core of image loaders.
 
     Returns ``(images, keep, orig_sizes)``: ``images`` holds only the usable images, in ``paths`` order;
@@ -251,8 +261,8 @@ def decode_to_dataset(scratch, paths: list[str], *, size, channels, quiet: bool,
     images = scratch.empty("images", (len(kept), h, w, c), np.uint8)
     step = 1024
     for s in range(0, len(kept), step):
-        rows = buf[kept[s:s + step]]
-        images[s:s + len(rows)] = rows[..., :1] if c == 1 else rows
+        rows = buf[kept[s : s + step]]
+        images[s : s + len(rows)] = rows[..., :1] if c == 1 else rows
     del buf
     scratch.release("decode")
     keep = np.zeros(n, dtype=bool)
@@ -309,8 +319,9 @@ class _Walker:
             try:
                 entries = list(os.scandir(d))
             except OSError as err:
-                self.notes.append(Problem(d, "skipped: cannot list this folder "
-                                             f"({err.strerror or type(err).__name__})"))
+                self.notes.append(
+                    Problem(d, f"skipped: cannot list this folder ({err.strerror or type(err).__name__})")
+                )
                 continue
             for e in sorted(entries, key=_links_last):  # a real file beats a link to it, whatever the names
                 if e.name.startswith("."):
@@ -383,8 +394,11 @@ def scan_folder(root: Path):
         split_dirs = {k: v for k, v in split_dirs.items() if v not in rejected}
         for d in top:
             if d not in split_dirs.values() and d not in rejected:
-                notes.append(Problem(str(d), "ignored: not a split folder (train, val/validation, test) "
-                                             "next to the split folders"))
+                notes.append(
+                    Problem(
+                        str(d), "ignored: not a split folder (train, val/validation, test) next to the split folders"
+                    )
+                )
         for split, sd in sorted(split_dirs.items(), key=lambda kv: SPLIT_CODES[kv[0]]):
             scan(sd, _subdirs(sd), split)
     else:
@@ -399,8 +413,9 @@ def _list_files(d: Path) -> list[Path]:
         return []
 
 
-def plan_splits(labels: np.ndarray, given: np.ndarray, present: set[str], *, seed: int, val_fraction: float,
-                test_fraction: float) -> tuple[np.ndarray, dict]:
+def plan_splits(
+    labels: np.ndarray, given: np.ndarray, present: set[str], *, seed: int, val_fraction: float, test_fraction: float
+) -> tuple[np.ndarray, dict]:
     """Split codes for every sample: given splits kept, missing val/test carved from train (seeded).
 
     ``given`` holds codes (-1 where unknown: every sample of a split-less layout). Returns the codes and
@@ -419,8 +434,17 @@ def plan_splits(labels: np.ndarray, given: np.ndarray, present: set[str], *, see
     return codes, {"seed": int(seed), "val_fraction": vf, "test_fraction": tf}
 
 
-def load_folder(path, *, image_size=None, channels=None, seed: int = 0, val_fraction: float = 0.1,
-                test_fraction: float = 0.1, cache: bool = True, quiet: bool = False):
+def load_folder(
+    path,
+    *,
+    image_size=None,
+    channels=None,
+    seed: int = 0,
+    val_fraction: float = 0.1,
+    test_fraction: float = 0.1,
+    cache: bool = True,
+    quiet: bool = False,
+):
     """Load a class-folder tree (see the module doc for the layouts and defaults)."""
     root = Path(path)
     if not root.is_dir():
@@ -430,35 +454,53 @@ def load_folder(path, *, image_size=None, channels=None, seed: int = 0, val_frac
     split_dirs, classes, samples, listing, notes = scan_folder(root)
     if not samples:
         exts = " ".join(e[1:] for e in IMAGE_EXTENSIONS)
-        raise DataError(f"{root}: no images found: expected ROOT/<class>/*.jpg or "
-                        f"ROOT/{{train,val,test}}/<class>/*.jpg (extensions: {exts})")
+        raise DataError(
+            f"{root}: no images found: expected ROOT/<class>/*.jpg or "
+            f"ROOT/{{train,val,test}}/<class>/*.jpg (extensions: {exts})"
+        )
     cls_index = {c: i for i, c in enumerate(classes)}
     labels = np.array([cls_index[c] for _, c, _ in samples], dtype=np.int64)
     given = np.array([-1 if s is None else SPLIT_CODES[s] for _, _, s in samples], dtype=np.int8)
     present = set(split_dirs or ())
     if present and "train" not in present:
         raise DataError(f"{root}: has {', '.join(sorted(present))} folder(s) but no train folder")
-    codes, split_params = plan_splits(labels, given, present, seed=seed, val_fraction=val_fraction,
-                                      test_fraction=test_fraction)
+    codes, split_params = plan_splits(
+        labels, given, present, seed=seed, val_fraction=val_fraction, test_fraction=test_fraction
+    )
     params = {"image_size": size, "channels": channels, **split_params}
 
     def build(scratch):
         order, ranges = group_by_split(codes)
         paths = [samples[i][0] for i in order.tolist()]
         problems = list(notes)
-        images, keep, _ = decode_to_dataset(scratch, paths, size=size, channels=channels, quiet=quiet,
-                                            problems=problems, where=str(root))
+        images, keep, _ = decode_to_dataset(
+            scratch, paths, size=size, channels=channels, quiet=quiet, problems=problems, where=str(root)
+        )
         kept_codes = codes[order][keep]
         _, ranges = group_by_split(kept_codes)  # already grouped: only the ranges change
         ids = [p for p, k in zip(paths, keep.tolist(), strict=True) if k]
         arrays = {"images": images, "labels": labels[order][keep]}
-        meta = {"name": root.name, "classes": classes, "splits": ranges, "ids": ids,
-                "problems": problems[:len(notes)] + sorted(problems[len(notes):], key=lambda q: q.path)}
+        meta = {
+            "name": root.name,
+            "classes": classes,
+            "splits": ranges,
+            "ids": ids,
+            "problems": problems[: len(notes)] + sorted(problems[len(notes) :], key=lambda q: q.path),
+        }
         return arrays, meta
 
-    return load_or_build("folder", root, listing=listing, params=params, loader_version=LOADER_VERSION,
-                         build=build, cache=cache)
+    return load_or_build(
+        "folder", root, listing=listing, params=params, loader_version=LOADER_VERSION, build=build, cache=cache
+    )
 
 
-__all__ = ["load_folder", "scan_folder", "decode_images", "probe_images", "decode_to_dataset", "choose_size",
-           "IMAGE_EXTENSIONS", "SPLITS"]
+__all__ = [
+    "load_folder",
+    "scan_folder",
+    "decode_images",
+    "probe_images",
+    "decode_to_dataset",
+    "choose_size",
+    "IMAGE_EXTENSIONS",
+    "SPLITS",
+]

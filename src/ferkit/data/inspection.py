@@ -22,8 +22,10 @@ def imbalance_warning(classes, counts) -> str | None:
     if len(nz) < 2 or nz.max() / nz.min() < ratio:
         return None
     big, small = int(np.argmax(counts)), int(np.argmin(np.where(counts > 0, counts, counts.max() + 1)))
-    return (f"class imbalance in train: {classes[big]!r} has {counts[big]} images, {classes[small]!r} "
-            f"{counts[small]} ({counts[big] / counts[small]:.1f}x); balance the folders or use --class-weights")
+    return (
+        f"class imbalance in train: {classes[big]!r} has {counts[big]} images, {classes[small]!r} "
+        f"{counts[small]} ({counts[big] / counts[small]:.1f}x); balance the folders or use --class-weights"
+    )
 
 
 _DUP_LIMIT = 2 << 30  # hash images for duplicates only when the whole set is at most 2 GiB
@@ -47,9 +49,14 @@ def inspect_dataset(path, **kw) -> dict:
         nz = counts[counts > 0]
         if len(nz) > 1 and nz.max() / nz.min() >= IMBALANCE_RATIO:
             big, small = int(np.argmax(counts)), int(np.argmin(np.where(counts > 0, counts, counts.max() + 1)))
-            warnings.append({"path": "train", "reason": f"class imbalance: {ds.classes[big]!r} has {counts[big]} "
-                             f"images, {ds.classes[small]!r} {counts[small]} ({counts[big] / counts[small]:.1f}x); "
-                             "consider class weights"})
+            warnings.append(
+                {
+                    "path": "train",
+                    "reason": f"class imbalance: {ds.classes[big]!r} has {counts[big]} "
+                    f"images, {ds.classes[small]!r} {counts[small]} ({counts[big] / counts[small]:.1f}x); "
+                    "consider class weights",
+                }
+            )
     for name, h in hist.items():
         # h can run past the classes only on an out-of-range label; the report names the known classes
         for c, n in zip(ds.classes, h, strict=False):
@@ -58,8 +65,13 @@ def inspect_dataset(path, **kw) -> dict:
     dups, blanks = _duplicates(ds)
     if dups.get("count"):
         ex = "; ".join(f"{a} ({sa}) = {b} ({sb})" for a, sa, b, sb in dups["examples"][:3])
-        warnings.append({"path": "splits", "reason": f"{dups['count']} image(s) in val/test also appear in an "
-                         f"earlier split (identical pixels), e.g. {ex}"})
+        warnings.append(
+            {
+                "path": "splits",
+                "reason": f"{dups['count']} image(s) in val/test also appear in an "
+                f"earlier split (identical pixels), e.g. {ex}",
+            }
+        )
     if blanks:
         warnings.append({"path": "images", "reason": f"{blanks} blank image(s) (a single grey level)"})
     va = {}
@@ -107,7 +119,7 @@ def _duplicates(ds: FaceDataset) -> tuple[dict, int]:
             continue
         local: dict[bytes, tuple[str, str]] = {}
         for a in range(0, len(s), 4096):
-            block = np.ascontiguousarray(s.images[a:a + 4096])
+            block = np.ascontiguousarray(s.images[a : a + 4096])
             flat = block.reshape(len(block), -1)
             blanks += int((flat.min(axis=1) == flat.max(axis=1)).sum())
             for j, row in enumerate(flat):
@@ -129,12 +141,16 @@ def format_inspection(info: dict) -> str:
     lines.append(f"dataset   {info['name']}  (format: {info['format']})")
     lines.append(f"path      {info['path']}")
     ch = info["channels"]
-    lines.append(f"images    {info['num_samples']:,} of {h}x{w}, {ch} channel{'s' if ch != 1 else ''}"
-                 + (f"  (cache: {info['cache']})" if info.get("cache") else ""))
+    lines.append(
+        f"images    {info['num_samples']:,} of {h}x{w}, {ch} channel{'s' if ch != 1 else ''}"
+        + (f"  (cache: {info['cache']})" if info.get("cache") else "")
+    )
     if info["pixel_mean"]:
         fmt = lambda v: ", ".join(f"{x:.3f}" for x in v)  # noqa: E731
-        lines.append(f"pixels    mean {fmt(info['pixel_mean'])}  std {fmt(info['pixel_std'])}  "
-                     f"(0-1 scale, {info['stats_split']} split)")
+        lines.append(
+            f"pixels    mean {fmt(info['pixel_mean'])}  std {fmt(info['pixel_std'])}  "
+            f"(0-1 scale, {info['stats_split']} split)"
+        )
     if info.get("valence_arousal"):
         for k, v in info["valence_arousal"].items():
             lines.append(f"{k:<9} mean {v['mean']:+.3f}  std {v['std']:.3f}  range [{v['min']:+.2f}, {v['max']:+.2f}]")
@@ -152,8 +168,12 @@ def format_inspection(info: dict) -> str:
     for i, c in enumerate(info["classes"]):
         row = [info["splits"][s]["histogram"][i] for s in splits]
         totals = [a + b for a, b in zip(totals, row, strict=True)]
-        lines.append(f"  {c:<{width}}" + "".join(f"{v:>9,}" for v in row) + f"{sum(row):>9,}"
-                     + f"{100 * sum(row) / n_all:>7.1f}%")
+        lines.append(
+            f"  {c:<{width}}"
+            + "".join(f"{v:>9,}" for v in row)
+            + f"{sum(row):>9,}"
+            + f"{100 * sum(row) / n_all:>7.1f}%"
+        )
     lines.append(f"  {'total':<{width}}" + "".join(f"{v:>9,}" for v in totals) + f"{sum(totals):>9,}{'':>8}")
     probs = info["problems"]
     lines.append("")

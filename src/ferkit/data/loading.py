@@ -9,12 +9,16 @@ from ferkit.data.base import FaceDataset, check_min_size
 from ferkit.errors import ConfigError, DataError, quote
 
 FORMATS = ("fer2013", "folder", "affectnet", "idx")
-LAYOUTS = ("a FER2013 CSV file (emotion,pixels[,Usage])",
-           "a class-folder tree ROOT/<class>/*.jpg or ROOT/{train,val,test}/<class>/*.jpg",
-           "an AffectNet-style folder ROOT/images/*.jpg + ROOT/annotations/<id>_exp.npy ...",
-           "MNIST/Fashion-MNIST IDX files (train-images-idx3-ubyte[.gz] ...)")
-_ACCEPTED = ("accepted: a FER2013 CSV (emotion,pixels[,Usage]), class folders ROOT/[train/]<class>/*.jpg, "
-             "AffectNet-style images/ + annotations/, or MNIST IDX files")
+LAYOUTS = (
+    "a FER2013 CSV file (emotion,pixels[,Usage])",
+    "a class-folder tree ROOT/<class>/*.jpg or ROOT/{train,val,test}/<class>/*.jpg",
+    "an AffectNet-style folder ROOT/images/*.jpg + ROOT/annotations/<id>_exp.npy ...",
+    "MNIST/Fashion-MNIST IDX files (train-images-idx3-ubyte[.gz] ...)",
+)
+_ACCEPTED = (
+    "accepted: a FER2013 CSV (emotion,pixels[,Usage]), class folders ROOT/[train/]<class>/*.jpg, "
+    "AffectNet-style images/ + annotations/, or MNIST IDX files"
+)
 from ferkit.faces.io import IMAGE_SUFFIXES as _IMAGE_EXT  # noqa: E402 - the one suffix list
 
 
@@ -28,8 +32,9 @@ def _loader(fmt: str):
     elif fmt == "idx":
         from ferkit.data.idx import load_idx as f
     else:
-        raise ConfigError(f"unknown dataset format {quote(fmt, 60)}: use one of {', '.join(FORMATS)} "
-                          "(or leave it out to detect)")
+        raise ConfigError(
+            f"unknown dataset format {quote(fmt, 60)}: use one of {', '.join(FORMATS)} (or leave it out to detect)"
+        )
     return f
 
 
@@ -128,8 +133,10 @@ def load_dataset(path, format: str | None = None, mapping=None, **kw) -> FaceDat
     accepted = inspect.signature(fn).parameters
     unknown = [k for k in kw if k not in accepted]
     if unknown:
-        raise ConfigError(f"option(s) {', '.join(unknown)} do not apply to the {fmt} format (it takes: "
-                          f"{', '.join(k for k in accepted if k != 'path')})")
+        raise ConfigError(
+            f"option(s) {', '.join(unknown)} do not apply to the {fmt} format (it takes: "
+            f"{', '.join(k for k in accepted if k != 'path')})"
+        )
     ds = fn(target, **kw)
     if ds.splits:
         check_min_size(ds.image_size, target)

@@ -25,9 +25,16 @@ from ferkit.errors import ConfigError, DataError, quote
 
 PRESETS: dict[str, dict[str, str | None]] = {
     "fashion3": {
-        "T-shirt/top": "clothes", "Pullover": "clothes", "Dress": "clothes", "Coat": "clothes", "Shirt": "clothes",
-        "Sandal": "shoes", "Sneaker": "shoes", "Ankle boot": "shoes",
-        "Trouser": "others", "Bag": "others",
+        "T-shirt/top": "clothes",
+        "Pullover": "clothes",
+        "Dress": "clothes",
+        "Coat": "clothes",
+        "Shirt": "clothes",
+        "Sandal": "shoes",
+        "Sneaker": "shoes",
+        "Ankle boot": "shoes",
+        "Trouser": "others",
+        "Bag": "others",
     },
     "fer3": {"happy": "happy", "sad": "sad", "neutral": "neutral"},
 }
@@ -40,8 +47,9 @@ def parse_mapping(spec) -> dict[str, str | None]:
     if isinstance(spec, Path):
         return _from_file(spec)
     if not isinstance(spec, str) or not spec.strip():
-        raise ConfigError(f"mapping {quote(spec, 80)}: give a preset ({', '.join(PRESETS)}), 'old=new,...' or a "
-                          "JSON/YAML file")
+        raise ConfigError(
+            f"mapping {quote(spec, 80)}: give a preset ({', '.join(PRESETS)}), 'old=new,...' or a JSON/YAML file"
+        )
     s = spec.strip()
     if s.lower() in PRESETS:
         return dict(PRESETS[s.lower()])
@@ -55,8 +63,9 @@ def parse_mapping(spec) -> dict[str, str | None]:
         if not part.strip():
             continue
         if "=" not in part:
-            raise ConfigError(f"mapping {quote(spec, 60)}: {quote(part.strip(), 60)} has no '=' (write old=new, or "
-                              "old= to drop)")
+            raise ConfigError(
+                f"mapping {quote(spec, 60)}: {quote(part.strip(), 60)} has no '=' (write old=new, or old= to drop)"
+            )
         old, new = part.split("=", 1)
         out[old.strip()] = new.strip() or None
     return out
@@ -88,8 +97,10 @@ def _resolve(ds: FaceDataset, name: str) -> int:
     low = [c.lower() for c in ds.classes]
     if low.count(name.lower()) == 1:
         return low.index(name.lower())
-    raise DataError(f"{ds.root}: class {quote(name, 60)} in the mapping is not a class of this dataset "
-                    f"(its classes: {', '.join(ds.classes[:20])}{', ...' if len(ds.classes) > 20 else ''})")
+    raise DataError(
+        f"{ds.root}: class {quote(name, 60)} in the mapping is not a class of this dataset "
+        f"(its classes: {', '.join(ds.classes[:20])}{', ...' if len(ds.classes) > 20 else ''})"
+    )
 
 
 def relabel(ds: FaceDataset, mapping) -> FaceDataset:
@@ -114,15 +125,23 @@ def relabel(ds: FaceDataset, mapping) -> FaceDataset:
         new_labels = lut[np.asarray(s.labels)]
         keep = new_labels >= 0
         if keep.all():
-            splits[name] = Split(images=s.images, labels=new_labels, ids=list(s.ids), valence=s.valence,
-                                 arousal=s.arousal, landmarks=s.landmarks, identities=s.identities)
+            splits[name] = Split(
+                images=s.images,
+                labels=new_labels,
+                ids=list(s.ids),
+                valence=s.valence,
+                arousal=s.arousal,
+                landmarks=s.landmarks,
+                identities=s.identities,
+            )
         else:
             idx = np.flatnonzero(keep)
             sub = s.subset(idx)
             sub.labels = new_labels[idx]
             splits[name] = sub
-    return FaceDataset(name=ds.name, format=ds.format, root=ds.root, classes=new_classes, splits=splits,
-                       problems=list(ds.problems))
+    return FaceDataset(
+        name=ds.name, format=ds.format, root=ds.root, classes=new_classes, splits=splits, problems=list(ds.problems)
+    )
 
 
 def subset_classes(ds: FaceDataset, names) -> FaceDataset:

@@ -51,7 +51,7 @@ class InputSpec:
             raise ConfigError(f"input std {self.std}: every value must be positive")
         if self.permute_seed is not None:
             seed = self.permute_seed
-            if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2 ** 32:
+            if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**32:
                 raise ConfigError(f"input permute_seed {str(seed)[:30]!r}: give an integer in 0..2**32-1, or none")
             self.permute_seed = int(seed)
 

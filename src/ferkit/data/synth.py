@@ -432,7 +432,6 @@ def _paint_clutter(img: np.ndarray, R: _Region, rng: np.random.Generator, clutte
             cv2.line(img[i], (a0, b0), (a1, b1), tuple(float(v) for v in cols[i, j]), int(thick[i, j]))
 
 
-
 def _paint_head(img: np.ndarray, R: _Region, idn: dict, p: dict, C: int) -> None:
     """Neck and shoulders, hair, the face oval with its shading, beard, hairline and a mole."""
     X, Y, aa = R.X, R.Y, R.aa
@@ -469,7 +468,6 @@ def _paint_head(img: np.ndarray, R: _Region, idn: dict, p: dict, C: int) -> None
     _paint(img, _cov(d, aa) * f("mole") * 0.8, _colour(skin * 0.35, C))
 
 
-
 def _paint_forehead_lines(img: np.ndarray, idn: dict, p: dict, lm: np.ndarray, line: np.ndarray, size: int) -> None:
     """Forehead lines (surprise / fear / sad), just above the brows."""
     n = len(img)
@@ -486,9 +484,9 @@ def _paint_forehead_lines(img: np.ndarray, idn: dict, p: dict, lm: np.ndarray, l
     R.commit()
 
 
-
-def _paint_nose(img: np.ndarray, idn: dict, p: dict, lm: np.ndarray, m: dict, line: np.ndarray, size: int,
-                C: int) -> None:
+def _paint_nose(
+    img: np.ndarray, idn: dict, p: dict, lm: np.ndarray, m: dict, line: np.ndarray, size: int, C: int
+) -> None:
     """Nose, nose wrinkle (disgust) and nasolabial folds (happy / disgust)."""
     e = lambda key: _c(p["expr"][:, _P[key]])  # noqa: E731
     f = lambda key: _c(idn[key])  # noqa: E731
@@ -512,7 +510,6 @@ def _paint_nose(img: np.ndarray, idn: dict, p: dict, lm: np.ndarray, m: dict, li
         d = np.sqrt(((U - side * f("nose_w") * 0.6) / 0.028) ** 2 + ((Yr - ny - 0.015) / 0.016) ** 2) - 1
         _paint(R.patch, _cov(d * 0.02, aar) * 0.85, _colour(skin * 0.3, C))
     R.commit()
-
 
 
 def _paint_eyes(img: np.ndarray, idn: dict, p: dict, lm: np.ndarray, size: int, C: int) -> None:
@@ -553,7 +550,6 @@ def _paint_eyes(img: np.ndarray, idn: dict, p: dict, lm: np.ndarray, size: int, 
         R.commit()
 
 
-
 def _paint_mouth(img: np.ndarray, idn: dict, p: dict, lm: np.ndarray, m: dict, size: int, C: int) -> None:
     """Lips around a cavity between an upper and a lower curve, teeth in the cavity."""
     skin = idn["skin"]
@@ -576,7 +572,6 @@ def _paint_mouth(img: np.ndarray, idn: dict, p: dict, lm: np.ndarray, m: dict, s
     d_teeth = np.maximum(np.maximum(top - Yr, Yr - (top + (bot - top) * 0.45)), side_d + 0.02)
     _paint(R.patch, _cov(d_teeth, aar) * teeth_on, _colour(ones * 0.93, C))
     R.commit()
-
 
 
 def _light_blur_noise(img: np.ndarray, R: _Region, p: dict, rng: np.random.Generator, size: int, C: int) -> None:
@@ -667,7 +662,11 @@ def generate(
         def render_chunk(ci: int, m=m, images=images, idn=idn, p=p, chunk_seeds=chunk_seeds) -> None:
             sl = slice(ci * _CHUNK, min((ci + 1) * _CHUNK, m))
             images[sl] = _render(
-                {k: v[sl] for k, v in idn.items()}, {k: v[sl] for k, v in p.items()}, size, channels, nz.clutter,
+                {k: v[sl] for k, v in idn.items()},
+                {k: v[sl] for k, v in p.items()},
+                size,
+                channels,
+                nz.clutter,
                 int(chunk_seeds[ci]),
             )
 

@@ -21,8 +21,14 @@ class SplitDataset(Dataset):
     ``image`` is the float tensor ``(C, H, W)`` a model with ``spec`` expects (normalised; augmented with
     ``augment`` when given)."""
 
-    def __init__(self, ds: FaceDataset, split: str = "train", spec: InputSpec | None = None,
-                 augment: str | None = None, with_va: bool | None = None):
+    def __init__(
+        self,
+        ds: FaceDataset,
+        split: str = "train",
+        spec: InputSpec | None = None,
+        augment: str | None = None,
+        with_va: bool | None = None,
+    ):
         self.split = ds.split(split)
         # size, channels, then mean and std
         self.spec = spec or InputSpec(ds.image_size, ds.channels, *ds.channel_stats("train"))

@@ -554,8 +554,15 @@ def make_augment(preset: str | None, **overrides) -> Augment:
     kw.update(overrides)
     return BatchAugment(**kw)
 
-def spec_from_dataset(ds, size=None, channels: int | None = None, split: str = "train",
-                      permute_seed: int | None = None, max_samples: int = 5000) -> InputSpec:
+
+def spec_from_dataset(
+    ds,
+    size=None,
+    channels: int | None = None,
+    split: str = "train",
+    permute_seed: int | None = None,
+    max_samples: int = 5000,
+) -> InputSpec:
     """An :class:`InputSpec` whose mean / std are measured on (up to ``max_samples`` of) a split, after channel
     adapt and resize (the "dataset" normalisation)."""
     h, w = ds.image_size

@@ -28,15 +28,39 @@ from ferkit.evaluation import metrics as M
 
 # (key, header) of the table, in order; columns empty for every row are dropped
 COLUMNS = [
-    ("name", "run"), ("kind", "kind"), ("model", "model"), ("class_set", "class set"), ("split", "split"),
-    ("n", "n"), ("accuracy", "accuracy"), ("balanced_accuracy", "balanced acc"), ("macro_f1", "macro F1"),
-    ("weighted_f1", "weighted F1"), ("cohen_kappa", "kappa"), ("krippendorff_alpha", "alpha"),
-    ("top2_accuracy", "top-2 acc"), ("log_loss", "log loss"), ("ece", "ECE"),
-    ("valence_rmse", "valence RMSE"), ("valence_ccc", "valence CCC"), ("arousal_rmse", "arousal RMSE"),
-    ("arousal_ccc", "arousal CCC"), ("params", "params"), ("train_time_s", "train time (s)"),
+    ("name", "run"),
+    ("kind", "kind"),
+    ("model", "model"),
+    ("class_set", "class set"),
+    ("split", "split"),
+    ("n", "n"),
+    ("accuracy", "accuracy"),
+    ("balanced_accuracy", "balanced acc"),
+    ("macro_f1", "macro F1"),
+    ("weighted_f1", "weighted F1"),
+    ("cohen_kappa", "kappa"),
+    ("krippendorff_alpha", "alpha"),
+    ("top2_accuracy", "top-2 acc"),
+    ("log_loss", "log loss"),
+    ("ece", "ECE"),
+    ("valence_rmse", "valence RMSE"),
+    ("valence_ccc", "valence CCC"),
+    ("arousal_rmse", "arousal RMSE"),
+    ("arousal_ccc", "arousal CCC"),
+    ("params", "params"),
+    ("train_time_s", "train time (s)"),
 ]
-CLASS_METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "weighted_f1", "cohen_kappa", "krippendorff_alpha",
-                 "top2_accuracy", "log_loss", "ece")
+CLASS_METRICS = (
+    "accuracy",
+    "balanced_accuracy",
+    "macro_f1",
+    "weighted_f1",
+    "cohen_kappa",
+    "krippendorff_alpha",
+    "top2_accuracy",
+    "log_loss",
+    "ece",
+)
 CHART_METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "cohen_kappa", "valence_ccc", "arousal_ccc")
 TEXT_COLUMNS = 5  # name, kind, model, class set, split
 
@@ -53,19 +77,31 @@ def _from_cm(cm) -> dict:
     k = cm.shape[0]
     t = np.repeat(np.arange(k), cm.sum(axis=1))
     p = np.concatenate([np.repeat(np.arange(k), cm[i]) for i in range(k)]) if cm.size else np.zeros(0, np.int64)
-    return {"accuracy": M.accuracy(t, p), "balanced_accuracy": M.balanced_accuracy(t, p, k),
-            "macro_f1": M.f1_score(t, p, k, "macro"), "weighted_f1": M.f1_score(t, p, k, "weighted"),
-            "cohen_kappa": M.cohen_kappa(t, p, k), "krippendorff_alpha": M.krippendorff_alpha_nominal(t, p, k)}
+    return {
+        "accuracy": M.accuracy(t, p),
+        "balanced_accuracy": M.balanced_accuracy(t, p, k),
+        "macro_f1": M.f1_score(t, p, k, "macro"),
+        "weighted_f1": M.f1_score(t, p, k, "weighted"),
+        "cohen_kappa": M.cohen_kappa(t, p, k),
+        "krippendorff_alpha": M.krippendorff_alpha_nominal(t, p, k),
+    }
 
 
 def _run_row(d: dict, where: Path) -> dict:
     met = d.get("metrics") or {}
     split = "test" if "test_acc" in met else "val"
-    row = {"kind": "run", "model": d.get("model"), "task": d.get("task"), "split": split,
-           "classes": list((d.get("dataset") or {}).get("classes") or []),
-           "data": (d.get("dataset") or {}).get("path"), "tta": "none",
-           "n": ((d.get("dataset") or {}).get("sizes") or {}).get(split),
-           "params": d.get("params"), "train_time_s": d.get("train_time_s")}
+    row = {
+        "kind": "run",
+        "model": d.get("model"),
+        "task": d.get("task"),
+        "split": split,
+        "classes": list((d.get("dataset") or {}).get("classes") or []),
+        "data": (d.get("dataset") or {}).get("path"),
+        "tta": "none",
+        "n": ((d.get("dataset") or {}).get("sizes") or {}).get(split),
+        "params": d.get("params"),
+        "train_time_s": d.get("train_time_s"),
+    }
     cm = met.get(f"{split}_confusion_matrix")
     if cm:
         row.update(_from_cm(cm))
@@ -81,10 +117,17 @@ def _run_row(d: dict, where: Path) -> dict:
 
 
 def _eval_row(d: dict, where: Path) -> dict:
-    row = {"kind": "eval", "model": (d.get("model") or {}).get("name"), "task": (d.get("model") or {}).get("task"),
-           "split": d.get("split"), "classes": list(d.get("classes") or []), "n": d.get("n"),
-           "data": (d.get("data") or {}).get("path"), "tta": d.get("tta", "none"),
-           "params": (d.get("model") or {}).get("params")}
+    row = {
+        "kind": "eval",
+        "model": (d.get("model") or {}).get("name"),
+        "task": (d.get("model") or {}).get("task"),
+        "split": d.get("split"),
+        "classes": list(d.get("classes") or []),
+        "n": d.get("n"),
+        "data": (d.get("data") or {}).get("path"),
+        "tta": d.get("tta", "none"),
+        "params": (d.get("model") or {}).get("params"),
+    }
     for k in CLASS_METRICS:
         row[k] = d.get(k)
     for t in ("valence", "arousal"):
@@ -115,8 +158,10 @@ def load_entry(path) -> dict:
         elif (p / "results.json").is_file():
             f = p / "results.json"
         else:
-            raise DataError(f"{p}: holds neither results.json (a training run) nor metrics.json (a `ferkit evaluate` "
-                            "output); pass one of those folders")
+            raise DataError(
+                f"{p}: holds neither results.json (a training run) nor metrics.json (a `ferkit evaluate` "
+                "output); pass one of those folders"
+            )
     else:
         f = p
     d = _read_json(f)
@@ -189,17 +234,23 @@ def compare_runs(paths: list, out="compare", quiet: bool = False) -> dict:
             members = [r["name"] for r in rows if r["class_set"] == tag]
             cls = next(r["classes"] for r in rows if r["class_set"] == tag)
             groups.append(f"{tag} = {len(cls)} classes ({', '.join(cls)}): {', '.join(members)}")
-        warnings.append("runs have different class sets, so accuracy, balanced accuracy, F1, kappa, alpha, top-2, "
-                        "log loss and ECE are comparable only between rows of the same class set; valence/arousal, "
-                        "parameters and training time remain comparable. Class sets: " + "; ".join(groups))
+        warnings.append(
+            "runs have different class sets, so accuracy, balanced accuracy, F1, kappa, alpha, top-2, "
+            "log loss and ECE are comparable only between rows of the same class set; valence/arousal, "
+            "parameters and training time remain comparable. Class sets: " + "; ".join(groups)
+        )
     for col, what in (("data", "datasets"), ("split", "splits"), ("tta", "test-time augmentation")):
         vals = sorted({str(r.get(col)) for r in rows})
         if len(vals) > 1:
-            warnings.append(f"rows were measured with different {what} ({', '.join(vals)}): differences are not only "
-                            "the models'")
+            warnings.append(
+                f"rows were measured with different {what} ({', '.join(vals)}): differences are not only the models'"
+            )
 
-    cols = [(k, h) for k, h in COLUMNS if k in ("name", "kind", "model", "class_set", "split")
-            or any(r.get(k) is not None for r in rows)]
+    cols = [
+        (k, h)
+        for k, h in COLUMNS
+        if k in ("name", "kind", "model", "class_set", "split") or any(r.get(k) is not None for r in rows)
+    ]
     headers = [h for _, h in cols]
     table = [[r.get(k) for k, _ in cols] for r in rows]
 
@@ -209,12 +260,16 @@ def compare_runs(paths: list, out="compare", quiet: bool = False) -> dict:
     w = csv.writer(buf, lineterminator="\n")
     w.writerow([k for k, _ in cols] + ["classes", "path"])
     for r in rows:
-        w.writerow(["" if r.get(k) is None else (f"{r[k]:.6g}" if isinstance(r[k], float) else r[k]) for k, _ in cols]
-                   + [";".join(r["classes"]), r["path"]])
+        w.writerow(
+            ["" if r.get(k) is None else (f"{r[k]:.6g}" if isinstance(r[k], float) else r[k]) for k, _ in cols]
+            + [";".join(r["classes"]), r["path"]]
+        )
     atomic_write_text(out / "compare.csv", buf.getvalue())
 
-    md = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" if i < TEXT_COLUMNS else "---:"
-                                                           for i in range(len(headers))) + "|"]
+    md = [
+        "| " + " | ".join(headers) + " |",
+        "|" + "|".join("---" if i < TEXT_COLUMNS else "---:" for i in range(len(headers))) + "|",
+    ]
     for r in rows:
         md.append("| " + " | ".join(_cell(r.get(k), k) for k, _ in cols) + " |")
     if warnings:
@@ -227,24 +282,43 @@ def compare_runs(paths: list, out="compare", quiet: bool = False) -> dict:
     labels = [f"{r['name']} [{r['class_set']}]" if len(sets) > 1 else r["name"] for r in rows]
     chart = None
     if chart_keys:
-        chart = plot_compare_bars(labels, {k: [_num(r.get(k)) for r in rows] for k in chart_keys},
-                                  out / "compare.png",
-                                  title="key metrics" + (" (class sets differ: compare bars of the same [set] only)"
-                                                         if len(sets) > 1 else ""))
+        chart = plot_compare_bars(
+            labels,
+            {k: [_num(r.get(k)) for r in rows] for k in chart_keys},
+            out / "compare.png",
+            title="key metrics"
+            + (" (class sets differ: compare bars of the same [set] only)" if len(sets) > 1 else ""),
+        )
     html_rows = [[r.get(k) for k, _ in cols] for r in rows]
-    write_compare_report(out / "compare.html", headers, html_rows, warnings, chart,
-                         [(r["name"], r["path"]) for r in rows])
+    write_compare_report(
+        out / "compare.html", headers, html_rows, warnings, chart, [(r["name"], r["path"]) for r in rows]
+    )
     from ferkit.evaluation.evaluator import finite
 
-    atomic_write_json(out / "compare.json", finite({"rows": rows, "columns": [k for k, _ in cols],
-                                                    "warnings": warnings}))
-    files = {"csv": out / "compare.csv", "markdown": out / "compare.md", "json": out / "compare.json",
-             "html": out / "compare.html"}
+    atomic_write_json(
+        out / "compare.json", finite({"rows": rows, "columns": [k for k, _ in cols], "warnings": warnings})
+    )
+    files = {
+        "csv": out / "compare.csv",
+        "markdown": out / "compare.md",
+        "json": out / "compare.json",
+        "html": out / "compare.html",
+    }
     if chart is not None:
         files["png"] = chart
     if not quiet:
         print(markdown)
-        print(f"outputs: {out}/ (compare.csv, compare.md, compare.json, compare.html"
-              + (", compare.png" if chart is not None else "") + ")")
-    return {"rows": rows, "columns": [k for k, _ in cols], "headers": headers, "table": table, "warnings": warnings,
-            "files": files, "markdown": markdown}
+        print(
+            f"outputs: {out}/ (compare.csv, compare.md, compare.json, compare.html"
+            + (", compare.png" if chart is not None else "")
+            + ")"
+        )
+    return {
+        "rows": rows,
+        "columns": [k for k, _ in cols],
+        "headers": headers,
+        "table": table,
+        "warnings": warnings,
+        "files": files,
+        "markdown": markdown,
+    }

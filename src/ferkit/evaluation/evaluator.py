@@ -75,7 +75,7 @@ def _crop_view(top: float, left: float, flip: bool):
         H, W = x.shape[-2:]
         ch, cw = max(1, round(H * TENCROP_FRACTION)), max(1, round(W * TENCROP_FRACTION))
         y0, x0 = int((H - ch) * top), int((W - cw) * left)
-        c = x[..., y0:y0 + ch, x0:x0 + cw]
+        c = x[..., y0 : y0 + ch, x0 : x0 + cw]
         c = F.interpolate(c, size=(H, W), mode="bilinear", align_corners=False)
         return c.flip(-1) if flip else c
 
@@ -99,9 +99,19 @@ def tta_views(mode: str) -> list:
 
 
 @torch.inference_mode()
-def predict_arrays(model, images, spec, *, tta: str = "none", batch_size: int = 256, device="cpu",
-                   select: list[int] | None = None, quiet: bool = True, desc: str = "evaluate",
-                   channels_last: bool = True) -> dict:
+def predict_arrays(
+    model,
+    images,
+    spec,
+    *,
+    tta: str = "none",
+    batch_size: int = 256,
+    device="cpu",
+    select: list[int] | None = None,
+    quiet: bool = True,
+    desc: str = "evaluate",
+    channels_last: bool = True,
+) -> dict:
     """Run ``model`` over uint8 images ``(N, H, W, C)`` in batches: ``probs`` (N, k) float64 averaged over the
     TTA views, and ``valence`` / ``arousal`` (N,) for multitask models (else None).
 
@@ -124,7 +134,7 @@ def predict_arrays(model, images, spec, *, tta: str = "none", batch_size: int = 
     bar = progress(total=n, desc=desc, unit="img", quiet=quiet, leave=False)
     try:
         for a in range(0, n, batch_size):
-            batch = torch.from_numpy(np.array(images[a:a + batch_size])).to(device)  # a copy: memmaps are read-only
+            batch = torch.from_numpy(np.array(images[a : a + batch_size])).to(device)  # a copy: memmaps are read-only
             p_sum = None
             va_sum = None
             for view in views:
@@ -142,19 +152,21 @@ def predict_arrays(model, images, spec, *, tta: str = "none", batch_size: int = 
             p_mean = (p_sum / len(views)).cpu().numpy()
             if probs_out is None:
                 probs_out = np.empty((n, p_mean.shape[1]), dtype=np.float64)
-            probs_out[a:a + len(batch)] = p_mean
+            probs_out[a : a + len(batch)] = p_mean
             if va_sum is not None:
                 if va_out is None:
                     va_out = np.empty((n, 2), dtype=np.float64)
-                va_out[a:a + len(batch)] = (va_sum / len(views)).cpu().numpy()
+                va_out[a : a + len(batch)] = (va_sum / len(views)).cpu().numpy()
             bar.update(len(batch))
     finally:
         bar.close()
     if probs_out is None:
         probs_out = np.zeros((0, len(select) if select is not None else 0))
-    return {"probs": probs_out,
-            "valence": None if va_out is None else va_out[:, 0],
-            "arousal": None if va_out is None else va_out[:, 1]}
+    return {
+        "probs": probs_out,
+        "valence": None if va_out is None else va_out[:, 0],
+        "arousal": None if va_out is None else va_out[:, 1],
+    }
 
 
 # ---------------------------------------------------------------------------------------------------- classes
@@ -173,8 +185,9 @@ def _synonym(name: str) -> str:
     return common_name(name) or _norm(name)
 
 
-def match_classes(ckpt_classes: list[str], ds_classes: list[str], class_map: bool = False,
-                  where: str = "checkpoint") -> tuple[list[int], list[int], list[str]]:
+def match_classes(
+    ckpt_classes: list[str], ds_classes: list[str], class_map: bool = False, where: str = "checkpoint"
+) -> tuple[list[int], list[int], list[str]]:
     """``(checkpoint indices, dataset indices, notes)`` of the classes to evaluate, in checkpoint order.
 
     Without ``class_map`` the two must hold the same names (case-insensitive; another order is matched by name
@@ -193,26 +206,42 @@ def match_classes(ckpt_classes: list[str], ds_classes: list[str], class_map: boo
 
     exact = pairs(_norm)
     if exact is None:
-        raise CheckpointError(f"{where}: class names repeat (checkpoint {list(ckpt_classes)}, dataset "
-                              f"{list(ds_classes)}); cannot match classes by name")
+        raise CheckpointError(
+            f"{where}: class names repeat (checkpoint {list(ckpt_classes)}, dataset "
+            f"{list(ds_classes)}); cannot match classes by name"
+        )
     if len(exact) == len(ckpt_classes) == len(ds_classes):
-        return [i for i, _ in exact], [j for _, j in exact], [
-            "the dataset lists the checkpoint's classes in another order or case; classes were matched by name"]
+        return (
+            [i for i, _ in exact],
+            [j for _, j in exact],
+            ["the dataset lists the checkpoint's classes in another order or case; classes were matched by name"],
+        )
     mapped = pairs(_synonym) or exact
     if len(mapped) < len(exact):  # a synonym clash (two names of one expression): names only
         mapped = exact
     only_ck = [c for i, c in enumerate(ckpt_classes) if i not in {a for a, _ in exact}]
     only_ds = [c for j, c in enumerate(ds_classes) if j not in {b for _, b in exact}]
-    diff = "; ".join(x for x in (f"only in the checkpoint: {', '.join(only_ck)}" if only_ck else "",
-                                 f"only in the dataset: {', '.join(only_ds)}" if only_ds else "") if x)
+    diff = "; ".join(
+        x
+        for x in (
+            f"only in the checkpoint: {', '.join(only_ck)}" if only_ck else "",
+            f"only in the dataset: {', '.join(only_ds)}" if only_ds else "",
+        )
+        if x
+    )
     syn = [f"{ds_classes[j]} = {ckpt_classes[i]}" for i, j in mapped if _norm(ckpt_classes[i]) != _norm(ds_classes[j])]
     if not mapped:
-        raise CheckpointError(f"{where}: the checkpoint's classes ({', '.join(ckpt_classes)}) and the dataset's "
-                              f"({', '.join(ds_classes)}) have no class in common; relabel the data with --mapping")
+        raise CheckpointError(
+            f"{where}: the checkpoint's classes ({', '.join(ckpt_classes)}) and the dataset's "
+            f"({', '.join(ds_classes)}) have no class in common; relabel the data with --mapping"
+        )
     if not class_map:
-        raise CheckpointError(f"{where}: checkpoint classes do not match the dataset's ({diff}); pass --class-map "
-                              f"to evaluate on the {len(mapped)} shared classes"
-                              + (f" ({', '.join(syn)})" if syn else "") + ", or relabel the data with --mapping")
+        raise CheckpointError(
+            f"{where}: checkpoint classes do not match the dataset's ({diff}); pass --class-map "
+            f"to evaluate on the {len(mapped)} shared classes"
+            + (f" ({', '.join(syn)})" if syn else "")
+            + ", or relabel the data with --mapping"
+        )
     used_ck, used_ds = {i for i, _ in mapped}, {j for _, j in mapped}
     left_ck = [c for i, c in enumerate(ckpt_classes) if i not in used_ck]
     left_ds = [c for j, c in enumerate(ds_classes) if j not in used_ds]
@@ -223,8 +252,10 @@ def match_classes(ckpt_classes: list[str], ds_classes: list[str], class_map: boo
     if left_ds:
         note += f"; samples of dataset classes the checkpoint lacks were dropped ({', '.join(left_ds)})"
     if left_ck:
-        note += (f"; checkpoint classes absent from the dataset were ignored ({', '.join(left_ck)}) and "
-                 "probabilities renormalised over the shared classes")
+        note += (
+            f"; checkpoint classes absent from the dataset were ignored ({', '.join(left_ck)}) and "
+            "probabilities renormalised over the shared classes"
+        )
     return [i for i, _ in mapped], [j for _, j in mapped], [note]
 
 
@@ -265,8 +296,12 @@ def model_card(ckpt: dict, ref=None, model=None) -> dict:
     if model is not None:
         params = int(sum(p.numel() for p in model.parameters()))
         trainable = int(sum(p.numel() for p in model.parameters() if p.requires_grad))
-    ck = {"path": (str(ref.path) if ref.path else ref.name) if ref else None, "created": ckpt.get("created"),
-          "ferkit_version": ckpt.get("ferkit_version"), "format_version": ckpt.get("format_version")}
+    ck = {
+        "path": (str(ref.path) if ref.path else ref.name) if ref else None,
+        "created": ckpt.get("created"),
+        "ferkit_version": ckpt.get("ferkit_version"),
+        "format_version": ckpt.get("format_version"),
+    }
     wf = ref.file if ref else None
     if wf is not None and wf.is_file():
         ck["sha256"] = sha256_file(wf)
@@ -275,13 +310,26 @@ def model_card(ckpt: dict, ref=None, model=None) -> dict:
             ck["weights_file"] = str(wf)
     trained = {k: v for k, v in met.items() if isinstance(v, (int, float, str)) and not k.startswith("_")}
     return {
-        "architecture": m["name"], "description": desc, "source": source, "task": m.get("task"),
-        "model_kwargs": dict(m.get("kwargs") or {}), "num_classes": m.get("num_classes"),
-        "in_channels": m.get("in_channels"), "params": params, "trainable_params": trainable,
-        "classes": list(ckpt.get("classes") or []), "input": dict(ckpt.get("input") or {}),
-        "data": {"path": cfg.get("data"), "name": met.get("dataset"), "format": met.get("dataset_format"),
-                 "mapping": cfg.get("mapping")},
-        "training": cfg, "trained_metrics": trained, "checkpoint": ck,
+        "architecture": m["name"],
+        "description": desc,
+        "source": source,
+        "task": m.get("task"),
+        "model_kwargs": dict(m.get("kwargs") or {}),
+        "num_classes": m.get("num_classes"),
+        "in_channels": m.get("in_channels"),
+        "params": params,
+        "trainable_params": trainable,
+        "classes": list(ckpt.get("classes") or []),
+        "input": dict(ckpt.get("input") or {}),
+        "data": {
+            "path": cfg.get("data"),
+            "name": met.get("dataset"),
+            "format": met.get("dataset_format"),
+            "mapping": cfg.get("mapping"),
+        },
+        "training": cfg,
+        "trained_metrics": trained,
+        "checkpoint": ck,
     }
 
 
@@ -293,8 +341,13 @@ def _load_eval_dataset(data, ckpt: dict, fmt, mapping, quiet: bool):
     if data is None:
         raise ConfigError("no data: pass --data PATH (the dataset to evaluate on)")
     cfg = ckpt.get("config") or {}
-    kw = dict(seed=cfg.get("seed"), val_fraction=cfg.get("val_fraction"), test_fraction=cfg.get("test_fraction"),
-              image_size=cfg.get("image_size"), quiet=quiet)
+    kw = dict(
+        seed=cfg.get("seed"),
+        val_fraction=cfg.get("val_fraction"),
+        test_fraction=cfg.get("test_fraction"),
+        image_size=cfg.get("image_size"),
+        quiet=quiet,
+    )
     ds = load_dataset(data, format=fmt, mapping=mapping, **kw)
     notes = []
     train_map = cfg.get("mapping")
@@ -343,15 +396,25 @@ def _error_analysis(out: Path, images, ids, classes, y, probs, pairs) -> list[di
     conf = probs[np.arange(len(y)), pred] if len(y) else np.zeros(0)
     wrong = np.flatnonzero(pred != y)
     order = wrong[np.argsort(-conf[wrong], kind="stable")]
-    mistakes = [{"id": ids[i], "true": classes[int(y[i])], "pred": classes[int(pred[i])],
-                 "confidence": float(conf[i]), "p_true": float(probs[i, y[i]])} for i in order[:ERROR_LIST]]
+    mistakes = [
+        {
+            "id": ids[i],
+            "true": classes[int(y[i])],
+            "pred": classes[int(pred[i])],
+            "confidence": float(conf[i]),
+            "p_true": float(probs[i, y[i]]),
+        }
+        for i in order[:ERROR_LIST]
+    ]
     shown = order[:ERROR_GRID]
     caps = [f"true {classes[int(y[i])]}\npred {classes[int(pred[i])]} ({conf[i]:.2f})" for i in shown]
     imgs = np.stack([np.asarray(images[int(i)]) for i in shown]) if len(shown) else np.zeros((0, 1, 1, 1), np.uint8)
-    plot_image_grid(imgs, caps, out / "errors.png",
-                    title=f"most confident mistakes ({len(shown)} of {len(wrong)})")
-    lines = [f"{len(wrong)} mistakes in {len(y)} images ({len(wrong) / max(len(y), 1):.1%})", "",
-             "most confused pairs (true -> predicted: count, share of the true class)"]
+    plot_image_grid(imgs, caps, out / "errors.png", title=f"most confident mistakes ({len(shown)} of {len(wrong)})")
+    lines = [
+        f"{len(wrong)} mistakes in {len(y)} images ({len(wrong) / max(len(y), 1):.1%})",
+        "",
+        "most confused pairs (true -> predicted: count, share of the true class)",
+    ]
     lines += [f"  {p['true']} -> {p['pred']}: {p['count']} ({p['rate']:.1%})" for p in pairs] or ["  none"]
     lines += ["", f"most confident mistakes (top {len(mistakes)}): confidence, p(true), true -> pred, id"]
     lines += [f"  {m['confidence']:.3f}  {m['p_true']:.3f}  {m['true']} -> {m['pred']}  {m['id']}" for m in mistakes]
@@ -370,8 +433,7 @@ def _default_out(ref, ckpt_file: Path, split: str, tta: str) -> Path:
     return Path(f"eval_{zoo}_{name[5:]}") if zoo else ckpt_file.parent / name
 
 
-def _split_in_checkpoint_classes(dataset, split: str, ckpt: dict, ckpt_file: Path, class_map: bool,
-                                 notes: list[str]):
+def _split_in_checkpoint_classes(dataset, split: str, ckpt: dict, ckpt_file: Path, class_map: bool, notes: list[str]):
     """The split's images whose class the checkpoint knows, their labels as checkpoint class indices, those
     classes' names and indices; what was left out, and why, is added to ``notes``."""
     s = dataset.split(split)  # DataError when the split is missing or empty
@@ -383,11 +445,13 @@ def _split_in_checkpoint_classes(dataset, split: str, ckpt: dict, ckpt_file: Pat
     y = lut[np.asarray(s.labels, dtype=np.int64)]
     if (y < 0).any():
         keep = np.flatnonzero(y >= 0)
-        notes.append(f"{len(y) - len(keep)} of {len(y)} {split} images belong to classes the checkpoint lacks and "
-                     "were left out")
+        notes.append(
+            f"{len(y) - len(keep)} of {len(y)} {split} images belong to classes the checkpoint lacks and were left out"
+        )
         if not len(keep):
-            raise DataError(f"{dataset.root}: no {split} image belongs to a class the checkpoint knows; nothing to "
-                            "evaluate")
+            raise DataError(
+                f"{dataset.root}: no {split} image belongs to a class the checkpoint knows; nothing to evaluate"
+            )
         s = s.subset(keep)
         y = y[keep]
     if len(y) == 0:
@@ -406,18 +470,25 @@ def _plot_all(out: Path, ref, ckpt_file: Path, card: dict, metrics: dict, y, pro
     run = ref.name if ref.kind == "zoo" else (ckpt_file.parent.name or str(ckpt_file))
     what = f"{run} ({card['architecture']}), {split}{'' if tta == 'none' else ', tta ' + tta}"
     files["confusion_matrix.png"] = plots.plot_confusion_matrix(
-        cm, classes, out / "confusion_matrix.png", title=f"{what}: {len(y)} images")
+        cm, classes, out / "confusion_matrix.png", title=f"{what}: {len(y)} images"
+    )
     files["confusion_matrix_normalized.png"] = plots.plot_confusion_matrix(
-        cm, classes, out / "confusion_matrix_normalized.png", normalize=True, title=f"{what} (row-normalised)")
+        cm, classes, out / "confusion_matrix_normalized.png", normalize=True, title=f"{what} (row-normalised)"
+    )
     files["roc_curves.png"] = plots.plot_roc_curves(y, probs, classes, out / "roc_curves.png", title=f"ROC: {what}")
     files["pr_curves.png"] = plots.plot_pr_curves(y, probs, classes, out / "pr_curves.png", title=f"PR: {what}")
-    files["reliability.png"] = plots.plot_reliability(y, probs, out / "reliability.png", n_bins=metrics["ece_bins"],
-                                                      title=f"calibration: {what}")
+    files["reliability.png"] = plots.plot_reliability(
+        y, probs, out / "reliability.png", n_bins=metrics["ece_bins"], title=f"calibration: {what}"
+    )
     if va_true is not None and va_pred is not None:
-        files["va_scatter.png"] = plots.plot_va_scatter(va_true[0], va_pred[0], va_true[1], va_pred[1],
-                                                         out / "va_scatter.png",
-                                                         stats={"valence": metrics["valence"],
-                                                                "arousal": metrics["arousal"]})
+        files["va_scatter.png"] = plots.plot_va_scatter(
+            va_true[0],
+            va_pred[0],
+            va_true[1],
+            va_pred[1],
+            out / "va_scatter.png",
+            stats={"valence": metrics["valence"], "arousal": metrics["arousal"]},
+        )
     return files
 
 
@@ -484,13 +555,25 @@ def evaluate_checkpoint(
     model = build_model(ckpt, ckpt_file).to(dev)  # after the data checks: bad input fails fast
     out.mkdir(parents=True, exist_ok=True)
     if not quiet:
-        print(f"ferkit evaluate: {ckpt['model']['name']} on {dataset.name} [{split}: {len(y)} images, "
-              f"{len(classes)} classes, tta {tta}] device {dev} -> {out}", flush=True)
+        print(
+            f"ferkit evaluate: {ckpt['model']['name']} on {dataset.name} [{split}: {len(y)} images, "
+            f"{len(classes)} classes, tta {tta}] device {dev} -> {out}",
+            flush=True,
+        )
 
     select = None if ck_idx == list(range(len(ckpt["classes"]))) else ck_idx
     t0 = time.time()
-    pred = predict_arrays(model, s.images, spec, tta=tta, batch_size=int(batch_size), device=dev, select=select,
-                          quiet=quiet, desc=f"evaluate {split}")
+    pred = predict_arrays(
+        model,
+        s.images,
+        spec,
+        tta=tta,
+        batch_size=int(batch_size),
+        device=dev,
+        select=select,
+        quiet=quiet,
+        desc=f"evaluate {split}",
+    )
     infer_s = time.time() - t0
     probs = pred["probs"]
 
@@ -508,10 +591,20 @@ def evaluate_checkpoint(
     card = model_card(ckpt, ref, model)
     metrics["model"] = {"name": card["architecture"], "task": card["task"], "params": card["params"]}
     metrics["checkpoint"] = {"path": str(ckpt_file), "sha256": card["checkpoint"].get("sha256")}
-    metrics["data"] = {"path": str(dataset.root), "name": dataset.name, "format": dataset.format,
-                       "classes": list(dataset.classes), "split_size": len(dataset.splits[split])}
-    metrics["timing"] = {"inference_s": round(infer_s, 3), "images_per_s": round(len(y) * 1.0 / max(infer_s, 1e-9), 1),
-                         "views": len(tta_views(tta)), "batch_size": int(batch_size), "device": str(dev)}
+    metrics["data"] = {
+        "path": str(dataset.root),
+        "name": dataset.name,
+        "format": dataset.format,
+        "classes": list(dataset.classes),
+        "split_size": len(dataset.splits[split]),
+    }
+    metrics["timing"] = {
+        "inference_s": round(infer_s, 3),
+        "images_per_s": round(len(y) * 1.0 / max(infer_s, 1e-9), 1),
+        "views": len(tta_views(tta)),
+        "batch_size": int(batch_size),
+        "device": str(dev),
+    }
     metrics["notes"] = notes
 
     files = _plot_all(out, ref, ckpt_file, card, metrics, y, probs, va_true, va_pred)
@@ -539,9 +632,21 @@ def evaluate_checkpoint(
 
 def flat_scalars(metrics: dict) -> dict[str, float]:
     """The headline numbers of metrics.json as ``{name: value}`` (per-class and V/A included), finite only."""
-    keys = ("accuracy", "balanced_accuracy", "macro_f1", "weighted_f1", "macro_precision", "macro_recall",
-            "cohen_kappa", "krippendorff_alpha", "top2_accuracy", "log_loss", "ece", "roc_auc_macro",
-            "average_precision_macro")
+    keys = (
+        "accuracy",
+        "balanced_accuracy",
+        "macro_f1",
+        "weighted_f1",
+        "macro_precision",
+        "macro_recall",
+        "cohen_kappa",
+        "krippendorff_alpha",
+        "top2_accuracy",
+        "log_loss",
+        "ece",
+        "roc_auc_macro",
+        "average_precision_macro",
+    )
     flat = {k: metrics.get(k) for k in keys}
     for target in ("valence", "arousal"):
         for k, v in (metrics.get(target) or {}).items():
@@ -563,8 +668,11 @@ def _log_tensorboard(log_dir: Path, metrics: dict, files: dict, card: dict) -> N
         for name, p in files.items():
             if name.endswith(".png"):
                 w.add_image(f"eval_{split}/{name[:-4]}", png_array(p), 0, dataformats="HWC")
-        w.add_text(f"eval_{split}/model_card",
-                   "\n".join(f"- **{k}**: {v}" for k, v in card.items() if not isinstance(v, dict)), 0)
+        w.add_text(
+            f"eval_{split}/model_card",
+            "\n".join(f"- **{k}**: {v}" for k, v in card.items() if not isinstance(v, dict)),
+            0,
+        )
         w.flush()
     finally:
         w.close()
@@ -574,13 +682,18 @@ def _log_wandb(out: Path, metrics: dict, files: dict, card: dict, project: str) 
     from ferkit.tracking import start_wandb
 
     split = metrics["split"]
-    wandb, run = start_wandb(project=project, name=f"eval-{card['architecture']}-{split}", dir=str(out),
-                             job_type="eval", config=finite({k: v for k, v in card.items() if k != "training"}
-                                                            | {"training": card["training"]}))
+    wandb, run = start_wandb(
+        project=project,
+        name=f"eval-{card['architecture']}-{split}",
+        dir=str(out),
+        job_type="eval",
+        config=finite({k: v for k, v in card.items() if k != "training"} | {"training": card["training"]}),
+    )
     try:
         scalars = {f"eval_{split}/{k}": v for k, v in flat_scalars(metrics).items()}
-        run.log(scalars | {f"eval_{split}/{n[:-4]}": wandb.Image(str(p)) for n, p in files.items()
-                           if n.endswith(".png")})
+        run.log(
+            scalars | {f"eval_{split}/{n[:-4]}": wandb.Image(str(p)) for n, p in files.items() if n.endswith(".png")}
+        )
         for k, v in scalars.items():
             run.summary[k] = v
     finally:
@@ -606,22 +719,28 @@ def format_summary(m: dict) -> str:
     ]
     if m.get("binary"):
         b = m["binary"]
-        lines.append(f"  binary ({b['positive_class']!r} positive): ROC AUC {_f(b['roc_auc'])}  EER {_f(b['eer'])} "
-                     f"(p >= {_f(b['eer_threshold'], 3)})  at p >= {b['threshold']:g}: precision "
-                     f"{_f(b['precision'])}  recall {_f(b['recall'])}  FPR {_f(b['false_positive_rate'])}")
+        lines.append(
+            f"  binary ({b['positive_class']!r} positive): ROC AUC {_f(b['roc_auc'])}  EER {_f(b['eer'])} "
+            f"(p >= {_f(b['eer_threshold'], 3)})  at p >= {b['threshold']:g}: precision "
+            f"{_f(b['precision'])}  recall {_f(b['recall'])}  FPR {_f(b['false_positive_rate'])}"
+        )
     for t in ("valence", "arousal"):
         if m.get(t):
             r = m[t]
-            lines.append(f"  {t:<8} RMSE {_f(r['rmse'])}  MAE {_f(r['mae'])}  R2 {_f(r['r2'])}  r {_f(r['pearson_r'])}"
-                         f"  SAGR {_f(r['sagr'])}  CCC {_f(r['ccc'])}")
+            lines.append(
+                f"  {t:<8} RMSE {_f(r['rmse'])}  MAE {_f(r['mae'])}  R2 {_f(r['r2'])}  r {_f(r['pearson_r'])}"
+                f"  SAGR {_f(r['sagr'])}  CCC {_f(r['ccc'])}"
+            )
     w = max([len(c) for c in m["per_class"]] + [5])
     lines.append(f"  {'class':<{w}}  precision  recall  f1      support")
     for c, d in m["per_class"].items():
-        lines.append(f"  {c:<{w}}  {_f(d['precision'], 3):>9}  {_f(d['recall'], 3):>6}  {_f(d['f1'], 3):<6}  "
-                     f"{d['support']:>7}")
+        lines.append(
+            f"  {c:<{w}}  {_f(d['precision'], 3):>9}  {_f(d['recall'], 3):>6}  {_f(d['f1'], 3):<6}  {d['support']:>7}"
+        )
     if m.get("confused_pairs"):
-        lines.append("  most confused: " + ", ".join(f"{p['true']}->{p['pred']} ({p['count']})"
-                                                     for p in m["confused_pairs"][:3]))
+        lines.append(
+            "  most confused: " + ", ".join(f"{p['true']}->{p['pred']} ({p['count']})" for p in m["confused_pairs"][:3])
+        )
     for note in m.get("notes", []):
         lines.append(f"  note: {note}")
     return "\n".join(lines)

@@ -101,8 +101,13 @@ def precision_recall_f1(y_true, y_pred, num_classes: int | None = None) -> dict[
     recall = np.divide(tp, true_n, out=np.zeros(k), where=true_n > 0)
     denom = precision + recall
     f1 = np.divide(2 * precision * recall, denom, out=np.zeros(k), where=denom > 0)
-    return {"precision": precision, "recall": recall, "f1": f1, "support": true_n.astype(np.int64),
-            "predicted": pred_n.astype(np.int64)}
+    return {
+        "precision": precision,
+        "recall": recall,
+        "f1": f1,
+        "support": true_n.astype(np.int64),
+        "predicted": pred_n.astype(np.int64),
+    }
 
 
 def f1_score(y_true, y_pred, num_classes: int | None = None, average: str = "macro") -> float:
@@ -278,8 +283,9 @@ def confused_pairs(cm: np.ndarray, classes: list[str], top: int = 10) -> list[di
     support = cm.sum(axis=1)
     pairs = [(int(cm[i, j]), i, j) for i in range(cm.shape[0]) for j in range(cm.shape[1]) if i != j and cm[i, j] > 0]
     pairs.sort(key=lambda p: (-p[0], p[1], p[2]))
-    return [{"true": classes[i], "pred": classes[j], "count": n, "rate": float(n / support[i])}
-            for n, i, j in pairs[:top]]
+    return [
+        {"true": classes[i], "pred": classes[j], "count": n, "rate": float(n / support[i])} for n, i, j in pairs[:top]
+    ]
 
 
 def _nanmean(a) -> float:
@@ -303,9 +309,15 @@ def classification_metrics(y_true, probs, classes: list[str], n_bins: int = 15, 
     prf = precision_recall_f1(t, pred, k)
     ovr = one_vs_rest(t, P)
     per_class = {
-        c: {"precision": float(prf["precision"][i]), "recall": float(prf["recall"][i]), "f1": float(prf["f1"][i]),
-            "support": int(prf["support"][i]), "predicted": int(prf["predicted"][i]),
-            "roc_auc": float(ovr["roc_auc"][i]), "average_precision": float(ovr["average_precision"][i])}
+        c: {
+            "precision": float(prf["precision"][i]),
+            "recall": float(prf["recall"][i]),
+            "f1": float(prf["f1"][i]),
+            "support": int(prf["support"][i]),
+            "predicted": int(prf["predicted"][i]),
+            "roc_auc": float(ovr["roc_auc"][i]),
+            "average_precision": float(ovr["average_precision"][i]),
+        }
         for i, c in enumerate(classes)
     }
     used = (prf["support"] + prf["predicted"]) > 0
@@ -377,8 +389,14 @@ def sagr(y_true, y_pred) -> float:
 
 def regression_metrics(y_true, y_pred) -> dict:
     """RMSE, MAE, R^2, Pearson r, SAGR and CCC of one continuous target (valence or arousal)."""
-    return {"rmse": rmse(y_true, y_pred), "mae": mae(y_true, y_pred), "r2": r2(y_true, y_pred),
-            "pearson_r": pearson_r(y_true, y_pred), "sagr": sagr(y_true, y_pred), "ccc": ccc(y_true, y_pred)}
+    return {
+        "rmse": rmse(y_true, y_pred),
+        "mae": mae(y_true, y_pred),
+        "r2": r2(y_true, y_pred),
+        "pearson_r": pearson_r(y_true, y_pred),
+        "sagr": sagr(y_true, y_pred),
+        "ccc": ccc(y_true, y_pred),
+    }
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -408,8 +426,12 @@ def binary_metrics(y_true, probs, classes: list[str], threshold: float = 0.5, po
     pos = positive_class(list(classes)) if positive is None else int(positive)
     y = (t == pos).astype(np.int64)
     s = P[:, pos]
-    out = {"positive_class": classes[pos], "threshold": float(threshold), "roc_auc": roc_auc(y, s),
-           "average_precision": average_precision(y, s)}
+    out = {
+        "positive_class": classes[pos],
+        "threshold": float(threshold),
+        "roc_auc": roc_auc(y, s),
+        "average_precision": average_precision(y, s),
+    }
     fpr, tpr, thr = roc_curve(y, s)
     if np.isfinite(fpr).all() and np.isfinite(tpr).all():
         fnr = 1.0 - tpr
@@ -421,8 +443,15 @@ def binary_metrics(y_true, probs, classes: list[str], threshold: float = 0.5, po
     pred = s >= threshold
     tp, fp = int((pred & (y == 1)).sum()), int((pred & (y == 0)).sum())
     fn, tn = int((~pred & (y == 1)).sum()), int((~pred & (y == 0)).sum())
-    out.update({"precision": tp / (tp + fp) if tp + fp else float("nan"),
-                "recall": tp / (tp + fn) if tp + fn else float("nan"),
-                "false_positive_rate": fp / (fp + tn) if fp + tn else float("nan"),
-                "tp": tp, "fp": fp, "fn": fn, "tn": tn})
+    out.update(
+        {
+            "precision": tp / (tp + fp) if tp + fp else float("nan"),
+            "recall": tp / (tp + fn) if tp + fn else float("nan"),
+            "false_positive_rate": fp / (fp + tn) if fp + tn else float("nan"),
+            "tp": tp,
+            "fp": fp,
+            "fn": fn,
+            "tn": tn,
+        }
+    )
     return out

@@ -59,8 +59,9 @@ def plot_training_curves(history: list[dict], path: str | Path, title: str | Non
     return path
 
 
-def plot_confusion_matrix(cm: np.ndarray, classes: list[str], path: str | Path, normalize: bool = False,
-                          title: str | None = None) -> Path:
+def plot_confusion_matrix(
+    cm: np.ndarray, classes: list[str], path: str | Path, normalize: bool = False, title: str | None = None
+) -> Path:
     """Counts (or row-normalised rates) with the numbers written in each cell."""
     plt = _plt()
     path = Path(path)
@@ -92,8 +93,9 @@ def _class_colors(k: int):
     return [cmap(i % cmap.N) for i in range(k)]
 
 
-def plot_roc_curves(y_true: np.ndarray, probs: np.ndarray, classes: list[str], path: str | Path,
-                    title: str | None = None) -> Path:
+def plot_roc_curves(
+    y_true: np.ndarray, probs: np.ndarray, classes: list[str], path: str | Path, title: str | None = None
+) -> Path:
     """One-vs-rest ROC curve per class, AUC in the legend (a class without positives is listed as n/a)."""
     from ferkit.evaluation import metrics as M
 
@@ -104,12 +106,24 @@ def plot_roc_curves(y_true: np.ndarray, probs: np.ndarray, classes: list[str], p
     def finish(ax):
         ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls="--")
 
-    return _one_vs_rest(y_true, probs, classes, path, M.roc_auc, "AUC", draw, finish,
-                        ("false positive rate", "true positive rate"), title or "ROC, one-vs-rest", "lower right")
+    return _one_vs_rest(
+        y_true,
+        probs,
+        classes,
+        path,
+        M.roc_auc,
+        "AUC",
+        draw,
+        finish,
+        ("false positive rate", "true positive rate"),
+        title or "ROC, one-vs-rest",
+        "lower right",
+    )
 
 
-def plot_pr_curves(y_true: np.ndarray, probs: np.ndarray, classes: list[str], path: str | Path,
-                   title: str | None = None) -> Path:
+def plot_pr_curves(
+    y_true: np.ndarray, probs: np.ndarray, classes: list[str], path: str | Path, title: str | None = None
+) -> Path:
     """One-vs-rest precision-recall curve per class, average precision in the legend."""
     from ferkit.evaluation import metrics as M
 
@@ -117,8 +131,19 @@ def plot_pr_curves(y_true: np.ndarray, probs: np.ndarray, classes: list[str], pa
         precision, recall = M.precision_recall_curve(pos, p)
         ax.step(recall, precision, where="post", color=color, lw=1.4, label=label)
 
-    return _one_vs_rest(y_true, probs, classes, path, M.average_precision, "AP", draw, None,
-                        ("recall", "precision"), title or "precision-recall, one-vs-rest", "lower left")
+    return _one_vs_rest(
+        y_true,
+        probs,
+        classes,
+        path,
+        M.average_precision,
+        "AP",
+        draw,
+        None,
+        ("recall", "precision"),
+        title or "precision-recall, one-vs-rest",
+        "lower left",
+    )
 
 
 def _one_vs_rest(y_true, probs, classes, path, score, tag: str, draw, finish, labels, title: str, legend: str) -> Path:
@@ -148,8 +173,9 @@ def _one_vs_rest(y_true, probs, classes, path, score, tag: str, draw, finish, la
     return path
 
 
-def plot_reliability(y_true: np.ndarray, probs: np.ndarray, path: str | Path, n_bins: int = 15,
-                     title: str | None = None) -> Path:
+def plot_reliability(
+    y_true: np.ndarray, probs: np.ndarray, path: str | Path, n_bins: int = 15, title: str | None = None
+) -> Path:
     """Reliability diagram: accuracy vs confidence per bin (bars) against the diagonal, with ECE, and the
     confidence histogram below."""
     from ferkit.evaluation import metrics as M
@@ -163,8 +189,18 @@ def plot_reliability(y_true: np.ndarray, probs: np.ndarray, path: str | Path, n_
     nz = b["count"] > 0  # empty bins draw nothing
     acc, conf = b["accuracy"][nz], b["confidence"][nz]
     ax.bar(lo[nz], acc, width=width, align="edge", color="#4c72b0", edgecolor="black", lw=0.5, label="accuracy")
-    ax.bar(lo[nz], conf - acc, bottom=acc, width=width, align="edge", color="#dd8452", alpha=0.45,
-           edgecolor="#dd8452", lw=0.5, label="gap to mean confidence")
+    ax.bar(
+        lo[nz],
+        conf - acc,
+        bottom=acc,
+        width=width,
+        align="edge",
+        color="#dd8452",
+        alpha=0.45,
+        edgecolor="#dd8452",
+        lw=0.5,
+        label="gap to mean confidence",
+    )
     ax.plot([0, 1], [0, 1], color="grey", ls="--", lw=0.9)
     ax.set_ylabel("accuracy")
     ax.set_ylim(0, 1)
@@ -216,8 +252,9 @@ def _font(size: int):
         return ImageFont.load_default()
 
 
-def plot_image_grid(images: np.ndarray, captions: list[str], path: str | Path, title: str | None = None,
-                    cols: int = 6, tile: int = 112) -> Path:
+def plot_image_grid(
+    images: np.ndarray, captions: list[str], path: str | Path, title: str | None = None, cols: int = 6, tile: int = 112
+) -> Path:
     """uint8 images ``(N, H, W, C)`` in a grid, each scaled to ``tile`` pixels wide with its caption (one or more
     lines) above it, e.g. the most confident mistakes. Drawn with Pillow: a grid of small faces does not need
     matplotlib's layout engine, and is ~50x faster this way."""
@@ -262,8 +299,9 @@ def plot_image_grid(images: np.ndarray, captions: list[str], path: str | Path, t
     return path
 
 
-def plot_compare_bars(names: list[str], metrics: dict[str, list[float | None]], path: str | Path,
-                      title: str | None = None) -> Path:
+def plot_compare_bars(
+    names: list[str], metrics: dict[str, list[float | None]], path: str | Path, title: str | None = None
+) -> Path:
     """Grouped bars: one group per metric, one bar per run (``None``/NaN bars left out)."""
     plt = _plt()
     path = Path(path)
@@ -281,8 +319,9 @@ def plot_compare_bars(names: list[str], metrics: dict[str, list[float | None]], 
                 ys.append(v)
         bars = ax.bar(xs, ys, width=width, color=colors[j], label=name)
         for bar, v in zip(bars, ys, strict=True):
-            ax.text(bar.get_x() + bar.get_width() / 2, bar.get_height(), f"{v:.2f}", ha="center", va="bottom",
-                    fontsize=6.5)
+            ax.text(
+                bar.get_x() + bar.get_width() / 2, bar.get_height(), f"{v:.2f}", ha="center", va="bottom", fontsize=6.5
+            )
     ax.set_xticks(range(k), keys, rotation=20, ha="right")
     vals = [v for vs in metrics.values() for v in vs if v is not None and np.isfinite(v)]
     ax.set_ylim(min([0.0] + vals) - (0.05 if min([0.0] + vals) < 0 else 0.0), max([1.0] + vals) + 0.08)

@@ -48,8 +48,10 @@ def png_data_uri(path: str | Path) -> str:
 
 def figure(path: str | Path, caption: str, width: int | None = None) -> str:
     style = f' style="width:{width}px"' if width else ""
-    return (f'<figure><img src="{png_data_uri(path)}" alt="{esc(caption)}"{style}>'
-            f"<figcaption>{esc(caption)}</figcaption></figure>")
+    return (
+        f'<figure><img src="{png_data_uri(path)}" alt="{esc(caption)}"{style}>'
+        f"<figcaption>{esc(caption)}</figcaption></figure>"
+    )
 
 
 def table(headers: list[str], rows: list[list], left: int = 1) -> str:
@@ -57,8 +59,9 @@ def table(headers: list[str], rows: list[list], left: int = 1) -> str:
     h = "".join(f'<th class="l">{esc(x)}</th>' if i < left else f"<th>{esc(x)}</th>" for i, x in enumerate(headers))
     body = []
     for r in rows:
-        cells = "".join(f'<td class="l">{esc(fmt(x))}</td>' if i < left else f"<td>{esc(fmt(x))}</td>"
-                        for i, x in enumerate(r))
+        cells = "".join(
+            f'<td class="l">{esc(fmt(x))}</td>' if i < left else f"<td>{esc(fmt(x))}</td>" for i, x in enumerate(r)
+        )
         body.append(f"<tr>{cells}</tr>")
     return f"<table><tr>{h}</tr>{''.join(body)}</table>"
 
@@ -67,10 +70,12 @@ def page(title: str, subtitle: str, body: str) -> str:
     from ferkit import __version__
 
     now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-    return (f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{esc(title)}</title>"
-            f"<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><style>{CSS}</style></head>"
-            f"<body><h1>{esc(title)}</h1><p class=\"sub\">{esc(subtitle)}</p>{body}"
-            f"<p class=\"sub\">written by ferkit {esc(__version__)} at {esc(now)}</p></body></html>\n")
+    return (
+        f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{esc(title)}</title>'
+        f'<meta name="viewport" content="width=device-width, initial-scale=1"><style>{CSS}</style></head>'
+        f'<body><h1>{esc(title)}</h1><p class="sub">{esc(subtitle)}</p>{body}'
+        f'<p class="sub">written by ferkit {esc(__version__)} at {esc(now)}</p></body></html>\n'
+    )
 
 
 def _kpis(items: list[tuple[str, object]]) -> str:
@@ -87,20 +92,40 @@ def write_eval_report(path: str | Path, m: dict, card: dict, files: dict) -> Pat
     for note in m.get("notes") or []:
         parts.append(f'<div class="note">{esc(note)}</div>')
     parts.append("<h2>Expression</h2>")
-    parts.append(_kpis([("accuracy", m["accuracy"]), ("balanced accuracy", m["balanced_accuracy"]),
-                        ("macro F1", m["macro_f1"]), ("weighted F1", m["weighted_f1"]),
-                        ("Cohen's kappa", m["cohen_kappa"]), ("Krippendorff's alpha", m["krippendorff_alpha"]),
-                        ("top-2 accuracy", m["top2_accuracy"]), ("log loss", m["log_loss"]),
-                        (f"ECE ({m['ece_bins']} bins)", m["ece"]), ("macro ROC AUC", m["roc_auc_macro"]),
-                        ("macro AP", m["average_precision_macro"]), ("images", m["n"])]))
-    rows = [[c, d["precision"], d["recall"], d["f1"], d["support"], d["predicted"], d["roc_auc"],
-             d["average_precision"]] for c, d in m["per_class"].items()]
+    parts.append(
+        _kpis(
+            [
+                ("accuracy", m["accuracy"]),
+                ("balanced accuracy", m["balanced_accuracy"]),
+                ("macro F1", m["macro_f1"]),
+                ("weighted F1", m["weighted_f1"]),
+                ("Cohen's kappa", m["cohen_kappa"]),
+                ("Krippendorff's alpha", m["krippendorff_alpha"]),
+                ("top-2 accuracy", m["top2_accuracy"]),
+                ("log loss", m["log_loss"]),
+                (f"ECE ({m['ece_bins']} bins)", m["ece"]),
+                ("macro ROC AUC", m["roc_auc_macro"]),
+                ("macro AP", m["average_precision_macro"]),
+                ("images", m["n"]),
+            ]
+        )
+    )
+    rows = [
+        [c, d["precision"], d["recall"], d["f1"], d["support"], d["predicted"], d["roc_auc"], d["average_precision"]]
+        for c, d in m["per_class"].items()
+    ]
     parts.append(table(["class", "precision", "recall", "F1", "support", "predicted", "ROC AUC", "AP"], rows))
-    figs = [(n, c) for n, c in (("confusion_matrix.png", "confusion matrix (counts)"),
-                                ("confusion_matrix_normalized.png", "confusion matrix (row-normalised)"),
-                                ("roc_curves.png", "ROC curves, one-vs-rest"),
-                                ("pr_curves.png", "precision-recall curves, one-vs-rest"),
-                                ("reliability.png", "reliability diagram")) if n in files]
+    figs = [
+        (n, c)
+        for n, c in (
+            ("confusion_matrix.png", "confusion matrix (counts)"),
+            ("confusion_matrix_normalized.png", "confusion matrix (row-normalised)"),
+            ("roc_curves.png", "ROC curves, one-vs-rest"),
+            ("pr_curves.png", "precision-recall curves, one-vs-rest"),
+            ("reliability.png", "reliability diagram"),
+        )
+        if n in files
+    ]
     parts.append('<div class="grid">' + "".join(figure(files[n], c, 540) for n, c in figs) + "</div>")
     if m.get("valence") or m.get("arousal"):
         parts.append("<h2>Valence / arousal</h2>")
@@ -112,16 +137,25 @@ def write_eval_report(path: str | Path, m: dict, card: dict, files: dict) -> Pat
     parts.append("<h2>Error analysis</h2>")
     pairs = m.get("confused_pairs") or []
     if pairs:
-        parts.append(table(["true", "predicted", "count", "share of true class"],
-                           [[p["true"], p["pred"], p["count"], p["rate"]] for p in pairs], left=2))
+        parts.append(
+            table(
+                ["true", "predicted", "count", "share of true class"],
+                [[p["true"], p["pred"], p["count"], p["rate"]] for p in pairs],
+                left=2,
+            )
+        )
     else:
         parts.append("<p>No mistakes.</p>")
     if "errors.png" in files:
         parts.append(figure(files["errors.png"], "most confident mistakes"))
     if m.get("top_mistakes"):
-        parts.append(table(["id", "true", "predicted", "confidence", "p(true)"],
-                           [[x["id"], x["true"], x["pred"], x["confidence"], x["p_true"]] for x in m["top_mistakes"]],
-                           left=3))
+        parts.append(
+            table(
+                ["id", "true", "predicted", "confidence", "p(true)"],
+                [[x["id"], x["true"], x["pred"], x["confidence"], x["p_true"]] for x in m["top_mistakes"]],
+                left=3,
+            )
+        )
     parts.append("<h2>Model card</h2>")
     ck = card.get("checkpoint") or {}
     inp = card.get("input") or {}
@@ -133,17 +167,29 @@ def write_eval_report(path: str | Path, m: dict, card: dict, files: dict) -> Pat
         ["parameters", f"{fmt(card.get('params'))} ({fmt(card.get('trainable_params'))} trainable)"],
         ["model arguments", json.dumps(card.get("model_kwargs") or {})],
         ["classes", ", ".join(card.get("classes") or [])],
-        ["input", f"{inp.get('size')} x {inp.get('channels')} ch, mean {inp.get('mean')}, std {inp.get('std')}"
-                  + (f", pixel permutation seed {inp['permute_seed']}" if inp.get("permute_seed") is not None else "")],
-        ["training data", f"{data.get('name') or ''} ({data.get('format') or '?'}) {data.get('path') or ''}"
-                          + (f", mapping {data['mapping']}" if data.get("mapping") else "")],
-        ["evaluated on", f"{m['data']['name']} ({m['data']['format']}) {m['data']['path']}, split {m['split']}, "
-                         f"{m['n']} images, TTA {m['tta']}"],
+        [
+            "input",
+            f"{inp.get('size')} x {inp.get('channels')} ch, mean {inp.get('mean')}, std {inp.get('std')}"
+            + (f", pixel permutation seed {inp['permute_seed']}" if inp.get("permute_seed") is not None else ""),
+        ],
+        [
+            "training data",
+            f"{data.get('name') or ''} ({data.get('format') or '?'}) {data.get('path') or ''}"
+            + (f", mapping {data['mapping']}" if data.get("mapping") else ""),
+        ],
+        [
+            "evaluated on",
+            f"{m['data']['name']} ({m['data']['format']}) {m['data']['path']}, split {m['split']}, "
+            f"{m['n']} images, TTA {m['tta']}",
+        ],
         ["checkpoint", ck.get("path") or ""],
         ["sha256", ck.get("sha256") or "n/a"],
         ["created", f"{ck.get('created')} with ferkit {ck.get('ferkit_version')}"],
-        ["inference", f"{fmt(m['timing']['images_per_s'], 1)} images/s on {m['timing']['device']} "
-                      f"({m['timing']['views']} view(s) per image, batch {m['timing']['batch_size']})"],
+        [
+            "inference",
+            f"{fmt(m['timing']['images_per_s'], 1)} images/s on {m['timing']['device']} "
+            f"({m['timing']['views']} view(s) per image, batch {m['timing']['batch_size']})",
+        ],
     ]
     parts.append(table(["", ""], rows, left=2))
     trained = card.get("trained_metrics") or {}
@@ -158,8 +204,14 @@ def write_eval_report(path: str | Path, m: dict, card: dict, files: dict) -> Pat
     return path
 
 
-def write_compare_report(path: str | Path, headers: list[str], rows: list[list], warnings: list[str],
-                         chart: Path | None, legend: list[tuple[str, str]]) -> Path:
+def write_compare_report(
+    path: str | Path,
+    headers: list[str],
+    rows: list[list],
+    warnings: list[str],
+    chart: Path | None,
+    legend: list[tuple[str, str]],
+) -> Path:
     """compare.html: the side-by-side table, the comparability warnings, the bar chart."""
     from ferkit.utils import atomic_write_text
 

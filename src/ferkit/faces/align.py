@@ -18,13 +18,16 @@ from ferkit.errors import ConfigError
 from ferkit.faces.base import Face, as_rgb_uint8
 
 # ArcFace / insightface 112x112 reference points (x, y), image-left eye first.
-_ARCFACE_112 = np.array([
-    [38.2946, 51.6963],
-    [73.5318, 51.5014],
-    [56.0252, 71.7366],
-    [41.5493, 92.3655],
-    [70.7299, 92.2041],
-], dtype=np.float64)
+_ARCFACE_112 = np.array(
+    [
+        [38.2946, 51.6963],
+        [73.5318, 51.5014],
+        [56.0252, 71.7366],
+        [41.5493, 92.3655],
+        [70.7299, 92.2041],
+    ],
+    dtype=np.float64,
+)
 
 #: How much each landmark counts in the fit (eyes, nose, mouth corners). The mouth corners move with the
 #: expression (a smile widens and raises them), so at full weight they would zoom and shift the crop with
@@ -78,7 +81,7 @@ def similarity(src: np.ndarray, dst: np.ndarray, weights=None) -> np.ndarray | N
     w = w / w.sum()
     ms, md = w @ src, w @ dst
     s, d = src - ms, dst - md
-    var = float(w @ (s ** 2).sum(1))
+    var = float(w @ (s**2).sum(1))
     if not np.isfinite(var) or var < 1e-6:
         return None
     u, sig, vt = np.linalg.svd((d * w[:, None]).T @ s)
@@ -95,8 +98,9 @@ def alignment_matrix(face: Face, size=..., margin: float = ..., weights=...) -> 
 def alignment_matrix(face: np.ndarray, size=..., margin: float = ..., weights=...) -> np.ndarray | None: ...
 
 
-def alignment_matrix(face: Face | np.ndarray, size=(112, 112), margin: float = 0.0,
-                     weights=LANDMARK_WEIGHTS) -> np.ndarray | None:
+def alignment_matrix(
+    face: Face | np.ndarray, size=(112, 112), margin: float = 0.0, weights=LANDMARK_WEIGHTS
+) -> np.ndarray | None:
     """The 2x3 matrix :func:`align` warps with, taking image coordinates to aligned-crop coordinates; map
     points with ``pts @ M[:, :2].T + M[:, 2]``. For a :class:`Face` whose landmarks are estimated or
     degenerate it is the fallback crop's (scale + shift). For a bare (5, 2) landmark array it is the
@@ -142,7 +146,7 @@ def _shrink_window(image: np.ndarray, m: np.ndarray, size: tuple[int, int], k: i
     bx1, by1 = min(iw // k, bx1), min(ih // k, by1)
     if bx1 <= bx0 or by1 <= by0:
         bx0, by0, bx1, by1 = 0, 0, max(1, iw // k), max(1, ih // k)
-    window = image[by0 * k:by1 * k, bx0 * k:bx1 * k]
+    window = image[by0 * k : by1 * k, bx0 * k : bx1 * k]
     small = cv2.resize(window, (bx1 - bx0, by1 - by0), interpolation=cv2.INTER_AREA)
     m = m.copy()
     m[:, 2] += m[:, :2] @ np.array([bx0 * k, by0 * k], np.float64)
@@ -170,8 +174,9 @@ def _warp(image: np.ndarray, m: np.ndarray, size: tuple[int, int], channels: int
     return out
 
 
-def align(image: np.ndarray, face: Face, size=(112, 112), channels: int = 3, margin: float = 0.0,
-          weights=LANDMARK_WEIGHTS) -> np.ndarray:
+def align(
+    image: np.ndarray, face: Face, size=(112, 112), channels: int = 3, margin: float = 0.0, weights=LANDMARK_WEIGHTS
+) -> np.ndarray:
     """The face warped so its landmarks sit on :func:`template` (best fit, see :data:`LANDMARK_WEIGHTS`):
     uint8 (H, W, channels).
 

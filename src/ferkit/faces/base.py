@@ -73,16 +73,22 @@ class Face:
         """The same face with every coordinate multiplied by (sx, sy)."""
         sy = sx if sy is None else sy
         x1, y1, x2, y2 = self.box
-        return Face((x1 * sx, y1 * sy, x2 * sx, y2 * sy), self.score,
-                    self.landmarks * np.array([sx, sy], dtype=np.float32), self.landmarks_estimated)
+        return Face(
+            (x1 * sx, y1 * sy, x2 * sx, y2 * sy),
+            self.score,
+            self.landmarks * np.array([sx, sy], dtype=np.float32),
+            self.landmarks_estimated,
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready: box and landmarks rounded to 0.01 px, landmarks keyed by :data:`LANDMARK_NAMES`."""
         return {
             "box": [round(v, 2) for v in self.box],
             "score": round(self.score, 5),
-            "landmarks": {n: [round(float(x), 2), round(float(y), 2)]
-                          for n, (x, y) in zip(LANDMARK_NAMES, self.landmarks, strict=True)},
+            "landmarks": {
+                n: [round(float(x), 2), round(float(y), 2)]
+                for n, (x, y) in zip(LANDMARK_NAMES, self.landmarks, strict=True)
+            },
             "landmarks_estimated": self.landmarks_estimated,
         }
 
@@ -90,17 +96,22 @@ class Face:
     def from_dict(cls, d: dict[str, Any]) -> Face:
         lm = d["landmarks"]
         pts = [lm[n] for n in LANDMARK_NAMES] if isinstance(lm, dict) else lm
-        return cls(tuple(d["box"]), d["score"], np.asarray(pts, dtype=np.float32),
-                   bool(d.get("landmarks_estimated", False)))
+        return cls(
+            tuple(d["box"]), d["score"], np.asarray(pts, dtype=np.float32), bool(d.get("landmarks_estimated", False))
+        )
 
 
 _BACKENDS: dict[str, type[FaceDetector]] = {}
 #: the built-in backends and the module each registers itself from, imported on first use (so that
 #: ``retinaface`` on ONNX Runtime never imports torch for MTCNN's networks)
-BUILTIN_BACKENDS = {"retinaface": "ferkit.faces.retinaface", "mtcnn": "ferkit.faces.mtcnn",
-                    "haar": "ferkit.faces.haar", "tinyface": "ferkit.faces.faceapi",
-                    "ssd_mobilenet": "ferkit.faces.faceapi",
-                    "blazeface": "ferkit.faces.blazeface"}
+BUILTIN_BACKENDS = {
+    "retinaface": "ferkit.faces.retinaface",
+    "mtcnn": "ferkit.faces.mtcnn",
+    "haar": "ferkit.faces.haar",
+    "tinyface": "ferkit.faces.faceapi",
+    "ssd_mobilenet": "ferkit.faces.faceapi",
+    "blazeface": "ferkit.faces.blazeface",
+}
 
 
 def register_backend(name: str) -> Callable[[type[FaceDetector]], type[FaceDetector]]:
@@ -137,13 +148,31 @@ def detector_info() -> list[dict[str, Any]]:
         try:
             cls = backend_class(name)
         except ModuleNotFoundError as e:  # MTCNN is PyTorch code: a torch-free install lists it as unavailable
-            rows.append({"name": name, "default": name == "retinaface", "for": f"not available here: needs {e.name} "
-                         "(pip install 'ferkit[train]')", "input": "", "landmarks": "", "speed": "", "licence": "",
-                         "score_threshold": None})
+            rows.append(
+                {
+                    "name": name,
+                    "default": name == "retinaface",
+                    "for": f"not available here: needs {e.name} (pip install 'ferkit[train]')",
+                    "input": "",
+                    "landmarks": "",
+                    "speed": "",
+                    "licence": "",
+                    "score_threshold": None,
+                }
+            )
             continue
-        rows.append({"name": name, "default": name == "retinaface", "for": cls.summary, "input": cls.input_desc,
-                     "landmarks": "5 detected" if cls.has_landmarks else "none (estimated from the box; align crops)",
-                     "speed": cls.speed, "licence": cls.licence, "score_threshold": cls.default_score_threshold})
+        rows.append(
+            {
+                "name": name,
+                "default": name == "retinaface",
+                "for": cls.summary,
+                "input": cls.input_desc,
+                "landmarks": "5 detected" if cls.has_landmarks else "none (estimated from the box; align crops)",
+                "speed": cls.speed,
+                "licence": cls.licence,
+                "score_threshold": cls.default_score_threshold,
+            }
+        )
     return rows
 
 
@@ -162,11 +191,13 @@ def as_rgb_uint8(image: Any, what: str = "image") -> np.ndarray:
 
         return pil_to_rgb(image, what)
     if not isinstance(image, np.ndarray):
-        raise DataError(f"{what}: expected a uint8 numpy array (H, W, 3) RGB or a PIL image, "
-                        f"got {type(image).__name__}")
+        raise DataError(
+            f"{what}: expected a uint8 numpy array (H, W, 3) RGB or a PIL image, got {type(image).__name__}"
+        )
     if image.dtype != np.uint8:
-        raise DataError(f"{what}: expected dtype uint8 (0..255), got {image.dtype}; "
-                        f"scale to 0..255 and cast with .astype(np.uint8)")
+        raise DataError(
+            f"{what}: expected dtype uint8 (0..255), got {image.dtype}; scale to 0..255 and cast with .astype(np.uint8)"
+        )
     if image.ndim == 3 and image.shape[2] == 1:
         image = image[:, :, 0]
     if image.ndim == 2:
@@ -174,8 +205,9 @@ def as_rgb_uint8(image: Any, what: str = "image") -> np.ndarray:
     elif image.ndim == 3 and image.shape[2] == 4:
         image = image[:, :, :3]
     if image.ndim != 3 or image.shape[2] != 3:
-        raise DataError(f"{what}: expected shape (H, W, 3) RGB, (H, W) grey or (H, W, 4) RGBA, "
-                        f"got {tuple(image.shape)}")
+        raise DataError(
+            f"{what}: expected shape (H, W, 3) RGB, (H, W) grey or (H, W, 4) RGBA, got {tuple(image.shape)}"
+        )
     if image.shape[0] < 1 or image.shape[1] < 1:
         raise DataError(f"{what}: empty image {tuple(image.shape)}")
     return np.ascontiguousarray(image)
@@ -218,8 +250,14 @@ class FaceDetector(abc.ABC):
     speed: ClassVar[str] = ""
     licence: ClassVar[str] = ""
 
-    def __init__(self, device: Any = "cpu", score_threshold: float | None = None, min_face: float = 20,
-                 max_size: int | None = DEFAULT_MAX_SIZE, batch_size: int = 16):
+    def __init__(
+        self,
+        device: Any = "cpu",
+        score_threshold: float | None = None,
+        min_face: float = 20,
+        max_size: int | None = DEFAULT_MAX_SIZE,
+        batch_size: int = 16,
+    ):
         from ferkit.utils import resolve_device
 
         st = self.default_score_threshold if score_threshold is None else score_threshold
@@ -256,8 +294,13 @@ class FaceDetector(abc.ABC):
         return self._device is None or self._device.type == "cpu"
 
     @staticmethod
-    def create(name: str = "retinaface", device: Any = "cpu", score_threshold: float | None = None,
-               min_face: float = 20, **kwargs: Any) -> FaceDetector:
+    def create(
+        name: str = "retinaface",
+        device: Any = "cpu",
+        score_threshold: float | None = None,
+        min_face: float = 20,
+        **kwargs: Any,
+    ) -> FaceDetector:
         """A detector by backend name (see :func:`available_backends`); ConfigError for an unknown name.
 
         ``score_threshold`` defaults to the backend's own (retinaface 0.8, mtcnn 0.7, haar 0.0);
@@ -273,8 +316,9 @@ class FaceDetector(abc.ABC):
         except TypeError as e:
             if "unexpected keyword argument" not in str(e):
                 raise
-            raise ConfigError(f"face detector {key!r}: {e.args[0].split('() ')[-1]}; see ferkit/faces/README.md "
-                              f"for its options") from None
+            raise ConfigError(
+                f"face detector {key!r}: {e.args[0].split('() ')[-1]}; see ferkit/faces/README.md for its options"
+            ) from None
 
     def detect(self, image: Any) -> list[Face]:
         """Faces in one RGB uint8 (H, W, 3) image, highest score first (empty list when none)."""
@@ -308,8 +352,10 @@ class FaceDetector(abc.ABC):
         """
 
     def __repr__(self) -> str:
-        return (f"{type(self).__name__}(device={str(self.device)!r}, score_threshold={self.score_threshold}, "
-                f"min_face={self.min_face:g}, max_size={self.max_size})")
+        return (
+            f"{type(self).__name__}(device={str(self.device)!r}, score_threshold={self.score_threshold}, "
+            f"min_face={self.min_face:g}, max_size={self.max_size})"
+        )
 
 
 def batched_nms(boxes, scores, groups, iou_threshold: float):
@@ -326,8 +372,9 @@ def batched_nms(boxes, scores, groups, iou_threshold: float):
 
         device = boxes.device
         boxes, scores, groups = (t.detach().cpu().numpy() for t in (boxes, scores, groups))
-    keep = _nms_numpy(np.asarray(boxes, np.float32), np.asarray(scores, np.float32), np.asarray(groups),
-                      float(iou_threshold))
+    keep = _nms_numpy(
+        np.asarray(boxes, np.float32), np.asarray(scores, np.float32), np.asarray(groups), float(iou_threshold)
+    )
     return torch.as_tensor(keep, dtype=torch.long, device=device) if as_torch else keep
 
 
@@ -360,5 +407,5 @@ def group_by_shape(images: Sequence[np.ndarray], limit: int) -> list[list[int]]:
         groups.setdefault(im.shape, []).append(i)
     out = []
     for idx in groups.values():
-        out += [idx[k:k + limit] for k in range(0, len(idx), limit)]
+        out += [idx[k : k + limit] for k in range(0, len(idx), limit)]
     return out

@@ -75,8 +75,11 @@ def letterbox(image: np.ndarray, size: int = INPUT_SIZE) -> tuple[np.ndarray, fl
     f = size / max(h, w)
     nw, nh = max(1, round(w * f)), max(1, round(h * f))
     out = np.zeros((size, size, 3), np.uint8)
-    out[:nh, :nw] = image if (nh, nw) == (h, w) else cv2.resize(
-        image, (nw, nh), interpolation=cv2.INTER_AREA if f <= 0.5 else cv2.INTER_LINEAR)
+    out[:nh, :nw] = (
+        image
+        if (nh, nw) == (h, w)
+        else cv2.resize(image, (nw, nh), interpolation=cv2.INTER_AREA if f <= 0.5 else cv2.INTER_LINEAR)
+    )
     return out, f
 
 
@@ -151,7 +154,7 @@ class BlazeFaceDetector(FaceDetector):
 
         results: list[list[Face]] = [[] for _ in images]
         for start in range(0, len(images), self.batch_size):
-            chunk = [letterbox(im) for im in images[start:start + self.batch_size]]
+            chunk = [letterbox(im) for im in images[start : start + self.batch_size]]
             logits, reg = self.forward(np.stack([c[0] for c in chunk]))
             with np.errstate(over="ignore"):
                 prob = 1.0 / (1.0 + np.exp(-logits))

@@ -19,8 +19,15 @@ import torch.nn.functional as F
 from torch import nn
 
 #: (in channels, out channels, stride) of the 31 residual blocks of the trunk, in graph order
-BLOCKS = ([(24, 24, 1)] * 7 + [(24, 24, 2)] + [(24, 24, 1)] * 7 + [(24, 48, 2)] + [(48, 48, 1)] * 7
-          + [(48, 96, 2)] + [(96, 96, 1)] * 7)
+BLOCKS = (
+    [(24, 24, 1)] * 7
+    + [(24, 24, 2)]
+    + [(24, 24, 1)] * 7
+    + [(24, 48, 2)]
+    + [(48, 48, 1)] * 7
+    + [(48, 96, 2)]
+    + [(96, 96, 1)] * 7
+)
 
 
 def _same_pad(x: torch.Tensor, k: int, s: int) -> torch.Tensor:
@@ -95,6 +102,13 @@ def export_onnx(path: str | os.PathLike) -> None:
     net = build_network("cpu")
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the TorchScript exporter's notes on tracing: expected
-        torch.onnx.export(net, (torch.zeros(1, 3, 256, 256),), str(path), input_names=["x"],
-                          output_names=["logits", "regressors"], dynamic_axes={"x": {0: "batch"}},
-                          opset_version=17, dynamo=False)
+        torch.onnx.export(
+            net,
+            (torch.zeros(1, 3, 256, 256),),
+            str(path),
+            input_names=["x"],
+            output_names=["logits", "regressors"],
+            dynamic_axes={"x": {0: "batch"}},
+            opset_version=17,
+            dynamo=False,
+        )

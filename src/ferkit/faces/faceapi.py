@@ -25,8 +25,9 @@ from ferkit.faces.haar import estimate_landmarks
 from ferkit.utils import call_threads, installed, ort_session
 
 #: tiny_face_detector's anchors in cells (tinyFaceDetector/const.ts), its mean RGB and NMS IoU
-TINY_ANCHORS = np.array([[1.603231, 2.094468], [6.041143, 7.080126], [2.882459, 3.518061],
-                         [4.266906, 5.178857], [9.041765, 10.66308]])
+TINY_ANCHORS = np.array(
+    [[1.603231, 2.094468], [6.041143, 7.080126], [2.882459, 3.518061], [4.266906, 5.178857], [9.041765, 10.66308]]
+)
 TINY_MEAN = np.array([117.001, 114.697, 97.404], np.float32)
 TINY_IOU = 0.4
 SSD_SIZE = 512
@@ -124,7 +125,7 @@ class _FaceApiDetector(FaceDetector):
         side = self.input_side
         results: list[list[Face]] = []
         for start in range(0, len(images), self.batch_size):
-            chunk = images[start:start + self.batch_size]
+            chunk = images[start : start + self.batch_size]
             squares = [square_resize(im, side) for im in chunk]
             x = np.ascontiguousarray(np.stack([self._normalise(s[0]) for s in squares]).transpose(0, 3, 1, 2))
             outs = self._run(x)
@@ -226,4 +227,3 @@ class SsdMobilenetDetector(_FaceApiDetector):
             y1, x1, y2, x2 = b[k, 0] * py * h, b[k, 1] * px * w, b[k, 2] * py * h, b[k, 3] * px * w
             faces.append(self._face((x1, y1, x2, y2), float(s[k])))
         return faces
-

@@ -96,8 +96,16 @@ class DepthwiseConv(nn.Module):
             self.register_buffer(name, torch.zeros(c))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.batch_norm(self.conv(_pad_same(x, 3, self.stride)), self.bn_mean, self.bn_var, self.bn_scale,
-                         self.bn_offset, False, 0.0, BN_EPS)
+        x = F.batch_norm(
+            self.conv(_pad_same(x, 3, self.stride)),
+            self.bn_mean,
+            self.bn_var,
+            self.bn_scale,
+            self.bn_offset,
+            False,
+            0.0,
+            BN_EPS,
+        )
         return torch.clamp(x, 0, 6)
 
 
@@ -110,8 +118,7 @@ class BoxPredictor(nn.Module):
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         n = x.shape[0]
         # TF.js reshapes NHWC outputs: cell-major, then anchor
-        return (self.box(x).permute(0, 2, 3, 1).reshape(n, -1, 4),
-                self.cls(x).permute(0, 2, 3, 1).reshape(n, -1, 3))
+        return (self.box(x).permute(0, 2, 3, 1).reshape(n, -1, 4), self.cls(x).permute(0, 2, 3, 1).reshape(n, -1, 3))
 
 
 class SsdMobileNetV1(nn.Module):
@@ -130,11 +137,20 @@ class SsdMobileNetV1(nn.Module):
         chans = [32, 64, 128, 128, 256, 256, 512, 512, 512, 512, 512, 512, 1024, 1024]
         self.dw = nn.ModuleList(DepthwiseConv(chans[i - 1], 2 if i in self.STRIDE2 else 1) for i in range(1, 14))
         self.pw = nn.ModuleList(PointwiseConv(chans[i - 1], chans[i]) for i in range(1, 14))
-        extra = [(1024, 256, 1, 1), (256, 512, 3, 2), (512, 128, 1, 1), (128, 256, 3, 2), (256, 128, 1, 1),
-                 (128, 256, 3, 2), (256, 64, 1, 1), (64, 128, 3, 2)]
+        extra = [
+            (1024, 256, 1, 1),
+            (256, 512, 3, 2),
+            (512, 128, 1, 1),
+            (128, 256, 3, 2),
+            (256, 128, 1, 1),
+            (128, 256, 3, 2),
+            (256, 64, 1, 1),
+            (64, 128, 3, 2),
+        ]
         self.extra = nn.ModuleList(PointwiseConv(*e) for e in extra)
-        self.predictors = nn.ModuleList(BoxPredictor(c, a) for c, a in
-                                        [(512, 3), (1024, 6), (512, 6), (256, 6), (256, 6), (128, 6)])
+        self.predictors = nn.ModuleList(
+            BoxPredictor(c, a) for c, a in [(512, 3), (1024, 6), (512, 6), (256, 6), (256, 6), (128, 6)]
+        )
         self.register_buffer("priors", torch.zeros(SSD_PRIORS, 4))  # Output/extra_dim: ymin, xmin, ymax, xmax
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -187,8 +203,16 @@ def export_onnx(backend: str, path: str | os.PathLike) -> None:
     outs = ["boxes", "scores"] if backend == "ssd_mobilenet" else ["out"]
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the TorchScript exporter's notes on tracing: expected
-        torch.onnx.export(net, (torch.zeros(1, 3, side, side),), str(path), input_names=["x"], output_names=outs,
-                          dynamic_axes={"x": dyn}, opset_version=17, dynamo=False)
+        torch.onnx.export(
+            net,
+            (torch.zeros(1, 3, side, side),),
+            str(path),
+            input_names=["x"],
+            output_names=outs,
+            dynamic_axes={"x": dyn},
+            opset_version=17,
+            dynamo=False,
+        )
     store_quantised(path, backend)
 
 
@@ -216,13 +240,19 @@ def store_quantised(path: str | os.PathLike, backend: str) -> None:
             continue
         model.graph.initializer.remove(init)
         n = init.name
-        model.graph.initializer.extend([numpy_helper.from_array(q, n + "#q"),
-                                        numpy_helper.from_array(np.array(scale), n + "#scale"),
-                                        numpy_helper.from_array(np.array(lo), n + "#min")])
-        nodes += [helper.make_node("Cast", [n + "#q"], [n + "#f64"], to=TensorProto.DOUBLE),
-                  helper.make_node("Mul", [n + "#f64", n + "#scale"], [n + "#scaled"]),
-                  helper.make_node("Add", [n + "#scaled", n + "#min"], [n + "#value"]),
-                  helper.make_node("Cast", [n + "#value"], [n], to=TensorProto.FLOAT)]
+        model.graph.initializer.extend(
+            [
+                numpy_helper.from_array(q, n + "#q"),
+                numpy_helper.from_array(np.array(scale), n + "#scale"),
+                numpy_helper.from_array(np.array(lo), n + "#min"),
+            ]
+        )
+        nodes += [
+            helper.make_node("Cast", [n + "#q"], [n + "#f64"], to=TensorProto.DOUBLE),
+            helper.make_node("Mul", [n + "#f64", n + "#scale"], [n + "#scaled"]),
+            helper.make_node("Add", [n + "#scaled", n + "#min"], [n + "#value"]),
+            helper.make_node("Cast", [n + "#value"], [n], to=TensorProto.FLOAT),
+        ]
     rest = list(model.graph.node)
     del model.graph.node[:]
     model.graph.node.extend(nodes + rest)  # the dequantising nodes first: the graph stays in topological order

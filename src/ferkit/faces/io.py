@@ -56,8 +56,9 @@ def load_image(path: str | os.PathLike, max_pixels: int | None = MAX_PIXELS) -> 
     return decode_image(p, str(p), max_pixels=max_pixels)
 
 
-def decode_image(source: str | os.PathLike | bytes, name: str | None = None,
-                 max_pixels: int | None = MAX_PIXELS) -> np.ndarray:
+def decode_image(
+    source: str | os.PathLike | bytes, name: str | None = None, max_pixels: int | None = MAX_PIXELS
+) -> np.ndarray:
     """Decode a path or the bytes of an image to upright RGB uint8 (H, W, 3).
 
     EXIF orientation is applied; CMYK, palette, grey, 16-bit and float images are converted; alpha is
@@ -78,8 +79,9 @@ def decode_image(source: str | os.PathLike | bytes, name: str | None = None,
         return pil_to_rgb(im, name)
 
 
-def peek_size(source: str | os.PathLike | bytes, name: str | None = None,
-              max_pixels: int | None = MAX_PIXELS) -> tuple[int, int]:
+def peek_size(
+    source: str | os.PathLike | bytes, name: str | None = None, max_pixels: int | None = MAX_PIXELS
+) -> tuple[int, int]:
     """``(width, height)`` from the header alone (no pixel decoded), with :func:`decode_image`'s format allowlist
     and pixel limit: how the server sizes a request's memory before decoding it."""
     with _opened(source, name, max_pixels) as (im, _raw, _name):
@@ -122,8 +124,17 @@ def _opened(source, name: str | None, max_pixels: int | None):
         raise DataError(f"{name}: permission denied") from None
     except FileNotFoundError:
         raise DataError(f"{name}: no such file") from None
-    except (OSError, SyntaxError, ValueError, EOFError, IndexError, KeyError, TypeError, ZeroDivisionError,
-            struct.error) as e:
+    except (
+        OSError,
+        SyntaxError,
+        ValueError,
+        EOFError,
+        IndexError,
+        KeyError,
+        TypeError,
+        ZeroDivisionError,
+        struct.error,
+    ) as e:
         msg = str(e).splitlines()[0][:120] if str(e) else type(e).__name__
         raise DataError(f"{name}: corrupt or truncated image ({msg})") from None
 
@@ -141,16 +152,18 @@ def _rotated(im) -> bool:
 
 def _fast_path(im) -> bool:
     """Plain upright 8-bit JPEG / PNG: decoded by OpenCV (:func:`_fast_decode`)."""
-    return (im.format in ("JPEG", "PNG") and im.mode in ("RGB", "L") and "transparency" not in im.info
-            and not _rotated(im))
+    return (
+        im.format in ("JPEG", "PNG") and im.mode in ("RGB", "L") and "transparency" not in im.info and not _rotated(im)
+    )
 
 
 # Bytes per pixel of Pillow's own buffer by mode (3-channel modes are stored in 4 bytes); others: 4.
 _PIL_BYTES = {"1": 1, "L": 1, "P": 1, "I;16": 2, "I;16L": 2, "I;16B": 2, "I;16N": 2}
 
 
-def decode_peak_bytes(source: str | os.PathLike | bytes, name: str | None = None,
-                      max_pixels: int | None = MAX_PIXELS) -> int:
+def decode_peak_bytes(
+    source: str | os.PathLike | bytes, name: str | None = None, max_pixels: int | None = MAX_PIXELS
+) -> int:
     """The most memory :func:`decode_image` takes for this image (RSS growth, measured per mode and format in
     tests/test_serve_limits.py), read from the header alone with the same allowlist and pixel limit: how the
     server sizes a request's memory before decoding it. Same errors as :func:`decode_image`."""
@@ -225,8 +238,10 @@ def pil_to_rgb(im, what: str = "image") -> np.ndarray:
     bands = [(y, min(h, y + rows)) for y in range(0, h, rows)]
     mode = im.mode
     if mode in _HIGH_BIT_MODES:
+
         def band_of(y0, y1):
             return np.asarray(im.crop((0, y0, w, y1)))
+
         if mode == "F":  # the whole image's range decides the scale: a first pass, band by band
             highs = [np.nanmax(b) for b in (band_of(*r) for r in bands) if not np.isnan(b).all()]
             scale = 255.0 if highs and max(highs) <= 1.0 else 1.0
@@ -237,14 +252,17 @@ def pil_to_rgb(im, what: str = "image") -> np.ndarray:
             a = band_of(y0, y1).astype(np.float64) * scale  # 16-bit range 0..65535 -> 0..255, or 0..1 -> 0..255
             return np.clip(np.nan_to_num(a), 0, 255).round().astype(np.uint8)[:, :, None]
     elif mode in _ALPHA_MODES or (mode == "P" and "transparency" in im.info):
+
         def convert(y0, y1):
             rgba = im.crop((0, y0, w, y1)).convert("RGBA")
             bg = Image.new("RGBA", rgba.size, _ALPHA_BACKGROUND + (255,))
             return np.asarray(Image.alpha_composite(bg, rgba).convert("RGB"))
     else:
+
         def convert(y0, y1):
             band = im.crop((0, y0, w, y1))
             return np.asarray(band if band.mode == "RGB" else band.convert("RGB"))
+
     out = np.empty((h, w, 3), np.uint8)
     for y0, y1 in bands:
         out[y0:y1] = convert(y0, y1)  # a grey band (rows, w, 1) fills all three channels

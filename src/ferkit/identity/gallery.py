@@ -68,8 +68,10 @@ def default_gallery_path() -> Path:
 def validate_name(name: str) -> str:
     """An identity name: 1-64 characters, letters/digits/space/``.'_-``, starting with a letter or digit."""
     if not isinstance(name, str) or not _NAME_RE.match(name) or "  " in name:
-        raise ConfigError(f"--name {name!r}: use 1-64 letters, digits, spaces, '.', '_', \"'\" or '-', starting "
-                          f"with a letter or digit (e.g. --name alice or --name 'Mary Jones')")
+        raise ConfigError(
+            f"--name {name!r}: use 1-64 letters, digits, spaces, '.', '_', \"'\" or '-', starting "
+            f"with a letter or digit (e.g. --name alice or --name 'Mary Jones')"
+        )
     return name
 
 
@@ -95,8 +97,10 @@ class Gallery:
         exists = p.exists() and p.stat().st_size > 0
         if not exists and (not create or readonly):
             empty = " (an empty file)" if p.exists() else ""
-            raise GalleryError(f"{p}: no gallery here{empty}; enrol someone first (ferkit enroll --name NAME "
-                               f"PHOTO... --gallery {p}) or pass another --gallery FILE")
+            raise GalleryError(
+                f"{p}: no gallery here{empty}; enrol someone first (ferkit enroll --name NAME "
+                f"PHOTO... --gallery {p}) or pass another --gallery FILE"
+            )
         if exists:
             self._check_header()
             if not readonly:
@@ -150,23 +154,32 @@ class Gallery:
         if why is None and not _can_write_in(self.path.parent):
             why = "its folder takes no new files"
         if why is not None:
-            raise GalleryError(f"{self.path}: the gallery is read-only ({why}); it was left untouched: listing and "
-                               f"verifying work as they are; to enrol or remove, make it writable or pass another "
-                               f"--gallery FILE")
+            raise GalleryError(
+                f"{self.path}: the gallery is read-only ({why}); it was left untouched: listing and "
+                f"verifying work as they are; to enrol or remove, make it writable or pass another "
+                f"--gallery FILE"
+            )
 
     def _error(self, e: Exception) -> GalleryError:
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
         if "locked" in msg or "busy" in msg:
-            return GalleryError(f"{self.path}: gallery is locked by another process for over "
-                                f"{BUSY_TIMEOUT_MS // 1000} s ({msg}); try again")
+            return GalleryError(
+                f"{self.path}: gallery is locked by another process for over "
+                f"{BUSY_TIMEOUT_MS // 1000} s ({msg}); try again"
+            )
         if "disk is full" in msg or "disk I/O error" in msg:
-            return GalleryError(f"{self.path}: cannot write the gallery ({msg}); nothing was changed: free some "
-                                f"space and try again")
+            return GalleryError(
+                f"{self.path}: cannot write the gallery ({msg}); nothing was changed: free some space and try again"
+            )
         if "readonly" in msg or "read-only" in msg or "unable to open" in msg:
-            return GalleryError(f"{self.path}: the gallery cannot be written ({msg}); nothing was changed: make it "
-                                f"and its folder writable or pass another --gallery FILE")
-        return GalleryError(f"{self.path}: not a usable ferkit gallery ({msg}); it was left untouched: "
-                            f"restore it from a backup or pass another --gallery FILE")
+            return GalleryError(
+                f"{self.path}: the gallery cannot be written ({msg}); nothing was changed: make it "
+                f"and its folder writable or pass another --gallery FILE"
+            )
+        return GalleryError(
+            f"{self.path}: not a usable ferkit gallery ({msg}); it was left untouched: "
+            f"restore it from a backup or pass another --gallery FILE"
+        )
 
     def _check_header(self) -> None:
         try:
@@ -175,16 +188,20 @@ class Gallery:
         except OSError as e:
             raise GalleryError(f"{self.path}: cannot read gallery ({e.strerror or e})") from e
         if head != _SQLITE_HEADER:
-            raise GalleryError(f"{self.path}: not a ferkit gallery (not an SQLite file: corrupt or overwritten); "
-                               f"it was left untouched: restore it from a backup or pass another --gallery FILE")
+            raise GalleryError(
+                f"{self.path}: not a ferkit gallery (not an SQLite file: corrupt or overwritten); "
+                f"it was left untouched: restore it from a backup or pass another --gallery FILE"
+            )
 
     def _check_integrity(self) -> None:
         rows = self._con.execute("PRAGMA quick_check").fetchall()
         if [r[0] for r in rows] != ["ok"]:
             lines = [ln.strip() for r in rows for ln in str(r[0]).splitlines() if ln.strip() and "***" not in ln]
-            raise GalleryError(f"{self.path}: gallery is corrupt (SQLite quick_check: {(lines or ['?'])[0]}); "
-                               "it was left "
-                               f"untouched: restore it from a backup or pass another --gallery FILE")
+            raise GalleryError(
+                f"{self.path}: gallery is corrupt (SQLite quick_check: {(lines or ['?'])[0]}); "
+                "it was left "
+                f"untouched: restore it from a backup or pass another --gallery FILE"
+            )
 
     def _create_schema(self) -> None:
         con = self._con
@@ -220,14 +237,18 @@ class Gallery:
                 # first commit). Nothing to lose: create the schema (a no-op if the other process wins).
                 self._create_schema()
                 return self._check_schema()
-            raise GalleryError(f"{self.path}: an SQLite file but not a ferkit gallery (no meta table); it was left "
-                               f"untouched: pass another --gallery FILE") from e
+            raise GalleryError(
+                f"{self.path}: an SQLite file but not a ferkit gallery (no meta table); it was left "
+                f"untouched: pass another --gallery FILE"
+            ) from e
         if meta.get("application") != "ferkit-gallery":
             raise GalleryError(f"{self.path}: an SQLite file but not a ferkit gallery; pass another --gallery FILE")
         v = int(meta.get("schema_version", "0"))
         if v > SCHEMA_VERSION:
-            raise GalleryError(f"{self.path}: gallery schema {v} is newer than this ferkit understands "
-                               f"({SCHEMA_VERSION}); upgrade ferkit")
+            raise GalleryError(
+                f"{self.path}: gallery schema {v} is newer than this ferkit understands "
+                f"({SCHEMA_VERSION}); upgrade ferkit"
+            )
 
     def _close_quietly(self) -> None:
         con = getattr(self, "_con", None)
@@ -265,14 +286,25 @@ class Gallery:
                     vec = np.ascontiguousarray(r["vector"], dtype=np.float32).ravel()
                     for emb, dim in have:
                         if emb != r["embedder"] or dim != vec.size:
-                            raise GalleryError(f"{self.path}: gallery holds {emb} ({dim}-d) embeddings; cannot add "
-                                               f"{r['embedder']} ({vec.size}-d) ones: use another --gallery FILE")
+                            raise GalleryError(
+                                f"{self.path}: gallery holds {emb} ({dim}-d) embeddings; cannot add "
+                                f"{r['embedder']} ({vec.size}-d) ones: use another --gallery FILE"
+                            )
                     box = ",".join(f"{v:.1f}" for v in r.get("box") or ())
                     cur = con.execute(
                         "INSERT OR IGNORE INTO embeddings (name, photo_sha256, photo_path, embedder, dim, vector, box,"
                         " created) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                        (name, r["sha256"], str(r["photo"]), r["embedder"], int(vec.size), vec.tobytes(), box,
-                         time.time()))
+                        (
+                            name,
+                            r["sha256"],
+                            str(r["photo"]),
+                            r["embedder"],
+                            int(vec.size),
+                            vec.tobytes(),
+                            box,
+                            time.time(),
+                        ),
+                    )
                     added.append(cur.rowcount == 1)
                     have = [(r["embedder"], int(vec.size))]
                 con.execute("COMMIT")
@@ -316,8 +348,10 @@ class Gallery:
 
     def summary(self) -> list[dict]:
         """One dict per identity: name, photos, embedder, first/last enrolment time (UNIX seconds)."""
-        rows = self._query("SELECT name, COUNT(*), MIN(embedder), MIN(created), MAX(created) FROM embeddings "
-                           "GROUP BY name ORDER BY name")
+        rows = self._query(
+            "SELECT name, COUNT(*), MIN(embedder), MIN(created), MAX(created) FROM embeddings "
+            "GROUP BY name ORDER BY name"
+        )
         return [{"name": n, "photos": c, "embedder": e, "first": a, "last": b} for n, c, e, a, b in rows]
 
     def count(self) -> int:
@@ -347,8 +381,13 @@ CALIBRATION_MIN_PAIRS = 3
 CALIBRATION_FLOOR = 0.35
 
 
-def calibrate_threshold(names: Sequence[str], M: np.ndarray, default: float = 0.6,
-                        min_pairs: int = CALIBRATION_MIN_PAIRS, floor: float = CALIBRATION_FLOOR) -> dict:
+def calibrate_threshold(
+    names: Sequence[str],
+    M: np.ndarray,
+    default: float = 0.6,
+    min_pairs: int = CALIBRATION_MIN_PAIRS,
+    floor: float = CALIBRATION_FLOOR,
+) -> dict:
     """A distance threshold for this gallery from its own enrolled photos.
 
     Genuine pairs are two photos of one name, impostor pairs two photos of different names. With at least
@@ -364,8 +403,11 @@ def calibrate_threshold(names: Sequence[str], M: np.ndarray, default: float = 0.
     gen, imp = pair_distances(M, labels) if len(labels) else (np.zeros(0), np.zeros(0))
     info = {"default": float(default), "genuine_pairs": int(gen.size), "impostor_pairs": int(imp.size)}
     if gen.size < min_pairs or imp.size < min_pairs:
-        return {"threshold": float(default), "method": f"default (fewer than {min_pairs} genuine or impostor pairs "
-                                                        f"among the enrolled photos)", **info}
+        return {
+            "threshold": float(default),
+            "method": f"default (fewer than {min_pairs} genuine or impostor pairs among the enrolled photos)",
+            **info,
+        }
     if gen.max() < imp.min():
         t, method = (float(gen.max()) + float(imp.min())) / 2, "midpoint of the genuine/impostor gap"
     else:
@@ -374,5 +416,11 @@ def calibrate_threshold(names: Sequence[str], M: np.ndarray, default: float = 0.
     clipped = float(min(max(t, floor), default))
     if clipped != t:
         method += f", clipped to [{floor}, {default}]"
-    return {"threshold": clipped, "method": method, "raw_threshold": float(t),
-            "max_genuine": float(gen.max()), "min_impostor": float(imp.min()), **info}
+    return {
+        "threshold": clipped,
+        "method": method,
+        "raw_threshold": float(t),
+        "max_genuine": float(gen.max()),
+        "min_impostor": float(imp.min()),
+        **info,
+    }

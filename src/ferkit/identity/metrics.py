@@ -47,8 +47,11 @@ def verification_roc(genuine, impostor) -> dict[str, np.ndarray]:
     tar = np.searchsorted(g, thr, side="right") / g.size
     far = np.searchsorted(i, thr, side="right") / i.size
     lo = np.nextafter(thr[0], -np.inf)
-    return {"thresholds": np.concatenate([[lo], thr]), "far": np.concatenate([[0.0], far]),
-            "tar": np.concatenate([[0.0], tar])}
+    return {
+        "thresholds": np.concatenate([[lo], thr]),
+        "far": np.concatenate([[0.0], far]),
+        "tar": np.concatenate([[0.0], tar]),
+    }
 
 
 def roc_auc_verification(genuine, impostor) -> float:
@@ -66,7 +69,7 @@ def roc_auc_verification(genuine, impostor) -> float:
     _, first, counts = np.unique(sv, return_index=True, return_counts=True)
     avg = first + (counts - 1) / 2.0 + 1.0
     ranks[order] = np.repeat(avg, counts)
-    r_imp = ranks[g.size:].sum()
+    r_imp = ranks[g.size :].sum()
     u = r_imp - i.size * (i.size + 1) / 2.0  # pairs where the impostor distance exceeds the genuine one
     return float(u / (g.size * i.size))
 
@@ -76,8 +79,12 @@ def eer(genuine, impostor) -> dict[str, float]:
     roc = verification_roc(genuine, impostor)
     frr = 1.0 - roc["tar"]
     k = int(np.argmin(np.abs(roc["far"] - frr)))
-    return {"eer": float((roc["far"][k] + frr[k]) / 2), "threshold": float(roc["thresholds"][k]),
-            "far": float(roc["far"][k]), "frr": float(frr[k])}
+    return {
+        "eer": float((roc["far"][k] + frr[k]) / 2),
+        "threshold": float(roc["thresholds"][k]),
+        "far": float(roc["far"][k]),
+        "frr": float(frr[k]),
+    }
 
 
 def tar_at_far(genuine, impostor, far: float) -> dict[str, float]:
@@ -88,9 +95,14 @@ def tar_at_far(genuine, impostor, far: float) -> dict[str, float]:
     ok = roc["far"] <= far + 1e-12
     k = int(np.nonzero(ok)[0].max())
     measurable = i.size * far >= 1.0
-    return {"far_target": float(far), "tar": float(roc["tar"][k]) if measurable else float("nan"),
-            "far": float(roc["far"][k]), "threshold": float(roc["thresholds"][k]), "impostor_pairs": int(i.size),
-            "measurable": bool(measurable)}
+    return {
+        "far_target": float(far),
+        "tar": float(roc["tar"][k]) if measurable else float("nan"),
+        "far": float(roc["far"][k]),
+        "threshold": float(roc["thresholds"][k]),
+        "impostor_pairs": int(i.size),
+        "measurable": bool(measurable),
+    }
 
 
 def rates_at(genuine, impostor, threshold: float) -> dict[str, float]:
@@ -103,15 +115,17 @@ def rates_at(genuine, impostor, threshold: float) -> dict[str, float]:
     return {"threshold": float(threshold), "tar": tar, "far": far, "frr": 1.0 - tar, "pair_accuracy": acc}
 
 
-def verification_metrics(genuine, impostor, threshold: float | None = None,
-                         far_targets=(1e-2, 1e-3)) -> dict:
+def verification_metrics(genuine, impostor, threshold: float | None = None, far_targets=(1e-2, 1e-3)) -> dict:
     """Everything ``ferkit evaluate-verification`` reports, from the two distance arrays."""
     g = np.asarray(genuine, dtype=np.float64)
     i = np.asarray(impostor, dtype=np.float64)
-    out: dict[str, Any] = {"genuine_pairs": int(g.size), "impostor_pairs": int(i.size),
-           "genuine_mean": float(g.mean()) if g.size else float("nan"),
-           "impostor_mean": float(i.mean()) if i.size else float("nan"),
-           "roc_auc": roc_auc_verification(g, i)}
+    out: dict[str, Any] = {
+        "genuine_pairs": int(g.size),
+        "impostor_pairs": int(i.size),
+        "genuine_mean": float(g.mean()) if g.size else float("nan"),
+        "impostor_mean": float(i.mean()) if i.size else float("nan"),
+        "roc_auc": roc_auc_verification(g, i),
+    }
     e = eer(g, i)
     out["eer"] = e["eer"]
     out["eer_threshold"] = e["threshold"]

@@ -37,12 +37,22 @@ class EnrolReport:
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (photo, reason)
 
     def to_dict(self) -> dict:
-        return {"gallery": self.gallery, "name": self.name, "added": self.added, "already_enrolled": self.already,
-                "skipped": [{"photo": p, "reason": r} for p, r in self.skipped]}
+        return {
+            "gallery": self.gallery,
+            "name": self.name,
+            "added": self.added,
+            "already_enrolled": self.already,
+            "skipped": [{"photo": p, "reason": r} for p, r in self.skipped],
+        }
 
 
-def enroll(name: str, photos: Sequence[str | os.PathLike], gallery: str | os.PathLike | None = None,
-           encoder=None, quiet: bool = True) -> EnrolReport:
+def enroll(
+    name: str,
+    photos: Sequence[str | os.PathLike],
+    gallery: str | os.PathLike | None = None,
+    encoder=None,
+    quiet: bool = True,
+) -> EnrolReport:
     """Embed each photo's single face and store it under ``name`` (one transaction for the whole call).
 
     Photos with no face, several faces or that cannot be read are reported in ``skipped`` and not stored.
@@ -69,14 +79,30 @@ def enroll(name: str, photos: Sequence[str | os.PathLike], gallery: str | os.Pat
             rep.skipped.append((str(f), str(e)))
             continue
         if len(r.faces) != 1:
-            rep.skipped.append((str(f), "no face found" if not r.faces else f"{len(r.faces)} faces found; "
-                                "an enrolment photo must show exactly one face"))
+            rep.skipped.append(
+                (
+                    str(f),
+                    "no face found"
+                    if not r.faces
+                    else f"{len(r.faces)} faces found; an enrolment photo must show exactly one face",
+                )
+            )
             continue
-        rows.append({"name": name, "sha256": r.sha256, "photo": str(f.resolve()), "embedder": enc.embedder.id,
-                     "vector": r.embeddings[0], "box": r.faces[0].box})
+        rows.append(
+            {
+                "name": name,
+                "sha256": r.sha256,
+                "photo": str(f.resolve()),
+                "embedder": enc.embedder.id,
+                "vector": r.embeddings[0],
+                "box": r.faces[0].box,
+            }
+        )
     if not rows:
-        raise DataError(f"ferkit enroll: none of the {len(files)} photo(s) showed exactly one readable face; "
-                        f"nothing was enrolled ({rep.skipped[0][0]}: {rep.skipped[0][1]})")
+        raise DataError(
+            f"ferkit enroll: none of the {len(files)} photo(s) showed exactly one readable face; "
+            f"nothing was enrolled ({rep.skipped[0][0]}: {rep.skipped[0][1]})"
+        )
     with Gallery(path, create=True) as g:  # one transaction for the whole call
         for row, new in zip(rows, g.add(rows), strict=True):
             (rep.added if new else rep.already).append(row["photo"])
@@ -93,8 +119,12 @@ class IdentityMatcher:
         self.calibration = calibration or {}
 
     @classmethod
-    def from_gallery(cls, gallery: str | os.PathLike | Gallery | None = None, threshold: float | None = None,
-                     default_threshold: float = 0.6) -> IdentityMatcher:
+    def from_gallery(
+        cls,
+        gallery: str | os.PathLike | Gallery | None = None,
+        threshold: float | None = None,
+        default_threshold: float = 0.6,
+    ) -> IdentityMatcher:
         g = gallery if isinstance(gallery, Gallery) else Gallery(gallery, readonly=True)
         try:
             names, M, _ = g.embeddings()
@@ -120,19 +150,31 @@ class IdentityMatcher:
         if name is not None:
             idx = [i for i, n in enumerate(self.names) if n == name]
             if not idx:
-                raise ConfigError(f"--name {name!r} is not in the gallery "
-                                  f"(enrolled: {', '.join(sorted(set(self.names)))})")
+                raise ConfigError(
+                    f"--name {name!r} is not in the gallery (enrolled: {', '.join(sorted(set(self.names)))})"
+                )
             k = idx[int(np.argmin(D[idx]))]
         else:
             k = int(np.argmin(D))
         d = float(D[k])
         match = d <= self.threshold
-        return {"identity": self.names[k] if match else "unknown", "best": self.names[k], "distance": round(d, 4),
-                "threshold": round(self.threshold, 4), "match": bool(match)}
+        return {
+            "identity": self.names[k] if match else "unknown",
+            "best": self.names[k],
+            "distance": round(d, 4),
+            "threshold": round(self.threshold, 4),
+            "match": bool(match),
+        }
 
 
-def verify(photos: Sequence[str | os.PathLike], gallery: str | os.PathLike | None = None, name: str | None = None,
-           threshold: float | None = None, encoder=None, quiet: bool = True) -> list[dict]:
+def verify(
+    photos: Sequence[str | os.PathLike],
+    gallery: str | os.PathLike | None = None,
+    name: str | None = None,
+    threshold: float | None = None,
+    encoder=None,
+    quiet: bool = True,
+) -> list[dict]:
     """For every face in every photo: best match (or "unknown"), distance and threshold.
 
     One dict per face (``face`` index, ``box``), or one per photo with ``status`` "no_face" / "error".
@@ -166,8 +208,14 @@ def verify(photos: Sequence[str | os.PathLike], gallery: str | os.PathLike | Non
 # ---------------------------------------------------------------------------------------------------------------
 # evaluate-verification
 
-def evaluate_verification(data: str | os.PathLike, out: str | os.PathLike = "verification_eval",
-                          threshold: float | None = None, encoder=None, quiet: bool = True) -> dict:
+
+def evaluate_verification(
+    data: str | os.PathLike,
+    out: str | os.PathLike = "verification_eval",
+    threshold: float | None = None,
+    encoder=None,
+    quiet: bool = True,
+) -> dict:
     """Embed every photo of ``data/<identity>/*``, score all genuine/impostor pairs, write the results.
 
     Writes ``metrics.json`` (ROC AUC, EER, TAR at FAR 1e-2 / 1e-3, rates at the threshold), ``roc.png``,
@@ -185,8 +233,9 @@ def evaluate_verification(data: str | os.PathLike, out: str | os.PathLike = "ver
     people = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     jobs = [(p.name, f) for p in people for f in expand_photos([p])]
     if len(people) < 2 or not jobs:
-        raise DataError(f"{root}: needs at least two identity folders with photos (DATA/<identity>/<photos>), "
-                        f"found {len(people)}")
+        raise DataError(
+            f"{root}: needs at least two identity folders with photos (DATA/<identity>/<photos>), found {len(people)}"
+        )
     enc = encoder or FaceEncoder()
     labels, vecs, paths, skipped = [], [], [], []
     for who, f in progress(jobs, desc="embed", unit="photo", quiet=quiet):
@@ -206,12 +255,22 @@ def evaluate_verification(data: str | os.PathLike, out: str | os.PathLike = "ver
     M = np.stack(vecs)
     gen, imp = pair_distances(M, labels)
     if gen.size == 0 or imp.size == 0:
-        raise DataError(f"{root}: needs at least one identity with two usable photos and two identities "
-                        f"(genuine pairs {gen.size}, impostor pairs {imp.size})")
+        raise DataError(
+            f"{root}: needs at least one identity with two usable photos and two identities "
+            f"(genuine pairs {gen.size}, impostor pairs {imp.size})"
+        )
     thr = float(threshold) if threshold is not None else float(enc.embedder.default_threshold)
     m = verification_metrics(gen, imp, threshold=thr)
-    m.update({"data": str(root), "identities": len(set(labels)), "photos": len(labels), "skipped": len(skipped),
-              "embedder": enc.embedder.id, "detector": getattr(enc.detector, "name", "?")})
+    m.update(
+        {
+            "data": str(root),
+            "identities": len(set(labels)),
+            "photos": len(labels),
+            "skipped": len(skipped),
+            "embedder": enc.embedder.id,
+            "detector": getattr(enc.detector, "name", "?"),
+        }
+    )
     outd = Path(out)
     outd.mkdir(parents=True, exist_ok=True)
     roc = verification_roc(gen, imp)
@@ -221,8 +280,10 @@ def evaluate_verification(data: str | os.PathLike, out: str | os.PathLike = "ver
     lines = ["photo_a,photo_b,identity_a,identity_b,genuine,distance"]
     for a in range(len(labels)):
         for b in range(a + 1, len(labels)):
-            lines.append(f"{_csv(paths[a])},{_csv(paths[b])},{_csv(labels[a])},{_csv(labels[b])},"
-                         f"{int(labels[a] == labels[b])},{D[a, b]:.5f}")
+            lines.append(
+                f"{_csv(paths[a])},{_csv(paths[b])},{_csv(labels[a])},{_csv(labels[b])},"
+                f"{int(labels[a] == labels[b])},{D[a, b]:.5f}"
+            )
     atomic_write_text(outd / "pairs.csv", "\n".join(lines) + "\n")
     atomic_write_text(outd / "skipped.csv", "photo,reason\n" + "".join(f"{_csv(p)},{_csv(r)}\n" for p, r in skipped))
     atomic_write_json(outd / "roc.json", {k: v.tolist() for k, v in roc.items()})
@@ -251,22 +312,35 @@ def _fmt(v, d=4) -> str:
 
 
 def _report(m: dict) -> str:
-    rows = [f"# Face verification: {m['data']}", "",
-            f"Embedder `{m['embedder']}`, detector `{m['detector']}`; {m['identities']} identities, "
-            f"{m['photos']} photos "
-            f"({m['skipped']} skipped, see skipped.csv); {m['genuine_pairs']} genuine and {m['impostor_pairs']} "
-            f"impostor pairs.", "",
-            "| metric | value |", "|---|---|",
-            f"| ROC AUC | {_fmt(m['roc_auc'])} |", f"| EER | {_fmt(m['eer'])} (threshold {_fmt(m['eer_threshold'])}) |"]
+    rows = [
+        f"# Face verification: {m['data']}",
+        "",
+        f"Embedder `{m['embedder']}`, detector `{m['detector']}`; {m['identities']} identities, "
+        f"{m['photos']} photos "
+        f"({m['skipped']} skipped, see skipped.csv); {m['genuine_pairs']} genuine and {m['impostor_pairs']} "
+        f"impostor pairs.",
+        "",
+        "| metric | value |",
+        "|---|---|",
+        f"| ROC AUC | {_fmt(m['roc_auc'])} |",
+        f"| EER | {_fmt(m['eer'])} (threshold {_fmt(m['eer_threshold'])}) |",
+    ]
     for k, t in m["tar_at_far"].items():
         note = "" if t["measurable"] else f" (needs >= {int(round(1 / float(k)))} impostor pairs)"
         rows.append(f"| TAR @ FAR {k} | {_fmt(t['tar'])}{note} |")
     a = m.get("at_threshold")
     if a:
-        rows.append(f"| at threshold {_fmt(a['threshold'], 3)}: TAR / FAR / pair accuracy | {_fmt(a['tar'])} / "
-                    f"{_fmt(a['far'])} / {_fmt(a['pair_accuracy'])} |")
-    rows += ["", "![distances](distance_histogram.png) ![ROC](roc.png)", "",
-             "A pair is accepted when its Euclidean embedding distance is <= the threshold.", ""]
+        rows.append(
+            f"| at threshold {_fmt(a['threshold'], 3)}: TAR / FAR / pair accuracy | {_fmt(a['tar'])} / "
+            f"{_fmt(a['far'])} / {_fmt(a['pair_accuracy'])} |"
+        )
+    rows += [
+        "",
+        "![distances](distance_histogram.png) ![ROC](roc.png)",
+        "",
+        "A pair is accepted when its Euclidean embedding distance is <= the threshold.",
+        "",
+    ]
     return "\n".join(rows)
 
 
@@ -328,8 +402,9 @@ class IdentityAssigner:
     is ``{"name": NAME or "unknown", "distance", "threshold", "match"}``.
     """
 
-    def __init__(self, gallery: str | os.PathLike | None = None, threshold: float | None = None,
-                 embedder: str = "dlib"):
+    def __init__(
+        self, gallery: str | os.PathLike | None = None, threshold: float | None = None, embedder: str = "dlib"
+    ):
         from ferkit.identity.embedder import Embedder
 
         self.matcher = IdentityMatcher.from_gallery(gallery, threshold)
@@ -342,6 +417,7 @@ class IdentityAssigner:
         out = []
         for e in E:
             r = self.matcher.identify(e)
-            out.append({"name": r["identity"], "distance": r["distance"], "threshold": r["threshold"],
-                        "match": r["match"]})
+            out.append(
+                {"name": r["identity"], "distance": r["distance"], "threshold": r["threshold"], "match": r["match"]}
+            )
         return out

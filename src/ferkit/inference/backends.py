@@ -78,8 +78,11 @@ class TorchClassifier(Classifier):
         from ferkit.data.transforms import to_input
 
         with torch.inference_mode():
-            x = to_input(torch.from_numpy(np.ascontiguousarray(chips)).to(self.device), self.spec,
-                         channels_last=self.channels_last)
+            x = to_input(
+                torch.from_numpy(np.ascontiguousarray(chips)).to(self.device),
+                self.spec,
+                channels_last=self.channels_last,
+            )
             out = self.model(x)
             logits = out["logits"] if isinstance(out, dict) else out
             probs = torch.softmax(logits.float(), 1).cpu().numpy()
@@ -94,8 +97,9 @@ class OnnxClassifier(Classifier):
 
     backend = "onnx"
 
-    def __init__(self, path: str | os.PathLike, device: str = "cpu", threads: int | None = None,
-                 name: str | None = None):
+    def __init__(
+        self, path: str | os.PathLike, device: str = "cpu", threads: int | None = None, name: str | None = None
+    ):
         from ferkit.data.spec import InputSpec
         from ferkit.inference.onnx import require
 
@@ -148,8 +152,13 @@ def normalise_chips(chips: np.ndarray, spec: Any) -> np.ndarray | None:
     """uint8 (B, H, W, C) chips already at ``spec``'s size and channels -> the normalised float32 NCHW input
     :func:`ferkit.data.transforms.to_input` makes of them, in numpy (no torch import); None when they need
     more than that (resize, colour change, pixel permutation): then use ``to_input``."""
-    if (chips.ndim != 4 or chips.dtype != np.uint8 or tuple(chips.shape[1:3]) != tuple(spec.size)
-            or chips.shape[3] != spec.channels or spec.permute_seed is not None):
+    if (
+        chips.ndim != 4
+        or chips.dtype != np.uint8
+        or tuple(chips.shape[1:3]) != tuple(spec.size)
+        or chips.shape[3] != spec.channels
+        or spec.permute_seed is not None
+    ):
         return None
     mean = np.asarray(spec.mean, np.float32).reshape(1, -1, 1, 1) * np.float32(255.0)
     inv_std = np.float32(1.0) / (np.asarray(spec.std, np.float32).reshape(1, -1, 1, 1) * np.float32(255.0))
@@ -209,8 +218,9 @@ def fuse_classifiers(classifiers: list[Classifier]) -> Classifier | None:
     if len(classifiers) < 2 or not all(isinstance(c, OnnxClassifier) and not c.gives_probs for c in classifiers):
         return None
     members = [c for c in classifiers if isinstance(c, OnnxClassifier)]  # (all of them; narrowed for types)
-    if len({json.dumps(c.spec.to_dict(), sort_keys=True) for c in members}) != 1 or \
-            any(c.task != "classify" or c.outputs != ["logits"] for c in members):
+    if len({json.dumps(c.spec.to_dict(), sort_keys=True) for c in members}) != 1 or any(
+        c.task != "classify" or c.outputs != ["logits"] for c in members
+    ):
         return None
     out = fused_ensemble_path([c.path for c in members])
     if not out.is_file():

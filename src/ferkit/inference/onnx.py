@@ -46,15 +46,17 @@ def require(mod: str):
 
         if mod.split(".")[0] == "onnx":
             raise missing_train_extra("exporting to ONNX", "onnx") from None
-        raise ConfigError(f"{mod} is not installed: pip install onnxruntime (or reinstall ferkit; "
-                          f"{TRAIN_INSTALL} for export)") from None
+        raise ConfigError(
+            f"{mod} is not installed: pip install onnxruntime (or reinstall ferkit; {TRAIN_INSTALL} for export)"
+        ) from None
 
 
 INT8_OPS = ("MatMul", "Gemm")
 
 
-def export_onnx(model: Any, out: str | os.PathLike | None = None, int8: bool = False,
-                int8_ops: tuple[str, ...] = INT8_OPS) -> Path:
+def export_onnx(
+    model: Any, out: str | os.PathLike | None = None, int8: bool = False, int8_ops: tuple[str, ...] = INT8_OPS
+) -> Path:
     """Export a checkpoint path / zoo name / checkpoint dict to ONNX; returns the written file.
 
     ``int8``: dynamic int8 quantisation of the ``int8_ops`` node types (default MatMul/Gemm only; add
@@ -72,8 +74,11 @@ def export_onnx(model: Any, out: str | os.PathLike | None = None, int8: bool = F
         from ferkit.refs import resolve
 
         ref = resolve(model) if not isinstance(model, dict) else None
-        base = ref.path.parent / ref.path.stem if ref is not None and ref.path is not None else Path(
-            ref.name if ref is not None else name)
+        base = (
+            ref.path.parent / ref.path.stem
+            if ref is not None and ref.path is not None
+            else Path(ref.name if ref is not None else name)
+        )
         out = Path(f"{base}{'.int8' if int8 else ''}.onnx")
     out = Path(out)
     from ferkit.utils import check_output
@@ -105,12 +110,25 @@ def export_onnx(model: Any, out: str | os.PathLike | None = None, int8: bool = F
     with atomic_path(out, suffix=".onnx", what="export") as tmp:
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # TracerWarnings about python ints / constant folding: expected
-            torch.onnx.export(wrapped, (x,), tmp, input_names=["input"], output_names=outputs,
-                              dynamic_axes=dyn, opset_version=OPSET, dynamo=False)
+            torch.onnx.export(
+                wrapped,
+                (x,),
+                tmp,
+                input_names=["input"],
+                output_names=outputs,
+                dynamic_axes=dyn,
+                opset_version=OPSET,
+                dynamo=False,
+            )
         m = onnx.load(tmp)
-        meta = {"ferkit.classes": json.dumps(list(ckpt["classes"])), "ferkit.input": json.dumps(spec.to_dict()),
-                "ferkit.task": task, "ferkit.model": str(name), "ferkit.schema": "1",
-                "ferkit.quantization": "int8-dynamic" if int8 else "none"}
+        meta = {
+            "ferkit.classes": json.dumps(list(ckpt["classes"])),
+            "ferkit.input": json.dumps(spec.to_dict()),
+            "ferkit.task": task,
+            "ferkit.model": str(name),
+            "ferkit.schema": "1",
+            "ferkit.quantization": "int8-dynamic" if int8 else "none",
+        }
         del m.metadata_props[:]
         for k, v in meta.items():
             p = m.metadata_props.add()
@@ -126,8 +144,9 @@ def export_onnx(model: Any, out: str | os.PathLike | None = None, int8: bool = F
                 quant_pre_process(tmp, pre, skip_symbolic_shape=True)
             except Exception:  # noqa: BLE001 - pre-processing is an optimisation only
                 pre = tmp
-            quantize_dynamic(pre, tmp, weight_type=QuantType.QInt8, per_channel=False,
-                             op_types_to_quantize=list(int8_ops))
+            quantize_dynamic(
+                pre, tmp, weight_type=QuantType.QInt8, per_channel=False, op_types_to_quantize=list(int8_ops)
+            )
             if pre != tmp and os.path.exists(pre):
                 os.unlink(pre)
             m = onnx.load(tmp)
@@ -227,14 +246,24 @@ def fuse_ensemble(paths: list[str | os.PathLike], out: str | os.PathLike) -> Pat
         nodes.append(helper.make_node("Softmax", [f"m{i}/logits"], [f"m{i}/probs"], axis=1))
         nodes.append(helper.make_node("MatMul", [f"m{i}/probs", f"m{i}/to_union"], [f"m{i}/share"]))
     nodes.append(helper.make_node("Sum", [f"m{i}/share" for i in range(len(models))], ["probs"]))
-    graph = helper.make_graph(nodes, "ferkit_ensemble", [models[0].graph.input[0]],
-                              [helper.make_tensor_value_info("probs", TensorProto.FLOAT, ["batch", len(union)])],
-                              inits)
+    graph = helper.make_graph(
+        nodes,
+        "ferkit_ensemble",
+        [models[0].graph.input[0]],
+        [helper.make_tensor_value_info("probs", TensorProto.FLOAT, ["batch", len(union)])],
+        inits,
+    )
     fused = helper.make_model(graph, opset_imports=list(models[0].opset_import))
     fused.ir_version = models[0].ir_version
-    meta = {"ferkit.classes": json.dumps(union), "ferkit.input": specs.pop(), "ferkit.task": "classify",
-            "ferkit.model": "+".join(m.get("ferkit.model", "?") for m in metas), "ferkit.schema": "1",
-            "ferkit.outputs": "probs", "ferkit.fusion": FUSION_VERSION}
+    meta = {
+        "ferkit.classes": json.dumps(union),
+        "ferkit.input": specs.pop(),
+        "ferkit.task": "classify",
+        "ferkit.model": "+".join(m.get("ferkit.model", "?") for m in metas),
+        "ferkit.schema": "1",
+        "ferkit.outputs": "probs",
+        "ferkit.fusion": FUSION_VERSION,
+    }
     for key, value in meta.items():
         prop = fused.metadata_props.add()
         prop.key, prop.value = key, value

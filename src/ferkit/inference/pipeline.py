@@ -35,8 +35,16 @@ from ferkit.inference.settings import AnalyzerSettings
 from ferkit.schema import FaceResult, FileResult
 from ferkit.utils import atomic_write_bytes, check_output
 
-__all__ = ["Analyzer", "AnalyzerSettings", "Classifier", "build_analyzer", "cached_analyzer", "expand_inputs",
-           "is_video", "make_classifier"]
+__all__ = [
+    "Analyzer",
+    "AnalyzerSettings",
+    "Classifier",
+    "build_analyzer",
+    "cached_analyzer",
+    "expand_inputs",
+    "is_video",
+    "make_classifier",
+]
 
 
 # --------------------------------------------------------------------------------------------
@@ -67,8 +75,16 @@ class Analyzer:
     1 with detectors that do not allow parallel calls).
     """
 
-    def __init__(self, models: Any = None, *, settings: AnalyzerSettings | None = None, identity: Any = None,
-                 margin: float = 0.0, detector_options: dict | None = None, **knobs: Any):
+    def __init__(
+        self,
+        models: Any = None,
+        *,
+        settings: AnalyzerSettings | None = None,
+        identity: Any = None,
+        margin: float = 0.0,
+        detector_options: dict | None = None,
+        **knobs: Any,
+    ):
         from ferkit.faces import FaceDetector
 
         # One validated object: ``settings``, with ``models`` and the keyword arguments (detector, det_size, ...)
@@ -86,8 +102,11 @@ class Analyzer:
             opts = dict(detector_options or {})
             if s.det_size is not None:
                 opts["max_size"] = s.det_size
-            self.detector = s.detector if isinstance(s.detector, FaceDetector) else FaceDetector.create(
-                s.detector, device=s.device, **opts)
+            self.detector = (
+                s.detector
+                if isinstance(s.detector, FaceDetector)
+                else FaceDetector.create(s.detector, device=s.device, **opts)
+            )
         self.batch_size = s.batch_size
         self.crop = s.crop
         # Optional ferkit.identity.verify.IdentityAssigner: fills FaceResult.identity (predict --gallery).
@@ -121,8 +140,11 @@ class Analyzer:
             import cv2
 
             h, w = spec.size
-            out = img if img.shape[:2] == (h, w) else cv2.resize(
-                img, (w, h), interpolation=cv2.INTER_AREA if img.shape[0] > h else cv2.INTER_LINEAR)
+            out = (
+                img
+                if img.shape[:2] == (h, w)
+                else cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA if img.shape[0] > h else cv2.INTER_LINEAR)
+            )
             if spec.channels == 1:
                 out = cv2.cvtColor(out, cv2.COLOR_RGB2GRAY)[:, :, None]
             return out
@@ -181,7 +203,7 @@ class Analyzer:
             va: list[Any]
             ps, va = [], []
             for a in range(0, len(chips), self.batch_size):
-                p, v = clf.predict(chips[a:a + self.batch_size])
+                p, v = clf.predict(chips[a : a + self.batch_size])
                 ps.append(p)
                 va.append(v)
             members.append((np.concatenate(ps), clf.classes))
@@ -203,20 +225,34 @@ class Analyzer:
         res = []
         for j, (f, p) in enumerate(zip(faces, preds, strict=True)):
             k = int(np.argmax(p["probs"]))
-            res.append(FaceResult(
-                source=source, face=j, box=f.box,
-                landmarks=None if not self.detect_faces else f.landmarks,
-                landmarks_estimated=f.landmarks_estimated, det_score=f.score,
-                label=self.classes[k], score=float(p["probs"][k]),
-                probabilities={c: float(v) for c, v in zip(self.classes, p["probs"], strict=True)},
-                valence=None if p["va"] is None else float(p["va"][0]),
-                arousal=None if p["va"] is None else float(p["va"][1]),
-                frame=frame, timestamp=timestamp))
+            res.append(
+                FaceResult(
+                    source=source,
+                    face=j,
+                    box=f.box,
+                    landmarks=None if not self.detect_faces else f.landmarks,
+                    landmarks_estimated=f.landmarks_estimated,
+                    det_score=f.score,
+                    label=self.classes[k],
+                    score=float(p["probs"][k]),
+                    probabilities={c: float(v) for c, v in zip(self.classes, p["probs"], strict=True)},
+                    valence=None if p["va"] is None else float(p["va"][0]),
+                    arousal=None if p["va"] is None else float(p["va"][1]),
+                    frame=frame,
+                    timestamp=timestamp,
+                )
+            )
         return res
 
-    def process(self, images: Sequence[np.ndarray], sources: Sequence[str], frames=None,
-                timestamps=None, faces: Sequence[list] | None = None,
-                attributes: Sequence[tuple[str, ...] | None] | None = None) -> list[list[FaceResult]]:
+    def process(
+        self,
+        images: Sequence[np.ndarray],
+        sources: Sequence[str],
+        frames=None,
+        timestamps=None,
+        faces: Sequence[list] | None = None,
+        attributes: Sequence[tuple[str, ...] | None] | None = None,
+    ) -> list[list[FaceResult]]:
         """Detect + classify a batch of RGB uint8 images; one list of FaceResult per image. ``faces``: the
         images' detections when already made (:meth:`detect`). ``attributes``: per image, the attribute names to
         describe when not ``settings.attributes`` (None: the settings'; the server's per-request override)."""
@@ -228,8 +264,10 @@ class Analyzer:
             preds = self.classify(images, faces)
         frames = frames or [None] * len(images)
         timestamps = timestamps or [None] * len(images)
-        out = [self._results(s, f, p, fr, ts)
-               for s, f, p, fr, ts in zip(sources, faces, preds, frames, timestamps, strict=True)]
+        out = [
+            self._results(s, f, p, fr, ts)
+            for s, f, p, fr, ts in zip(sources, faces, preds, frames, timestamps, strict=True)
+        ]
         per_image = [self.settings.attributes if a is None else a for a in attributes or [None] * len(images)]
         if any(per_image):  # one describe per photo, with all its faces (--no-detect: crop-only)
             from ferkit.attributes import describe
@@ -249,8 +287,14 @@ class Analyzer:
         return bool(ms and max(image.shape[:2]) > ms)
 
     # ---------------------------------------------------------------- public
-    def file_result(self, path: str, image: np.ndarray | None = None, faces: list[FaceResult] | None = None,
-                    error: str | None = None, kind: str = "image") -> FileResult:
+    def file_result(
+        self,
+        path: str,
+        image: np.ndarray | None = None,
+        faces: list[FaceResult] | None = None,
+        error: str | None = None,
+        kind: str = "image",
+    ) -> FileResult:
         """The :class:`FileResult` of one input, with status, reason and this analyzer's provenance."""
         fr = FileResult(path=path, kind=kind, model=self.model_name, detector=self.detector_name)
         if error is not None:
@@ -264,8 +308,7 @@ class Analyzer:
             fr.status, fr.reason = "no_face", "no face found"
         if fr.downscaled:
             assert fr.image_size is not None and self.detector is not None  # downscaled: both known
-            note = f"downscaled from {fr.image_size[0]}x{fr.image_size[1]} to long side {self.det_size} " \
-                   "for detection"
+            note = f"downscaled from {fr.image_size[0]}x{fr.image_size[1]} to long side {self.det_size} for detection"
             fr.reason = f"{fr.reason}; {note}" if fr.reason else note
         return fr
 
@@ -284,15 +327,33 @@ class Analyzer:
         return self.file_result(source, image, self.process([image], [source])[0])
 
     @overload
-    def analyze_paths(self, paths: Iterable[str | os.PathLike], group: int = ..., prefetch: int = ...,
-                      return_images: Literal[False] = ..., loader: Any = ...) -> Iterator[FileResult]: ...
+    def analyze_paths(
+        self,
+        paths: Iterable[str | os.PathLike],
+        group: int = ...,
+        prefetch: int = ...,
+        return_images: Literal[False] = ...,
+        loader: Any = ...,
+    ) -> Iterator[FileResult]: ...
     @overload
-    def analyze_paths(self, paths: Iterable[str | os.PathLike], group: int = ..., prefetch: int = ..., *,
-                      return_images: Literal[True],
-                      loader: Any = ...) -> Iterator[tuple[FileResult, np.ndarray | None]]: ...
+    def analyze_paths(
+        self,
+        paths: Iterable[str | os.PathLike],
+        group: int = ...,
+        prefetch: int = ...,
+        *,
+        return_images: Literal[True],
+        loader: Any = ...,
+    ) -> Iterator[tuple[FileResult, np.ndarray | None]]: ...
 
-    def analyze_paths(self, paths: Iterable[str | os.PathLike], group: int = 8, prefetch: int = 16,
-                      return_images: bool = False, loader: Any = None) -> Iterator[Any]:
+    def analyze_paths(
+        self,
+        paths: Iterable[str | os.PathLike],
+        group: int = 8,
+        prefetch: int = 16,
+        return_images: bool = False,
+        loader: Any = None,
+    ) -> Iterator[Any]:
         """One :class:`FileResult` per image path, in order. Pool threads decode (and, with a detector that
         allows parallel calls, detect: one image per core) up to ``prefetch`` images ahead, while this thread
         classifies groups of up to ``group`` finished images (their faces go through the classifier together).
@@ -339,8 +400,15 @@ class Analyzer:
                     batch.append(pending.popleft().result())
                 fill()
                 good = [(p, im, fs) for p, im, fs, _err in batch if im is not None]
-                per_image = self.process([im for _, im, _ in good], [p for p, _, _ in good],
-                                         faces=[fs for _, _, fs in good] if parallel else None) if good else []
+                per_image = (
+                    self.process(
+                        [im for _, im, _ in good],
+                        [p for p, _, _ in good],
+                        faces=[fs for _, _, fs in good] if parallel else None,
+                    )
+                    if good
+                    else []
+                )
                 found = iter(per_image)
                 for p, im, _fs, err in batch:
                     fr = self.file_result(p, error=err) if im is None else self.file_result(p, im, next(found))
@@ -438,9 +506,17 @@ class OutputNames:
         return name
 
 
-def predict_files(analyzer: Analyzer, paths: Iterable[str | os.PathLike], *, annotate=None, stride: int = 1,
-                  smooth: float | None = None, max_frames: int | None = None, extras_dir=None,
-                  detect_every: int = defaults.DETECT_EVERY) -> Iterator[FileResult]:
+def predict_files(
+    analyzer: Analyzer,
+    paths: Iterable[str | os.PathLike],
+    *,
+    annotate=None,
+    stride: int = 1,
+    smooth: float | None = None,
+    max_frames: int | None = None,
+    extras_dir=None,
+    detect_every: int = defaults.DETECT_EVERY,
+) -> Iterator[FileResult]:
     """One FileResult per input, images first (batched, decoded ahead), then videos, each in the given order.
     ``detect_every``: videos' detection interval (:func:`ferkit.inference.video.analyze_video`).
 
@@ -475,10 +551,17 @@ def predict_files(analyzer: Analyzer, paths: Iterable[str | os.PathLike], *, ann
         for v in videos:
             stem = stems[str(v)]
             try:
-                yield analyze_video(analyzer, str(v), stride=stride, smooth=smooth, annotate_dir=ann,
-                                    annotate_name=f"{stem}.annotated",
-                                    per_second_csv=extras / f"{stem}.per_second.csv" if extras else None,
-                                    plot=extras / f"{stem}.emotions.png" if extras else None, max_frames=max_frames,
-                                    detect_every=detect_every)
+                yield analyze_video(
+                    analyzer,
+                    str(v),
+                    stride=stride,
+                    smooth=smooth,
+                    annotate_dir=ann,
+                    annotate_name=f"{stem}.annotated",
+                    per_second_csv=extras / f"{stem}.per_second.csv" if extras else None,
+                    plot=extras / f"{stem}.emotions.png" if extras else None,
+                    max_frames=max_frames,
+                    detect_every=detect_every,
+                )
             except DataError as e:
                 yield analyzer.file_result(str(v), error=str(e), kind="video")

@@ -108,8 +108,11 @@ def _uri_inputs(uri: str) -> list[str]:
         raise DataError(f"{uri}: cannot open ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
     if info.type == pafs.FileType.Directory:
         found = fs.get_file_info(pafs.FileSelector(root, recursive=True))
-        rels = sorted(os.path.relpath(f.path, root) for f in found if f.type == pafs.FileType.File
-                      and Path(f.path).suffix.lower() in IMAGE_SUFFIXES + VIDEO_SUFFIXES)
+        rels = sorted(
+            os.path.relpath(f.path, root)
+            for f in found
+            if f.type == pafs.FileType.File and Path(f.path).suffix.lower() in IMAGE_SUFFIXES + VIDEO_SUFFIXES
+        )
         return [uri.rstrip("/") + "/" + r.replace(os.sep, "/") for r in rels]
     if info.type == pafs.FileType.File and Path(root).suffix.lower() in LIST_SUFFIXES:
         with fs.open_input_stream(root) as f:
@@ -135,8 +138,11 @@ def resolve_sources(sources: str | os.PathLike | Iterable[str | os.PathLike]) ->
             if not p.is_file():
                 raise DataError(f"{p}: no such list file")
             for item in _list_lines(p.read_text(encoding="utf-8"), str(p.parent)):
-                out += _uri_inputs(item) if _is_uri(item) else (
-                    [str(q) for q in expand_inputs([item])] if Path(item).is_dir() else [item])
+                out += (
+                    _uri_inputs(item)
+                    if _is_uri(item)
+                    else ([str(q) for q in expand_inputs([item])] if Path(item).is_dir() else [item])
+                )
         else:
             out.append(s)
     return list(dict.fromkeys(out))
@@ -165,8 +171,9 @@ def load_any(path: str):
     return load_image(path)
 
 
-def frame_ranges(path: str, frames_per_task: int | None = DEFAULT_FRAMES_PER_TASK,
-                 stride: int = 1) -> list[tuple[int, int | None]]:
+def frame_ranges(
+    path: str, frames_per_task: int | None = DEFAULT_FRAMES_PER_TASK, stride: int = 1
+) -> list[tuple[int, int | None]]:
     """The frame ranges ``(start, end)`` a video is analysed in, one task each: ``frames_per_task`` frames
     (rounded up to a multiple of ``FRAMES_PER_BATCH * stride``) per range, the last one open (``end`` None: to
     the end, whatever the reported count). One range ``(0, None)`` for a URI, an unknown frame count, a video of
@@ -238,8 +245,14 @@ class AnalyzeBatch:
             return rng
         except Exception as e:  # noqa: BLE001
             error = str(e) if isinstance(e, DataError) else _one_line(path, e)
-            return VideoRange(start, end, self.stride, self.analyzer.file_result(path, kind="video", error=error),
-                              stop=start, error=error)
+            return VideoRange(
+                start,
+                end,
+                self.stride,
+                self.analyzer.file_result(path, kind="video", error=error),
+                stop=start,
+                error=error,
+            )
         finally:
             if tmp:
                 os.unlink(tmp)
@@ -262,8 +275,14 @@ class AnalyzeBatch:
             t0 = time.perf_counter()
             if "video" in task:
                 rng = self._video(task["video"], task["start"], task["end"])
-                add(task["video"], rng.result.status, len(rng.result.faces), "", time.perf_counter() - t0,
-                    pickle.dumps(rng, protocol=pickle.HIGHEST_PROTOCOL))
+                add(
+                    task["video"],
+                    rng.result.status,
+                    len(rng.result.faces),
+                    "",
+                    time.perf_counter() - t0,
+                    pickle.dumps(rng, protocol=pickle.HIGHEST_PROTOCOL),
+                )
                 continue
             paths = [str(p) for p in task["images"]]
             results = self._images(paths)
@@ -279,8 +298,17 @@ def _output_schema():
     """The columns of :class:`AnalyzeBatch`'s output (``range``: empty for an image)."""
     import pyarrow as pa
 
-    return pa.schema([("input", pa.string()), ("status", pa.string()), ("faces", pa.int64()), ("rows", pa.string()),
-                      ("worker", pa.string()), ("seconds", pa.float64()), ("range", pa.binary())])
+    return pa.schema(
+        [
+            ("input", pa.string()),
+            ("status", pa.string()),
+            ("faces", pa.int64()),
+            ("rows", pa.string()),
+            ("worker", pa.string()),
+            ("seconds", pa.float64()),
+            ("range", pa.binary()),
+        ]
+    )
 
 
 def _one_line(path: str, e: BaseException) -> str:
@@ -301,14 +329,27 @@ def parquet_schema(classes: list[str], attributes: bool = False):
 
     from ferkit.schema import FaceResult, FileResult, table_columns, table_rows
 
-    face = FaceResult(source="x", face=0, box=(0.0, 0.0, 1.0, 1.0), landmarks=np.zeros((5, 2)), det_score=1.0,
-                      label=classes[0], score=1.0, probabilities={c: 1.0 for c in classes}, valence=0.0,
-                      arousal=0.0, frame=0, timestamp=0.0, track=0)
+    face = FaceResult(
+        source="x",
+        face=0,
+        box=(0.0, 0.0, 1.0, 1.0),
+        landmarks=np.zeros((5, 2)),
+        det_score=1.0,
+        label=classes[0],
+        score=1.0,
+        probabilities={c: 1.0 for c in classes},
+        valence=0.0,
+        arousal=0.0,
+        frame=0,
+        timestamp=0.0,
+        track=0,
+    )
     if attributes:  # a described face: text where ferkit.attributes gives text, else numbers
         from ferkit.schema import ATTRIBUTE_COLUMNS
 
-        face.attributes = {c: "x" if c in ("gender", "spoof_model", "quality_reason") else 0.0
-                           for c in ATTRIBUTE_COLUMNS} | {"reasons": {}}
+        face.attributes = {
+            c: "x" if c in ("gender", "spoof_model", "quality_reason") else 0.0 for c in ATTRIBUTE_COLUMNS
+        } | {"reasons": {}}
     row = table_rows(FileResult(path="x", faces=[face]), classes, attributes=attributes)[0]
 
     def arrow_type(v):
@@ -320,8 +361,9 @@ def parquet_schema(classes: list[str], attributes: bool = False):
             return pa.float64()
         return pa.string()
 
-    return pa.schema([(name, arrow_type(v))
-                      for name, v in zip(table_columns(classes, attributes=attributes), row, strict=True)])
+    return pa.schema(
+        [(name, arrow_type(v)) for name, v in zip(table_columns(classes, attributes=attributes), row, strict=True)]
+    )
 
 
 def rows_table(rows: list[list[Any]], schema):
@@ -366,8 +408,10 @@ def _prepare_output(out: Path, config: dict, overwrite: bool) -> set[str]:
     cfg_file = man / "config.json"
 
     def damaged(f: Path, why: str) -> ConfigError:
-        return ConfigError(f"{f}: damaged ({why}), so {out} cannot be resumed; redo the run with --overwrite "
-                           f"(overwrite=True), or use another --output folder")
+        return ConfigError(
+            f"{f}: damaged ({why}), so {out} cannot be resumed; redo the run with --overwrite "
+            f"(overwrite=True), or use another --output folder"
+        )
 
     if cfg_file.exists():
         try:
@@ -377,10 +421,13 @@ def _prepare_output(out: Path, config: dict, overwrite: bool) -> set[str]:
         if not isinstance(old, dict):
             raise damaged(cfg_file, "not a JSON object")
         if old != config:
-            diff = ", ".join(f"{k}: {old.get(k)!r} there, {config.get(k)!r} now"
-                             for k in config if old.get(k) != config[k])
-            raise ConfigError(f"{out} holds results of another configuration ({diff}); "
-                              f"use another folder or overwrite=True (--overwrite)")
+            diff = ", ".join(
+                f"{k}: {old.get(k)!r} there, {config.get(k)!r} now" for k in config if old.get(k) != config[k]
+            )
+            raise ConfigError(
+                f"{out} holds results of another configuration ({diff}); "
+                f"use another folder or overwrite=True (--overwrite)"
+            )
     else:
         atomic_write_json(cfg_file, config)
     done: set[str] = set()
@@ -427,8 +474,9 @@ def _check_reachable(address: str, timeout: float = CONNECT_TIMEOUT_S) -> None:
         socket.create_connection((host, int(port)), timeout=timeout).close()
     except (OSError, OverflowError) as e:
         why = getattr(e, "strerror", None) or str(e) or type(e).__name__
-        raise ConfigError(f"--ray-address {address}: cannot join that Ray cluster (nothing answers at "
-                          f"{host}:{port}: {why})") from None
+        raise ConfigError(
+            f"--ray-address {address}: cannot join that Ray cluster (nothing answers at {host}:{port}: {why})"
+        ) from None
 
 
 AUTH_TOKEN_VARS = ("RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")
@@ -462,9 +510,12 @@ def _join(ray, address: str, quiet: bool) -> None:
         return
     if "InvalidAuthToken" in said or "Unauthenticated" in said:
         have = [v for v in AUTH_TOKEN_VARS if os.environ.get(v)]
-        why = (f"the cluster rejected the token in ${have[0]}" if have else
-               "the cluster uses token authentication and no token is set: export RAY_AUTH_TOKEN=<its token> "
-               "(or RAY_AUTH_TOKEN_PATH=<file>) and RAY_AUTH_MODE=token")
+        why = (
+            f"the cluster rejected the token in ${have[0]}"
+            if have
+            else "the cluster uses token authentication and no token is set: export RAY_AUTH_TOKEN=<its token> "
+            "(or RAY_AUTH_TOKEN_PATH=<file>) and RAY_AUTH_MODE=token"
+        )
         raise ConfigError(f"--ray-address {address}: cannot join that Ray cluster ({why})")
     raise ConfigError(f"--ray-address {address}: cannot join that Ray cluster ({error})")
 
@@ -481,15 +532,23 @@ def _tasks(todo: list[str], batch_size: int, frames_per_task: int | None, stride
         plan[utf8_text(v)] = len(ranges)  # keyed as the results name it
         tasks += [{"task": json.dumps({"video": v, "start": s, "end": e})} for s, e in ranges]
     images = [p for p in todo if not is_video(p)]
-    tasks += [{"task": json.dumps({"images": images[i:i + batch_size]})} for i in range(0, len(images), batch_size)]
+    tasks += [{"task": json.dumps({"images": images[i : i + batch_size]})} for i in range(0, len(images), batch_size)]
     return tasks, plan
 
 
-def predict_dataset(sources: str | os.PathLike | Iterable[str | os.PathLike], output: str | os.PathLike,
-                    settings: AnalyzerSettings | None = None,
-                    actors: int | None = None, gpus_per_actor: float = 0.0, batch_size: int = DEFAULT_BATCH_SIZE,
-                    ray_address: str | None = None, overwrite: bool = False, quiet: bool = False,
-                    stride: int = 1, frames_per_task: int | None = DEFAULT_FRAMES_PER_TASK) -> dict:
+def predict_dataset(
+    sources: str | os.PathLike | Iterable[str | os.PathLike],
+    output: str | os.PathLike,
+    settings: AnalyzerSettings | None = None,
+    actors: int | None = None,
+    gpus_per_actor: float = 0.0,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    ray_address: str | None = None,
+    overwrite: bool = False,
+    quiet: bool = False,
+    stride: int = 1,
+    frames_per_task: int | None = DEFAULT_FRAMES_PER_TASK,
+) -> dict:
     """Analyse every image and video under ``sources`` on Ray Data and write Parquet parts under ``output``, with
     the analyzer of ``settings`` (default: :mod:`ferkit.defaults`; each actor gets it as a dict).
 
@@ -510,8 +569,10 @@ def predict_dataset(sources: str | os.PathLike | Iterable[str | os.PathLike], ou
     ray = _require_ray()
     settings = settings or AnalyzerSettings()
     if not settings.detect or settings.gallery is not None:
-        raise ConfigError("--engine ray runs photos and videos with detection: drop --no-detect and --gallery "
-                          "(or use the local engine)")
+        raise ConfigError(
+            "--engine ray runs photos and videos with detection: drop --no-detect and --gallery "
+            "(or use the local engine)"
+        )
     if gpus_per_actor and gpus_per_actor > 0:
         settings = settings.replace(device="cuda")
     actor_settings = settings.to_dict()  # names only (a loaded model cannot travel): one ConfigError line
@@ -528,17 +589,32 @@ def predict_dataset(sources: str | os.PathLike | Iterable[str | os.PathLike], ou
 
     check_output(output, "--output", folder=True)  # before Ray starts: a folder that takes files
     classes = build_analyzer(settings.replace(detect=False)).classes
-    config = {**{k: actor_settings[k] for k in ("models", "detector", "det_size", "crop", "backend")},
-              "stride": stride, "classes": classes, "attributes": list(settings.attributes)}
+    config = {
+        **{k: actor_settings[k] for k in ("models", "detector", "det_size", "crop", "backend")},
+        "stride": stride,
+        "classes": classes,
+        "attributes": list(settings.attributes),
+    }
     out = Path(output)
     done = _prepare_output(out, config, overwrite)
     todo = [p for p in inputs if utf8_text(p) not in done]  # the manifest names inputs as the results do
     local_name = {utf8_text(p): p for p in todo}
     say = (lambda *a: None) if quiet else (lambda *a: print(*a, file=sys.stderr))
-    summary: dict[str, Any] = {"files": 0, "faces": 0, "ok": 0, "no_face": 0, "errors": 0,
-                               "skipped": len(inputs) - len(todo),
-                               "seconds": 0.0, "images_per_s": 0.0, "per_actor": {}, "output": str(out), "parts": 0,
-                               "video_ranges": 0, "redone": 0}
+    summary: dict[str, Any] = {
+        "files": 0,
+        "faces": 0,
+        "ok": 0,
+        "no_face": 0,
+        "errors": 0,
+        "skipped": len(inputs) - len(todo),
+        "seconds": 0.0,
+        "images_per_s": 0.0,
+        "per_actor": {},
+        "output": str(out),
+        "parts": 0,
+        "video_ranges": 0,
+        "redone": 0,
+    }
     if not todo:
         say(f"ferkit predict --engine ray: all {len(inputs)} inputs already finished in {out} (--overwrite to redo)")
         return summary
@@ -548,7 +624,7 @@ def predict_dataset(sources: str | os.PathLike | Iterable[str | os.PathLike], ou
         _ray_data_output(ray, quiet)
         res = ray.cluster_resources()
         if actors is None:
-            actors = (int(res.get("GPU", 0) // gpus_per_actor) if gpus_per_actor > 0 else int(res.get("CPU", 1)))
+            actors = int(res.get("GPU", 0) // gpus_per_actor) if gpus_per_actor > 0 else int(res.get("CPU", 1))
             actors = max(1, actors)
         tasks, plan = _tasks(todo, batch_size, frames_per_task, stride)
         summary["video_ranges"] = sum(n for n in plan.values() if n > 1)
@@ -558,10 +634,14 @@ def predict_dataset(sources: str | os.PathLike | Iterable[str | os.PathLike], ou
             # One task per actor call (an images task holds batch_size images), so video ranges spread over actors.
             ds = ray.data.from_items(tasks, override_num_blocks=len(tasks))
             ds = ds.map_batches(
-                AnalyzeBatch, batch_size=1, batch_format="numpy", num_cpus=1,
+                AnalyzeBatch,
+                batch_size=1,
+                batch_format="numpy",
+                num_cpus=1,
                 compute=ray.data.ActorPoolStrategy(size=actors),
                 num_gpus=gpus_per_actor or None,
-                fn_constructor_kwargs=dict(settings=actor_settings, stride=stride))
+                fn_constructor_kwargs=dict(settings=actor_settings, stride=stride),
+            )
             redo = _write_stream(ds, out, schema, classes, summary, plan, bool(settings.attributes))
             # A video whose ranges did not join up (OpenCV's seek landed elsewhere): once more, whole, in one task.
             plan = {v: 1 for v in redo}
@@ -582,8 +662,9 @@ def _check_run_options(actors, batch_size, stride, frames_per_task, gpus_per_act
         raise ConfigError(f"--batch-size {batch_size!r}: give an integer >= 1")
     if not isinstance(stride, int) or stride < 1:
         raise ConfigError(f"--stride {stride!r}: give an integer >= 1")
-    if frames_per_task is not None and (isinstance(frames_per_task, bool) or not isinstance(frames_per_task, int)
-                                        or frames_per_task < 0):
+    if frames_per_task is not None and (
+        isinstance(frames_per_task, bool) or not isinstance(frames_per_task, int) or frames_per_task < 0
+    ):
         raise ConfigError(f"--frames-per-task {frames_per_task!r}: give an integer >= 1 (0: whole videos)")
     if gpus_per_actor is None or gpus_per_actor < 0:
         raise ConfigError(f"--gpus-per-actor {gpus_per_actor!r}: give a number >= 0")
@@ -603,8 +684,13 @@ def _start_ray(ray, ray_address: str | None, actors: int | None, quiet: bool) ->
     else:
         # address="local": always a runtime of this call's own, even where another job's cluster runs on this
         # machine (a bare ray.init() would join that one, and refuse num_cpus)
-        ray.init(address="local", num_cpus=actors or os.cpu_count(), include_dashboard=False,
-                 log_to_driver=not quiet, logging_level="ERROR")
+        ray.init(
+            address="local",
+            num_cpus=actors or os.cpu_count(),
+            include_dashboard=False,
+            log_to_driver=not quiet,
+            logging_level="ERROR",
+        )
     return True
 
 
@@ -641,8 +727,9 @@ def _write_part(out: Path, schema, rows: list[list[Any]], manifest: dict[str, li
         summary["errors" if s == "error" else s] += 1
 
 
-def _write_stream(ds, out: Path, schema, classes: list[str], summary: dict, plan: dict[str, int],
-                  attributes: bool = False) -> list[str]:
+def _write_stream(
+    ds, out: Path, schema, classes: list[str], summary: dict, plan: dict[str, int], attributes: bool = False
+) -> list[str]:
     """Drain the dataset block by block and tally the summary. Images: a block's rows as one part. Video ranges:
     held until all ``plan[video]`` ranges of a video are in, then stitched and written as one part. Returns the
     videos whose ranges did not join up (to analyse again as one range)."""
@@ -663,8 +750,13 @@ def _write_stream(ds, out: Path, schema, classes: list[str], summary: dict, plan
             a["busy_s"] += sec
         images = [i for i, rng in enumerate(d["range"]) if not rng]
         if images:
-            _write_part(out, schema, [row for i in images for row in json.loads(d["rows"][i])],
-                        {k: [d[k][i] for i in images] for k in keys}, summary)
+            _write_part(
+                out,
+                schema,
+                [row for i in images for row in json.loads(d["rows"][i])],
+                {k: [d[k][i] for i in images] for k in keys},
+                summary,
+            )
         for i in (i for i, rng in enumerate(d["range"]) if rng):
             path = d["input"][i]
             got = ranges.setdefault(path, {})
@@ -677,10 +769,19 @@ def _write_stream(ds, out: Path, schema, classes: list[str], summary: dict, plan
             if result is None:
                 redo.append(path)
                 continue
-            _write_part(out, schema, table_rows(result, classes, attributes=attributes),
-                        {"input": [path], "status": [result.status], "faces": [len(result.faces)],
-                         "worker": [",".join(sorted({g[1] for g in got.values()}))],
-                         "seconds": [sum(g[2] for g in got.values())]}, summary)
+            _write_part(
+                out,
+                schema,
+                table_rows(result, classes, attributes=attributes),
+                {
+                    "input": [path],
+                    "status": [result.status],
+                    "faces": [len(result.faces)],
+                    "worker": [",".join(sorted({g[1] for g in got.values()}))],
+                    "seconds": [sum(g[2] for g in got.values())],
+                },
+                summary,
+            )
     return redo
 
 
@@ -692,10 +793,13 @@ def _finish_summary(summary: dict, secs: float, say) -> None:
         a["images_per_s"] = round(a["files"] / a["busy_s"], 2) if a["busy_s"] else 0.0
     summary.update(seconds=round(secs, 3), images_per_s=round(summary["files"] / secs, 2) if secs else 0.0)
     videos = (f"; videos in {summary['video_ranges']} frame ranges" if summary["video_ranges"] else "") + (
-        f", {summary['redone']} analysed again whole" if summary["redone"] else "")
-    say(f"ferkit predict --engine ray: {summary['files']} inputs: {summary['ok']} ok ({summary['faces']} faces), "
+        f", {summary['redone']} analysed again whole" if summary["redone"] else ""
+    )
+    say(
+        f"ferkit predict --engine ray: {summary['files']} inputs: {summary['ok']} ok ({summary['faces']} faces), "
         f"{summary['no_face']} without a face, {summary['errors']} failed; {summary['skipped']} already done; "
         f"{summary['images_per_s']} inputs/s over {len(per_actor)} actor{'s' * (len(per_actor) != 1)}{videos} "
-        f"-> {summary['output']}")
+        f"-> {summary['output']}"
+    )
     for w, a in sorted(per_actor.items()):
         say(f"  {w}: {a['files']} inputs, {a['images_per_s']} inputs/s while busy")

@@ -25,7 +25,6 @@ from ferkit.errors import ConfigError
 __all__ = ["AnalyzerSettings"]
 
 
-
 @dataclass(frozen=True)
 class AnalyzerSettings:
     """Everything that decides what an analyzer answers for a photo (frozen, hashable, validated once).
@@ -87,8 +86,10 @@ class AnalyzerSettings:
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able values (models as a list) for the server's config and the Ray actors."""
         if not all(isinstance(m, str) for m in self.models) or not isinstance(self.detector, str):
-            raise ConfigError("analyzer settings with a loaded model or detector object cannot be sent elsewhere: "
-                              "give models and the detector by name")
+            raise ConfigError(
+                "analyzer settings with a loaded model or detector object cannot be sent elsewhere: "
+                "give models and the detector by name"
+            )
         d = dataclasses.asdict(self)
         d["models"] = list(self.models)
         return d
@@ -137,8 +138,11 @@ def _is_int(v: Any) -> bool:
 def _check(name: str, v: Any) -> str | None:
     """What is wrong with value ``v`` of setting ``name`` (the fix, as the second half of the line), or None."""
     if name == "models":
-        return None if v and all(isinstance(m, str) and m or not isinstance(m, str) for m in v) else \
-            "give at least one model (zoo name, checkpoint, run folder or .onnx; `ferkit zoo list`)"
+        return (
+            None
+            if v and all(isinstance(m, str) and m or not isinstance(m, str) for m in v)
+            else "give at least one model (zoo name, checkpoint, run folder or .onnx; `ferkit zoo list`)"
+        )
     if name == "detect":
         return None if isinstance(v, bool) else "give True or False"
     if name == "detector":
@@ -148,8 +152,11 @@ def _check(name: str, v: Any) -> str | None:
         return None if isinstance(v, FaceDetector) or v in names else f"choose one of {', '.join(names)}"
     if name == "det_size":
         lo, hi = defaults.DET_SIZE_RANGE
-        return None if v is None or _is_int(v) and lo <= v <= hi else \
-            f"give a long side in pixels from {lo} to {hi} (or None: the detector's own)"
+        return (
+            None
+            if v is None or _is_int(v) and lo <= v <= hi
+            else f"give a long side in pixels from {lo} to {hi} (or None: the detector's own)"
+        )
     if name == "crop":
         return None if v in defaults.CROPS else f"choose one of {', '.join(defaults.CROPS)}"
     if name == "backend":
@@ -165,6 +172,9 @@ def _check(name: str, v: Any) -> str | None:
     if name == "attributes":
         from ferkit.attributes import ATTRIBUTES
 
-        return None if isinstance(v, tuple) and all(n in ATTRIBUTES for n in v) else \
-            f"choose from {', '.join(ATTRIBUTES)} (comma-separated), all or none"
+        return (
+            None
+            if isinstance(v, tuple) and all(n in ATTRIBUTES for n in v)
+            else f"choose from {', '.join(ATTRIBUTES)} (comma-separated), all or none"
+        )
     return None

@@ -42,8 +42,16 @@ from ferkit.utils import atomic_open, atomic_path, atomic_write_bytes, discard
 FRAMES_PER_BATCH = 8  # analysed frames whose faces share classifier forwards
 DETECT_EVERY = defaults.DETECT_EVERY  # the detector runs on every N-th analysed frame; faces followed in between
 CHECK_FRAMES = 3  # frames compared where two ranges meet (stitch_ranges)
-COLOURS = {"angry": (0, 0, 255), "disgust": (0, 128, 0), "fear": (128, 0, 128), "happy": (0, 200, 255),
-           "sad": (255, 0, 0), "surprise": (255, 200, 0), "neutral": (200, 200, 200), "contempt": (0, 128, 255)}
+COLOURS = {
+    "angry": (0, 0, 255),
+    "disgust": (0, 128, 0),
+    "fear": (128, 0, 128),
+    "happy": (0, 200, 255),
+    "sad": (255, 0, 0),
+    "surprise": (255, 200, 0),
+    "neutral": (200, 200, 200),
+    "contempt": (0, 128, 255),
+}
 
 
 def label_boxes(boxes: list, sizes: Sequence[Sequence[int]], image_size: tuple[int, int]) -> list[tuple[int, ...]]:
@@ -97,8 +105,9 @@ def annotate(image_rgb: np.ndarray, faces: list[FaceResult], fps: float | None =
         cv2.rectangle(img, (lx1, ly1), (lx2 - 1, ly2 - 1), COLOURS.get(f.label, (0, 255, 0)), -1)
         cv2.putText(img, text, (lx1 + 1, ly1 + tht + 2), cv2.FONT_HERSHEY_SIMPLEX, fs, (0, 0, 0), th, cv2.LINE_AA)
     if fps is not None:
-        cv2.putText(img, f"{fps:.1f} FPS", (8, 20 * th), cv2.FONT_HERSHEY_SIMPLEX, 0.5 * th, (0, 255, 0), th,
-                    cv2.LINE_AA)
+        cv2.putText(
+            img, f"{fps:.1f} FPS", (8, 20 * th), cv2.FONT_HERSHEY_SIMPLEX, 0.5 * th, (0, 255, 0), th, cv2.LINE_AA
+        )
     return img
 
 
@@ -203,8 +212,9 @@ def open_capture(source: Any):
             cap = cv2.VideoCapture(source)
         if not cap.isOpened():
             cap.release()
-            what = (f"--webcam {source}: no camera with that index" if isinstance(source, int)
-                    else f"{source}: the stream")
+            what = (
+                f"--webcam {source}: no camera with that index" if isinstance(source, int) else f"{source}: the stream"
+            )
             raise DataError(f"{what} can be opened (in use, or no permission?); try another index or a video file")
         return cap
     p = Path(source)
@@ -250,8 +260,11 @@ def frame_count(path: str | Path) -> int:
 
                 def there(i: int) -> bool:
                     # a seek past the end fails or lands elsewhere: kept only when the position read back is i + 1
-                    return bool(cap.set(cv2.CAP_PROP_POS_FRAMES, i) and cap.grab()
-                                and round(cap.get(cv2.CAP_PROP_POS_FRAMES)) == i + 1)
+                    return bool(
+                        cap.set(cv2.CAP_PROP_POS_FRAMES, i)
+                        and cap.grab()
+                        and round(cap.get(cv2.CAP_PROP_POS_FRAMES)) == i + 1
+                    )
 
                 if there(n - 1):
                     return n
@@ -279,12 +292,23 @@ def window_available(window: str = "ferkit") -> bool:
         return False
 
 
-def analyze_video(analyzer, source: Any, stride: int = 1, smooth: float | None = None,
-                  frames_per_batch: int = FRAMES_PER_BATCH, annotate_dir: str | Path | None = None,
-                  per_second_csv: str | Path | None = None, plot: str | Path | None = None, show: bool = False,
-                  max_frames: int | None = None, on_frame: Callable[[list[FaceResult]], None] | None = None,
-                  start_frame: int = 0, end_frame: int | None = None, annotate_name: str | None = None,
-                  detect_every: int = DETECT_EVERY) -> FileResult:
+def analyze_video(
+    analyzer,
+    source: Any,
+    stride: int = 1,
+    smooth: float | None = None,
+    frames_per_batch: int = FRAMES_PER_BATCH,
+    annotate_dir: str | Path | None = None,
+    per_second_csv: str | Path | None = None,
+    plot: str | Path | None = None,
+    show: bool = False,
+    max_frames: int | None = None,
+    on_frame: Callable[[list[FaceResult]], None] | None = None,
+    start_frame: int = 0,
+    end_frame: int | None = None,
+    annotate_name: str | None = None,
+    detect_every: int = DETECT_EVERY,
+) -> FileResult:
     """Analyse every ``stride``-th frame of a video file (path) or webcam (int index).
 
     Faces of ``frames_per_batch`` frames share classifier forwards. Returns one :class:`FileResult`
@@ -309,10 +333,23 @@ def analyze_video(analyzer, source: Any, stride: int = 1, smooth: float | None =
     analysed frame still has its faces. 1: detect on every analysed frame. Frames are decoded in a thread of
     their own (:class:`FrameReader`) while the previous ones are analysed.
     """
-    return _analyze(analyzer, source, stride=stride, smooth=smooth, frames_per_batch=frames_per_batch,
-                    annotate_dir=annotate_dir, per_second_csv=per_second_csv, plot=plot, show=show,
-                    max_frames=max_frames, on_frame=on_frame, start_frame=start_frame, end_frame=end_frame,
-                    annotate_name=annotate_name, detect_every=detect_every)[0]
+    return _analyze(
+        analyzer,
+        source,
+        stride=stride,
+        smooth=smooth,
+        frames_per_batch=frames_per_batch,
+        annotate_dir=annotate_dir,
+        per_second_csv=per_second_csv,
+        plot=plot,
+        show=show,
+        max_frames=max_frames,
+        on_frame=on_frame,
+        start_frame=start_frame,
+        end_frame=end_frame,
+        annotate_name=annotate_name,
+        detect_every=detect_every,
+    )[0]
 
 
 def frame_fingerprint(frame: np.ndarray) -> str:
@@ -336,8 +373,11 @@ def _seek(cap, source: Any, start: int, fps: float):
     t0 = cap.get(cv2.CAP_PROP_POS_MSEC)
     if cap.set(cv2.CAP_PROP_POS_FRAMES, start):
         ok, frame = cap.read()
-        if ok and round(cap.get(cv2.CAP_PROP_POS_FRAMES)) == start + 1 and \
-                abs(cap.get(cv2.CAP_PROP_POS_MSEC) - t0 - 1000 * start / fps) <= 500 / fps:
+        if (
+            ok
+            and round(cap.get(cv2.CAP_PROP_POS_FRAMES)) == start + 1
+            and abs(cap.get(cv2.CAP_PROP_POS_MSEC) - t0 - 1000 * start / fps) <= 500 / fps
+        ):
             return cap, frame
     cap.release()
     cap = open_capture(source)
@@ -363,9 +403,13 @@ def _set_status(result: FileResult, stop: int | None = None, claimed: int = 0) -
     if result.frames == 0:
         result.status, result.reason = "error", "no frame could be decoded"
     elif stop is not None and claimed > 2 * stop:
-        result.status, result.reason = "error", (
-            f"decoding stopped after {stop} of the {claimed} frames its header lists (damaged header or "
-            f"truncated file; the faces of the frames read are kept)")
+        result.status, result.reason = (
+            "error",
+            (
+                f"decoding stopped after {stop} of the {claimed} frames its header lists (damaged header or "
+                f"truncated file; the faces of the frames read are kept)"
+            ),
+        )
     elif not result.faces:
         result.status, result.reason = "no_face", f"no face found in {result.frames} analysed frames"
 
@@ -444,14 +488,16 @@ def follow_faces(prev_grey: np.ndarray, grey: np.ndarray, faces: list) -> list |
         return []
     start = np.concatenate([np.asarray(f.landmarks, np.float32) for f in faces]).reshape(-1, 1, 2)
     crit = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 20, 0.03)
-    moved, st1, _ = cv2.calcOpticalFlowPyrLK(prev_grey, grey, start, np.empty(0), winSize=(21, 21), maxLevel=3,
-                                             criteria=crit)
-    back, st2, _ = cv2.calcOpticalFlowPyrLK(grey, prev_grey, moved, np.empty(0), winSize=(21, 21), maxLevel=3,
-                                            criteria=crit)
+    moved, st1, _ = cv2.calcOpticalFlowPyrLK(
+        prev_grey, grey, start, np.empty(0), winSize=(21, 21), maxLevel=3, criteria=crit
+    )
+    back, st2, _ = cv2.calcOpticalFlowPyrLK(
+        grey, prev_grey, moved, np.empty(0), winSize=(21, 21), maxLevel=3, criteria=crit
+    )
     fb = np.linalg.norm((back - start).reshape(-1, 2), axis=1)
     ok = (st1.reshape(-1) == 1) & (st2.reshape(-1) == 1)
     p0, p1 = start.reshape(-1, 2), moved.reshape(-1, 2)
-    goods = [ok[5 * k:5 * k + 5] & (fb[5 * k:5 * k + 5] <= max(1.0, 0.02 * f.width)) for k, f in enumerate(faces)]
+    goods = [ok[5 * k : 5 * k + 5] & (fb[5 * k : 5 * k + 5] <= max(1.0, 0.02 * f.width)) for k, f in enumerate(faces)]
     if any(int(g.sum()) < FOLLOW_MIN_POINTS for g in goods):
         return None
     out = []
@@ -490,8 +536,11 @@ class FaceFollower:
         if not self.follow:
             self.detected += len(frames)
             return self.analyzer.detect([im for _, im in frames])
-        keys = [k for k, ((i, _), c) in enumerate(zip(frames, cuts, strict=True))
-                if self.scheduled(i, c) or (k == 0 and self.faces is None)]
+        keys = [
+            k
+            for k, ((i, _), c) in enumerate(zip(frames, cuts, strict=True))
+            if self.scheduled(i, c) or (k == 0 and self.faces is None)
+        ]
         found = dict(zip(keys, self.analyzer.detect([frames[k][1] for k in keys]) if keys else [], strict=True))
         self.detected += len(keys)
         out = []
@@ -513,8 +562,16 @@ class _VideoOutputs:
     """Where analysed frames go besides the result: the annotated mp4 (written under a temporary UTF-8 name,
     moved into place on :meth:`close`) and the live window."""
 
-    def __init__(self, source: Any, webcam: bool, fps: float, stride: int, annotate_dir: str | Path | None,
-                 annotate_name: str | None, show: bool):
+    def __init__(
+        self,
+        source: Any,
+        webcam: bool,
+        fps: float,
+        stride: int,
+        annotate_dir: str | Path | None,
+        annotate_name: str | None,
+        show: bool,
+    ):
         self.webcam, self.fps, self.stride = webcam, fps, stride
         self.writer: Any = None
         self.video_out: Any = None
@@ -527,9 +584,13 @@ class _VideoOutputs:
         if show:
             self.window = window_available()
             if not self.window:
-                print("ferkit: warning: this OpenCV has no GUI (opencv-python-headless); no live window - "
-                      "pip install opencv-python for one. Printing results"
-                      + (f" and writing {self.out_video}" if self.out_video else "") + " instead.", file=sys.stderr)
+                print(
+                    "ferkit: warning: this OpenCV has no GUI (opencv-python-headless); no live window - "
+                    "pip install opencv-python for one. Printing results"
+                    + (f" and writing {self.out_video}" if self.out_video else "")
+                    + " instead.",
+                    file=sys.stderr,
+                )
 
     @property
     def wanted(self) -> bool:
@@ -545,8 +606,9 @@ class _VideoOutputs:
                 cm = atomic_path(self.out_video, suffix=".mp4", what="--annotate")
                 tmp = cm.__enter__()
                 self.video_out = cm
-                self.writer = cv2.VideoWriter(tmp, cv2.VideoWriter.fourcc(*"mp4v"), max(1.0, self.fps / self.stride),
-                                              (w, h))
+                self.writer = cv2.VideoWriter(
+                    tmp, cv2.VideoWriter.fourcc(*"mp4v"), max(1.0, self.fps / self.stride), (w, h)
+                )
             self.writer.write(bgr)
         if self.window:
             cv2.imshow("ferkit", bgr)
@@ -582,12 +644,24 @@ def _check_video_args(stride: Any, start_frame: Any, end_frame: Any, detect_ever
         raise ConfigError("start_frame / end_frame: only for video files, not a webcam")
 
 
-def _analyze(analyzer, source: Any, stride: int = 1, smooth: float | None = None,
-             frames_per_batch: int = FRAMES_PER_BATCH, annotate_dir: str | Path | None = None,
-             per_second_csv: str | Path | None = None, plot: str | Path | None = None, show: bool = False,
-             max_frames: int | None = None, on_frame: Callable[[list[FaceResult]], None] | None = None,
-             start_frame: int = 0, end_frame: int | None = None, check_frames: int = 0,
-             annotate_name: str | None = None, detect_every: int = DETECT_EVERY) -> tuple[FileResult, dict]:
+def _analyze(
+    analyzer,
+    source: Any,
+    stride: int = 1,
+    smooth: float | None = None,
+    frames_per_batch: int = FRAMES_PER_BATCH,
+    annotate_dir: str | Path | None = None,
+    per_second_csv: str | Path | None = None,
+    plot: str | Path | None = None,
+    show: bool = False,
+    max_frames: int | None = None,
+    on_frame: Callable[[list[FaceResult]], None] | None = None,
+    start_frame: int = 0,
+    end_frame: int | None = None,
+    check_frames: int = 0,
+    annotate_name: str | None = None,
+    detect_every: int = DETECT_EVERY,
+) -> tuple[FileResult, dict]:
     """:func:`analyze_video`, and what :func:`stitch_ranges` needs about the frames read: ``stop`` (index of the
     first frame not read in the range), ``head`` (fingerprints of the first ``check_frames`` frames read from
     ``start_frame``), ``tail`` (of up to ``check_frames`` frames read on after ``end_frame``) and ``detected``
@@ -611,8 +685,17 @@ def _analyze(analyzer, source: Any, stride: int = 1, smooth: float | None = None
     pending: list[tuple[int, np.ndarray]] = []
     t_last = time.perf_counter()
     idx = start_frame - 1
-    info: dict[str, Any] = {"stop": start_frame, "head": [], "tail": [], "claimed": max(0, claimed), "eof": False,
-                            "cuts": [], "first_thumb": None, "last_thumb": None, "detected": 0}
+    info: dict[str, Any] = {
+        "stop": start_frame,
+        "head": [],
+        "tail": [],
+        "claimed": max(0, claimed),
+        "eof": False,
+        "cuts": [],
+        "first_thumb": None,
+        "last_thumb": None,
+        "detected": 0,
+    }
 
     def flush():
         nonlocal t_last
@@ -626,8 +709,13 @@ def _analyze(analyzer, source: Any, stride: int = 1, smooth: float | None = None
                 info["first_thumb"] = thumb
             info["last_thumb"] = thumb
         imgs = [im for _, im in pending]
-        per = analyzer.process(imgs, [name] * len(imgs), frames=[i for i, _ in pending],
-                               timestamps=[i / fps for i, _ in pending], faces=follower.faces_of(pending, cuts))
+        per = analyzer.process(
+            imgs,
+            [name] * len(imgs),
+            frames=[i for i, _ in pending],
+            timestamps=[i / fps for i, _ in pending],
+            faces=follower.faces_of(pending, cuts),
+        )
         now = time.perf_counter()
         live_fps = len(imgs) / max(now - t_last, 1e-6)
         t_last = now
@@ -714,19 +802,46 @@ class VideoRange:
     detected: int = 0  # analysed frames the face detector ran on (the others' faces were followed)
 
 
-def analyze_range(analyzer, source: str | Path, start: int = 0, end: int | None = None, stride: int = 1,
-                  check: int = CHECK_FRAMES, detect_every: int = DETECT_EVERY) -> VideoRange:
+def analyze_range(
+    analyzer,
+    source: str | Path,
+    start: int = 0,
+    end: int | None = None,
+    stride: int = 1,
+    check: int = CHECK_FRAMES,
+    detect_every: int = DETECT_EVERY,
+) -> VideoRange:
     """Frames ``start <= index < end`` of a video file, analysed as :func:`analyze_video` analyses them (no
     smoothing), plus the fingerprints of the ``check`` frames where the range starts and of the ``check``
     frames read on after its end, so :func:`stitch_ranges` can tell that the next range's seek landed on
     exactly those frames. A start that is a multiple of ``FRAMES_PER_BATCH * stride`` batches frames as the
     whole-file run does (the same numbers, not just the same faces; ``FRAMES_PER_BATCH`` is a multiple of
     ``detect_every`` there, so detections fall on the same frames too). Errors raise as in analyze_video."""
-    result, info = _analyze(analyzer, str(source), stride=stride, start_frame=start, end_frame=end,
-                            check_frames=check, detect_every=detect_every)
-    return VideoRange(start, end, stride, result, stop=info["stop"], head=info["head"], tail=info["tail"],
-                      check=check, claimed=info["claimed"], eof=info["eof"], cuts=info["cuts"],
-                      first_thumb=info["first_thumb"], last_thumb=info["last_thumb"], detected=info["detected"])
+    result, info = _analyze(
+        analyzer,
+        str(source),
+        stride=stride,
+        start_frame=start,
+        end_frame=end,
+        check_frames=check,
+        detect_every=detect_every,
+    )
+    return VideoRange(
+        start,
+        end,
+        stride,
+        result,
+        stop=info["stop"],
+        head=info["head"],
+        tail=info["tail"],
+        check=check,
+        claimed=info["claimed"],
+        eof=info["eof"],
+        cuts=info["cuts"],
+        first_thumb=info["first_thumb"],
+        last_thumb=info["last_thumb"],
+        detected=info["detected"],
+    )
 
 
 def stitch_ranges(ranges: list[VideoRange]) -> FileResult | None:
@@ -737,8 +852,12 @@ def stitch_ranges(ranges: list[VideoRange]) -> FileResult | None:
     that error. None when a range's first frames are not the frames read on after the previous range's end
     (OpenCV's seek landed elsewhere): analyse that file as one range instead."""
     rs = sorted(ranges, key=lambda r: r.start)
-    if not rs or rs[0].start != 0 or rs[-1].end is not None or any(
-            a.end != b.start or a.stride != b.stride for a, b in zip(rs, rs[1:], strict=False)):
+    if (
+        not rs
+        or rs[0].start != 0
+        or rs[-1].end is not None
+        or any(a.end != b.start or a.stride != b.stride for a, b in zip(rs, rs[1:], strict=False))
+    ):
         raise ValueError(f"stitch_ranges: not the consecutive ranges of one file: {[(r.start, r.end) for r in rs]}")
     failed = next((r for r in rs if r.error), None)
     if failed is not None:
@@ -748,7 +867,7 @@ def stitch_ranges(ranges: list[VideoRange]) -> FileResult | None:
         if prev.end is not None and prev.stop < prev.end:  # (not None: a later range starts there)
             break
         want = cur.check if cur.end is None else min(cur.check, cur.end - cur.start)
-        if cur.head != prev.tail[:len(cur.head)] or (len(cur.head) < want and len(prev.tail) != len(cur.head)):
+        if cur.head != prev.tail[: len(cur.head)] or (len(cur.head) < want and len(prev.tail) != len(cur.head)):
             return None
         kept.append(cur)
     faces = [dataclasses.replace(f) for r in kept for f in r.result.faces]  # the ranges' own stay as they are
@@ -756,18 +875,26 @@ def stitch_ranges(ranges: list[VideoRange]) -> FileResult | None:
     for f in faces:
         by_frame.setdefault(f.frame, []).append(f)
     cuts = {i for r in kept for i in r.cuts}
-    cuts.update(-(-cur.start // cur.stride) * cur.stride for prev, cur in zip(kept, kept[1:], strict=False)
-                if is_cut(prev.last_thumb, cur.first_thumb))  # a shot change where two ranges meet
+    cuts.update(
+        -(-cur.start // cur.stride) * cur.stride
+        for prev, cur in zip(kept, kept[1:], strict=False)
+        if is_cut(prev.last_thumb, cur.first_thumb)
+    )  # a shot change where two ranges meet
     tracker = Tracker()
     for r in kept:
         for i in range(-(-r.start // r.stride) * r.stride, r.stop, r.stride):
             if i in cuts:
                 tracker.cut()
             tracker.update(by_frame.get(i, []))
-    out = dataclasses.replace(rs[0].result, faces=faces, frames=sum(r.result.frames or 0 for r in kept),
-                              status="ok", reason=None,
-                              image_size=next((r.result.image_size for r in kept if r.result.image_size), None),
-                              downscaled=any(r.result.downscaled for r in kept))
+    out = dataclasses.replace(
+        rs[0].result,
+        faces=faces,
+        frames=sum(r.result.frames or 0 for r in kept),
+        status="ok",
+        reason=None,
+        image_size=next((r.result.image_size for r in kept if r.result.image_size), None),
+        downscaled=any(r.result.downscaled for r in kept),
+    )
     _set_status(out, kept[-1].stop if kept[-1].eof else None, kept[-1].claimed)
     return out
 
@@ -780,8 +907,14 @@ def per_second(result: FileResult, classes: list[str]) -> list[dict]:
     out = []
     for s in sorted(rows):
         m = np.mean(rows[s], axis=0)
-        out.append({"second": s, "faces": len(rows[s]), "label": classes[int(m.argmax())],
-                    **{c: round(float(v), 6) for c, v in zip(classes, m, strict=True)}})
+        out.append(
+            {
+                "second": s,
+                "faces": len(rows[s]),
+                "label": classes[int(m.argmax())],
+                **{c: round(float(v), 6) for c, v in zip(classes, m, strict=True)},
+            }
+        )
     return out
 
 

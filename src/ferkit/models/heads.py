@@ -10,8 +10,9 @@ from ferkit.errors import ModelError
 HEADS = ("linear", "mlp")
 
 
-def classifier(in_features: int, num_classes: int, head: str = "linear", hidden: int = 256,
-               dropout: float = 0.25) -> nn.Module:
+def classifier(
+    in_features: int, num_classes: int, head: str = "linear", hidden: int = 256, dropout: float = 0.25
+) -> nn.Module:
     """``linear``: one Linear. ``mlp``: Linear(-> hidden), ReLU, Dropout, Linear(-> k) (source 001's head)."""
     if head == "linear":
         return nn.Linear(in_features, num_classes)

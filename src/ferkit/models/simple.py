@@ -116,7 +116,7 @@ FASHION_CARD = ModelCard(
     in_channels=1,
     source="source 002 (Fashion-MNIST 3-class CNN)",
     description="conv5x5 32 x2, pool, conv3x3 64 x2, pool (dropout .25 each) + Linear(3136->512), BN, ReLU, "
-                "Dropout .5 + Linear(->k)",
+    "Dropout .5 + Linear(->k)",
     heads=("linear",),
     extra={"cam_stage": "block2"},
 )
@@ -146,8 +146,9 @@ class FashionCNN(FerNet):
             nn.MaxPool2d(kernel_size=2, stride=2),
             nn.Dropout(conv_dropout),
         )
-        self.fc = nn.Sequential(nn.Linear(64 * 7 * 7, 512), nn.BatchNorm1d(512), nn.ReLU(inplace=True),
-                                nn.Dropout(dropout))
+        self.fc = nn.Sequential(
+            nn.Linear(64 * 7 * 7, 512), nn.BatchNorm1d(512), nn.ReLU(inplace=True), nn.Dropout(dropout)
+        )
         self.head = make_head(task, 512, nn.Linear(512, num_classes))
         self._finish(task=task, num_classes=num_classes, in_channels=in_channels, feature_dim=512)
 
@@ -169,8 +170,11 @@ def fashion_cnn(
 ) -> nn.Module:
     check_head(FASHION_CARD, head)
     return FashionCNN(
-        num_classes, in_channels, task, dropout=check_dropout(dropout),
-        conv_dropout=check_dropout(conv_dropout, "conv_dropout")
+        num_classes,
+        in_channels,
+        task,
+        dropout=check_dropout(dropout),
+        conv_dropout=check_dropout(conv_dropout, "conv_dropout"),
     )
 
 
@@ -204,7 +208,8 @@ class LinearBaseline(FerNet):
 
 
 @register_model(LINEAR_CARD)
-def linear(num_classes: int, in_channels: int, task: str, input_size=LINEAR_CARD.input_size,
-           head: str = "linear") -> nn.Module:
+def linear(
+    num_classes: int, in_channels: int, task: str, input_size=LINEAR_CARD.input_size, head: str = "linear"
+) -> nn.Module:
     check_head(LINEAR_CARD, head)
     return LinearBaseline(num_classes, in_channels, task, input_size=_size2(input_size, "input_size"))

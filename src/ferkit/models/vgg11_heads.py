@@ -55,8 +55,9 @@ def _act(name: str, channels: int) -> nn.Module:
 
 def conv_bn_act(cin: int, cout: int, k: int, padding: int, act: str, groups: int = 1) -> nn.Sequential:
     return nn.Sequential(
-        nn.Conv2d(cin, cout, kernel_size=k, padding=padding, groups=groups, bias=False), nn.BatchNorm2d(cout),
-        _act(act, cout)
+        nn.Conv2d(cin, cout, kernel_size=k, padding=padding, groups=groups, bias=False),
+        nn.BatchNorm2d(cout),
+        _act(act, cout),
     )
 
 
@@ -159,8 +160,16 @@ def _body_conv5x4(act: str) -> tuple[nn.Module, int]:
 class VGG11Heads(FerNet):
     first_conv = "stem.0"
 
-    def __init__(self, stem: nn.Module, body: nn.Module | None, channels: int, num_classes: int, in_channels: int,
-                 task: str, dropout: float):
+    def __init__(
+        self,
+        stem: nn.Module,
+        body: nn.Module | None,
+        channels: int,
+        num_classes: int,
+        in_channels: int,
+        task: str,
+        dropout: float,
+    ):
         super().__init__()
         self.stem = stem
         if body is not None:
@@ -189,8 +198,12 @@ _VARIANTS = {
         "avg pool",
     ),
     "vgg11_conv3x4": ("vgg2_4_2_conv3", _body_conv3x4, "relu", "conv3x3 128 x2, max pool, conv3x3 256, 512, avg pool"),
-    "vgg11_conv5x4": ("vgg2_4_2_conv5", _body_conv5x4, "relu",
-                      "conv5x5 128 x2 (no padding), max pool, conv5x5 256, 512"),
+    "vgg11_conv5x4": (
+        "vgg2_4_2_conv5",
+        _body_conv5x4,
+        "relu",
+        "conv5x5 128 x2 (no padding), max pool, conv5x5 256, 512",
+    ),
 }
 
 

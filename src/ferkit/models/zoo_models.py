@@ -337,7 +337,7 @@ MINIXCEPTION_CARD = ModelCard(
     in_channels=1,
     source="zoo: fer 25.10.3 (oarriaga/face_classification mini-Xception)",
     description="mini-Xception: 2 convs (8) + 4 residual separable-conv blocks (16-128) + conv3x3/GAP head "
-                "as a Linear on shifted means; zoo weights: `ferkit zoo info fer_minixception`",
+    "as a Linear on shifted means; zoo weights: `ferkit zoo info fer_minixception`",
     aliases=("mini_xception",),
     mean=(0.5,),
     std=(0.5,),
@@ -351,7 +351,7 @@ BIGXCEPTION_CARD = ModelCard(
     in_channels=1,
     source="zoo: @vladmandic/human 3.3.6 (oarriaga/face_classification big Xception)",
     description="big Xception, BatchNorm folded: 2 convs (32, 64) + 2 residual separable-conv blocks (128, 256) "
-                "+ conv3x3/GAP head as a Linear on shifted means; zoo weights: `ferkit zoo info human_xception`",
+    "+ conv3x3/GAP head as a Linear on shifted means; zoo weights: `ferkit zoo info human_xception`",
     aliases=("big_xception",),
     mean=(0.5,),
     std=(0.5,),
@@ -365,7 +365,7 @@ FACEAPI_CARD = ModelCard(
     in_channels=3,
     source="zoo: @vladmandic/face-api 1.7.15 (face-api.js FaceExpressionNet)",
     description="face-api.js FaceExpressionNet: 4 dense blocks of separable convs (32-256) + GAP + Linear; "
-                "zoo weights: `ferkit zoo info faceapi_expression`",
+    "zoo weights: `ferkit zoo info faceapi_expression`",
     aliases=("face_expression_net",),
     mean=(122.782 / 255, 117.001 / 255, 104.298 / 255),
     std=(1.0, 1.0, 1.0),
@@ -395,7 +395,7 @@ AGEGENDER_CARD = ModelCard(
     in_channels=3,
     source="zoo: @vladmandic/face-api 1.7.15 (face-api.js AgeGenderNet)",
     description="face-api.js AgeGenderNet: TinyXception(2) (32-512) + GAP + Linear to [age, male, female]; "
-                "zoo weights: `ferkit zoo info faceapi_agegender`",
+    "zoo weights: `ferkit zoo info faceapi_agegender`",
     mean=(122.782 / 255, 117.001 / 255, 104.298 / 255),
     std=(1.0, 1.0, 1.0),
     heads=("linear", "mlp"),
@@ -408,7 +408,7 @@ ANTISPOOF_CARD = ModelCard(
     in_channels=3,
     source="zoo: @vladmandic/human 3.3.6 (antispoof.json)",
     description="Human's anti-spoofing CNN: 3 conv/pool (64, 32, 16) + Linear(3136, 128) + Linear to 1 (sigmoid: "
-                "real); 128x128 only; zoo weights: `ferkit zoo info human_antispoof`",
+    "real); 128x128 only; zoo weights: `ferkit zoo info human_antispoof`",
     mean=(0.0, 0.0, 0.0),
     std=(1.0, 1.0, 1.0),
     heads=("linear", "mlp"),

@@ -4,8 +4,6 @@ or the raw image bytes as the body), ``POST /v1/predict/batch`` (multipart, seve
 ``/static/*``. Every error is a JSON ``{"error": code, "reason": "..."}`` with a 4xx (or 503/504 when the
 server is saturated / a request timed out), never a 500 for bad input."""
 
-
-
 import asyncio
 import contextlib
 import hmac
@@ -23,8 +21,15 @@ from ferkit.inference.settings import AnalyzerSettings
 
 STATIC = Path(__file__).parent / "static"
 API_KEY_ENV = "FERKIT_API_KEY"
-IMAGE_TYPES = ("image/jpeg", "image/png", "image/webp", "image/bmp", "image/gif", "image/tiff",
-               "application/octet-stream")
+IMAGE_TYPES = (
+    "image/jpeg",
+    "image/png",
+    "image/webp",
+    "image/bmp",
+    "image/gif",
+    "image/tiff",
+    "application/octet-stream",
+)
 
 
 @dataclass
@@ -33,19 +38,19 @@ class ServeConfig:
     CLI's and the API's, validated there) and the server's own limits, checked in ``__post_init__``."""
 
     settings: AnalyzerSettings = field(default_factory=AnalyzerSettings)  # or its dict (to_dict)
-    api_key: str | None = None   # None: $FERKIT_API_KEY (unset or empty: no key); "" is an error
+    api_key: str | None = None  # None: $FERKIT_API_KEY (unset or empty: no key); "" is an error
     max_upload_bytes: int = 10 * 1024 * 1024
     max_pixels: int = 40_000_000
     max_batch_files: int = 16
     request_timeout_s: float = 30.0
-    read_timeout_s: float = 10.0    # each request's headers (first or kept-alive), then its body, within this
-    max_connections: int = 256      # open connections at once; past it the longest-idle one is dropped
+    read_timeout_s: float = 10.0  # each request's headers (first or kept-alive), then its body, within this
+    max_connections: int = 256  # open connections at once; past it the longest-idle one is dropped
     max_connections_per_ip: int | None = None  # one client address's share (default: half of max_connections)
     max_inflight_mb: float = 160.0  # decode memory in flight at once (see faces.io.decode_peak_bytes); past it 503
-    batch_max: int = 8          # images per micro-batch; 1 = no micro-batching
+    batch_max: int = 8  # images per micro-batch; 1 = no micro-batching
     batch_wait_ms: float = 5.0
-    max_queue: int = 256        # images waiting for the model; beyond it requests get 503 "busy"
-    analyzer: Any = None        # a ready Analyzer (tests, embedding); else built from ``settings``
+    max_queue: int = 256  # images waiting for the model; beyond it requests get 503 "busy"
+    analyzer: Any = None  # a ready Analyzer (tests, embedding); else built from ``settings``
 
     def __post_init__(self):
         """Every limit checked once, here (the CLI and the Python API both build this): a bad one is one
@@ -67,11 +72,15 @@ class ServeConfig:
                 what = "a whole number" if kind == "int" else "a finite number"
                 raise ConfigError(f"ferkit serve {flag} ({name}): must be {what} from {lo:,} to {hi:,}, got {v!r}")
         if self.api_key is not None and (not isinstance(self.api_key, str) or not self.api_key.strip()):
-            raise ConfigError("ferkit serve --api-key: an empty key would turn authentication off; give a key, or "
-                              f"leave the option out (then ${API_KEY_ENV} is used if set)")
+            raise ConfigError(
+                "ferkit serve --api-key: an empty key would turn authentication off; give a key, or "
+                f"leave the option out (then ${API_KEY_ENV} is used if set)"
+            )
         if self.max_connections_per_ip > self.max_connections:
-            raise ConfigError(f"ferkit serve: max_connections_per_ip ({self.max_connections_per_ip}) exceeds "
-                              f"--max-connections ({self.max_connections})")
+            raise ConfigError(
+                f"ferkit serve: max_connections_per_ip ({self.max_connections_per_ip}) exceeds "
+                f"--max-connections ({self.max_connections})"
+            )
 
 
 def _is_int(v) -> bool:
@@ -132,8 +141,9 @@ def _trim_heap() -> None:
 
 def _same_key(got: str | None, key: str) -> bool:
     """The client's key against ours in constant time (no timing side channel on how much of it matched)."""
-    return got is not None and hmac.compare_digest(got.encode("utf-8", "surrogatepass"),
-                                                   key.encode("utf-8", "surrogatepass"))
+    return got is not None and hmac.compare_digest(
+        got.encode("utf-8", "surrogatepass"), key.encode("utf-8", "surrogatepass")
+    )
 
 
 class ApiError(Exception):
@@ -142,15 +152,37 @@ class ApiError(Exception):
         self.status, self.code, self.reason = status, code, reason
 
 
-_IMAGE_BODY = {"requestBody": {"required": True, "content": {
-    "multipart/form-data": {"schema": {"type": "object", "required": ["file"],
-                                       "properties": {"file": {"type": "string", "format": "binary"}}}},
-    "image/jpeg": {"schema": {"type": "string", "format": "binary"}},
-    "image/png": {"schema": {"type": "string", "format": "binary"}},
-    "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}}
-_BATCH_BODY = {"requestBody": {"required": True, "content": {
-    "multipart/form-data": {"schema": {"type": "object", "required": ["files"], "properties": {
-        "files": {"type": "array", "items": {"type": "string", "format": "binary"}}}}}}}}
+_IMAGE_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["file"],
+                    "properties": {"file": {"type": "string", "format": "binary"}},
+                }
+            },
+            "image/jpeg": {"schema": {"type": "string", "format": "binary"}},
+            "image/png": {"schema": {"type": "string", "format": "binary"}},
+            "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+        },
+    }
+}
+_BATCH_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["files"],
+                    "properties": {"files": {"type": "array", "items": {"type": "string", "format": "binary"}}},
+                }
+            }
+        },
+    }
+}
 
 
 # ------------------------------------------------------------------ decoding with limits
@@ -227,8 +259,9 @@ class _Requests:
         try:
             await asyncio.wait_for(read(), self.cfg.read_timeout_s)
         except asyncio.TimeoutError:
-            raise ApiError(408, "read_timeout", f"the request body did not arrive within {self.cfg.read_timeout_s} s"
-                           ) from None
+            raise ApiError(
+                408, "read_timeout", f"the request body did not arrive within {self.cfg.read_timeout_s} s"
+            ) from None
         except ApiError:
             raise
         except Exception as e:  # noqa: BLE001 - client disconnected mid-body
@@ -242,8 +275,9 @@ class _Requests:
         body = await self.read_body(request)
         if ctype == "multipart/form-data":
             try:
-                form = await request.form(max_files=self.cfg.max_batch_files + 1,
-                                          max_fields=self.cfg.max_batch_files + 16)
+                form = await request.form(
+                    max_files=self.cfg.max_batch_files + 1, max_fields=self.cfg.max_batch_files + 16
+                )
             except Exception as e:  # noqa: BLE001 - malformed multipart
                 raise ApiError(400, "bad_multipart", f"malformed multipart body ({str(e) or type(e).__name__})") from e
             field_name = "files" if many else "file"
@@ -253,22 +287,31 @@ class _Requests:
             if not many and len(items) > 1:
                 raise ApiError(422, "too_many_files", "POST /v1/predict takes one file; use /v1/predict/batch")
             if len(items) > self.cfg.max_batch_files:
-                raise ApiError(413, "too_many_files",
-                               f"{len(items)} files exceed the limit of {self.cfg.max_batch_files}")
+                raise ApiError(
+                    413, "too_many_files", f"{len(items)} files exceed the limit of {self.cfg.max_batch_files}"
+                )
             out = []
             for i, f in enumerate(items):
                 fct = (f.content_type or "application/octet-stream").split(";")[0].strip().lower()
                 if not (fct.startswith("image/") or fct == "application/octet-stream"):
-                    raise ApiError(415, "unsupported_media_type", f"{f.filename or i}: content type {fct!r} is not "
-                                                                  "an image")
+                    raise ApiError(
+                        415, "unsupported_media_type", f"{f.filename or i}: content type {fct!r} is not an image"
+                    )
                 out.append((f.filename or f"upload{i}", await f.read()))
             return out
         if many:
-            raise ApiError(415, "unsupported_media_type", "POST /v1/predict/batch takes multipart/form-data "
-                                                          "with several 'files' fields")
+            raise ApiError(
+                415,
+                "unsupported_media_type",
+                "POST /v1/predict/batch takes multipart/form-data with several 'files' fields",
+            )
         if not (ctype.startswith("image/") or ctype == "application/octet-stream"):
-            raise ApiError(415, "unsupported_media_type", f"content type {ctype or 'none'!r}: send an image (image/*, "
-                                                          "application/octet-stream) or multipart/form-data")
+            raise ApiError(
+                415,
+                "unsupported_media_type",
+                f"content type {ctype or 'none'!r}: send an image (image/*, "
+                "application/octet-stream) or multipart/form-data",
+            )
         return [("upload", body)]
 
     async def analyze(self, name: str, data: bytes, attributes: tuple[str, ...] | None = None) -> dict:
@@ -338,8 +381,14 @@ def create_app(config: ServeConfig | None = None):
         metrics.observe_batch(n, sum(len(r) for r in out))
 
     requests: _Requests  # bound below, before the batcher takes a request
-    batcher = MicroBatcher(an.process, max_batch=cfg.batch_max, max_wait_ms=cfg.batch_wait_ms, on_batch=on_batch,
-                           max_queue=cfg.max_queue, pending=lambda: requests.inflight)
+    batcher = MicroBatcher(
+        an.process,
+        max_batch=cfg.batch_max,
+        max_wait_ms=cfg.batch_wait_ms,
+        on_batch=on_batch,
+        max_queue=cfg.max_queue,
+        pending=lambda: requests.inflight,
+    )
     requests = _Requests(cfg, an, batcher, PixelBudget(int(cfg.max_inflight_mb * 1024 * 1024)))
 
     @contextlib.asynccontextmanager
@@ -348,13 +397,22 @@ def create_app(config: ServeConfig | None = None):
         batcher.close()
 
     # docs_url/redoc_url off: FastAPI's pages load Swagger UI / ReDoc from a CDN; /docs is ferkit's own page
-    app = FastAPI(lifespan=lifespan, title="ferkit", version="1", docs_url=None, redoc_url=None, description=(
-        "Facial expression recognition: faces with boxes, landmarks, labels and probabilities. "
-        "Errors are JSON {error, reason}."))
+    app = FastAPI(
+        lifespan=lifespan,
+        title="ferkit",
+        version="1",
+        docs_url=None,
+        redoc_url=None,
+        description=(
+            "Facial expression recognition: faces with boxes, landmarks, labels and probabilities. "
+            "Errors are JSON {error, reason}."
+        ),
+    )
     app.state.config, app.state.analyzer, app.state.batcher, app.state.metrics = cfg, an, batcher, metrics
     _add_error_handlers(app)
-    _add_auth_and_metrics(app, cfg.api_key if cfg.api_key is not None else (os.environ.get(API_KEY_ENV) or None),
-                          metrics)
+    _add_auth_and_metrics(
+        app, cfg.api_key if cfg.api_key is not None else (os.environ.get(API_KEY_ENV) or None), metrics
+    )
     _add_routes(app, cfg, an, requests, metrics)
     return app
 
@@ -384,8 +442,9 @@ def _add_error_handlers(app) -> None:
     @app.exception_handler(RequestValidationError)
     async def _validation(_req, e):
         first = e.errors()[0] if e.errors() else {}
-        return _error(422, "invalid_request",
-                      f"{'.'.join(map(str, first.get('loc', [])))}: {first.get('msg', 'invalid')}")
+        return _error(
+            422, "invalid_request", f"{'.'.join(map(str, first.get('loc', [])))}: {first.get('msg', 'invalid')}"
+        )
 
     @app.exception_handler(Exception)
     async def _unexpected(_req, e):  # a bug, but the worker stays alive and the client gets JSON
@@ -405,16 +464,21 @@ def _add_auth_and_metrics(app, api_key: str | None, metrics) -> None:
             # Two framings: a proxy in front may read the body by the other one (request smuggling, RFC 9112
             # 6.3). Refuse, and close the connection: where this request ends is not known.
             metrics.observe_request(request.method, "other", 400, time.perf_counter() - t0)
-            return _error(400, "ambiguous_framing", "both Transfer-Encoding and Content-Length: send one",
-                          headers={"connection": "close"})
+            return _error(
+                400,
+                "ambiguous_framing",
+                "both Transfer-Encoding and Content-Length: send one",
+                headers={"connection": "close"},
+            )
         if api_key and path != "/healthz":
             got = request.headers.get("x-api-key") or request.query_params.get("api_key")
             auth = request.headers.get("authorization", "")
             if not got and auth.lower().startswith("bearer "):
                 got = auth[7:].strip()
             if not _same_key(got, api_key):
-                resp = _error(401, "unauthorized", "missing or wrong API key (X-API-Key header, Bearer token or "
-                                                   "?api_key=)")
+                resp = _error(
+                    401, "unauthorized", "missing or wrong API key (X-API-Key header, Bearer token or ?api_key=)"
+                )
                 metrics.observe_request(request.method, "unauthorized", 401, time.perf_counter() - t0)
                 return resp
         resp = await call_next(request)
@@ -445,18 +509,29 @@ def _add_routes(app, cfg: ServeConfig, an, requests: _Requests, metrics) -> None
     from fastapi.staticfiles import StaticFiles
 
     PredictResult, BatchResult, ErrorBody, ModelsInfo = _models()
-    ERRORS: dict[int | str, dict[str, Any]] = {c: {"model": ErrorBody}
-                                               for c in (400, 401, 408, 413, 415, 422, 503, 504)}
+    ERRORS: dict[int | str, dict[str, Any]] = {
+        c: {"model": ErrorBody} for c in (400, 401, 408, 413, 415, 422, 503, 504)
+    }
 
-    @app.post("/v1/predict", response_model=PredictResult, responses=ERRORS, openapi_extra=_IMAGE_BODY,
-              summary="Faces and expressions of one image (multipart 'file' or raw image bytes)")
+    @app.post(
+        "/v1/predict",
+        response_model=PredictResult,
+        responses=ERRORS,
+        openapi_extra=_IMAGE_BODY,
+        summary="Faces and expressions of one image (multipart 'file' or raw image bytes)",
+    )
     async def predict(request: Request):
         attrs = _request_attributes(request, an)
-        (name, data), = await requests.read_images(request, many=False)
+        ((name, data),) = await requests.read_images(request, many=False)
         return JSONResponse(await requests.analyze(name, data, attrs))
 
-    @app.post("/v1/predict/batch", response_model=BatchResult, responses=ERRORS, openapi_extra=_BATCH_BODY,
-              summary="Several images (multipart 'files'); a bad image is an item with status 'error'")
+    @app.post(
+        "/v1/predict/batch",
+        response_model=BatchResult,
+        responses=ERRORS,
+        openapi_extra=_BATCH_BODY,
+        summary="Several images (multipart 'files'); a bad image is an item with status 'error'",
+    )
     async def predict_batch(request: Request):
         attrs = _request_attributes(request, an)
         items = await requests.read_images(request, many=True)
@@ -473,14 +548,31 @@ def _add_routes(app, cfg: ServeConfig, an, requests: _Requests, metrics) -> None
 
     @app.get("/v1/models", response_model=ModelsInfo, responses={401: {"model": ErrorBody}})
     def models():
-        return {"models": [{"name": c.name, "classes": list(c.classes), "input_size": list(c.spec.size),
-                            "channels": int(c.spec.channels), "task": c.task, "backend": c.backend}
-                           for c in an.classifiers],
-                "classes": list(an.classes), "model": an.model_name, "detector": an.detector_name,
-                "det_size": an.det_size, "identity": an.identity is not None,
-                "micro_batching": {"max_batch": cfg.batch_max, "max_wait_ms": cfg.batch_wait_ms},
-                "limits": {"max_upload_bytes": cfg.max_upload_bytes, "max_pixels": cfg.max_pixels,
-                           "max_batch_files": cfg.max_batch_files, "request_timeout_s": cfg.request_timeout_s}}
+        return {
+            "models": [
+                {
+                    "name": c.name,
+                    "classes": list(c.classes),
+                    "input_size": list(c.spec.size),
+                    "channels": int(c.spec.channels),
+                    "task": c.task,
+                    "backend": c.backend,
+                }
+                for c in an.classifiers
+            ],
+            "classes": list(an.classes),
+            "model": an.model_name,
+            "detector": an.detector_name,
+            "det_size": an.det_size,
+            "identity": an.identity is not None,
+            "micro_batching": {"max_batch": cfg.batch_max, "max_wait_ms": cfg.batch_wait_ms},
+            "limits": {
+                "max_upload_bytes": cfg.max_upload_bytes,
+                "max_pixels": cfg.max_pixels,
+                "max_batch_files": cfg.max_batch_files,
+                "request_timeout_s": cfg.request_timeout_s,
+            },
+        }
 
     @app.api_route("/healthz", methods=["GET", "HEAD"], response_model=dict[str, str])
     def healthz():
@@ -510,8 +602,9 @@ def run_server(config: ServeConfig, host: str = "127.0.0.1", port: int = 8000) -
         import multipart  # noqa: F401
         import uvicorn
     except ImportError:
-        raise ConfigError("ferkit serve needs fastapi, uvicorn and python-multipart: pip install 'ferkit[serve]'"
-                          ) from None
+        raise ConfigError(
+            "ferkit serve needs fastapi, uvicorn and python-multipart: pip install 'ferkit[serve]'"
+        ) from None
     if not _is_int(port) or not 1 <= port <= 65535:
         raise ConfigError(f"ferkit serve --port: must be a TCP port from 1 to 65535, got {port!r}")
     app = create_app(config)
@@ -579,8 +672,15 @@ def uvicorn_config(app, config: ServeConfig, host: str, port: int):
             guard.forget(self)
             super().connection_lost(exc)
 
-    return uvicorn.Config(app, host=host, port=port, log_level="warning", http=GuardedH11, lifespan="on",
-                          timeout_keep_alive=max(1, min(5, int(read_timeout))))
+    return uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_level="warning",
+        http=GuardedH11,
+        lifespan="on",
+        timeout_keep_alive=max(1, min(5, int(read_timeout))),
+    )
 
 
 class _ConnectionGuard:

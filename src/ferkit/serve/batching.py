@@ -17,9 +17,15 @@ import numpy as np
 
 
 class MicroBatcher:
-    def __init__(self, process: Callable[..., list[Any]], max_batch: int = 8,
-                 max_wait_ms: float = 5.0, on_batch: Callable[[int, list[Any]], None] | None = None,
-                 max_queue: int = 256, pending: Callable[[], int] | None = None):
+    def __init__(
+        self,
+        process: Callable[..., list[Any]],
+        max_batch: int = 8,
+        max_wait_ms: float = 5.0,
+        on_batch: Callable[[int, list[Any]], None] | None = None,
+        max_queue: int = 256,
+        pending: Callable[[], int] | None = None,
+    ):
         self.process = process
         self.max_batch = max(1, int(max_batch))
         self.max_wait = max(0.0, float(max_wait_ms)) / 1000.0

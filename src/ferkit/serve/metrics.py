@@ -57,19 +57,27 @@ class Metrics:
 
     def render(self) -> str:
         with self._lock:
-            lines = ["# HELP ferkit_requests_total HTTP requests by method, route and status.",
-                     "# TYPE ferkit_requests_total counter"]
+            lines = [
+                "# HELP ferkit_requests_total HTTP requests by method, route and status.",
+                "# TYPE ferkit_requests_total counter",
+            ]
             for (m, r, s), n in sorted(self.requests.items()):
                 lines.append(f'ferkit_requests_total{{method="{m}",route="{r}",status="{s}"}} {n}')
-            lines += ["# HELP ferkit_request_duration_seconds Request latency.",
-                      "# TYPE ferkit_request_duration_seconds histogram"]
+            lines += [
+                "# HELP ferkit_request_duration_seconds Request latency.",
+                "# TYPE ferkit_request_duration_seconds histogram",
+            ]
             for r, h in sorted(self.latency.items()):
                 lines += h.lines("ferkit_request_duration_seconds", f'route="{r}"')
-            lines += ["# HELP ferkit_faces_processed_total Faces detected and classified.",
-                      "# TYPE ferkit_faces_processed_total counter", f"ferkit_faces_processed_total {self.faces}",
-                      "# HELP ferkit_images_processed_total Images analysed.",
-                      "# TYPE ferkit_images_processed_total counter", f"ferkit_images_processed_total {self.images}",
-                      "# HELP ferkit_batch_images Images per inference batch (micro-batching).",
-                      "# TYPE ferkit_batch_images histogram"]
+            lines += [
+                "# HELP ferkit_faces_processed_total Faces detected and classified.",
+                "# TYPE ferkit_faces_processed_total counter",
+                f"ferkit_faces_processed_total {self.faces}",
+                "# HELP ferkit_images_processed_total Images analysed.",
+                "# TYPE ferkit_images_processed_total counter",
+                f"ferkit_images_processed_total {self.images}",
+                "# HELP ferkit_batch_images Images per inference batch (micro-batching).",
+                "# TYPE ferkit_batch_images histogram",
+            ]
             lines += self.batches.lines("ferkit_batch_images")
         return "\n".join(lines) + "\n"

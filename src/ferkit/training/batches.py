@@ -51,7 +51,12 @@ def epoch_order(n: int, seed: int, epoch: int, dist) -> torch.Tensor:
 
         # the sampler only takes len() of its dataset; torch annotates it as a Dataset
         sampler: DistributedSampler[int] = DistributedSampler(
-            range(n), num_replicas=dist.world, rank=dist.rank, shuffle=True, seed=seed)  # type: ignore[arg-type]
+            range(n),  # type: ignore[arg-type]
+            num_replicas=dist.world,
+            rank=dist.rank,
+            shuffle=True,
+            seed=seed,
+        )
         sampler.set_epoch(epoch)
         return torch.tensor(list(iter(sampler)), dtype=torch.long)
     g = torch.Generator().manual_seed(seed + epoch)

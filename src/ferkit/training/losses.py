@@ -12,8 +12,9 @@ class TaskLoss:
     multitask: CE(expression) + ``va_weight`` * (MSE(valence) + MSE(arousal)).
     """
 
-    def __init__(self, task: str, class_weights: torch.Tensor | None = None, label_smoothing: float = 0.0,
-                 va_weight: float = 1.0):
+    def __init__(
+        self, task: str, class_weights: torch.Tensor | None = None, label_smoothing: float = 0.0, va_weight: float = 1.0
+    ):
         self.task = task
         self.class_weights = class_weights
         self.label_smoothing = float(label_smoothing)

@@ -38,8 +38,11 @@ def build_optimizer(cfg: TrainConfig, model: torch.nn.Module, epochs: int):
         sched = torch.optim.lr_scheduler.StepLR(opt, step_size=cfg.step_size, gamma=cfg.gamma)
     elif cfg.scheduler == "plateau":
         sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
-            opt, mode=MONITORS.get(cfg.monitor, "max"), factor=cfg.gamma if cfg.gamma < 1 else 0.1,
-            patience=max(1, (cfg.patience or 6) // 3))
+            opt,
+            mode=MONITORS.get(cfg.monitor, "max"),
+            factor=cfg.gamma if cfg.gamma < 1 else 0.1,
+            patience=max(1, (cfg.patience or 6) // 3),
+        )
     else:
         sched = None
     return opt, sched

@@ -65,15 +65,17 @@ def write_test_outputs(run_dir: Path, split, classes: list[str], cm, probs, va, 
 
     run_dir = Path(run_dir)
     before_write(run_dir / "confusion_matrix.png")
-    plot_confusion_matrix(cm, classes, run_dir / "confusion_matrix.png",
-                          title=f"{model_name} — test ({int(cm.sum())} images)")
+    plot_confusion_matrix(
+        cm, classes, run_dir / "confusion_matrix.png", title=f"{model_name} — test ({int(cm.sum())} images)"
+    )
     va_true = va_pred = None
     if va is not None:
         va_true = (np.asarray(split.valence)[:n], np.asarray(split.arousal)[:n])
         va_pred = (va[:, 0], va[:, 1])
     before_write(run_dir / "predictions.csv")
-    write_predictions(run_dir / "predictions.csv", list(split.ids)[:n], classes, np.asarray(split.labels)[:n],
-                       probs, va_true, va_pred)
+    write_predictions(
+        run_dir / "predictions.csv", list(split.ids)[:n], classes, np.asarray(split.labels)[:n], probs, va_true, va_pred
+    )
 
 
 def epoch_line(row: dict, epochs: int, improved: bool) -> str:

@@ -59,8 +59,10 @@ def resume_config(cfg: TrainConfig) -> tuple[TrainConfig, dict]:
     assert cfg.resume is not None  # called for a resumed run only
     ckpt = load_checkpoint(cfg.resume)
     if "train_state" not in ckpt:
-        raise CheckpointError(f"{cfg.resume}: has no training state to resume from (only last.pt has it); "
-                              "use --init to fine-tune from it instead")
+        raise CheckpointError(
+            f"{cfg.resume}: has no training state to resume from (only last.pt has it); "
+            "use --init to fine-tune from it instead"
+        )
     names = {f.name for f in dataclasses.fields(TrainConfig)}
     settings = {k: v for k, v in (ckpt.get("config") or {}).items() if k in names and k not in _NOT_INHERITED}
     given = cfg.given_settings()
@@ -84,8 +86,10 @@ def refuse_existing_run(cfg: TrainConfig, run_dir: Path) -> None:
     """
     found = [n for n in RUN_MARKERS if (run_dir / n).exists()]
     if found and not cfg.overwrite and not _resumes_here(cfg, run_dir):
-        raise ConfigError(f"{run_dir}: already holds a run ({found[0]}); continue it with --resume "
-                          f"{run_dir / 'last.pt'}, replace it with --overwrite, or choose another --out")
+        raise ConfigError(
+            f"{run_dir}: already holds a run ({found[0]}); continue it with --resume "
+            f"{run_dir / 'last.pt'}, replace it with --overwrite, or choose another --out"
+        )
 
 
 def prepare_run_dir(cfg: TrainConfig, run_dir: Path, resume_ckpt: dict | None) -> None:
@@ -126,8 +130,17 @@ def replay_epoch(run_dir: Path, ckpt: dict) -> None:
     write_metrics_csv(run_dir, st["history"])
 
 
-def training_state(epoch: int, stop: StopState, model, optimizer, scheduler, scaler, micro_bs: int,
-                   accumulate: int, history: list[dict]) -> dict:
+def training_state(
+    epoch: int,
+    stop: StopState,
+    model,
+    optimizer,
+    scheduler,
+    scaler,
+    micro_bs: int,
+    accumulate: int,
+    history: list[dict],
+) -> dict:
     """Everything beyond the weights that the run needs to go on exactly: ``last.pt``'s ``train_state``."""
     from ferkit.models.freeze import frozen_stages
 
@@ -137,25 +150,39 @@ def training_state(epoch: int, stop: StopState, model, optimizer, scheduler, sca
         "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict() if scheduler is not None else None,
         "scaler": scaler.state_dict(),
-        "best": stop.best, "bad_epochs": stop.bad_epochs, "best_epoch": stop.best_epoch, "stopped": stop.stopped,
-        "micro_bs": micro_bs, "accumulate": accumulate,
+        "best": stop.best,
+        "bad_epochs": stop.bad_epochs,
+        "best_epoch": stop.best_epoch,
+        "stopped": stop.stopped,
+        "micro_bs": micro_bs,
+        "accumulate": accumulate,
         "frozen": frozen_stages(unwrap(model)),
         "history": list(history),
-        "rng": {"torch": torch.get_rng_state(), "python": list(random.getstate()[1]),
-                "numpy": torch.from_numpy(np_state[1].astype(np.int64)), "numpy_pos": int(np_state[2])},
+        "rng": {
+            "torch": torch.get_rng_state(),
+            "python": list(random.getstate()[1]),
+            "numpy": torch.from_numpy(np_state[1].astype(np.int64)),
+            "numpy_pos": int(np_state[2]),
+        },
     }
 
 
-def check_resumable(ckpt: dict, path, model_name: str, task: str, num_classes: int, in_channels: int,
-                    classes: list[str]) -> None:
+def check_resumable(
+    ckpt: dict, path, model_name: str, task: str, num_classes: int, in_channels: int, classes: list[str]
+) -> None:
     """A one-line CheckpointError when the checkpoint was trained as another model / task / class set."""
     m = ckpt["model"]
-    if m["name"] != model_name or m["num_classes"] != num_classes or m["in_channels"] != in_channels \
-            or m["task"] != task:
+    if (
+        m["name"] != model_name
+        or m["num_classes"] != num_classes
+        or m["in_channels"] != in_channels
+        or m["task"] != task
+    ):
         raise CheckpointError(
             f"{path}: was trained as {m['name']}/{m['task']}/{m['num_classes']} classes/{m['in_channels']} ch, "
             f"but this run is {model_name}/{task}/{num_classes} classes/{in_channels} ch; "
-            "resume with the same settings")
+            "resume with the same settings"
+        )
     if list(ckpt["classes"]) != list(classes):
         raise CheckpointError(f"{path}: classes {ckpt['classes']} differ from the dataset's {classes}")
 
@@ -184,5 +211,16 @@ def restore_state(ckpt: dict, path, model, optimizer, scheduler, scaler) -> tupl
     return st, stop
 
 
-__all__ = ["StopState", "resume_config", "refuse_existing_run", "prepare_run_dir", "commit_epoch", "replay_epoch",
-           "training_state", "check_resumable", "restore_state", "RUN_MARKERS", "RUN_OUTPUTS"]
+__all__ = [
+    "StopState",
+    "resume_config",
+    "refuse_existing_run",
+    "prepare_run_dir",
+    "commit_epoch",
+    "replay_epoch",
+    "training_state",
+    "check_resumable",
+    "restore_state",
+    "RUN_MARKERS",
+    "RUN_OUTPUTS",
+]

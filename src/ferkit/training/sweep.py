@@ -19,14 +19,25 @@ def freeze_sweep(cfg: TrainConfig, dataset=None, depths: list[str] | None = None
     from ferkit.training.trainer import Trainer
 
     if dataset is None:
-        dataset = load_dataset(cfg.data, format=cfg.format, mapping=cfg.mapping, image_size=cfg.image_size,
-                               seed=cfg.seed, val_fraction=cfg.val_fraction, test_fraction=cfg.test_fraction,
-                               quiet=cfg.quiet)
+        dataset = load_dataset(
+            cfg.data,
+            format=cfg.format,
+            mapping=cfg.mapping,
+            image_size=cfg.image_size,
+            seed=cfg.seed,
+            val_fraction=cfg.val_fraction,
+            test_fraction=cfg.test_fraction,
+            quiet=cfg.quiet,
+        )
         cfg = cfg.merged({"mapping": None}) if cfg.mapping else cfg
     if depths is None:
-        probe = create_model(get_card(cfg.model).name, num_classes=dataset.num_classes,
-                             in_channels=cfg.in_channels or (3 if cfg.pretrained else dataset.channels), task=cfg.task,
-                             **({"head": cfg.head} if cfg.head else {}))
+        probe = create_model(
+            get_card(cfg.model).name,
+            num_classes=dataset.num_classes,
+            in_channels=cfg.in_channels or (3 if cfg.pretrained else dataset.channels),
+            task=cfg.task,
+            **({"head": cfg.head} if cfg.head else {}),
+        )
         depths = freezable_depths(probe)
     out = Path(cfg.out)
     rows = []
@@ -36,8 +47,15 @@ def freeze_sweep(cfg: TrainConfig, dataset=None, depths: list[str] | None = None
             run_cfg.freeze_upto = None
         res = Trainer(run_cfg, dataset=dataset).fit()
         m = res.metrics
-        rows.append({"frozen_upto": depth, "best_epoch": res.best_epoch, "val_acc": m.get("val_acc"),
-                     "test_acc": m.get("test_acc"), "run": str(res.run_dir)})
+        rows.append(
+            {
+                "frozen_upto": depth,
+                "best_epoch": res.best_epoch,
+                "val_acc": m.get("val_acc"),
+                "test_acc": m.get("test_acc"),
+                "run": str(res.run_dir),
+            }
+        )
     keys = ["frozen_upto", "best_epoch", "val_acc", "test_acc", "run"]
     csv_lines = [",".join(keys)] + [",".join("" if r[k] is None else str(r[k]) for k in keys) for r in rows]
     atomic_write_text(out / "sweep.csv", "\n".join(csv_lines) + "\n")

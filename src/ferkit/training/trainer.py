@@ -91,8 +91,11 @@ class Trainer:
         self.dataset = dataset
         self.callbacks = list(callbacks or [])
         self.dist = Dist()
-        self.device = resolve_device(config.device if not self.dist.enabled or config.device != "auto"
-                                     else (f"cuda:{self.dist.local_rank}" if torch.cuda.is_available() else "cpu"))
+        self.device = resolve_device(
+            config.device
+            if not self.dist.enabled or config.device != "auto"
+            else (f"cuda:{self.dist.local_rank}" if torch.cuda.is_available() else "cpu")
+        )
         self.run_dir = Path(config.out)
         self.history: list[dict] = []
         self.loggers: list = []
@@ -104,11 +107,20 @@ class Trainer:
         cfg = self.cfg
         if self.dataset is None:
             if not cfg.data:
-                raise ConfigError("no data: pass --data PATH (a FER2013 CSV, a class-folder tree, an AffectNet-style "
-                                  "folder or IDX files), or make one with `ferkit data synth`")
-            self.dataset = load_dataset(cfg.data, format=cfg.format, mapping=cfg.mapping, image_size=cfg.image_size,
-                                        seed=cfg.seed, val_fraction=cfg.val_fraction, test_fraction=cfg.test_fraction,
-                                        quiet=cfg.quiet or not self.dist.main)
+                raise ConfigError(
+                    "no data: pass --data PATH (a FER2013 CSV, a class-folder tree, an AffectNet-style "
+                    "folder or IDX files), or make one with `ferkit data synth`"
+                )
+            self.dataset = load_dataset(
+                cfg.data,
+                format=cfg.format,
+                mapping=cfg.mapping,
+                image_size=cfg.image_size,
+                seed=cfg.seed,
+                val_fraction=cfg.val_fraction,
+                test_fraction=cfg.test_fraction,
+                quiet=cfg.quiet or not self.dist.main,
+            )
         elif cfg.mapping:
             from ferkit.data.relabel import relabel
 
@@ -117,8 +129,10 @@ class Trainer:
         if "train" not in ds.splits or len(ds.splits["train"]) == 0:
             raise ConfigError(f"{ds.root}: the dataset has no training samples")
         if cfg.task == "multitask" and not ds.has_va:
-            raise ConfigError(f"{ds.root}: --task multitask needs valence/arousal annotations (AffectNet-style data); "
-                              "this dataset has none: use --task classify")
+            raise ConfigError(
+                f"{ds.root}: --task multitask needs valence/arousal annotations (AffectNet-style data); "
+                "this dataset has none: use --task classify"
+            )
         if not ds.splits.get("val") or len(ds.splits["val"]) == 0:
             raise ConfigError(f"{ds.root}: the dataset has no validation split; give it one or set --val-fraction")
 
@@ -155,8 +169,9 @@ class Trainer:
         if mode == "pretrained":
             stats = card.normalization(in_ch)
             if stats is None:
-                raise ConfigError(f"--normalize pretrained: model {card.name} has no pretrained statistics; "
-                                  "use --normalize dataset")
+                raise ConfigError(
+                    f"--normalize pretrained: model {card.name} has no pretrained statistics; use --normalize dataset"
+                )
             mean, std = list(stats[0]), list(stats[1])
         elif mode == "dataset":
             mean, std = ds.channel_stats("train")
@@ -179,13 +194,17 @@ class Trainer:
         own = model.state_dict()
         take = {k: v for k, v in ckpt["state_dict"].items() if k in own and own[k].shape == v.shape}
         if not take:
-            raise CheckpointError(f"{path}: no weight fits model {self.model_name} (it holds a "
-                                  f"{ckpt['model']['name']}); use --model {ckpt['model']['name']}")
+            raise CheckpointError(
+                f"{path}: no weight fits model {self.model_name} (it holds a "
+                f"{ckpt['model']['name']}); use --model {ckpt['model']['name']}"
+            )
         skipped = [k for k in own if k not in take]
         own.update(take)
         model.load_state_dict(own)
-        self._log(f"init from {path}: {len(take)} tensors loaded, {len(skipped)} left as initialised"
-                  + (f" (e.g. {skipped[0]})" if skipped else ""))
+        self._log(
+            f"init from {path}: {len(take)} tensors loaded, {len(skipped)} left as initialised"
+            + (f" (e.g. {skipped[0]})" if skipped else "")
+        )
 
     # ------------------------------------------------------------------ logging
     def _log(self, msg: str) -> None:
@@ -267,18 +286,22 @@ class Trainer:
             for cb in self.callbacks:
                 cb(self, epoch, row)
             if stop.stopped:
-                self._log(f"early stop: {cfg.monitor} did not improve for {stop.bad_epochs} validations "
-                          f"(best {stop.best:.4f} at epoch {stop.best_epoch})")
+                self._log(
+                    f"early stop: {cfg.monitor} did not improve for {stop.bad_epochs} validations "
+                    f"(best {stop.best:.4f} at epoch {stop.best_epoch})"
+                )
         return self._finish(data, stop, time.time() - t_start)
 
     def _announce(self) -> None:
         cfg, ds = self.cfg, self.dataset
         n_params = sum(p.numel() for p in self.model.parameters())
-        self._log(f"ferkit train: {self.model_name} ({n_params / 1e6:.2f}M params, {cfg.task}) on {ds.name} "
-                  f"[{ds.format}; train {len(ds.splits['train'])}, val {len(ds.splits['val'])}"
-                  f"; {ds.num_classes} classes; input {self.spec.size[0]}x{self.spec.size[1]}x{self.in_channels}]"
-                  f" device {self.device}{f' x{self.dist.world} processes' if self.dist.enabled else ''}"
-                  f" -> {self.run_dir}")
+        self._log(
+            f"ferkit train: {self.model_name} ({n_params / 1e6:.2f}M params, {cfg.task}) on {ds.name} "
+            f"[{ds.format}; train {len(ds.splits['train'])}, val {len(ds.splits['val'])}"
+            f"; {ds.num_classes} classes; input {self.spec.size[0]}x{self.spec.size[1]}x{self.in_channels}]"
+            f" device {self.device}{f' x{self.dist.world} processes' if self.dist.enabled else ''}"
+            f" -> {self.run_dir}"
+        )
         if self.dist.main and not cfg.class_weights:  # source 000's balanced-class check (stderr, even --quiet)
             from ferkit.data import imbalance_warning
 
@@ -302,11 +325,13 @@ class Trainer:
             x = t["images"].index_select(0, idx)
         idx = idx.to(t["labels"].device)
         aug = self.augment if (gen is not None and self.cfg.augment != "none") else None
-        x = to_input(x.to(self.device, non_blocking=True), self.spec, augment=aug, generator=gen,
-                     channels_last=True)
+        x = to_input(x.to(self.device, non_blocking=True), self.spec, augment=aug, generator=gen, channels_last=True)
         y = t["labels"].index_select(0, idx).to(self.device)
-        va = (t["valence"].index_select(0, idx).to(self.device), t["arousal"].index_select(0, idx).to(self.device)) \
-            if "valence" in t else (None, None)
+        va = (
+            (t["valence"].index_select(0, idx).to(self.device), t["arousal"].index_select(0, idx).to(self.device))
+            if "valence" in t
+            else (None, None)
+        )
         return x, y, va
 
     def _train_epoch(self, epoch: int, t: dict) -> dict:
@@ -316,7 +341,7 @@ class Trainer:
         gen = seed_epoch(cfg.seed, epoch, self.dist.rank)
         order = epoch_order(len(t["labels"]), cfg.seed, epoch, self.dist)
         step_size = self.micro_bs * self.accumulate
-        steps = [order[i:i + step_size] for i in range(0, len(order), step_size)]
+        steps = [order[i : i + step_size] for i in range(0, len(order), step_size)]
         if len(steps) > 1 and len(steps[-1]) < 2:  # BatchNorm cannot train on one sample
             steps = steps[:-1]
         if cfg.fast:
@@ -325,21 +350,34 @@ class Trainer:
         apply_frozen_bn_eval(unwrap(self.model))
         loss_sum = correct = seen = 0.0
         t0 = time.time()
-        bar = progress(total=sum(len(s) for s in steps), desc=f"epoch {epoch}/{self.epochs}", unit="img",
-                       quiet=cfg.quiet or not self.dist.main, leave=False)
+        bar = progress(
+            total=sum(len(s) for s in steps),
+            desc=f"epoch {epoch}/{self.epochs}",
+            unit="img",
+            quiet=cfg.quiet or not self.dist.main,
+            leave=False,
+        )
         for step_idx in steps:
             loss_v, corr = self._step(t, step_idx, gen, epoch)
             loss_sum += loss_v * len(step_idx)
             correct += corr
             seen += len(step_idx)
             bar.update(len(step_idx))
-            bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.3f}",
-                            img_s=f"{seen / max(time.time() - t0, 1e-9):.0f}", refresh=False)
+            bar.set_postfix(
+                loss=f"{loss_sum / seen:.4f}",
+                acc=f"{correct / seen:.3f}",
+                img_s=f"{seen / max(time.time() - t0, 1e-9):.0f}",
+                refresh=False,
+            )
         bar.close()
         elapsed = time.time() - t0
         loss_sum, correct, seen = self.dist.all_sum([loss_sum, correct, seen], self.device)
-        return {"train_loss": loss_sum / max(seen, 1), "train_acc": correct / max(seen, 1),
-                "train_samples": int(seen), "train_img_s": round(seen / max(elapsed, 1e-9), 1)}
+        return {
+            "train_loss": loss_sum / max(seen, 1),
+            "train_acc": correct / max(seen, 1),
+            "train_samples": int(seen),
+            "train_img_s": round(seen / max(elapsed, 1e-9), 1),
+        }
 
     def _step(self, t: dict, idx: torch.Tensor, gen, epoch: int) -> tuple[float, float]:
         """One optimiser step over ``idx`` in micro-batches; a CUDA OOM halves the micro-batch and retries."""
@@ -351,12 +389,15 @@ class Trainer:
                 if self.device.type == "cuda":
                     torch.cuda.empty_cache()
                 if self.micro_bs <= 1:
-                    raise TrainingError("out of memory even with a batch of 1: use a smaller --image-size "
-                                        "or model") from e
+                    raise TrainingError(
+                        "out of memory even with a batch of 1: use a smaller --image-size or model"
+                    ) from e
                 self.micro_bs //= 2
                 self.accumulate *= 2
-                self._log(f"out of memory: batch halved to {self.micro_bs}, accumulating {self.accumulate} "
-                          f"micro-batches to keep the effective batch {self.micro_bs * self.accumulate}")
+                self._log(
+                    f"out of memory: batch halved to {self.micro_bs}, accumulating {self.accumulate} "
+                    f"micro-batches to keep the effective batch {self.micro_bs * self.accumulate}"
+                )
 
     def _step_once(self, t: dict, idx: torch.Tensor, gen, epoch: int) -> tuple[float, float]:
         cfg = self.cfg
@@ -369,14 +410,16 @@ class Trainer:
             sync = (i == len(chunks) - 1) or not self.dist.enabled
             ctx = self.model.no_sync() if (not sync and hasattr(self.model, "no_sync")) else contextlib.nullcontext()
             with ctx:
-                with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,
-                                    enabled=self.amp_dtype is not None):
+                with torch.autocast(
+                    self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None
+                ):
                     out = self.model(x)
                     loss, _ = self.criterion(out, y, v, a)
                 if not torch.isfinite(loss):
                     raise TrainingError(
                         f"loss became {loss.item()} at epoch {epoch}: training stopped; the last good checkpoint "
-                        f"{self.run_dir / 'last.pt'} is intact (lower --lr, or add --grad-clip 1.0)")
+                        f"{self.run_dir / 'last.pt'} is intact (lower --lr, or add --grad-clip 1.0)"
+                    )
                 if loss.requires_grad:  # every parameter may be frozen (e.g. before an unfreeze epoch)
                     self.scaler.scale(loss * (len(chunk) / n)).backward()
             logits = out["logits"] if isinstance(out, dict) else out
@@ -399,19 +442,24 @@ class Trainer:
         model.eval()
         idx = torch.arange(len(t["labels"]))
         if self.dist.enabled and not collect:
-            idx = idx[self.dist.rank::self.dist.world]
+            idx = idx[self.dist.rank :: self.dist.world]
         batches = list(idx.split(max(self.micro_bs, 1) * 2))
         if self.cfg.fast:
             batches = batches[:FAST_BATCHES]
         k = self.dataset.num_classes
         multitask = self.cfg.task == "multitask"
-        sums = {"loss": np.zeros(1), "cm": np.zeros((k, k)),
-                "valence": np.zeros(len(M.REGRESSION_SUMS)), "arousal": np.zeros(len(M.REGRESSION_SUMS))}
+        sums = {
+            "loss": np.zeros(1),
+            "cm": np.zeros((k, k)),
+            "valence": np.zeros(len(M.REGRESSION_SUMS)),
+            "arousal": np.zeros(len(M.REGRESSION_SUMS)),
+        }
         probs_all, va_all = [], []
         for b in batches:
             x, y, (v, a) = self._inputs(t, b, None)
-            with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,
-                                enabled=self.amp_dtype is not None):
+            with torch.autocast(
+                self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None
+            ):
                 out = model(x)
                 loss, _ = self.criterion(out, y, v, a)
             logits = (out["logits"] if isinstance(out, dict) else out).float()
@@ -430,8 +478,11 @@ class Trainer:
         cm = sums["cm"].astype(np.int64)
         n = max(int(cm.sum()), 1)
         recall = M.per_class_accuracy(cm)
-        res = {f"{prefix}_loss": float(sums["loss"][0]) / n, f"{prefix}_acc": float(np.trace(cm) / n),
-               f"{prefix}_balanced_acc": float(np.nanmean(recall)) if np.isfinite(recall).any() else 0.0}
+        res = {
+            f"{prefix}_loss": float(sums["loss"][0]) / n,
+            f"{prefix}_acc": float(np.trace(cm) / n),
+            f"{prefix}_balanced_acc": float(np.nanmean(recall)) if np.isfinite(recall).any() else 0.0,
+        }
         if multitask:
             for head in ("valence", "arousal"):
                 s = dict(zip(M.REGRESSION_SUMS, sums[head].tolist(), strict=True))
@@ -440,16 +491,21 @@ class Trainer:
         if not collect:
             return SplitEvaluation(res, cm)
         return SplitEvaluation(
-            res, cm, n=sum(len(b) for b in batches),
+            res,
+            cm,
+            n=sum(len(b) for b in batches),
             probs=torch.cat(probs_all).numpy() if probs_all else np.zeros((0, k)),
-            va=torch.cat(va_all).numpy() if va_all else None)
+            va=torch.cat(va_all).numpy() if va_all else None,
+        )
 
     def _all_sum(self, parts: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Sum named arrays across processes in one all-reduce; each comes back in its own shape."""
         flat = self.dist.all_sum(np.concatenate([p.ravel() for p in parts.values()]).tolist(), self.device)
         ends = np.cumsum([p.size for p in parts.values()])
-        return {name: np.asarray(chunk).reshape(p.shape)
-                for (name, p), chunk in zip(parts.items(), np.split(np.asarray(flat), ends[:-1]), strict=True)}
+        return {
+            name: np.asarray(chunk).reshape(p.shape)
+            for (name, p), chunk in zip(parts.items(), np.split(np.asarray(flat), ends[:-1]), strict=True)
+        }
 
     # ------------------------------------------------------------------ freezing schedule
     def _apply_unfreeze(self, epoch: int) -> None:
@@ -465,24 +521,45 @@ class Trainer:
     # ------------------------------------------------------------------ checkpoints
     def _meta(self, row: dict) -> dict:
         return dict(
-            model_name=self.model_name, model_kwargs=self.model_kwargs, num_classes=self.dataset.num_classes,
-            in_channels=self.in_channels, task=self.cfg.task, classes=list(self.dataset.classes),
-            input_spec=self.spec.to_dict(), config=self.cfg.to_dict(),
-            metrics={k: v for k, v in row.items()} | {"dataset": self.dataset.name,
-                                                      "dataset_format": self.dataset.format},
+            model_name=self.model_name,
+            model_kwargs=self.model_kwargs,
+            num_classes=self.dataset.num_classes,
+            in_channels=self.in_channels,
+            task=self.cfg.task,
+            classes=list(self.dataset.classes),
+            input_spec=self.spec.to_dict(),
+            config=self.cfg.to_dict(),
+            metrics={k: v for k, v in row.items()}
+            | {"dataset": self.dataset.name, "dataset_format": self.dataset.format},
         )
 
     def _save_epoch(self, epoch: int, row: dict, stop: StopState) -> None:
-        state = training_state(epoch, stop, self.model, self.optimizer, self.scheduler, self.scaler, self.micro_bs,
-                               self.accumulate, self.history)
+        state = training_state(
+            epoch,
+            stop,
+            self.model,
+            self.optimizer,
+            self.scheduler,
+            self.scaler,
+            self.micro_bs,
+            self.accumulate,
+            self.history,
+        )
         commit_epoch(self.run_dir, make_checkpoint(self.model, **self._meta(row), train_state=state))
         for lg in self.loggers:
             lg.log(row, epoch)
 
     def _restore(self, ckpt: dict) -> tuple[int, StopState]:
         path = self.cfg.resume
-        check_resumable(ckpt, path, self.model_name, self.cfg.task, self.dataset.num_classes, self.in_channels,
-                        list(self.dataset.classes))
+        check_resumable(
+            ckpt,
+            path,
+            self.model_name,
+            self.cfg.task,
+            self.dataset.num_classes,
+            self.in_channels,
+            list(self.dataset.classes),
+        )
         st, stop = restore_state(ckpt, path, self.model, self.optimizer, self.scheduler, self.scaler)
         self.micro_bs, self.accumulate = st.get("micro_bs", self.micro_bs), st.get("accumulate", self.accumulate)
         self.history = list(st.get("history", []))
@@ -506,27 +583,54 @@ class Trainer:
                 best_ckpt["metrics"] = result_metrics
                 before_write(best_path)
                 save_checkpoint(best_ckpt, best_path)
-                write_test_outputs(self.run_dir, self.dataset.splits["test"], list(self.dataset.classes),
-                                   test.confusion, test.probs, test.va, test.n, self.model_name)
+                write_test_outputs(
+                    self.run_dir,
+                    self.dataset.splits["test"],
+                    list(self.dataset.classes),
+                    test.confusion,
+                    test.probs,
+                    test.va,
+                    test.n,
+                    self.model_name,
+                )
             write_training_curves(self.run_dir, self.history)
             n_params = sum(p.numel() for p in self.model.parameters())
-            write_results_json(self.run_dir, {
-                "model": self.model_name, "task": self.cfg.task, "params": n_params,
-                "dataset": {"path": str(self.dataset.root), "format": self.dataset.format,
-                            "classes": self.dataset.classes,
-                            "sizes": {k: len(v) for k, v in self.dataset.splits.items()}},
-                "best_epoch": stop.best_epoch, "monitor": self.cfg.monitor, "stopped_early": stop.stopped,
-                "train_time_s": round(train_time, 2), "world_size": self.dist.world, "metrics": result_metrics,
-                "history": self.history, "config": self.cfg.to_dict(),
-                "checkpoints": {"best": str(best_path), "last": str(last_path)}, "input": self.spec.to_dict(),
-            })
+            write_results_json(
+                self.run_dir,
+                {
+                    "model": self.model_name,
+                    "task": self.cfg.task,
+                    "params": n_params,
+                    "dataset": {
+                        "path": str(self.dataset.root),
+                        "format": self.dataset.format,
+                        "classes": self.dataset.classes,
+                        "sizes": {k: len(v) for k, v in self.dataset.splits.items()},
+                    },
+                    "best_epoch": stop.best_epoch,
+                    "monitor": self.cfg.monitor,
+                    "stopped_early": stop.stopped,
+                    "train_time_s": round(train_time, 2),
+                    "world_size": self.dist.world,
+                    "metrics": result_metrics,
+                    "history": self.history,
+                    "config": self.cfg.to_dict(),
+                    "checkpoints": {"best": str(best_path), "last": str(last_path)},
+                    "input": self.spec.to_dict(),
+                },
+            )
             for lg in self.loggers:
                 lg.summary(result_metrics, self.run_dir)
             if "test_acc" in result_metrics:
-                self._log(f"test: acc {result_metrics['test_acc']:.4f}  loss {result_metrics['test_loss']:.4f} "
-                          f"(best epoch {stop.best_epoch})")
-            self._log(f"outputs: {self.run_dir}/ (best.pt, last.pt, metrics.csv, training_curves.png, results.json"
-                      + (", confusion_matrix.png, predictions.csv" if "test" in data else "") + ")")
+                self._log(
+                    f"test: acc {result_metrics['test_acc']:.4f}  loss {result_metrics['test_loss']:.4f} "
+                    f"(best epoch {stop.best_epoch})"
+                )
+            self._log(
+                f"outputs: {self.run_dir}/ (best.pt, last.pt, metrics.csv, training_curves.png, results.json"
+                + (", confusion_matrix.png, predictions.csv" if "test" in data else "")
+                + ")"
+            )
         self.dist.barrier()
         return TrainResult(self.run_dir, best_path, last_path, stop.best_epoch, result_metrics, self.history)
 
@@ -543,8 +647,10 @@ def check_pretrained_weights(cfg: TrainConfig) -> None:
 
     card = get_card(cfg.model)
     if cfg.pretrained and builder_accepts(card.name, "weights_path") and not cfg.model_kwargs.get("weights_path"):
-        raise ConfigError(f"{cfg.recipe or card.name}: {card.name} starts from its pretrained weights file: pass "
-                          "--model-arg weights_path=vgg_face.pth (or --no-pretrained to train from random weights)")
+        raise ConfigError(
+            f"{cfg.recipe or card.name}: {card.name} starts from its pretrained weights file: pass "
+            "--model-arg weights_path=vgg_face.pth (or --no-pretrained to train from random weights)"
+        )
 
 
 def _fit_channels(values: list[float], channels: int) -> list[float]:

