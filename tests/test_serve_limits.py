@@ -109,7 +109,10 @@ def test_half_sent_requests_are_dropped_within_the_timeout(server):
 
 
 def test_eight_big_pngs_keep_memory_bounded(server):
-    """Eight concurrent 6300x6300 PNGs (each under the byte and pixel limits): RSS stays under 1.5 GB."""
+    """Eight concurrent 6300x6300 PNGs (each under the byte and pixel limits): decode memory in flight stays within
+    the default --max-inflight-mb (160) budget, so at most one decodes at a time and the others get 503. Measured
+    on a 2-core machine: RSS grows by ~240 MB with the budget (one decode plus the detector's working memory) and by
+    ~1,220 MB without it (all eight decoded at once); the bound sits between, nearer the first."""
     from PIL import Image
 
     url, proc = server
@@ -142,7 +145,7 @@ def test_eight_big_pngs_keep_memory_bounded(server):
     w.join()
     assert set(codes) <= {200, 503} and 200 in codes, codes
     print(f"server RSS: {base:.0f} MB before, peak {max(peak):.0f} MB, codes {sorted(codes)}")
-    assert max(peak) < 1536, (base, max(peak))
+    assert max(peak) - base < 600, (base, max(peak))
     time.sleep(1)
     assert _rss_mb(proc.pid) < base + 400, (base, _rss_mb(proc.pid))
 
