@@ -171,7 +171,8 @@ def test_docs_page_renders_offline(tmp_path):
 
 def test_face_details_toggle_asks_for_attributes_and_draws_them(tmp_path):
     """Off by default (no ?attributes=); the "face details" checkbox on: the page's requests carry
-    ?attributes=..., and the overlay shows each face's age/gender line ("25 M 0.93") and its 68 points."""
+    ?attributes=..., and the overlay shows each face's age/gender line ("25 M 0.93") and its 68 points; when the
+    details cannot be had, the page says why and keeps working without them."""
     requests = "return performance.getEntriesByType('resource').map(e => e.name).filter(n => n.includes('/v1/predict'))"
     with _camera_page(tmp_path) as driver:
 
@@ -210,3 +211,15 @@ def test_face_details_toggle_asks_for_attributes_and_draws_them(tmp_path):
         driver.save_screenshot(str(shot))
         assert shot.stat().st_size > 10_000
         print(f"screenshot: {shot}")
+        # a server that cannot give them (here: the browser refuses every ?attributes= request): the page says so
+        # beside the checkbox and goes on drawing faces without details
+        driver.execute_cdp_cmd("Network.enable", {})
+        driver.execute_cdp_cmd("Network.setBlockedURLs", {"urls": ["*attributes=*"]})
+        driver.find_element("id", "details").click()
+        driver.find_element("id", "details").click()  # on again: asks again
+        wait_for("return document.getElementById('details-note').textContent", "no note on the missing details")
+        frames = driver.execute_script("return window.ferkitFrames")
+        wait_for(f"return window.ferkitFrames > {frames} + 1", "no frame after the details failed")
+        last = driver.execute_script("return window.ferkitLast")
+        assert last["faces"] and "age" not in last["faces"][0], last
+        assert "unavailable" in driver.find_element("id", "details-note").text

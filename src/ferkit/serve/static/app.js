@@ -34,11 +34,16 @@
   async function predictBlob(blob) {
     const t0 = performance.now();
     const details = $("details").checked && !detailsOff;
-    let [r, body] = await post(blob, details ? "?attributes=" + DETAILS : "");
-    if (!r.ok && details) {
-      // a server without the attribute models: the page goes on without details and says why
-      detailsOff = body.reason || ("HTTP " + r.status);
-      $("details-note").textContent = "face details unavailable: " + detailsOff;
+    let r = null, body = null;
+    if (details) {
+      try { [r, body] = await post(blob, "?attributes=" + DETAILS); } catch (e) { body = { reason: e.message }; }
+    }
+    if (!r || !r.ok) {
+      if (details) {
+        // a server without the attribute models: the page goes on without details and says why
+        detailsOff = body.reason || ("HTTP " + r.status);
+        $("details-note").textContent = "face details unavailable: " + detailsOff;
+      }
       [r, body] = await post(blob, "");
     }
     if (!r.ok) throw new Error(body.reason || ("HTTP " + r.status));
