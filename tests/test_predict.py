@@ -291,7 +291,7 @@ def test_labels_of_faces_close_together_do_not_overlap():
     import cv2
 
     import ferkit
-    from ferkit.inference.video import annotate, label_boxes
+    from ferkit.inference.draw import annotate, label_boxes
 
     def overlap(a, b):
         return not (a[2] <= b[0] or b[2] <= a[0] or a[3] <= b[1] or b[3] <= a[1])

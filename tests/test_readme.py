@@ -132,3 +132,27 @@ def test_readme_names_only_real_commands():
     sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
     named = set(re.findall(r"`ferkit ([a-z][a-z-]+)", README.read_text()))
     assert named and named <= set(sub.choices), named - set(sub.choices)
+
+
+def test_readme_pictures_are_what_their_commands_write(tmp_path):
+    """Every picture the README shows is in the checkout and is what the README's own `--annotate` line writes,
+    run as written in a user's folder (photos/ = tests/data): the same size, and the same pixels up to JPEG and
+    CPU rounding."""
+    import cv2
+    import numpy as np
+
+    pictures = re.findall(r"!\[[^\]]*\]\(([^)\s]+)\)", README.read_text())
+    assert pictures, "the README shows no picture"
+    lines = [line for kind, body in blocks() if kind == "bash" for line in bash_lines(body)]
+    shutil.copytree(DATA, tmp_path / "photos", ignore=shutil.ignore_patterns("*.md"))
+    for pic in pictures:
+        folder, name = str(Path(pic).parent), Path(pic).name
+        makers = [ln for ln in lines if re.search(rf"--annotate {re.escape(folder)}/?(\s|$)", ln)]
+        assert len(makers) == 1, f"{pic}: no single README line writes it with --annotate {folder}/: {makers}"
+        r = subprocess.run(["bash", "-c", makers[0]], cwd=tmp_path, capture_output=True, text=True, env=_env())
+        assert r.returncode == 0, r.stderr[-2000:]
+        shipped, made = cv2.imread(str(ROOT / pic)), cv2.imread(str(tmp_path / folder / name))
+        assert shipped is not None and made is not None, (pic, makers[0])
+        assert shipped.shape == made.shape, (shipped.shape, made.shape)
+        diff = np.abs(shipped.astype(int) - made.astype(int)).max(axis=-1)
+        assert diff.mean() < 0.5 and (diff > 40).mean() < 0.002, (pic, diff.mean(), (diff > 40).mean())

@@ -4,8 +4,10 @@ face photo (skimage's astronaut) shows a face box and a label. A screenshot is s
 Set-up: installs Debian's ``chromium`` + ``chromium-driver`` with apt-get when missing (as root); fails with
 the reason otherwise, never skips. Recipe: /work/shared/BROWSER_TESTING.md."""
 
+import contextlib
 import io
 import os
+import re
 import shutil
 import subprocess
 import time
@@ -88,7 +90,10 @@ def _chrome(tmp_path, *extra: str):
     return webdriver.Chrome(service=Service(chromedriver, env=dict(os.environ, HOME=str(home))), options=opts)
 
 
-def test_page_shows_face_box_and_label(tmp_path):
+@contextlib.contextmanager
+def _camera_page(tmp_path):
+    """ferkit serve (RetinaFace, one model, no attributes of its own) and its page open in Chromium, whose camera
+    is the astronaut MJPEG."""
     cam = tmp_path / "camera.mjpeg"
     _fake_camera(cam)
     settings = AnalyzerSettings("fer_minixception", detector="retinaface", det_size=640)
@@ -103,34 +108,39 @@ def test_page_shows_face_box_and_label(tmp_path):
         try:
             driver.set_page_load_timeout(60)
             driver.get(url + "/")
-            last, t0 = None, time.time()
-            while time.time() - t0 < 60:
-                last = driver.execute_script("return window.ferkitLast")
-                if last and last.get("faces"):
-                    break
-                time.sleep(0.25)
-            status = driver.find_element("id", "status").text
-            assert last and last.get("faces"), f"no face drawn within 60 s; page status: {status!r}"
-            face = last["faces"][0]
-            assert face["label"] in face["probabilities"]
-            x1, y1, x2, y2 = face["box"]
-            assert 80 <= (x1 + x2) / 2 <= 560 and 0 <= (y1 + y2) / 2 <= 400  # the face is where the photo is
-            assert driver.find_element("id", "last-label").text == face["label"]
-            assert int(driver.find_element("id", "status").get_attribute("data-faces")) >= 1
-            # the box is drawn: overlay pixels at the box edge are not transparent
-            alpha = driver.execute_script(
-                "const c=document.getElementById('overlay');const f=window.ferkitLast.faces[0];"
-                "const x=Math.round(f.box[0]), y=Math.round((f.box[1]+f.box[3])/2);"
-                "return c.getContext('2d').getImageData(x-1,y,3,1).data[3]"
-                "+c.getContext('2d').getImageData(x-1,y,3,1).data[7];"
-            )
-            assert alpha > 0, "overlay has no box at the reported face"
-            shot = tmp_path / "serve_page.png"
-            driver.save_screenshot(str(shot))
-            assert shot.stat().st_size > 10_000
-            print(f"screenshot: {shot}")
+            yield driver
         finally:
             driver.quit()
+
+
+def test_page_shows_face_box_and_label(tmp_path):
+    with _camera_page(tmp_path) as driver:
+        last, t0 = None, time.time()
+        while time.time() - t0 < 60:
+            last = driver.execute_script("return window.ferkitLast")
+            if last and last.get("faces"):
+                break
+            time.sleep(0.25)
+        status = driver.find_element("id", "status").text
+        assert last and last.get("faces"), f"no face drawn within 60 s; page status: {status!r}"
+        face = last["faces"][0]
+        assert face["label"] in face["probabilities"]
+        x1, y1, x2, y2 = face["box"]
+        assert 80 <= (x1 + x2) / 2 <= 560 and 0 <= (y1 + y2) / 2 <= 400  # the face is where the photo is
+        assert driver.find_element("id", "last-label").text == face["label"]
+        assert int(driver.find_element("id", "status").get_attribute("data-faces")) >= 1
+        # the box is drawn: overlay pixels at the box edge are not transparent
+        alpha = driver.execute_script(
+            "const c=document.getElementById('overlay');const f=window.ferkitLast.faces[0];"
+            "const x=Math.round(f.box[0]), y=Math.round((f.box[1]+f.box[3])/2);"
+            "return c.getContext('2d').getImageData(x-1,y,3,1).data[3]"
+            "+c.getContext('2d').getImageData(x-1,y,3,1).data[7];"
+        )
+        assert alpha > 0, "overlay has no box at the reported face"
+        shot = tmp_path / "serve_page.png"
+        driver.save_screenshot(str(shot))
+        assert shot.stat().st_size > 10_000
+        print(f"screenshot: {shot}")
 
 
 def test_docs_page_renders_offline(tmp_path):
@@ -157,3 +167,59 @@ def test_docs_page_renders_offline(tmp_path):
             assert loaded and all(x.startswith(url) for x in loaded), loaded
         finally:
             driver.quit()
+
+
+def test_face_details_toggle_asks_for_attributes_and_draws_them(tmp_path):
+    """Off by default (no ?attributes=); the "face details" checkbox on: the page's requests carry
+    ?attributes=..., and the overlay shows each face's age/gender line ("25 M 0.93") and its 68 points; when the
+    details cannot be had, the page says why and keeps working without them."""
+    requests = "return performance.getEntriesByType('resource').map(e => e.name).filter(n => n.includes('/v1/predict'))"
+    with _camera_page(tmp_path) as driver:
+
+        def wait_for(script, what):
+            t0 = time.time()
+            while time.time() - t0 < 60:
+                got = driver.execute_script(script)
+                if got:
+                    return got
+                time.sleep(0.25)
+            pytest.fail(f"{what} within 60 s; page status: {driver.find_element('id', 'status').text!r}")
+
+        wait_for("return window.ferkitLast && window.ferkitLast.faces.length", "no face drawn")
+        assert not driver.find_element("id", "details").is_selected()  # off by default
+        assert "age" not in driver.execute_script("return window.ferkitLast.faces[0]")
+        assert all("attributes" not in u for u in driver.execute_script(requests))
+        driver.find_element("id", "details").click()
+        wait_for("const f = window.ferkitLast.faces[0]; return f && f.age !== undefined", "no face details")
+        asked = [u for u in driver.execute_script(requests) if "attributes=" in u]
+        assert asked and "landmarks68" in asked[-1] and "age" in asked[-1], asked
+        # one snapshot (the page draws each result as it stores it): the result, the overlay's text and, at
+        # every 7th of the 68 points, whether the overlay pixel is opaque cyan
+        face, shown, cyan = driver.execute_script(
+            "const c=document.getElementById('overlay'), ctx=c.getContext('2d'), f=window.ferkitLast.faces[0];"
+            "return [f, c.dataset.details, f.landmarks68.filter((p, i) => i % 7 == 0).map(p => {"
+            "const d=ctx.getImageData(Math.round(p[0]), Math.round(p[1]), 1, 1).data;"
+            "return d[3] > 200 && d[0] < 80 && d[1] > 200 && d[2] > 200; })];"
+        )
+        m = re.fullmatch(r"(\d+) ([FM]) ([01]\.\d\d)", shown.split("|")[0])  # the first face's line
+        assert m, shown
+        assert abs(int(m[1]) - face["age"]) <= 0.5 and m[2] == face["gender"][0].upper(), (shown, face["age"])
+        assert abs(float(m[3]) - face["gender_score"]) <= 0.005, (shown, face["gender_score"])
+        assert sum(cyan) >= 0.7 * len(cyan), cyan
+        assert driver.find_element("id", "details-note").text == ""  # the server had the models
+        shot = tmp_path / "serve_page_details.png"
+        driver.save_screenshot(str(shot))
+        assert shot.stat().st_size > 10_000
+        print(f"screenshot: {shot}")
+        # a server that cannot give them (here: the browser refuses every ?attributes= request): the page says so
+        # beside the checkbox and goes on drawing faces without details
+        driver.execute_cdp_cmd("Network.enable", {})
+        driver.execute_cdp_cmd("Network.setBlockedURLs", {"urls": ["*attributes=*"]})
+        driver.find_element("id", "details").click()
+        driver.find_element("id", "details").click()  # on again: asks again
+        wait_for("return document.getElementById('details-note').textContent", "no note on the missing details")
+        frames = driver.execute_script("return window.ferkitFrames")
+        wait_for(f"return window.ferkitFrames > {frames} + 1", "no frame after the details failed")
+        last = driver.execute_script("return window.ferkitLast")
+        assert last["faces"] and "age" not in last["faces"][0], last
+        assert "unavailable" in driver.find_element("id", "details-note").text

@@ -35,3 +35,7 @@ FAST = {"detector": "retinaface", "det_size": 320, "model": "fer_minixception"}
 # 4.6x at 0.962, every 8th 5.7x at 0.953. A divisor of 8 (video.FRAMES_PER_BATCH), so the Ray engine's frame
 # ranges detect on the same frames as one whole-file run. --detect-every 1: every frame.
 DETECT_EVERY = 2
+
+# Anti-spoofing: a face whose P(real) (human_antispoof's spoof_score) is under this fails the check. Human's own
+# cut-off for its sigmoid output; no spoof data was available here to validate it (README "Every face").
+SPOOF_THRESHOLD = 0.5

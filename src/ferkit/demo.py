@@ -127,8 +127,8 @@ def _demo_photos(out: Path, say) -> dict | None:
     import cv2
     import matplotlib
 
+    from ferkit.inference.draw import annotate
     from ferkit.inference.pipeline import build_analyzer
-    from ferkit.inference.video import annotate
 
     photos = {"grace_hopper": Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg"}
     try:

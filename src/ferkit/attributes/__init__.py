@@ -164,13 +164,36 @@ def head_pose(landmarks68: np.ndarray, image_size: tuple[int, int]) -> tuple[flo
         ok, rvec, tvec = cv2.solvePnP(obj, img, cam, None, rvec, tvec, True, cv2.SOLVEPNP_ITERATIVE)
     if not ok or tvec[2, 0] <= 0:
         return None
-    r, _ = cv2.Rodrigues(rvec)
+    return rotation_angles(cv2.Rodrigues(rvec)[0])
+
+
+def rotation_angles(r: np.ndarray) -> tuple[float, float, float]:
+    """(yaw, pitch, roll) in degrees of a head rotation ``r`` (3x3, :data:`MEAN_FACE_3D`'s axes -> the camera's:
+    x right, y down, z ahead), in the module docstring's conventions; :func:`pose_axes` is its inverse."""
     fwd = r @ np.array([0.0, 0.0, -1.0])  # the face's direction, in camera coordinates (x right, y down, z ahead)
     right = r @ np.array([1.0, 0.0, 0.0])  # towards the face's own left
     yaw = math.degrees(math.atan2(fwd[0], -fwd[2]))
     pitch = math.degrees(math.atan2(-fwd[1], math.hypot(fwd[0], fwd[2])))
     roll = math.degrees(math.atan2(right[1], right[0]))
     return yaw, pitch, roll
+
+
+def pose_axes(yaw: float, pitch: float, roll: float) -> np.ndarray:
+    """The head rotation (3x3, as :func:`rotation_angles` takes it) whose angles are ``yaw, pitch, roll`` degrees:
+    its columns are the face's own axes in camera coordinates (x right, y down, z ahead): column 0 towards the
+    face's own left, column 1 down its face, and minus column 2 where it looks. For drawing pose axes."""
+    y, p, rl = (math.radians(float(v)) for v in (yaw, pitch, roll))
+    fwd = np.array([math.sin(y) * math.cos(p), -math.sin(p), -math.cos(y) * math.cos(p)])
+    # yaw and pitch fix the forward direction; roll turns the face about it until its own x axis, seen in the
+    # image, makes the angle roll with the image's x axis (rotation_angles' definition, exactly)
+    e1 = np.array([math.cos(y), 0.0, math.sin(y)])  # unrolled x axis: horizontal, across fwd
+    e2 = np.cross(e1, fwd)  # unrolled y axis: down the face
+    cr, sr = math.cos(rl), math.sin(rl)
+    t = math.atan2(-(e1[1] * cr - e1[0] * sr), e2[1] * cr - e2[0] * sr)
+    right = math.cos(t) * e1 + math.sin(t) * e2
+    if right[0] * cr + right[1] * sr < 0:  # the other solution points the x axis the opposite way
+        right = -right
+    return np.stack([right, np.cross(right, fwd), -fwd], axis=1)
 
 
 def _sharpness(chip_rgb: np.ndarray) -> float:
@@ -284,4 +307,4 @@ def describe(image_rgb: np.ndarray, faces, names=ATTRIBUTES, backend: str = "onn
     return rows
 
 
-__all__ = ["ATTRIBUTES", "FIELDS", "MEAN_FACE_3D", "describe", "head_pose"]
+__all__ = ["ATTRIBUTES", "FIELDS", "MEAN_FACE_3D", "describe", "head_pose", "pose_axes", "rotation_angles"]

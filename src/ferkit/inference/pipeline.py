@@ -539,7 +539,7 @@ def predict_files(
         if ann and img is not None and r.faces:
             import cv2
 
-            from ferkit.inference.video import annotate as draw
+            from ferkit.inference.draw import annotate as draw
 
             ok, jpg = cv2.imencode(".jpg", draw(img, r.faces))  # encoded here: OpenCV never sees the file name
             if ok:

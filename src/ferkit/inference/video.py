@@ -27,7 +27,7 @@ import io
 import os
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,79 +36,13 @@ import numpy as np
 
 from ferkit import defaults
 from ferkit.errors import ConfigError, DataError
+from ferkit.inference.draw import annotate
 from ferkit.schema import FaceResult, FileResult
 from ferkit.utils import atomic_open, atomic_path, atomic_write_bytes, discard
 
 FRAMES_PER_BATCH = 8  # analysed frames whose faces share classifier forwards
 DETECT_EVERY = defaults.DETECT_EVERY  # the detector runs on every N-th analysed frame; faces followed in between
 CHECK_FRAMES = 3  # frames compared where two ranges meet (stitch_ranges)
-COLOURS = {
-    "angry": (0, 0, 255),
-    "disgust": (0, 128, 0),
-    "fear": (128, 0, 128),
-    "happy": (0, 200, 255),
-    "sad": (255, 0, 0),
-    "surprise": (255, 200, 0),
-    "neutral": (200, 200, 200),
-    "contempt": (0, 128, 255),
-}
-
-
-def label_boxes(boxes: list, sizes: Sequence[Sequence[int]], image_size: tuple[int, int]) -> list[tuple[int, ...]]:
-    """Where each face's label goes, ``(x1, y1, x2, y2)`` in pixels, given its face box and its text's
-    ``(width, height)``: above the face where there is room, else below it, else moved down in steps of a label's
-    height, so no two labels overlap (faces close together in a group photo) and none leaves the image (width,
-    height) where it fits at all. Larger faces are placed first."""
-    w_img, h_img = image_size
-    placed: dict[int, tuple[int, ...]] = {}
-
-    def free(r):
-        return all(r[2] <= o[0] or o[2] <= r[0] or r[3] <= o[1] or o[3] <= r[1] for o in placed.values())
-
-    order = sorted(range(len(boxes)), key=lambda i: -(boxes[i][2] - boxes[i][0]) * (boxes[i][3] - boxes[i][1]))
-    for i in order:
-        x1, y1, x2, y2 = (int(round(v)) for v in boxes[i])
-        tw, th = sizes[i][0] + 2, sizes[i][1] + 5
-        x = min(max(0, x1), max(0, w_img - tw))
-        above, below = y1 - th, y2 + 1
-        tops = [t for t in (above, below) if 0 <= t <= h_img - th] or [max(0, min(above, h_img - th))]
-        tops += [tops[0] + k * th for k in range(1, 2 * len(boxes) + 2)]
-        rect = next((r for t in tops if free(r := (x, t, x + tw, t + th))), (x, tops[0], x + tw, tops[0] + th))
-        placed[i] = rect
-    return [placed[i] for i in range(len(boxes))]
-
-
-def annotate(image_rgb: np.ndarray, faces: list[FaceResult], fps: float | None = None) -> np.ndarray:
-    """A BGR copy of the image with each face's box, landmarks, label and score drawn (for cv2 writers); labels
-    of faces close together do not cover each other (:func:`label_boxes`)."""
-    import cv2
-
-    img = cv2.cvtColor(image_rgb, cv2.COLOR_RGB2BGR)
-    th = max(1, round(max(img.shape[:2]) / 400))
-    fs = 0.4 * th
-    texts = []
-    for f in faces:
-        text = f"{f.label} {f.score:.2f}" + (f" #{f.track}" if f.track is not None else "")
-        if isinstance(f.identity, dict) and f.identity.get("name"):
-            text = f"{f.identity['name']} ({f.identity['distance']:.2f}) | {text}"
-        texts.append(text)
-    sizes = [cv2.getTextSize(t, cv2.FONT_HERSHEY_SIMPLEX, fs, th)[0] for t in texts]
-    rects = label_boxes([f.box for f in faces], sizes, (img.shape[1], img.shape[0]))
-    for f in faces:
-        x1, y1, x2, y2 = (int(round(v)) for v in f.box)
-        cv2.rectangle(img, (x1, y1), (x2, y2), COLOURS.get(f.label, (0, 255, 0)), th)
-        if f.landmarks is not None and not f.landmarks_estimated:
-            for x, y in np.asarray(f.landmarks):
-                cv2.circle(img, (int(x), int(y)), th + 1, (0, 255, 0), -1)
-    # labels over every box
-    for f, text, (lx1, ly1, lx2, ly2), (_, tht) in zip(faces, texts, rects, sizes, strict=True):
-        cv2.rectangle(img, (lx1, ly1), (lx2 - 1, ly2 - 1), COLOURS.get(f.label, (0, 255, 0)), -1)
-        cv2.putText(img, text, (lx1 + 1, ly1 + tht + 2), cv2.FONT_HERSHEY_SIMPLEX, fs, (0, 0, 0), th, cv2.LINE_AA)
-    if fps is not None:
-        cv2.putText(
-            img, f"{fps:.1f} FPS", (8, 20 * th), cv2.FONT_HERSHEY_SIMPLEX, 0.5 * th, (0, 255, 0), th, cv2.LINE_AA
-        )
-    return img
 
 
 def _iou(a, b) -> float:

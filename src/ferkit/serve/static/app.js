@@ -1,5 +1,7 @@
 // ferkit live page: camera frames -> POST /v1/predict (raw JPEG bytes) -> boxes, labels, emotion chart.
-// No build step, no external resources. The last result is in window.ferkitLast (tests read it).
+// "face details" adds ?attributes= (age, gender, 68 landmarks, pose) and draws them; off by default.
+// No build step, no external resources. The last result is in window.ferkitLast (tests read it); the overlay's
+// data-details holds the age/gender lines drawn on it.
 "use strict";
 (function () {
   const qs = new URLSearchParams(location.search);
@@ -7,10 +9,13 @@
   const headers = apiKey ? { "X-API-Key": apiKey } : {};
   const COLORS = ["#e6194b", "#3cb44b", "#ffe119", "#4363d8", "#f58231", "#911eb4", "#46f0f0", "#f032e6", "#bcf60c", "#fabebe"];
   const HISTORY = 120;
+  const DETAILS = "age,gender,landmarks68,pose";
+  const AXES = ["#f00", "#0f0", "#00f"];  // x (the face's own left), y (down its face), z (where it looks)
   const $ = (id) => document.getElementById(id);
   const video = $("video"), overlay = $("overlay"), chart = $("chart"), status = $("status");
   const grab = document.createElement("canvas");
   let stream = null, busy = false, timer = null, classes = [], history = [];
+  let detailsOff = null;  // why the server gave no face details (then the page asks for none)
   window.ferkitLast = null;
   window.ferkitFrames = 0;
 
@@ -19,18 +24,72 @@
     if (faces !== undefined) status.dataset.faces = String(faces);
   }
 
+  async function post(blob, query) {
+    const r = await fetch("/v1/predict" + query, { method: "POST", body: blob, headers: Object.assign({ "Content-Type": blob.type || "image/jpeg" }, headers) });
+    let body = null;
+    try { body = await r.json(); } catch (e) { body = { reason: "HTTP " + r.status }; }
+    return [r, body];
+  }
+
   async function predictBlob(blob) {
     const t0 = performance.now();
-    const r = await fetch("/v1/predict", { method: "POST", body: blob, headers: Object.assign({ "Content-Type": blob.type || "image/jpeg" }, headers) });
-    const body = await r.json();
+    const details = $("details").checked && !detailsOff;
+    let r = null, body = null;
+    if (details) {
+      try { [r, body] = await post(blob, "?attributes=" + DETAILS); } catch (e) { body = { reason: e.message }; }
+    }
+    if (!r || !r.ok) {
+      if (details) {
+        // a server without the attribute models: the page goes on without details and says why
+        detailsOff = body.reason || ("HTTP " + r.status);
+        $("details-note").textContent = "face details unavailable: " + detailsOff;
+      }
+      [r, body] = await post(blob, "");
+    }
     if (!r.ok) throw new Error(body.reason || ("HTTP " + r.status));
     body._ms = performance.now() - t0;
     return body;
   }
 
+  // the head rotation's axes in camera coordinates (x right, y down, z ahead) from yaw/pitch/roll in degrees:
+  // the same construction and conventions as ferkit.attributes.pose_axes (yaw > 0: turned to its own left)
+  function poseAxes(yaw, pitch, roll) {
+    const d = Math.PI / 180, y = yaw * d, p = pitch * d, cr = Math.cos(roll * d), sr = Math.sin(roll * d);
+    const cross = (a, b) => [a[1] * b[2] - a[2] * b[1], a[2] * b[0] - a[0] * b[2], a[0] * b[1] - a[1] * b[0]];
+    const fwd = [Math.sin(y) * Math.cos(p), -Math.sin(p), -Math.cos(y) * Math.cos(p)];
+    const e1 = [Math.cos(y), 0, Math.sin(y)], e2 = cross(e1, fwd);
+    const t = Math.atan2(-(e1[1] * cr - e1[0] * sr), e2[1] * cr - e2[0] * sr);
+    let right = e1.map((v, i) => Math.cos(t) * v + Math.sin(t) * e2[i]);
+    if (right[0] * cr + right[1] * sr < 0) right = right.map((v) => -v);
+    return [right, cross(right, fwd), fwd];
+  }
+
+  function ageGender(f) {
+    const parts = [];
+    if (f.age !== undefined && f.age !== null) parts.push(String(Math.round(f.age)));
+    if (f.gender) parts.push(f.gender[0].toUpperCase() + " " + f.gender_score.toFixed(2));
+    return parts.join(" ");
+  }
+
+  function drawDetails(ctx, f, scale) {
+    if (f.landmarks68) {
+      ctx.fillStyle = "#0ff";
+      for (const [x, y] of f.landmarks68) ctx.fillRect(x - 1.5 * scale, y - 1.5 * scale, 3 * scale, 3 * scale);
+    }
+    const nose = f.landmarks68 ? f.landmarks68[30] : (f.landmarks && !f.landmarks_estimated ? f.landmarks.nose : null);
+    if (nose && [f.yaw, f.pitch, f.roll].every((v) => typeof v === "number")) {
+      const len = 0.5 * (f.box[2] - f.box[0]);
+      poseAxes(f.yaw, f.pitch, f.roll).forEach((a, i) => {
+        ctx.strokeStyle = AXES[i];
+        ctx.beginPath(); ctx.moveTo(nose[0], nose[1]); ctx.lineTo(nose[0] + len * a[0], nose[1] + len * a[1]); ctx.stroke();
+      });
+    }
+  }
+
   function drawFaces(ctx, faces, scale) {
     ctx.lineWidth = Math.max(2, 2 * scale);
     ctx.font = Math.round(16 * scale) + "px sans-serif";
+    const lines = [];
     for (const f of faces) {
       const [x1, y1, x2, y2] = f.box;
       const c = COLORS[Math.max(0, classes.indexOf(f.label)) % COLORS.length];
@@ -42,11 +101,24 @@
       ctx.fillRect(x1, Math.max(0, y1 - h), w, h);
       ctx.fillStyle = "#000";
       ctx.fillText(text, x1 + 4, Math.max(0, y1 - h) + h - 5 * scale);
+      const more = ageGender(f);
+      if (more) {  // a second line under the label
+        const top = Math.max(0, y1 - h) + h;
+        ctx.fillStyle = c;
+        ctx.fillRect(x1, top, ctx.measureText(more).width + 8, h);
+        ctx.fillStyle = "#000";
+        ctx.fillText(more, x1 + 4, top + h - 5 * scale);
+        lines.push(more);
+      }
       if (f.landmarks) {
         ctx.fillStyle = c;
         for (const k in f.landmarks) { const [lx, ly] = f.landmarks[k]; ctx.fillRect(lx - 2, ly - 2, 4, 4); }
       }
+      ctx.lineWidth = Math.max(1, scale);
+      drawDetails(ctx, f, scale);
+      ctx.lineWidth = Math.max(2, 2 * scale);
     }
+    ctx.canvas.dataset.details = lines.join("|");
   }
 
   function drawChart() {
@@ -123,6 +195,7 @@
   }
 
   $("camera-toggle").addEventListener("click", () => (stream ? stopCamera() : startCamera()));
+  $("details").addEventListener("change", () => { detailsOff = null; $("details-note").textContent = ""; });
 
   async function handleFiles(files) {
     for (const file of files) {
