@@ -143,16 +143,24 @@ def test_readme_pictures_are_what_their_commands_write(tmp_path):
 
     pictures = re.findall(r"!\[[^\]]*\]\(([^)\s]+)\)", README.read_text())
     assert pictures, "the README shows no picture"
-    lines = [line for kind, body in blocks() if kind == "bash" for line in bash_lines(body)]
+    bash = [list(bash_lines(body)) for kind, body in blocks() if kind == "bash"]
     shutil.copytree(DATA, tmp_path / "photos", ignore=shutil.ignore_patterns("*.md"))
     for pic in pictures:
         folder, name = str(Path(pic).parent), Path(pic).name
-        makers = [ln for ln in lines if re.search(rf"--annotate {re.escape(folder)}/?(\s|$)", ln)]
+        makers = [
+            (lines, i)
+            for lines in bash
+            for i, ln in enumerate(lines)
+            if re.search(rf"--annotate {re.escape(folder)}/?(\s|$)", ln)
+        ]
         assert len(makers) == 1, f"{pic}: no single README line writes it with --annotate {folder}/: {makers}"
-        r = subprocess.run(["bash", "-c", makers[0]], cwd=tmp_path, capture_output=True, text=True, env=_env())
+        lines, i = makers[0]
+        # the block up to that line, in one shell, as a user types it (earlier lines may set a variable it uses)
+        script = "set -e\n" + "\n".join(lines[: i + 1]) + "\n"
+        r = subprocess.run(["bash", "-c", script], cwd=tmp_path, capture_output=True, text=True, env=_env())
         assert r.returncode == 0, r.stderr[-2000:]
         shipped, made = cv2.imread(str(ROOT / pic)), cv2.imread(str(tmp_path / folder / name))
-        assert shipped is not None and made is not None, (pic, makers[0])
+        assert shipped is not None and made is not None, (pic, lines[i])
         assert shipped.shape == made.shape, (shipped.shape, made.shape)
         diff = np.abs(shipped.astype(int) - made.astype(int)).max(axis=-1)
         assert diff.mean() < 0.5 and (diff > 40).mean() < 0.002, (pic, diff.mean(), (diff > 40).mean())
