@@ -277,8 +277,17 @@ class Analyzer:
                 for r, attrs in zip(rs, rows, strict=True):
                     r.attributes = attrs
         if self.identity is not None:
+            spoof_t = self.settings.spoof_threshold
             for img, fs, rs in zip(images, faces, out, strict=True):
                 for r, ident in zip(rs, self.identity.assign(img, fs), strict=True):
+                    if spoof_t is not None:  # the spoof attribute was described above (the settings add it)
+                        from ferkit.attributes import spoof_verdict
+
+                        a = r.attributes or {}
+                        v = spoof_verdict(a.get("spoof_score"), spoof_t, (a.get("reasons") or {}).get("spoof"))
+                        if v["spoof"]:  # no identity for a face that may be a photo of a photo
+                            ident = {"name": None, "distance": None, "threshold": ident["threshold"], "match": False}
+                        ident = {**ident, "spoof": v["spoof"], "reason": v["spoof_reason"]}
                     r.identity = ident
         return out
 
