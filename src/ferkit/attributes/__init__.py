@@ -26,6 +26,10 @@ Output, per face, only the keys of the attributes asked for:
   ``frontalness``: cos of the angle between the face's direction and the camera's axis (1 = facing it), and
   ``quality_reason``: why the face is a poor input for expression, or None.
 
+Anti-spoofing (``--anti-spoof``): :func:`anti_spoof_threshold` reads the options, :func:`spoof_verdict` /
+:func:`spoof_check` decide per face against the one threshold (``defaults.SPOOF_THRESHOLD``); enroll, verify and
+the Analyzer's identity step use them.
+
 An attribute that cannot be trusted is ``None`` and ``reasons[attribute]`` says why (a face too small for
 the model, a profile face, a crop-only input whose landmarks are not known, a flat/grey image); every row has
 a ``reasons`` dict (empty when nothing was withheld). Never a made-up value.
