@@ -153,3 +153,24 @@ def test_settings_spoof_threshold_is_validated_and_adds_the_score():
             AnalyzerSettings(spoof_threshold=bad)
     with pytest.raises(ConfigError, match="--spoof-threshold"):
         ferkit.verify([OBAMA], anti_spoof=True, spoof_threshold=2)
+
+
+def test_server_with_gallery_and_anti_spoof(gallery):
+    """`ferkit serve --gallery G --anti-spoof` over real HTTP: the one setting reaches the server's analyzer, and a
+    request's own ?attributes= cannot turn the spoof score (and so the check) off."""
+    httpx = pytest.importorskip("httpx")
+    pytest.importorskip("uvicorn")
+    from ferkit.inference.settings import AnalyzerSettings
+    from ferkit.serve.app import BackgroundServer, ServeConfig
+
+    s = AnalyzerSettings(models="fer_minixception", gallery=str(gallery), spoof_threshold=0.7)
+    with BackgroundServer(ServeConfig(settings=s)) as url, httpx.Client(base_url=url, timeout=120) as c:
+        got = {}
+        for p in (OBAMA3, OBAMA2):
+            r = c.post("/v1/predict?attributes=age", files={"file": (p.name, p.read_bytes(), "image/jpeg")})
+            assert r.status_code == 200, r.text
+            got[p.name] = r.json()["faces"][0]
+    bad, good = got["obama3.jpg"], got["obama2.jpg"]
+    assert bad["identity"]["name"] is None and bad["identity"]["spoof"] is True and bad["spoof_score"] < 0.7
+    assert "spoof score" in bad["identity"]["reason"] and bad["age"] is not None
+    assert good["identity"]["name"] == "obama" and good["spoof_score"] >= 0.7
