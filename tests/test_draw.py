@@ -135,6 +135,21 @@ def test_spoof_tag_only_when_the_score_fails_the_threshold():
     assert np.array_equal(annotate(img, res.faces), unmarked)
 
 
+def test_annotate_tags_spoofs_at_the_runs_own_threshold(tmp_path):
+    """`predict --spoof-threshold P --annotate`: the picture's SPOOF tag follows the run's threshold, not the
+    default (a real photo, P(real) ~0.69: tagged at 0.99, not at the default 0.5)."""
+    from ferkit.inference.draw import SPOOF_COLOUR
+
+    photo = [str(PHOTOS[1])]
+    pics = {}
+    for name, extra in (("default", ["--attributes", "spoof"]), ("strict", ["--spoof-threshold", "0.99"])):
+        r = run_cli("predict", *photo, "--annotate", tmp_path / name, "--quiet", *extra)
+        assert r.returncode == 0, r.stderr[-2000:]
+        pics[name] = cv2.imread(str(tmp_path / name / "obama.annotated.jpg"))
+    tag = _near(pics["strict"], SPOOF_COLOUR, 40) & ~_near(pics["default"], SPOOF_COLOUR, 40)
+    assert tag.sum() > 300, tag.sum()
+
+
 def test_video_frames_get_the_same_drawing(tmp_path):
     """An annotated video's frames show the 68 points of their rows, as photos do."""
     img = cv2.imread(str(PHOTOS[1]))

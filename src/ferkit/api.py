@@ -367,17 +367,37 @@ def describe_models() -> list[dict]:
     return rows
 
 
-def enroll(name: str, photos, gallery=None, quiet: bool = True):
+def enroll(name: str, photos, gallery=None, quiet: bool = True, anti_spoof: bool = False, spoof_threshold=None):
     """Store the embedding of each photo's single face under ``name`` in the SQLite gallery (identity extra);
-    returns an :class:`~ferkit.identity.verify.EnrolReport` (added / already enrolled / skipped with reasons)."""
+    returns an :class:`~ferkit.identity.verify.EnrolReport` (added / already enrolled / skipped with reasons).
+    ``anti_spoof=True`` (or a ``spoof_threshold``, default ``defaults.SPOOF_THRESHOLD``): a face scoring below
+    the threshold raises a one-line DataError and nothing is enrolled; the report has the scores."""
+    from ferkit.attributes import anti_spoof_threshold
     from ferkit.identity.verify import enroll as _enroll
 
-    return _enroll(name, [photos] if isinstance(photos, (str, Path)) else photos, gallery=gallery, quiet=quiet)
+    return _enroll(
+        name,
+        [photos] if isinstance(photos, (str, Path)) else photos,
+        gallery=gallery,
+        quiet=quiet,
+        spoof_threshold=anti_spoof_threshold(anti_spoof, spoof_threshold),
+    )
 
 
-def verify(photos, gallery=None, name: str | None = None, threshold: float | None = None, quiet: bool = True) -> list:
+def verify(
+    photos,
+    gallery=None,
+    name: str | None = None,
+    threshold: float | None = None,
+    quiet: bool = True,
+    anti_spoof: bool = False,
+    spoof_threshold=None,
+) -> list:
     """Best gallery match (or "unknown"), distance and threshold for every face in the photos; with ``name``,
-    1:1 verification against that identity (see :mod:`ferkit.identity`)."""
+    1:1 verification against that identity (see :mod:`ferkit.identity`). ``anti_spoof=True`` (or a
+    ``spoof_threshold``): each face gets ``spoof_score`` and ``spoof``; a face failing the threshold is flagged
+    (``status`` "spoof", ``reason``) and never matched."""
+    from ferkit.attributes import anti_spoof_threshold
     from ferkit.identity.verify import verify as _verify
 
     return _verify(
@@ -386,6 +406,7 @@ def verify(photos, gallery=None, name: str | None = None, threshold: float | Non
         name=name,
         threshold=threshold,
         quiet=quiet,
+        spoof_threshold=anti_spoof_threshold(anti_spoof, spoof_threshold),
     )
 
 

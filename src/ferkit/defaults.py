@@ -36,6 +36,10 @@ FAST = {"detector": "retinaface", "det_size": 320, "model": "fer_minixception"}
 # ranges detect on the same frames as one whole-file run. --detect-every 1: every frame.
 DETECT_EVERY = 2
 
-# Anti-spoofing: a face whose P(real) (human_antispoof's spoof_score) is under this fails the check. Human's own
-# cut-off for its sigmoid output; no spoof data was available here to validate it (README "Every face").
+# Anti-spoofing (`--anti-spoof` of enroll, verify and predict --gallery): a face whose spoof score (P(real) of the
+# zoo's human_antispoof model) is below this is refused (enroll), flagged and never matched (verify) or left
+# without an identity (predict); --spoof-threshold overrides it. 0.5 is the model's own decision boundary (its
+# sigmoid's midpoint). Not validated: no spoof data here. bench/spoof_scores.py (README "Anti-spoofing"): real
+# faces score 0.43-0.91 (4% of 100 LFW faces below 0.5), and home-made spoofs (a printed photo, heavy JPEG, a
+# screen's moire) land in the same range: no threshold separates them.
 SPOOF_THRESHOLD = 0.5

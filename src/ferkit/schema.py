@@ -44,7 +44,11 @@ FACE_FIELDS: dict[str, tuple[str, bool, str]] = {
     "probabilities": ("probabilities", True, "{class: probability}, summing to 1"),
     "valence": ("number", False, "multitask models: valence in [-1, 1]"),
     "arousal": ("number", False, "multitask models: arousal in [-1, 1]"),
-    "identity": ("any", True, "with a gallery: best match, distance, threshold; else null"),
+    "identity": (
+        "any",
+        True,
+        "with a gallery: best match, distance, threshold (anti-spoofing: spoof, reason); else null",
+    ),
 }
 # the per-face attributes (ferkit.attributes), present only on faces that were described
 ATTRIBUTE_FIELDS: dict[str, tuple[str, bool, str]] = {
@@ -240,8 +244,9 @@ BASE_COLUMNS = (
 )
 
 
-#: with a gallery (``identity=True``): the best match's name ("unknown" past the threshold) and its distance
-IDENTITY_COLUMNS = ("identity", "identity_distance")
+#: with a gallery (``identity=True``): the best match's name ("unknown" past the threshold), its distance, and
+#: why a face got no identity (anti-spoofing: its spoof score failed the threshold; empty otherwise)
+IDENTITY_COLUMNS = ("identity", "identity_distance", "identity_reason")
 #: with attributes (``attributes=True``): the scalar ones (the 68 landmarks stay in JSON lines); empty when withheld
 ATTRIBUTE_COLUMNS = (
     "age",
@@ -292,7 +297,7 @@ def table_rows(r: FileResult, classes: list[str], identity: bool = False, attrib
     for f in r.faces:
         d = f.to_dict()
         who = f.identity if isinstance(f.identity, dict) else {}
-        ident = [who.get("name"), _r(who.get("distance"))][:n_id]
+        ident = [who.get("name"), _r(who.get("distance")), who.get("reason")][:n_id]
         rows.append(
             head
             + [

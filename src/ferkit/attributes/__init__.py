@@ -26,6 +26,10 @@ Output, per face, only the keys of the attributes asked for:
   ``frontalness``: cos of the angle between the face's direction and the camera's axis (1 = facing it), and
   ``quality_reason``: why the face is a poor input for expression, or None.
 
+Anti-spoofing (``--anti-spoof``): :func:`anti_spoof_threshold` reads the options, :func:`spoof_verdict` /
+:func:`spoof_check` decide per face against the one threshold (``defaults.SPOOF_THRESHOLD``); enroll, verify and
+the Analyzer's identity step use them.
+
 An attribute that cannot be trusted is ``None`` and ``reasons[attribute]`` says why (a face too small for
 the model, a profile face, a crop-only input whose landmarks are not known, a flat/grey image); every row has
 a ``reasons`` dict (empty when nothing was withheld). Never a made-up value.
@@ -307,4 +311,60 @@ def describe(image_rgb: np.ndarray, faces, names=ATTRIBUTES, backend: str = "onn
     return rows
 
 
-__all__ = ["ATTRIBUTES", "FIELDS", "MEAN_FACE_3D", "describe", "head_pose", "pose_axes", "rotation_angles"]
+def spoof_threshold_problem(v: Any) -> str | None:
+    """What is wrong with ``v`` as a spoof threshold (the fix), or None: a number from 0 to 1, P(real)."""
+    ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and 0.0 <= v <= 1.0
+    return None if ok else "give a number from 0 to 1: the P(real) below which a face counts as a spoof"
+
+
+def anti_spoof_threshold(anti_spoof: bool = False, threshold: Any = None) -> float | None:
+    """The one reading of ``--anti-spoof`` / ``--spoof-threshold`` (and the API's ``anti_spoof``,
+    ``spoof_threshold``): None when anti-spoofing is off, else the threshold (``defaults.SPOOF_THRESHOLD`` unless
+    one is given; giving one turns anti-spoofing on). Text from the command line is read here; a bad value is one
+    ConfigError line."""
+    from ferkit import defaults
+
+    if threshold is None:
+        return float(defaults.SPOOF_THRESHOLD) if anti_spoof else None
+    v = threshold
+    if isinstance(v, str):
+        try:
+            v = float(v.strip())
+        except ValueError:
+            v = threshold
+    problem = spoof_threshold_problem(v)
+    if problem:
+        raise ConfigError(f"--spoof-threshold {threshold!r}: {problem}")
+    return float(v)
+
+
+def spoof_verdict(score: float | None, threshold: float, why: str | None = None) -> dict:
+    """``{"spoof_score", "spoof", "spoof_reason"}`` for one face: ``spoof`` is True when its score is below
+    ``threshold``, or when it has no score (``why``: a face too small or flat to score cannot pass a check meant to
+    refuse)."""
+    if score is None:
+        return {"spoof_score": None, "spoof": True, "spoof_reason": f"no spoof score ({why or 'withheld'})"}
+    bad = score < threshold
+    reason = f"spoof score {score:.4f} < threshold {threshold:g}" if bad else None
+    return {"spoof_score": score, "spoof": bool(bad), "spoof_reason": reason}
+
+
+def spoof_check(image_rgb: np.ndarray, faces, threshold: float, backend: str = "onnx") -> list[dict]:
+    """:func:`spoof_verdict` of each face of ``image_rgb`` (the ``spoof`` attribute of :func:`describe`)."""
+    rows = describe(image_rgb, faces, ["spoof"], backend=backend)
+    return [spoof_verdict(r["spoof_score"], threshold, r["reasons"].get("spoof")) for r in rows]
+
+
+__all__ = [
+    "ATTRIBUTES",
+    "FIELDS",
+    "MEAN_FACE_3D",
+    "anti_spoof_threshold",
+    "describe",
+    "head_pose",
+    "pose_axes",
+    "rotation_angles",
+    "spoof_check",
+    "spoof_threshold_problem",
+    "spoof_verdict",
+]

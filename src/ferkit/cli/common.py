@@ -34,3 +34,22 @@ def print_rows(rows: list[dict], as_json: bool, header: str, line) -> int:
     for r in rows:
         print(line(r))
     return 0
+
+
+def add_anti_spoof_options(p: argparse.ArgumentParser, what: str) -> None:
+    """``--anti-spoof`` and ``--spoof-threshold`` (read by :func:`ferkit.attributes.anti_spoof_threshold`)."""
+    from ferkit import defaults
+
+    p.add_argument(
+        "--anti-spoof",
+        action="store_true",
+        help=f"score each face with the anti-spoofing model (human_antispoof): {what} "
+        f"(not validated on spoof data: see the README's 'Anti-spoofing')",
+    )
+    p.add_argument(
+        "--spoof-threshold",
+        default=None,
+        metavar="P",
+        help=f"a face whose spoof score, P(real), is below P fails (default {defaults.SPOOF_THRESHOLD}; "
+        f"implies --anti-spoof)",
+    )

@@ -17,7 +17,7 @@ GALLERY_HELP = "gallery file (SQLite); default $FERKIT_GALLERY or ~/.local/share
 
 
 def add_parsers(sub) -> None:
-    from ferkit.cli.common import add_command
+    from ferkit.cli.common import add_anti_spoof_options, add_command
 
     extra = "needs the identity extra: pip install 'ferkit[identity]'"
     en = add_command(
@@ -34,6 +34,7 @@ def add_parsers(sub) -> None:
     en.add_argument("--name", required=True, help="identity name: letters, digits, space, . _ ' -")
     en.add_argument("--gallery", default=None, help=GALLERY_HELP)
     en.add_argument("--json", action="store_true", help="print the enrolment report as JSON")
+    add_anti_spoof_options(en, "a face failing the threshold refuses the run (nothing enrolled)")
 
     ve = add_command(
         sub,
@@ -55,6 +56,7 @@ The threshold is calibrated from the enrolled photos (see `ferkit gallery list`)
         help="accept when distance <= this (default: calibrated, at most dlib's 0.6)",
     )
     ve.add_argument("--json", action="store_true", help="JSON lines, one per face")
+    add_anti_spoof_options(ve, "a face failing the threshold is flagged (status spoof) and never matched")
 
     ga = add_command(
         sub,
@@ -126,15 +128,24 @@ def _gallery_arg(a):
 
 
 def cmd_enroll(a) -> int:
+    from ferkit.attributes import anti_spoof_threshold
     from ferkit.identity.embedder import FaceEncoder
     from ferkit.identity.gallery import Gallery, default_gallery_path, validate_name
     from ferkit.identity.verify import enroll
 
     validate_name(a.name)
+    spoof = anti_spoof_threshold(a.anti_spoof, a.spoof_threshold)
     path = a.gallery or default_gallery_path()
     if os.path.exists(path):
         Gallery(path, create=True).close()  # a corrupt or read-only gallery fails before the models load
-    rep = enroll(a.name, a.photos, gallery=path, encoder=FaceEncoder(detector=a.detector), quiet=a.quiet)
+    rep = enroll(
+        a.name,
+        a.photos,
+        gallery=path,
+        encoder=FaceEncoder(detector=a.detector),
+        quiet=a.quiet,
+        spoof_threshold=spoof,
+    )
     for p, why in rep.skipped:
         print(printable(f"skipped {p}: {why}"), file=sys.stderr)  # a file name cannot rewrite the terminal
     if a.json:
@@ -142,16 +153,23 @@ def cmd_enroll(a) -> int:
     print(
         f"enrolled {len(rep.added)} new photo(s) of {rep.name} into {rep.gallery}"
         + (f"; {len(rep.already)} already there" if rep.already else "")
-        + (f"; {len(rep.skipped)} skipped" if rep.skipped else ""),
+        + (f"; {len(rep.skipped)} skipped" if rep.skipped else "")
+        + (
+            f"; spoof scores {', '.join(f'{v:.4f}' for v in rep.spoof_scores.values())} >= {spoof:g}"
+            if spoof is not None and rep.spoof_scores
+            else ""
+        ),
         file=sys.stderr,
     )
     return 0
 
 
 def cmd_verify(a) -> int:
+    from ferkit.attributes import anti_spoof_threshold
     from ferkit.identity.embedder import FaceEncoder
     from ferkit.identity.verify import IdentityMatcher, _csv, verify
 
+    spoof = anti_spoof_threshold(a.anti_spoof, a.spoof_threshold)
     IdentityMatcher.from_gallery(a.gallery, a.threshold)  # gallery problems before the models load
     rows = verify(
         a.photos,
@@ -160,12 +178,14 @@ def cmd_verify(a) -> int:
         threshold=a.threshold,
         encoder=FaceEncoder(detector=a.detector),
         quiet=a.quiet,
+        spoof_threshold=spoof,
     )
     if a.json:
         for r in rows:
             print(json.dumps(r))
     else:
-        print("photo,face,identity,distance,threshold,status")
+        spoof_cols = ("spoof_score", "spoof", "reason") if spoof is not None else ()
+        print(",".join(("photo", "face", "identity", "distance", "threshold", "status", *spoof_cols)))
         for r in rows:
             print(
                 ",".join(
@@ -177,6 +197,7 @@ def cmd_verify(a) -> int:
                         r.get("distance", ""),
                         r.get("threshold", ""),
                         r["status"],
+                        *(("" if r.get(c) is None else r[c]) for c in spoof_cols),
                     )
                 )
             )

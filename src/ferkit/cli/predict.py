@@ -27,6 +27,7 @@ def add_analyzer_options(p) -> None:
     """The options shared by ``predict`` and ``serve``: one per :class:`AnalyzerSettings` field, each named as the
     field (``dest``), with its default from :mod:`ferkit.defaults` and its choices from their owners (the faces
     registry, the backends module). Values are checked by AnalyzerSettings, not argparse: one line, exit 2."""
+    from ferkit.cli.common import add_anti_spoof_options
     from ferkit.faces import available_backends
     from ferkit.inference.backends import BACKENDS
 
@@ -83,6 +84,7 @@ def add_analyzer_options(p) -> None:
         help="per-face attributes to add (default none: `all` costs about as much as the whole "
         "default pipeline; see the README's 'Every face')",
     )
+    add_anti_spoof_options(p, "with --gallery, a face failing the threshold gets no identity (with the reason)")
 
 
 def models_of(a) -> list:
@@ -95,6 +97,10 @@ def settings_from_args(a) -> AnalyzerSettings:
     from ferkit.inference.settings import FIELDS
 
     given = {f: getattr(a, f) for f in FIELDS if f != "models" and hasattr(a, f)}
+    if hasattr(a, "anti_spoof"):  # two options, one setting
+        from ferkit.attributes import anti_spoof_threshold
+
+        given["spoof_threshold"] = anti_spoof_threshold(a.anti_spoof, a.spoof_threshold)
     return AnalyzerSettings(models=models_of(a), **given)
 
 

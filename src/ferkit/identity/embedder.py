@@ -169,6 +169,7 @@ class PhotoFaces:
     faces: list
     embeddings: np.ndarray
     sha256: str | None = None
+    image: np.ndarray | None = None  # the decoded RGB photo (encode_file), for a second look: anti-spoofing
 
 
 class FaceEncoder:
@@ -198,6 +199,7 @@ class FaceEncoder:
         img = load_image(p)
         res = self.encode_image(img, str(p))
         res.sha256 = sha256_file(p)
+        res.image = img
         return res
 
     def encode_one(self, path: str | os.PathLike) -> PhotoFaces:

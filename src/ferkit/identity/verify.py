@@ -35,15 +35,21 @@ class EnrolReport:
     added: list[str] = field(default_factory=list)
     already: list[str] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (photo, reason)
+    spoof_threshold: float | None = None  # anti-spoofing on: every enrolled face passed it
+    spoof_scores: dict[str, float] = field(default_factory=dict)  # photo -> spoof score (P(real)), when on
 
     def to_dict(self) -> dict:
-        return {
+        d: dict[str, Any] = {
             "gallery": self.gallery,
             "name": self.name,
             "added": self.added,
             "already_enrolled": self.already,
             "skipped": [{"photo": p, "reason": r} for p, r in self.skipped],
         }
+        if self.spoof_threshold is not None:
+            d["spoof_threshold"] = self.spoof_threshold
+            d["spoof_scores"] = self.spoof_scores
+        return d
 
 
 def enroll(
@@ -52,17 +58,22 @@ def enroll(
     gallery: str | os.PathLike | None = None,
     encoder=None,
     quiet: bool = True,
+    spoof_threshold: float | None = None,
 ) -> EnrolReport:
     """Embed each photo's single face and store it under ``name`` (one transaction for the whole call).
 
     Photos with no face, several faces or that cannot be read are reported in ``skipped`` and not stored.
     Enrolling a photo already stored under ``name`` (same bytes) is a no-op reported in ``already``.
-    Nothing is written when no photo could be used; a ConfigError says so.
+    Nothing is written when no photo could be used; a ConfigError says so. ``spoof_threshold`` (anti-spoofing,
+    see :func:`ferkit.attributes.anti_spoof_threshold`): a face scoring below it is a DataError naming the photo,
+    its score and the threshold, and nothing of the call is enrolled; the scores are in the report.
     """
+    from ferkit.attributes import anti_spoof_threshold
     from ferkit.identity.embedder import FaceEncoder
     from ferkit.utils import progress
 
     validate_name(name)
+    spoof_threshold = anti_spoof_threshold(threshold=spoof_threshold)  # checked before any model loads
     files = expand_photos(photos)
     if not files:
         raise ConfigError("ferkit enroll: no photos given (pass image files or folders)")
@@ -70,7 +81,7 @@ def enroll(
     if path.exists():
         Gallery(path, create=True).close()  # before the slow part: a corrupt or read-only gallery fails fast
     enc = encoder or FaceEncoder()
-    rep = EnrolReport(str(path), name)
+    rep = EnrolReport(str(path), name, spoof_threshold=spoof_threshold)
     rows = []
     for f in progress(files, desc="enrol", unit="photo", quiet=quiet):
         try:
@@ -88,6 +99,16 @@ def enroll(
                 )
             )
             continue
+        if spoof_threshold is not None:
+            from ferkit.attributes import spoof_check
+
+            v = spoof_check(_image(r), r.faces, spoof_threshold)[0]
+            if v["spoof"]:
+                raise DataError(
+                    f"{f}: {v['spoof_reason']} (--anti-spoof): refused as a possible spoof; nothing was enrolled "
+                    f"from this run (enrol a live photo, or lower --spoof-threshold)"
+                )
+            rep.spoof_scores[str(f.resolve())] = v["spoof_score"]
         rows.append(
             {
                 "name": name,
@@ -107,6 +128,13 @@ def enroll(
         for row, new in zip(rows, g.add(rows), strict=True):
             (rep.added if new else rep.already).append(row["photo"])
     return rep
+
+
+def _image(r) -> np.ndarray:
+    """The decoded photo of a :class:`~ferkit.identity.embedder.PhotoFaces` (decoded again if not kept)."""
+    from ferkit.faces import load_image
+
+    return r.image if r.image is not None else load_image(r.path)
 
 
 class IdentityMatcher:
@@ -174,16 +202,21 @@ def verify(
     threshold: float | None = None,
     encoder=None,
     quiet: bool = True,
+    spoof_threshold: float | None = None,
 ) -> list[dict]:
     """For every face in every photo: best match (or "unknown"), distance and threshold.
 
     One dict per face (``face`` index, ``box``), or one per photo with ``status`` "no_face" / "error".
+    ``spoof_threshold`` (anti-spoofing): every face also gets ``spoof_score`` and ``spoof``; a face failing it
+    is flagged, never matched: ``status`` "spoof", ``identity`` None, ``match`` False and ``reason``.
     """
+    from ferkit.attributes import anti_spoof_threshold
     from ferkit.identity.embedder import FaceEncoder
     from ferkit.utils import progress
 
     if name is not None:
         validate_name(name)
+    spoof_threshold = anti_spoof_threshold(threshold=spoof_threshold)
     matcher = IdentityMatcher.from_gallery(gallery, threshold)
     files = expand_photos(photos)
     if not files:
@@ -199,9 +232,21 @@ def verify(
         if not r.faces:
             out.append({"photo": str(f), "status": "no_face", "identity": None})
             continue
-        for i, (face, emb) in enumerate(zip(r.faces, r.embeddings, strict=True)):
-            res = matcher.identify(emb, name)
-            out.append({"photo": str(f), "status": "ok", "face": i, "box": [round(v, 1) for v in face.box], **res})
+        checks: list[dict | None] = [None] * len(r.faces)
+        if spoof_threshold is not None:
+            from ferkit.attributes import spoof_check
+
+            checks = list(spoof_check(_image(r), r.faces, spoof_threshold))
+        for i, (face, emb, check) in enumerate(zip(r.faces, r.embeddings, checks, strict=True)):
+            row = {"photo": str(f), "status": "ok", "face": i, "box": [round(v, 1) for v in face.box]}
+            if check is not None and check["spoof"]:  # flagged, never a match: no name, no distance to read as one
+                row.update(status="spoof", identity=None, match=False, threshold=round(matcher.threshold, 4))
+                row.update(spoof_score=check["spoof_score"], spoof=True, reason=check["spoof_reason"])
+            else:
+                row.update(matcher.identify(emb, name))
+                if check is not None:
+                    row.update(spoof_score=check["spoof_score"], spoof=False)
+            out.append(row)
     return out
 
 

@@ -277,8 +277,17 @@ class Analyzer:
                 for r, attrs in zip(rs, rows, strict=True):
                     r.attributes = attrs
         if self.identity is not None:
+            spoof_t = self.settings.spoof_threshold
             for img, fs, rs in zip(images, faces, out, strict=True):
                 for r, ident in zip(rs, self.identity.assign(img, fs), strict=True):
+                    if spoof_t is not None:  # the spoof attribute was described above (the settings add it)
+                        from ferkit.attributes import spoof_verdict
+
+                        a = r.attributes or {}
+                        v = spoof_verdict(a.get("spoof_score"), spoof_t, (a.get("reasons") or {}).get("spoof"))
+                        if v["spoof"]:  # no identity for a face that may be a photo of a photo
+                            ident = {"name": None, "distance": None, "threshold": ident["threshold"], "match": False}
+                        ident = {**ident, "spoof": v["spoof"], "reason": v["spoof_reason"]}
                     r.identity = ident
         return out
 
@@ -506,6 +515,12 @@ class OutputNames:
         return name
 
 
+def _spoof_line(analyzer: Analyzer) -> float:
+    """The P(real) under which ``--annotate`` tags a face SPOOF: the run's own threshold when anti-spoofing is on."""
+    t = analyzer.settings.spoof_threshold
+    return defaults.SPOOF_THRESHOLD if t is None else t
+
+
 def predict_files(
     analyzer: Analyzer,
     paths: Iterable[str | os.PathLike],
@@ -541,7 +556,8 @@ def predict_files(
 
             from ferkit.inference.draw import annotate as draw
 
-            ok, jpg = cv2.imencode(".jpg", draw(img, r.faces))  # encoded here: OpenCV never sees the file name
+            drawn = draw(img, r.faces, spoof_threshold=_spoof_line(analyzer))
+            ok, jpg = cv2.imencode(".jpg", drawn)  # encoded here: OpenCV never sees the file name
             if ok:
                 atomic_write_bytes(ann / f"{stems[str(r.path)]}.annotated.jpg", jpg.tobytes(), what="--annotate")
         yield r

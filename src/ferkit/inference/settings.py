@@ -37,7 +37,9 @@ class AnalyzerSettings:
     classifier forward. ``device``: cpu, cuda, cuda:N, mps. ``gallery``: an identity gallery to name each face.
     ``workers``: images decoded and detected at once (None: one per core). ``attributes``: the per-face
     attributes of :mod:`ferkit.attributes` to add (names, a comma string, ``"all"`` or ``"none"``; default none:
-    ``all`` costs about as much as the whole default pipeline).
+    ``all`` costs about as much as the whole default pipeline). ``spoof_threshold``: anti-spoofing where identity
+    is assigned (None: off; the CLI's ``--anti-spoof`` gives ``defaults.SPOOF_THRESHOLD``): each face is scored
+    (the ``spoof`` attribute is added) and one scoring below it gets no identity, with the reason.
     """
 
     models: Any = defaults.MODEL
@@ -51,6 +53,7 @@ class AnalyzerSettings:
     gallery: str | None = None
     workers: int | None = None
     attributes: Any = ()
+    spoof_threshold: float | None = None  # anti-spoofing: None off; see the class docstring
 
     def __post_init__(self) -> None:
         models = self.models
@@ -62,7 +65,10 @@ class AnalyzerSettings:
         object.__setattr__(self, "models", models)
         object.__setattr__(self, "gallery", gallery)
         object.__setattr__(self, "detector", detector)
-        object.__setattr__(self, "attributes", parse_attributes(self.attributes))
+        attributes = parse_attributes(self.attributes)
+        if self.spoof_threshold is not None and isinstance(attributes, tuple):  # the score anti-spoofing reads
+            attributes = parse_attributes((*attributes, "spoof"))
+        object.__setattr__(self, "attributes", attributes)
         for f in dataclasses.fields(self):
             problem = _check(f.name, getattr(self, f.name))
             if problem:
@@ -169,6 +175,10 @@ def _check(name: str, v: Any) -> str | None:
         return None if isinstance(v, str) and v.strip() else "give cpu, cuda, cuda:N or mps"
     if name == "gallery":
         return None if v is None or isinstance(v, str) and v else "give the path of a gallery (ferkit enroll)"
+    if name == "spoof_threshold":
+        from ferkit.attributes import spoof_threshold_problem
+
+        return None if v is None else spoof_threshold_problem(v)
     if name == "attributes":
         from ferkit.attributes import ATTRIBUTES
 

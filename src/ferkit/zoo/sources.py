@@ -303,8 +303,9 @@ _add(
         input={"size": [128, 128], "channels": 3, "mean": [0.0, 0.0, 0.0], "std": [1.0, 1.0, 1.0]},
         training_data="Kaggle 'fake-face-detection' notebook by anku420 (antispoof.json: generatedBy "
         "https://www.kaggle.com/anku420/fake-face-detection, convertedBy vladmandic); Human's "
-        "models/README.md points to its wiki 'List of Models & Credits'. The training set of that notebook "
-        "(real vs. printed/replayed face photos) is not documented further in the package",
+        "models/README.md points to its wiki 'List of Models & Credits'. The notebook's data set is not "
+        "documented in the package: whether its 'fake' faces are presentation attacks (printed or replayed "
+        "photos) or edited/generated faces is not stated there, and ferkit could not check",
         claimed_accuracy="none stated; ferkit had no spoof data to validate any threshold",
         preprocessing="face crop as RGB in [0, 1] (Human's detector output), resized to 128x128 bilinear "
         "(src/face/antispoof.ts); output: sigmoid 'real' score, Human rounds it to 2 decimals",
