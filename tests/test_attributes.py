@@ -70,6 +70,42 @@ def test_mirrored_photo_flips_yaw_and_roll_keeps_pitch_and_landmarks_mirror_back
     assert np.abs(eyes - face.landmarks[:3]).max() < 0.08 * face.size
 
 
+@pytest.fixture(scope="module")
+def lfw_faces() -> list[np.ndarray]:
+    """skimage's lfw_subset: its first 100 images are near-frontal faces (25x25 grey), here RGB at 200x200."""
+    import cv2
+    import skimage.data
+
+    faces = skimage.data.lfw_subset()[:100]
+    return [cv2.resize(np.stack([(f * 255).astype(np.uint8)] * 3, -1), (200, 200)) for f in faces]
+
+
+def _poses(detector, images) -> np.ndarray:
+    """(yaw, pitch, roll) of each image's largest face; NaN where no face or no pose."""
+    out = []
+    for img in images:
+        faces = detector.detect(img)
+        row = describe(img, [max(faces, key=lambda f: f.size)], ["pose"])[0] if faces else {}
+        out.append([row.get("yaw"), row.get("pitch"), row.get("roll")])
+    return np.array(out, float)
+
+
+def test_frontal_faces_read_pitch_near_zero(photos, lfw_faces, detector):
+    """Faces that look into the lens read pitch ~0: the astronaut (face in the top third of the frame), Grace
+    Hopper and lfw_subset's near-frontal faces; and lfw's mirrored faces still flip yaw and roll."""
+    for name in ("astronaut", "grace_hopper"):
+        (yaw, pitch, roll) = _poses(detector, [photos[name]])[0]
+        assert abs(pitch) < 6 and abs(yaw) < 5, (name, yaw, pitch, roll)
+    pose = _poses(detector, lfw_faces)
+    mirror = _poses(detector, [np.ascontiguousarray(f[:, ::-1]) for f in lfw_faces])
+    both = ~(np.isnan(pose).any(1) | np.isnan(mirror).any(1))
+    assert both.sum() >= 90
+    pose, mirror = pose[both], mirror[both]
+    assert abs(np.mean(pose[:, 1])) < 5 and abs(np.median(pose[:, 1])) < 5
+    assert np.mean(np.abs(pose[:, 0] + mirror[:, 0])) < 3 and np.mean(np.abs(pose[:, 2] + mirror[:, 2])) < 2
+    assert np.mean(np.abs(pose[:, 1] - mirror[:, 1])) < 3
+
+
 def test_a_face_turned_to_its_own_left_has_positive_yaw(photos, detector):
     """Squeezing the image-right half of the face (the face's own left side) is what turning to its own left
     looks like to the camera: yaw goes positive; mirroring that makes it negative."""

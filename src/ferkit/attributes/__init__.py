@@ -16,7 +16,8 @@ Output, per face, only the keys of the attributes asked for:
   ``detectAllFaces().withAgeAndGender()`` frames it, averaged with its mirror image), ``gender``:
   ``"female"``/``"male"``, ``gender_score``: the probability of that label;
 * ``landmarks68``: 68 ``[x, y]`` in pixels of the image given, iBUG 300-W order;
-* ``yaw``, ``pitch``, ``roll``: degrees, from the 68 landmarks by ``cv2.solvePnP`` on :data:`MEAN_FACE_3D`.
+* ``yaw``, ``pitch``, ``roll``: degrees, from the 68 landmarks by ``cv2.solvePnP`` on :data:`MEAN_FACE_3D`,
+  measured from the line of sight (a face looking into the lens is 0, 0 wherever it is in the frame).
   **yaw > 0**: the face turns to its own left (its nose towards the image's right in an un-mirrored photo);
   **pitch > 0**: the face looks up; **roll > 0**: the head tilts towards its own left shoulder (its left eye,
   on the image's right, is lower). A mirrored photo flips yaw and roll and keeps pitch;
@@ -62,12 +63,14 @@ CROP_MARGIN = 0.1  # the detector box grown by 10% a side: the framing face-api'
 # A mean adult face in millimetres, written for ferkit from textbook anthropometry (inter-ocular outer
 # canthi ~90 mm, inner ~32 mm, mouth width ~50 mm, nasion-menton ~120 mm, nose projection ~20 mm).
 # Axes: x to the image's right (the face's own left), y down, z away from the camera; origin at the nose tip.
-# Keys: iBUG 68-point indices.
+# Keys: iBUG 68-point indices. iBUG 27 ("top of the nose bridge") is annotated where the bridge is deepest
+# between the eyes (the sellion), 2 mm above the eye corners on average on real faces, not at the anatomical
+# nasion 8 mm higher: placed there, it read every frontal face as looking ~5 degrees down.
 MEAN_FACE_3D = {
     8: (0.0, 75.0, 30.0),  # menton (chin)
     17: (-55.0, -52.0, 42.0), 21: (-12.0, -55.0, 24.0),  # brow, image-left: outer, inner
     22: (12.0, -55.0, 24.0), 26: (55.0, -52.0, 42.0),  # brow, image-right: inner, outer
-    27: (0.0, -45.0, 20.0),  # nasion
+    27: (0.0, -39.0, 20.0),  # sellion: iBUG 27 is the bridge between the eyes, at the eye corners' level
     30: (0.0, 0.0, 0.0),  # nose tip
     33: (0.0, 12.0, 15.0),  # subnasale
     36: (-45.0, -37.0, 35.0), 39: (-16.0, -37.0, 28.0),  # eye corners, image-left: outer, inner
@@ -148,7 +151,12 @@ def _profile(face) -> bool:
 
 def head_pose(landmarks68: np.ndarray, image_size: tuple[int, int]) -> tuple[float, float, float] | None:
     """(yaw, pitch, roll) in degrees from 68 landmarks (pixels) by ``cv2.solvePnP`` on :data:`MEAN_FACE_3D`, with
-    a pinhole camera of focal length = the image's longer side centred on the image; None if it fails."""
+    a pinhole camera of focal length = the image's longer side centred on the image; None if it fails.
+
+    The angles are measured from the line of sight (camera centre -> face), not from the camera's optical axis:
+    a face that looks into the lens is frontal (0, 0) wherever it sits in the frame. Measured from the optical
+    axis, a face in the top third of a photo that looks at the camera reads ~15 degrees "down" (the astronaut
+    photo read pitch -24 that way), and the true focal length of a photo (or of a crop of one) is unknown."""
     import cv2
 
     idx = sorted(MEAN_FACE_3D)
@@ -165,6 +173,13 @@ def head_pose(landmarks68: np.ndarray, image_size: tuple[int, int]) -> tuple[flo
     if not ok or tvec[2, 0] <= 0:
         return None
     r, _ = cv2.Rodrigues(rvec)
+    # rotate the camera frame so that its z axis runs through the face's centre: the pose as seen along that ray
+    ray = r @ obj.mean(axis=0) + tvec[:, 0]
+    ray /= np.linalg.norm(ray)
+    axis = np.cross(ray, [0.0, 0.0, 1.0])
+    if np.linalg.norm(axis) > 1e-12:
+        along, _ = cv2.Rodrigues(axis / np.linalg.norm(axis) * math.atan2(np.linalg.norm(axis), ray[2]))
+        r = along @ r
     fwd = r @ np.array([0.0, 0.0, -1.0])  # the face's direction, in camera coordinates (x right, y down, z ahead)
     right = r @ np.array([1.0, 0.0, 0.0])  # towards the face's own left
     yaw = math.degrees(math.atan2(fwd[0], -fwd[2]))
