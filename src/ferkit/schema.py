@@ -61,6 +61,12 @@ ATTRIBUTE_FIELDS: dict[str, tuple[str, bool, str]] = {
     "face_px": ("number", False, "attributes: the face box's shorter side in pixels"),
     "frontalness": ("number", False, "attributes: cos of the angle between the face's direction and the camera's"),
     "quality_reason": ("string", False, "attributes: why the face is a poor input for expression, or null"),
+    "mesh": (
+        "points",
+        False,
+        "attributes: 468 [x, y, z] (MediaPipe FaceMesh order) in pixels of the original image; "
+        "z: depth in the same scale, smaller = nearer; JSON and the API only, never a CSV/Parquet column",
+    ),
     "attribute_reasons": ("any", False, "attributes: {attribute: why it is null}, for each attribute withheld"),
 }
 FACE_FIELDS.update(ATTRIBUTE_FIELDS)

@@ -315,3 +315,50 @@ _add(
         spdx="MIT",
     )
 )
+
+FACEMESH_OUTPUTS = tuple(f"{axis}{i}" for i in range(468) for axis in "xyz") + ("face_flag",)
+
+_add(
+    ZooSource(
+        name="human_facemesh",
+        kind="attribute",
+        model="human_facemesh",
+        package="@vladmandic/human",
+        version="3.3.6",
+        registry="npm",
+        archive="vladmandic-human-3.3.6.tgz",
+        archive_sha256="425e9c51dbbca0c8934362b170cb0d54c2529c11c654b3c03092b16e9d6ad3f7",
+        files={
+            "package/models/facemesh.json": "b60ca26f404724f43bd2b1575761d8265180e1f053cc0731caa68462927309e7",
+            "package/models/facemesh.bin": "3826da640b0a3021161605369ee6af293f75d518040355b960ec71a3390c1c0b",
+        },
+        licence="MIT (the @vladmandic/human package, notice below); the network is Google's MediaPipe FaceMesh "
+        "(facemesh.json: generatedBy https://github.com/google/mediapipe, convertedBy vladmandic), which MediaPipe "
+        "publishes under Apache-2.0",
+        licence_file="package/LICENSE",
+        classes=FACEMESH_OUTPUTS,
+        input={"size": [192, 192], "channels": 3, "mean": [0.0, 0.0, 0.0], "std": [1.0, 1.0, 1.0]},
+        training_data="not stated in the package: Human's models/README.md only points to its wiki 'List of Models "
+        "& Credits', and facemesh.json names google/mediapipe as its origin; MediaPipe describes the model and its "
+        "data in Kartynnik et al. 2019, 'Real-time Facial Surface Geometry from Monocular Video on Mobile GPUs' "
+        "(mobile-camera face photos with 468 3D points; not checked here)",
+        claimed_accuracy="none in the package; MediaPipe's own figures are in the paper above; not re-measured by "
+        "ferkit beyond parity (on real faces ferkit checks that the mesh agrees with the 68 face-api points)",
+        preprocessing="face box (BlazeFace's, enlarged 1.4x and made square, src/face/blazeface.ts) cut and "
+        "resized to 192x192 (tf.image.cropAndResize, bilinear), RGB / 255 in [0, 1] (facemeshutil.ts "
+        "cutAndResize); outputs x, y in pixels of the 192x192 crop and z (depth, same scale, smaller = nearer), "
+        "and a face-flag score (sigmoid); Human keeps a mesh whose face score is >= 0.2 (config minConfidence)",
+        upstream="https://github.com/vladmandic/human (model from https://github.com/google/mediapipe)",
+        architecture="MediaPipe FaceMesh: 3x3/2 conv + 14 PReLU residual depthwise blocks (16-128 channels) to "
+        "6x6, then the mesh branch (3 blocks at 128, 1x1 conv to 32, 1 block) and the face-flag branch (1 block, "
+        "1x1 conv to 32, 1 block), each ending in a 3x3/3 conv stored as a Linear on the flattened 3x3 map; TF.js "
+        "graph model with float16-stored weights, widened to float32 exactly. The contour branch (133 points) is "
+        "not converted (Human does not read it)",
+        spdx="MIT AND Apache-2.0",
+        notes=(
+            "Outputs: 1404 raw values (x, y, z of 468 points, pixels of the 192x192 input) and the face-flag logit; "
+            "ferkit.zoo.outputs.decode gives x, y, z / 192 (fractions of the crop) and sigmoid(flag), and "
+            "ferkit.attributes maps them back to image pixels.",
+        ),
+    )
+)
