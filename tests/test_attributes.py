@@ -172,9 +172,9 @@ def test_mesh_agrees_with_the_68_points_and_mirrors(name, photos, detector):
 
 
 def test_mesh_is_withheld_with_a_reason_and_never_a_csv_column(photos, detector, tmp_path):
-    """A box on something that is not a face gets no mesh but a reason; a crop-only run has none; JSON carries
-    it, the CSV never."""
-    from ferkit.schema import FaceResult, FileResult, ResultWriter
+    """A box on something that is not a face gets no mesh but a reason; a crop-only run has none; JSON, Parquet
+    and to_pandas() carry it (a list), the CSV never."""
+    from ferkit.schema import FaceResult, FileResult, Results, ResultWriter
 
     img = photos["grace_hopper"]
     face = detector.detect(img)[0]
@@ -194,6 +194,22 @@ def test_mesh_is_withheld_with_a_reason_and_never_a_csv_column(photos, detector,
     w.close()
     header = out.read_text().splitlines()[0].split(",")
     assert "age" in header and not any("mesh" in h for h in header)
+    # Parquet and to_pandas(): a list column, only when a face has a mesh
+    import pandas as pd
+
+    plain = FileResult("p.jpg", faces=[FaceResult("p.jpg", 0, face.box, label="happy", score=1.0,
+                                                  probabilities={"happy": 1.0}, attributes={"age": 30.0})])  # fmt: skip
+    for results, has_mesh in (([result, plain, FileResult("n.jpg")], True), ([plain], False)):
+        out = tmp_path / f"r{has_mesh}.parquet"
+        w = ResultWriter("parquet", ["happy"], out, attributes=True)
+        for r in results:
+            w.write(r)
+        w.close()
+        for df in (pd.read_parquet(out), Results(results).to_pandas()):
+            assert ("mesh" in df.columns) is has_mesh and (df.columns[-1] == "mesh") is has_mesh
+            if has_mesh:
+                assert np.array([list(p) for p in df["mesh"].iloc[0]]).shape == (468, 3)
+                assert df["mesh"].iloc[1] is None and df["mesh"].iloc[2] is None and df["age"].iloc[1] == 30.0
 
 
 def test_bad_inputs_are_null_with_a_reason(photos, detector):
