@@ -16,7 +16,9 @@ Output, per face, only the keys of the attributes asked for:
 
 * ``age``: years (face-api's regression on the detection box made square, as face-api's
   ``detectAllFaces().withAgeAndGender()`` frames it, averaged with its mirror image), ``gender``:
-  ``"female"``/``"male"``, ``gender_score``: the probability of that label;
+  ``"female"``/``"male"``, ``gender_score``: the probability of that label. face-api's model only: Human's
+  ``faceres``, measured against it (``bench/faceres/age_gender_sources.py``), is steadier under mirroring but read
+  Grace Hopper as male and Obama as 23-40, and averaging the two made Grace Hopper male;
 * ``landmarks68``: 68 ``[x, y]`` in pixels of the image given, iBUG 300-W order;
 * ``yaw``, ``pitch``, ``roll``: degrees, from the 68 landmarks by ``cv2.solvePnP`` on :data:`MEAN_FACE_3D`,
   measured from the line of sight (a face looking into the lens is 0, 0 wherever it is in the frame). From the 68
