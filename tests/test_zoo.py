@@ -25,7 +25,7 @@ from ferkit.zoo.vocab import COMMON, ensemble_probs, to_common
 
 FIXTURES = Path(__file__).parent / "fixtures" / "zoo"
 SHIPPED = ["fer_minixception", "human_xception", "faceapi_expression"]
-ATTRIBUTE_MODELS = ["faceapi_agegender", "faceapi_landmarks68", "human_antispoof"]
+ATTRIBUTE_MODELS = ["faceapi_agegender", "faceapi_landmarks68", "human_antispoof", "human_facemesh"]
 # The README's promise, set from scripts/measure_tolerances.py (thread counts, oneDNN on/off, SSE4.1/AVX2/AVX-512):
 # probabilities moved at most 1.3e-6 (TOL is ~8x that); logits, unbounded and up to ~20 in size, moved at most
 # 1.0e-5 (faceapi_expression with oneDNN limited to AVX2; 1.05e-5 on the machine that converted the weights, as

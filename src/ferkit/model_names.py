@@ -16,6 +16,7 @@ BUILTIN_MODELS: dict[str, tuple[str, ...]] = {
     "fashion_cnn": (),
     "fer_minixception": ("mini_xception",),
     "human_antispoof": (),
+    "human_facemesh": (),
     "human_xception": ("big_xception",),
     "linear": ("logreg",),
     "mobilenet_v2": ("mobilenetv2",),

@@ -8,7 +8,9 @@ Version 3 adds the optional per-face attributes of :mod:`ferkit.attributes` (age
 pose, spoof score, quality; :data:`ATTRIBUTE_FIELDS`). They are written only for faces that were described
 (``FaceResult.attributes``), and their table columns (:data:`ATTRIBUTE_COLUMNS`) only when asked, so a run
 without attributes writes exactly what version 2 wrote, apart from the version number; a version-2 reader
-still finds every field it knows, with the same meaning.
+still finds every field it knows, with the same meaning. ``mesh`` (468 points, optional, no version bump) is a
+list in JSON, in Parquet and in ``to_pandas()`` (a last ``mesh`` column when any face has one), never a CSV column;
+the Ray engine's Parquet parts do not carry it.
 
 The field tables :data:`FACE_FIELDS` and :data:`FILE_FIELDS` are the single definition: ``to_dict`` writes only
 these keys, the server's OpenAPI models are built from them (:func:`openapi_models`), and the CSV / Parquet
@@ -65,6 +67,12 @@ ATTRIBUTE_FIELDS: dict[str, tuple[str, bool, str]] = {
     "face_px": ("number", False, "attributes: the face box's shorter side in pixels"),
     "frontalness": ("number", False, "attributes: cos of the angle between the face's direction and the camera's"),
     "quality_reason": ("string", False, "attributes: why the face is a poor input for expression, or null"),
+    "mesh": (
+        "points",
+        False,
+        "attributes: 468 [x, y, z] (MediaPipe FaceMesh order) in pixels of the original image; "
+        "z: depth in the same scale, smaller = nearer; a list in JSON, Parquet and to_pandas(), never a CSV column",
+    ),
     "attribute_reasons": ("any", False, "attributes: {attribute: why it is null}, for each attribute withheld"),
 }
 FACE_FIELDS.update(ATTRIBUTE_FIELDS)
@@ -206,7 +214,11 @@ class Results(list):
         if attributes is None:
             attributes = any(f.attributes is not None for r in self for f in r.faces)
         return table_frame(
-            [row for r in self for row in table_rows(r, classes, identity, attributes)], classes, identity, attributes
+            [row for r in self for row in table_rows(r, classes, identity, attributes)],
+            classes,
+            identity,
+            attributes,
+            meshes=[m for r in self for m in table_meshes(r)],
         )
 
 
@@ -271,13 +283,29 @@ def table_columns(classes: list[str], identity: bool = False, attributes: bool =
             else ()) + [f"p_{c}" for c in classes])  # fmt: skip
 
 
-def table_frame(rows: list[list[Any]], classes: list[str], identity: bool = False, attributes: bool = False):
+def table_frame(
+    rows: list[list[Any]],
+    classes: list[str],
+    identity: bool = False,
+    attributes: bool = False,
+    meshes: list[Any] | None = None,
+):
     """:func:`table_rows` as a pandas DataFrame, text as valid UTF-8 (:func:`utf8_text`): pandas may keep text as
-    Arrow strings and Parquet must, so a file name that is not UTF-8 is spelt with ``\\xNN`` escapes there."""
+    Arrow strings and Parquet must, so a file name that is not UTF-8 is spelt with ``\\xNN`` escapes there.
+    ``meshes`` (:func:`table_meshes`, one per row): a last ``mesh`` column of 468 ``[x, y, z]`` lists when any
+    face has one; the CSV never gets it (a list is no CSV cell)."""
     pd = _need_pandas()
-    return pd.DataFrame(
+    frame = pd.DataFrame(
         [[utf8_text(v) for v in row] for row in rows], columns=table_columns(classes, identity, attributes)
     )
+    if meshes is not None and any(m is not None for m in meshes):
+        frame["mesh"] = meshes
+    return frame
+
+
+def table_meshes(r: FileResult) -> list[Any]:
+    """The ``mesh`` attribute of each row of :func:`table_rows` (None where a face has none, or no face)."""
+    return [(f.attributes or {}).get("mesh") for f in r.faces] if r.faces else [None]
 
 
 def table_rows(r: FileResult, classes: list[str], identity: bool = False, attributes: bool = False) -> list[list[Any]]:
@@ -387,6 +415,7 @@ class ResultWriter:
         self.identity = identity  # a gallery names the faces: identity columns in csv / parquet
         self.attributes = attributes  # faces were described: attribute columns in csv / parquet
         self._rows: list = []
+        self._meshes: list = []  # parquet: the mesh of each row, if any
         self._out = None
         if path is not None and fmt != "parquet":
             from ferkit.utils import atomic_open
@@ -403,6 +432,7 @@ class ResultWriter:
     def write(self, r: FileResult) -> None:
         if self.fmt == "parquet":
             self._rows.extend(table_rows(r, self.classes, self.identity, self.attributes))
+            self._meshes.extend(table_meshes(r))
             return
         try:
             if self.fmt == "jsonl":
@@ -429,7 +459,8 @@ class ResultWriter:
             from ferkit.utils import atomic_path
 
             with atomic_path(self.path, suffix=".parquet", what="--output") as tmp:
-                table_frame(self._rows, self.classes, self.identity, self.attributes).to_parquet(tmp, index=False)
+                frame = table_frame(self._rows, self.classes, self.identity, self.attributes, self._meshes)
+                frame.to_parquet(tmp, index=False)
             return
         if self._out is not None:
             out, self._out = self._out, None

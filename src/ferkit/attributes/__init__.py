@@ -8,19 +8,31 @@ Torch-free at run time: the zoo's attribute models run as the ONNX graphs shippe
 OpenCV do the rest. ``backend="torch"`` runs the same converted weights in PyTorch (for checking).
 
 Models: ``faceapi_agegender`` (age, gender), ``faceapi_landmarks68`` (landmarks68, and through them pose and
-quality's frontalness), ``human_antispoof`` (spoof). See ``ferkit zoo info NAME`` for each card.
+quality's frontalness), ``human_antispoof`` (spoof), ``human_facemesh`` (mesh). See ``ferkit zoo info NAME`` for
+each card. None is on by default; ``"all"`` includes the mesh, which costs less than the others together
+(``bench/attributes_cost.py``: 5.6 ms per face against 12.5 ms for the six others, 2 CPU threads).
 
 Output, per face, only the keys of the attributes asked for:
 
 * ``age``: years (face-api's regression on the detection box made square, as face-api's
   ``detectAllFaces().withAgeAndGender()`` frames it, averaged with its mirror image), ``gender``:
-  ``"female"``/``"male"``, ``gender_score``: the probability of that label;
+  ``"female"``/``"male"``, ``gender_score``: the probability of that label. face-api's model only: Human's
+  ``faceres``, measured against it (``bench/faceres/age_gender_sources.py``), is steadier under mirroring but read
+  Grace Hopper as male and Obama as 23-40, and averaging the two made Grace Hopper male;
 * ``landmarks68``: 68 ``[x, y]`` in pixels of the image given, iBUG 300-W order;
-* ``yaw``, ``pitch``, ``roll``: degrees, from the 68 landmarks by ``cv2.solvePnP`` on :data:`MEAN_FACE_3D`.
+* ``yaw``, ``pitch``, ``roll``: degrees, from the 68 landmarks by ``cv2.solvePnP`` on :data:`MEAN_FACE_3D`,
+  measured from the line of sight (a face looking into the lens is 0, 0 wherever it is in the frame). From the 68
+  points, not the mesh: with the mesh's twins of 11 of the 68 points instead, a mirrored photo's yaw matched less
+  well on skimage's lfw_subset (mean |yaw + yaw'| 2.20 vs 1.56 degrees, 98 faces; astronaut |pitch - pitch'| 5.7
+  vs 0.9), and the mesh costs a model run more;
   **yaw > 0**: the face turns to its own left (its nose towards the image's right in an un-mirrored photo);
   **pitch > 0**: the face looks up; **roll > 0**: the head tilts towards its own left shoulder (its left eye,
   on the image's right, is lower). A mirrored photo flips yaw and roll and keeps pitch;
 * ``spoof_score``: P(real) of Human's anti-spoofing model (1 = real), ``spoof_model``: its zoo name;
+* ``mesh``: 468 ``[x, y, z]`` (MediaPipe FaceMesh's point order) in pixels of the image given; z is depth in the
+  same pixel scale, smaller = nearer the camera, relative to the face (MediaPipe's convention). The model reads
+  the detector box made square and grown 1.4x (Human's framing) at 192x192; a mesh whose face score is under
+  :data:`MIN_MESH_SCORE` (Human's threshold) is withheld. A JSON / Parquet list, never a CSV column;
 * ``sharpness``: variance of the Laplacian of the 112x112 grey aligned face (0..255 grey levels; blurred faces
   are below ~30, sharp photos in the hundreds), ``face_px``: the box's shorter side in pixels,
   ``frontalness``: cos of the angle between the face's direction and the camera's axis (1 = facing it), and
@@ -45,7 +57,7 @@ import numpy as np
 
 from ferkit.errors import ConfigError
 
-ATTRIBUTES = ("age", "gender", "landmarks68", "pose", "spoof", "quality")
+ATTRIBUTES = ("age", "gender", "landmarks68", "pose", "spoof", "quality", "mesh")
 FIELDS = {
     "age": ("age",),
     "gender": ("gender", "gender_score"),
@@ -53,8 +65,11 @@ FIELDS = {
     "pose": ("yaw", "pitch", "roll"),
     "spoof": ("spoof_score", "spoof_model"),
     "quality": ("sharpness", "face_px", "frontalness", "quality_reason"),
+    "mesh": ("mesh",),
 }
-AGEGENDER, LANDMARKS, ANTISPOOF = "faceapi_agegender", "faceapi_landmarks68", "human_antispoof"
+AGEGENDER, LANDMARKS, ANTISPOOF, MESH = "faceapi_agegender", "faceapi_landmarks68", "human_antispoof", "human_facemesh"
+MESH_MARGIN = 0.2  # the box made square and grown by 20% a side: 1.4x, Human's enlargement of its detector's box
+MIN_MESH_SCORE = 0.2  # Human's face.detector.minConfidence, which it applies to the mesh model's face score
 MIN_FACE_PX = 32  # below this the 112x112 models see an upscaled blur: no answer
 FLAT_STD = 2.0  # grey-level std of the face crop under which there is nothing to describe
 PROFILE_RATIO = 0.12  # nose this close (fraction of the eye distance) to an eye's x, or beyond: a profile
@@ -66,12 +81,14 @@ CROP_MARGIN = 0.1  # the detector box grown by 10% a side: the framing face-api'
 # A mean adult face in millimetres, written for ferkit from textbook anthropometry (inter-ocular outer
 # canthi ~90 mm, inner ~32 mm, mouth width ~50 mm, nasion-menton ~120 mm, nose projection ~20 mm).
 # Axes: x to the image's right (the face's own left), y down, z away from the camera; origin at the nose tip.
-# Keys: iBUG 68-point indices.
+# Keys: iBUG 68-point indices. iBUG 27 ("top of the nose bridge") is annotated where the bridge is deepest
+# between the eyes (the sellion), 2 mm above the eye corners on average on real faces, not at the anatomical
+# nasion 8 mm higher: placed there, it read every frontal face as looking ~5 degrees down.
 MEAN_FACE_3D = {
     8: (0.0, 75.0, 30.0),  # menton (chin)
     17: (-55.0, -52.0, 42.0), 21: (-12.0, -55.0, 24.0),  # brow, image-left: outer, inner
     22: (12.0, -55.0, 24.0), 26: (55.0, -52.0, 42.0),  # brow, image-right: inner, outer
-    27: (0.0, -45.0, 20.0),  # nasion
+    27: (0.0, -39.0, 20.0),  # sellion: iBUG 27 is the bridge between the eyes, at the eye corners' level
     30: (0.0, 0.0, 0.0),  # nose tip
     33: (0.0, 12.0, 15.0),  # subnasale
     36: (-45.0, -37.0, 35.0), 39: (-16.0, -37.0, 28.0),  # eye corners, image-left: outer, inner
@@ -152,7 +169,12 @@ def _profile(face) -> bool:
 
 def head_pose(landmarks68: np.ndarray, image_size: tuple[int, int]) -> tuple[float, float, float] | None:
     """(yaw, pitch, roll) in degrees from 68 landmarks (pixels) by ``cv2.solvePnP`` on :data:`MEAN_FACE_3D`, with
-    a pinhole camera of focal length = the image's longer side centred on the image; None if it fails."""
+    a pinhole camera of focal length = the image's longer side centred on the image; None if it fails.
+
+    The angles are measured from the line of sight (camera centre -> face), not from the camera's optical axis:
+    a face that looks into the lens is frontal (0, 0) wherever it sits in the frame. Measured from the optical
+    axis, a face in the top third of a photo that looks at the camera reads ~15 degrees "down" (the astronaut
+    photo read pitch -24 that way), and the true focal length of a photo (or of a crop of one) is unknown."""
     import cv2
 
     idx = sorted(MEAN_FACE_3D)
@@ -168,7 +190,15 @@ def head_pose(landmarks68: np.ndarray, image_size: tuple[int, int]) -> tuple[flo
         ok, rvec, tvec = cv2.solvePnP(obj, img, cam, None, rvec, tvec, True, cv2.SOLVEPNP_ITERATIVE)
     if not ok or tvec[2, 0] <= 0:
         return None
-    return rotation_angles(cv2.Rodrigues(rvec)[0])
+    r, _ = cv2.Rodrigues(rvec)
+    # rotate the camera frame so that its z axis runs through the face's centre: the pose as seen along that ray
+    ray = r @ obj.mean(axis=0) + tvec[:, 0]
+    ray /= np.linalg.norm(ray)
+    axis = np.cross(ray, [0.0, 0.0, 1.0])
+    if np.linalg.norm(axis) > 1e-12:
+        along, _ = cv2.Rodrigues(axis / np.linalg.norm(axis) * math.atan2(np.linalg.norm(axis), ray[2]))
+        r = along @ r
+    return rotation_angles(r)
 
 
 def rotation_angles(r: np.ndarray) -> tuple[float, float, float]:
@@ -260,6 +290,19 @@ def describe(image_rgb: np.ndarray, faces, names=ATTRIBUTES, backend: str = "onn
     if ok and "spoof" in names:
         x128 = np.stack([chips128[i] for i in ok])
         out["sp"] = decode(ANTISPOOF, _model(ANTISPOOF, backend)(_normalise(x128, ANTISPOOF)))
+    meshes: dict[int, np.ndarray | str] = {}  # face -> (468, 3) image pixels, or why there is none
+    if ok and "mesh" in names and not crop_only:
+        mmats = [crop_matrix(faces[j], MESH_MARGIN, (192, 192))[0] for j in ok]
+        x192 = np.stack([crop(image, faces[j], MESH_MARGIN, (192, 192)) for j in ok])
+        dec = decode(MESH, _model(MESH, backend)(_normalise(x192, MESH)))
+        for k, j in enumerate(ok):
+            if dec[k, -1] < MIN_MESH_SCORE:
+                meshes[j] = f"the mesh model sees no face (face score {dec[k, -1]:.2f} < {MIN_MESH_SCORE})"
+                continue
+            pts = dec[k, :-1].reshape(468, 3) * 192.0  # crop pixels
+            scale = 1.0 / mmats[k][0, 0]  # image pixels per crop pixel
+            xy = (pts[:, :2] - mmats[k][:, 2]) * scale
+            meshes[j] = np.concatenate([xy, pts[:, 2:] * scale], axis=1)
     lm_reason = "crop-only input (no face detection): the landmarks cannot be placed"
     for j, row in enumerate(rows):
         why = withheld[j]
@@ -287,6 +330,11 @@ def describe(image_rgb: np.ndarray, faces, names=ATTRIBUTES, backend: str = "onn
             row["yaw"], row["pitch"], row["roll"] = vals
             if pose is None:
                 row["reasons"]["pose"] = why or (lm_reason if crop_only else "solvePnP found no pose")
+        if "mesh" in names:
+            mesh = meshes.get(j)
+            row["mesh"] = np.round(mesh, 2).tolist() if isinstance(mesh, np.ndarray) else None
+            if row["mesh"] is None:
+                row["reasons"]["mesh"] = mesh if isinstance(mesh, str) else (why or lm_reason)
         if "spoof" in names:
             row["spoof_score"] = round(float(out["sp"][k, 0]), 4) if k >= 0 else None
             row["spoof_model"] = ANTISPOOF

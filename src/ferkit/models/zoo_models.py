@@ -20,6 +20,17 @@
 * ``human_antispoof``: @vladmandic/human's anti-spoofing CNN: three 3x3 "valid" convs (64, 32, 16), each
   followed by a 2x2 max pool and a ReLU, flattened in TensorFlow's NHWC order, a 128-unit ReLU layer and
   one output (sigmoid: "real" score). 128x128 RGB in [0, 1]. Stages: conv0, conv1, conv2, fc, head.
+* ``human_facemesh``: MediaPipe FaceMesh (468 3D points) as shipped by @vladmandic/human: a 3x3/2 conv
+  (16) with PReLU, then residual blocks (3x3 depthwise + 1x1 conv, added to the input, or to its 2x2 max pool
+  zero-padded to the new width when the block halves the map; PReLU after the sum), 16-128 channels down to
+  6x6 (``trunk``); then two branches of the original's three: ``mesh`` (three 128 blocks, a 1x1 conv to 32 with
+  PReLU, one 32 block) and ``flag`` (one 128 block, the same 32 tail), each ending in a 3x3 map of 32. The
+  original ends each branch in a 3x3/3 "valid" conv to 1404 (mesh) and to 1 (face flag); on a 3x3 map that is a
+  ``Linear`` on the flattened map, so the head (:class:`FaceMeshHead`) is two ``Linear`` layers, one per branch,
+  whose outputs are concatenated: 1404 mesh values (x, y, z of 468 points, in pixels of the 192x192 input) and
+  the face-flag logit. The third branch (133 contour points) is not kept: Human does not read it. 192x192 RGB in
+  [0, 1].
+  Stages: stem, trunk, mesh, flag, head.
 
 Padding follows TensorFlow's ``"same"`` rule (:func:`tf_same_pad`): when the total padding is odd the
 extra pixel goes to the bottom/right, which a symmetric PyTorch ``padding=`` cannot express; max
@@ -329,6 +340,84 @@ class HumanAntispoofNet(FerNet):
         return F.relu(self.fc(torch.flatten(x.permute(0, 2, 3, 1), 1)))  # TF flattens NHWC
 
 
+# ---------------------------------------------------------------------------------- Human facemesh
+
+#: (in, out, stride) of each residual block of the trunk and of the two branches, and the branches' 1x1 width
+FACEMESH_TRUNK = [(16, 16, 1), (16, 16, 1), (16, 32, 2), (32, 32, 1), (32, 32, 1), (32, 64, 2), (64, 64, 1),
+                  (64, 64, 1), (64, 128, 2), (128, 128, 1), (128, 128, 1), (128, 128, 2), (128, 128, 1),
+                  (128, 128, 1)]  # fmt: skip
+FACEMESH_MESH = [(128, 128, 2), (128, 128, 1), (128, 128, 1)]
+FACEMESH_FLAG = [(128, 128, 2)]
+FACEMESH_TAIL = 32
+
+
+class PReLUBlock(nn.Module):
+    """MediaPipe's residual block: PReLU(x' + pw(dw(x))), x' = x, or for a stride-2 block x max-pooled 2x2 and
+    zero-padded from ``cin`` to ``cout`` channels."""
+
+    def __init__(self, cin: int, cout: int, stride: int):
+        super().__init__()
+        self.cin, self.cout, self.stride = cin, cout, stride
+        self.dw = Conv2dSame(cin, cin, 3, stride=stride, groups=cin, bias=False)
+        self.pw = nn.Conv2d(cin, cout, 1)
+        self.act = nn.PReLU(cout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.pw(self.dw(x))
+        if self.stride == 2:
+            x = F.max_pool2d(x, 2)
+        if self.cout > self.cin:
+            x = F.pad(x, (0, 0, 0, 0, 0, self.cout - self.cin))
+        return self.act(x + y)
+
+
+class FaceMeshBranch(nn.Module):
+    """Residual blocks at 128, a 1x1 conv to 32 with PReLU, and one residual block at 32."""
+
+    def __init__(self, blocks: list[tuple[int, int, int]]):
+        super().__init__()
+        self.blocks = nn.Sequential(*[PReLUBlock(*b) for b in blocks])
+        self.proj = nn.Conv2d(blocks[-1][1], FACEMESH_TAIL, 1)
+        self.proj_act = nn.PReLU(FACEMESH_TAIL)
+        self.tail = PReLUBlock(FACEMESH_TAIL, FACEMESH_TAIL, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.tail(self.proj_act(self.proj(self.blocks(x))))
+
+
+class FaceMeshHead(nn.Module):
+    """The original's last 3x3/3 "valid" convolutions on the two branches' 3x3 maps, as two ``Linear`` layers on
+    the flattened maps (``(B, 2 * C * 9)``, mesh branch first): ``[mesh (num_classes - 1), face-flag logit]``."""
+
+    def __init__(self, in_features: int, num_classes: int):
+        super().__init__()
+        self.split = in_features // 2
+        self.mesh = nn.Linear(self.split, num_classes - 1)
+        self.flag = nn.Linear(in_features - self.split, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([self.mesh(x[:, : self.split]), self.flag(x[:, self.split :])], 1)
+
+
+class HumanFaceMeshNet(FerNet):
+    first_conv = "stem"
+
+    def __init__(self, num_classes: int, in_channels: int, task: str, head: str):
+        super().__init__()
+        self.stem = Conv2dSame(in_channels, 16, 3, stride=2)
+        self.stem_act = nn.PReLU(16)
+        self.trunk = nn.Sequential(*[PReLUBlock(*b) for b in FACEMESH_TRUNK])
+        self.mesh = FaceMeshBranch(FACEMESH_MESH)
+        self.flag = FaceMeshBranch(FACEMESH_FLAG)
+        dim = 2 * FACEMESH_TAIL * 9  # two flattened 3x3 maps of a 192x192 input
+        self.head = make_head(task, dim, FaceMeshHead(dim, num_classes))
+        self._finish(task=task, num_classes=num_classes, in_channels=in_channels, feature_dim=dim)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.trunk(self.stem_act(self.stem(x)))
+        return torch.cat([torch.flatten(self.mesh(x), 1), torch.flatten(self.flag(x), 1)], 1)
+
+
 # ------------------------------------------------------------------------------------------- registration
 
 MINIXCEPTION_CARD = ModelCard(
@@ -424,3 +513,22 @@ def faceapi_agegender(num_classes: int, in_channels: int, task: str, head: str =
 @register_model(ANTISPOOF_CARD)
 def human_antispoof(num_classes: int, in_channels: int, task: str, head: str = "linear") -> nn.Module:
     return HumanAntispoofNet(num_classes, in_channels, task, check_head(ANTISPOOF_CARD, head))
+
+
+FACEMESH_CARD = ModelCard(
+    name="human_facemesh",
+    input_size=(192, 192),
+    in_channels=3,
+    source="zoo: @vladmandic/human 3.3.6 (facemesh.json: MediaPipe FaceMesh)",
+    description="MediaPipe FaceMesh: PReLU residual depthwise blocks (16-128), mesh and face-flag branches, "
+    "Linear to 468 x (x, y, z) + 1 face-flag logit; 192x192 only; zoo weights: `ferkit zoo info human_facemesh`",
+    mean=(0.0, 0.0, 0.0),
+    std=(1.0, 1.0, 1.0),
+    heads=("linear",),
+    extra={"cam_stage": "trunk", "zoo": "human_facemesh"},
+)
+
+
+@register_model(FACEMESH_CARD)
+def human_facemesh(num_classes: int, in_channels: int, task: str, head: str = "linear") -> nn.Module:
+    return HumanFaceMeshNet(num_classes, in_channels, task, check_head(FACEMESH_CARD, head))

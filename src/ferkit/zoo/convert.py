@@ -375,6 +375,139 @@ def convert_tfjs_antispoof(model_json: bytes, weights_bin: bytes) -> dict[str, t
     return sd
 
 
+def _facemesh_chain(nodes: dict[str, dict], name: str) -> list[tuple]:
+    """The layers from the graph's input to node ``name``, walked backwards (each branch of the graph has one
+    path back): ``("conv", node)`` for a fused convolution, ``("block", prelu, pw, dw, shortcut)`` for a
+    residual block ``PReLU(shortcut(x) + pw(dw(x)))``, ``shortcut`` being ``None`` (identity), ``"pool"`` or the
+    channel padding's Pad node (a pool then zero channels)."""
+    layers: list[tuple] = []
+    while nodes[name]["op"] != "Placeholder":
+        n = nodes[name]
+        if n["op"] == "_FusedConv2D":
+            layers.append(("conv", n))
+            name = n["input"][0]
+        elif n["op"] == "Prelu" and nodes[n["input"][0]]["op"] == "AddV2":
+            ins = nodes[n["input"][0]]["input"]
+            pws = [i for i in ins if nodes[nodes[i]["input"][0]]["op"] == "DepthwiseConv2dNative"]
+            if len(pws) != 1 or nodes[pws[0]]["op"] != "_FusedConv2D":
+                raise ConversionError(f"facemesh.json: {n['name']} is not PReLU(x + conv1x1(depthwise(x)))")
+            pw = nodes[pws[0]]
+            dw = nodes[pw["input"][0]]
+            src = dw["input"][0]
+            short = nodes[next(i for i in ins if i != pws[0])]
+            kind: str | dict | None = None
+            if short["name"] != src:
+                pool = nodes[short["input"][0]] if short["op"] == "Pad" else short
+                if pool["op"] != "MaxPool" or pool["input"][0] != src:
+                    raise ConversionError(f"facemesh.json: {n['name']}'s shortcut is not x, pool(x) or pad(pool(x))")
+                kind = short if short["op"] == "Pad" else "pool"
+            layers.append(("block", n, pw, dw, kind))
+            name = src
+        else:
+            raise ConversionError(f"facemesh.json: unexpected {n['op']} node {n['name']}")
+    return layers[::-1]
+
+
+def convert_tfjs_facemesh(
+    model_json: bytes, weights_bin: bytes, trunk: list, mesh: list, flag: list, tail: int
+) -> dict[str, torch.Tensor]:
+    """Human's ``facemesh.json`` + ``.bin`` (MediaPipe FaceMesh, float16-stored TF.js graph) -> state dict of
+    :class:`ferkit.models.zoo_models.HumanFaceMeshNet`.
+
+    Each output is walked back to the input (:func:`_facemesh_chain`); the two walks must share the stem and
+    the trunk, and every layer's kernel shape, stride, padding and fused ops must be those of the module's plan
+    (``trunk``, ``mesh``, ``flag``: (in, out, stride) per block; ``tail``: the branches' 1x1 width). The last
+    3x3/3 "valid" convolutions on the branches' 3x3 maps become the head's two ``Linear`` layers. The third
+    output (contours) is left out."""
+    m = json.loads(model_json)
+    if m.get("format") != "graph-model":
+        raise ConversionError(f"facemesh.json: format {m.get('format')!r}, expected graph-model")
+    w = read_tfjs_weights(m["weightsManifest"], [weights_bin])
+    nodes = {n["name"]: n for n in m["modelTopology"]["node"]}
+    outputs = {o["name"].split(":")[0]: k for k, o in m.get("signature", {}).get("outputs", {}).items()}
+
+    def head_conv(identity: str) -> str:
+        n = nodes[nodes[identity]["input"][0]]  # Identity -> Reshape
+        n = nodes[n["input"][0]]
+        return n["input"][0] if n["op"] == "Sigmoid" else n["name"]
+
+    ends = {k: head_conv(i) for i, k in outputs.items() if k in ("output_mesh", "output_faceflag")}
+    if len(ends) != 2:
+        raise ConversionError(f"facemesh.json: outputs {sorted(outputs.values())}, need output_mesh, output_faceflag")
+
+    def attrs(n: dict) -> tuple[list[int], str, list[str]]:
+        a = n.get("attr", {})
+        return ([int(i) for i in a["strides"]["list"]["i"]][1:3], _b64(a["padding"]["s"]),
+                [_b64(x) for x in a.get("fused_ops", {}).get("list", {}).get("s", [])])  # fmt: skip
+
+    def check(n: dict, shape: tuple, stride: int, padding: str, fused: list[str] | None) -> np.ndarray:
+        k = w[n["input"][1]]
+        got = attrs(n)
+        if tuple(k.shape) != shape or got[0] != [stride, stride] or got[1] != padding or (fused and got[2] != fused):
+            raise ConversionError(
+                f"facemesh.json: {n['name']} is {tuple(k.shape)} stride {got[0]} {got[1]} {got[2]}; expected "
+                f"{shape} stride {stride} {padding} {fused}"
+            )
+        return k
+
+    sd: dict[str, torch.Tensor] = {}
+
+    def alpha(name: str, c: int) -> torch.Tensor:
+        a = w[name]
+        if a.size != c:
+            raise ConversionError(f"facemesh.json: PReLU {name} has {a.size} slopes, expected {c}")
+        return _t(a.reshape(-1))
+
+    def block(layer: tuple, prefix: str, cin: int, cout: int, stride: int) -> None:
+        if layer[0] != "block":
+            raise ConversionError(f"facemesh.json: {layer[1]['name']} where a residual block ({prefix}) belongs")
+        _, prelu, pw, dw, short = layer
+        want_short = None if stride == 1 and cin == cout else "pool" if cin == cout else "pad"
+        have_short = short if short in (None, "pool") else "pad"
+        if want_short != have_short:
+            raise ConversionError(f"facemesh.json: {prelu['name']} shortcut {have_short}, expected {want_short}")
+        if have_short == "pad":
+            pads = w[short["input"][1]].tolist()
+            if pads != [[0, 0], [0, 0], [0, 0], [0, cout - cin]]:
+                raise ConversionError(f"facemesh.json: {short['name']} pads {pads}, expected zeros appended")
+        sd[f"{prefix}.dw.weight"] = _dw_w(check(dw, (3, 3, cin, 1), stride, "SAME", None))
+        sd[f"{prefix}.pw.weight"] = _conv_w(check(pw, (1, 1, cin, cout), 1, "VALID", ["BiasAdd"]))
+        sd[f"{prefix}.pw.bias"] = _t(w[pw["input"][2]])
+        sd[f"{prefix}.act.weight"] = alpha(prelu["input"][1], cout)
+
+    def conv_prelu(layer: tuple, prefix: str, act: str, shape: tuple, stride: int, padding: str) -> None:
+        if layer[0] != "conv":
+            raise ConversionError(f"facemesh.json: {layer[1]['name']} where a convolution ({prefix}) belongs")
+        n = layer[1]
+        sd[f"{prefix}.weight"] = _conv_w(check(n, shape, stride, padding, ["BiasAdd", "Prelu"]))
+        sd[f"{prefix}.bias"] = _t(w[n["input"][2]])
+        sd[f"{act}.weight"] = alpha(n["input"][3], shape[3])
+
+    heads = {}
+    chains = {k: _facemesh_chain(nodes, v) for k, v in ends.items()}
+    shared = [lay[1]["name"] for lay in chains["output_mesh"][: 1 + len(trunk)]]
+    if shared != [lay[1]["name"] for lay in chains["output_faceflag"][: 1 + len(trunk)]]:
+        raise ConversionError("facemesh.json: the mesh and face-flag outputs do not share the stem and trunk")
+    for out, branch, blocks in (("output_mesh", "mesh", mesh), ("output_faceflag", "flag", flag)):
+        chain = chains[out]
+        if len(chain) != 1 + len(trunk) + len(blocks) + 3:
+            raise ConversionError(f"facemesh.json: {out} is {len(chain)} layers deep, expected "
+                                  f"{1 + len(trunk) + len(blocks) + 3}")  # fmt: skip
+        conv_prelu(chain[0], "stem", "stem_act", (3, 3, 3, trunk[0][0]), 2, "SAME")
+        for i, b in enumerate(trunk):
+            block(chain[1 + i], f"trunk.{i}", *b)
+        for i, b in enumerate(blocks):
+            block(chain[1 + len(trunk) + i], f"{branch}.blocks.{i}", *b)
+        conv_prelu(chain[-3], f"{branch}.proj", f"{branch}.proj_act", (1, 1, blocks[-1][1], tail), 1, "VALID")
+        block(chain[-2], f"{branch}.tail", tail, tail, 1)
+        last = chain[-1][1]
+        k = check(last, (3, 3, tail, w[last["input"][1]].shape[3]), 3, "VALID", ["BiasAdd"])
+        heads[branch] = (_conv_w(k).reshape(k.shape[3], -1), _t(w[last["input"][2]]))
+    for branch, (weight, bias) in heads.items():
+        sd[f"head.{branch}.weight"], sd[f"head.{branch}.bias"] = weight.contiguous(), bias
+    return sd
+
+
 # --------------------------------------------------------------------------------------------- driver
 
 CONVERTERS = {
@@ -394,7 +527,15 @@ CONVERTERS = {
     "human_antispoof": lambda f: convert_tfjs_antispoof(
         f["package/models/antispoof.json"], f["package/models/antispoof.bin"]
     ),
+    "human_facemesh": lambda f: _convert_facemesh(f),
 }
+
+
+def _convert_facemesh(f: dict[str, bytes]) -> dict[str, torch.Tensor]:
+    from ferkit.models import zoo_models as zm
+
+    return convert_tfjs_facemesh(f["package/models/facemesh.json"], f["package/models/facemesh.bin"],
+                                 zm.FACEMESH_TRUNK, zm.FACEMESH_MESH, zm.FACEMESH_FLAG, zm.FACEMESH_TAIL)  # fmt: skip
 
 
 def convert(name: str, archive: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, bytes]]:
