@@ -272,9 +272,10 @@ class Analyzer:
             from ferkit.attributes import describe
 
             for img, fs, rs, names in zip(images, faces, out, per_image, strict=True):
-                rows = describe(img, fs if self.detect_faces else None, list(names)) if fs and names else []
-                for r, attrs in zip(rs, rows, strict=True):
-                    r.attributes = attrs
+                if fs and names:  # an image asked for none (a request's ?attributes=none) keeps its faces bare
+                    rows = describe(img, fs if self.detect_faces else None, list(names))
+                    for r, attrs in zip(rs, rows, strict=True):
+                        r.attributes = attrs
         if self.identity is not None:
             for img, fs, rs in zip(images, faces, out, strict=True):
                 for r, ident in zip(rs, self.identity.assign(img, fs), strict=True):
