@@ -171,3 +171,16 @@ def test_bad_video_option_is_one_line_exit_2_as_the_api_says_it(clip, flag, valu
         ferkit.predict(inputs=[video], **keyword)
     assert lines[0].endswith(str(e.value)) and str(e.value).startswith(f"{flag} {value}: give "), (lines, e.value)
     assert not r.stdout
+
+
+def test_a_video_options_record_is_the_keywords(clip):
+    """ferkit.predict(..., video=VideoOptions(smooth=0.3)) gives the rows of smooth=0.3; giving both the record
+    and a keyword is one ConfigError line (which would win is not a guess the API makes)."""
+    import ferkit
+    from ferkit.errors import ConfigError
+
+    video, _, smoothed = clip
+    got = ferkit.predict(inputs=[video], attributes="age,gender", video=ferkit.VideoOptions(smooth=ALPHA))[0]
+    assert [f.to_dict() for f in got.faces] == [f.to_dict() for f in smoothed.faces]
+    with pytest.raises(ConfigError, match=r"^give the video options either as video=VideoOptions\(\.\.\.\) or as"):
+        ferkit.predict(inputs=[video], video=ferkit.VideoOptions(), detect_every=4)

@@ -159,7 +159,8 @@ exit code: 0 if no input failed, 2 if any input failed (errors are also one line
         type=float,
         default=None,
         metavar="ALPHA",
-        help="videos: EMA of each tracked face's probabilities (0 < ALPHA <= 1; off by default)",
+        help="videos: EMA of each tracked face's probabilities, and of its age and gender score with --attributes "
+        "(0 < ALPHA <= 1; off by default)",
     )
     pr.add_argument("--webcam", type=int, metavar="N", help="analyse camera N live (q or Ctrl-C stops)")
     pr.add_argument("--max-frames", type=int, default=None, help="videos/webcam: stop after this many frames")
