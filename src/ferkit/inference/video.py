@@ -44,14 +44,12 @@ from typing import Any
 
 import numpy as np
 
-from ferkit import defaults
 from ferkit.errors import ConfigError, DataError
 from ferkit.inference.settings import VideoOptions
 from ferkit.schema import FaceResult, FileResult
 from ferkit.utils import atomic_open, atomic_path, atomic_write_bytes, discard
 
 FRAMES_PER_BATCH = 8  # analysed frames whose faces share classifier forwards
-DETECT_EVERY = defaults.DETECT_EVERY  # the detector runs on every N-th analysed frame; faces followed in between
 CHECK_FRAMES = 3  # frames compared where two ranges meet (stitch_ranges)
 COLOURS = {
     "angry": (0, 0, 255),
