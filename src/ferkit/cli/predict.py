@@ -466,6 +466,16 @@ def _predict_on_ray(a, settings: AnalyzerSettings, video: VideoOptions) -> int:
         raise ConfigError(
             "--engine ray runs photos and videos with detection: drop --webcam and --annotate (or use the local engine)"
         )
+    local_only = [
+        f"--{f.replace('_', '-')}"
+        for f in ("detect_every", "smooth", "max_frames")
+        if getattr(video, f) != getattr(VideoOptions(), f)
+    ]
+    if local_only:  # the actors analyse frame ranges apart and stitch their tracks: none of these reaches them
+        raise ConfigError(
+            f"--engine ray takes --stride only of the video options: drop {', '.join(local_only)} "
+            "(or use the local engine)"
+        )
     s = api.predict_dataset(
         a.inputs,
         a.output,
