@@ -18,6 +18,7 @@ API_NAMES = (
     "AnalyzerSettings",
     "TrainConfig",
     "TrainResult",
+    "VideoOptions",
     "analyze",
     "analyzer",
     "collect",

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from ferkit import defaults
 from ferkit.inference.ray_engine import DEFAULT_BATCH_SIZE, DEFAULT_FRAMES_PER_TASK
-from ferkit.inference.settings import AnalyzerSettings
+from ferkit.inference.settings import AnalyzerSettings, VideoOptions
 from ferkit.refs import load_checkpoint, load_model
 
 if TYPE_CHECKING:  # the lazy re-exports below, as linters and type checkers see them
@@ -105,9 +105,9 @@ def predict(
     *,
     settings: AnalyzerSettings | None = None,
     annotate=None,
-    stride: int = 1,
-    smooth: float | None = None,
-    max_frames: int | None = None,
+    stride: int = defaults.STRIDE,
+    smooth: float | None = defaults.SMOOTH,
+    max_frames: int | None = defaults.MAX_FRAMES,
     detect_every: int = defaults.DETECT_EVERY,
     **knobs,
 ):
@@ -118,7 +118,12 @@ def predict(
     ``model``: checkpoint file, run folder, zoo name, ``.onnx`` file, or a list of them (an ensemble).
     ``detect=False``: each input is already a face crop (one whole-image face per file). Unreadable inputs are
     results with ``status="error"`` and a reason, never exceptions. :func:`iter_predict` yields the same results
-    one by one. {settings}"""
+    one by one. {settings}
+
+    Videos: ``stride`` (analyse every N-th frame), ``detect_every`` (the detector on every N-th analysed frame,
+    faces followed in between), ``smooth`` (ALPHA of each track's EMA of probabilities, age and gender),
+    ``max_frames``: the CLI's ``--stride``, ``--detect-every``, ``--smooth``, ``--max-frames``, built into one
+    :class:`~ferkit.inference.settings.VideoOptions` (checked before any input is read)."""
     from ferkit.schema import Results
 
     return Results(
@@ -142,20 +147,26 @@ def iter_predict(
     *,
     settings: AnalyzerSettings | None = None,
     annotate=None,
-    stride: int = 1,
-    smooth: float | None = None,
-    max_frames: int | None = None,
+    stride: int = defaults.STRIDE,
+    smooth: float | None = defaults.SMOOTH,
+    max_frames: int | None = defaults.MAX_FRAMES,
     extras_dir=None,
     detect_every: int = defaults.DETECT_EVERY,
+    video: VideoOptions | None = None,
     **knobs,
 ):
     """:func:`predict` as a generator: one :class:`~ferkit.schema.FileResult` per input as soon as it is done
     (what the CLI streams). ``extras_dir``: where videos' per-second CSV and emotion plot go (default
-    ``annotate``)."""
+    ``annotate``). ``video``: a ready :class:`~ferkit.inference.settings.VideoOptions` (the CLI's), in place of
+    the four video keyword arguments."""
     from ferkit.errors import ConfigError
     from ferkit.inference.pipeline import expand_inputs, predict_files
 
     settings = AnalyzerSettings.of(settings, model, **knobs)  # checked before any input is listed
+    given = VideoOptions(stride=stride, detect_every=detect_every, smooth=smooth, max_frames=max_frames)
+    if video is not None and given != VideoOptions():
+        raise ConfigError("give the video options either as video=VideoOptions(...) or as keyword arguments")
+    video = video or given
     if isinstance(inputs, (str, Path)):
         inputs = [inputs]
     paths = expand_inputs(inputs)
@@ -166,11 +177,8 @@ def iter_predict(
         an,
         paths,
         annotate=annotate,
-        stride=stride,
-        smooth=smooth,
-        max_frames=max_frames,
+        video=video,
         extras_dir=extras_dir,
-        detect_every=detect_every,
     )
 
 
@@ -453,6 +461,7 @@ __all__ = [
     "AnalyzerSettings",
     "TrainConfig",
     "TrainResult",
+    "VideoOptions",
     "analyze",
     "analyzer",
     "collect",

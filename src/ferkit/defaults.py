@@ -35,6 +35,10 @@ FAST = {"detector": "retinaface", "det_size": 320, "model": "fer_minixception"}
 # 4.6x at 0.962, every 8th 5.7x at 0.953. A divisor of 8 (video.FRAMES_PER_BATCH), so the Ray engine's frame
 # ranges detect on the same frames as one whole-file run. --detect-every 1: every frame.
 DETECT_EVERY = 2
+STRIDE = 1  # videos: every analysed frame is every STRIDE-th frame of the file
+# videos: EMA constant of each tracked face's probabilities, age and gender score (None: raw per-frame values)
+SMOOTH = None
+MAX_FRAMES = None  # videos/webcam: stop after this many frames (None: to the end)
 
 # Anti-spoofing (`--anti-spoof` of enroll, verify and predict --gallery): a face whose spoof score (P(real) of the
 # zoo's human_antispoof model) is below this is refused (enroll), flagged and never matched (verify) or left

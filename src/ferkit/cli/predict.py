@@ -15,7 +15,7 @@ from pathlib import Path
 from ferkit import defaults
 from ferkit.errors import ConfigError
 from ferkit.inference.ray_engine import DEFAULT_FRAMES_PER_TASK
-from ferkit.inference.settings import AnalyzerSettings
+from ferkit.inference.settings import AnalyzerSettings, VideoOptions
 from ferkit.schema import FORMATS
 
 
@@ -104,6 +104,14 @@ def settings_from_args(a) -> AnalyzerSettings:
     return AnalyzerSettings(models=models_of(a), **given)
 
 
+def video_options_from_args(a) -> VideoOptions:
+    """The one :class:`VideoOptions` of ``ferkit predict``'s video flags (``--stride``, ``--detect-every``,
+    ``--smooth``, ``--max-frames``; checked there: one ConfigError line naming the flag)."""
+    from ferkit.inference.settings import VIDEO_FIELDS
+
+    return VideoOptions(**{f: getattr(a, f) for f in VIDEO_FIELDS})
+
+
 def add_parsers(sub) -> None:
     from ferkit.cli.common import add_command
 
@@ -157,7 +165,8 @@ exit code: 0 if no input failed, 2 if any input failed (errors are also one line
         type=float,
         default=None,
         metavar="ALPHA",
-        help="videos: EMA of each tracked face's probabilities (0 < ALPHA <= 1; off by default)",
+        help="videos: EMA of each tracked face's probabilities, and of its age and gender score with --attributes "
+        "(0 < ALPHA <= 1; off by default)",
     )
     pr.add_argument("--webcam", type=int, metavar="N", help="analyse camera N live (q or Ctrl-C stops)")
     pr.add_argument("--max-frames", type=int, default=None, help="videos/webcam: stop after this many frames")
@@ -363,14 +372,9 @@ def cmd_predict(a) -> int:
         if a.annotate:
             check_output(a.annotate, "--annotate", folder=True)
     settings = settings_from_args(a)  # every analyzer setting checked once, before any model loads
+    video = video_options_from_args(a)  # and every video option
     if a.engine == "ray":
-        return _predict_on_ray(a, settings)
-    if a.stride < 1:
-        raise ConfigError(f"--stride {a.stride}: give an integer >= 1")
-    if a.smooth is not None and not (0 < a.smooth <= 1):
-        raise ConfigError(f"--smooth {a.smooth}: give ALPHA in (0, 1]")
-    if a.detect_every < 1:
-        raise ConfigError(f"--detect-every {a.detect_every}: give an integer >= 1 (1: detect on every frame)")
+        return _predict_on_ray(a, settings, video)
     if a.webcam is not None:  # fail fast, before loading models
         from ferkit.inference.video import open_capture
 
@@ -388,12 +392,9 @@ def cmd_predict(a) -> int:
         api.iter_predict(
             inputs=files or a.inputs,
             settings=settings,
-            annotate=a.annotate,  # none found: its
-            stride=a.stride,
-            smooth=a.smooth,
-            max_frames=a.max_frames,  # one line
+            annotate=a.annotate,
+            video=video,
             extras_dir=extras_dir,
-            detect_every=a.detect_every,
         )
         if a.inputs
         else iter(())
@@ -443,7 +444,7 @@ def cmd_predict(a) -> int:
         for r in results:
             record(r)
         if a.webcam is not None:
-            _webcam(a, an, writer)
+            _webcam(a, an, writer, video)
     except BaseException:
         bar.close()
         writer.abort()
@@ -462,7 +463,7 @@ def cmd_predict(a) -> int:
     return 2 if counts["error"] else 0
 
 
-def _predict_on_ray(a, settings: AnalyzerSettings) -> int:
+def _predict_on_ray(a, settings: AnalyzerSettings, video: VideoOptions) -> int:
     from ferkit import api
 
     if not a.output:
@@ -470,6 +471,16 @@ def _predict_on_ray(a, settings: AnalyzerSettings) -> int:
     if a.webcam is not None or a.annotate:
         raise ConfigError(
             "--engine ray runs photos and videos with detection: drop --webcam and --annotate (or use the local engine)"
+        )
+    local_only = [
+        f"--{f.replace('_', '-')}"
+        for f in ("detect_every", "smooth", "max_frames")
+        if getattr(video, f) != getattr(VideoOptions(), f)
+    ]
+    if local_only:  # the actors analyse frame ranges apart and stitch their tracks: none of these reaches them
+        raise ConfigError(
+            f"--engine ray takes --stride only of the video options: drop {', '.join(local_only)} "
+            "(or use the local engine)"
         )
     s = api.predict_dataset(
         a.inputs,
@@ -480,7 +491,7 @@ def _predict_on_ray(a, settings: AnalyzerSettings) -> int:
         ray_address=a.ray_address,
         overwrite=a.overwrite,
         quiet=a.quiet,
-        stride=a.stride,
+        stride=video.stride,
         frames_per_task=a.frames_per_task,
     )
     return 2 if s.get("errors") else 0
@@ -494,7 +505,7 @@ def _printable(s: str) -> str:
     return printable(s)[:300]
 
 
-def _webcam(a, an, writer) -> None:
+def _webcam(a, an, writer, video: VideoOptions) -> None:
     from ferkit.inference.video import analyze_video
 
     def live(faces):
@@ -506,12 +517,9 @@ def _webcam(a, an, writer) -> None:
     analyze_video(
         an,
         int(a.webcam),
-        stride=a.stride,
-        smooth=a.smooth,
+        video,
         annotate_dir=a.annotate,
         show=True,
-        detect_every=a.detect_every,
-        max_frames=a.max_frames,
         on_frame=live,
         per_second_csv=Path(a.annotate) / "webcam.per_second.csv" if a.annotate else None,
         plot=Path(a.annotate) / "webcam.emotions.png" if a.annotate else None,

@@ -27,11 +27,11 @@ from typing import Any, Literal, overload
 import numpy as np
 
 from ferkit import defaults
-from ferkit.errors import ConfigError, DataError
+from ferkit.errors import DataError
 from ferkit.faces.io import IMAGE_SUFFIXES, VIDEO_SUFFIXES
 from ferkit.faces.io import is_video_path as is_video
 from ferkit.inference.backends import Classifier, fuse_classifiers, make_classifier
-from ferkit.inference.settings import AnalyzerSettings
+from ferkit.inference.settings import AnalyzerSettings, VideoOptions
 from ferkit.schema import FaceResult, FileResult
 from ferkit.utils import atomic_write_bytes, check_output
 
@@ -273,9 +273,10 @@ class Analyzer:
             from ferkit.attributes import describe
 
             for img, fs, rs, names in zip(images, faces, out, per_image, strict=True):
-                rows = describe(img, fs if self.detect_faces else None, list(names)) if fs and names else []
-                for r, attrs in zip(rs, rows, strict=True):
-                    r.attributes = attrs
+                if fs and names:  # an image asked for none (a request's ?attributes=none) keeps its faces bare
+                    rows = describe(img, fs if self.detect_faces else None, list(names))
+                    for r, attrs in zip(rs, rows, strict=True):
+                        r.attributes = attrs
         if self.identity is not None:
             spoof_t = self.settings.spoof_threshold
             for img, fs, rs in zip(images, faces, out, strict=True):
@@ -526,21 +527,16 @@ def predict_files(
     paths: Iterable[str | os.PathLike],
     *,
     annotate=None,
-    stride: int = 1,
-    smooth: float | None = None,
-    max_frames: int | None = None,
+    video: VideoOptions | None = None,
     extras_dir=None,
-    detect_every: int = defaults.DETECT_EVERY,
 ) -> Iterator[FileResult]:
     """One FileResult per input, images first (batched, decoded ahead), then videos, each in the given order.
-    ``detect_every``: videos' detection interval (:func:`ferkit.inference.video.analyze_video`).
+    ``video``: the videos' :class:`~ferkit.inference.settings.VideoOptions` (stride, detect_every, smooth,
+    max_frames; :func:`ferkit.inference.video.analyze_video`), default :mod:`ferkit.defaults`.
 
     ``annotate``: folder for annotated images/videos; ``extras_dir``: where videos' per-second CSV and plot go
     (default: ``annotate``). The CLI, the Python API and the Ray engine all run photos through here."""
-    if not isinstance(stride, int) or stride < 1:
-        raise ConfigError(f"stride {stride!r}: give an integer >= 1")
-    if smooth is not None and not (0 < smooth <= 1):
-        raise ConfigError(f"smooth {smooth}: give ALPHA in (0, 1]")
+    video = video or VideoOptions()
     paths = list(paths)
     ann = Path(annotate) if annotate else None
     if ann:
@@ -570,14 +566,11 @@ def predict_files(
                 yield analyze_video(
                     analyzer,
                     str(v),
-                    stride=stride,
-                    smooth=smooth,
+                    video,
                     annotate_dir=ann,
                     annotate_name=f"{stem}.annotated",
                     per_second_csv=extras / f"{stem}.per_second.csv" if extras else None,
                     plot=extras / f"{stem}.emotions.png" if extras else None,
-                    max_frames=max_frames,
-                    detect_every=detect_every,
                 )
             except DataError as e:
                 yield analyzer.file_result(str(v), error=str(e), kind="video")

@@ -54,7 +54,7 @@ from pathlib import Path
 from typing import Any
 
 from ferkit.errors import ConfigError, DataError
-from ferkit.inference.settings import AnalyzerSettings
+from ferkit.inference.settings import AnalyzerSettings, VideoOptions
 
 RAY_MISSING = "--engine ray needs Ray: pip install 'ferkit[ray]'"
 LIST_SUFFIXES = (".txt", ".lst", ".list")
@@ -660,8 +660,7 @@ def _check_run_options(actors, batch_size, stride, frames_per_task, gpus_per_act
         raise ConfigError(f"--actors {actors!r}: give an integer >= 1")
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ConfigError(f"--batch-size {batch_size!r}: give an integer >= 1")
-    if not isinstance(stride, int) or stride < 1:
-        raise ConfigError(f"--stride {stride!r}: give an integer >= 1")
+    VideoOptions(stride=stride)  # the one check of a video option
     if frames_per_task is not None and (
         isinstance(frames_per_task, bool) or not isinstance(frames_per_task, int) or frames_per_task < 0
     ):

@@ -22,7 +22,7 @@ from typing import Any
 from ferkit import defaults
 from ferkit.errors import ConfigError
 
-__all__ = ["AnalyzerSettings"]
+__all__ = ["AnalyzerSettings", "VideoOptions"]
 
 
 @dataclass(frozen=True)
@@ -135,6 +135,56 @@ def parse_attributes(v: Any) -> Any:
 
 
 FIELDS = tuple(f.name for f in dataclasses.fields(AnalyzerSettings))
+
+
+@dataclass(frozen=True)
+class VideoOptions:
+    """How a video (or webcam) is read and its tracks reported, beside the :class:`AnalyzerSettings` that say what
+    each frame's faces get (frozen, validated once; defaults from :mod:`ferkit.defaults`).
+
+    ``stride``: analyse every N-th frame. ``detect_every``: the face detector runs on every N-th analysed frame,
+    faces are followed by optical flow in between (1: every frame). ``smooth``: ALPHA of each track's EMA of
+    probabilities, age and gender score (0 < ALPHA <= 1; None: raw per-frame values). ``max_frames``: stop after
+    this many frames (None: to the end). Built once by the API's keyword arguments
+    (``ferkit.predict(..., detect_every=4)``) or the CLI's flags (:func:`ferkit.cli.predict.video_options_from_args`)
+    and passed down as one object; a bad value is one ConfigError line naming the CLI flag.
+    """
+
+    stride: int = defaults.STRIDE
+    detect_every: int = defaults.DETECT_EVERY
+    smooth: float | None = defaults.SMOOTH
+    max_frames: int | None = defaults.MAX_FRAMES
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            if fix := _check_video(f.name, v):  # named as the CLI flag: the API's keyword reads the same
+                raise ConfigError(f"--{f.name.replace('_', '-')} {v!r}: {fix}")
+
+    @classmethod
+    def of(cls, options: VideoOptions | None = None, /, **changes: Any) -> VideoOptions:
+        """``options`` (default: the defaults) with ``changes`` laid over (an unknown name is one ConfigError)."""
+        unknown = sorted(set(changes) - set(VIDEO_FIELDS))
+        if unknown:
+            raise ConfigError(f"unknown video option {unknown[0]!r}: choose from {', '.join(VIDEO_FIELDS)}")
+        return dataclasses.replace(options or cls(), **changes) if changes else options or cls()
+
+
+VIDEO_FIELDS = tuple(f.name for f in dataclasses.fields(VideoOptions))
+
+
+def _check_video(name: str, v: Any) -> str | None:
+    """What is wrong with value ``v`` of video option ``name`` (the fix), or None."""
+    if name == "stride":
+        return None if _is_int(v) and v >= 1 else "give an integer >= 1"
+    if name == "detect_every":
+        return None if _is_int(v) and v >= 1 else "give an integer >= 1 (1: detect on every frame)"
+    if name == "smooth":
+        ok = v is None or isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v <= 1
+        return None if ok else "give ALPHA in (0, 1] (1 = no smoothing)"
+    if name == "max_frames":
+        return None if v is None or _is_int(v) and v >= 1 else "give an integer >= 1 (or leave it out: every frame)"
+    return None
 
 
 def _is_int(v: Any) -> bool:

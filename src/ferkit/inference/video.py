@@ -6,9 +6,19 @@ annotated mp4 (OpenCV ``mp4v``).
     res = analyze_video(analyzer, "clip.mp4", stride=2, smooth=0.5, annotate_dir="annotated/",
                         per_second_csv="clip.per_second.csv", plot="clip.emotions.png")
 
+The video knobs (``stride``, ``detect_every``, ``smooth``, ``max_frames``) are one
+:class:`~ferkit.inference.settings.VideoOptions` (``options=``; keyword arguments of the same names are laid over).
+
 ``smooth=ALPHA`` (0 < ALPHA <= 1): each tracked face's reported probabilities are
 ``ALPHA * current + (1 - ALPHA) * previous reported`` (label and score follow the smoothed values); ``None``
-reports raw per-frame values. Tracks: a face continues the track whose last box overlaps it most (IoU >= 0.3,
+reports raw per-frame values. Faces described with attributes (``--attributes age,gender``) get the same EMA,
+per track, of ``age`` and of P(male): ``age_t = ALPHA * age + (1 - ALPHA) * age_(t-1)`` over the track's frames
+whose age is not null (the first such frame starts it), and likewise ``m_t`` for P(male) (``gender_score`` if
+``gender`` is male, else ``1 - gender_score``); the row's ``gender`` is male when ``m_t > 0.5`` and
+``gender_score`` is the probability of that label. A frame whose attribute is null (with its reason) stays null
+and leaves the track's running value as it was. Landmarks, pose, spoof and quality stay per frame.
+
+Tracks: a face continues the track whose last box overlaps it most (IoU >= 0.3,
 greedy, highest score first); tracks unseen for 30 analysed frames end.
 
 A file can also be analysed in frame ranges (several processes, one range each) and joined again:
@@ -34,14 +44,13 @@ from typing import Any
 
 import numpy as np
 
-from ferkit import defaults
 from ferkit.errors import ConfigError, DataError
 from ferkit.inference.draw import annotate
+from ferkit.inference.settings import VideoOptions
 from ferkit.schema import FaceResult, FileResult
 from ferkit.utils import atomic_open, atomic_path, atomic_write_bytes, discard
 
 FRAMES_PER_BATCH = 8  # analysed frames whose faces share classifier forwards
-DETECT_EVERY = defaults.DETECT_EVERY  # the detector runs on every N-th analysed frame; faces followed in between
 CHECK_FRAMES = 3  # frames compared where two ranges meet (stitch_ranges)
 
 
@@ -75,8 +84,7 @@ class Tracker:
     """Greedy IoU tracking + per-track EMA of probabilities; :meth:`cut` ends every track (a shot change)."""
 
     def __init__(self, smooth: float | None = None, iou: float = 0.3, max_missed: int = 30):
-        if smooth is not None and not (0 < smooth <= 1):
-            raise ConfigError(f"--smooth {smooth}: give ALPHA in (0, 1] (1 = no smoothing)")
+        VideoOptions(smooth=smooth)  # checked as every video option is
         self.smooth, self.iou, self.max_missed = smooth, iou, max_missed
         self.tracks: dict[int, dict] = {}
         self.next_id = 0
@@ -96,7 +104,7 @@ class Tracker:
             if best is None:
                 best = self.next_id
                 self.next_id += 1
-                self.tracks[best] = {"box": f.box, "probs": None, "missed": 0}
+                self.tracks[best] = {"box": f.box, "probs": None, "missed": 0, "age": None, "male": None}
             else:
                 free.pop(best)
             t = self.tracks[best]
@@ -110,10 +118,26 @@ class Tracker:
                 f.probabilities = dict(zip(f.probabilities, p.tolist(), strict=True))
                 k = int(p.argmax())
                 f.label, f.score = list(f.probabilities)[k], float(p[k])
+                if f.attributes is not None:
+                    self._smooth_attributes(t, f.attributes)
         for tid in list(free):
             self.tracks[tid]["missed"] += 1
             if self.tracks[tid]["missed"] > self.max_missed:
                 del self.tracks[tid]
+
+    def _smooth_attributes(self, t: dict, row: dict) -> None:
+        """Age and P(male) of one face's attribute ``row`` replaced by the track's EMA (module docstring); a null
+        value (with its reason) is left null and leaves the running value as it was."""
+        a = self.smooth
+        assert a is not None
+        if row.get("age") is not None:
+            t["age"] = row["age"] if t["age"] is None else a * row["age"] + (1 - a) * t["age"]
+            row["age"] = round(t["age"], 2)
+        if row.get("gender") is not None and row.get("gender_score") is not None:
+            male = row["gender_score"] if row["gender"] == "male" else 1.0 - row["gender_score"]
+            t["male"] = male if t["male"] is None else a * male + (1 - a) * t["male"]
+            m = t["male"]
+            row["gender"], row["gender_score"] = ("male", round(m, 4)) if m > 0.5 else ("female", round(1 - m, 4))
 
 
 @contextlib.contextmanager
@@ -229,21 +253,23 @@ def window_available(window: str = "ferkit") -> bool:
 def analyze_video(
     analyzer,
     source: Any,
-    stride: int = 1,
-    smooth: float | None = None,
+    options: VideoOptions | None = None,
+    *,
     frames_per_batch: int = FRAMES_PER_BATCH,
     annotate_dir: str | Path | None = None,
     per_second_csv: str | Path | None = None,
     plot: str | Path | None = None,
     show: bool = False,
-    max_frames: int | None = None,
     on_frame: Callable[[list[FaceResult]], None] | None = None,
     start_frame: int = 0,
     end_frame: int | None = None,
     annotate_name: str | None = None,
-    detect_every: int = DETECT_EVERY,
+    **knobs: Any,
 ) -> FileResult:
     """Analyse every ``stride``-th frame of a video file (path) or webcam (int index).
+
+    ``options``: the :class:`~ferkit.inference.settings.VideoOptions` (``stride``, ``detect_every``, ``smooth``,
+    ``max_frames``; default: :mod:`ferkit.defaults`); keyword arguments of those names are laid over it.
 
     Faces of ``frames_per_batch`` frames share classifier forwards. Returns one :class:`FileResult`
     (``kind`` video/webcam) whose ``faces`` hold every analysed frame's faces (``frame``, ``timestamp``,
@@ -270,19 +296,16 @@ def analyze_video(
     return _analyze(
         analyzer,
         source,
-        stride=stride,
-        smooth=smooth,
+        VideoOptions.of(options, **knobs),
         frames_per_batch=frames_per_batch,
         annotate_dir=annotate_dir,
         per_second_csv=per_second_csv,
         plot=plot,
         show=show,
-        max_frames=max_frames,
         on_frame=on_frame,
         start_frame=start_frame,
         end_frame=end_frame,
         annotate_name=annotate_name,
-        detect_every=detect_every,
     )[0]
 
 
@@ -565,11 +588,7 @@ class _VideoOutputs:
             self.video_out.__exit__(None, None, None)
 
 
-def _check_video_args(stride: Any, start_frame: Any, end_frame: Any, detect_every: Any, webcam: bool) -> None:
-    if not isinstance(stride, int) or stride < 1:
-        raise ConfigError(f"--stride {stride!r}: give an integer >= 1")
-    if not isinstance(detect_every, int) or isinstance(detect_every, bool) or detect_every < 1:
-        raise ConfigError(f"--detect-every {detect_every!r}: give an integer >= 1 (1: detect on every analysed frame)")
+def _check_video_args(start_frame: Any, end_frame: Any, webcam: bool) -> None:
     if not isinstance(start_frame, int) or start_frame < 0:
         raise ConfigError(f"start_frame {start_frame!r}: give an integer >= 0")
     if end_frame is not None and (not isinstance(end_frame, int) or end_frame < start_frame):
@@ -581,20 +600,17 @@ def _check_video_args(stride: Any, start_frame: Any, end_frame: Any, detect_ever
 def _analyze(
     analyzer,
     source: Any,
-    stride: int = 1,
-    smooth: float | None = None,
+    options: VideoOptions,
     frames_per_batch: int = FRAMES_PER_BATCH,
     annotate_dir: str | Path | None = None,
     per_second_csv: str | Path | None = None,
     plot: str | Path | None = None,
     show: bool = False,
-    max_frames: int | None = None,
     on_frame: Callable[[list[FaceResult]], None] | None = None,
     start_frame: int = 0,
     end_frame: int | None = None,
     check_frames: int = 0,
     annotate_name: str | None = None,
-    detect_every: int = DETECT_EVERY,
 ) -> tuple[FileResult, dict]:
     """:func:`analyze_video`, and what :func:`stitch_ranges` needs about the frames read: ``stop`` (index of the
     first frame not read in the range), ``head`` (fingerprints of the first ``check_frames`` frames read from
@@ -603,7 +619,8 @@ def _analyze(
     import cv2
 
     webcam = isinstance(source, int)
-    _check_video_args(stride, start_frame, end_frame, detect_every, webcam)
+    _check_video_args(start_frame, end_frame, webcam)
+    stride, max_frames = options.stride, options.max_frames
     name = f"webcam:{source}" if webcam else str(source)
     cap = open_capture(source)
     claimed = 0 if webcam else int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
@@ -611,8 +628,8 @@ def _analyze(
     if not fps or fps != fps or fps > 1000:
         fps = 30.0
     cap, first = _seek(cap, source, start_frame, fps)
-    tracker = Tracker(smooth)
-    follower = FaceFollower(analyzer, detect_every, stride)
+    tracker = Tracker(options.smooth)
+    follower = FaceFollower(analyzer, options.detect_every, stride)
     result = analyzer.file_result(name, kind="webcam" if webcam else "video")
     result.frames = 0
     outputs = _VideoOutputs(source, webcam, fps, stride, annotate_dir, annotate_name, show)
@@ -741,29 +758,32 @@ def analyze_range(
     source: str | Path,
     start: int = 0,
     end: int | None = None,
-    stride: int = 1,
+    options: VideoOptions | None = None,
+    *,
     check: int = CHECK_FRAMES,
-    detect_every: int = DETECT_EVERY,
+    **knobs: Any,
 ) -> VideoRange:
     """Frames ``start <= index < end`` of a video file, analysed as :func:`analyze_video` analyses them (no
     smoothing), plus the fingerprints of the ``check`` frames where the range starts and of the ``check``
     frames read on after its end, so :func:`stitch_ranges` can tell that the next range's seek landed on
     exactly those frames. A start that is a multiple of ``FRAMES_PER_BATCH * stride`` batches frames as the
     whole-file run does (the same numbers, not just the same faces; ``FRAMES_PER_BATCH`` is a multiple of
-    ``detect_every`` there, so detections fall on the same frames too). Errors raise as in analyze_video."""
+    ``detect_every`` there, so detections fall on the same frames too). Errors raise as in analyze_video.
+    ``options`` / ``knobs``: as :func:`analyze_video`'s (``smooth`` and ``max_frames`` do not apply here)."""
+    # a range's tracks are replayed by stitch_ranges, so no smoothing here; the range's end is where it stops
+    opts = dataclasses.replace(VideoOptions.of(options, **knobs), smooth=None, max_frames=None)
     result, info = _analyze(
         analyzer,
         str(source),
-        stride=stride,
+        opts,
         start_frame=start,
         end_frame=end,
         check_frames=check,
-        detect_every=detect_every,
     )
     return VideoRange(
         start,
         end,
-        stride,
+        opts.stride,
         result,
         stop=info["stop"],
         head=info["head"],
