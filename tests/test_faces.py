@@ -121,6 +121,21 @@ def test_registry_and_factory_errors():
         FaceDetector.create("ssd_mobilenet", runtime="tf")
 
 
+@pytest.mark.parametrize("backend", ["retinaface", "blazeface", "tinyface", "ssd_mobilenet"])
+def test_network_detectors_word_bad_options_alike(backend):
+    """nms_iou and runtime are checked in one place (FaceDetector): each detector's message names it."""
+    with pytest.raises(ConfigError, match=rf"^{backend} runtime 'tf': use auto, torch or onnx$"):
+        FaceDetector.create(backend, runtime="tf")
+    if backend in ("retinaface", "blazeface"):
+        for bad in (0, 1.5, "0.4", None):
+            with pytest.raises(ConfigError, match=rf"^{backend} nms_iou must be in \(0, 1\], got "):
+                FaceDetector.create(backend, nms_iou=bad)
+        assert (
+            FaceDetector.create(backend, nms_iou=1, runtime="torch" if backend == "blazeface" else "auto").nms_iou
+            == 1.0
+        )
+
+
 # ---------------------------------------------------------------- detection on real photos
 
 
