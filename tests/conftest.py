@@ -1,6 +1,7 @@
 """Shared fixtures: a private cache dir, and small synthetic datasets (in memory and on disk)."""
 
 import atexit
+import contextlib
 import os
 import shutil
 import sys
@@ -107,6 +108,56 @@ def registry_artifacts() -> Path:
                 pytest.fail(f"{spec}: downloaded {name} has sha256 {_sha256(got)}, not the pinned {sha}")
             os.replace(got, path)
     return folder
+
+
+@contextlib.contextmanager
+def serve_cli(*args, start_timeout=120):
+    """``ferkit serve ARGS`` as a subprocess on a free loopback port, without an API key: yields (url, process)
+    once /healthz answers 200 (fails with the server's last output if it exits or is not up in time); stopped
+    after (terminate, then kill). Its output goes to a file, so a chatty server never blocks on a full pipe."""
+    import subprocess
+    import time
+
+    import httpx
+
+    from ferkit.serve.app import free_port
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    with tempfile.TemporaryFile("w+") as log:
+        proc = subprocess.Popen(
+            FERKIT + ["serve", "--port", str(port), *[str(a) for a in args]],
+            env=dict(os.environ, FERKIT_API_KEY=""),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+
+        def output() -> str:
+            log.seek(0)
+            return log.read()[-2000:]
+
+        try:
+            deadline = time.time() + start_timeout
+            while True:
+                try:
+                    if httpx.get(url + "/healthz", timeout=1).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                if proc.poll() is not None:
+                    pytest.fail(f"ferkit serve exited with {proc.returncode}: {output()}")
+                if time.time() > deadline:
+                    pytest.fail(f"ferkit serve did not answer /healthz in {start_timeout} s: {output()}")
+                time.sleep(0.3)
+            yield url, proc
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
 
 
 def run_cli(*args, cwd=None, env=None, timeout=600):
