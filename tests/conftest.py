@@ -247,6 +247,24 @@ def slow_kept_alive(port: int, source: str = "127.0.0.1"):
     return s
 
 
+def small_checkpoint() -> dict:
+    """A valid checkpoint dict to break: a 2-class (a, b) ``linear`` model on grey 8x8 inputs, random weights."""
+    from ferkit.checkpoint import make_checkpoint
+    from ferkit.data.spec import InputSpec
+    from ferkit.models import create_model
+
+    return make_checkpoint(
+        create_model("linear", num_classes=2, in_channels=1, input_size=8),
+        model_name="linear",
+        model_kwargs={"input_size": 8},
+        num_classes=2,
+        in_channels=1,
+        task="classify",
+        classes=["a", "b"],
+        input_spec=InputSpec(size=(8, 8), channels=1).to_dict(),
+    )
+
+
 def bias_checkpoint(path, classes, bias, metrics=None) -> Path:
     """A ferkit checkpoint (grey 48x48 ``linear`` model, zero weights) whose probabilities are softmax(``bias``)
     for every input: known outputs without training. Written with ferkit's own save_checkpoint."""
