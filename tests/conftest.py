@@ -160,6 +160,28 @@ def serve_cli(*args, start_timeout=120):
                 proc.wait()
 
 
+def _one_torch_thread():
+    # Two CPU cores shared with other test workers: two OpenMP threads spin-wait each other (one is ~30x faster).
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n)
+
+
+@pytest.fixture
+def one_thread():
+    """One torch intra-op thread for this test (as in each Ray actor), the count restored after."""
+    yield from _one_torch_thread()
+
+
+@pytest.fixture(scope="module")
+def one_thread_per_module():
+    """One torch intra-op thread for a whole module: ``pytestmark = pytest.mark.usefixtures(...)``."""
+    yield from _one_torch_thread()
+
+
 def run_cli(*args, cwd=None, env=None, timeout=600):
     import subprocess
 

@@ -50,13 +50,7 @@ PARITY_PX = 5e-4
 PARITY_SCORE = 1e-5  # worst measured 4.6e-7 in every configuration (scores sit in [0, 1], where float32 is finer)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    # Two CPU cores shared with other test workers: one intra-op thread each avoids oversubscription.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread_per_module")  # see conftest: two shared cores
 
 
 @pytest.fixture(scope="module")
