@@ -1,6 +1,7 @@
 """Shared fixtures: a private cache dir, and small synthetic datasets (in memory and on disk)."""
 
 import atexit
+import contextlib
 import os
 import shutil
 import sys
@@ -109,6 +110,78 @@ def registry_artifacts() -> Path:
     return folder
 
 
+@contextlib.contextmanager
+def serve_cli(*args, start_timeout=120):
+    """``ferkit serve ARGS`` as a subprocess on a free loopback port, without an API key: yields (url, process)
+    once /healthz answers 200 (fails with the server's last output if it exits or is not up in time); stopped
+    after (terminate, then kill). Its output goes to a file, so a chatty server never blocks on a full pipe."""
+    import subprocess
+    import time
+
+    import httpx
+
+    from ferkit.serve.app import free_port
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    with tempfile.TemporaryFile("w+") as log:
+        proc = subprocess.Popen(
+            FERKIT + ["serve", "--port", str(port), *[str(a) for a in args]],
+            env=dict(os.environ, FERKIT_API_KEY=""),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+
+        def output() -> str:
+            log.seek(0)
+            return log.read()[-2000:]
+
+        try:
+            deadline = time.time() + start_timeout
+            while True:
+                try:
+                    if httpx.get(url + "/healthz", timeout=1).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                if proc.poll() is not None:
+                    pytest.fail(f"ferkit serve exited with {proc.returncode}: {output()}")
+                if time.time() > deadline:
+                    pytest.fail(f"ferkit serve did not answer /healthz in {start_timeout} s: {output()}")
+                time.sleep(0.3)
+            yield url, proc
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def _one_torch_thread():
+    # Two CPU cores shared with other test workers: two OpenMP threads spin-wait each other (one is ~30x faster).
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n)
+
+
+@pytest.fixture
+def one_thread():
+    """One torch intra-op thread for this test (as in each Ray actor), the count restored after."""
+    yield from _one_torch_thread()
+
+
+@pytest.fixture(scope="module")
+def one_thread_per_module():
+    """One torch intra-op thread for a whole module: ``pytestmark = pytest.mark.usefixtures(...)``."""
+    yield from _one_torch_thread()
+
+
 def run_cli(*args, cwd=None, env=None, timeout=600):
     import subprocess
 
@@ -194,6 +267,24 @@ def slow_kept_alive(port: int, source: str = "127.0.0.1"):
     assert got.startswith(b"HTTP/1.1 200 ") and b"connection: close" not in got.lower(), got
     s.sendall(b"GET /healthz HTTP/1.1\r\n")
     return s
+
+
+def small_checkpoint() -> dict:
+    """A valid checkpoint dict to break: a 2-class (a, b) ``linear`` model on grey 8x8 inputs, random weights."""
+    from ferkit.checkpoint import make_checkpoint
+    from ferkit.data.spec import InputSpec
+    from ferkit.models import create_model
+
+    return make_checkpoint(
+        create_model("linear", num_classes=2, in_channels=1, input_size=8),
+        model_name="linear",
+        model_kwargs={"input_size": 8},
+        num_classes=2,
+        in_channels=1,
+        task="classify",
+        classes=["a", "b"],
+        input_spec=InputSpec(size=(8, 8), channels=1).to_dict(),
+    )
 
 
 def bias_checkpoint(path, classes, bias, metrics=None) -> Path:

@@ -1,13 +1,10 @@
 """issue 18: the per-face attributes through every surface (CLI, Python API, a real `ferkit serve`), one setting."""
 
 import json
-import os
-import subprocess
-import time
 from pathlib import Path
 
 import pytest
-from conftest import FERKIT, run_cli
+from conftest import run_cli, serve_cli
 
 PHOTO = Path(__file__).parent / "data" / "multi_face.jpg"
 ASK = "age,gender,pose,spoof"
@@ -31,7 +28,6 @@ def test_cli_api_server_give_the_same_attributes(tmp_path):
     httpx = pytest.importorskip("httpx")
     pytest.importorskip("fastapi")
     import ferkit
-    from ferkit.serve.app import free_port
 
     api = ferkit.analyze(str(PHOTO), attributes=ASK.split(",")).to_dict()
     assert all(f["attribute_reasons"] == {} for f in api["faces"]), api["faces"]
@@ -44,26 +40,7 @@ def test_cli_api_server_give_the_same_attributes(tmp_path):
     csv = run_cli("predict", PHOTO, "--quiet", "--format", "csv", "--attributes", ASK)
     assert {"age", "gender", "yaw", "spoof_score"} <= set(csv.stdout.splitlines()[0].split(",")), csv.stdout[:300]
 
-    port = free_port()
-    proc = subprocess.Popen(
-        FERKIT + ["serve", "--port", str(port), "--attributes", ASK],
-        env=dict(os.environ, FERKIT_API_KEY=""),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    try:
-        url = f"http://127.0.0.1:{port}"
-        t0 = time.time()
-        while True:
-            try:
-                if httpx.get(url + "/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
-            assert time.time() - t0 < 120, "server did not come up"
-            time.sleep(0.3)
+    with serve_cli("--attributes", ASK) as (url, _):
 
         def post(query: str = "") -> httpx.Response:
             return httpx.post(
@@ -82,9 +59,6 @@ def test_cli_api_server_give_the_same_attributes(tmp_path):
             assert all(abs(a[k] - b[k]) <= 1e-4 for k in ("yaw", "pitch", "roll")), (a, b)
         bad = post("?attributes=foo")
         assert bad.status_code == 422 and "'foo'" in bad.text and "\n" not in bad.text.strip(), bad.text
-    finally:
-        proc.terminate()
-        proc.wait(20)
 
 
 def test_bad_attributes_is_one_line_exit_2():

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import FERKIT, bias_checkpoint, run_cli
+from conftest import FERKIT, bias_checkpoint, run_cli, small_checkpoint
 
 DATA = Path(__file__).parent / "data"
 PHOTOS = [DATA / "multi_face.jpg", DATA / "identity" / "obama.jpg", DATA / "identity" / "biden.jpg"]
@@ -226,20 +226,8 @@ def test_broken_checkpoints_are_one_line(tmp_path):
 
     (tmp_path / "pickle.pt").write_bytes(pickle.dumps(Evil()))
     torch.save({"x": argparse.Namespace(a=1)}, tmp_path / "objects.pt")
-    from ferkit.checkpoint import make_checkpoint
-    from ferkit.data.spec import InputSpec
-    from ferkit.models import create_model
 
-    good = make_checkpoint(
-        create_model("linear", num_classes=2, in_channels=1, input_size=8),
-        model_name="linear",
-        model_kwargs={"input_size": 8},
-        num_classes=2,
-        in_channels=1,
-        task="classify",
-        classes=["a", "b"],
-        input_spec=InputSpec(size=(8, 8), channels=1).to_dict(),
-    )
+    good = small_checkpoint()
     broken = {
         "name_int": lambda c: c["model"].__setitem__("name", 5),
         "one_class": lambda c: (c.__setitem__("classes", ["a"]), c["model"].__setitem__("num_classes", 1)),

@@ -50,13 +50,7 @@ PARITY_PX = 5e-4
 PARITY_SCORE = 1e-5  # worst measured 4.6e-7 in every configuration (scores sit in [0, 1], where float32 is finer)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    # Two CPU cores shared with other test workers: one intra-op thread each avoids oversubscription.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread_per_module")  # see conftest: two shared cores
 
 
 @pytest.fixture(scope="module")
@@ -119,6 +113,21 @@ def test_registry_and_factory_errors():
         FaceDetector.create("tinyface", input_size=400)
     with pytest.raises(ConfigError, match="ssd_mobilenet runtime 'tf'"):
         FaceDetector.create("ssd_mobilenet", runtime="tf")
+
+
+@pytest.mark.parametrize("backend", ["retinaface", "blazeface", "tinyface", "ssd_mobilenet"])
+def test_network_detectors_word_bad_options_alike(backend):
+    """nms_iou and runtime are checked in one place (FaceDetector): each detector's message names it."""
+    with pytest.raises(ConfigError, match=rf"^{backend} runtime 'tf': use auto, torch or onnx$"):
+        FaceDetector.create(backend, runtime="tf")
+    if backend in ("retinaface", "blazeface"):
+        for bad in (0, 1.5, "0.4", None):
+            with pytest.raises(ConfigError, match=rf"^{backend} nms_iou must be in \(0, 1\], got "):
+                FaceDetector.create(backend, nms_iou=bad)
+        assert (
+            FaceDetector.create(backend, nms_iou=1, runtime="torch" if backend == "blazeface" else "auto").nms_iou
+            == 1.0
+        )
 
 
 # ---------------------------------------------------------------- detection on real photos

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import FERKIT
+from conftest import FERKIT, small_checkpoint
 
 DATA = Path(__file__).parent / "data"
 
@@ -224,22 +224,10 @@ def _checkpoint_cases(rng: random.Random, good: dict, n: int):
 
 
 def test_fuzz_checkpoints(tmp_path, n_cases):
-    from ferkit.checkpoint import make_checkpoint
-    from ferkit.data.spec import InputSpec
     from ferkit.errors import FerkitError
-    from ferkit.models import create_model
     from ferkit.refs import load_model
 
-    good = make_checkpoint(
-        create_model("linear", num_classes=2, in_channels=1, input_size=8),
-        model_name="linear",
-        model_kwargs={"input_size": 8},
-        num_classes=2,
-        in_channels=1,
-        task="classify",
-        classes=["a", "b"],
-        input_spec=InputSpec(size=(8, 8), channels=1).to_dict(),
-    )
+    good = small_checkpoint()
     rng = random.Random(99)
     files = []
     for i, data in enumerate(_checkpoint_cases(rng, good, n_cases)):

@@ -21,13 +21,7 @@ from ferkit.models.vgg11_heads import InvertedResidual
 ALL = [c.name for c in list_models()]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Two OpenMP threads on two shared cores spin-wait each other: one thread is ~30x faster here.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread_per_module")  # see conftest: two shared cores
 
 
 def input_side(name: str) -> int:

@@ -411,15 +411,6 @@ def _video_analyzer():
     return Analyzer(**OPTS)
 
 
-@pytest.fixture
-def one_thread():
-    """One torch thread, as in each actor (and no fight over two shared cores)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _whole_rows(an, video, stride=1):
     """The CLI's rows of one video analysed whole."""
     from ferkit.inference.video import analyze_video

@@ -11,12 +11,13 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
+from conftest import serve_cli
 
 pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 httpx = pytest.importorskip("httpx")
 
-from ferkit.serve.app import BackgroundServer, ServeConfig, free_port  # noqa: E402
+from ferkit.serve.app import BackgroundServer, ServeConfig  # noqa: E402
 
 
 def _jpeg(arr, quality=90) -> bytes:
@@ -296,46 +297,10 @@ def test_timeout_is_504_json(photos):
 
 
 def test_cli_serve_subprocess(photos, tmp_path):
-    port = free_port()
-    env = dict(os.environ, FERKIT_API_KEY="")
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "ferkit",
-            "serve",
-            "--port",
-            str(port),
-            "--model",
-            "fer_minixception",
-            "--detector",
-            "haar",
-            "--batch-max",
-            "4",
-        ],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    try:
-        url = f"http://127.0.0.1:{port}"
-        t0 = time.time()
-        while True:
-            try:
-                if httpx.get(url + "/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert proc.poll() is None, proc.stdout.read()
-            assert time.time() - t0 < 90, "server did not come up"
-            time.sleep(0.3)
+    with serve_cli("--model", "fer_minixception", "--detector", "haar", "--batch-max", "4") as (url, _):
         r = httpx.post(url + "/v1/predict", content=photos["grace"], headers={"content-type": "image/jpeg"}, timeout=60)
         assert r.status_code == 200 and r.json()["faces"], r.text
         assert json.loads(httpx.get(url + "/v1/models").text)["micro_batching"]["max_batch"] == 4
-    finally:
-        proc.terminate()
-        proc.wait(20)
 
 
 def test_transfer_encoding_with_content_length_is_refused(server):

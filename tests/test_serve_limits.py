@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import IMAGE_MODES, image_of_mode, slow_kept_alive
+from conftest import IMAGE_MODES, image_of_mode, serve_cli, slow_kept_alive
 
 pytest.importorskip("fastapi")
 httpx = pytest.importorskip("httpx")
@@ -19,45 +19,10 @@ httpx = pytest.importorskip("httpx")
 DATA = Path(__file__).parent / "data"
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server():
-    port = _free_port()
-    p = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "ferkit",
-            "serve",
-            "--port",
-            str(port),
-            "--read-timeout",
-            "2",
-            "--max-connections",
-            "64",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    t0 = time.time()
-    while time.time() - t0 < 120:
-        try:
-            if httpx.get(url + "/healthz", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            time.sleep(0.3)
-    else:
-        p.kill()
-        pytest.fail(f"server did not start: {p.stdout.read().decode()[-2000:]}")
-    yield url, p
-    p.terminate()
-    p.wait(10)
+    with serve_cli("--read-timeout", "2", "--max-connections", "64") as (url, proc):
+        yield url, proc
 
 
 def _rss_mb(pid, field="VmRSS"):

@@ -4,15 +4,13 @@ validation; the API's analyzer cache is bounded and builds once under concurrent
 
 import gc
 import json
-import subprocess
 import threading
-import time
 import weakref
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import FERKIT, run_cli
+from conftest import run_cli, serve_cli
 
 import ferkit
 from ferkit import AnalyzerSettings
@@ -58,32 +56,12 @@ def test_api_cli_and_server_give_the_same_faces_for_the_same_settings(tmp_path):
 
     import httpx
 
-    from ferkit.serve.app import free_port
-
-    port = free_port()
-    proc = subprocess.Popen(
-        FERKIT + ["serve", "--port", str(port), *FLAGS], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
-    )
-    try:
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.time() + 120
-        while True:
-            assert proc.poll() is None, proc.stderr.read()
-            try:
-                if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.time() < deadline, "ferkit serve did not start"
-            time.sleep(0.2)
+    with serve_cli(*FLAGS) as (url, _):
         info = httpx.get(f"{url}/v1/models", timeout=30).json()
         assert info["detector"] == "haar@320" and info["det_size"] == 320 and info["model"] == "fer_minixception"
         got = httpx.post(f"{url}/v1/predict", files={"file": ("p.jpg", PHOTO.read_bytes(), "image/jpeg")}, timeout=60)
         assert got.status_code == 200, got.text
         _same(_faces(got.json()), _faces(want))
-    finally:
-        proc.terminate()
-        proc.wait(30)
 
 
 def test_bad_settings_are_one_line_from_the_one_validation(tmp_path):

@@ -34,12 +34,7 @@ TOL = 1e-5
 LOGIT_TOL = 5e-5
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread_per_module")  # see conftest: two shared cores
 
 
 def sha256(path: Path) -> str:

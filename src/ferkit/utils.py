@@ -415,6 +415,40 @@ def ort_session(path: str | os.PathLike, threads: int, providers: list[str] | No
     return ort.InferenceSession(str(path), so, providers=providers or ["CPUExecutionProvider"])
 
 
+#: the ONNX opset every graph ferkit writes uses
+ONNX_OPSET = 17
+
+
+def export_traced_onnx(
+    net: Any,
+    example: Any,
+    path: str | os.PathLike,
+    *,
+    input_name: str,
+    output_names: list[str],
+    dynamic_axes: dict[str, dict[int, str]],
+) -> None:
+    """Write ``net`` traced on ``example`` (one input tensor) to ``path`` as ONNX: the TorchScript exporter
+    (``dynamo=False``), opset :data:`ONNX_OPSET`, no gradients, the tracer's expected warnings (python ints,
+    constant folding) hidden. The one export call behind the detectors' and the zoo's graphs."""
+    import warnings
+
+    import torch
+
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            net,
+            (example,),
+            str(path),
+            input_names=[input_name],
+            output_names=output_names,
+            dynamic_axes=dynamic_axes,
+            opset_version=ONNX_OPSET,
+            dynamo=False,
+        )
+
+
 def resolve_device(name: str | None = "auto"):
     """``auto`` picks CUDA, then Apple MPS, then CPU; anything else is passed to ``torch.device``."""
     import torch

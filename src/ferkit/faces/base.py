@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import abc
 import math
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -28,6 +29,10 @@ from ferkit.schema import LANDMARK_NAMES  # one definition, shared with the resu
 
 # What a backend may be asked to downscale to before detection (long side, pixels).
 DEFAULT_MAX_SIZE = 1280
+#: what a backend with a network takes as ``runtime``
+RUNTIMES = ("auto", "torch", "onnx")
+# Parallel callers of one detector share one ONNX Runtime session per thread count: made under this lock.
+_SESSION_LOCK = threading.Lock()
 
 
 @dataclass
@@ -239,9 +244,8 @@ class FaceDetector(abc.ABC):
     name: ClassVar[str] = "?"
     #: False for backends whose landmarks are estimated from the box.
     has_landmarks: ClassVar[bool] = True
-    #: True when :meth:`detect` may be called from several threads at once, each call using one core inside
-    #: :func:`ferkit.utils.one_core` (the analyzer then spreads images over the cores)
-    concurrent_calls: ClassVar[bool] = False
+    #: ``onnx`` or ``torch`` in a backend that has both graphs (see :meth:`_chosen_runtime`), else None
+    runtime: str | None = None
     default_score_threshold: ClassVar[float] = 0.5
     # What `ferkit detectors` says about a backend (from here, the one place): what it is for, the input it
     # works on, a speed class (fast / medium / slow on a CPU at 640x480) and the weights' licence.
@@ -278,6 +282,40 @@ class FaceDetector(abc.ABC):
         self.min_face = float(min_face)
         self.max_size = max_size
         self.batch_size = batch_size
+        self._sessions: dict[int, Any] = {}  # ONNX Runtime sessions by intra-op thread count (_session_for)
+
+    # The options only some backends take, checked here so that every backend words them the same way.
+    def _checked_nms_iou(self, nms_iou: Any) -> float:
+        """``nms_iou`` as a float in (0, 1], or a one-line ConfigError naming this detector."""
+        if not (isinstance(nms_iou, (int, float)) and 0.0 < nms_iou <= 1.0):
+            raise ConfigError(f"{self.name} nms_iou must be in (0, 1], got {nms_iou!r}")
+        return float(nms_iou)
+
+    def _chosen_runtime(self, runtime: Any) -> str:
+        """The runtime a backend with both graphs runs on: ``onnx`` when asked, or for ``auto`` on the CPU with
+        onnxruntime installed; else ``torch``. Anything but auto/torch/onnx is a one-line ConfigError."""
+        if runtime not in RUNTIMES:
+            raise ConfigError(f"{self.name} runtime {runtime!r}: use auto, torch or onnx")
+        from ferkit.utils import installed
+
+        if runtime == "onnx" or (runtime == "auto" and self.on_cpu and installed("onnxruntime")):
+            return "onnx"
+        return "torch"
+
+    def _session_for(self, threads: int) -> Any:
+        """This detector's ONNX Runtime session with ``threads`` intra-op threads (made once per count, from
+        :meth:`_onnx_graph`)."""
+        if threads not in self._sessions:
+            with _SESSION_LOCK:
+                if threads not in self._sessions:
+                    from ferkit.utils import ort_session
+
+                    self._sessions[threads] = ort_session(self._onnx_graph(), threads)
+        return self._sessions[threads]
+
+    def _onnx_graph(self) -> Any:
+        """The ONNX graph file of a backend that runs on ONNX Runtime."""
+        raise NotImplementedError(f"{self.name} has no ONNX graph")
 
     @property
     def device(self):
@@ -287,6 +325,12 @@ class FaceDetector(abc.ABC):
 
             self._device = resolve_device(self._device_name)
         return self._device
+
+    @property
+    def concurrent_calls(self) -> bool:
+        """True when :meth:`detect` may be called from several threads at once, each call using one core inside
+        :func:`ferkit.utils.one_core` (the analyzer then spreads images over the cores): on ONNX Runtime."""
+        return self.runtime == "onnx"
 
     @property
     def on_cpu(self) -> bool:

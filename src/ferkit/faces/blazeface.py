@@ -21,18 +21,16 @@ the PyTorch module of :mod:`ferkit.faces.blazeface_net`.
 
 from __future__ import annotations
 
-import threading
-from typing import Any
+from pathlib import Path
 
 import numpy as np
 
 from ferkit.faces.base import Face, FaceDetector, register_backend
-from ferkit.utils import call_threads, installed, ort_session
+from ferkit.utils import call_threads
 
 INPUT_SIZE = 256
 #: mouth half-width as a fraction of the eye distance (ArcFace 112x112 template: 29.18 / 35.24 / 2)
 MOUTH_HALF_WIDTH = 0.414
-_SESSION_LOCK = threading.Lock()
 
 
 def anchors(size: int = INPUT_SIZE) -> np.ndarray:
@@ -98,20 +96,14 @@ class BlazeFaceDetector(FaceDetector):
         """``nms_iou``: boxes overlapping a better one by more than this IoU are dropped (0.3, MediaPipe's).
         ``runtime``: ``torch``, ``onnx`` or ``auto`` (onnx on CPU when onnxruntime is installed)."""
         super().__init__(*args, **kwargs)
-        from ferkit.errors import ConfigError
-
-        if not (isinstance(nms_iou, (int, float)) and 0.0 < nms_iou <= 1.0):
-            raise ConfigError(f"blazeface nms_iou must be in (0, 1], got {nms_iou!r}")
-        if runtime not in ("auto", "torch", "onnx"):
-            raise ConfigError(f"blazeface runtime {runtime!r}: use auto, torch or onnx")
-        self.nms_iou = float(nms_iou)
+        self.nms_iou = self._checked_nms_iou(nms_iou)
+        self.runtime = self._chosen_runtime(runtime)
         # The network sees a 256-px letterbox whatever max_size says: shrinking straight to 256 is one resize
         # instead of two (measured: 25 -> ~8 ms per 1920-px photo in bench/detectors.py).
         if self.max_size is None or self.max_size > INPUT_SIZE:
             self.max_size = INPUT_SIZE
         self.net = None
-        self._sessions: dict[int, Any] = {}
-        if runtime == "onnx" or (runtime == "auto" and self.on_cpu and installed("onnxruntime")):
+        if self.runtime == "onnx":
             self._session_for(call_threads())
         else:
             from ferkit.utils import require_torch
@@ -120,20 +112,11 @@ class BlazeFaceDetector(FaceDetector):
             from ferkit.faces.blazeface_net import build_network
 
             self.net = build_network(self.device)
-        self.runtime = "onnx" if self._sessions else "torch"
 
-    @property
-    def concurrent_calls(self) -> bool:  # type: ignore[override]
-        return self.runtime == "onnx"
+    def _onnx_graph(self) -> Path:
+        from ferkit.faces.weights import onnx_weights_path
 
-    def _session_for(self, threads: int):
-        if threads not in self._sessions:
-            with _SESSION_LOCK:
-                if threads not in self._sessions:
-                    from ferkit.faces.weights import onnx_weights_path
-
-                    self._sessions[threads] = ort_session(onnx_weights_path("blazeface"), threads)
-        return self._sessions[threads]
+        return onnx_weights_path("blazeface")
 
     def forward(self, squares: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(N, 256, 256, 3) uint8 RGB -> (logits (N, 896), regressors (N, 896, 16)) as float32 numpy."""

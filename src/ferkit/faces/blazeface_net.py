@@ -97,18 +97,13 @@ def build_network(device: torch.device | str = "cpu") -> BlazeFaceNet:
 
 def export_onnx(path: str | os.PathLike) -> None:
     """Write the network as ONNX (opset 17, dynamic batch, 256x256 input) to ``path``."""
-    import warnings
+    from ferkit.utils import export_traced_onnx
 
-    net = build_network("cpu")
-    with torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the TorchScript exporter's notes on tracing: expected
-        torch.onnx.export(
-            net,
-            (torch.zeros(1, 3, 256, 256),),
-            str(path),
-            input_names=["x"],
-            output_names=["logits", "regressors"],
-            dynamic_axes={"x": {0: "batch"}},
-            opset_version=17,
-            dynamo=False,
-        )
+    export_traced_onnx(
+        build_network("cpu"),
+        torch.zeros(1, 3, 256, 256),
+        path,
+        input_name="x",
+        output_names=["logits", "regressors"],
+        dynamic_axes={"x": {0: "batch"}},
+    )

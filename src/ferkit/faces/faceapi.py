@@ -14,7 +14,7 @@ torch import) or in PyTorch (:mod:`ferkit.faces.faceapi_net`).
 
 from __future__ import annotations
 
-import threading
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -22,7 +22,7 @@ import numpy as np
 from ferkit.errors import ConfigError
 from ferkit.faces.base import Face, FaceDetector, batched_nms, register_backend
 from ferkit.faces.haar import estimate_landmarks
-from ferkit.utils import call_threads, installed, ort_session
+from ferkit.utils import call_threads
 
 #: tiny_face_detector's anchors in cells (tinyFaceDetector/const.ts), its mean RGB and NMS IoU
 TINY_ANCHORS = np.array(
@@ -33,7 +33,6 @@ TINY_IOU = 0.4
 SSD_SIZE = 512
 SSD_IOU = 0.5
 SSD_MAX_RESULTS = 100
-_SESSION_LOCK = threading.Lock()
 
 
 def square_resize(image: np.ndarray, side: int) -> tuple[np.ndarray, int, int]:
@@ -82,11 +81,9 @@ class _FaceApiDetector(FaceDetector):
 
     def __init__(self, *args: Any, runtime: str = "auto", **kwargs: Any):
         super().__init__(*args, **kwargs)
-        if runtime not in ("auto", "torch", "onnx"):
-            raise ConfigError(f"{self.name} runtime {runtime!r}: use auto, torch or onnx")
+        self.runtime = self._chosen_runtime(runtime)
         self.net = None
-        self._sessions: dict[int, Any] = {}
-        if runtime == "onnx" or (runtime == "auto" and self.on_cpu and installed("onnxruntime")):
+        if self.runtime == "onnx":
             self._session_for(call_threads())
         else:
             from ferkit.utils import require_torch
@@ -95,20 +92,11 @@ class _FaceApiDetector(FaceDetector):
             from ferkit.faces.faceapi_net import build_network
 
             self.net = build_network(self.name, self.device)
-        self.runtime = "onnx" if self._sessions else "torch"
 
-    @property
-    def concurrent_calls(self) -> bool:  # type: ignore[override]
-        return self.runtime == "onnx"
+    def _onnx_graph(self) -> Path:
+        from ferkit.faces.weights import onnx_weights_path
 
-    def _session_for(self, threads: int):
-        if threads not in self._sessions:
-            with _SESSION_LOCK:
-                if threads not in self._sessions:
-                    from ferkit.faces.weights import onnx_weights_path
-
-                    self._sessions[threads] = ort_session(onnx_weights_path(self.name), threads)
-        return self._sessions[threads]
+        return onnx_weights_path(self.name)
 
     def _run(self, x: np.ndarray) -> list[np.ndarray]:
         """The network on an NCHW float32 batch, outputs as float32 numpy."""

@@ -195,24 +195,19 @@ def build_network(backend: str, device: torch.device | str = "cpu") -> nn.Module
 
 def export_onnx(backend: str, path: str | os.PathLike) -> None:
     """Write the network as ONNX (opset 17, dynamic batch; tinyface also dynamic height/width) to ``path``."""
-    import warnings
+    from ferkit.utils import export_traced_onnx
 
-    net = build_network(backend, "cpu")
     side = SSD_SIZE if backend == "ssd_mobilenet" else 416
     dyn = {0: "batch"} if backend == "ssd_mobilenet" else {0: "batch", 2: "height", 3: "width"}
     outs = ["boxes", "scores"] if backend == "ssd_mobilenet" else ["out"]
-    with torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the TorchScript exporter's notes on tracing: expected
-        torch.onnx.export(
-            net,
-            (torch.zeros(1, 3, side, side),),
-            str(path),
-            input_names=["x"],
-            output_names=outs,
-            dynamic_axes={"x": dyn},
-            opset_version=17,
-            dynamo=False,
-        )
+    export_traced_onnx(
+        build_network(backend, "cpu"),
+        torch.zeros(1, 3, side, side),
+        path,
+        input_name="x",
+        output_names=outs,
+        dynamic_axes={"x": dyn},
+    )
     store_quantised(path, backend)
 
 

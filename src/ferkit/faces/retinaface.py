@@ -20,21 +20,18 @@ are numpy for both.
 from __future__ import annotations
 
 import math
-import threading
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from ferkit.faces.base import Face, FaceDetector, group_by_shape, register_backend
-from ferkit.utils import call_threads, installed, ort_session
+from ferkit.utils import call_threads
 
 BGR_MEAN = (104.0, 117.0, 123.0)
 VARIANCES = (0.1, 0.2)
 # (stride, anchor sides in pixels) per pyramid level, finest first.
 LEVELS = ((8, (16, 32)), (16, (64, 128)), (32, (256, 512)))
-_SESSION_LOCK = threading.Lock()
 
 
 def __getattr__(name: str):
@@ -99,16 +96,10 @@ class RetinaFaceDetector(FaceDetector):
         original test script). ``runtime``: ``torch``, ``onnx`` (ONNX Runtime: ~3.5-4x faster on CPU for this
         small network, same boxes within 1e-3 px) or ``auto`` (onnx on CPU when onnxruntime is installed)."""
         super().__init__(*args, **kwargs)
-        from ferkit.errors import ConfigError
-
-        if not (isinstance(nms_iou, (int, float)) and 0.0 < nms_iou <= 1.0):
-            raise ConfigError(f"retinaface nms_iou must be in (0, 1], got {nms_iou!r}")
-        if runtime not in ("auto", "torch", "onnx"):
-            raise ConfigError(f"retinaface runtime {runtime!r}: use auto, torch or onnx")
-        self.nms_iou = float(nms_iou)
+        self.nms_iou = self._checked_nms_iou(nms_iou)
+        self.runtime = self._chosen_runtime(runtime)
         self.net = None
-        self._sessions: dict[int, Any] = {}  # ONNX Runtime sessions by intra-op thread count
-        if runtime == "onnx" or (runtime == "auto" and self.on_cpu and installed("onnxruntime")):
+        if self.runtime == "onnx":
             self._session_for(call_threads())
         else:
             from ferkit.utils import require_torch
@@ -120,18 +111,9 @@ class RetinaFaceDetector(FaceDetector):
 
             self.net = build_network(self.device)
             self._mean = torch.tensor(BGR_MEAN, device=self.device).view(1, 3, 1, 1)
-        self.runtime = "onnx" if self._sessions else "torch"
 
-    @property
-    def concurrent_calls(self) -> bool:  # type: ignore[override]
-        return self.runtime == "onnx"
-
-    def _session_for(self, threads: int):
-        if threads not in self._sessions:
-            with _SESSION_LOCK:  # parallel callers share one session per thread count
-                if threads not in self._sessions:
-                    self._sessions[threads] = ort_session(onnx_path(), threads)
-        return self._sessions[threads]
+    def _onnx_graph(self) -> Path:
+        return onnx_path()
 
     def _forward(self, batch: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Same-sized RGB images -> (face probability (N, P), box offsets (N, P, 4), landmark offsets

@@ -183,18 +183,13 @@ def build_network(device: torch.device | str = "cpu", fold: bool = True) -> Reti
 
 def export_onnx(path: str | os.PathLike) -> None:
     """Write the folded network as ONNX (opset 17, dynamic batch/height/width) to ``path``."""
-    import warnings
+    from ferkit.utils import export_traced_onnx
 
-    net = build_network("cpu")
-    with torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the TorchScript exporter's notes on tracing: expected
-        torch.onnx.export(
-            net,
-            (torch.zeros(1, 3, 64, 64),),
-            str(path),
-            input_names=["x"],
-            output_names=["prob", "box", "landmarks"],
-            dynamic_axes={"x": {0: "batch", 2: "height", 3: "width"}},
-            opset_version=17,
-            dynamo=False,
-        )
+    export_traced_onnx(
+        build_network("cpu"),
+        torch.zeros(1, 3, 64, 64),
+        path,
+        input_name="x",
+        output_names=["prob", "box", "landmarks"],
+        dynamic_axes={"x": {0: "batch", 2: "height", 3: "width"}},
+    )

@@ -32,8 +32,6 @@ from typing import Any
 
 from ferkit.errors import ConfigError, ModelError
 
-OPSET = 17
-
 
 def require(mod: str):
     """Import ``mod`` (onnx, onnxruntime), or one ConfigError line saying how to install it."""
@@ -103,23 +101,10 @@ def export_onnx(
     outputs = ["logits", "valence", "arousal"] if task == "multitask" else ["logits"]
     x = torch.zeros(2, spec.channels, *spec.size)
     dyn = {"input": {0: "batch"}, **{o: {0: "batch"} for o in outputs}}
-    import warnings
-
-    from ferkit.utils import atomic_path
+    from ferkit.utils import atomic_path, export_traced_onnx
 
     with atomic_path(out, suffix=".onnx", what="export") as tmp:
-        with torch.no_grad(), warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # TracerWarnings about python ints / constant folding: expected
-            torch.onnx.export(
-                wrapped,
-                (x,),
-                tmp,
-                input_names=["input"],
-                output_names=outputs,
-                dynamic_axes=dyn,
-                opset_version=OPSET,
-                dynamo=False,
-            )
+        export_traced_onnx(wrapped, x, tmp, input_name="input", output_names=outputs, dynamic_axes=dyn)
         m = onnx.load(tmp)
         meta = {
             "ferkit.classes": json.dumps(list(ckpt["classes"])),

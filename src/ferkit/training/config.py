@@ -110,6 +110,22 @@ class TrainConfig:
         cfg._given = frozenset(self.given_settings()) | frozenset(given)
         return cfg
 
+    def load_dataset(self, quiet: bool | None = None):
+        """The dataset this config names: ``data`` read as ``format`` with ``mapping``, resized to ``image_size``,
+        split with ``seed``, ``val_fraction`` and ``test_fraction``; ``quiet`` defaults to the config's."""
+        from ferkit.data import load_dataset
+
+        return load_dataset(
+            self.data,
+            format=self.format,
+            mapping=self.mapping,
+            image_size=self.image_size,
+            seed=self.seed,
+            val_fraction=self.val_fraction,
+            test_fraction=self.test_fraction,
+            quiet=self.quiet if quiet is None else quiet,
+        )
+
     def validate(self) -> None:
         def choice(name, value, allowed):
             if value not in allowed:

@@ -13,22 +13,12 @@ def freeze_sweep(cfg: TrainConfig, dataset=None, depths: list[str] | None = None
 
     Writes ``OUT/freeze_<depth>/`` runs plus ``OUT/sweep.csv``, ``sweep.md`` and ``sweep.json``.
     """
-    from ferkit.data import load_dataset
     from ferkit.models import create_model, get_card
     from ferkit.models.freeze import freezable_depths
     from ferkit.training.trainer import Trainer
 
     if dataset is None:
-        dataset = load_dataset(
-            cfg.data,
-            format=cfg.format,
-            mapping=cfg.mapping,
-            image_size=cfg.image_size,
-            seed=cfg.seed,
-            val_fraction=cfg.val_fraction,
-            test_fraction=cfg.test_fraction,
-            quiet=cfg.quiet,
-        )
+        dataset = cfg.load_dataset()
         cfg = cfg.merged({"mapping": None}) if cfg.mapping else cfg
     if depths is None:
         probe = create_model(

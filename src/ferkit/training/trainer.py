@@ -102,8 +102,6 @@ class Trainer:
 
     # ------------------------------------------------------------------ set-up
     def _load_data(self):
-        from ferkit.data import load_dataset
-
         cfg = self.cfg
         if self.dataset is None:
             if not cfg.data:
@@ -111,16 +109,7 @@ class Trainer:
                     "no data: pass --data PATH (a FER2013 CSV, a class-folder tree, an AffectNet-style "
                     "folder or IDX files), or make one with `ferkit data synth`"
                 )
-            self.dataset = load_dataset(
-                cfg.data,
-                format=cfg.format,
-                mapping=cfg.mapping,
-                image_size=cfg.image_size,
-                seed=cfg.seed,
-                val_fraction=cfg.val_fraction,
-                test_fraction=cfg.test_fraction,
-                quiet=cfg.quiet or not self.dist.main,
-            )
+            self.dataset = cfg.load_dataset(quiet=cfg.quiet or not self.dist.main)
         elif cfg.mapping:
             from ferkit.data.relabel import relabel
 
