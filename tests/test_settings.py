@@ -2,6 +2,7 @@
 server started with them give the same faces for non-default settings; bad values are one line from the one
 validation; the API's analyzer cache is bounded and builds once under concurrent threads."""
 
+import contextlib
 import gc
 import json
 import subprocess
@@ -10,6 +11,7 @@ import time
 import weakref
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
 from conftest import FERKIT, run_cli
@@ -56,13 +58,22 @@ def test_api_cli_and_server_give_the_same_faces_for_the_same_settings(tmp_path):
     assert cli["detector"] == "haar@320"
     _same(_faces(cli), _faces(want))
 
-    import httpx
+    with _serve(*FLAGS) as url:
+        info = httpx.get(f"{url}/v1/models", timeout=30).json()
+        assert info["detector"] == "haar@320" and info["det_size"] == 320 and info["model"] == "fer_minixception"
+        got = httpx.post(f"{url}/v1/predict", files={"file": ("p.jpg", PHOTO.read_bytes(), "image/jpeg")}, timeout=60)
+        assert got.status_code == 200, got.text
+        _same(_faces(got.json()), _faces(want))
 
+
+@contextlib.contextmanager
+def _serve(*flags: str):
+    """``ferkit serve FLAGS`` as a subprocess on a free loopback port, once it answers /healthz: its URL."""
     from ferkit.serve.app import free_port
 
     port = free_port()
     proc = subprocess.Popen(
-        FERKIT + ["serve", "--port", str(port), *FLAGS], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+        FERKIT + ["serve", "--port", str(port), *flags], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
     )
     try:
         url = f"http://127.0.0.1:{port}"
@@ -76,14 +87,52 @@ def test_api_cli_and_server_give_the_same_faces_for_the_same_settings(tmp_path):
                 pass
             assert time.time() < deadline, "ferkit serve did not start"
             time.sleep(0.2)
-        info = httpx.get(f"{url}/v1/models", timeout=30).json()
-        assert info["detector"] == "haar@320" and info["det_size"] == 320 and info["model"] == "fer_minixception"
-        got = httpx.post(f"{url}/v1/predict", files={"file": ("p.jpg", PHOTO.read_bytes(), "image/jpeg")}, timeout=60)
-        assert got.status_code == 200, got.text
-        _same(_faces(got.json()), _faces(want))
+        yield url
     finally:
         proc.terminate()
         proc.wait(30)
+
+
+def test_fast_is_the_one_preset_on_cli_api_and_server_and_a_typed_flag_overrides_it():
+    from ferkit import defaults
+
+    preset = AnalyzerSettings(**defaults.FAST)
+    assert preset != AnalyzerSettings()  # the fast mode is not the default: a comparison that can fail
+    # API: fast=True is the preset on every entry point; a keyword argument beside it wins
+    assert ferkit.analyzer(fast=True) is ferkit.analyzer(settings=preset)
+    want = ferkit.analyze(PHOTO, fast=True).to_dict()
+    assert (want["detector"], want["model"]) == ("retinaface@320", "fer_minixception")
+    default = ferkit.analyze(PHOTO).to_dict()
+    assert (default["detector"], default["model"]) != (want["detector"], want["model"])
+    (kw,) = ferkit.predict(inputs=[PHOTO], fast=True)
+    _same(_faces(kw.to_dict()), _faces(want))
+    over = ferkit.analyze(PHOTO, fast=True, detector="haar").to_dict()
+    assert (over["detector"], over["model"]) == ("haar@320", "fer_minixception")
+    assert ferkit.analyzer("human_xception", fast=True).settings == preset.replace(models=("human_xception",))
+
+    # CLI: --fast alone is the preset; --detector / --det-size typed beside it win, the rest of the preset stays
+    r = run_cli("predict", PHOTO, "--fast", "--quiet")
+    assert r.returncode == 0, r.stderr
+    (cli,) = [json.loads(line) for line in r.stdout.splitlines()]
+    assert (cli["detector"], cli["model"]) == ("retinaface@320", "fer_minixception")
+    _same(_faces(cli), _faces(want))
+    r = run_cli("predict", PHOTO, "--fast", "--detector", "haar", "--quiet")
+    assert r.returncode == 0, r.stderr
+    (cli,) = [json.loads(line) for line in r.stdout.splitlines()]
+    assert (cli["detector"], cli["model"]) == ("haar@320", "fer_minixception")
+    _same(_faces(cli), _faces(over))
+    r = run_cli("predict", PHOTO, "--fast", "--det-size", "640", "--quiet")
+    assert r.returncode == 0, r.stderr
+    (cli,) = [json.loads(line) for line in r.stdout.splitlines()]
+    assert (cli["detector"], cli["model"]) == ("retinaface@640", "fer_minixception")
+
+    # server: `ferkit serve --fast` runs the same preset and answers the same faces
+    with _serve("--fast") as url:
+        info = httpx.get(f"{url}/v1/models", timeout=30).json()
+        assert (info["detector"], info["det_size"], info["model"]) == ("retinaface@320", 320, "fer_minixception")
+        got = httpx.post(f"{url}/v1/predict", files={"file": ("p.jpg", PHOTO.read_bytes(), "image/jpeg")}, timeout=60)
+        assert got.status_code == 200, got.text
+        _same(_faces(got.json()), _faces(want))
 
 
 def test_bad_settings_are_one_line_from_the_one_validation(tmp_path):

@@ -21,12 +21,13 @@ BACKEND = "auto"  # ONNX Runtime on the CPU when onnxruntime is installed, else 
 BATCH_SIZE = 64
 DEVICE = "cpu"
 
-# The fast mode (`--fast`, wired by the CLI): RetinaFace at 320 px and one model. Chosen by bench/detectors.py
-# (50 images of different real people: portraits, group photos, video frames; README "Benchmarks"): of the
-# presets measured it is the fastest that keeps >= 0.95 of the default's faces >= 40 px (60/63; BlazeFace keeps
-# 57/63: it misses small faces in group photos and costs about what RetinaFace at 320 does on a CPU). What it
-# gives up: faces under ~30 px in a 640-px photo, and 0.83 of faces keep the default ensemble's label.
-FAST = {"detector": "retinaface", "det_size": 320, "model": "fer_minixception"}
+# The fast mode (`--fast`, `fast=True`; AnalyzerSettings.of lays it under what the user typed): RetinaFace at
+# 320 px and one model. Chosen by bench/detectors.py (50 images of different real people: portraits, group photos,
+# video frames; README "Benchmarks"): of the presets measured it is the fastest that keeps >= 0.95 of the
+# default's faces >= 40 px (60/63; BlazeFace keeps 57/63: it misses small faces in group photos and costs about
+# what RetinaFace at 320 does on a CPU). What it gives up: faces under ~30 px in a 640-px photo, and 0.83 of
+# faces keep the default ensemble's label.
+FAST = {"detector": "retinaface", "det_size": 320, "models": "fer_minixception"}
 
 # Videos: the face detector runs on every 2nd analysed frame (and on the first, after a shot change, and where a
 # face is lost); faces are followed by optical flow in between and every frame is still classified. Chosen by

@@ -8,6 +8,7 @@ temporary file and moved into place when done).
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from pathlib import Path
@@ -47,15 +48,22 @@ def add_analyzer_options(p) -> None:
         help="several models; probabilities averaged over the common vocabulary",
     )
     p.add_argument(
+        "--fast",
+        action="store_true",
+        help=f"the fast mode: {_fast_text()}; a flag typed beside it wins (--fast --detector blazeface). "
+        "It gives up faces under ~30 px in a 640-px photo and the ensemble's labels: 0.83 of faces keep the "
+        "default's label (README 'Benchmarks')",
+    )
+    p.add_argument(
         "--detector",
-        default=defaults.DETECTOR,
+        default=argparse.SUPPRESS,  # absent unless typed, so that it overrides --fast (AnalyzerSettings.of)
         metavar="NAME",
         help=f"face detector: {', '.join(available_backends())} (default {defaults.DETECTOR})",
     )
     p.add_argument(
         "--det-size",
         type=int,
-        default=defaults.DET_SIZE,
+        default=argparse.SUPPRESS,  # as --detector
         metavar="PX",
         help=f"long side photos are shrunk to for detection (default {defaults.DET_SIZE}; results stay in "
         "original pixels; 320 is faster and still finds faces down to ~32 px in a 640x480 photo)",
@@ -85,17 +93,19 @@ def add_analyzer_options(p) -> None:
     )
 
 
-def models_of(a) -> list:
-    return a.ensemble or ([a.model] if a.model else list(defaults.MODEL))
+def _fast_text() -> str:
+    f = defaults.FAST
+    return f"{f['detector']} at {f['det_size']} px and the one model {f['models']}"
 
 
 def settings_from_args(a) -> AnalyzerSettings:
     """The one :class:`AnalyzerSettings` of a command's arguments (checked there: one ConfigError line): the
-    models of ``--model`` / ``--ensemble``, and every field for which the command has an option of that name."""
+    models of ``--model`` / ``--ensemble``, and every field for which the command has an option of that name;
+    ``--fast`` is laid under them (:meth:`AnalyzerSettings.of`)."""
     from ferkit.inference.settings import FIELDS
 
     given = {f: getattr(a, f) for f in FIELDS if f != "models" and hasattr(a, f)}
-    return AnalyzerSettings(models=models_of(a), **given)
+    return AnalyzerSettings.of(None, a.ensemble or a.model, fast=getattr(a, "fast", False), **given)
 
 
 def add_parsers(sub) -> None:
