@@ -291,6 +291,8 @@ exit code: 0 if no input failed, 2 if any input failed (errors are also one line
         default=None,
         help="require this key (X-API-Key) on every route but /healthz (default: $FERKIT_API_KEY)",
     )
+    from ferkit.faces.io import PLAIN_PEAK_BYTES_PER_PIXEL
+
     d = serve_defaults()  # the server's limits have one owner: ServeConfig
     mb = 1024 * 1024
     sv.add_argument(
@@ -328,8 +330,9 @@ exit code: 0 if no input failed, 2 if any input failed (errors are also one line
         "--max-inflight-mb",
         type=float,
         default=d["max_inflight_mb"],
-        help=f"decoded image memory in flight at once (default {d['max_inflight_mb']:g} MB, ~50 "
-        "megapixels); past it requests get 503",
+        help=f"decode memory in flight at once (default {d['max_inflight_mb']:g} MB: ~"
+        f"{d['max_inflight_mb'] * mb / PLAIN_PEAK_BYTES_PER_PIXEL / 1e6:.0f} megapixels of JPEG/PNG being decoded "
+        "at once, each image counted at its format's decode peak); past it requests get 503",
     )
     sv.add_argument(
         "--batch-max",
@@ -533,18 +536,20 @@ def cmd_zoo(a) -> int:
     from ferkit import zoo
 
     if a.zoo_command == "list":
-        from ferkit.cli.common import print_rows
+        from ferkit.cli.common import column_widths, print_rows
 
-        return print_rows(
-            zoo.list_zoo(),
-            a.json,
-            f"{'name':<22} {'kind':<8} {'model':<19} {'input':<10} {'delivery':<8} {'ready':<5} {'licence':<20} source",
-            lambda r: (
-                f"{r['name']:<22} {r['kind']:<8} {r['model']:<19} {r['input']:<10} "
-                f"{r['delivery']:<8} {'yes' if r['available'] else 'no':<5} {r['licence']:<20} "
-                f"{r['source']}"
-            ),
-        )
+        rows = zoo.list_zoo()
+        cols = ("name", "kind", "model", "input", "delivery", "ready", "licence")  # then the free-length source
+
+        def cells(r: dict) -> dict:
+            return {**r, "ready": "yes" if r["available"] else "no"}
+
+        w = column_widths([cells(r) for r in rows], cols)
+
+        def line(r: dict) -> str:
+            return "  ".join(f"{r[k]:<{w[k]}}" for k in cols) + f"  {r['source']}"
+
+        return print_rows(rows, a.json, line({k: k for k in (*cols, "source")}), lambda r: line(cells(r)))
     if a.zoo_command == "info":
         info = zoo.zoo_info(a.name)
         print(json.dumps(info, indent=2, default=str) if a.json else info["card"], end="" if not a.json else "\n")
