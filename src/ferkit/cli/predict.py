@@ -50,9 +50,9 @@ def add_analyzer_options(p) -> None:
     p.add_argument(
         "--fast",
         action="store_true",
-        help=f"the fast mode: {_fast_text()}; a flag typed beside it wins (--fast --detector blazeface). "
-        "It gives up faces under ~30 px in a 640-px photo and the ensemble's labels: 0.83 of faces keep the "
-        "default's label (README 'Benchmarks')",
+        help=f"the fast mode: {_fast_text()} (6-12x the `fer` package in most runs; README 'Benchmarks'); a flag typed "
+        "beside it wins (--fast --detector blazeface). It gives up faces under ~30 px in a 640-px photo and the "
+        "ensemble's second model: 0.82-0.87 of faces keep the default's label",
     )
     p.add_argument(
         "--detector",
