@@ -303,6 +303,11 @@ PRESETS = {
     "blazeface, box crops + ensemble": ["--detector", "blazeface", "--crop", "box"],
     "retinaface@320 + ensemble": ["--det-size", "320"],
     "retinaface@320 + fer_minixception": ["--det-size", "320", "--model", "fer_minixception"],
+    "--fast": ["--fast"],
+    "--fast --detector blazeface": ["--fast", "--detector", "blazeface"],
+    "--fast --detector tinyface": ["--fast", "--detector", "tinyface"],
+    "--fast --det-size 256": ["--fast", "--det-size", "256"],
+    "--fast --crop box": ["--fast", "--crop", "box"],
 }
 
 
@@ -339,7 +344,8 @@ def vs_fer(items, repeat: int) -> dict:
                 walls.setdefault(name, []).append(wall)
         base = res["default"]
         fer_s = min(walls["fer"])
-        print(f"\nwhole process, {len(paths)} images (the set above as JPEG files), best of {repeat}:")
+        load = " ".join(f"{x:.2f}" for x in os.getloadavg())
+        print(f"\nwhole process, {len(paths)} images (the set above as JPEG files), best of {repeat}; load {load}:")
         print(
             f"{'pipeline':<36} {'s':>7} {'ms/img':>7} {'x fer':>6} {'default faces>=40 found':>24} {'same label':>10}"
         )

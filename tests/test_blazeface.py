@@ -113,9 +113,9 @@ def test_fast_preset_finds_the_default_pipelines_faces():
     default pipeline finds on the committed photos (a group photo and four portraits), with labels from its model."""
     from ferkit import api, defaults
 
-    assert set(defaults.FAST) <= {"model", "detector", "det_size", "crop"}
+    assert set(defaults.FAST) <= {"models", "detector", "det_size", "crop"}
     paths = [ROOT / "tests" / "data" / "multi_face.jpg", *sorted((ROOT / "tests" / "data" / "identity").glob("*.jpg"))]
-    fast, default = api.analyzer(**defaults.FAST), api.analyzer()
+    fast, default = api.analyzer(fast=True), api.analyzer()
     n = 0
     for p in paths:
         img = load_image(p)

@@ -288,3 +288,28 @@ def test_budget_reserves_a_float_tiffs_real_decode_cost():
         assert r.status_code == 503 and "large images in flight" in r.json()["reason"], (r.status_code, r.text[:300])
         alone = c.post("/v1/predict", content=tiff, headers={"content-type": "image/tiff"})
         assert alone.status_code == 200 and alone.json()["image_size"] == [4000, 4000], alone.text[:300]
+
+
+def test_max_inflight_help_says_how_many_megapixels_the_budget_holds():
+    """`ferkit serve --help` turns the default --max-inflight-mb into megapixels of JPEG being decoded at once:
+    the server's own budget (PixelBudget, each request sized by decode_peak_bytes from its header) admits that
+    many 1-megapixel JPEG decodes at the default (~11), not the ~50 the help once said."""
+    import re
+
+    from conftest import run_cli
+    from PIL import Image
+
+    from ferkit.faces.io import decode_peak_bytes
+    from ferkit.serve.app import PixelBudget, ServeConfig
+
+    r = run_cli("serve", "--help")
+    m = re.search(r"default ([\d.]+) MB: ~(\d+) megapixels of JPEG/PNG", " ".join(r.stdout.split()))
+    assert r.returncode == 0 and m, r.stdout[-800:]
+    assert float(m[1]) == ServeConfig().max_inflight_mb
+    buf = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (1000, 1000, 3), np.uint8)).save(buf, "JPEG")
+    need = decode_peak_bytes(buf.getvalue())
+    budget, held = PixelBudget(int(float(m[1]) * 2**20)), 0
+    while budget.try_acquire(need):
+        held += 1
+    assert abs(held - int(m[2])) <= 1, (held, m[0])

@@ -8,6 +8,7 @@ import threading
 import weakref
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
 from conftest import run_cli, serve_cli
@@ -54,11 +55,51 @@ def test_api_cli_and_server_give_the_same_faces_for_the_same_settings(tmp_path):
     assert cli["detector"] == "haar@320"
     _same(_faces(cli), _faces(want))
 
-    import httpx
-
     with serve_cli(*FLAGS) as (url, _):
         info = httpx.get(f"{url}/v1/models", timeout=30).json()
         assert info["detector"] == "haar@320" and info["det_size"] == 320 and info["model"] == "fer_minixception"
+        got = httpx.post(f"{url}/v1/predict", files={"file": ("p.jpg", PHOTO.read_bytes(), "image/jpeg")}, timeout=60)
+        assert got.status_code == 200, got.text
+        _same(_faces(got.json()), _faces(want))
+
+
+def test_fast_is_the_one_preset_on_cli_api_and_server_and_a_typed_flag_overrides_it():
+    from ferkit import defaults
+
+    preset = AnalyzerSettings(**defaults.FAST)
+    assert preset != AnalyzerSettings()  # the fast mode is not the default: a comparison that can fail
+    # API: fast=True is the preset on every entry point; a keyword argument beside it wins
+    assert ferkit.analyzer(fast=True) is ferkit.analyzer(settings=preset)
+    want = ferkit.analyze(PHOTO, fast=True).to_dict()
+    assert (want["detector"], want["model"]) == ("retinaface@320", "fer_minixception")
+    default = ferkit.analyze(PHOTO).to_dict()
+    assert (default["detector"], default["model"]) != (want["detector"], want["model"])
+    (kw,) = ferkit.predict(inputs=[PHOTO], fast=True)
+    _same(_faces(kw.to_dict()), _faces(want))
+    over = ferkit.analyze(PHOTO, fast=True, detector="haar").to_dict()
+    assert (over["detector"], over["model"]) == ("haar@320", "fer_minixception")
+    assert ferkit.analyzer("human_xception", fast=True).settings == preset.replace(models=("human_xception",))
+
+    # CLI: --fast alone is the preset; --detector / --det-size typed beside it win, the rest of the preset stays
+    r = run_cli("predict", PHOTO, "--fast", "--quiet")
+    assert r.returncode == 0, r.stderr
+    (cli,) = [json.loads(line) for line in r.stdout.splitlines()]
+    assert (cli["detector"], cli["model"]) == ("retinaface@320", "fer_minixception")
+    _same(_faces(cli), _faces(want))
+    r = run_cli("predict", PHOTO, "--fast", "--detector", "haar", "--quiet")
+    assert r.returncode == 0, r.stderr
+    (cli,) = [json.loads(line) for line in r.stdout.splitlines()]
+    assert (cli["detector"], cli["model"]) == ("haar@320", "fer_minixception")
+    _same(_faces(cli), _faces(over))
+    r = run_cli("predict", PHOTO, "--fast", "--det-size", "640", "--quiet")
+    assert r.returncode == 0, r.stderr
+    (cli,) = [json.loads(line) for line in r.stdout.splitlines()]
+    assert (cli["detector"], cli["model"]) == ("retinaface@640", "fer_minixception")
+
+    # server: `ferkit serve --fast` runs the same preset and answers the same faces
+    with serve_cli("--fast") as (url, _):
+        info = httpx.get(f"{url}/v1/models", timeout=30).json()
+        assert (info["detector"], info["det_size"], info["model"]) == ("retinaface@320", 320, "fer_minixception")
         got = httpx.post(f"{url}/v1/predict", files={"file": ("p.jpg", PHOTO.read_bytes(), "image/jpeg")}, timeout=60)
         assert got.status_code == 200, got.text
         _same(_faces(got.json()), _faces(want))

@@ -316,6 +316,41 @@ def test_cli_zoo(capsys, face_png):
     assert json.loads(capsys.readouterr().out.splitlines()[0])["faces"][0]["label"] == "happy"
 
 
+def test_zoo_list_columns_line_up_for_every_kind():
+    """`ferkit zoo list`: every column starts where its header does on every row, "attribute" (9 characters) and
+    the longest licence included, with two spaces before it."""
+    from conftest import run_cli
+
+    r = run_cli("zoo", "list")
+    assert r.returncode == 0, r.stderr
+    head, *lines = r.stdout.splitlines()
+    assert {line.split()[1] for line in lines} >= {"emotion", "backbone", "attribute"} and len(lines) == len(SOURCES)
+    starts = [head.index(c) for c in ("kind", "model", "input", "delivery", "ready", "licence", "source")]
+    for line in lines:
+        for i in starts:
+            assert line[i - 2 : i] == "  " and line[i] != " ", (i, line)
+
+
+def test_attribute_models_are_not_expression_models():
+    """An attribute model given where an expression model is wanted is one line pointing at --attributes (exit 2),
+    from the one resolver: the CLI's --model and --ensemble, and the Python API."""
+    from conftest import run_cli
+
+    import ferkit
+
+    photo = Path(__file__).parent / "data" / "multi_face.jpg"
+    for flags in (["--model", "faceapi_agegender"], ["--ensemble", "fer_minixception,human_antispoof"]):
+        r = run_cli("predict", photo, *flags)
+        err = r.stderr.strip().splitlines()
+        assert r.returncode == 2 and len(err) == 1 and "Traceback" not in r.stderr, r.stderr
+        assert "a per-face attribute model, not an expression model" in err[0] and "--attributes" in err[0], err
+        assert r.stdout == ""
+    with pytest.raises(ConfigError, match=r"^faceapi_landmarks68: a per-face attribute model.*--attributes"):
+        ferkit.analyze(photo, model="zoo:faceapi_landmarks68")
+    faces = ferkit.analyze(photo, model="fer_minixception", attributes="age").to_dict()["faces"]
+    assert any(f["age"] is not None for f in faces)  # the fix the line names works
+
+
 # ----------------------------------------------------------------------------------------------- fetch
 
 

@@ -111,10 +111,17 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3, help="runs of each process (best and spread printed)")
     ap.add_argument("--every", type=int, nargs="+", default=[1, 2, 4, 8], help="--detect-every values to run")
     ap.add_argument("--no-fer", action="store_true", help="ferkit rows only (no fer venv)")
+    ap.add_argument(
+        "--fast-every", type=int, nargs="*", default=[], help="also `--fast --detect-every N` for each N given"
+    )
     a = ap.parse_args()
     videos = [Path(v) for v in a.videos] or pyfeat_videos()
     py = None if a.no_fer else ensure_peer_venv()
-    print(f"{os.cpu_count()} cores; whole processes, start-up included; best of {a.repeat} (spread = max/min - 1)")
+    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    print(
+        f"{os.cpu_count()} cores, load {load}; whole processes, start-up included; best of {a.repeat} "
+        "(spread = max/min - 1)"
+    )
     print(
         f"{'video':<28} {'pipeline':<34} {'frames':>6} {'frames/s':>9} {'spread':>7} {'x fer':>6} "
         f"{'faces':>6} {'vs every 1: found':>18} {'same label':>10}"
@@ -133,9 +140,13 @@ def main() -> None:
             )
         ref = None
         with tempfile.TemporaryDirectory() as tmp:
-            for n in sorted(set(a.every), key=lambda k: (k != 1, k)):
-                out = Path(tmp) / f"{n}.jsonl"
-                label = "ferkit (default)" if n == DETECT_EVERY else f"ferkit --detect-every {n}"
+            runs = [([], n) for n in sorted(set(a.every) | {1}, key=lambda k: (k != 1, k))]
+            runs += [(["--fast"], n) for n in a.fast_every]
+            for extra, n in runs:
+                out = Path(tmp) / f"{'fast' if extra else ''}{n}.jsonl"
+                label = " ".join(
+                    ["ferkit", *extra] + (["(default)"] if n == DETECT_EVERY and not extra else [f"--detect-every {n}"])
+                )
                 best, spread, _ = timed(
                     [
                         sys.executable,
@@ -148,13 +159,14 @@ def main() -> None:
                         str(out),
                         "--detect-every",
                         str(n),
+                        *extra,
                     ],
                     a.repeat,
                 )
                 rows = ferkit_rows(out)
                 fps = rows["frames"] / best
                 ratio = f"{fps / fer_fps:6.2f}" if fer_fps else f"{'':6}"
-                if n == 1:
+                if n == 1 and not extra:
                     ref = rows["faces"]
                     agree = f"{'':>18} {'':>10}"
                 else:

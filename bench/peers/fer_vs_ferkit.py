@@ -61,7 +61,9 @@ print(json.dumps({"results": out, "steady_ms": steady * 1000, "startup_s": time.
 """
 
 
-def make_photos(folder: Path, n: int, seed: int = 0) -> list[Path]:
+def make_photos(folder: Path, n: int, seed: int = 0, portraits: bool = False) -> list[Path]:
+    """``portraits``: 640x480 single-face photos instead (4:3 crops of the single-face sources, plus the
+    portraits bench/detectors.py fetched, when it has)."""
     import matplotlib
     import numpy as np
     from PIL import Image, ImageEnhance
@@ -73,6 +75,11 @@ def make_photos(folder: Path, n: int, seed: int = 0) -> list[Path]:
         srcs.append(Image.fromarray(astronaut()))
     except ImportError:
         pass
+    if portraits:
+        fetched = Path(os.environ.get("FERKIT_BENCH_CACHE") or Path.home() / ".cache" / "ferkit-bench") / "photos"
+        srcs += [Image.open(p).convert("RGB") for p in sorted((ROOT / "tests" / "data" / "identity").glob("*.jpg"))]
+        srcs += [Image.open(p).convert("RGB") for p in sorted(fetched.glob("*.jpg"))]
+        return _portraits(folder, n, srcs, np.random.default_rng(seed))
     srcs += [Image.open(p).convert("RGB") for p in sorted((ROOT / "tests" / "data").rglob("*.jpg"))]
     rng = np.random.default_rng(seed)
     folder.mkdir(parents=True, exist_ok=True)
@@ -88,6 +95,32 @@ def make_photos(folder: Path, n: int, seed: int = 0) -> list[Path]:
         side = int(rng.uniform(480, 800))
         s = side / max(im2.size)
         im2 = im2.resize((max(1, int(im2.size[0] * s)), max(1, int(im2.size[1] * s))), Image.BILINEAR)
+        im2 = ImageEnhance.Brightness(im2).enhance(rng.uniform(0.7, 1.3))
+        p = folder / f"photo_{i:04d}.jpg"
+        im2.save(p, quality=90)
+        out.append(p)
+    return out
+
+
+def _portraits(folder: Path, n: int, srcs: list, rng) -> list[Path]:
+    """640x480 JPEGs: a seeded 4:3 window of each source (padded with its edge colour where the source is
+    narrower), flipped half the time, light changed."""
+    from PIL import Image, ImageEnhance, ImageOps
+
+    folder.mkdir(parents=True, exist_ok=True)
+    out = []
+    for i in range(n):
+        im = srcs[i % len(srcs)]
+        w, h = im.size
+        if w * 3 < h * 4:  # taller than 4:3: pad the sides
+            im = ImageOps.pad(im, (h * 4 // 3, h), color=im.getpixel((0, 0)))
+            w, h = im.size
+        ch = int(min(h, w * 3 / 4) * rng.uniform(0.8, 1.0))
+        cw = ch * 4 // 3
+        x, y = int(rng.uniform(0, w - cw + 1)), int(rng.uniform(0, h - ch + 1))
+        im2 = im.crop((x, y, x + cw, y + ch)).resize((640, 480), Image.BILINEAR)
+        if rng.random() < 0.5:
+            im2 = im2.transpose(Image.FLIP_LEFT_RIGHT)
         im2 = ImageEnhance.Brightness(im2).enhance(rng.uniform(0.7, 1.3))
         p = folder / f"photo_{i:04d}.jpg"
         im2.save(p, quality=90)
@@ -162,13 +195,14 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=200, help="photos (default 200)")
     ap.add_argument("--threads", type=int, default=None, help="torch/TF threads (default: all cores)")
+    ap.add_argument("--portraits", action="store_true", help="640x480 single-face photos instead")
     args = ap.parse_args()
     if args.threads:
         os.environ["OMP_NUM_THREADS"] = str(args.threads)
     py = ensure_peer_venv()
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        photos = make_photos(tmp / "photos", args.n)
+        photos = make_photos(tmp / "photos", args.n, portraits=args.portraits)
         t = time.perf_counter()
         r = subprocess.run(
             [str(py), "-c", PEER_WORKER, *map(str, photos)],
@@ -187,9 +221,11 @@ def main() -> None:
         steady = {name: steady_ferkit(photos, kw) for name, kw in STEADY.items()}
     n = len(photos)
     print(
-        f"{n} photos (480-800 px, real faces), one process each, start-up included; "
+        f"{n} photos ({'640x480 portraits' if args.portraits else '480-800 px'}, real faces), one process each, "
+        "start-up included; "
         f"{os.cpu_count()} cores, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}"
     )
+    print(f"load average {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} {os.getloadavg()[2]:.2f}")
     print(
         f"{'pipeline':<44} {'img/s':>7} {'ms/img':>7} {'steady ms':>9} {'x fer':>6} {'faces':>6} "
         f"{'fer faces found':>16} {'same label':>10}"
@@ -206,6 +242,18 @@ def main() -> None:
             f"{name:<44} {n / wall:7.1f} {wall / n * 1000:7.1f} {st} {fer_wall / wall:6.2f} "
             f"{sum(len(v) for v in res.values()):6d} {found:>7d}/{nf:<8d} {same / max(found, 1):10.3f}"
         )
+    default_name = PIPELINES[0][0]
+    big = {
+        p: [f for f in fs if min(f["box"][2] - f["box"][0], f["box"][3] - f["box"][1]) >= 40]
+        for p, fs in runs[default_name][1].items()
+    }
+    for name, (_, res) in runs.items():
+        if name != default_name:
+            d_n, d_found, d_same = matched(big, res, thr=0.5)
+            print(
+                f"{name} vs the default: finds {d_found}/{d_n} ({d_found / max(d_n, 1):.3f}) of its faces >= 40 px, "
+                f"same label on {d_same / max(d_found, 1):.3f} of them"
+            )
     base_res = runs[REFERENCE][1]
     for name, (_, res) in runs.items():
         if name == REFERENCE:
@@ -223,6 +271,9 @@ PIPELINES = (
     ("ferkit (default: 2-model ensemble, det 640)", []),
     ("ferkit --model fer_minixception", ["--model", "fer_minixception"]),
     ("ferkit --det-size 320", ["--det-size", "320"]),
+    ("ferkit --fast", ["--fast"]),
+    ("ferkit --fast --detector blazeface", ["--fast", "--detector", "blazeface"]),
+    ("ferkit --fast --det-size 256", ["--fast", "--det-size", "256"]),
     ("ferkit --backend torch", ["--backend", "torch"]),
     (REFERENCE, ["--model", "fer_minixception", "--det-size", "1280", "--backend", "torch"]),
 )
@@ -231,6 +282,9 @@ STEADY = {
     "ferkit (default: 2-model ensemble, det 640)": {},
     "ferkit --model fer_minixception": {"model": "fer_minixception"},
     "ferkit --det-size 320": {"det_size": 320},
+    "ferkit --fast": {"fast": True},
+    "ferkit --fast --detector blazeface": {"fast": True, "detector": "blazeface"},
+    "ferkit --fast --det-size 256": {"fast": True, "det_size": 256},
 }
 
 

@@ -96,7 +96,8 @@ def synthesize(out, n: int = 3000, seed: int = 0, **kwargs) -> Path:
 _SETTINGS_DOC = """``settings``: an :class:`~ferkit.inference.settings.AnalyzerSettings` (default:
     :mod:`ferkit.defaults`, the CLI's and the server's); ``model`` and the keyword arguments named like its
     fields (``detect``, ``detector``, ``det_size``, ``crop``, ``backend``, ``batch_size``, ``device``,
-    ``gallery``, ``workers``) are laid over it."""
+    ``gallery``, ``workers``) are laid over it. ``fast=True``: the fast mode (``--fast``,
+    :data:`ferkit.defaults.FAST`) under them, so ``model`` and the keyword arguments still win."""
 
 
 def predict(

@@ -21,12 +21,15 @@ BACKEND = "auto"  # ONNX Runtime on the CPU when onnxruntime is installed, else 
 BATCH_SIZE = 64
 DEVICE = "cpu"
 
-# The fast mode (`--fast`, wired by the CLI): RetinaFace at 320 px and one model. Chosen by bench/detectors.py
-# (50 images of different real people: portraits, group photos, video frames; README "Benchmarks"): of the
-# presets measured it is the fastest that keeps >= 0.95 of the default's faces >= 40 px (60/63; BlazeFace keeps
-# 57/63: it misses small faces in group photos and costs about what RetinaFace at 320 does on a CPU). What it
-# gives up: faces under ~30 px in a 640-px photo, and 0.83 of faces keep the default ensemble's label.
-FAST = {"detector": "retinaface", "det_size": 320, "model": "fer_minixception"}
+# The fast mode (`--fast`, `fast=True`; AnalyzerSettings.of lays it under what the user typed): RetinaFace at
+# 320 px and one model; videos keep DETECT_EVERY. Chosen by measurement against the `fer` package, whole process,
+# one run each on a busy 2-core machine (README "Benchmarks", 2026-12-04): 12.3x on bench/detectors.py's 50 images
+# of different people (60/63 = 0.952 of the default's faces >= 40 px), 6.5x on 300 640x480 portraits (0.990),
+# 3.6x and 12.3x in two runs on the 200 photos of fer_vs_ferkit.py (1.000; load 6.6 vs 4.4), 10.0x frames/s on
+# a real 472-frame video. Cheaper presets lost: BlazeFace is slower on a CPU and keeps 57/63; --det-size 256
+# keeps 59/63 (0.937) in group photos; TinyFace 42/63. What it gives up: faces under ~30 px in a 640-px photo,
+# and the ensemble's second model: 0.82-0.87 of faces keep the default's label.
+FAST = {"detector": "retinaface", "det_size": 320, "models": "fer_minixception"}
 
 # Videos: the face detector runs on every 2nd analysed frame (and on the first, after a shot change, and where a
 # face is lost); faces are followed by optical flow in between and every frame is still classified. Chosen by

@@ -23,6 +23,12 @@ def add_command(sub, name: str, help: str, examples: str, func=None, **kw) -> ar
     return p
 
 
+def column_widths(rows: list[dict], keys) -> dict[str, int]:
+    """Each column's width from the rows themselves and its header (the key): a long value (a new zoo kind, a
+    long model name) never shifts the next column."""
+    return {k: max([len(k)] + [len(str(r[k])) for r in rows]) for k in keys}
+
+
 def print_rows(rows: list[dict], as_json: bool, header: str, line) -> int:
     """A listing command's output: the rows as JSON, or a header and one formatted line per row."""
     import json

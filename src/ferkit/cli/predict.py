@@ -8,6 +8,7 @@ temporary file and moved into place when done).
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from pathlib import Path
@@ -48,15 +49,22 @@ def add_analyzer_options(p) -> None:
         help="several models; probabilities averaged over the common vocabulary",
     )
     p.add_argument(
+        "--fast",
+        action="store_true",
+        help=f"the fast mode: {_fast_text()} (6-12x the `fer` package in most runs; README 'Benchmarks'); a flag typed "
+        "beside it wins (--fast --detector blazeface). It gives up faces under ~30 px in a 640-px photo and the "
+        "ensemble's second model: 0.82-0.87 of faces keep the default's label",
+    )
+    p.add_argument(
         "--detector",
-        default=defaults.DETECTOR,
+        default=argparse.SUPPRESS,  # absent unless typed, so that it overrides --fast (AnalyzerSettings.of)
         metavar="NAME",
         help=f"face detector: {', '.join(available_backends())} (default {defaults.DETECTOR})",
     )
     p.add_argument(
         "--det-size",
         type=int,
-        default=defaults.DET_SIZE,
+        default=argparse.SUPPRESS,  # as --detector
         metavar="PX",
         help=f"long side photos are shrunk to for detection (default {defaults.DET_SIZE}; results stay in "
         "original pixels; 320 is faster and still finds faces down to ~32 px in a 640x480 photo)",
@@ -87,13 +95,15 @@ def add_analyzer_options(p) -> None:
     add_anti_spoof_options(p, "with --gallery, a face failing the threshold gets no identity (with the reason)")
 
 
-def models_of(a) -> list:
-    return a.ensemble or ([a.model] if a.model else list(defaults.MODEL))
+def _fast_text() -> str:
+    f = defaults.FAST
+    return f"{f['detector']} at {f['det_size']} px and the one model {f['models']}"
 
 
 def settings_from_args(a) -> AnalyzerSettings:
     """The one :class:`AnalyzerSettings` of a command's arguments (checked there: one ConfigError line): the
-    models of ``--model`` / ``--ensemble``, and every field for which the command has an option of that name."""
+    models of ``--model`` / ``--ensemble``, and every field for which the command has an option of that name;
+    ``--fast`` is laid under them (:meth:`AnalyzerSettings.of`)."""
     from ferkit.inference.settings import FIELDS
 
     given = {f: getattr(a, f) for f in FIELDS if f != "models" and hasattr(a, f)}
@@ -101,7 +111,7 @@ def settings_from_args(a) -> AnalyzerSettings:
         from ferkit.attributes import anti_spoof_threshold
 
         given["spoof_threshold"] = anti_spoof_threshold(a.anti_spoof, a.spoof_threshold)
-    return AnalyzerSettings(models=models_of(a), **given)
+    return AnalyzerSettings.of(None, a.ensemble or a.model, fast=getattr(a, "fast", False), **given)
 
 
 def video_options_from_args(a) -> VideoOptions:
@@ -296,6 +306,8 @@ exit code: 0 if no input failed, 2 if any input failed (errors are also one line
         default=None,
         help="require this key (X-API-Key) on every route but /healthz (default: $FERKIT_API_KEY)",
     )
+    from ferkit.faces.io import PLAIN_PEAK_BYTES_PER_PIXEL
+
     d = serve_defaults()  # the server's limits have one owner: ServeConfig
     mb = 1024 * 1024
     sv.add_argument(
@@ -333,8 +345,9 @@ exit code: 0 if no input failed, 2 if any input failed (errors are also one line
         "--max-inflight-mb",
         type=float,
         default=d["max_inflight_mb"],
-        help=f"decoded image memory in flight at once (default {d['max_inflight_mb']:g} MB, ~50 "
-        "megapixels); past it requests get 503",
+        help=f"decode memory in flight at once (default {d['max_inflight_mb']:g} MB: ~"
+        f"{d['max_inflight_mb'] * mb / PLAIN_PEAK_BYTES_PER_PIXEL / 1e6:.0f} megapixels of JPEG/PNG being decoded "
+        "at once, each image counted at its format's decode peak); past it requests get 503",
     )
     sv.add_argument(
         "--batch-max",
@@ -537,18 +550,20 @@ def cmd_zoo(a) -> int:
     from ferkit import zoo
 
     if a.zoo_command == "list":
-        from ferkit.cli.common import print_rows
+        from ferkit.cli.common import column_widths, print_rows
 
-        return print_rows(
-            zoo.list_zoo(),
-            a.json,
-            f"{'name':<22} {'kind':<8} {'model':<19} {'input':<10} {'delivery':<8} {'ready':<5} {'licence':<20} source",
-            lambda r: (
-                f"{r['name']:<22} {r['kind']:<8} {r['model']:<19} {r['input']:<10} "
-                f"{r['delivery']:<8} {'yes' if r['available'] else 'no':<5} {r['licence']:<20} "
-                f"{r['source']}"
-            ),
-        )
+        rows = zoo.list_zoo()
+        cols = ("name", "kind", "model", "input", "delivery", "ready", "licence")  # then the free-length source
+
+        def cells(r: dict) -> dict:
+            return {**r, "ready": "yes" if r["available"] else "no"}
+
+        w = column_widths([cells(r) for r in rows], cols)
+
+        def line(r: dict) -> str:
+            return "  ".join(f"{r[k]:<{w[k]}}" for k in cols) + f"  {r['source']}"
+
+        return print_rows(rows, a.json, line({k: k for k in (*cols, "source")}), lambda r: line(cells(r)))
     if a.zoo_command == "info":
         info = zoo.zoo_info(a.name)
         print(json.dumps(info, indent=2, default=str) if a.json else info["card"], end="" if not a.json else "\n")

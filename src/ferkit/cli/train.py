@@ -267,15 +267,11 @@ def cmd_recipes(a) -> int:
 
 def cmd_models(a) -> int:
     from ferkit import api
-    from ferkit.cli.common import print_rows
+    from ferkit.cli.common import column_widths, print_rows
 
     rows = api.describe_models()
-    # column widths from the rows themselves (a long name or channel note never shifts the next column); the
-    # free-length source ends each line and the description follows on its own indented line
-    w = {
-        k: max([len(h)] + [len(str(r[k])) for r in rows])
-        for k, h in (("name", "name"), ("input", "input"), ("channels", "channels"))
-    }
+    # the free-length source ends each line and the description follows on its own indented line
+    w = column_widths(rows, ("name", "input", "channels"))
 
     def line(r):
         n = f"{r['params'] / 1e6:.2f}M" if r["params"] else "?"

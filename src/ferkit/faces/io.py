@@ -157,6 +157,10 @@ def _fast_path(im) -> bool:
     )
 
 
+# Decode peak of a plain 8-bit JPEG / PNG (the common upload): OpenCV's decoders keep row buffers beside the RGB
+# output. The server's --max-inflight-mb help turns its budget into megapixels with it.
+PLAIN_PEAK_BYTES_PER_PIXEL = 15
+
 # Bytes per pixel of Pillow's own buffer by mode (3-channel modes are stored in 4 bytes); others: 4.
 _PIL_BYTES = {"1": 1, "L": 1, "P": 1, "I;16": 2, "I;16L": 2, "I;16B": 2, "I;16N": 2}
 
@@ -170,7 +174,7 @@ def decode_peak_bytes(
     with _opened(source, name, max_pixels) as (im, _raw, _name):
         px = im.size[0] * im.size[1]
         if _fast_path(im):
-            return px * 15 + _SLACK  # OpenCV's PNG/JPEG decoders keep row buffers beside the RGB output
+            return px * PLAIN_PEAK_BYTES_PER_PIXEL + _SLACK
         own = _PIL_BYTES.get(im.mode, 4)
         per_px = own + 3 + 1  # Pillow's buffer + the RGB output + allocator slack
         per_px += 8 if im.format == "WEBP" else 0  # libwebp decodes into its own RGBA buffer first

@@ -197,6 +197,8 @@ def make_classifier(model: Any, backend: str = "auto", device: str = "cpu") -> C
     from ferkit.refs import resolve
 
     ref = resolve(model)
+    if ref.kind == "zoo":
+        _check_expression_model(ref.name)
     if ref.kind == "onnx":
         assert ref.path is not None  # an .onnx reference is a file
         return OnnxClassifier(ref.path, device=device, name=ref.name)
@@ -205,6 +207,21 @@ def make_classifier(model: Any, backend: str = "auto", device: str = "cpu") -> C
 
         return OnnxClassifier(cached_export(ref), device=device, name=ref.name)
     return TorchClassifier(ref, device=device, name=ref.name)
+
+
+def _check_expression_model(zoo: str) -> None:
+    """A zoo model of kind "attribute" (age/gender, 68 landmarks, anti-spoofing) says no expression: it is asked
+    for with ``--attributes``, which runs it beside the expression model (it still exports and converts as any
+    zoo model: only classifying expressions with it is refused)."""
+    from ferkit.zoo import SOURCES
+
+    if SOURCES[zoo].kind == "attribute":
+        from ferkit.attributes import ATTRIBUTES
+
+        raise ConfigError(
+            f"{zoo}: a per-face attribute model, not an expression model; ask for what it gives with --attributes "
+            f"{'|'.join(ATTRIBUTES)}|all (attributes= in the Python API) and keep --model for the expression model"
+        )
 
 
 def fuse_classifiers(classifiers: list[Classifier]) -> Classifier | None:

@@ -82,12 +82,17 @@ class AnalyzerSettings:
         return dataclasses.replace(self, **changes) if changes else self
 
     @classmethod
-    def of(cls, settings: AnalyzerSettings | None = None, models: Any = None, /, **changes: Any) -> AnalyzerSettings:
+    def of(
+        cls, settings: AnalyzerSettings | None = None, models: Any = None, /, *, fast: bool = False, **changes: Any
+    ) -> AnalyzerSettings:
         """``settings`` (default: the defaults) with ``models`` (when given) and ``changes``: how the API's and
-        the Analyzer's keyword arguments become one object (``changes`` may name ``models`` too)."""
+        the Analyzer's keyword arguments become one object (``changes`` may name ``models`` too). ``fast``: the
+        fast mode (``--fast``), :data:`ferkit.defaults.FAST` laid over ``settings`` first, so ``models`` and
+        ``changes`` still override it."""
         if models is not None:
             changes["models"] = models
-        return (settings or cls()).replace(**changes)
+        base = settings or cls()
+        return (base.replace(**defaults.FAST) if fast else base).replace(**changes)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able values (models as a list) for the server's config and the Ray actors."""
