@@ -472,16 +472,6 @@ def _predict_on_ray(a, settings: AnalyzerSettings, video: VideoOptions) -> int:
         raise ConfigError(
             "--engine ray runs photos and videos with detection: drop --webcam and --annotate (or use the local engine)"
         )
-    local_only = [
-        f"--{f.replace('_', '-')}"
-        for f in ("detect_every", "smooth", "max_frames")
-        if getattr(video, f) != getattr(VideoOptions(), f)
-    ]
-    if local_only:  # the actors analyse frame ranges apart and stitch their tracks: none of these reaches them
-        raise ConfigError(
-            f"--engine ray takes --stride only of the video options: drop {', '.join(local_only)} "
-            "(or use the local engine)"
-        )
     s = api.predict_dataset(
         a.inputs,
         a.output,
@@ -491,7 +481,7 @@ def _predict_on_ray(a, settings: AnalyzerSettings, video: VideoOptions) -> int:
         ray_address=a.ray_address,
         overwrite=a.overwrite,
         quiet=a.quiet,
-        stride=video.stride,
+        video=video,
         frames_per_task=a.frames_per_task,
     )
     return 2 if s.get("errors") else 0
