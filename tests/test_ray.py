@@ -979,3 +979,9 @@ def test_ray_video_options_give_the_whole_file_rows(cluster, tmp_path, one_threa
     for g, w in zip(got, want, strict=True):
         assert g["gender"] == w["gender"] and abs(g["age"] - w["age"]) <= 1e-3, (g, w)
         assert abs(g["gender_score"] - w["gender_score"]) <= 1e-3, (g, w)
+    # and smoothed they are: ages and gender scores are not the raw per-frame values
+    raw = analyze_video(an, str(video), detect_every=3, max_frames=70)
+    raw_rows = [dict(zip(cols, row, strict=True)) for row in table_rows(raw, an.classes, attributes=True)]
+    assert [r["frame"] for r in raw_rows] == [g["frame"] for g in got]
+    for k in ("age", "gender_score"):
+        assert sum(abs(g[k] - r[k]) > 0.01 for g, r in zip(got, raw_rows, strict=True)) > len(got) // 2, k
