@@ -15,10 +15,12 @@ driver.
 Output (a local folder, or a shared file system mounted on the driver):
 
     DIR/part-<id>.parquet            the CLI's CSV columns (ferkit.schema.table_columns), one row per face and
-                                     one row per file without a face or with an error (status + reason)
+                                     one row per file without a face or with an error (status + reason); a
+                                     last ``mesh`` column (list of [x, y, z]) when the mesh attribute was asked
     DIR/_manifest/part-<id>.parquet  the inputs whose rows are in DIR/part-<id>.parquet (input, status,
                                      faces, worker, seconds), written after it
-    DIR/_manifest/config.json        models, detector, det_size, crop, stride and classes of the run
+    DIR/_manifest/config.json        models, detector, det_size, crop, stride, classes and attributes of the
+                                     run (and detect_every, smooth, max_frames where not the defaults)
 
 Every block of results is written atomically, rows first, manifest second, so a crash leaves at most a part
 without a manifest; the next run deletes such orphans and skips every input named in the manifest, so after
@@ -27,10 +29,12 @@ A bad file is an error row, never a failed job; a worker that dies is replaced b
 retried.
 
 A long video spreads over actors: the driver reads each local video's frame count and cuts it into ranges
-of ``frames_per_task`` frames (rounded up to a multiple of 8 x ``stride``, so that frames share classifier
-forwards as in the CLI's run); each range is one task. When all ranges of a video are in, the driver joins
+of ``frames_per_task`` frames (rounded up to a multiple of lcm(8, ``detect_every``) x ``stride``, so that
+frames share classifier forwards and the detector runs on the frames of the CLI's run), covering only the
+first ``max_frames`` frames; each range is one task. When all ranges of a video are in, the driver joins
 them (:func:`ferkit.inference.video.stitch_ranges`: the CLI's frames, frame numbers and track ids, the
-tracker replayed over the whole video), checks that each range's first frames are the frames read on past
+tracker replayed over the whole video, with its ``smooth`` EMA of probabilities, age and gender on the
+actors' raw per-frame values), checks that each range's first frames are the frames read on past
 the previous range's end (else that video is analysed again as one task), and writes the video's rows as one
 part with its manifest entry: a video whose ranges were only partly done when a job died is redone whole.
 Videos given by URI, with an unknown frame count (OpenCV reports 0), or of at most ``frames_per_task`` frames
