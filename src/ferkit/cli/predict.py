@@ -199,7 +199,7 @@ exit code: 0 if no input failed, 2 if any input failed (errors are also one line
         default=DEFAULT_FRAMES_PER_TASK,
         metavar="N",
         help="--engine ray: a video longer than N frames spreads over actors in ranges of N frames "
-        f"(rounded up to a multiple of 8 x --stride; default {DEFAULT_FRAMES_PER_TASK}, a minute "
+        f"(rounded up to a multiple of lcm(8, --detect-every) x --stride; default {DEFAULT_FRAMES_PER_TASK}, a minute "
         "at 30 fps; 0: one actor per video); rows and track ids are the same either way",
     )
     pr.add_argument(
