@@ -886,6 +886,7 @@ def test_actors_take_the_settings_object(cluster, tmp_path):
     cols = table_columns(classes)
     want = [dict(zip(cols, r, strict=True)) for r in table_rows(want_result, classes)]
     got = sorted(read_results(out).to_pylist(), key=lambda r: r["face"])
+    assert "mesh" not in got[0]  # the mesh column only when asked for
     assert s["faces"] == len(want) == 3 and len(got) == 3  # haar at 320 px: three faces (retinaface finds 5)
     for g, w in zip(got, want, strict=True):
         assert g["detector"] == w["detector"] == "haar@320" and g["label"] == w["label"]
@@ -908,13 +909,70 @@ def test_ray_parquet_carries_the_attributes_the_api_gives(cluster, tmp_path):
     from ferkit import analyze
 
     photo = Path(__file__).parent / "data" / "multi_face.jpg"
-    ask = "age,gender,pose,spoof"
+    ask = "age,gender,pose,spoof,mesh"
     out = tmp_path / "out"
     predict_dataset([str(photo)], out, attributes=ask, actors=1, ray_address=cluster.address, quiet=True)
-    want = sorted((f.to_dict() for f in analyze(photo, attributes=ask).faces), key=lambda f: f["face"])
+    alone = analyze(photo, attributes=ask)
+    want = sorted((f.to_dict() for f in alone.faces), key=lambda f: f["face"])
     got = sorted(read_results(out).to_pylist(), key=lambda r: r["face"])
     assert len(got) == len(want) == 5
     for g, w in zip(got, want, strict=True):
         assert g["gender"] == w["gender"] and isinstance(g["gender"], str), (g, w)
         for k in ("age", "yaw", "pitch", "roll", "spoof_score"):
             assert abs(g[k] - w[k]) <= 1e-4, (k, g[k], w[k])
+        # the mesh: 468 [x, y, z] per face, the API's points
+        assert (g["mesh"] is None) == (w["mesh"] is None), (g["face"], w["attribute_reasons"])
+        if w["mesh"] is not None:
+            np.testing.assert_allclose(np.array(g["mesh"]), np.array(w["mesh"]), atol=1e-4)
+    assert sum(g["mesh"] is not None for g in got) >= 3
+    # the column type is the one-process Parquet writer's (`ferkit predict --format parquet`)
+    from ferkit.schema import ResultWriter
+
+    w = ResultWriter("parquet", list(alone.faces[0].probabilities), tmp_path / "local.parquet", attributes=True)
+    w.write(alone)
+    w.close()
+    assert (
+        pq.read_schema(tmp_path / "local.parquet").field("mesh").type
+        == pq.read_schema(next(out.glob("part-*.parquet"))).field("mesh").type
+    )
+
+
+def test_ray_video_options_give_the_whole_file_rows(cluster, tmp_path, one_thread):
+    """`ferkit predict clip.mp4 --engine ray --detect-every 3 --smooth 0.5 --max-frames 70 --attributes
+    age,gender` in ranges on 2 actors writes the rows of the one-process run with the same options: ranges start on
+    the whole-file run's detection frames (3 does not divide the 8 frames of a classifier batch: ranges of
+    lcm(8, 3) = 24 frames), the driver replays the smoothing (probabilities, age, gender) over the stitched
+    tracks, and only the first 70 frames are analysed, in 3 ranges (not 4 over the whole 90 frames)."""
+    from conftest import run_cli
+
+    from ferkit.inference.pipeline import Analyzer
+    from ferkit.inference.video import analyze_video
+    from ferkit.schema import table_columns, table_rows
+
+    video = _two_faces_video(tmp_path / "two.mp4")
+    out = tmp_path / "out"
+    r = run_cli(
+        "predict", video, "--engine", "ray", "--ray-address", cluster.address, "--actors", "2",
+        "--frames-per-task", "16", "--detect-every", "3", "--smooth", "0.5", "--max-frames", "70",
+        "--attributes", "age,gender", "--model", "fer_minixception", "--detector", "retinaface",
+        "--det-size", "320", "--crop", "align", "--output", out,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "videos in 3 frame ranges" in r.stderr, r.stderr[-2000:]
+    an = Analyzer(**OPTS, attributes="age,gender")
+    whole = analyze_video(an, str(video), detect_every=3, smooth=0.5, max_frames=70)
+    cols = table_columns(an.classes, attributes=True)
+    want = [dict(zip(cols, row, strict=True)) for row in table_rows(whole, an.classes, attributes=True)]
+    got = read_results(out).to_pylist()
+    _assert_same_video_rows(got, want, an.classes)
+    assert max(w["frame"] for w in want) == 69 and {w["track"] for w in want} == {0, 1}
+    got = sorted(got, key=lambda g: (g["frame"], g["face"]))
+    for g, w in zip(got, want, strict=True):
+        assert g["gender"] == w["gender"] and abs(g["age"] - w["age"]) <= 1e-3, (g, w)
+        assert abs(g["gender_score"] - w["gender_score"]) <= 1e-3, (g, w)
+    # and smoothed they are: ages and gender scores are not the raw per-frame values
+    raw = analyze_video(an, str(video), detect_every=3, max_frames=70)
+    raw_rows = [dict(zip(cols, row, strict=True)) for row in table_rows(raw, an.classes, attributes=True)]
+    assert [r["frame"] for r in raw_rows] == [g["frame"] for g in got]
+    for k in ("age", "gender_score"):
+        assert sum(abs(g[k] - r[k]) > 0.01 for g, r in zip(got, raw_rows, strict=True)) > len(got) // 2, k

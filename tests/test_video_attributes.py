@@ -184,14 +184,3 @@ def test_a_video_options_record_is_the_keywords(clip):
     assert [f.to_dict() for f in got.faces] == [f.to_dict() for f in smoothed.faces]
     with pytest.raises(ConfigError, match=r"^give the video options either as video=VideoOptions\(\.\.\.\) or as"):
         ferkit.predict(inputs=[video], video=ferkit.VideoOptions(), detect_every=4)
-
-
-def test_ray_engine_refuses_the_video_options_it_would_ignore(clip, tmp_path):
-    """`--engine ray` analyses frame ranges apart with the default detection interval and no smoothing:
-    `--smooth` and `--detect-every` there are one line naming them, exit 2, before Ray starts or a file is
-    written (they were silently ignored)."""
-    out = tmp_path / "parts"
-    r = run_cli("predict", clip[0], "--engine", "ray", "--output", out, "--smooth", "0.5", "--detect-every", "4")
-    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr[-2000:]
-    assert "drop --detect-every, --smooth" in r.stderr and "Traceback" not in r.stderr
-    assert not out.exists()

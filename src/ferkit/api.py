@@ -10,7 +10,7 @@ results = ferkit.predict(res.best_checkpoint, ["face.png"])
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ferkit import defaults
 from ferkit.inference.ray_engine import DEFAULT_BATCH_SIZE, DEFAULT_FRAMES_PER_TASK
@@ -142,6 +142,17 @@ def predict(
     )
 
 
+def _video_options(video: VideoOptions | None, **given: Any) -> VideoOptions:
+    """The run's one :class:`VideoOptions`: the ``video`` record, or the four video keyword arguments (both at
+    once is one ConfigError line)."""
+    from ferkit.errors import ConfigError
+
+    options = VideoOptions(**given)
+    if video is not None and options != VideoOptions():
+        raise ConfigError("give the video options either as video=VideoOptions(...) or as keyword arguments")
+    return video or options
+
+
 def iter_predict(
     model=None,
     inputs=(),
@@ -164,10 +175,7 @@ def iter_predict(
     from ferkit.inference.pipeline import expand_inputs, predict_files
 
     settings = AnalyzerSettings.of(settings, model, **knobs)  # checked before any input is listed
-    given = VideoOptions(stride=stride, detect_every=detect_every, smooth=smooth, max_frames=max_frames)
-    if video is not None and given != VideoOptions():
-        raise ConfigError("give the video options either as video=VideoOptions(...) or as keyword arguments")
-    video = video or given
+    video = _video_options(video, stride=stride, detect_every=detect_every, smooth=smooth, max_frames=max_frames)
     if isinstance(inputs, (str, Path)):
         inputs = [inputs]
     paths = expand_inputs(inputs)
@@ -195,15 +203,21 @@ def predict_dataset(
     ray_address: str | None = None,
     overwrite: bool = False,
     quiet: bool = False,
-    stride: int = 1,
+    stride: int = defaults.STRIDE,
     frames_per_task: int | None = DEFAULT_FRAMES_PER_TASK,
+    smooth: float | None = defaults.SMOOTH,
+    max_frames: int | None = defaults.MAX_FRAMES,
+    detect_every: int = defaults.DETECT_EVERY,
+    video: VideoOptions | None = None,
     **knobs,
 ) -> dict:
     """:func:`predict` on a Ray cluster (``pip install 'ferkit[ray]'``): every image and video under ``sources``
     (folders, list files, ``s3://`` / ``gs://`` / ``hdfs://`` URIs) into Parquet parts under ``output`` with the
     CSV's columns, resumable (finished inputs are skipped on a re-run). Same models, defaults and results as
     ``ferkit predict``; a video longer than ``frames_per_task`` frames spreads over actors in ranges of that
-    many frames (0 or None: one actor per video; the rows are the same). ``batch_size`` here: images per actor
+    many frames (0 or None: one actor per video; the rows are the same). The video options (``stride``,
+    ``detect_every``, ``smooth``, ``max_frames``, or ``video=``) as :func:`predict`'s, with the same rows.
+    ``batch_size`` here: images per actor
     call (the analyzer's faces per forward is ``settings.batch_size``). Returns a summary (files, faces, errors,
     images/s, per-actor rates). See :mod:`ferkit.inference.ray_engine`. {settings}"""
     from ferkit.inference.ray_engine import predict_dataset as _run
@@ -218,7 +232,7 @@ def predict_dataset(
         ray_address=ray_address,
         overwrite=overwrite,
         quiet=quiet,
-        stride=stride,
+        video=_video_options(video, stride=stride, detect_every=detect_every, smooth=smooth, max_frames=max_frames),
         frames_per_task=frames_per_task,
     )
 

@@ -209,7 +209,7 @@ exit code: 0 if no input failed, 2 if any input failed (errors are also one line
         default=DEFAULT_FRAMES_PER_TASK,
         metavar="N",
         help="--engine ray: a video longer than N frames spreads over actors in ranges of N frames "
-        f"(rounded up to a multiple of 8 x --stride; default {DEFAULT_FRAMES_PER_TASK}, a minute "
+        f"(rounded up to a multiple of lcm(8, --detect-every) x --stride; default {DEFAULT_FRAMES_PER_TASK}, a minute "
         "at 30 fps; 0: one actor per video); rows and track ids are the same either way",
     )
     pr.add_argument(
@@ -485,16 +485,6 @@ def _predict_on_ray(a, settings: AnalyzerSettings, video: VideoOptions) -> int:
         raise ConfigError(
             "--engine ray runs photos and videos with detection: drop --webcam and --annotate (or use the local engine)"
         )
-    local_only = [
-        f"--{f.replace('_', '-')}"
-        for f in ("detect_every", "smooth", "max_frames")
-        if getattr(video, f) != getattr(VideoOptions(), f)
-    ]
-    if local_only:  # the actors analyse frame ranges apart and stitch their tracks: none of these reaches them
-        raise ConfigError(
-            f"--engine ray takes --stride only of the video options: drop {', '.join(local_only)} "
-            "(or use the local engine)"
-        )
     s = api.predict_dataset(
         a.inputs,
         a.output,
@@ -504,7 +494,7 @@ def _predict_on_ray(a, settings: AnalyzerSettings, video: VideoOptions) -> int:
         ray_address=a.ray_address,
         overwrite=a.overwrite,
         quiet=a.quiet,
-        stride=video.stride,
+        video=video,
         frames_per_task=a.frames_per_task,
     )
     return 2 if s.get("errors") else 0

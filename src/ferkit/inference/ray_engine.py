@@ -15,10 +15,12 @@ driver.
 Output (a local folder, or a shared file system mounted on the driver):
 
     DIR/part-<id>.parquet            the CLI's CSV columns (ferkit.schema.table_columns), one row per face and
-                                     one row per file without a face or with an error (status + reason)
+                                     one row per file without a face or with an error (status + reason); a
+                                     last ``mesh`` column (list of [x, y, z]) when the mesh attribute was asked
     DIR/_manifest/part-<id>.parquet  the inputs whose rows are in DIR/part-<id>.parquet (input, status,
                                      faces, worker, seconds), written after it
-    DIR/_manifest/config.json        models, detector, det_size, crop, stride and classes of the run
+    DIR/_manifest/config.json        models, detector, det_size, crop, stride, classes and attributes of the
+                                     run (and detect_every, smooth, max_frames where not the defaults)
 
 Every block of results is written atomically, rows first, manifest second, so a crash leaves at most a part
 without a manifest; the next run deletes such orphans and skips every input named in the manifest, so after
@@ -27,10 +29,12 @@ A bad file is an error row, never a failed job; a worker that dies is replaced b
 retried.
 
 A long video spreads over actors: the driver reads each local video's frame count and cuts it into ranges
-of ``frames_per_task`` frames (rounded up to a multiple of 8 x ``stride``, so that frames share classifier
-forwards as in the CLI's run); each range is one task. When all ranges of a video are in, the driver joins
+of ``frames_per_task`` frames (rounded up to a multiple of lcm(8, ``detect_every``) x ``stride``, so that
+frames share classifier forwards and the detector runs on the frames of the CLI's run), covering only the
+first ``max_frames`` frames; each range is one task. When all ranges of a video are in, the driver joins
 them (:func:`ferkit.inference.video.stitch_ranges`: the CLI's frames, frame numbers and track ids, the
-tracker replayed over the whole video), checks that each range's first frames are the frames read on past
+tracker replayed over the whole video, with its ``smooth`` EMA of probabilities, age and gender on the
+actors' raw per-frame values), checks that each range's first frames are the frames read on past
 the previous range's end (else that video is analysed again as one task), and writes the video's rows as one
 part with its manifest entry: a video whose ranges were only partly done when a job died is redone whole.
 Videos given by URI, with an unknown frame count (OpenCV reports 0), or of at most ``frames_per_task`` frames
@@ -42,6 +46,7 @@ nothing answers there: ``ray.init`` would retry for minutes).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import pickle
@@ -172,19 +177,26 @@ def load_any(path: str):
 
 
 def frame_ranges(
-    path: str, frames_per_task: int | None = DEFAULT_FRAMES_PER_TASK, stride: int = 1
+    path: str, frames_per_task: int | None = DEFAULT_FRAMES_PER_TASK, video: VideoOptions | None = None
 ) -> list[tuple[int, int | None]]:
     """The frame ranges ``(start, end)`` a video is analysed in, one task each: ``frames_per_task`` frames
-    (rounded up to a multiple of ``FRAMES_PER_BATCH * stride``) per range, the last one open (``end`` None: to
-    the end, whatever the reported count). One range ``(0, None)`` for a URI, an unknown frame count, a video of
-    at most that many frames, or ``frames_per_task`` 0/None."""
+    (rounded up to a multiple of ``lcm(FRAMES_PER_BATCH, detect_every) * stride``, so each range starts on a
+    frame where the whole-file run starts a classifier batch and runs the detector) per range, the last one open
+    (``end`` None: to the end, whatever the reported count, or to ``max_frames``). Ranges cover only the first
+    ``max_frames`` frames. One range ``(0, None)`` for a URI, an unknown frame count, a video of at most that
+    many frames, or ``frames_per_task`` 0/None."""
+    import math
+
     from ferkit.inference.video import FRAMES_PER_BATCH, frame_count
 
+    video = video or VideoOptions()
     if not frames_per_task or _is_uri(path):
         return [(0, None)]
-    unit = FRAMES_PER_BATCH * stride
+    unit = math.lcm(FRAMES_PER_BATCH, video.detect_every) * video.stride
     step = -(-frames_per_task // unit) * unit
     count = frame_count(path)  # the header's claim, bounded by the file size and checked by reading
+    if video.max_frames is not None:
+        count = min(count, video.max_frames)  # the last range stops there (analyze_range's max_frames)
     if count <= step:
         return [(0, None)]
     starts = list(range(0, count, step))
@@ -202,13 +214,13 @@ class AnalyzeBatch:
     row per video range (``range``: the pickled :class:`~ferkit.inference.video.VideoRange`, which the driver
     stitches with the video's other ranges)."""
 
-    def __init__(self, settings: dict, stride: int):
+    def __init__(self, settings: dict, video: dict):
         from ferkit.inference.pipeline import build_analyzer
         from ferkit.inference.settings import AnalyzerSettings
 
         # An actor holds one CPU (num_cpus=1): Ray, not the analyzer's own pool, spreads images over cores.
         self.analyzer = build_analyzer(AnalyzerSettings.from_dict(settings).replace(workers=1))
-        self.stride = stride
+        self.video = VideoOptions(**video)
         self.worker = f"{socket.gethostname()}:{os.getpid()}"
 
     def _images(self, paths: list[str]) -> dict:
@@ -238,7 +250,7 @@ class AnalyzeBatch:
                 with os.fdopen(fd, "wb") as fh:
                     fh.write(read_input_bytes(path))
                 local = tmp
-            rng = analyze_range(self.analyzer, local, start, end, stride=self.stride)
+            rng = analyze_range(self.analyzer, local, start, end, self.video)
             rng.result.path = path
             for f in rng.result.faces:
                 f.source = path
@@ -248,7 +260,7 @@ class AnalyzeBatch:
             return VideoRange(
                 start,
                 end,
-                self.stride,
+                self.video.stride,
                 self.analyzer.file_result(path, kind="video", error=error),
                 stop=start,
                 error=error,
@@ -260,7 +272,7 @@ class AnalyzeBatch:
     def __call__(self, batch: dict):
         import pyarrow as pa
 
-        from ferkit.schema import table_rows, utf8_text
+        from ferkit.schema import utf8_text
 
         schema = _output_schema()
         out: dict[str, list] = {k: [] for k in schema.names}
@@ -289,7 +301,7 @@ class AnalyzeBatch:
             classes = self.analyzer.classes
             share = (time.perf_counter() - t0) / max(1, len(paths))
             for p in paths:
-                rows = table_rows(results[p], classes, attributes=bool(self.analyzer.settings.attributes))
+                rows = part_rows(results[p], classes, self.analyzer.settings.attributes)
                 add(p, results[p].status, len(results[p].faces), json.dumps(rows), share)
         return pa.table(out, schema=schema)
 
@@ -311,6 +323,19 @@ def _output_schema():
     )
 
 
+def part_rows(result, classes: list[str], attributes: tuple[str, ...] | list[str]) -> list[list[Any]]:
+    """The rows of one input in a Parquet part (:func:`parquet_schema`'s columns): the CSV's rows
+    (:func:`ferkit.schema.table_rows`), each with the face's mesh (:func:`ferkit.schema.table_meshes`) as a last
+    cell when ``mesh`` was asked."""
+    from ferkit.schema import table_meshes, table_rows
+
+    rows = table_rows(result, classes, attributes=bool(attributes))
+    if "mesh" in attributes:
+        for row, mesh in zip(rows, table_meshes(result), strict=True):
+            row.append(mesh)  # a list of [x, y, z] lists (ferkit.attributes), or None
+    return rows
+
+
 def _one_line(path: str, e: BaseException) -> str:
     msg = str(e).splitlines()[0] if str(e) else ""
     return f"{path}: {type(e).__name__}: {msg}"
@@ -320,10 +345,11 @@ def _one_line(path: str, e: BaseException) -> str:
 # the output folder
 
 
-def parquet_schema(classes: list[str], attributes: bool = False):
+def parquet_schema(classes: list[str], attributes: bool = False, mesh: bool = False):
     """The Arrow schema of the Parquet parts: the names of :func:`ferkit.schema.table_columns`, each typed by
     the value :func:`ferkit.schema.table_rows` puts there for a fully filled-in face (so a column the schema
-    gains appears here by itself); with the attribute columns when ``attributes``."""
+    gains appears here by itself); with the attribute columns when ``attributes``, and a last ``mesh`` column
+    (468 ``[x, y, z]`` lists, the type the one-process Parquet writer gives it) when ``mesh`` was asked."""
     import numpy as np
     import pyarrow as pa
 
@@ -361,9 +387,8 @@ def parquet_schema(classes: list[str], attributes: bool = False):
             return pa.float64()
         return pa.string()
 
-    return pa.schema(
-        [(name, arrow_type(v)) for name, v in zip(table_columns(classes, attributes=attributes), row, strict=True)]
-    )
+    fields = [(name, arrow_type(v)) for name, v in zip(table_columns(classes, attributes=attributes), row, strict=True)]
+    return pa.schema(fields + ([("mesh", pa.list_(pa.list_(pa.float64())))] if mesh else []))
 
 
 def rows_table(rows: list[list[Any]], schema):
@@ -520,7 +545,9 @@ def _join(ray, address: str, quiet: bool) -> None:
     raise ConfigError(f"--ray-address {address}: cannot join that Ray cluster ({error})")
 
 
-def _tasks(todo: list[str], batch_size: int, frames_per_task: int | None, stride: int) -> tuple[list[dict], dict]:
+def _tasks(
+    todo: list[str], batch_size: int, frames_per_task: int | None, video: VideoOptions
+) -> tuple[list[dict], dict]:
     """Ray Data rows, one task each: every video range first (the long tasks), then the images in groups of
     ``batch_size``; and ``{video: number of its ranges}``."""
     from ferkit.inference.pipeline import is_video
@@ -528,7 +555,7 @@ def _tasks(todo: list[str], batch_size: int, frames_per_task: int | None, stride
 
     tasks, plan = [], {}
     for v in (p for p in todo if is_video(p)):
-        ranges = frame_ranges(v, frames_per_task, stride)
+        ranges = frame_ranges(v, frames_per_task, video)
         plan[utf8_text(v)] = len(ranges)  # keyed as the results name it
         tasks += [{"task": json.dumps({"video": v, "start": s, "end": e})} for s, e in ranges]
     images = [p for p in todo if not is_video(p)]
@@ -546,7 +573,7 @@ def predict_dataset(
     ray_address: str | None = None,
     overwrite: bool = False,
     quiet: bool = False,
-    stride: int = 1,
+    video: VideoOptions | None = None,
     frames_per_task: int | None = DEFAULT_FRAMES_PER_TASK,
 ) -> dict:
     """Analyse every image and video under ``sources`` on Ray Data and write Parquet parts under ``output``, with
@@ -554,10 +581,13 @@ def predict_dataset(
 
     ``actors``: analyzer actors (default: one per CPU of the cluster, or per ``gpus_per_actor`` share of its
     GPUs); ``batch_size``: images per actor call (and per Parquet part); ``frames_per_task``: frames of a video
-    per actor call (rounded up to a multiple of 8 x ``stride``; 0 or None: each video whole in one call; the
-    results are the same either way); ``ray_address``: an existing cluster (``auto``, ``HOST:6379``,
-    ``ray://HOST:10001``; default ``$RAY_ADDRESS``), else a local Ray runtime is started for this call (and
-    stopped after it).
+    per actor call (rounded up as :func:`frame_ranges` says; 0 or None: each video whole in one call; the results
+    are the same either way); ``video``: the :class:`~ferkit.inference.settings.VideoOptions` (stride, detect_every,
+    smooth, max_frames; default: :mod:`ferkit.defaults`), giving the rows ``ferkit predict`` gives: actors analyse
+    ranges that start on the whole-file run's detection frames and stop at ``max_frames``, and the driver replays
+    the stitched tracks' smoothing; ``ray_address``: an existing cluster (``auto``, ``HOST:6379``,
+    ``ray://HOST:10001``; default ``$RAY_ADDRESS``), else a local Ray runtime is started for this call (and stopped
+    after it).
     Re-running the same call skips inputs already finished in ``output``. Returns a summary dict: ``files``,
     ``faces``, ``ok``, ``no_face``, ``errors``, ``skipped``, ``seconds``, ``images_per_s``, ``per_actor``
     ({worker: {files, busy_s, images_per_s}}), ``output``, ``parts``, ``video_ranges`` (actor tasks that
@@ -576,7 +606,8 @@ def predict_dataset(
     if gpus_per_actor and gpus_per_actor > 0:
         settings = settings.replace(device="cuda")
     actor_settings = settings.to_dict()  # names only (a loaded model cannot travel): one ConfigError line
-    _check_run_options(actors, batch_size, stride, frames_per_task, gpus_per_actor, output)
+    video = video or VideoOptions()
+    _check_run_options(actors, batch_size, frames_per_task, gpus_per_actor, output)
     if isinstance(sources, (str, os.PathLike)):
         sources = [sources]
     sources = [str(s) for s in sources]
@@ -591,9 +622,11 @@ def predict_dataset(
     classes = build_analyzer(settings.replace(detect=False)).classes
     config = {
         **{k: actor_settings[k] for k in ("models", "detector", "det_size", "crop", "backend")},
-        "stride": stride,
+        "stride": video.stride,
         "classes": classes,
         "attributes": list(settings.attributes),
+        # the other video options only where they differ from the defaults (folders of earlier runs resume)
+        **{k: v for k, v in dataclasses.asdict(video).items() if k != "stride" and v != getattr(VideoOptions(), k)},
     }
     out = Path(output)
     done = _prepare_output(out, config, overwrite)
@@ -626,9 +659,9 @@ def predict_dataset(
         if actors is None:
             actors = int(res.get("GPU", 0) // gpus_per_actor) if gpus_per_actor > 0 else int(res.get("CPU", 1))
             actors = max(1, actors)
-        tasks, plan = _tasks(todo, batch_size, frames_per_task, stride)
+        tasks, plan = _tasks(todo, batch_size, frames_per_task, video)
         summary["video_ranges"] = sum(n for n in plan.values() if n > 1)
-        schema = parquet_schema(classes, attributes=bool(settings.attributes))
+        schema = parquet_schema(classes, attributes=bool(settings.attributes), mesh="mesh" in settings.attributes)
         t0 = time.perf_counter()
         while tasks:
             # One task per actor call (an images task holds batch_size images), so video ranges spread over actors.
@@ -640,9 +673,9 @@ def predict_dataset(
                 num_cpus=1,
                 compute=ray.data.ActorPoolStrategy(size=actors),
                 num_gpus=gpus_per_actor or None,
-                fn_constructor_kwargs=dict(settings=actor_settings, stride=stride),
+                fn_constructor_kwargs=dict(settings=actor_settings, video=dataclasses.asdict(video)),
             )
-            redo = _write_stream(ds, out, schema, classes, summary, plan, bool(settings.attributes))
+            redo = _write_stream(ds, out, schema, classes, summary, plan, settings.attributes, video.smooth)
             # A video whose ranges did not join up (OpenCV's seek landed elsewhere): once more, whole, in one task.
             plan = {v: 1 for v in redo}
             tasks = [{"task": json.dumps({"video": local_name[v], "start": 0, "end": None})} for v in redo]
@@ -654,13 +687,12 @@ def predict_dataset(
     return summary
 
 
-def _check_run_options(actors, batch_size, stride, frames_per_task, gpus_per_actor, output) -> None:
+def _check_run_options(actors, batch_size, frames_per_task, gpus_per_actor, output) -> None:
     """The engine's own options (not the analyzer's: AnalyzerSettings checks those), one ConfigError line each."""
     if actors is not None and (not isinstance(actors, int) or actors < 1):
         raise ConfigError(f"--actors {actors!r}: give an integer >= 1")
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ConfigError(f"--batch-size {batch_size!r}: give an integer >= 1")
-    VideoOptions(stride=stride)  # the one check of a video option
     if frames_per_task is not None and (
         isinstance(frames_per_task, bool) or not isinstance(frames_per_task, int) or frames_per_task < 0
     ):
@@ -727,13 +759,20 @@ def _write_part(out: Path, schema, rows: list[list[Any]], manifest: dict[str, li
 
 
 def _write_stream(
-    ds, out: Path, schema, classes: list[str], summary: dict, plan: dict[str, int], attributes: bool = False
+    ds,
+    out: Path,
+    schema,
+    classes: list[str],
+    summary: dict,
+    plan: dict[str, int],
+    attributes: tuple[str, ...] = (),
+    smooth: float | None = None,
 ) -> list[str]:
     """Drain the dataset block by block and tally the summary. Images: a block's rows as one part. Video ranges:
-    held until all ``plan[video]`` ranges of a video are in, then stitched and written as one part. Returns the
-    videos whose ranges did not join up (to analyse again as one range)."""
+    held until all ``plan[video]`` ranges of a video are in, then stitched (tracks replayed with the ``smooth``
+    EMA) and written as one part. Returns the videos whose ranges did not join up (to analyse again as one
+    range)."""
     from ferkit.inference.video import stitch_ranges
-    from ferkit.schema import table_rows
 
     keys = ("input", "status", "faces", "worker", "seconds")
     per_actor: dict[str, dict] = summary["per_actor"]
@@ -764,14 +803,14 @@ def _write_stream(
             if len(got) < plan[path]:
                 continue
             del ranges[path]
-            result = stitch_ranges([g[0] for g in got.values()])
+            result = stitch_ranges([g[0] for g in got.values()], smooth)
             if result is None:
                 redo.append(path)
                 continue
             _write_part(
                 out,
                 schema,
-                table_rows(result, classes, attributes=attributes),
+                part_rows(result, classes, attributes),
                 {
                     "input": [path],
                     "status": [result.status],

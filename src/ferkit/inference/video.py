@@ -767,11 +767,14 @@ def analyze_range(
     smoothing), plus the fingerprints of the ``check`` frames where the range starts and of the ``check``
     frames read on after its end, so :func:`stitch_ranges` can tell that the next range's seek landed on
     exactly those frames. A start that is a multiple of ``FRAMES_PER_BATCH * stride`` batches frames as the
-    whole-file run does (the same numbers, not just the same faces; ``FRAMES_PER_BATCH`` is a multiple of
-    ``detect_every`` there, so detections fall on the same frames too). Errors raise as in analyze_video.
-    ``options`` / ``knobs``: as :func:`analyze_video`'s (``smooth`` and ``max_frames`` do not apply here)."""
-    # a range's tracks are replayed by stitch_ranges, so no smoothing here; the range's end is where it stops
-    opts = dataclasses.replace(VideoOptions.of(options, **knobs), smooth=None, max_frames=None)
+    whole-file run does (the same numbers, not just the same faces), and one that is also a multiple of
+    ``detect_every * stride`` is a detection frame of the whole-file run, so the detector runs on the same frames
+    (:func:`ferkit.inference.ray_engine.frame_ranges` cuts ranges so). Errors raise as in analyze_video.
+    ``options`` / ``knobs``: as :func:`analyze_video`'s; ``smooth`` does not apply here (the tracks are replayed,
+    smoothed, by :func:`stitch_ranges`); ``max_frames`` counts from the file's first frame, so a range stops
+    where the whole-file run stops."""
+    # a range's tracks are replayed by stitch_ranges: no smoothing here, on the raw per-frame values
+    opts = dataclasses.replace(VideoOptions.of(options, **knobs), smooth=None)
     result, info = _analyze(
         analyzer,
         str(source),
@@ -798,13 +801,14 @@ def analyze_range(
     )
 
 
-def stitch_ranges(ranges: list[VideoRange]) -> FileResult | None:
-    """The whole file's :class:`FileResult` from all its ranges (any order): faces in frame order, frames
-    analysed summed, and track ids as one :class:`Tracker` over the whole file gives them (the tracker replayed
-    over the ranges' faces, analysed frame by analysed frame). Where the file ends (or stops decoding) inside a
+def stitch_ranges(ranges: list[VideoRange], smooth: float | None = None) -> FileResult | None:
+    """The whole file's :class:`FileResult` from all its ranges (any order): faces in frame order, frames analysed
+    summed, and track ids as one :class:`Tracker` over the whole file gives them (the tracker replayed over the
+    ranges' faces, analysed frame by analysed frame; ``smooth``: with the whole-file run's EMA of probabilities, age
+    and gender, replayed on the ranges' raw per-frame values). Where the file ends (or stops decoding) inside a
     range, later ranges are dropped, as the whole-file run stops there too. A range with an error makes the file
-    that error. None when a range's first frames are not the frames read on after the previous range's end
-    (OpenCV's seek landed elsewhere): analyse that file as one range instead."""
+    that error. None when a range's first frames are not the frames read on after the previous range's end (OpenCV's
+    seek landed elsewhere): analyse that file as one range instead."""
     rs = sorted(ranges, key=lambda r: r.start)
     if (
         not rs
@@ -824,7 +828,12 @@ def stitch_ranges(ranges: list[VideoRange]) -> FileResult | None:
         if cur.head != prev.tail[: len(cur.head)] or (len(cur.head) < want and len(prev.tail) != len(cur.head)):
             return None
         kept.append(cur)
-    faces = [dataclasses.replace(f) for r in kept for f in r.result.faces]  # the ranges' own stay as they are
+    # copies (attributes too: smoothing rewrites them in place), so the ranges' own faces stay as they are
+    faces = [
+        dataclasses.replace(f, attributes=None if f.attributes is None else dict(f.attributes))
+        for r in kept
+        for f in r.result.faces
+    ]
     by_frame: dict[int | None, list[FaceResult]] = {}
     for f in faces:
         by_frame.setdefault(f.frame, []).append(f)
@@ -834,7 +843,7 @@ def stitch_ranges(ranges: list[VideoRange]) -> FileResult | None:
         for prev, cur in zip(kept, kept[1:], strict=False)
         if is_cut(prev.last_thumb, cur.first_thumb)
     )  # a shot change where two ranges meet
-    tracker = Tracker()
+    tracker = Tracker(smooth)
     for r in kept:
         for i in range(-(-r.start // r.stride) * r.stride, r.stop, r.stride):
             if i in cuts:
