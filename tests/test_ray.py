@@ -797,11 +797,25 @@ def test_private_runtime_beside_another_jobs_cluster_and_token_clusters(tmp_path
 
 def test_ctrl_c_stops_a_ray_run_in_seconds(tmp_path):
     """Ctrl-C (SIGINT) during a Ray run: exit 130 and the one line "ferkit: interrupted", within seconds."""
+    import cv2
+
     videos = tmp_path / "videos"
     videos.mkdir()
     two = _two_faces_video(videos / "v0.mp4")
-    for i in range(1, 12):
+    for i in range(1, 11):
         shutil.copy(two, videos / f"v{i}.mp4")
+    # one long video keeps the actors busy well after the short ones' parts are written: the signal always lands
+    # mid-run (with short videos only, all of them could finish between the first part and the signal on a busy
+    # machine, and the run rightly exits 0)
+    cap, frames = cv2.VideoCapture(str(two)), []
+    while (got := cap.read())[0]:
+        frames.append(got[1])
+    cap.release()
+    vw = cv2.VideoWriter(str(videos / "long.mp4"), cv2.VideoWriter_fourcc(*"mp4v"), 10, (320, 240))
+    for _ in range(16):  # 1,440 frames
+        for f in frames:
+            vw.write(f)
+    vw.release()
     env = dict(os.environ, PYTHONPATH=SRC + os.pathsep + os.environ.get("PYTHONPATH", ""))
     env.pop("RAY_ADDRESS", None)
     out = tmp_path / "out"
@@ -833,6 +847,7 @@ def test_ctrl_c_stops_a_ray_run_in_seconds(tmp_path):
             assert p.poll() is None, p.communicate()[1][-2000:]
             assert time.time() < deadline, "no part written in 240 s"
             time.sleep(0.2)
+        assert len(list(out.glob("part-*.parquet"))) < 12, "the run ended before the signal: the long video is not done"
         p.send_signal(signal.SIGINT)
         t0 = time.time()
         _, err = p.communicate(timeout=90)
