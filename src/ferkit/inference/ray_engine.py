@@ -654,6 +654,7 @@ def predict_dataset(
 
     started = _start_ray(ray, ray_address, actors, quiet)
     try:
+        stop = _note_sigint()
         _ray_data_output(ray, quiet)
         res = ray.cluster_resources()
         if actors is None:
@@ -675,16 +676,50 @@ def predict_dataset(
                 num_gpus=gpus_per_actor or None,
                 fn_constructor_kwargs=dict(settings=actor_settings, video=dataclasses.asdict(video)),
             )
-            redo = _write_stream(ds, out, schema, classes, summary, plan, settings.attributes, video.smooth)
+            redo = _write_stream(ds, out, schema, classes, summary, plan, settings.attributes, video.smooth, stop)
             # A video whose ranges did not join up (OpenCV's seek landed elsewhere): once more, whole, in one task.
             plan = {v: 1 for v in redo}
             tasks = [{"task": json.dumps({"video": local_name[v], "start": 0, "end": None})} for v in redo]
             summary["redone"] += len(redo)
         _finish_summary(summary, time.perf_counter() - t0, say)
     finally:
+        _restore_sigint()
         if started:
             ray.shutdown()
     return summary
+
+
+_SIGINT_BEFORE: list = []
+
+
+def _note_sigint():
+    """An Event set by Ctrl-C (SIGINT) during the run, the handler in place before still called (Python's raises
+    KeyboardInterrupt). Seen under load: the interrupt can land inside Ray Data's iterator, which ends the stream
+    early without raising; the Event lets the run end with "interrupted" (exit 130), never as a success with parts
+    missing. Only in the main thread (elsewhere signals cannot be caught): there, an Event never set."""
+    import signal
+    import threading
+
+    stop = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        return stop
+    before = signal.getsignal(signal.SIGINT)
+
+    def on_sigint(signum, frame):
+        stop.set()
+        if callable(before):
+            before(signum, frame)
+
+    _SIGINT_BEFORE.append(before)
+    signal.signal(signal.SIGINT, on_sigint)
+    return stop
+
+
+def _restore_sigint() -> None:
+    import signal
+
+    if _SIGINT_BEFORE:
+        signal.signal(signal.SIGINT, _SIGINT_BEFORE.pop())
 
 
 def _check_run_options(actors, batch_size, frames_per_task, gpus_per_actor, output) -> None:
@@ -767,11 +802,13 @@ def _write_stream(
     plan: dict[str, int],
     attributes: tuple[str, ...] = (),
     smooth: float | None = None,
+    stop=None,
 ) -> list[str]:
     """Drain the dataset block by block and tally the summary. Images: a block's rows as one part. Video ranges:
     held until all ``plan[video]`` ranges of a video are in, then stitched (tracks replayed with the ``smooth``
     EMA) and written as one part. Returns the videos whose ranges did not join up (to analyse again as one
-    range)."""
+    range). ``stop`` (from :func:`_note_sigint`): set by Ctrl-C; the stream ends with KeyboardInterrupt even where
+    Ray's iterator swallowed it."""
     from ferkit.inference.video import stitch_ranges
 
     keys = ("input", "status", "faces", "worker", "seconds")
@@ -779,6 +816,8 @@ def _write_stream(
     ranges: dict[str, dict] = {}
     redo: list[str] = []
     for block in ds.iter_batches(batch_size=None, batch_format="pyarrow", prefetch_batches=0):
+        if stop is not None and stop.is_set():
+            raise KeyboardInterrupt
         if block.num_rows == 0:
             continue
         d = block.to_pydict()
@@ -820,6 +859,8 @@ def _write_stream(
                 },
                 summary,
             )
+    if stop is not None and stop.is_set():  # Ctrl-C that Ray's iterator swallowed, ending the stream early
+        raise KeyboardInterrupt
     return redo
 
 
