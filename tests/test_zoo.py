@@ -161,6 +161,12 @@ def test_card_fields_and_shipped_weights(name):
     assert info["source"]["archive_sha256"] == src.archive_sha256 and info["source"]["files"] == src.files
     assert "Permission is hereby granted" in info["licence_notice"]
     card = info["card"]
+    # every licence the weights carry has its notice on the card, the upstream project's too (Apache-2.0 asks
+    # for its notice wherever the work is redistributed)
+    notice = card[card.index("## Licence notice") :]
+    for lic, words in {"Apache-2.0": "Apache License, Version 2.0", "BSD-3-Clause": "BSD-3-Clause"}.items():
+        if lic in src.spdx:
+            assert words in notice, (lic, name)
     for text in [
         src.archive_sha256,
         *src.files.values(),
@@ -183,6 +189,17 @@ def test_card_fields_and_shipped_weights(name):
         assert len(info["common_classes"]) == (len(src.classes) if src.kind == "emotion" else 0)
     else:
         assert "ferkit zoo fetch" in card and "BSD-3-Clause" in card
+
+
+@pytest.mark.parametrize("name", list(SOURCES))
+def test_shipped_card_is_what_the_sources_table_renders(name):
+    """The card text in the package is render_card of the sources table and the card's data: an edit to either
+    (a licence, an upstream notice) reaches the card only by re-rendering it, and cannot drift from it."""
+    from ferkit.zoo import CARDS_DIR
+    from ferkit.zoo.convert import render_card
+
+    data = json.loads((CARDS_DIR / f"{name}.json").read_text())
+    assert render_card(SOURCES[name], data) == zoo_info(name)["card"]
 
 
 def test_list_zoo():

@@ -758,9 +758,8 @@ def render_card(src: ZooSource, card: dict) -> str:
     else:
         L += [f"ferkit zoo fetch {src.name}", "ferkit train --model mobilenet_v2 --pretrained --data DATA"]
     L += ["```", "", "## Licence notice", "", "```", card["licence_notice"], "```"]
-    if src.name == "mobilenet_v2_imagenet":
-        L += ["", "The weights file itself is torchvision's (BSD-3-Clause, Copyright (c) Soumith Chintala 2016, "
-              "all rights reserved); torchvision's LICENSE applies to it."]  # fmt: skip
+    if src.upstream_notice:
+        L += ["", src.upstream_notice]
     return "\n".join(L) + "\n"
 
 

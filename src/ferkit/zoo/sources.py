@@ -46,6 +46,9 @@ class ZooSource:
     delivery: str = "shipped"
     spdx: str = "MIT"  # licence expression for listings
     notes: tuple[str, ...] = field(default_factory=tuple)
+    # where the weights come from a project other than the package (its licence_file covers the package only):
+    # that project's notice, printed on the card under the package's
+    upstream_notice: str = ""
 
     @property
     def fetch_command(self) -> str:
@@ -234,6 +237,8 @@ _add(
     "stem, stage1..stage7, top",
     delivery="fetch",
     spdx="MIT AND BSD-3-Clause",
+    upstream_notice="The weights file itself is torchvision's (BSD-3-Clause, Copyright (c) Soumith Chintala 2016, "
+    "all rights reserved); torchvision's LICENSE applies to it.",
     notes=(
         "Fetched on demand (14 MB): `ferkit zoo fetch mobilenet_v2_imagenet` puts mobilenet_v2-b0353104.pth into "
         "torch.hub.get_dir()/checkpoints, where torchvision (and `--pretrained` for mobilenet_v2) looks for it.",
@@ -351,6 +356,9 @@ _add(
     "graph model with float16-stored weights, widened to float32 exactly. The contour branch (133 points) is "
     "not converted (Human does not read it)",
     spdx="MIT AND Apache-2.0",
+    upstream_notice="MediaPipe FaceMesh model: Copyright Google LLC, licensed under the Apache License, Version 2.0 "
+    "(https://www.apache.org/licenses/LICENSE-2.0). Converted to PyTorch tensors and ONNX by ferkit; float16 "
+    "weights widened to float32 exactly, the contour branch left out, no other change.",
     notes=(
         "Outputs: 1404 raw values (x, y, z of 468 points, pixels of the 192x192 input) and the face-flag logit; "
         "ferkit.zoo.outputs.decode gives x, y, z / 192 (fractions of the crop) and sigmoid(flag), and "
